@@ -1,0 +1,164 @@
+"""The one interface every hashing method implements.
+
+A :class:`HashingMethod` is a ``torch.nn.Module`` that owns both its head and its loss (so learned
+class centers, memory banks or GAN parts are parameters or buffers that round-trip through the saved
+state). Subclasses implement a single hook, :meth:`HashingMethod.compute_loss`, and may override the
+optional hooks :meth:`on_fit_start`, :meth:`on_epoch_start` and :meth:`training_step` where their
+paper needs it. The single training loop lives in :mod:`hashers.trainer`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from hashers.heads import MLPHead
+
+
+class HashingError(ValueError):
+    """Bad input to a hashing method (shapes, labels, non-finite values)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadSpec:
+    """Shape of a hashing head: input embedding dim, code length and the label space."""
+
+    in_dim: int
+    n_bits: int
+    n_classes: int
+    hidden_dims: tuple[int, ...] = (512,)
+    dropout: float = 0.1
+    multilabel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.in_dim < 1:
+            raise HashingError(f"in_dim={self.in_dim}: the embedding dimension must be >= 1")
+        if not 1 <= self.n_bits <= 4096:
+            raise HashingError(f"n_bits={self.n_bits}: use a code length from 8 to 1024")
+        if self.n_classes < 1:
+            raise HashingError(f"n_classes={self.n_classes} must be >= 1")
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """Embeddings ``x`` float32 ``[N, D]`` with multi-hot float labels ``y`` ``[N, C]``."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2:
+            raise HashingError(f"embeddings must be [N, D], got shape {tuple(self.x.shape)}")
+        if self.y.ndim != 2 or self.y.shape[0] != self.x.shape[0]:
+            raise HashingError(
+                f"labels must be multi-hot [N, C] with N={self.x.shape[0]}, got {tuple(self.y.shape)}"
+            )
+        if not torch.isfinite(self.x).all():
+            n_bad = int((~torch.isfinite(self.x)).any(dim=1).sum())
+            raise HashingError(f"{n_bad} embeddings hold NaN or inf; clean or re-extract them")
+
+    @classmethod
+    def from_numpy(cls, x: Any, y_multihot: Any) -> EmbeddingSet:
+        return cls(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y_multihot, dtype=torch.float32))
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.y.shape[1])
+
+    def subset(self, idx: Tensor) -> EmbeddingSet:
+        return EmbeddingSet(self.x[idx], self.y[idx])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training mini-batch: embeddings, multi-hot labels and their row indices in train."""
+
+    x: Tensor
+    y: Tensor
+    idx: Tensor
+
+
+class HashingMethod(nn.Module, abc.ABC):
+    """Base class of every hashing method (head + loss in one module).
+
+    Class attributes
+        ``name``: registry key, equal to its ``params.yaml`` block name.
+        ``Config``: frozen keyword-only dataclass of hyper-parameters, with the paper's defaults.
+        ``per_sample_loss``: True only when sample i's loss depends on sample i and the parameters
+        alone (gates DP-SGD: Opacus' per-sample clipping bounds one record's influence only then).
+        ``supervised``: whether labels are used. ``trainable``: False for closed-form methods fitted in
+        :meth:`on_fit_start` (LSH, ITQ, PCA), which the trainer then does not iterate.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    per_sample_loss: ClassVar[bool] = False
+    supervised: ClassVar[bool] = True
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, spec: HeadSpec, config: Any | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = self.Config() if config is None else config
+        if not isinstance(self.config, self.Config):
+            raise HashingError(
+                f"{self.name}: config must be a {self.Config.__name__}, got {type(self.config).__name__}"
+            )
+        self.head = self.build_head()
+
+    # ---- structure ------------------------------------------------------------------------
+    def build_head(self) -> nn.Module:
+        """The network mapping an embedding to ``n_bits`` relaxed code values (an MLP by default)."""
+        s = self.spec
+        return MLPHead(in_dim=s.in_dim, out_dim=s.n_bits, hidden_dims=s.hidden_dims, dropout=s.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Relaxed codes ``u`` of shape ``[B, n_bits]``."""
+        return self.head(x)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, *, batch_size: int = 8192) -> Tensor:
+        """Binary codes ``bool [N, n_bits]`` (``u > 0``), computed in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [self.forward(x[i : i + batch_size]) > 0 for i in range(0, x.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0, self.spec.n_bits, dtype=torch.bool)
+
+    # ---- the one abstract hook -----------------------------------------------------------
+    @abc.abstractmethod
+    def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        """Loss terms for a batch; must hold ``"loss"`` (the total that is back-propagated).
+
+        ``u``: relaxed codes ``[B, K]``; ``y``: multi-hot float labels ``[B, C]``; ``idx``: row
+        indices of the batch in the training set (for memory banks and target codes).
+        """
+
+    # ---- optional hooks ------------------------------------------------------------------
+    def on_fit_start(self, train: EmbeddingSet) -> None:  # noqa: B027 - optional hook
+        """Called once before training with the full training set (target codes, centers, ...)."""
+
+    def on_epoch_start(self, epoch: int, n_epochs: int) -> None:  # noqa: B027 - optional hook
+        """Called at the start of every epoch (continuation schedules, discrete steps)."""
+
+    def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """One optimisation step; override only for alternating schemes (e.g. GAN updates)."""
+        u = self(batch.x)
+        terms = self.compute_loss(u, batch.y, batch.idx)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,184 @@
+"""The only training loop of hashaudit: ``fit(method, train, val, config=...) -> FitResult``.
+
+Model selection and early stopping use the *validation* split only: each epoch the val embeddings are
+encoded and classified by tie-aware KNN against the training codes (the same protocol as the final
+evaluation), and the best epoch's weights are restored at the end. The test split is never seen.
+Shuffling uses a seeded generator, so on CPU the same seed gives bit-identical codes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import resource
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
+from hashers.codes import pack_bits
+from hashers.knn import classification_metrics, knn_hamming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    val_queries: int = 2000
+    k: int = 7
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    wall_time_s: float
+    peak_memory_mb: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "epochs_run": self.epochs_run,
+            "train_wall_time_s": self.wall_time_s,
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HashingError("device 'cuda' requested but no CUDA device is available; use device: auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise HashingError("device 'mps' requested but MPS is not available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far (CUDA: peak allocated on the device)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def check_labels(train: EmbeddingSet, method: HashingMethod) -> None:
+    if method.supervised:
+        present = int((train.y.sum(dim=0) > 0).sum())
+        if present < 2:
+            raise HashingError(
+                f"{method.name}: the training labels hold a single class; supervised hashing needs "
+                "at least two classes (check the dataset, data.limit or the label column)"
+            )
+    if train.dim != method.spec.in_dim:
+        raise HashingError(
+            f"{method.name}: embeddings have dimension {train.dim} but the head expects "
+            f"{method.spec.in_dim}; these embeddings come from another backbone or pooling"
+        )
+
+
+def val_accuracy(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, k: int) -> float:
+    """Tie-aware Hamming KNN accuracy of ``val`` queries against ``train`` codes."""
+    db = pack_bits(method.encode(train.x))
+    q = pack_bits(method.encode(val.x))
+    multilabel = train.y.sum(dim=1).max() > 1 or val.y.sum(dim=1).max() > 1
+    db_labels = train.y.numpy().astype(bool) if multilabel else train.y.argmax(dim=1).numpy()
+    y_true = val.y.numpy().astype(bool) if multilabel else val.y.argmax(dim=1).numpy()
+    k = min(k, len(train))
+    pred = knn_hamming(q, db, method.spec.n_bits, db_labels, [k])[k]
+    return classification_metrics(y_true, pred, train.n_classes)["accuracy"]
+
+
+def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig) -> FitResult:
+    """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy."""
+    check_labels(train, method)
+    if val.dim != train.dim:
+        raise HashingError(f"val embeddings have dimension {val.dim}, train {train.dim}")
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n_val = min(config.val_queries, len(val))
+    val_sel = val.subset(torch.randperm(len(val), generator=gen)[:n_val]) if n_val < len(val) else val
+
+    method.to(device)
+    method.on_fit_start(train)
+    if not method.trainable:
+        method.cpu()
+        acc = val_accuracy(method, train, val_sel, k=config.k)
+        return FitResult(0, acc, 0, time.perf_counter() - start, peak_memory_mb(device), [{"epoch": 0, "val_accuracy": acc}])
+
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    x_dev, y_dev = train.x.to(device), train.y.to(device)
+    history: list[dict[str, float]] = []
+    best = (-1.0, -1)
+    best_state: dict[str, torch.Tensor] | None = None
+    bs = min(config.batch_size, len(train))
+    bar = tqdm(range(config.epochs), desc=f"train {method.name}-{method.spec.n_bits}", disable=not config.progress, leave=False)
+    for epoch in bar:
+        method.train()
+        method.on_epoch_start(epoch, config.epochs)
+        perm = torch.randperm(len(train), generator=gen)
+        sums: dict[str, float] = defaultdict(float)
+        n_steps = 0
+        for i in range(0, len(train), bs):
+            idx = perm[i : i + bs]
+            if len(idx) < 2 and len(train) >= 2:  # a lone last sample has no pairs: fold it away
+                continue
+            idx_dev = idx.to(device)
+            terms = method.training_step(Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer)
+            for name, value in terms.items():
+                sums[name] += float(value)
+            n_steps += 1
+        row = {"epoch": float(epoch), **{f"loss_{k}" if k != "loss" else "loss": v / max(n_steps, 1) for k, v in sums.items()}}
+        if not np.isfinite(row.get("loss", 0.0)):
+            raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr")
+        method.cpu()
+        acc = val_accuracy(method, train, val_sel, k=config.k)
+        method.to(device)
+        row["val_accuracy"] = acc
+        history.append(row)
+        bar.set_postfix(loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{acc:.4f}")
+        if acc > best[0]:
+            best = (acc, epoch)
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
+        elif epoch - best[1] >= config.patience:
+            log.info("%s-%d: early stop at epoch %d (best %d)", method.name, method.spec.n_bits, epoch, best[1])
+            break
+    method.cpu()
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    method.eval()
+    return FitResult(
+        best_epoch=best[1],
+        best_val_accuracy=best[0],
+        epochs_run=len(history),
+        wall_time_s=time.perf_counter() - start,
+        peak_memory_mb=peak_memory_mb(device),
+        history=history,
+    )

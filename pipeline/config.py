@@ -1,0 +1,361 @@
+"""Typed, validated study parameters.
+
+`load_params(path)` turns ``params.yaml`` into frozen dataclasses. Everything is checked before any
+work starts: an unknown or misspelt key, a wrong type or an out-of-range value raises
+:class:`ParamsError` naming the full key (``train.bits[2]``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+MEDMNIST_2D_FLAGS = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+MEDMNIST_SIZES = (28, 64, 128, 224)
+SOURCE_KINDS = ("medmnist", "huggingface", "imagefolder", "embeddings")
+MIN_BITS, MAX_BITS = 8, 1024
+
+
+class ParamsError(ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
+
+
+# --------------------------------------------------------------------------------------------
+# generic mapping -> frozen dataclass conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (lists -> tuples)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(repr(a) for a in get_args(tp))
+            raise ParamsError(f"{key}: {value!r} is not allowed; use one of {allowed}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+        (item_tp, *rest) = get_args(tp) or (Any,)
+        return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping, typing.Mapping):
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp) or (str, Any)
+        return types.MappingProxyType(
+            {str(k): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+        )
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # programming error
+
+
+def parse_dataclass(cls: type, data: Any, key: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``; every problem names its key."""
+    where = key or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        bad = unknown[0]
+        close = difflib.get_close_matches(str(bad), list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParamsError(
+            f"{where}: unknown key {bad!r}{hint}; allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{key}.{name}" if key else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"{sub}: missing required key")
+            continue
+        kwargs[name] = _convert(data[name], hints[name], sub)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # from __post_init__: the message starts with the field name
+        raise ParamsError(f"{key}.{err}" if key else str(err)) from None
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ParamsError(``key: message``) unless ``condition``."""
+    if not condition:
+        raise ParamsError(f"{key}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """Where one dataset's images (or ready embeddings) come from."""
+
+    kind: Literal["medmnist", "huggingface", "imagefolder", "embeddings"]
+    flag: str | None = None  # medmnist: the MedMNIST flag (default: the dataset's name)
+    size: int = 28  # medmnist: 28 | 64 | 128 | 224
+    id: str | None = None  # huggingface: dataset id on the hub (or a local dataset dir)
+    image_column: str = "image"
+    label_column: str = "label"
+    path: str | None = None  # imagefolder: root dir; embeddings: .safetensors / .npz file
+
+    def __post_init__(self) -> None:
+        if self.kind == "medmnist":
+            check(self.size in MEDMNIST_SIZES, "size", f"{self.size} is not a MedMNIST size; use one of {MEDMNIST_SIZES}")
+            if self.flag is not None:
+                check(
+                    self.flag in MEDMNIST_2D_FLAGS,
+                    "flag",
+                    f"{self.flag!r} is not a MedMNIST 2D dataset; use one of {', '.join(MEDMNIST_2D_FLAGS)}",
+                )
+        if self.kind == "huggingface":
+            check(bool(self.id), "id", "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10")
+        if self.kind in ("imagefolder", "embeddings"):
+            check(bool(self.path), "path", f"a {self.kind} source needs path: <file or folder>")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    root: str = "data/medmnist"
+    download: bool = True
+    limit: int | None = None
+    val_fraction: float = 0.1
+    datasets: tuple[str, ...] = ("breastmnist",)
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.limit is None or self.limit > 0, "limit", f"{self.limit} must be a positive integer or null")
+        check(0.0 < self.val_fraction < 0.5, "val_fraction", f"{self.val_fraction} must be in (0, 0.5)")
+        check(len(self.datasets) > 0, "datasets", "list at least one dataset")
+        for i, name in enumerate(self.datasets):
+            if name not in self.sources and name not in MEDMNIST_2D_FLAGS:
+                raise ParamsError(
+                    f"datasets[{i}]: unknown dataset {name!r}; define it under data.sources "
+                    f"(known: {', '.join(sorted(set(self.sources) | set(MEDMNIST_2D_FLAGS)))})"
+                )
+
+    def source(self, name: str) -> SourceConfig:
+        """The source of dataset ``name``: its ``sources`` entry, or MedMNIST 28 px for a bare flag."""
+        if name in self.sources:
+            src = self.sources[name]
+            if src.kind == "medmnist" and src.flag is None:
+                if name not in MEDMNIST_2D_FLAGS:
+                    raise ParamsError(
+                        f"data.sources.{name}.flag: {name!r} is not a MedMNIST flag; set flag to one of "
+                        f"{', '.join(MEDMNIST_2D_FLAGS)}"
+                    )
+                src = dataclasses.replace(src, flag=name)
+            return src
+        if name in MEDMNIST_2D_FLAGS:
+            return SourceConfig(kind="medmnist", flag=name, size=28)
+        raise ParamsError(f"data.datasets: unknown dataset {name!r}; define it under data.sources")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneConfig:
+    name: str = "facebook/dinov2-base"
+    revision: str = "main"
+    image_size: int = 224
+    resize: Literal["resize", "pad"] = "resize"
+    pooling: Literal["cls", "cls_mean"] = "cls"
+    batch_size: int = 32
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(14 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be in [14, 1024]")
+        check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnnConfig:
+    k: int = 7
+    k_sweep: tuple[int, ...] = (3, 5, 7, 10, 15)
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+
+    def __post_init__(self) -> None:
+        check(self.k >= 1, "k", f"{self.k} must be >= 1")
+        for i, k in enumerate(self.k_sweep):
+            check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    methods: tuple[str, ...] = ("dpsh",)
+    bits: tuple[int, ...] = (12, 24, 36, 48)
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    hidden_dims: tuple[int, ...] = (512,)
+    dropout: float = 0.1
+    val_queries: int = 2000
+    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+
+    def __post_init__(self) -> None:
+        check(len(self.methods) > 0, "methods", "list at least one hashing method")
+        for i, b in enumerate(self.bits):
+            check(
+                MIN_BITS <= b <= MAX_BITS,
+                f"bits[{i}]",
+                f"{b} bits is out of range; use a code length from {MIN_BITS} to {MAX_BITS}",
+            )
+        check(self.epochs >= 1, "epochs", f"{self.epochs} must be >= 1")
+        check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be >= 2 (pairwise losses)")
+        check(self.lr > 0, "lr", f"{self.lr} must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be >= 0")
+        check(self.patience >= 1, "patience", f"{self.patience} must be >= 1")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"{self.dropout} must be in [0, 1)")
+        check(self.val_queries >= 1, "val_queries", f"{self.val_queries} must be >= 1")
+        for i, h in enumerate(self.hidden_dims):
+            check(h >= 1, f"hidden_dims[{i}]", f"{h} must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "hashaudit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+
+    def method_config(self, name: str) -> Any:
+        """The resolved, typed hyper-parameters of hashing method ``name``."""
+        from hashers import registry
+
+        cls = registry.get(name)
+        return parse_dataclass(cls.Config, dict(self.methods.get(name, {})), f"methods.{name}")
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed ``params.yaml`` mapping (see :func:`load_params`)."""
+    params = parse_dataclass(Params, raw)
+    from hashers import registry
+
+    known = registry.names()
+    for i, name in enumerate(params.train.methods):
+        if name not in known:
+            raise ParamsError(
+                f"train.methods[{i}]: unknown hashing method {name!r}; registered: {', '.join(known)}"
+            )
+    for name in params.methods:
+        if name not in known:
+            raise ParamsError(
+                f"methods.{name}: no hashing method is registered as {name!r}; registered: {', '.join(known)}"
+            )
+        params.method_config(name)  # validates the block's keys, types and ranges
+    return params
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (tests, CLI)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return parse_params(raw)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    *parents, last = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able view of a config dataclass (for config.json and MLflow params)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj

@@ -1,0 +1,143 @@
+"""Contract tests run over every registered hashing method (ARCHITECTURE.md §7)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from hashers import registry
+from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, HeadSpec
+from hashers.trainer import FitConfig, fit
+
+METHODS = registry.names()
+N_CLASSES, DIM, BITS = 3, 16, 16
+
+
+def clusters(n: int, *, seed: int, dim: int = DIM, n_classes: int = N_CLASSES) -> EmbeddingSet:
+    g = np.random.default_rng(seed)
+    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 3.0
+    y = np.arange(n) % n_classes
+    x = centers[y] + g.normal(size=(n, dim))
+    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+
+
+def spec(bits: int = BITS) -> HeadSpec:
+    return HeadSpec(in_dim=DIM, n_bits=bits, n_classes=N_CLASSES, hidden_dims=(32,), dropout=0.0)
+
+
+def ready(name: str, *, bits: int = BITS, seed: int = 0) -> tuple[HashingMethod, EmbeddingSet]:
+    method = registry.build(name, spec(bits), seed=seed)
+    train = clusters(60, seed=1)
+    torch.manual_seed(seed)
+    method.on_fit_start(train)
+    method.on_epoch_start(0, 2)
+    return method, train
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_declares_contract_attributes(name: str) -> None:
+    cls = registry.get(name)
+    assert cls.name == name
+    assert dataclasses.is_dataclass(cls.Config)
+    assert cls.Config.__dataclass_params__.frozen
+    assert isinstance(cls.per_sample_loss, bool)
+    doc = cls.__doc__ or ""
+    assert re.search(r"\b(19|20)\d\d\b", doc), f"{name}: the class docstring must cite its paper (with year)"
+    assert "deviation" in doc.lower(), f"{name}: the class docstring must state deviations for frozen embeddings"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_forward_shape_and_encode(name: str) -> None:
+    method, train = ready(name)
+    u = method(train.x[:5])
+    assert u.shape == (5, BITS)
+    codes = method.encode(train.x[:5])
+    assert codes.dtype == torch.bool and codes.shape == (5, BITS)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
+@pytest.mark.parametrize("batch", [8, 1])
+def test_finite_loss_and_gradients_reach_head(name: str, batch: int) -> None:
+    method, train = ready(name)
+    method.train()
+    idx = torch.arange(batch)
+    u = method(train.x[idx])
+    terms = method.compute_loss(u, train.y[idx], idx)
+    assert "loss" in terms
+    assert all(torch.isfinite(v).all() for v in terms.values())
+    terms["loss"].backward()
+    grads = [p.grad for p in method.head.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads) or batch == 1
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
+def test_training_step_runs(name: str) -> None:
+    method, train = ready(name)
+    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
+    idx = torch.arange(12)
+    out = method.training_step(Batch(train.x[idx], train.y[idx], idx), opt)
+    assert "loss" in out and all(torch.isfinite(torch.as_tensor(v)).all() for v in out.values())
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
+def test_per_sample_loss_is_declared_truthfully(name: str) -> None:
+    """Perturb sample j: per-sample losses leave the other samples' gradients unchanged."""
+    method, train = ready(name)
+    method.eval()
+    idx = torch.arange(9)
+    with torch.no_grad():
+        u0 = method(train.x[idx])
+
+    def grad_wrt_u(u: torch.Tensor) -> torch.Tensor:
+        u = u.clone().requires_grad_(True)
+        torch.manual_seed(0)
+        (g,) = torch.autograd.grad(method.compute_loss(u, train.y[idx], idx)["loss"], u)
+        return g
+
+    g1 = grad_wrt_u(u0)
+    u_pert = u0.clone()
+    u_pert[0] = u_pert[0] + 0.7 * torch.randn(BITS, generator=torch.Generator().manual_seed(5))
+    g2 = grad_wrt_u(u_pert)
+    others_unchanged = torch.allclose(g1[1:], g2[1:], atol=1e-7)
+    assert others_unchanged == registry.get(name).per_sample_loss
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_codes_and_state_round_trip(name: str, tmp_path) -> None:
+    from pipeline.artifacts import load_head, save_head
+
+    train, val = clusters(90, seed=1), clusters(30, seed=2)
+    cfg = FitConfig(epochs=2, batch_size=32, patience=5, val_queries=30, progress=False, seed=3)
+    codes = []
+    for _ in range(2):
+        method = registry.build(name, spec(), seed=3)
+        fit(method, train, val, config=cfg)
+        codes.append(method.encode(val.x))
+    assert torch.equal(codes[0], codes[1])
+    save_head(tmp_path, method.state_dict(), {"method": name})
+    state, _ = load_head(tmp_path)
+    fresh = registry.build(name, spec(), seed=99)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.encode(val.x), codes[1])
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).supervised])
+def test_single_class_training_set_is_rejected(name: str) -> None:
+    method = registry.build(name, spec(), seed=0)
+    x = torch.randn(20, DIM)
+    y = torch.zeros(20, N_CLASSES)
+    y[:, 0] = 1
+    with pytest.raises(HashingError, match="single class"):
+        fit(method, EmbeddingSet(x, y), EmbeddingSet(x, y), config=FitConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_dimension_mismatch_is_rejected(name: str) -> None:
+    method = registry.build(name, spec(), seed=0)
+    data = clusters(30, seed=0, dim=DIM + 1)
+    with pytest.raises(HashingError, match="dimension"):
+        fit(method, data, data, config=FitConfig(epochs=1, progress=False))
