@@ -69,3 +69,51 @@ def quantization_logcosh(u: Tensor) -> Tensor:
 def sign_with_ties(u: Tensor) -> Tensor:
     """``sign(u)`` with ``sign(0) = +1`` so binary targets are always ±1."""
     return torch.where(u >= 0, torch.ones_like(u), -torch.ones_like(u))
+
+
+def soft_label_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Softmax cross-entropy against the label distribution ``y / Σy``, mean over the batch.
+
+    Single-label (one-hot ``y``) this is the usual cross-entropy. Multi-hot rows spread the target
+    evenly over their labels (the softmax analogue for multi-label data); a row without labels
+    contributes 0 but still counts in the mean, so sample i's term depends on sample i alone.
+    """
+    target = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def mine_triplets(
+    y: Tensor, n_triplets: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample ``n_triplets`` in-batch triplets ``(a, p, n)`` uniformly, with replacement.
+
+    Valid triplets: ``p != a`` shares a label with ``a`` (``S_ap = 1``) and ``n`` shares none
+    (``S_an = 0``, ``n != a``). Drawing the anchor with probability ``∝ |P_a|·|N_a|`` and then ``p``
+    and ``n`` uniformly is uniform over the set of all valid triplets, without enumerating it
+    (``B³`` of them). Returns three ``long`` index tensors, empty when the batch holds none.
+    ``generator=None`` draws from torch's global generator (seeded by the trainer).
+    """
+    S = label_similarity(y)
+    eye = torch.eye(S.shape[0], dtype=torch.bool, device=S.device)
+    pos = S.masked_fill(eye, 0.0)
+    neg = (1.0 - S).masked_fill(eye, 0.0)
+    weight = pos.sum(dim=1) * neg.sum(dim=1)
+    if n_triplets < 1 or float(weight.sum()) == 0.0:
+        empty = torch.zeros(0, dtype=torch.long, device=y.device)
+        return empty, empty.clone(), empty.clone()
+    a = torch.multinomial(weight, n_triplets, replacement=True, generator=generator)
+    p = torch.multinomial(pos[a], 1, generator=generator).squeeze(1)
+    n = torch.multinomial(neg[a], 1, generator=generator).squeeze(1)
+    return a, p, n
+
+
+def triplet_ranking_loss(anchor: Tensor, pos: Tensor, neg: Tensor, margin: float) -> Tensor:
+    """``mean max(0, margin - (‖a - n‖² - ‖a - p‖²))`` over rows (DNNH eq. 1, DSH-GAN's hash stream).
+
+    With no rows the result is a zero that stays connected to the graph (gradients are zero).
+    """
+    if anchor.shape[0] == 0:
+        return anchor.sum() * 0.0
+    d_pos = (anchor - pos).pow(2).sum(dim=1)
+    d_neg = (anchor - neg).pow(2).sum(dim=1)
+    return F.relu(margin - (d_neg - d_pos)).mean()

@@ -32,3 +32,35 @@ class MLPHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class DivideEncodeHead(nn.Module):
+    """DNNH's divide-and-encode head (Lai et al., CVPR 2015), over an embedding.
+
+    A shared trunk (:class:`MLPHead` to ``n_bits * slice_dim`` features, then GELU) yields one
+    feature vector that is split into ``n_bits`` equal slices; slice k is mapped to unit k by its
+    own linear map and a sigmoid, so each bit sees only its slice (the paper's argument: less
+    redundancy between bits). The per-slice maps are a grouped 1x1 convolution (``groups=n_bits``),
+    which is exactly ``n_bits`` independent ``Linear(slice_dim, 1)``. Output in ``(0, 1)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        n_bits: int,
+        slice_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.n_bits, self.slice_dim = n_bits, slice_dim
+        self.trunk = MLPHead(
+            in_dim=in_dim, out_dim=n_bits * slice_dim, hidden_dims=hidden_dims, dropout=dropout
+        )
+        self.act = nn.GELU()
+        self.slice_maps = nn.Conv1d(n_bits * slice_dim, n_bits, kernel_size=1, groups=n_bits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.act(self.trunk(x))  # [B, n_bits * slice_dim]
+        return self.slice_maps(features.unsqueeze(-1)).squeeze(-1).sigmoid()  # [B, n_bits]

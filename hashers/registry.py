@@ -15,6 +15,9 @@ from hashers.base import HashingError, HashingMethod, HeadSpec
 
 _METHODS: dict[str, str] = {
     "dpsh": "hashers.dpsh:DPSH",
+    "lsh": "hashers.baselines:LSH",
+    "itq": "hashers.baselines:ITQ",
+    "pca": "hashers.baselines:PCARR",
 }
 
 

@@ -137,6 +137,7 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
     x_dev, y_dev = train.x.to(device), train.y.to(device)
     history: list[dict[str, float]] = []
     best = (-1.0, -1)
+    last_gain = 0  # epoch of the last strict improvement (early stopping counts from it)
     best_state: dict[str, torch.Tensor] | None = None
     bs = min(config.batch_size, len(train))
     bar = tqdm(range(config.epochs), desc=f"train {method.name}-{method.spec.n_bits}", disable=not config.progress, leave=False)
@@ -164,10 +165,12 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
         row["val_accuracy"] = acc
         history.append(row)
         bar.set_postfix(loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{acc:.4f}")
-        if acc > best[0]:
+        if acc >= best[0]:  # ties go to the later (better quantised) epoch
+            if acc > best[0]:
+                last_gain = epoch
             best = (acc, epoch)
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
-        elif epoch - best[1] >= config.patience:
+        if epoch - last_gain >= config.patience:
             log.info("%s-%d: early stop at epoch %d (best %d)", method.name, method.spec.n_bits, epoch, best[1])
             break
     method.cpu()

@@ -45,6 +45,8 @@ EMBEDDINGS_FORMAT = "hashaudit.embeddings/1"
 CODES_FORMAT = "hashaudit.codes/1"
 SPLITS = ("train", "val", "test")
 TASKS = ("multi-class", "binary-class", "multi-label", "ordinal-regression")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ArtifactError(ValueError):
@@ -66,6 +68,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -263,7 +266,8 @@ def read_embeddings_raw(path: str | Path) -> tuple[dict[str, np.ndarray], dict[s
 def load_embeddings(path: str | Path) -> Embeddings:
     """Read a complete embeddings file (all of train/val/test)."""
     x, y, meta = read_embeddings_raw(path)
-    return Embeddings(x=x, y={s: v.astype(np.int64) if v.ndim == 1 else v for s, v in y.items()}, meta=meta)
+    as_ids = {s: v.astype(np.int64) if v.ndim == 1 and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_) else v for s, v in y.items()}
+    return Embeddings(x=x, y=as_ids, meta=meta)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -195,14 +196,20 @@ class DataConfig:
         check(0.0 < self.val_fraction < 0.5, "val_fraction", f"{self.val_fraction} must be in (0, 0.5)")
         check(len(self.datasets) > 0, "datasets", "list at least one dataset")
         for i, name in enumerate(self.datasets):
-            if name not in self.sources and name not in MEDMNIST_2D_FLAGS:
+            if name not in self.sources:
+                close = difflib.get_close_matches(name, list(self.sources), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ParamsError(
-                    f"datasets[{i}]: unknown dataset {name!r}; define it under data.sources "
-                    f"(known: {', '.join(sorted(set(self.sources) | set(MEDMNIST_2D_FLAGS)))})"
+                    f"datasets[{i}]: unknown dataset {name!r}{hint}; define it under data.sources "
+                    f"(defined: {', '.join(sorted(self.sources))}), e.g. {name}: {{kind: medmnist, size: 28}}"
+                )
+            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+                raise ParamsError(
+                    f"datasets[{i}]: {name!r} may hold only letters, digits, '_' and '.' (it names files and DVC stages)"
                 )
 
     def source(self, name: str) -> SourceConfig:
-        """The source of dataset ``name``: its ``sources`` entry, or MedMNIST 28 px for a bare flag."""
+        """The source of dataset ``name`` (its ``data.sources`` entry, MedMNIST flag defaulted to the name)."""
         if name in self.sources:
             src = self.sources[name]
             if src.kind == "medmnist" and src.flag is None:
@@ -213,8 +220,6 @@ class DataConfig:
                     )
                 src = dataclasses.replace(src, flag=name)
             return src
-        if name in MEDMNIST_2D_FLAGS:
-            return SourceConfig(kind="medmnist", flag=name, size=28)
         raise ParamsError(f"data.datasets: unknown dataset {name!r}; define it under data.sources")
 
 

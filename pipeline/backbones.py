@@ -1,0 +1,386 @@
+"""Frozen feature extractors: DINOv2 (and other ViTs) through ``transformers``.
+
+:func:`load_backbone` accepts
+
+* a Hugging Face model id (default ``facebook/dinov2-base``, DINOv2 ViT-B/14; ``facebook/dino-vitb16``
+  is the original DINO ViT-B/16, a ``ViTModel``), pinned by ``backbone.revision``;
+* a local directory written by ``save_pretrained`` (or ``huggingface-cli download --local-dir``);
+* ``tiny-random``: a small, randomly initialised, seeded ``Dinov2Model`` for offline tests and smoke
+  runs only. Its embeddings are meaningless.
+
+A model that is neither cached nor reachable raises :class:`BackboneUnavailableError` with the ways to
+fix it; hashaudit never falls back to random weights on its own.
+
+:func:`preprocess` turns uint8 images (grayscale, RGB or RGBA; one array or a list of arrays) into
+ImageNet-normalised ``[B, 3, S, S]`` float tensors, either by bicubic resizing or by centred zero
+padding (MedMNIST+ style). :meth:`Backbone.embed` runs the frozen model under ``inference_mode`` and
+returns float32 ``[B, dim]`` embeddings (CLS token, or CLS concatenated with the mean patch token).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import BackboneConfig
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SUPPORTED_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "vit")
+
+Images = np.ndarray | Sequence[np.ndarray]
+
+
+class BackboneUnavailableError(ValueError):
+    """The requested backbone cannot be loaded (not cached offline, missing directory, unsupported)."""
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+# --------------------------------------------------------------------------------------------
+
+
+def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` (C = 1, 2, 3, 4) -> ``[N, 3, H, W]`` (same dtype)."""
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(-1)
+    if batch.ndim != 4:
+        raise ValueError(
+            f"images must be [N, H, W] or [N, H, W, C], got shape {tuple(batch.shape)}"
+        )
+    channels = batch.shape[-1]
+    if channels in (1, 2):  # grayscale (+ alpha): repeat the gray channel
+        batch = batch[..., :1].expand(*batch.shape[:-1], 3)
+    elif channels == 4:  # RGBA -> RGB (alpha dropped)
+        batch = batch[..., :3]
+    elif channels != 3:
+        raise ValueError(f"images must have 1, 2, 3 or 4 channels, got {channels}")
+    return batch.permute(0, 3, 1, 2)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased resize of float ``[N, C, H, W]`` pixel values, clamped to [0, 255]."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(
+        0.0, 255.0
+    )
+
+
+def _pad(x: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Centre ``x`` on a black ``image_size``² canvas; a larger image is first downscaled (aspect kept)."""
+    h, w = x.shape[-2:]
+    if max(h, w) > image_size:
+        scale = image_size / max(h, w)
+        x = _resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+        h, w = x.shape[-2:]
+    top, left = (image_size - h) // 2, (image_size - w) // 2
+    return F.pad(x, (left, image_size - w - left, top, image_size - h - top), value=0.0)
+
+
+def _same_shape_batch(images: Images) -> np.ndarray | None:
+    if isinstance(images, np.ndarray):
+        return images
+    shapes = {im.shape for im in images}
+    return np.stack(images) if len(shapes) == 1 else None
+
+
+def preprocess(
+    images: Images,
+    *,
+    image_size: int,
+    resize: Literal["resize", "pad"] = "resize",
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """uint8 images -> ImageNet-normalised float32 ``[B, 3, image_size, image_size]`` on ``device``.
+
+    ``images`` is one uint8 array ``[N, H, W(, C)]`` or a list of ``HxW`` / ``HxWxC`` uint8 arrays
+    (shapes may differ). Grayscale is repeated to 3 channels and RGBA loses its alpha. ``resize``:
+    bicubic antialiased resize to ``image_size``² (aspect ratio not kept); ``pad``: zero-pad centred to
+    ``image_size``² (black border in pixel space, before normalisation), downscaling first (aspect
+    kept) an image larger than ``image_size``. uint8 is moved to ``device`` before the float maths.
+    """
+    if resize not in ("resize", "pad"):
+        raise ValueError(f"resize must be 'resize' or 'pad', got {resize!r}")
+    device = torch.device(device)
+    batch = _same_shape_batch(images)
+    if batch is None:  # mixed shapes: one image at a time, then stack
+        return torch.cat(
+            [
+                preprocess(im[None], image_size=image_size, resize=resize, device=device)
+                for im in images
+            ]
+        )
+    if batch.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {batch.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":
+        t = t.pin_memory()
+    x = _to_nchw(t.to(device, non_blocking=True)).float()
+    x = _resize(x, (image_size, image_size)) if resize == "resize" else _pad(x, image_size)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+    return ((x - mean) / std).contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# device and precision
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device must be available."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackboneUnavailableError(
+            "backbone.device: cuda is not available here; set backbone.device: auto or cpu"
+        )
+    if device == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise BackboneUnavailableError(
+            "backbone.device: mps is not available here; set backbone.device: auto or cpu"
+        )
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
+    """``auto`` -> bf16 on a CUDA device with bf16 support, fp32 everywhere else.
+
+    bf16 on CPU is not chosen automatically (it is slower than fp32 on many CPUs without AMX);
+    ask for it with ``precision: bf16``.
+    """
+    if precision == "fp32":
+        return "fp32"
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise BackboneUnavailableError(
+                "backbone.precision: bf16 is not supported by this GPU; set backbone.precision: auto or fp32"
+            )
+        return "bf16"
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+# --------------------------------------------------------------------------------------------
+# the backbone
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Backbone:
+    """A frozen ViT in eval mode with its preprocessing settings.
+
+    ``dim`` is the embedding width: the hidden size, doubled for ``pooling: cls_mean``.
+    ``dtype`` is the forward precision label (``fp32`` / ``bf16``); outputs are always float32.
+    """
+
+    model: torch.nn.Module
+    name: str
+    revision: str
+    image_size: int
+    resize: Literal["resize", "pad"]
+    pooling: Literal["cls", "cls_mean"]
+    device: torch.device
+    dtype: Literal["fp32", "bf16"]
+    hidden_size: int
+    patch_size: int
+    interpolate_pos_encoding: bool = False
+
+    @property
+    def dim(self) -> int:
+        return self.hidden_size * (2 if self.pooling == "cls_mean" else 1)
+
+    def preprocess(self, images: Images) -> torch.Tensor:
+        """uint8 images -> normalised pixel tensor on this backbone's device (see :func:`preprocess`)."""
+        return preprocess(
+            images, image_size=self.image_size, resize=self.resize, device=self.device
+        )
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Float pixels ``[B, 3, H, W]`` -> float32 embeddings ``[B, dim]`` (on the backbone's device)."""
+        kwargs: dict[str, Any] = (
+            {"interpolate_pos_encoding": True} if self.interpolate_pos_encoding else {}
+        )
+        with torch.inference_mode():
+            pixel_values = pixel_values.to(self.device, dtype=torch.float32, non_blocking=True)
+            if self.dtype == "bf16":
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    tokens = self.model(pixel_values=pixel_values, **kwargs).last_hidden_state
+            else:
+                tokens = self.model(pixel_values=pixel_values, **kwargs).last_hidden_state
+            tokens = tokens.float()
+            cls = tokens[:, 0]
+            if self.pooling == "cls":
+                return cls
+            n_patches = (pixel_values.shape[-2] // self.patch_size) * (
+                pixel_values.shape[-1] // self.patch_size
+            )
+            if tokens.shape[1] <= n_patches:  # pragma: no cover - every supported ViT prepends CLS
+                raise RuntimeError(f"{self.name}: {tokens.shape[1]} tokens for {n_patches} patches")
+            patches = tokens[:, -n_patches:]  # CLS and register tokens come first
+            return torch.cat([cls, patches.mean(dim=1)], dim=1)
+
+    def embed_images(self, images: Images) -> torch.Tensor:
+        """uint8 images -> float32 embeddings ``[B, dim]`` (preprocess + :meth:`embed`)."""
+        with torch.inference_mode():
+            return self.embed(self.preprocess(images))
+
+
+def tiny_random_model(image_size: int, *, seed: int) -> torch.nn.Module:
+    """A small seeded ``Dinov2Model`` (hidden 32, 2 layers, 2 heads, patch 14) for offline tests."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+        image_size=image_size,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Dinov2Model(config)
+
+
+def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavailableError:
+    local = f"models/{name.rsplit('/', 1)[-1]}"
+    return BackboneUnavailableError(
+        f"backbone {name!r} (revision {revision!r}) could not be loaded: it is not in the Hugging Face "
+        f"cache and the hub is not reachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        f"Fix: run once with network access to fill the cache, or download it elsewhere with "
+        f"`huggingface-cli download {name} --revision {revision} --local-dir {local}` and set "
+        f"backbone.name: {local}; for an offline smoke run only, set backbone.name: {TINY_RANDOM}"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+        errors += [HfHubHTTPError, HFValidationError]
+    except ImportError:  # pragma: no cover - very old huggingface_hub
+        pass
+    return tuple(errors)
+
+
+def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
+    """A hub id or local directory -> (model, resolved revision); unsupported types are refused."""
+    from transformers import AutoConfig, AutoModel
+
+    local = Path(name).expanduser()
+    is_local = local.is_dir()
+    if not is_local and _looks_like_path(name):
+        raise BackboneUnavailableError(
+            f"backbone.name: local model directory {name!r} does not exist; save a model there with "
+            f"save_pretrained / `huggingface-cli download <id> --local-dir {name}`, or set a Hugging Face id"
+        )
+    source = str(local) if is_local else name
+    hub_kwargs: dict[str, Any] = {} if is_local else {"revision": revision}
+    try:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except _hub_errors() as err:
+        if is_local:
+            raise BackboneUnavailableError(
+                f"backbone.name: {source} is not a transformers model directory ({err}); it needs the "
+                "config.json and weights written by save_pretrained"
+            ) from err
+        raise _unavailable(name, revision, err) from err
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise BackboneUnavailableError(
+            f"backbone {name!r} is a {config.model_type!r} model; hashaudit supports ViT backbones of type "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (e.g. facebook/dinov2-base, facebook/dino-vitb16)"
+        )
+    model_kwargs: dict[str, Any] = (
+        {"add_pooling_layer": False} if config.model_type == "vit" else {}
+    )
+    try:
+        model = AutoModel.from_pretrained(source, config=config, **hub_kwargs, **model_kwargs)
+    except _hub_errors() as err:
+        if is_local:
+            raise BackboneUnavailableError(
+                f"backbone.name: {source}: cannot load the weights ({err}); re-save the model with save_pretrained"
+            ) from err
+        raise _unavailable(name, revision, err) from err
+    if is_local:
+        resolved = str(local.resolve())
+    else:
+        resolved = (
+            getattr(model.config, "_commit_hash", None)
+            or getattr(config, "_commit_hash", None)
+            or revision
+        )
+    return model, str(resolved)
+
+
+def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
+    """Load the frozen backbone described by ``config`` (see the module docstring for the names)."""
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    if config.name == TINY_RANDOM:
+        log.warning(
+            "backbone %s: a randomly initialised model for tests and smoke runs; its embeddings are "
+            "MEANINGLESS, do not report results computed from them",
+            TINY_RANDOM,
+        )
+        model: torch.nn.Module = tiny_random_model(config.image_size, seed=seed)
+        revision = f"{TINY_RANDOM}-seed{seed}"
+    else:
+        model, revision = _load_pretrained(config.name, config.revision)
+    model.eval().requires_grad_(False).to(device)
+    mcfg = model.config
+    patch = mcfg.patch_size if isinstance(mcfg.patch_size, int) else int(mcfg.patch_size[0])
+    native = mcfg.image_size if isinstance(mcfg.image_size, int) else int(mcfg.image_size[0])
+    if config.image_size % patch:
+        log.warning(
+            "backbone.image_size %d is not a multiple of the patch size %d: the last %d pixel rows/columns "
+            "are not seen by the model",
+            config.image_size,
+            patch,
+            config.image_size % patch,
+        )
+    backbone = Backbone(
+        model=model,
+        name=config.name,
+        revision=revision,
+        image_size=config.image_size,
+        resize=config.resize,
+        pooling=config.pooling,
+        device=device,
+        dtype=dtype,
+        hidden_size=int(mcfg.hidden_size),
+        patch_size=patch,
+        interpolate_pos_encoding=mcfg.model_type == "vit" and config.image_size != native,
+    )
+    log.info(
+        "backbone %s @ %s on %s (%s), image %d px (%s), pooling %s, dim %d",
+        backbone.name,
+        backbone.revision,
+        device,
+        dtype,
+        config.image_size,
+        config.resize,
+        config.pooling,
+        backbone.dim,
+    )
+    return backbone

@@ -1,0 +1,357 @@
+"""Stage ``extract``: frozen-backbone embeddings of one dataset, written as one safetensors file.
+
+Three layers (ARCHITECTURE.md §4):
+
+* :func:`embed_images` — the maths: a batched forward pass over one split, under ``inference_mode``,
+  with a progress bar in images/s;
+* :func:`extract_dataset` — the I/O: loads the dataset and the backbone (or reads a user's embeddings
+  file for ``kind: embeddings``), and writes the standard embeddings file atomically, only once every
+  split has succeeded;
+* :func:`main` — argument parsing; :func:`run_extract` adds the MLflow run and the metrics JSON.
+
+Bring your own embeddings (``kind: embeddings``): a ``.safetensors`` or ``.npz`` with ``train_x``,
+``train_y``, ``test_x``, ``test_y`` and optionally ``val_x``, ``val_y`` (carved from train, seeded and
+stratified, when missing). It is validated, completed with metadata and rewritten in the standard
+layout; no backbone is loaded. Only parameters and aggregate numbers are logged, never images or
+embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pipeline import tracking
+from pipeline.artifacts import (
+    SPLITS,
+    TASKS,
+    ArtifactError,
+    Embeddings,
+    read_embeddings_raw,
+    save_embeddings,
+    validate_embeddings,
+)
+from pipeline.backbones import Backbone, load_backbone
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import Params, SourceConfig, to_dict
+from pipeline.data import ImageDataset, ImageSplit, apply_limit, carve, load_dataset_images
+
+log = logging.getLogger(__name__)
+
+USER_SUPPLIED = "user-supplied"
+
+
+# --------------------------------------------------------------------------------------------
+# maths: one split through the backbone
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[int, Any]]:
+    """(start, images) per batch; lazily decoded images are read one batch ahead in a thread."""
+    n = len(split)
+    starts = list(range(0, n, batch_size))
+    arr = split.as_array()
+    if arr is not None:
+        for s in starts:
+            yield s, arr[s : s + batch_size]
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending: list[tuple[int, Future]] = []
+        for i, s in enumerate(starts):
+            if i == 0:
+                pending.append(
+                    (s, pool.submit(split.get_batch, np.arange(s, min(n, s + batch_size))))
+                )
+            if i + 1 < len(starts):
+                nxt = starts[i + 1]
+                pending.append(
+                    (nxt, pool.submit(split.get_batch, np.arange(nxt, min(n, nxt + batch_size))))
+                )
+            start, fut = pending.pop(0)
+            yield start, fut.result()
+
+
+def embed_images(
+    backbone: Backbone,
+    split: ImageSplit,
+    *,
+    batch_size: int,
+    progress: bool = True,
+    desc: str = "extract",
+) -> np.ndarray:
+    """Embeddings ``float32 [N, backbone.dim]`` of every image of ``split``, in order, batched."""
+    n = len(split)
+    out = np.empty((n, backbone.dim), dtype=np.float32)
+    with tqdm(total=n, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for start, images in _batches(split, batch_size):
+            emb = backbone.embed_images(images)
+            out[start : start + len(emb)] = emb.cpu().numpy()
+            bar.update(len(emb))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# image sources
+# --------------------------------------------------------------------------------------------
+
+
+def image_metadata(
+    name: str, ds: ImageDataset, backbone: Backbone, *, seed: int, limit: int | None
+) -> dict[str, str]:
+    """The provenance metadata written into the embeddings file."""
+    meta = {
+        "dataset": name,
+        "task": ds.task,
+        "class_names": json.dumps(ds.class_names),
+        "n_classes": str(ds.n_classes),
+        "backbone": backbone.name,
+        "revision": backbone.revision,
+        "image_size": str(backbone.image_size),
+        "resize": backbone.resize,
+        "pooling": backbone.pooling,
+        "dtype": backbone.dtype,
+        "dim": str(backbone.dim),
+        "seed": str(seed),
+        "limit": "null" if limit is None else str(limit),
+    }
+    meta.update({k: str(v) for k, v in ds.source_info.items()})
+    return meta
+
+
+def extract_images(
+    params: Params, name: str, source: SourceConfig, *, progress: bool = True
+) -> tuple[Embeddings, dict[str, Any]]:
+    """Load dataset ``name`` and the backbone, embed every split; returns embeddings and metrics."""
+    ds = load_dataset_images(name, source, params.data, seed=params.seed)
+    backbone = load_backbone(params.backbone, seed=params.seed)
+    x: dict[str, np.ndarray] = {}
+    seconds = 0.0
+    for s in SPLITS:
+        t0 = time.perf_counter()
+        x[s] = embed_images(
+            backbone,
+            ds.splits[s],
+            batch_size=params.backbone.batch_size,
+            progress=progress,
+            desc=f"{name}/{s}",
+        )
+        seconds += time.perf_counter() - t0
+    n_total = sum(len(ds.splits[s]) for s in SPLITS)
+    emb = Embeddings(
+        x=x,
+        y={s: ds.splits[s].labels for s in SPLITS},
+        meta=image_metadata(name, ds, backbone, seed=params.seed, limit=params.data.limit),
+    )
+    metrics = {"images_per_s": n_total / seconds if seconds > 0 else 0.0, "embed_seconds": seconds}
+    return emb, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# bring your own embeddings
+# --------------------------------------------------------------------------------------------
+
+
+def _infer_task(y: dict[str, np.ndarray], meta: dict[str, str], n_classes: int) -> str:
+    multilabel = y["train"].ndim == 2
+    given = meta.get("task")
+    if given in TASKS and (given == "multi-label") == multilabel:
+        return given
+    if multilabel:
+        return "multi-label"
+    return "binary-class" if n_classes == 2 else "multi-class"
+
+
+def _class_names(meta: dict[str, str], n_classes: int) -> list[str]:
+    try:
+        names = json.loads(meta.get("class_names", "null"))
+    except json.JSONDecodeError:
+        names = None
+    if isinstance(names, list) and len(names) == n_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(n_classes)]
+
+
+def user_embeddings(name: str, source: SourceConfig, params: Params) -> Embeddings:
+    """Read, validate and complete a user's embeddings file (val carved from train when missing)."""
+    path = Path(str(source.path)).expanduser()
+    x, y, meta = read_embeddings_raw(path)
+    where = str(path)
+    missing = [f"{s}_{k}" for s in ("train", "test") for k, d in (("x", x), ("y", y)) if s not in d]
+    if missing or ("val" in x) != ("val" in y):
+        missing += [
+            f"val_{k}"
+            for k, d in (("x", x), ("y", y))
+            if "val" not in d and ("val" in x or "val" in y)
+        ]
+        raise ArtifactError(
+            f"{where}: missing {', '.join(missing)}; a user embeddings file needs train_x, train_y, "
+            "test_x, test_y (val_x and val_y together, or neither: val is then carved from train)"
+        )
+    x = {
+        s: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for s, v in x.items()
+    }
+    validate_embeddings(
+        {**x, "val": x.get("val", x["train"])}, {**y, "val": y.get("val", y["train"])}, where=where
+    )
+    if y["train"].ndim == 2:
+        for s, v in y.items():
+            if not np.isin(v, (0, 1)).all():
+                raise ArtifactError(
+                    f"{where}: {s}_y is a [N, C] matrix but holds values other than 0/1; use multi-hot labels"
+                )
+        y = {s: v.astype(np.uint8) for s, v in y.items()}
+    else:
+        y = {s: v.astype(np.int64) for s, v in y.items()}
+    if "val" not in x:
+        kept, carved = carve(y["train"], params.data.val_fraction, seed=params.seed, what="val")
+        log.info(
+            "%s: no val split in %s; carved %d of %d train samples (seed %d, stratified)",
+            name,
+            where,
+            len(carved),
+            len(y["train"]),
+            params.seed,
+        )
+        x["val"], y["val"] = x["train"][carved], y["train"][carved]
+        x["train"], y["train"] = x["train"][kept], y["train"][kept]
+    keep = apply_limit(y, params.data.limit, seed=params.seed)
+    x = {s: x[s][keep[s]] for s in SPLITS}
+    y = {s: y[s][keep[s]] for s in SPLITS}
+    if y["train"].ndim == 2:
+        n_classes = int(y["train"].shape[1])
+    else:
+        n_classes = max(int(v.max()) for v in y.values()) + 1
+        try:
+            n_classes = max(n_classes, int(meta.get("n_classes", 0)))
+        except ValueError:
+            pass
+    out = {k: str(v) for k, v in meta.items() if k != "format"}
+    out.update(
+        {
+            "dataset": name,
+            "task": _infer_task(y, meta, n_classes),
+            "class_names": json.dumps(_class_names(meta, n_classes)),
+            "n_classes": str(n_classes),
+            "backbone": meta.get("backbone", USER_SUPPLIED),
+            "revision": meta.get("revision", "unknown"),
+            "dim": str(x["train"].shape[1]),
+            "source": "embeddings",
+            "source_path": str(path.resolve()),
+            "seed": str(params.seed),
+            "limit": "null" if params.data.limit is None else str(params.data.limit),
+        }
+    )
+    return Embeddings(x=x, y=y, meta=out)
+
+
+# --------------------------------------------------------------------------------------------
+# I/O and entry point
+# --------------------------------------------------------------------------------------------
+
+
+def extract_dataset(
+    params: Params, name: str, out_path: str | Path, *, progress: bool = True
+) -> dict[str, Any]:
+    """Write the embeddings file of dataset ``name`` to ``out_path``; returns the stage's metrics."""
+    source = params.data.source(name)
+    t0 = time.perf_counter()
+    if source.kind == "embeddings":
+        emb, metrics = user_embeddings(name, source, params), {}
+    else:
+        emb, metrics = extract_images(params, name, source, progress=progress)
+    save_embeddings(out_path, emb)  # atomic: nothing is written unless every split succeeded
+    metrics = {
+        **{f"n_{s}": int(len(emb.y[s])) for s in SPLITS},
+        "dim": emb.dim,
+        "n_classes": emb.n_classes,
+        **metrics,
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "%s: wrote %s (train/val/test = %d/%d/%d, dim %d, backbone %s)",
+        name,
+        out_path,
+        metrics["n_train"],
+        metrics["n_val"],
+        metrics["n_test"],
+        emb.dim,
+        emb.backbone,
+    )
+    return metrics
+
+
+def stage_params(params: Params, name: str) -> dict[str, Any]:
+    """The parameters this stage reads for dataset ``name`` (logged to MLflow)."""
+    source = params.data.source(name)
+    data = {
+        "root": params.data.root,
+        "download": params.data.download,
+        "limit": params.data.limit,
+        "val_fraction": params.data.val_fraction,
+        "source": to_dict(source),
+    }
+    out: dict[str, Any] = {"seed": params.seed, "data": data}
+    if source.kind != "embeddings":
+        out["backbone"] = to_dict(params.backbone)
+    return out
+
+
+def run_extract(
+    params: Params, *, dataset: str, out: Path, metrics: Path, progress: bool = True
+) -> dict[str, Any]:
+    """:func:`extract_dataset` inside an MLflow run; writes the metrics JSON (DVC) and logs it."""
+    source = params.data.source(dataset)
+    backbone = USER_SUPPLIED if source.kind == "embeddings" else params.backbone.name
+    tags = {"dataset": dataset, "backbone": backbone}
+    with tracking.stage_run(params.tracking, name=f"extract@{dataset}", tags=tags) as run:
+        run.log_params(stage_params(params, dataset))
+        result = extract_dataset(params, dataset, out, progress=progress)
+        tracking.record_metrics(metrics, result, run)
+    return result
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser(
+        "Extract frozen-backbone embeddings of one dataset into a safetensors file."
+    )
+    parser.add_argument(
+        "--dataset", required=True, help="a dataset name defined under data.sources"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="embeddings file to write (.safetensors)"
+    )
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="metrics JSON (default: metrics/extract/<dataset>.json)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".safetensors":
+        raise ArtifactError(f"--out {args.out}: the embeddings file must end in .safetensors")
+    metrics = args.metrics or Path("metrics") / "extract" / f"{args.dataset}.json"
+    run_extract(
+        load(args),
+        dataset=args.dataset,
+        out=args.out,
+        metrics=metrics,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m pipeline.extract --dataset NAME --out PATH``; exit code 2 on bad input."""
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Stage ``knn``: the float-embedding KNN baseline (database = train, queries = test).
+
+Writes the metrics JSON at ``knn.k`` (DVC metrics), a k-sweep CSV (DVC plot), and the confusion
+matrix at ``knn.k`` as JSON and PNG. Ties are split as documented in :mod:`hashers.knn`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hashers.knn import classification_metrics, confusion, knn_float
+from pipeline import tracking
+from pipeline.artifacts import Embeddings, load_embeddings, write_csv, write_json
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import KnnConfig, Params, to_dict
+from pipeline.plots import confusion_png
+
+log = logging.getLogger(__name__)
+
+
+def class_names(emb: Embeddings) -> list[str]:
+    try:
+        names = json.loads(emb.meta.get("class_names", "[]"))
+    except json.JSONDecodeError:
+        names = []
+    return [str(n) for n in names] if len(names) == emb.n_classes else [str(i) for i in range(emb.n_classes)]
+
+
+def sweep_metrics(
+    y_true: np.ndarray, preds: dict[int, np.ndarray], n_classes: int
+) -> list[dict[str, Any]]:
+    """One row per k: accuracy, macro-F1, balanced accuracy."""
+    return [{"k": k, **classification_metrics(y_true, preds[k], n_classes)} for k in sorted(preds)]
+
+
+def float_knn(emb: Embeddings, config: KnnConfig) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+    """KNN of test queries against the train database for k and every k of the sweep."""
+    ks = sorted({config.k, *config.k_sweep})
+    too_big = [k for k in ks if k > len(emb.y["train"])]
+    if too_big:
+        raise ValueError(f"knn.k / knn.k_sweep: k={too_big[0]} exceeds the {len(emb.y['train'])} training samples")
+    preds = knn_float(emb.x["test"], emb.x["train"], emb.y["train"], ks, metric=config.metric)
+    return sweep_metrics(emb.y["test"], preds, emb.n_classes), preds
+
+
+def write_knn_outputs(
+    *,
+    emb: Embeddings,
+    rows: list[dict[str, Any]],
+    pred: np.ndarray,
+    k: int,
+    metrics_path: Path,
+    sweep_path: Path,
+    confusion_path: Path,
+    run: tracking.StageRun,
+    extra: dict[str, Any] | None = None,
+    title: str,
+) -> dict[str, Any]:
+    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion."""
+    at_k = next(r for r in rows if r["k"] == k)
+    metrics = {"k": k, "n_queries": int(len(emb.y["test"])), "n_database": int(len(emb.y["train"]))}
+    metrics.update({key: v for key, v in at_k.items() if key != "k"})
+    metrics.update(extra or {})
+    write_csv(sweep_path, rows)
+    if not emb.multilabel:
+        cm = confusion(emb.y["test"], pred, emb.n_classes)
+        names = class_names(emb)
+        write_json(confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()})
+        confusion_png(confusion_path, cm, names, title=title)
+        run.log_artifact(confusion_path)
+    tracking.record_metrics(metrics_path, metrics, run)
+    for r in rows:
+        run.log_metrics({f"sweep/{key}": v for key, v in r.items() if key != "k"}, step=int(r["k"]))
+    return metrics
+
+
+def run_knn(params: Params, *, dataset: str, embeddings: Path, metrics: Path, sweep: Path, confusion_png_path: Path) -> dict[str, Any]:
+    emb = load_embeddings(embeddings)
+    with tracking.stage_run(params.tracking, name=f"knn@{dataset}", tags={"dataset": dataset, "backbone": emb.backbone}) as run:
+        run.log_params({"knn": to_dict(params.knn), "backbone": emb.backbone, "dim": emb.dim})
+        t0 = time.perf_counter()
+        rows, preds = float_knn(emb, params.knn)
+        out = write_knn_outputs(
+            emb=emb, rows=rows, pred=preds[params.knn.k], k=params.knn.k, metrics_path=metrics,
+            sweep_path=sweep, confusion_path=confusion_png_path, run=run,
+            extra={"seconds": time.perf_counter() - t0, "metric_space": params.knn.metric},
+            title=f"{dataset}: float KNN (k={params.knn.k})",
+        )
+    log.info("float KNN on %s: accuracy %.4f at k=%d", dataset, out["accuracy"], params.knn.k)
+    return out
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Float-embedding KNN baseline (train = database, test = queries).")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--embeddings", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--sweep", type=Path, required=True, help="k-sweep CSV (DVC plot)")
+    parser.add_argument("--confusion", type=Path, required=True, help="confusion matrix PNG (JSON beside it)")
+    args = parser.parse_args(argv)
+    run_knn(load(args), dataset=args.dataset, embeddings=args.embeddings, metrics=args.metrics,
+            sweep=args.sweep, confusion_png_path=args.confusion)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

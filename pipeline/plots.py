@@ -1,0 +1,39 @@
+"""Small aggregate plots (never images of patients): written atomically as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import atomic_path
+
+
+def confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequence[str], *, title: str) -> None:
+    """Row-normalised confusion matrix heat map with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = matrix.shape[0]
+    rows = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    frac = matrix / rows
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    labels = [str(c)[:18] for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,134 @@
+"""Stage ``train``: fit one hashing method at one code length on one dataset's embeddings.
+
+Writes into ``--out`` (a directory): ``head.safetensors`` + ``config.json`` (fully resolved config,
+incl. the embeddings' backbone so later stages can refuse mismatched inputs) and
+``codes.safetensors`` (packed codes of every split). Metrics JSON and a per-epoch history CSV go to
+their own paths (DVC metrics / plots); the same numbers go to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hashers import registry
+from hashers.base import EmbeddingSet, HashingMethod, HeadSpec
+from hashers.codes import pack_bits
+from hashers.trainer import FitConfig, FitResult, fit
+from pipeline import tracking
+from pipeline.artifacts import SPLITS, Embeddings, load_embeddings, save_codes, save_head, write_csv
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def head_spec(emb: Embeddings, params: Params, bits: int) -> HeadSpec:
+    return HeadSpec(
+        in_dim=emb.dim,
+        n_bits=bits,
+        n_classes=emb.n_classes,
+        hidden_dims=params.train.hidden_dims,
+        dropout=params.train.dropout,
+        multilabel=emb.multilabel,
+    )
+
+
+def fit_config(params: Params) -> FitConfig:
+    t = params.train
+    return FitConfig(
+        epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+        patience=t.patience, val_queries=t.val_queries, k=params.knn.k, seed=params.seed, device=t.device,
+    )
+
+
+def embedding_set(emb: Embeddings, split: str) -> EmbeddingSet:
+    return EmbeddingSet.from_numpy(emb.x[split], emb.multihot(split))
+
+
+def resolved_config(
+    *, dataset: str, method: HashingMethod, params: Params, emb: Embeddings, fit_cfg: FitConfig
+) -> dict[str, Any]:
+    """Everything needed to rebuild the head and to check later inputs against it."""
+    return {
+        "format": "hashaudit.head/1",
+        "dataset": dataset,
+        "method": method.name,
+        "method_config": dataclasses.asdict(method.config),
+        "head_spec": dataclasses.asdict(method.spec),
+        "fit": dataclasses.asdict(fit_cfg),
+        "seed": params.seed,
+        "embeddings": {
+            **{k: emb.meta.get(k) for k in ("backbone", "revision", "pooling", "image_size", "resize", "dataset")},
+            "dim": emb.dim,
+        },
+    }
+
+
+def train_one(params: Params, *, dataset: str, method_name: str, bits: int, emb: Embeddings) -> tuple[HashingMethod, FitResult, FitConfig]:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ParamsError(f"--bits {bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
+    spec = head_spec(emb, params, bits)
+    method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
+    cfg = fit_config(params)
+    result = fit(method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg)
+    return method, result, cfg
+
+
+def encode_splits(method: HashingMethod, emb: Embeddings) -> dict[str, Any]:
+    with torch.no_grad():
+        return {s: pack_bits(method.encode(torch.as_tensor(emb.x[s], dtype=torch.float32))) for s in SPLITS}
+
+
+def run_train(params: Params, *, dataset: str, method_name: str, bits: int, embeddings: Path, out: Path, metrics: Path, history: Path) -> dict[str, Any]:
+    emb = load_embeddings(embeddings)
+    name = f"train@{dataset}-{method_name}-{bits}"
+    tags = {"dataset": dataset, "method": method_name, "bits": bits, "backbone": emb.backbone}
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
+        run.log_params({"train": to_dict(params.train), "method": to_dict(params.method_config(method_name)),
+                        "seed": params.seed, "bits": bits, "knn.k": params.knn.k})
+        method, result, cfg = train_one(params, dataset=dataset, method_name=method_name, bits=bits, emb=emb)
+        for row in result.history:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        config = resolved_config(dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg)
+        codes = encode_splits(method, emb)
+        # write every output only after training succeeded (each write is atomic)
+        save_head(out, method.state_dict(), config)
+        save_codes(out / "codes.safetensors", codes, n_bits=bits,
+                   meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone})
+        write_csv(history, result.history)
+        summary = {**result.summary(), "bits": bits}
+        last = result.history[-1] if result.history else {}
+        summary.update({k: v for k, v in last.items() if k.startswith("loss")})
+        tracking.record_metrics(metrics, summary, run)
+        run.log_artifact(out / "config.json")
+    log.info("%s: best val accuracy %.4f at epoch %d (%.1fs)", name, result.best_val_accuracy, result.best_epoch, result.wall_time_s)
+    return summary
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Train one hashing head on frozen embeddings.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--bits", type=int, required=True)
+    parser.add_argument("--embeddings", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output directory (head, config, codes)")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plot)")
+    args = parser.parse_args(argv)
+    params = load(args)
+    registry.get(args.method)  # unknown method -> clear error listing the registered ones
+    run_train(params, dataset=args.dataset, method_name=args.method, bits=args.bits,
+              embeddings=args.embeddings, out=args.out, metrics=args.metrics, history=args.history)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""Unsupervised floors: LSH (incl. multi-table), ITQ and PCA-RR (hashers/baselines.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hashers import baselines as B
+from hashers import registry
+from hashers.base import EmbeddingSet, HashingError, HeadSpec
+from hashers.trainer import FitConfig, fit
+
+
+def spec(in_dim: int, bits: int) -> HeadSpec:
+    return HeadSpec(in_dim=in_dim, n_bits=bits, n_classes=2)
+
+
+def unlabelled(x: np.ndarray | torch.Tensor) -> EmbeddingSet:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.zeros(x.shape[0], 2)
+    y[:, 0] = 1  # a single class: the baselines must not care
+    return EmbeddingSet(x, y)
+
+
+def anisotropic(n: int, dim: int, *, seed: int, offset: float = 0.0) -> torch.Tensor:
+    """Correlated Gaussian data with a decaying spectrum (what PCA / ITQ are meant for)."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(dim, dim, generator=torch.Generator().manual_seed(1234))
+    scales = torch.linspace(3.0, 0.3, dim)
+    return (torch.randn(n, dim, generator=g) * scales) @ mix + offset
+
+
+# ---- shared maths -----------------------------------------------------------------------
+
+
+def test_pca_golden_2d() -> None:
+    # points ±2·u1 and ±1·u2 around the mean (1, 2), with u1 = (0.6, 0.8), u2 = (-0.8, 0.6):
+    # scatter = 8·u1u1ᵀ + 2·u2u2ᵀ = [[4.16, 2.88], [2.88, 5.84]], covariance = scatter / 3,
+    # eigenvalues 8/3 and 2/3; u2's largest entry (-0.8) is negative, so it is flipped to (0.8, -0.6).
+    x = torch.tensor([[2.2, 3.6], [-0.2, 0.4], [0.2, 2.6], [1.8, 1.4]], dtype=torch.float64)
+    mean, cov = B.mean_and_covariance(x)
+    assert torch.allclose(mean, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert torch.allclose(cov, torch.tensor([[4.16, 2.88], [2.88, 5.84]], dtype=torch.float64) / 3)
+    mean, comps, var = B.pca(x, 2)
+    assert torch.allclose(comps, torch.tensor([[0.6, 0.8], [0.8, -0.6]], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(var, torch.tensor([8 / 3, 2 / 3], dtype=torch.float64))
+
+
+def test_pca_method_stores_hand_computed_directions() -> None:
+    x = torch.tensor([[2.2, 3.6], [-0.2, 0.4], [0.2, 2.6], [1.8, 1.4]])
+    method = registry.build("pca", spec(2, 2))
+    method.on_fit_start(unlabelled(x))
+    head = method.head
+    assert torch.allclose(head.mean, torch.tensor([1.0, 2.0]))
+    assert torch.allclose(head.components, torch.tensor([[0.6, 0.8], [0.8, -0.6]]), atol=1e-6)
+    r = head.rotation
+    assert torch.allclose(r.T @ r, torch.eye(2), atol=1e-6)
+    expected = ((x - head.mean) @ head.components) @ r
+    assert torch.allclose(method(x), expected, atol=1e-6)
+
+
+def test_random_orthogonal_is_orthogonal_and_seeded() -> None:
+    r1 = B.random_orthogonal(12, torch.Generator().manual_seed(4))
+    r2 = B.random_orthogonal(12, torch.Generator().manual_seed(4))
+    assert torch.equal(r1, r2)
+    assert torch.allclose(r1.T @ r1, torch.eye(12, dtype=torch.float64), atol=1e-12)
+
+
+# ---- ITQ --------------------------------------------------------------------------------
+
+
+def test_itq_rotation_is_orthogonal_and_loss_never_increases() -> None:
+    x = anisotropic(800, 24, seed=0, offset=5.0)
+    method = registry.build("itq", spec(24, 16))
+    method.on_fit_start(unlabelled(x))
+    r = method.head.rotation
+    assert torch.allclose(r.T @ r, torch.eye(16), atol=1e-5)
+    hist = np.array(method.loss_history)
+    assert len(hist) == method.config.iterations + 1
+    assert np.all(np.diff(hist) <= 1e-9 * hist[0])
+    assert hist[-1] < 0.9 * hist[0]  # the iterations do real work on correlated data
+    # the history's last value is the loss of the codes the method actually outputs
+    _, comps, _ = B.pca(x, 16)
+    v = (x.double() - x.double().mean(0)) @ comps
+    assert math.isclose(B.quantization_loss(v, r.double()), hist[-1], rel_tol=1e-4)
+
+
+def test_itq_quantization_loss_beats_pca_rr() -> None:
+    x = anisotropic(800, 24, seed=1)
+    itq, pca = registry.build("itq", spec(24, 12)), registry.build("pca", spec(24, 12))
+    train = unlabelled(x)
+    itq.on_fit_start(train)
+    pca.on_fit_start(train)
+    assert torch.allclose(itq.head.components, pca.head.components)
+    v = B._project_chunks(x, itq.head.mean.double(), itq.head.components.double())
+    loss_itq = B.quantization_loss(v, itq.head.rotation)
+    loss_pca = B.quantization_loss(v, pca.head.rotation)
+    assert loss_itq < 0.95 * loss_pca
+
+
+def test_itq_zero_iterations_is_random_rotation() -> None:
+    x = anisotropic(300, 10, seed=2)
+    method = registry.build("itq", spec(10, 8), B.ITQConfig(iterations=0, seed=3))
+    method.on_fit_start(unlabelled(x))
+    assert len(method.loss_history) == 1
+    assert torch.allclose(
+        method.head.rotation.double(), B.random_orthogonal(8, torch.Generator().manual_seed(3)), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["itq", "pca"])
+def test_more_bits_than_dimensions_is_a_clear_error(name: str) -> None:
+    with pytest.raises(HashingError, match=r"n_bits=32 > embedding dimension 16"):
+        registry.build(name, spec(16, 32))
+
+
+@pytest.mark.parametrize("name", ["itq", "pca"])
+def test_fewer_samples_than_bits_is_a_clear_error(name: str) -> None:
+    method = registry.build(name, spec(16, 12))
+    with pytest.raises(HashingError, match="too few"):
+        method.on_fit_start(unlabelled(torch.randn(8, 16)))
+
+
+def test_negative_iterations_rejected() -> None:
+    with pytest.raises(ValueError, match="iterations"):
+        B.ITQConfig(iterations=-1)
+
+
+# ---- PCA-RR -------------------------------------------------------------------------------
+
+
+def test_pca_bits_are_balanced_on_centred_gaussian_data() -> None:
+    x = anisotropic(4000, 20, seed=3, offset=-2.0)  # the offset is removed by the fitted mean
+    method = registry.build("pca", spec(20, 16))
+    method.on_fit_start(unlabelled(x))
+    ones = method.encode(x).float().mean(dim=0)
+    assert torch.all((ones > 0.46) & (ones < 0.54)), ones
+
+
+def test_pca_rotation_depends_on_seed_only() -> None:
+    a = registry.build("pca", spec(8, 8), B.PCARRConfig(seed=1), seed=0)
+    b = registry.build("pca", spec(8, 8), B.PCARRConfig(seed=1), seed=7)
+    c = registry.build("pca", spec(8, 8), B.PCARRConfig(seed=2), seed=0)
+    assert torch.equal(a.head.rotation, b.head.rotation)
+    assert not torch.equal(a.head.rotation, c.head.rotation)
+
+
+# ---- LSH ----------------------------------------------------------------------------------
+
+
+def test_lsh_same_seed_same_codes_other_seed_other_codes() -> None:
+    x = anisotropic(200, 16, seed=4, offset=1.0)
+    codes = []
+    for seed, global_seed in [(0, 0), (0, 5), (1, 0)]:
+        method = registry.build("lsh", spec(16, 32), B.LSHConfig(seed=seed), seed=global_seed)
+        torch.manual_seed(global_seed + 100)  # the global RNG must not matter
+        method.on_fit_start(unlabelled(x))
+        codes.append(method.encode(x))
+    assert torch.equal(codes[0], codes[1])
+    assert not torch.equal(codes[0], codes[2])
+
+
+@pytest.mark.parametrize("theta", [math.pi / 6, math.pi / 3, math.pi / 2, 2 * math.pi / 3])
+def test_lsh_collision_probability_is_one_minus_theta_over_pi(theta: float) -> None:
+    # Charikar 2002: Pr[bit(a) = bit(b)] = 1 - θ/π for hyperplanes through the origin.
+    dim, bits = 8, 4096
+    method = registry.build("lsh", spec(dim, bits), B.LSHConfig(center=False))
+    a = torch.zeros(dim)
+    a[0] = 1.0
+    b = torch.zeros(dim)
+    b[0], b[1] = math.cos(theta), math.sin(theta)
+    codes = method.encode(torch.stack([a, b]) * 3.0)
+    p = float((codes[0] == codes[1]).float().mean())
+    assert abs(p - (1 - theta / math.pi)) < 0.03  # std of the estimate <= 0.008
+
+
+def test_lsh_centres_on_the_training_mean() -> None:
+    x = anisotropic(500, 12, seed=5, offset=50.0)  # far from the origin
+    centred = registry.build("lsh", spec(12, 16))
+    origin = registry.build("lsh", spec(12, 16), B.LSHConfig(center=False))
+    centred.on_fit_start(unlabelled(x))
+    origin.on_fit_start(unlabelled(x))
+    assert torch.allclose(centred.head.mean, x.mean(0), atol=1e-3)
+    assert torch.equal(origin.head.mean, torch.zeros(12))
+    assert centred.encode(x).unique(dim=0).shape[0] > 10 * origin.encode(x).unique(dim=0).shape[0]
+
+
+def test_encode_tables_table_zero_is_encode_and_independent_of_table_count() -> None:
+    x = anisotropic(50, 10, seed=6)
+    one = registry.build("lsh", spec(10, 12), B.LSHConfig(tables=1))
+    four = registry.build("lsh", spec(10, 12), B.LSHConfig(tables=4))
+    for m in (one, four):
+        m.on_fit_start(unlabelled(x))
+    t = four.encode_tables(x)
+    assert t.shape == (4, 50, 12) and t.dtype == torch.bool
+    assert torch.equal(t[0], four.encode(x))
+    assert torch.equal(four.encode(x), one.encode(x))
+    assert not torch.equal(t[0], t[1])
+
+
+def test_multi_table_candidates_golden() -> None:
+    # 2 tables, 2 bits; db row i's codes per table, query 0 / 1 codes per table
+    db = np.array(
+        [
+            [[0, 0], [0, 1], [0, 0], [1, 1]],  # table 0
+            [[1, 0], [1, 1], [0, 1], [1, 0]],  # table 1
+        ],
+        dtype=bool,
+    )
+    q = np.array([[[0, 0], [1, 0]], [[1, 0], [0, 0]]], dtype=bool)
+    cands = B.multi_table_candidates(q, db)
+    # query 0: table 0 bucket 00 -> {0, 2}; table 1 bucket 10 -> {0, 3}
+    assert cands[0].tolist() == [0, 2, 3]
+    # query 1: table 0 bucket 10 -> {}; table 1 bucket 00 -> {}
+    assert cands[1].tolist() == []
+
+
+def test_multi_table_knn_golden_hamming_and_padding() -> None:
+    db = np.array([[[0, 0], [0, 1], [0, 0], [1, 1]], [[1, 0], [1, 1], [0, 1], [1, 0]]], dtype=bool)
+    q = np.array([[[0, 0], [1, 0]], [[1, 0], [0, 0]]], dtype=bool)
+    res = B.multi_table_knn(q, db, k=2)
+    # query 0 vs candidates over 4 bits: row 0 -> 0, row 2 -> 2, row 3 -> 2 (tie: lower index first)
+    assert res.indices.tolist() == [[0, 2], [-1, -1]]
+    assert res.distances[0].tolist() == [0.0, 2.0]
+    assert np.isinf(res.distances[1]).all()
+    assert res.n_candidates.tolist() == [3, 0]
+
+
+def test_multi_table_knn_float_rerank_is_exact_within_candidates() -> None:
+    g = np.random.default_rng(0)
+    db_x = g.normal(size=(300, 8))
+    q_x = db_x[:20] + 0.01 * g.normal(size=(20, 8))
+    lsh = registry.build("lsh", spec(8, 10), B.LSHConfig(tables=4, center=False))
+    res = B.multi_table_knn(
+        lsh.encode_tables(torch.as_tensor(q_x, dtype=torch.float32)),
+        lsh.encode_tables(torch.as_tensor(db_x, dtype=torch.float32)),
+        k=1,
+        rerank="euclidean",
+        queries=q_x,
+        database=db_x,
+    )
+    assert res.indices[:, 0].tolist() == list(range(20))  # each query's own (near-duplicate) row
+    assert np.allclose(res.distances[:, 0], np.linalg.norm(q_x - db_x[:20], axis=1))
+    with pytest.raises(HashingError, match="needs the float"):
+        B.multi_table_knn(np.zeros((1, 1, 2), bool), np.zeros((1, 3, 2), bool), k=1, rerank="cosine")
+
+
+def test_multi_table_recall_of_true_nearest_neighbour_rises_with_tables() -> None:
+    g = np.random.default_rng(1)
+    db_x = g.normal(size=(2000, 16)).astype(np.float32)
+    q_x = g.normal(size=(200, 16)).astype(np.float32)
+    d2 = ((q_x[:, None, :] - db_x[None, :, :]) ** 2).sum(-1)
+    true_nn = d2.argmin(axis=1)
+    lsh = registry.build("lsh", spec(16, 12), B.LSHConfig(tables=16, center=False))
+    qt, dt = lsh.encode_tables(torch.from_numpy(q_x)), lsh.encode_tables(torch.from_numpy(db_x))
+    recalls, sizes = [], []
+    for tables in (1, 4, 16):  # table prefixes of one 16-table LSH: the candidate sets are nested
+        res = B.multi_table_knn(qt[:tables], dt[:tables], k=1, rerank="euclidean", queries=q_x, database=db_x)
+        recalls.append(res.recall_at(true_nn))
+        sizes.append(res.n_candidates.mean())
+    assert recalls[0] < recalls[1] < recalls[2]
+    assert sizes[0] < sizes[1] < sizes[2] < 2000  # still a fraction of a full scan
+    assert recalls[2] > 0.5
+
+
+def test_multi_table_shapes_must_match() -> None:
+    with pytest.raises(HashingError, match="differ"):
+        B.multi_table_candidates(np.zeros((2, 1, 8), bool), np.zeros((3, 5, 8), bool))
+
+
+def test_lsh_tables_validated() -> None:
+    with pytest.raises(ValueError, match="tables"):
+        B.LSHConfig(tables=0)
+
+
+# ---- through the trainer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lsh", "itq", "pca"])
+def test_fit_ignores_labels_and_reports_val_accuracy(name: str) -> None:
+    g = np.random.default_rng(0)
+    centers = g.normal(size=(3, 16)) * 4
+    y = np.arange(150) % 3
+    x = (centers[y] + g.normal(size=(150, 16))).astype(np.float32)
+    data = EmbeddingSet.from_numpy(x, np.eye(3, dtype=np.float32)[y])
+    method = registry.build(name, HeadSpec(in_dim=16, n_bits=12, n_classes=3))
+    result = fit(method, data.subset(torch.arange(100)), data.subset(torch.arange(100, 150)),
+                 config=FitConfig(epochs=5, progress=False))
+    assert result.epochs_run == 0
+    assert result.best_val_accuracy > 0.8  # well-separated clusters survive 12 bits
+    assert list(method.parameters()) == []
+    # a fresh instance loads the fitted buffers
+    fresh = registry.build(name, HeadSpec(in_dim=16, n_bits=12, n_classes=3))
+    fresh.load_state_dict(method.state_dict())
+    assert torch.equal(fresh.encode(data.x), method.encode(data.x))
+    assert float(method.compute_loss(method(data.x[:4]), data.y[:4], torch.arange(4))["loss"]) == 0.0

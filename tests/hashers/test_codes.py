@@ -1,0 +1,36 @@
+"""Bit packing and Hamming distances against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashers.codes import hamming_distances, iter_hamming_chunks, pack_bits, unpack_bits
+
+
+@pytest.mark.parametrize("n_bits", [8, 12, 16, 24, 32, 36, 48, 64, 1024])
+def test_pack_round_trip_any_length(n_bits: int) -> None:
+    bits = np.random.default_rng(n_bits).random((7, n_bits)) > 0.5
+    packed = pack_bits(bits)
+    assert packed.dtype == np.uint8 and packed.shape == (7, -(-n_bits // 8))
+    assert np.array_equal(unpack_bits(packed, n_bits), bits)
+
+
+def test_packing_is_little_bit_order_with_zero_padding() -> None:
+    bits = np.zeros((1, 12), dtype=bool)
+    bits[0, 0] = bits[0, 9] = True  # bit 0 of byte 0, bit 1 of byte 1
+    assert pack_bits(bits).tolist() == [[1, 2]]
+
+
+def test_hamming_matches_brute_force() -> None:
+    g = np.random.default_rng(0)
+    q, db = g.random((5, 36)) > 0.5, g.random((9, 36)) > 0.5
+    brute = (q[:, None, :] != db[None, :, :]).sum(-1)
+    assert np.array_equal(hamming_distances(pack_bits(q), pack_bits(db), 36), brute)
+    chunks = np.concatenate([d for _, d in iter_hamming_chunks(pack_bits(q), pack_bits(db), 36, chunk=2)])
+    assert np.array_equal(chunks, brute)
+
+
+def test_unpack_rejects_wrong_byte_count() -> None:
+    with pytest.raises(ValueError, match="cannot hold exactly 24 bits"):
+        unpack_bits(np.zeros((2, 2), dtype=np.uint8), 24)

@@ -1,0 +1,65 @@
+"""Tie-aware KNN: hand-computed votes, order invariance and the classification metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashers.codes import pack_bits
+from hashers.knn import classification_metrics, confusion, knn_float, knn_hamming, tie_aware_votes
+
+
+def test_votes_split_ties_at_kth_distance() -> None:
+    # distances to 5 items; k=3: item0 (d=0) counts 1, items 1..4 tie at d=1 and share 2 votes
+    dist = np.array([[0.0, 1, 1, 1, 1]])
+    onehot = np.eye(2)[[0, 1, 1, 0, 0]]
+    votes = tie_aware_votes(dist, onehot, 3)
+    assert votes.tolist() == [[1 + 2 * 2 / 4, 2 * 2 / 4]]  # class0: 1 + 0.5 + 0.5, class1: 0.5 + 0.5
+
+
+def test_prediction_is_independent_of_database_order() -> None:
+    g = np.random.default_rng(0)
+    db = g.random((200, 12)) > 0.5
+    q = g.random((50, 12)) > 0.5
+    labels = g.integers(0, 4, 200)
+    base = knn_hamming(pack_bits(q), pack_bits(db), 12, labels, [7])[7]
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(200)
+        again = knn_hamming(pack_bits(q), pack_bits(db[perm]), 12, labels[perm], [7])[7]
+        assert np.array_equal(base, again)
+
+
+def test_float_knn_matches_brute_force_without_ties() -> None:
+    g = np.random.default_rng(1)
+    db, q = g.normal(size=(60, 5)), g.normal(size=(20, 5))
+    labels = g.integers(0, 3, 60)
+    pred = knn_float(q, db, labels, [5])[5]
+    d = ((q[:, None] - db[None]) ** 2).sum(-1)
+    nn = np.argsort(d, axis=1)[:, :5]
+    brute = np.array([np.bincount(labels[row], minlength=3).argmax() for row in nn])
+    assert np.array_equal(pred, brute)
+
+
+def test_cosine_and_multilabel_votes() -> None:
+    db = np.array([[1.0, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]])
+    labels = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], dtype=np.uint8)
+    pred = knn_float(np.array([[1.0, 0.05]]), db, labels, [2], metric="cosine")[2]
+    assert pred.tolist() == [[True, False]]  # label 0: 2/2 votes, label 1: 1/2 (not a majority)
+
+
+def test_k_larger_than_database_is_an_error() -> None:
+    with pytest.raises(ValueError, match="k=9"):
+        tie_aware_votes(np.zeros((1, 3)), np.eye(3), 9)
+
+
+def test_metrics_hand_computed() -> None:
+    y_true = np.array([0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    m = classification_metrics(y_true, y_pred, 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    f1 = [2 * 0.5 * 0.5 / 1.0, 2 * (2 / 3) * (2 / 3) / (4 / 3), 1.0]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
+    ml = classification_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [1, 0]]), 2)
+    assert ml["accuracy"] == pytest.approx(0.5)

@@ -1,0 +1,115 @@
+"""On-disk formats: round trips, atomic writes and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.artifacts import (
+    ArtifactError,
+    atomic_path,
+    load_codes,
+    load_embeddings,
+    load_head,
+    save_codes,
+    save_embeddings,
+    save_head,
+    write_json,
+)
+from tests.conftest import synthetic_embeddings
+
+
+def test_embeddings_round_trip(tmp_path: Path) -> None:
+    emb = synthetic_embeddings()
+    save_embeddings(tmp_path / "e.safetensors", emb)
+    back = load_embeddings(tmp_path / "e.safetensors")
+    for s in ("train", "val", "test"):
+        assert np.array_equal(back.x[s], emb.x[s]) and np.array_equal(back.y[s], emb.y[s])
+    assert back.meta["format"] == "hashaudit.embeddings/1"
+    assert back.meta["dim"] == "32" and back.n_classes == 3 and back.backbone == "tiny-random"
+    assert back.multihot("test").sum(1).tolist() == [1.0] * 90
+
+
+def test_multilabel_embeddings_keep_multi_hot(tmp_path: Path) -> None:
+    emb = synthetic_embeddings(multilabel=True)
+    save_embeddings(tmp_path / "e.safetensors", emb)
+    back = load_embeddings(tmp_path / "e.safetensors")
+    assert back.multilabel and back.y["train"].shape == (300, 3)
+    assert back.multihot("train").max() == 1.0
+
+
+def test_user_npz_with_medmnist_label_column(tmp_path: Path) -> None:
+    g = np.random.default_rng(0)
+    arrays = {f"{s}_x": g.normal(size=(10, 4)).astype(np.float32) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_y": (np.arange(10) % 2).reshape(-1, 1) for s in ("train", "val", "test")})
+    np.savez(tmp_path / "mine.npz", **arrays)
+    emb = load_embeddings(tmp_path / "mine.npz")
+    assert emb.y["train"].shape == (10,) and emb.n_classes == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: a.update(train_x=np.full((10, 4), np.nan, dtype=np.float32)), "NaN/inf values"),
+        (lambda a: a.update(val_x=np.zeros((10, 5), dtype=np.float32)), "dimension 5 but train_x has 4"),
+        (lambda a: a.update(test_y=np.zeros(3, dtype=np.int64)), "3 labels for 10 embeddings"),
+        (lambda a: a.pop("test_x"), "missing test_x"),
+        (lambda a: a.update(extra=np.zeros(1)), "unexpected keys"),
+        (lambda a: a.update(train_y=np.full(10, 0.5)), "integer class ids"),
+    ],
+)
+def test_bad_user_embeddings_are_named(tmp_path: Path, mutate, message: str) -> None:
+    arrays = {f"{s}_x": np.ones((10, 4), dtype=np.float32) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_y": np.arange(10) % 2 for s in ("train", "val", "test")})
+    mutate(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ArtifactError, match=message):
+        load_embeddings(tmp_path / "bad.npz")
+
+
+def test_truncated_files_are_clear_errors(tmp_path: Path) -> None:
+    emb = synthetic_embeddings()
+    save_embeddings(tmp_path / "e.safetensors", emb)
+    data = (tmp_path / "e.safetensors").read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="not a readable safetensors"):
+        load_embeddings(tmp_path / "t.safetensors")
+    np.savez(tmp_path / "n.npz", train_x=np.zeros((3, 2)))
+    raw = (tmp_path / "n.npz").read_bytes()
+    (tmp_path / "n.npz").write_bytes(raw[:40])
+    with pytest.raises(ArtifactError, match="truncated"):
+        load_embeddings(tmp_path / "n.npz")
+    with pytest.raises(ArtifactError, match="not found"):
+        load_embeddings(tmp_path / "missing.safetensors")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    with pytest.raises(ValueError):
+        write_json(target, {"x": float("nan")})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_head_and_codes_round_trip(tmp_path: Path) -> None:
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_head(tmp_path / "h", state, {"method": "dpsh"})
+    back, cfg = load_head(tmp_path / "h")
+    assert torch.equal(back["w"], state["w"]) and cfg == {"method": "dpsh"}
+    codes = {"train": np.zeros((4, 2), dtype=np.uint8), "test": np.ones((2, 2), dtype=np.uint8)}
+    save_codes(tmp_path / "c.safetensors", codes, n_bits=12, meta={"method": "dpsh"})
+    got, n_bits, meta = load_codes(tmp_path / "c.safetensors")
+    assert n_bits == 12 and meta["method"] == "dpsh" and np.array_equal(got["test"], codes["test"])
+    with pytest.raises(ValueError, match="expected uint8"):
+        save_codes(tmp_path / "c2.safetensors", codes, n_bits=24, meta={})
+    with pytest.raises(ArtifactError, match="no trained head"):
+        load_head(tmp_path / "nothing")

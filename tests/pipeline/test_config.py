@@ -1,0 +1,74 @@
+"""params.yaml validation: every problem names its key and the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repo_params_load_with_resolved_types() -> None:
+    p = load_params(REPO / "params.yaml")
+    assert p.knn.k == 7 and p.train.bits == (12, 24, 36, 48)
+    assert p.data.source("breastmnist").flag == "breastmnist"
+    assert isinstance(p.train.lr, float)
+    assert p.method_config("dpsh").eta == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("train.epocs", 3, r"train: unknown key 'epocs' \(did you mean 'epochs'\?\)"),
+        ("train.bits", [12, 4], r"train.bits\[1\]: 4 bits is out of range; use a code length from 8 to 1024"),
+        ("train.bits", [2048], r"train.bits\[0\]: 2048 bits"),
+        ("train.epochs", "ten", r"train.epochs: expected an integer, got 'ten'"),
+        ("backbone.resize", "crop", r"backbone.resize: 'crop' is not allowed; use one of 'resize', 'pad'"),
+        ("data.limit", 0, r"data.limit: 0 must be a positive integer or null"),
+        ("data.datasets", ["breastmnsit"], r"unknown dataset 'breastmnsit' \(did you mean 'breastmnist'\?\)"),
+        ("data.sources.x", {"kind": "medmnist", "size": 32}, r"data.sources.x.size: 32 is not a MedMNIST size"),
+        ("data.sources.y", {"kind": "huggingface"}, r"data.sources.y.id: a huggingface source needs the dataset id"),
+        ("train.methods", ["dpsh", "nope"], r"train.methods\[1\]: unknown hashing method 'nope'; registered: .*dpsh"),
+        ("methods.dpsh", {"etta": 1.0}, r"methods.dpsh: unknown key 'etta' \(did you mean 'eta'\?\)"),
+        ("methods.dpsh", {"eta": -1.0}, r"methods.dpsh.eta: -1.0 must be >= 0"),
+        ("methods.nope", {}, r"methods.nope: no hashing method is registered as 'nope'"),
+        ("knn.k", 0, r"knn.k: 0 must be >= 1"),
+        ("seed", True, r"seed: expected an integer, got True"),
+        ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
+    ],
+)
+def test_bad_params_name_key_and_fix(dotted: str, value: object, message: str) -> None:
+    tree = raw()
+    node = tree
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(tree)
+
+
+def test_unknown_top_level_section() -> None:
+    tree = raw()
+    tree["trian"] = {}
+    with pytest.raises(ParamsError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        parse_params(tree)
+
+
+def test_overrides_and_missing_file(tmp_path: Path) -> None:
+    p = load_params(REPO / "params.yaml", {"train.epochs": 3, "backbone.name": "tiny-random"})
+    assert p.train.epochs == 3 and p.backbone.name == "tiny-random"
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
