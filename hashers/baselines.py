@@ -101,7 +101,9 @@ def quantization_loss(v: Tensor, rotation: Tensor) -> float:
     return float(((_signs(z) - z) ** 2).sum())
 
 
-def itq_rotation(v: Tensor, *, iterations: int, generator: torch.Generator) -> tuple[Tensor, list[float]]:
+def itq_rotation(
+    v: Tensor, *, iterations: int, generator: torch.Generator
+) -> tuple[Tensor, list[float]]:
     """ITQ's alternating minimisation of ``‖B − VR‖²_F`` over ``B ∈ {±1}`` and orthogonal ``R``.
 
     ``v``: PCA-projected, centred data ``[n, k]``. Starts from a seeded random rotation; each
@@ -125,7 +127,10 @@ def itq_rotation(v: Tensor, *, iterations: int, generator: torch.Generator) -> t
 
 def _project_chunks(x: Tensor, mean: Tensor, components: Tensor, *, chunk: int = _CHUNK) -> Tensor:
     """``(x − mean) @ components`` in float64, chunked."""
-    parts = [(x[i : i + chunk].detach().cpu().double() - mean) @ components for i in range(0, x.shape[0], chunk)]
+    parts = [
+        (x[i : i + chunk].detach().cpu().double() - mean) @ components
+        for i in range(0, x.shape[0], chunk)
+    ]
     return torch.cat(parts)
 
 
@@ -204,7 +209,7 @@ def _check_seed(seed: int) -> None:
 class LSHConfig:
     seed: int = 0  # seeds the hyperplanes (a private generator, not the global RNG)
     tables: int = 1  # independent hyperplane sets; encode() uses table 0
-    center: bool = True  # hyperplanes through the training mean (False = through the origin, as Charikar)
+    center: bool = True  # planes through the training mean (False: through 0, as Charikar)
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -239,7 +244,9 @@ class LSH(_ClosedForm):
         head = HyperplaneHead(s.in_dim, s.n_bits, cfg.tables)
         gen = torch.Generator().manual_seed(cfg.seed)
         for t in range(cfg.tables):  # one draw per table: a prefix of tables is independent of T
-            head.planes[t] = torch.randn(s.in_dim, s.n_bits, generator=gen, dtype=torch.float64).float()
+            head.planes[t] = torch.randn(
+                s.in_dim, s.n_bits, generator=gen, dtype=torch.float64
+            ).float()
         return head
 
     def on_fit_start(self, train: EmbeddingSet) -> None:
@@ -251,7 +258,10 @@ class LSH(_ClosedForm):
     def encode_tables(self, x: Tensor, *, batch_size: int = 8192) -> Tensor:
         """Codes of every table: ``bool [T, N, K]`` (table 0 equals :meth:`encode`)."""
         x = x.to(self.head.mean.device)
-        parts = [self.head.project_tables(x[i : i + batch_size]) > 0 for i in range(0, x.shape[0], batch_size)]
+        parts = [
+            self.head.project_tables(x[i : i + batch_size]) > 0
+            for i in range(0, x.shape[0], batch_size)
+        ]
         if not parts:
             return torch.zeros(self.config.tables, 0, self.spec.n_bits, dtype=torch.bool)
         return torch.cat(parts, dim=1)
@@ -264,7 +274,9 @@ def _as_codes(codes: np.ndarray | Tensor, what: str) -> np.ndarray:
     return arr.astype(bool, copy=False)
 
 
-def multi_table_candidates(query_codes: np.ndarray | Tensor, db_codes: np.ndarray | Tensor) -> list[np.ndarray]:
+def multi_table_candidates(
+    query_codes: np.ndarray | Tensor, db_codes: np.ndarray | Tensor
+) -> list[np.ndarray]:
     """Candidates of each query: database rows whose code equals the query's in at least one table.
 
     ``query_codes``: bool ``[T, Q, K]``; ``db_codes``: bool ``[T, N, K]``. Returns ``Q`` sorted,
@@ -294,7 +306,11 @@ def multi_table_candidates(query_codes: np.ndarray | Tensor, db_codes: np.ndarra
     out = []
     for i in range(n_q):
         hits = [order[lo[i] : hi[i]] for order, lo, hi in tables if hi[i] > lo[i]]
-        out.append(np.unique(np.concatenate(hits)).astype(np.int64) if hits else np.zeros(0, dtype=np.int64))
+        out.append(
+            np.unique(np.concatenate(hits)).astype(np.int64)
+            if hits
+            else np.zeros(0, dtype=np.int64)
+        )
     return out
 
 
@@ -341,7 +357,9 @@ def multi_table_knn(
         if queries is None or database is None:
             raise HashingError(f"rerank={rerank!r} needs the float queries and database")
         qx = np.asarray(queries.cpu() if isinstance(queries, Tensor) else queries, dtype=np.float64)
-        dx = np.asarray(database.cpu() if isinstance(database, Tensor) else database, dtype=np.float64)
+        dx = np.asarray(
+            database.cpu() if isinstance(database, Tensor) else database, dtype=np.float64
+        )
         if qx.shape[0] != q.shape[1] or dx.shape[0] != d.shape[1]:
             raise HashingError("queries / database rows must match the query / database codes")
         if rerank == "cosine":
@@ -422,7 +440,9 @@ class PCARR(_PCAFamily):
 
     def build_head(self) -> nn.Module:
         head = PCARotationHead(self.spec.in_dim, self.spec.n_bits)
-        head.rotation.copy_(random_orthogonal(self.spec.n_bits, torch.Generator().manual_seed(self.config.seed)))
+        head.rotation.copy_(
+            random_orthogonal(self.spec.n_bits, torch.Generator().manual_seed(self.config.seed))
+        )
         return head
 
     def on_fit_start(self, train: EmbeddingSet) -> None:
@@ -466,5 +486,7 @@ class ITQ(_PCAFamily):
     def on_fit_start(self, train: EmbeddingSet) -> None:
         v = self._fit_pca(train)
         gen = torch.Generator().manual_seed(self.config.seed)
-        rotation, self.loss_history = itq_rotation(v, iterations=self.config.iterations, generator=gen)
+        rotation, self.loss_history = itq_rotation(
+            v, iterations=self.config.iterations, generator=gen
+        )
         self.head.rotation.copy_(rotation)

@@ -33,10 +33,11 @@ class DNNHConfig:
 def piecewise_threshold(s: Tensor, epsilon: float) -> Tensor:
     """DNNH's piece-wise threshold with a straight-through gradient.
 
-    Forward (the paper's piece-wise layer): ``g(s) = 0`` for ``s < 0.5 - ε``, ``s`` for ``|s - 0.5| ≤ ε`` and ``1``
-    for ``s > 0.5 + ε``. Backward: the identity. The exact derivative is 0 outside the band, so a
-    unit that snapped to 0 or 1 would never receive a gradient again (dead bits); the
-    straight-through estimator keeps every unit trainable while the loss sees the snapped values.
+    Forward (the paper's piece-wise layer): ``g(s) = 0`` for ``s < 0.5 - ε``, ``s`` for
+    ``|s - 0.5| ≤ ε`` and ``1`` for ``s > 0.5 + ε``. Backward: the identity. The exact derivative
+    is 0 outside the band, so a unit that snapped to 0 or 1 would never receive a gradient again
+    (dead bits); the straight-through estimator keeps every unit trainable while the loss sees the
+    snapped values.
     """
     hard = torch.where(s < 0.5 - epsilon, torch.zeros_like(s), s)
     hard = torch.where(s > 0.5 + epsilon, torch.ones_like(s), hard)
@@ -51,8 +52,9 @@ class DNNH(HashingMethod):
 
     Head: divide-and-encode (:class:`hashers.heads.DivideEncodeHead`): a shared trunk, its feature
     vector split into ``n_bits`` slices, each slice encoded to one sigmoid unit ``s_k``. In training
-    the piece-wise threshold layer snaps ``s`` to 0/1 outside ``0.5 ± ε``. Loss (the paper's triplet ranking loss) on
-    in-batch triplets ``(q, +, -)`` with ``q, +`` sharing a label and ``q, -`` sharing none::
+    the piece-wise threshold layer snaps ``s`` to 0/1 outside ``0.5 ± ε``. Loss (the paper's
+    triplet ranking loss) on in-batch triplets ``(q, +, -)``, ``q, +`` sharing a label and
+    ``q, -`` sharing none::
 
         ℓ = max(0, margin - (‖b_q - b_-‖² - ‖b_q - b_+‖²)),   b = codes in [0, 1].
 

@@ -40,8 +40,10 @@ class DivideEncodeHead(nn.Module):
     A shared trunk (:class:`MLPHead` to ``n_bits * slice_dim`` features, then GELU) yields one
     feature vector that is split into ``n_bits`` equal slices; slice k is mapped to unit k by its
     own linear map and a sigmoid, so each bit sees only its slice (the paper's argument: less
-    redundancy between bits). The per-slice maps are a grouped 1x1 convolution (``groups=n_bits``),
-    which is exactly ``n_bits`` independent ``Linear(slice_dim, 1)``. Output in ``(0, 1)``.
+    redundancy between bits). The ``n_bits`` maps ``Linear(slice_dim, 1)`` are stored as the rows
+    of ``slice_maps`` (weight ``[n_bits, slice_dim]``, bias ``[n_bits]``, initialised with fan-in
+    ``slice_dim``) and applied row-wise to their slice, never as one dense layer (that is ~20x
+    cheaper on CPU than a grouped 1x1 convolution). Output in ``(0, 1)``.
     """
 
     def __init__(
@@ -59,8 +61,12 @@ class DivideEncodeHead(nn.Module):
             in_dim=in_dim, out_dim=n_bits * slice_dim, hidden_dims=hidden_dims, dropout=dropout
         )
         self.act = nn.GELU()
-        self.slice_maps = nn.Conv1d(n_bits * slice_dim, n_bits, kernel_size=1, groups=n_bits)
+        self.slice_maps = nn.Linear(slice_dim, n_bits)  # row k = the map of slice k
+
+    def encode_slices(self, features: Tensor) -> Tensor:
+        """``[B, n_bits * slice_dim]`` trunk features -> ``[B, n_bits]`` pre-sigmoid units."""
+        slices = features.view(-1, self.n_bits, self.slice_dim)
+        return (slices * self.slice_maps.weight).sum(dim=-1) + self.slice_maps.bias
 
     def forward(self, x: Tensor) -> Tensor:
-        features = self.act(self.trunk(x))  # [B, n_bits * slice_dim]
-        return self.slice_maps(features.unsqueeze(-1)).squeeze(-1).sigmoid()  # [B, n_bits]
+        return self.encode_slices(self.act(self.trunk(x))).sigmoid()  # [B, n_bits]

@@ -15,9 +15,18 @@ from hashers.base import HashingError, HashingMethod, HeadSpec
 
 _METHODS: dict[str, str] = {
     "dpsh": "hashers.dpsh:DPSH",
+    "dsh": "hashers.dsh:DSH",
+    "cnnh": "hashers.cnnh:CNNH",
+    "dhn": "hashers.dhn:DHN",
+    "hashnet": "hashers.hashnet:HashNet",
+    "dsdh": "hashers.dsdh:DSDH",
     "lsh": "hashers.baselines:LSH",
     "itq": "hashers.baselines:ITQ",
     "pca": "hashers.baselines:PCARR",
+    "dnnh": "hashers.dnnh:DNNH",
+    "dshgan": "hashers.dshgan:DSHGAN",
+    "tcl": "hashers.tcl:TCL",
+    "saeh": "hashers.saeh:SAEH",
 }
 
 

@@ -87,4 +87,9 @@ class TCL(HashingMethod):
         center = triplet_center_loss(u, self.centers, y, self.config.margin).mean()
         quantization = HF.quantization_l2(u)
         loss = softmax + self.config.lambda_tc * center + self.config.eta * quantization
-        return {"loss": loss, "softmax": softmax, "triplet_center": center, "quantization": quantization}
+        return {
+            "loss": loss,
+            "softmax": softmax,
+            "triplet_center": center,
+            "quantization": quantization,
+        }

@@ -15,6 +15,9 @@ fix it; hashaudit never falls back to random weights on its own.
 ImageNet-normalised ``[B, 3, S, S]`` float tensors, either by bicubic resizing or by centred zero
 padding (MedMNIST+ style). :meth:`Backbone.embed` runs the frozen model under ``inference_mode`` and
 returns float32 ``[B, dim]`` embeddings (CLS token, or CLS concatenated with the mean patch token).
+
+Device ``auto`` picks cuda, then mps, then cpu. Precision ``auto`` picks bf16 (autocast) on a CUDA
+device that supports it and fp32 everywhere else; bf16 on CPU must be asked for (``precision: bf16``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class BackboneUnavailableError(ValueError):
 
 
 def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` (C = 1, 2, 3, 4) -> ``[N, 3, H, W]`` (same dtype)."""
+    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` (C = 1, 2, 3, 4) -> uint8 ``[N, 3, H, W]``, channels-last."""
     if batch.ndim == 3:
         batch = batch.unsqueeze(-1)
     if batch.ndim != 4:
@@ -65,16 +68,18 @@ def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
         batch = batch[..., :3]
     elif channels != 3:
         raise ValueError(f"images must have 1, 2, 3 or 4 channels, got {channels}")
-    return batch.permute(0, 3, 1, 2)
+    return batch.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic, antialiased resize of float ``[N, C, H, W]`` pixel values, clamped to [0, 255]."""
+    """Bicubic, antialiased resize of uint8 ``[N, 3, H, W]`` (channels-last).
+
+    The uint8 kernel rounds like PIL's ``Image.resize(..., BICUBIC)`` (the resize of the Hugging Face
+    image processors; within 1 grey level) and is much faster on CPU than the float one.
+    """
     if tuple(x.shape[-2:]) == size:
         return x
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(
-        0.0, 255.0
-    )
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
 def _pad(x: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -85,7 +90,7 @@ def _pad(x: torch.Tensor, image_size: int) -> torch.Tensor:
         x = _resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
         h, w = x.shape[-2:]
     top, left = (image_size - h) // 2, (image_size - w) // 2
-    return F.pad(x, (left, image_size - w - left, top, image_size - h - top), value=0.0)
+    return F.pad(x, (left, image_size - w - left, top, image_size - h - top), value=0)
 
 
 def _same_shape_batch(images: Images) -> np.ndarray | None:
@@ -93,6 +98,13 @@ def _same_shape_batch(images: Images) -> np.ndarray | None:
         return images
     shapes = {im.shape for im in images}
     return np.stack(images) if len(shapes) == 1 else None
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 ``(x / 255 - mean) / std`` in one fused pass (``x * scale + shift``)."""
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    return torch.addcmul(-mean / std, x.float(), 1.0 / (255.0 * std))
 
 
 def preprocess(
@@ -108,7 +120,9 @@ def preprocess(
     (shapes may differ). Grayscale is repeated to 3 channels and RGBA loses its alpha. ``resize``:
     bicubic antialiased resize to ``image_size``² (aspect ratio not kept); ``pad``: zero-pad centred to
     ``image_size``² (black border in pixel space, before normalisation), downscaling first (aspect
-    kept) an image larger than ``image_size``. uint8 is moved to ``device`` before the float maths.
+    kept) an image larger than ``image_size``. Resizing and padding run on uint8 on the CPU (the same
+    result on every device); only the ``image_size``² uint8 batch moves to ``device``, where it is
+    converted to float and normalised. The result is in channels-last memory format.
     """
     if resize not in ("resize", "pad"):
         raise ValueError(f"resize must be 'resize' or 'pad', got {resize!r}")
@@ -123,14 +137,14 @@ def preprocess(
         )
     if batch.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {batch.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(batch))
-    if device.type == "cuda":
-        t = t.pin_memory()
-    x = _to_nchw(t.to(device, non_blocking=True)).float()
+    batch = np.ascontiguousarray(batch)
+    if not batch.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
+        batch = batch.copy()
+    x = _to_nchw(torch.from_numpy(batch))
     x = _resize(x, (image_size, image_size)) if resize == "resize" else _pad(x, image_size)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
-    return ((x - mean) / std).contiguous()
+    if device.type == "cuda":
+        x = x.pin_memory()
+    return _normalise(x.to(device, non_blocking=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +320,11 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
                 "config.json and weights written by save_pretrained"
             ) from err
         raise _unavailable(name, revision, err) from err
+    except ValueError as err:  # a config.json without a model type transformers knows
+        raise BackboneUnavailableError(
+            f"backbone.name: {source} is not a supported transformers model ({err}); use a ViT of type "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        ) from err
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise BackboneUnavailableError(
             f"backbone {name!r} is a {config.model_type!r} model; hashaudit supports ViT backbones of type "

@@ -3,8 +3,9 @@
 One entry point, :func:`load_dataset_images`, turns a ``data.sources`` entry into an
 :class:`ImageDataset` with ``train``/``val``/``test`` splits. Images stay uint8 and grayscale images
 stay 2-D; the backbone's preprocessing converts them to 3-channel float tensors. Splits are either
-the source's official ones or carved from train (seeded, stratified); ``data.limit`` caps every
-split the same way. ``kind: embeddings`` (bring your own embeddings) is not an image source: the
+the source's official ones or carved from train (seeded, stratified; a missing test split and a
+missing val split each take ``data.val_fraction`` of train); ``data.limit`` caps every split the
+same way, keeping every class present. ``kind: embeddings`` (bring your own embeddings) is not an image source: the
 extract stage reads such files itself.
 
 Every problem raises :class:`DataError` with a message naming the bad value and how to fix it.
@@ -69,7 +70,7 @@ class _SubsetReader:
         return self.reader.read([int(r) for r in self.rows[np.asarray(indices, dtype=np.int64)]])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageSplit:
     """The images and labels of one split.
 
@@ -116,7 +117,7 @@ class ImageSplit:
         return ImageSplit(labels=self.labels[idx], reader=_SubsetReader(self.reader, idx))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageDataset:
     """A labelled image dataset with ``train``, ``val`` and ``test`` splits."""
 
@@ -402,7 +403,11 @@ def _medmnist_labels(raw: np.ndarray, *, task: str, n_classes: int, where: str) 
 
 
 def load_medmnist(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
-    """An official MedMNIST 2D dataset, with its official splits."""
+    """An official MedMNIST 2D dataset, with its official splits.
+
+    The arrays are read into memory: the 224 px files of the large flags (e.g. pathmnist_224) need
+    tens of GB of RAM (``data.limit`` subsets after loading, so it does not lower the peak).
+    """
     flag = source.flag or name
     info = medmnist_info(flag, source.size)
     path = ensure_medmnist_file(flag, source.size, root=data.root, download=data.download)
@@ -444,6 +449,7 @@ def load_medmnist(name: str, source: SourceConfig, data: DataConfig, *, seed: in
             f"{path}: not a readable .npz file ({err}); delete it and re-download it"
         ) from err
     source_info = {
+        "source": "medmnist",
         "medmnist_flag": flag,
         "medmnist_size": str(source.size),
         "md5": info["md5"],
@@ -602,10 +608,10 @@ def load_huggingface(
     try:
         if local.is_dir() and _is_saved_dataset(local):
             dsd = datasets.load_from_disk(str(local))
-            info = {"hf_path": str(local.resolve())}
+            info = {"source": "huggingface", "hf_path": str(local.resolve())}
         else:
             dsd = datasets.load_dataset(ds_id)
-            info = {"hf_id": ds_id}
+            info = {"source": "huggingface", "hf_id": ds_id}
     except (OSError, ConnectionError, ValueError) as err:
         raise DataError(
             f"Hugging Face dataset {ds_id!r} is not available ({type(err).__name__}: {err}); run once with "
@@ -656,7 +662,7 @@ def load_imagefolder(
         image_column="image",
         label_column="label",
         where=f"image folder {root}",
-        source_info={"imagefolder_path": str(root.resolve())},
+        source_info={"source": "imagefolder", "imagefolder_path": str(root.resolve())},
         data=data,
         seed=seed,
     )

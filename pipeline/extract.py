@@ -229,10 +229,9 @@ def user_embeddings(name: str, source: SourceConfig, params: Params) -> Embeddin
         n_classes = int(y["train"].shape[1])
     else:
         n_classes = max(int(v.max()) for v in y.values()) + 1
-        try:
-            n_classes = max(n_classes, int(meta.get("n_classes", 0)))
-        except ValueError:
-            pass
+        declared = meta.get("n_classes", "")
+        if declared.isdigit():  # a file may declare classes that its splits do not all hold
+            n_classes = max(n_classes, int(declared))
     out = {k: str(v) for k, v in meta.items() if k != "format"}
     out.update(
         {
@@ -269,7 +268,7 @@ def extract_dataset(
         emb, metrics = extract_images(params, name, source, progress=progress)
     save_embeddings(out_path, emb)  # atomic: nothing is written unless every split succeeded
     metrics = {
-        **{f"n_{s}": int(len(emb.y[s])) for s in SPLITS},
+        **{f"n_{s}": len(emb.y[s]) for s in SPLITS},
         "dim": emb.dim,
         "n_classes": emb.n_classes,
         **metrics,

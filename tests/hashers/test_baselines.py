@@ -45,7 +45,9 @@ def test_pca_golden_2d() -> None:
     assert torch.allclose(mean, torch.tensor([1.0, 2.0], dtype=torch.float64))
     assert torch.allclose(cov, torch.tensor([[4.16, 2.88], [2.88, 5.84]], dtype=torch.float64) / 3)
     mean, comps, var = B.pca(x, 2)
-    assert torch.allclose(comps, torch.tensor([[0.6, 0.8], [0.8, -0.6]], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        comps, torch.tensor([[0.6, 0.8], [0.8, -0.6]], dtype=torch.float64), atol=1e-12
+    )
     assert torch.allclose(var, torch.tensor([8 / 3, 2 / 3], dtype=torch.float64))
 
 
@@ -74,6 +76,9 @@ def test_random_orthogonal_is_orthogonal_and_seeded() -> None:
 
 def test_itq_rotation_is_orthogonal_and_loss_never_increases() -> None:
     x = anisotropic(800, 24, seed=0, offset=5.0)
+    x = (
+        x / x.std()
+    )  # the loss is scale-dependent (‖VR‖² dominates it for large V); the codes are not
     method = registry.build("itq", spec(24, 16))
     method.on_fit_start(unlabelled(x))
     r = method.head.rotation
@@ -81,7 +86,7 @@ def test_itq_rotation_is_orthogonal_and_loss_never_increases() -> None:
     hist = np.array(method.loss_history)
     assert len(hist) == method.config.iterations + 1
     assert np.all(np.diff(hist) <= 1e-9 * hist[0])
-    assert hist[-1] < 0.9 * hist[0]  # the iterations do real work on correlated data
+    assert hist[-1] < 0.95 * hist[0]  # the iterations do real work on correlated data
     # the history's last value is the loss of the codes the method actually outputs
     _, comps, _ = B.pca(x, 16)
     v = (x.double() - x.double().mean(0)) @ comps
@@ -90,7 +95,11 @@ def test_itq_rotation_is_orthogonal_and_loss_never_increases() -> None:
 
 def test_itq_quantization_loss_beats_pca_rr() -> None:
     x = anisotropic(800, 24, seed=1)
-    itq, pca = registry.build("itq", spec(24, 12)), registry.build("pca", spec(24, 12))
+    x = x / x.std()
+    itq = registry.build("itq", spec(24, 12))
+    pca = registry.build(
+        "pca", spec(24, 12), B.PCARRConfig(seed=1)
+    )  # not ITQ's own starting rotation
     train = unlabelled(x)
     itq.on_fit_start(train)
     pca.on_fit_start(train)
@@ -101,13 +110,24 @@ def test_itq_quantization_loss_beats_pca_rr() -> None:
     assert loss_itq < 0.95 * loss_pca
 
 
+def test_itq_starts_from_pca_rr_with_the_same_seed() -> None:
+    x = anisotropic(300, 10, seed=2)
+    itq = registry.build("itq", spec(10, 8), B.ITQConfig(iterations=0, seed=3))
+    pca = registry.build("pca", spec(10, 8), B.PCARRConfig(seed=3))
+    itq.on_fit_start(unlabelled(x))
+    pca.on_fit_start(unlabelled(x))
+    assert torch.equal(itq.encode(x), pca.encode(x))
+
+
 def test_itq_zero_iterations_is_random_rotation() -> None:
     x = anisotropic(300, 10, seed=2)
     method = registry.build("itq", spec(10, 8), B.ITQConfig(iterations=0, seed=3))
     method.on_fit_start(unlabelled(x))
     assert len(method.loss_history) == 1
     assert torch.allclose(
-        method.head.rotation.double(), B.random_orthogonal(8, torch.Generator().manual_seed(3)), atol=1e-6
+        method.head.rotation.double(),
+        B.random_orthogonal(8, torch.Generator().manual_seed(3)),
+        atol=1e-6,
     )
 
 
@@ -245,7 +265,9 @@ def test_multi_table_knn_float_rerank_is_exact_within_candidates() -> None:
     assert res.indices[:, 0].tolist() == list(range(20))  # each query's own (near-duplicate) row
     assert np.allclose(res.distances[:, 0], np.linalg.norm(q_x - db_x[:20], axis=1))
     with pytest.raises(HashingError, match="needs the float"):
-        B.multi_table_knn(np.zeros((1, 1, 2), bool), np.zeros((1, 3, 2), bool), k=1, rerank="cosine")
+        B.multi_table_knn(
+            np.zeros((1, 1, 2), bool), np.zeros((1, 3, 2), bool), k=1, rerank="cosine"
+        )
 
 
 def test_multi_table_recall_of_true_nearest_neighbour_rises_with_tables() -> None:
@@ -254,16 +276,20 @@ def test_multi_table_recall_of_true_nearest_neighbour_rises_with_tables() -> Non
     q_x = g.normal(size=(200, 16)).astype(np.float32)
     d2 = ((q_x[:, None, :] - db_x[None, :, :]) ** 2).sum(-1)
     true_nn = d2.argmin(axis=1)
-    lsh = registry.build("lsh", spec(16, 12), B.LSHConfig(tables=16, center=False))
+    lsh = registry.build("lsh", spec(16, 10), B.LSHConfig(tables=16, center=False))
     qt, dt = lsh.encode_tables(torch.from_numpy(q_x)), lsh.encode_tables(torch.from_numpy(db_x))
     recalls, sizes = [], []
     for tables in (1, 4, 16):  # table prefixes of one 16-table LSH: the candidate sets are nested
-        res = B.multi_table_knn(qt[:tables], dt[:tables], k=1, rerank="euclidean", queries=q_x, database=db_x)
+        res = B.multi_table_knn(
+            qt[:tables], dt[:tables], k=1, rerank="euclidean", queries=q_x, database=db_x
+        )
         recalls.append(res.recall_at(true_nn))
         sizes.append(res.n_candidates.mean())
     assert recalls[0] < recalls[1] < recalls[2]
-    assert sizes[0] < sizes[1] < sizes[2] < 2000  # still a fraction of a full scan
-    assert recalls[2] > 0.5
+    assert sizes[0] < sizes[1] < sizes[2] < 0.1 * 2000  # still a small fraction of a full scan
+    assert (
+        recalls[0] < 0.2 and recalls[2] > 0.5
+    )  # (measured: 0.045, 0.24, 0.655; 5, 19, 76 candidates)
 
 
 def test_multi_table_shapes_must_match() -> None:
@@ -287,8 +313,12 @@ def test_fit_ignores_labels_and_reports_val_accuracy(name: str) -> None:
     x = (centers[y] + g.normal(size=(150, 16))).astype(np.float32)
     data = EmbeddingSet.from_numpy(x, np.eye(3, dtype=np.float32)[y])
     method = registry.build(name, HeadSpec(in_dim=16, n_bits=12, n_classes=3))
-    result = fit(method, data.subset(torch.arange(100)), data.subset(torch.arange(100, 150)),
-                 config=FitConfig(epochs=5, progress=False))
+    result = fit(
+        method,
+        data.subset(torch.arange(100)),
+        data.subset(torch.arange(100, 150)),
+        config=FitConfig(epochs=5, progress=False),
+    )
     assert result.epochs_run == 0
     assert result.best_val_accuracy > 0.8  # well-separated clusters survive 12 bits
     assert list(method.parameters()) == []
@@ -296,4 +326,6 @@ def test_fit_ignores_labels_and_reports_val_accuracy(name: str) -> None:
     fresh = registry.build(name, HeadSpec(in_dim=16, n_bits=12, n_classes=3))
     fresh.load_state_dict(method.state_dict())
     assert torch.equal(fresh.encode(data.x), method.encode(data.x))
-    assert float(method.compute_loss(method(data.x[:4]), data.y[:4], torch.arange(4))["loss"]) == 0.0
+    assert (
+        float(method.compute_loss(method(data.x[:4]), data.y[:4], torch.arange(4))["loss"]) == 0.0
+    )

@@ -1,0 +1,409 @@
+"""DSH, CNNH, DHN, HashNet and DSDH: hand-computed golden losses, stability, and retrieval quality.
+
+Every expected number below is written out from the paper's formula with ``math`` on a tiny input;
+none is obtained by calling the method's own code a second time.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hashers import registry
+from hashers.base import EmbeddingSet, HashingError, HeadSpec
+from hashers.cnnh import CNNHConfig, coordinate_descent_codes, greedy_code_rows
+from hashers.codes import pack_bits
+from hashers.dsdh import DSDHConfig, dcc_sweep, discrete_objective, ridge_classifier
+from hashers.dsh import DSHConfig
+from hashers.hashnet import HashNetConfig
+from hashers.knn import classification_metrics, knn_float, knn_hamming
+from hashers.trainer import FitConfig, fit
+
+PAIRWISE = ["dsh", "cnnh", "dhn", "hashnet", "dsdh"]
+
+
+def sp(x: float) -> float:
+    """softplus, written out."""
+    return math.log1p(math.exp(x))
+
+
+def build(name: str, bits: int, n_classes: int, config=None, in_dim: int = 4):
+    spec = HeadSpec(in_dim=in_dim, n_bits=bits, n_classes=n_classes, hidden_dims=(8,), dropout=0.0)
+    return registry.build(name, spec, config, seed=0)
+
+
+def onehot(labels: list[int], n_classes: int) -> torch.Tensor:
+    return torch.eye(n_classes)[labels]
+
+
+# ---- DSH -----------------------------------------------------------------------------------
+
+
+def test_dsh_golden() -> None:
+    m = build("dsh", 2, 2, DSHConfig(alpha=0.5))
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = onehot([0, 0, 1], 2)
+    # margin m = 2 * 2 bits = 4. Pairs: (0,1) similar, D=2 -> ½·2 = 1;
+    # (0,2) dissimilar, D=1 -> ½·max(4-1,0) = 1.5; (1,2) dissimilar, D=1 -> 1.5. Mean 4/3.
+    contrastive = (1.0 + 1.5 + 1.5) / 3
+    # r_i = ‖|u_i| - 1‖₁ = 1, 1, 0; pair mean of r_i + r_j = (2 + 1 + 1) / 3.
+    regularizer = 4.0 / 3
+    out = m.compute_loss(u, y, torch.arange(3))
+    assert math.isclose(float(out["contrastive"]), contrastive, rel_tol=1e-6)
+    assert math.isclose(float(out["regularizer"]), regularizer, rel_tol=1e-6)
+    assert math.isclose(float(out["loss"]), contrastive + 0.5 * regularizer, rel_tol=1e-6)
+
+
+def test_dsh_far_dissimilar_pairs_cost_nothing_and_batch_of_one() -> None:
+    m = build("dsh", 2, 2, DSHConfig(alpha=0.0))
+    u = torch.tensor([[2.0, 2.0], [-2.0, -2.0]])  # D = 32 > m = 4
+    out = m.compute_loss(u, onehot([0, 1], 2), torch.arange(2))
+    assert float(out["loss"]) == 0.0
+    one = m.compute_loss(torch.tensor([[0.5, -3.0]]), onehot([0], 2), torch.arange(1))
+    assert float(one["contrastive"]) == 0.0
+
+
+def test_dsh_stable_for_huge_outputs() -> None:
+    m = build("dsh", 2, 2)
+    u = torch.tensor([[1e4, -1e4], [1e4, 1e4], [-1e4, 3.0]], requires_grad=True)
+    out = m.compute_loss(u, onehot([0, 0, 1], 2), torch.arange(3))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(u.grad).all()
+
+
+# ---- DHN -----------------------------------------------------------------------------------
+
+
+def test_dhn_golden() -> None:
+    m = build("dhn", 2, 2)  # default λ = 0.1
+    u = torch.tensor([[1.0, -1.0], [2.0, 0.0]])
+    y = onehot([0, 0], 2)  # every pair similar
+    # Θ = ½ u uᵀ = [[1, 1], [1, 2]]; similar pairs cost softplus(-Θ).
+    likelihood = (3 * sp(-1.0) + sp(-2.0)) / 4
+    # |u| - 1 = [[0, 0], [1, -1]] -> log cosh: 0, 0, log cosh 1, log cosh 1.
+    quantization = 2 * math.log(math.cosh(1.0)) / 4
+    out = m.compute_loss(u, y, torch.arange(2))
+    assert math.isclose(float(out["likelihood"]), likelihood, rel_tol=1e-6)
+    assert math.isclose(float(out["quantization"]), quantization, rel_tol=1e-6)
+    assert math.isclose(float(out["loss"]), likelihood + 0.1 * quantization, rel_tol=1e-6)
+
+
+def test_dhn_stable_for_huge_outputs() -> None:
+    m = build("dhn", 2, 2)
+    u = torch.tensor([[1e4, -1e4], [-1e4, 1e4]], requires_grad=True)
+    out = m.compute_loss(u, onehot([0, 1], 2), torch.arange(2))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(u.grad).all()
+
+
+# ---- HashNet -------------------------------------------------------------------------------
+
+
+def test_hashnet_golden_weighted_likelihood() -> None:
+    m = build("hashnet", 2, 2)  # α = 10 / 2 bits = 5
+    h = torch.tensor([[0.5, 0.5], [0.5, 0.0], [-0.5, 0.5]])
+    y = onehot([0, 0, 1], 2)
+    # θ = 5 ⟨h_i, h_j⟩ = [[2.5, 1.25, 0], [1.25, 1.25, -1.25], [0, -1.25, 2.5]]
+    # 5 similar entries (weight 9/10), 4 dissimilar (weight 9/8); weights already have mean 1.
+    similar = 2 * sp(-2.5) + 3 * sp(-1.25)
+    dissimilar = 2 * math.log(2.0) + 2 * sp(-1.25)
+    expected = (0.9 * similar + 1.125 * dissimilar) / 9
+    out = m.compute_loss(h, y, torch.arange(3))
+    assert math.isclose(float(out["loss"]), expected, rel_tol=1e-6)
+    unweighted = build("hashnet", 2, 2, HashNetConfig(balance_pairs=False, alpha=1.0))
+    expected_plain = (2 * sp(-0.5) + 3 * sp(-0.25) + 2 * math.log(2.0) + 2 * sp(-0.25)) / 9
+    assert math.isclose(
+        float(unweighted.compute_loss(h, y, torch.arange(3))["loss"]), expected_plain, rel_tol=1e-6
+    )
+
+
+def test_hashnet_continuation_schedule_and_activation() -> None:
+    m = build("hashnet", 4, 2, HashNetConfig(beta0=1.5, gamma=1.0, power=0.5))
+    m.on_epoch_start(0, 10)
+    assert math.isclose(float(m.beta), 1.5)
+    m.on_epoch_start(3, 10)  # 1.5 · (1 + 3)^0.5 = 3
+    assert math.isclose(float(m.beta), 3.0, rel_tol=1e-6)
+    x = torch.randn(5, 4)
+    z = m.head(x)
+    assert torch.allclose(m(x), torch.tanh(3.0 * z))
+    assert torch.equal(m.encode(x), z > 0)
+    assert "beta" in m.state_dict()  # β round-trips with the saved head
+
+
+def test_hashnet_likelihood_is_a_proper_nll_at_long_codes() -> None:
+    """α scales θ in both terms: aligned similar pairs cost ≈ 0, never less (see the collapse note)."""
+    m = build("hashnet", 48, 2)  # α = 10/48: θ = 10 for two identical ±1 codes
+    h = torch.ones(2, 48)
+    loss = float(m.compute_loss(h, onehot([0, 0], 2), torch.arange(2))["loss"])
+    assert 0.0 <= loss <= sp(-10.0) + 2e-6  # float32: softplus(10) - 10 loses ~1e-6
+    # the released-code form softplus(αd) - S·d would give softplus(10) - 48 < 0 here
+    assert sp(10.0) - 48 < 0
+
+
+def test_hashnet_stable_for_huge_alpha() -> None:
+    m = build("hashnet", 2, 2, HashNetConfig(alpha=1e5))
+    h = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], requires_grad=True)
+    out = m.compute_loss(h, onehot([0, 1], 2), torch.arange(2))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(h.grad).all()
+
+
+# ---- CNNH ----------------------------------------------------------------------------------
+
+
+def test_cnnh_greedy_flip_golden() -> None:
+    # one row against one anchor, q = 2, dissimilar: target c·a = -2. Start equal to the anchor
+    # (residual -4): Δ = 4(s c r + 1) = -12 for both bits -> flip bit 0 (residual -2), then
+    # Δ = (12, -4) -> flip bit 1 (residual 0), then Δ = (4, 4): stop at the complement.
+    out = greedy_code_rows(
+        torch.tensor([[1.0, 1.0]]),
+        torch.tensor([[1.0, 1.0]]),
+        torch.tensor([[-2.0]]),
+        torch.tensor([[1.0]]),
+    )
+    assert out.tolist() == [[-1.0, -1.0]]
+
+
+def test_cnnh_coordinate_descent_reaches_the_optimum_on_four_classes() -> None:
+    # 4 classes, 2 bits, S = -1 off the diagonal: each ordered pair costs (-2 - c_a·c_b)², i.e.
+    # 16 if equal, 4 if orthogonal, 0 if complementary. The optimum uses all 4 codes:
+    # per row 0 + 4 + 4, total 32 over the 12 ordered pairs.
+    target = 2.0 * (2 * torch.eye(4, dtype=torch.float64) - 1)
+    weight = torch.ones(4, 4, dtype=torch.float64).fill_diagonal_(0.0)
+    codes, objective = coordinate_descent_codes(
+        target, weight, 2, sweeps=20, generator=torch.Generator().manual_seed(0)
+    )
+    assert objective == 32.0
+    assert len(torch.unique(codes, dim=0)) == 4
+
+
+def test_cnnh_targets_follow_label_sets() -> None:
+    m = build("cnnh", 16, 3)
+    y = onehot([0, 1, 2, 0, 1, 2, 0, 0], 3)
+    torch.manual_seed(0)
+    m.on_fit_start(EmbeddingSet(torch.randn(8, 4), y))
+    t = m.targets
+    assert t.shape == (8, 16) and set(t.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(t[0], t[3]) and torch.equal(t[0], t[7]) and torch.equal(t[1], t[4])
+    # 3 mutually dissimilar classes: best codes have pairwise inner products near -q/2
+    assert float(t[0] @ t[1]) < 0 and float(t[0] @ t[2]) < 0 and float(t[1] @ t[2]) < 0
+    assert m.label_set_min_distance is not None and m.label_set_min_distance >= 8
+    assert "targets" not in m.state_dict()  # training-row targets never go into the saved head
+
+
+def test_cnnh_balanced_targets_keep_minority_classes_apart() -> None:
+    # 80 % of the samples in class 0: the paper's n_a n_b weights pull every minority target to
+    # the complement of the majority code; balancing keeps the minority classes well apart.
+    labels = [0] * 80 + [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5
+    y = onehot(labels, 5)
+    x = torch.randn(100, 4)
+
+    def minority_min_distance(balanced: bool) -> int:
+        m = build("cnnh", 48, 5, CNNHConfig(class_balanced=balanced))
+        torch.manual_seed(0)
+        m.on_fit_start(EmbeddingSet(x, y))
+        codes = torch.stack([m.targets[labels.index(c)] for c in range(1, 5)])
+        d = (48 - codes @ codes.T) / 2 + 99 * torch.eye(4)
+        return int(d.min())
+
+    assert minority_min_distance(True) >= 20 > minority_min_distance(False)
+
+
+def test_cnnh_loss_golden_and_missing_targets() -> None:
+    m = build("cnnh", 2, 3, CNNHConfig(cls_weight=2.0))
+    with pytest.raises(HashingError, match="target codes"):
+        m.compute_loss(torch.zeros(1, 2), onehot([0], 3), torch.arange(1))
+    m.targets = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    torch.nn.init.zeros_(m.classifier.weight)
+    torch.nn.init.zeros_(m.classifier.bias)
+    u = torch.tensor([[0.5, -1.0]])
+    with torch.no_grad():
+        out = m.compute_loss(u, onehot([2], 3), torch.tensor([0]))
+    # regression: ((0.5 - 1)² + 0) / 2 = 0.125; zero logits: cross-entropy = log 3
+    assert math.isclose(float(out["regression"]), 0.125, rel_tol=1e-6)
+    assert math.isclose(float(out["classification"]), math.log(3.0), rel_tol=1e-6)
+    assert math.isclose(float(out["loss"]), 0.125 + 2.0 * math.log(3.0), rel_tol=1e-6)
+
+
+# ---- DSDH ----------------------------------------------------------------------------------
+
+
+def test_dsdh_dcc_golden_matches_brute_force() -> None:
+    # n = 1, K = 2, one label. W = [[1], [1]] -> G = W Wᵀ = all ones; P = μ Y Wᵀ + η U = (1.1, 0.7).
+    # From B = (-1, -1): bit 0: 1.1 - 1·(-1) = 2.1 -> +1; bit 1: 0.7 - 1·(+1) = -0.3 -> -1.
+    B0 = torch.tensor([[-1.0, -1.0]])
+    U = torch.tensor([[0.1, -0.3]])
+    Y = torch.tensor([[1.0]])
+    W = torch.tensor([[1.0], [1.0]])
+    B = dcc_sweep(B0, U, Y, W, mu=1.0, eta=1.0)
+    assert B.tolist() == [[1.0, -1.0]]
+    # brute force over the 4 codes of μ‖Y - BW‖² + η‖B - U‖²: (1,-1) -> 1 + 1.3 = 2.3 is the minimum
+    costs = {
+        (1, -1): 1 + (0.9**2 + 0.7**2),
+        (1, 1): 1 + (0.9**2 + 1.3**2),
+        (-1, 1): 1 + (1.1**2 + 1.3**2),
+        (-1, -1): 9 + (1.1**2 + 0.7**2),
+    }
+    assert min(costs, key=costs.get) == (1, -1)
+    assert math.isclose(discrete_objective(B, U, Y, W, mu=1.0, nu=0.0, eta=1.0), 2.3, rel_tol=1e-6)
+
+
+def test_dsdh_ridge_golden() -> None:
+    B = torch.tensor([[1.0], [1.0], [-1.0]])
+    Y = torch.tensor([[1.0], [1.0], [0.0]])
+    # (BᵀB + ν/μ)⁻¹ BᵀY = (3 + 1)⁻¹ · 2 = 0.5
+    assert torch.allclose(ridge_classifier(B, Y, mu=2.0, nu=2.0), torch.tensor([[0.5]]))
+
+
+def test_dsdh_discrete_steps_never_increase_the_objective() -> None:
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(50, 8, generator=g)
+    Y = torch.eye(3)[torch.randint(0, 3, (50,), generator=g)]
+    B = torch.where(torch.randn(50, 8, generator=g) > 0, 1.0, -1.0)
+    mu, nu, eta = 1.0, 0.1, 0.5
+    W = ridge_classifier(B, Y, mu=mu, nu=nu)
+    prev = discrete_objective(B, U, Y, W, mu=mu, nu=nu, eta=eta)
+    for _ in range(4):
+        W = ridge_classifier(B, Y, mu=mu, nu=nu)
+        after_w = discrete_objective(B, U, Y, W, mu=mu, nu=nu, eta=eta)
+        B = dcc_sweep(B, U, Y, W, mu=mu, eta=eta)
+        after_b = discrete_objective(B, U, Y, W, mu=mu, nu=nu, eta=eta)
+        assert after_w <= prev + 1e-6 and after_b <= after_w + 1e-6
+        prev = after_b
+
+
+def test_dsdh_loss_golden() -> None:
+    m = build("dsdh", 2, 2, DSDHConfig(eta=4.0))
+    m.B = torch.tensor([[1.0, -1.0], [1.0, 1.0]])  # n = 2 training rows -> coupling weight η/n = 2
+    u = torch.tensor([[0.5, -0.5], [1.0, 1.0]])
+    y = onehot([0, 0], 2)
+    # Ψ = ½ u uᵀ = [[0.25, 0], [0, 1]], all similar: softplus(-Ψ)
+    likelihood = (sp(-0.25) + 2 * math.log(2.0) + sp(-1.0)) / 4
+    coupling = (0.25 + 0.25 + 0.0) / 2  # mean over samples of ‖b_i - u_i‖²
+    out = m.compute_loss(u, y, torch.arange(2))
+    assert math.isclose(float(out["likelihood"]), likelihood, rel_tol=1e-6)
+    assert math.isclose(float(out["coupling"]), coupling, rel_tol=1e-6)
+    assert math.isclose(float(out["loss"]), likelihood + 2.0 * coupling, rel_tol=1e-6)
+    assert "B" not in m.state_dict() and "W" not in m.state_dict()
+
+
+def test_dsdh_needs_the_discrete_step() -> None:
+    m = build("dsdh", 2, 2)
+    with pytest.raises(HashingError, match="on_fit_start"):
+        m.on_epoch_start(0, 1)
+    with pytest.raises(HashingError, match="no binary codes"):
+        m.compute_loss(torch.zeros(2, 2), onehot([0, 1], 2), torch.arange(2))
+
+
+# ---- retrieval quality on synthetic clusters ------------------------------------------------
+
+
+def clusters(
+    n: int, *, seed: int, dim: int = 32, n_classes: int = 5, majority: float | None = None
+) -> EmbeddingSet:
+    g = np.random.default_rng(seed)
+    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 1.5
+    if majority is None:
+        y = np.arange(n) % n_classes
+    else:  # `majority` of the samples in class 0, the rest spread over the others
+        y = np.where(g.random(n) < majority, 0, 1 + g.integers(0, n_classes - 1, n))
+    x = centers[y] + g.normal(size=(n, dim))
+    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny heads train faster on one thread, and far faster on a busy shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def hamming_vs_float(name: str, majority: float | None) -> tuple[float, float, int]:
+    train = clusters(600, seed=1, majority=majority)
+    val = clusters(150, seed=2, majority=majority)
+    test = clusters(300, seed=3, majority=majority)
+    ytr, yte = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
+    float_acc = classification_metrics(
+        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7], 5
+    )["accuracy"]
+    spec = HeadSpec(in_dim=32, n_bits=16, n_classes=5, hidden_dims=(64,), dropout=0.0)
+    method = registry.build(name, spec, seed=0)
+    fit(
+        method, train, val, config=FitConfig(epochs=12, batch_size=128, patience=12, progress=False)
+    )
+    codes = method.encode(test.x)
+    pred = knn_hamming(pack_bits(codes), pack_bits(method.encode(train.x)), 16, ytr, [7])[7]
+    acc = classification_metrics(yte, pred, 5)["accuracy"]
+    return acc, float_acc, len(torch.unique(codes, dim=0))
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_codes_keep_float_knn_accuracy_on_clusters(name: str, one_thread) -> None:
+    acc, float_acc, _ = hamming_vs_float(name, None)
+    assert float_acc > 0.9
+    assert acc >= 0.95 * float_acc, f"{name}: Hamming KNN {acc:.3f} vs float {float_acc:.3f}"
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_codes_do_not_collapse_on_imbalanced_clusters(name: str, one_thread) -> None:
+    acc, float_acc, distinct = hamming_vs_float(name, 0.8)
+    assert distinct > 1, f"{name}: every test sample got the same code"
+    assert acc >= 0.9 * float_acc, f"{name}: Hamming KNN {acc:.3f} vs float {float_acc:.3f}"
+
+
+# ---- slow: realistic features from real MedMNIST images --------------------------------------
+
+MEDMNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "medmnist"
+
+
+def pixel_pca_features(name: str, dim: int = 128) -> tuple[dict[str, EmbeddingSet], int]:
+    """Standardised raw pixels projected on the train split's top ``dim`` principal axes."""
+    data = np.load(MEDMNIST / f"{name}.npz")
+    xs = {
+        s: data[f"{s}_images"].reshape(len(data[f"{s}_images"]), -1) / 255.0
+        for s in ("train", "val", "test")
+    }
+    ys = {s: data[f"{s}_labels"].reshape(-1).astype(int) for s in xs}
+    mean, std = xs["train"].mean(0), xs["train"].std(0) + 1e-6
+    z = {s: (v - mean) / std for s, v in xs.items()}
+    axes = np.linalg.svd(z["train"], full_matrices=False)[2][:dim].T
+    n_classes = int(max(v.max() for v in ys.values())) + 1
+    eye = np.eye(n_classes, dtype=np.float32)
+    return {
+        s: EmbeddingSet.from_numpy((z[s] @ axes).astype(np.float32), eye[ys[s]]) for s in z
+    }, n_classes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["breastmnist", "retinamnist"])
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
+    if not (MEDMNIST / f"{dataset}.npz").is_file():
+        pytest.skip(f"{dataset}.npz not found under {MEDMNIST}")
+    sets, n_classes = pixel_pca_features(dataset)
+    train, val, test = sets["train"], sets["val"], sets["test"]
+    ytr, yte = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
+    float_acc = classification_metrics(
+        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7], n_classes
+    )["accuracy"]
+    for bits, ratio in ((12, 0.95), (48, 0.98)):
+        accs = []
+        for seed in (0, 1, 2):
+            spec = HeadSpec(
+                in_dim=128, n_bits=bits, n_classes=n_classes, hidden_dims=(512,), dropout=0.1
+            )
+            method = registry.build(name, spec, seed=seed)
+            fit(method, train, val, config=FitConfig(epochs=30, progress=False, seed=seed))
+            pred = knn_hamming(
+                pack_bits(method.encode(test.x)), pack_bits(method.encode(train.x)), bits, ytr, [7]
+            )[7]
+            accs.append(classification_metrics(yte, pred, n_classes)["accuracy"])
+        assert np.mean(accs) >= ratio * float_acc, (
+            f"{name}-{bits} on {dataset}: {accs} vs float {float_acc:.3f}"
+        )

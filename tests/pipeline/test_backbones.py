@@ -1,0 +1,231 @@
+"""Frozen backbones: preprocessing, the tiny-random model, local directories and offline errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneUnavailableError,
+    load_backbone,
+    preprocess,
+    resolve_device,
+    resolve_precision,
+)
+from pipeline.config import BackboneConfig
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation: back to 0..255 pixel values."""
+    return (x * STD + MEAN) * 255.0
+
+
+def tiny(**kw) -> BackboneConfig:
+    return BackboneConfig(
+        name="tiny-random", image_size=kw.pop("image_size", 28), device="cpu", **kw
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 20, 20), (4, 20, 20, 1), (4, 20, 20, 3), (4, 20, 20, 4)])
+def test_preprocess_shapes(shape: tuple[int, ...]) -> None:
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for mode in ("resize", "pad"):
+        out = preprocess(images, image_size=28, resize=mode)
+        assert out.shape == (4, 3, 28, 28) and out.dtype == torch.float32
+
+
+def test_grayscale_becomes_three_equal_channels() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 14, 14), dtype=np.uint8)
+    px = pixels(preprocess(images, image_size=14, resize="resize"))
+    assert torch.allclose(px[:, 0], px[:, 1], atol=1e-3) and torch.allclose(
+        px[:, 1], px[:, 2], atol=1e-3
+    )
+    assert torch.allclose(px[:, 0], torch.from_numpy(images).float(), atol=1e-3)
+
+
+def test_pad_keeps_original_pixels_centred_on_black() -> None:
+    images = np.random.default_rng(0).integers(1, 256, (3, 28, 28, 3), dtype=np.uint8)
+    px = pixels(preprocess(images, image_size=56, resize="pad"))
+    centre = px[:, :, 14:42, 14:42]
+    assert torch.allclose(centre, torch.from_numpy(images).permute(0, 3, 1, 2).float(), atol=1e-3)
+    border = px.clone()
+    border[:, :, 14:42, 14:42] = 0.0
+    assert border.abs().max() < 1e-3
+
+
+def test_pad_downscales_a_larger_image_keeping_aspect() -> None:
+    image = np.full((60, 30), 200, dtype=np.uint8)
+    px = pixels(preprocess([image], image_size=28, resize="pad"))[0, 0]
+    assert px.shape == (28, 28)
+    assert torch.allclose(
+        px[:, 7:21], torch.full((28, 14), 200.0), atol=1e-2
+    )  # 28 x 14 after downscaling
+    assert px[:, :7].abs().max() < 1e-3 and px[:, 21:].abs().max() < 1e-3
+
+
+def test_resize_of_a_constant_image_stays_constant() -> None:
+    images = np.full((2, 28, 28, 3), 77, dtype=np.uint8)
+    px = pixels(preprocess(images, image_size=70, resize="resize"))
+    assert px.shape == (2, 3, 70, 70) and torch.allclose(px, torch.full_like(px, 77.0), atol=1e-2)
+
+
+def test_resize_matches_pil_bicubic() -> None:
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    images = g.integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
+    images[:, :, :14] = 0  # a hard edge, where resampling kernels differ most
+    up = pixels(preprocess(images, image_size=70, resize="resize")).permute(0, 2, 3, 1)
+    ref = np.stack(
+        [np.asarray(Image.fromarray(im).resize((70, 70), Image.BICUBIC)) for im in images]
+    )
+    assert (up - torch.tensor(ref).float()).abs().max() <= 1.01
+    big = g.integers(0, 256, (1, 90, 90, 3), dtype=np.uint8)
+    down = pixels(preprocess(big, image_size=28, resize="resize")).permute(0, 2, 3, 1)[0]
+    ref = np.asarray(Image.fromarray(big[0]).resize((28, 28), Image.BICUBIC))
+    assert (down - torch.tensor(ref).float()).abs().max() <= 1.01
+
+
+def test_preprocess_list_of_mixed_shapes_and_bad_input() -> None:
+    images = [
+        np.zeros((10, 12), np.uint8),
+        np.zeros((20, 8, 3), np.uint8),
+        np.zeros((9, 9, 4), np.uint8),
+    ]
+    assert preprocess(images, image_size=16, resize="resize").shape == (3, 3, 16, 16)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(np.zeros((1, 4, 4), np.float32), image_size=16)
+    with pytest.raises(ValueError, match="1, 2, 3 or 4 channels"):
+        preprocess(np.zeros((1, 4, 4, 5), np.uint8), image_size=16)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny-random and precision
+# --------------------------------------------------------------------------------------------
+
+
+def test_tiny_random_is_deterministic_frozen_and_sized(caplog: pytest.LogCaptureFixture) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    with caplog.at_level("WARNING"):
+        a = load_backbone(tiny(), seed=0)
+    assert "MEANINGLESS" in caplog.text
+    b, c = load_backbone(tiny(), seed=0), load_backbone(tiny(), seed=1)
+    ea = a.embed_images(images)
+    assert ea.shape == (3, 32) and ea.dtype == torch.float32 and a.dim == 32
+    assert torch.equal(ea, b.embed_images(images))
+    assert not torch.allclose(ea, c.embed_images(images))
+    assert not a.model.training and not any(p.requires_grad for p in a.model.parameters())
+    assert a.revision == "tiny-random-seed0" and a.dtype == "fp32" and a.device.type == "cpu"
+
+
+def test_cls_mean_doubles_the_dimension() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    cls = load_backbone(tiny(), seed=0)
+    both = load_backbone(tiny(pooling="cls_mean"), seed=0)
+    out = both.embed_images(images)
+    assert both.dim == 64 and out.shape == (2, 64)
+    assert torch.allclose(out[:, :32], cls.embed_images(images))
+    tokens = both.model(pixel_values=both.preprocess(images)).last_hidden_state
+    assert torch.allclose(out[:, 32:], tokens[:, 1:].mean(1), atol=1e-5)
+
+
+def test_bf16_runs_on_cpu() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    fp32 = load_backbone(tiny(), seed=0).embed_images(images)
+    bb = load_backbone(tiny(precision="bf16"), seed=0)
+    out = bb.embed_images(images)
+    assert bb.dtype == "bf16" and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, fp32, atol=0.1)
+
+
+def test_precision_and_device_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            BackboneUnavailableError, match=r"backbone\.device: cuda is not available"
+        ):
+            resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------------------------
+# hub ids and local directories
+# --------------------------------------------------------------------------------------------
+
+
+def test_uncached_hub_model_offline_fails_fast_with_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)  # read once at import time
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # ignore any real cache
+    t0 = time.perf_counter()
+    with pytest.raises(BackboneUnavailableError) as err:
+        load_backbone(BackboneConfig(name="facebook/dinov2-base", device="cpu"))
+    assert time.perf_counter() - t0 < 20
+    msg = str(err.value)
+    assert "'facebook/dinov2-base'" in msg and "revision 'main'" in msg
+    assert (
+        "huggingface-cli download facebook/dinov2-base" in msg
+        and "backbone.name: tiny-random" in msg
+    )
+
+
+def test_local_directory_round_trip(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    ref = load_backbone(tiny(), seed=3)
+    ref.model.save_pretrained(tmp_path / "model")
+    local = load_backbone(BackboneConfig(name=str(tmp_path / "model"), image_size=28, device="cpu"))
+    assert local.revision == str((tmp_path / "model").resolve())
+    assert torch.allclose(local.embed_images(images), ref.embed_images(images), atol=1e-6)
+
+
+def test_vit_directory_with_interpolated_positions(tmp_path: Path) -> None:
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    bb = load_backbone(
+        BackboneConfig(name=str(tmp_path / "vit"), image_size=56, pooling="cls_mean", device="cpu")
+    )
+    assert bb.interpolate_pos_encoding and bb.dim == 32
+    assert bb.embed_images(np.zeros((2, 40, 40), np.uint8)).shape == (2, 32)
+
+
+def test_bad_local_directories_and_model_types(tmp_path: Path) -> None:
+    from transformers import BertConfig
+
+    with pytest.raises(BackboneUnavailableError, match=r"local model directory .* does not exist"):
+        load_backbone(BackboneConfig(name=str(tmp_path / "nope"), device="cpu"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackboneUnavailableError, match="not a supported transformers model"):
+        load_backbone(BackboneConfig(name=str(tmp_path / "empty"), device="cpu"))
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path / "bert"
+    )
+    with pytest.raises(BackboneUnavailableError, match="'bert' model; hashaudit supports"):
+        load_backbone(BackboneConfig(name=str(tmp_path / "bert"), device="cpu"))

@@ -1,0 +1,67 @@
+"""End to end: `dvc repro` on real BreastMNIST files with the tiny random backbone, offline.
+
+Copies the pipeline into a temporary git + DVC repo, points data.root at the shared MedMNIST files,
+runs every stage (extract -> knn -> train -> evaluate) through DVC and checks the metrics files and
+the MLflow store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    return res
+
+
+def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Path) -> None:
+    work = tmp_path / "study"
+    work.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, work / name)
+    for pkg in ("pipeline", "hashers", "privacy"):
+        shutil.copytree(REPO / pkg, work / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"].update(root=str(shared_medmnist), download=False, datasets=["breastmnist"])
+    params["backbone"].update(name="tiny-random", image_size=56, batch_size=64)
+    params["train"].update(methods=["dpsh"], bits=[12, 48], epochs=3, val_queries=78)
+    params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {**os.environ, "HASHAUDIT_TRACKING": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["PYTHONPATH"] = str(work)  # the copied packages, exactly as a user's checkout would run them
+    _run(["git", "init", "-q"], work, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
+    _run([sys.executable, "-m", "dvc", "repro"], work, env)
+
+    knn = json.loads((work / "metrics/knn/breastmnist.json").read_text())
+    assert knn["n_queries"] == 156 and knn["n_database"] == 546 and 0.5 <= knn["accuracy"] <= 1.0
+    for bits in (12, 48):
+        ev = json.loads((work / f"metrics/evaluate/breastmnist/dpsh-{bits}.json").read_text())
+        assert 0.0 <= ev["accuracy"] <= 1.0 and ev["bits"] == bits and ev["float_accuracy"] == knn["accuracy"]
+        tr = json.loads((work / f"metrics/train/breastmnist/dpsh-{bits}.json").read_text())
+        assert 1 <= tr["epochs_run"] <= 3
+    ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
+    assert ex  # the extract stage reports its counts
+    assert (work / "dvc.lock").is_file()
+    status = _run([sys.executable, "-m", "dvc", "status"], work, env)
+    assert "changed" not in status.stdout  # everything up to date after repro
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=params["tracking"]["uri"])
+    exp = client.get_experiment_by_name("hashaudit")
+    names = {r.info.run_name for r in client.search_runs([exp.experiment_id])}
+    assert {"extract@breastmnist", "knn@breastmnist", "train@breastmnist-dpsh-12", "evaluate@breastmnist-dpsh-48"} <= names
