@@ -51,14 +51,22 @@ def pixel_embeddings(root: Path, flag: str, out: Path) -> Path:
     return out
 
 
-def embeddings_for(features: str, dataset: str, root: Path, tmp: Path, base: dict[str, Any]) -> Path:
+def embeddings_for(
+    features: str, dataset: str, root: Path, tmp: Path, base: dict[str, Any]
+) -> Path:
     out = tmp / f"{dataset}-{features}.safetensors"
     overrides = {**base, "data.root": str(root), "data.download": False, "data.datasets": [dataset]}
     if features == "pixels":
         src = pixel_embeddings(root, dataset, tmp / f"{dataset}-pixels.npz")
         overrides[f"data.sources.{dataset}"] = {"kind": "embeddings", "path": str(src)}
     elif features == "tiny-random":
-        overrides.update({"backbone.name": "tiny-random", "backbone.pooling": "cls_mean", "backbone.image_size": 112})
+        overrides.update(
+            {
+                "backbone.name": "tiny-random",
+                "backbone.pooling": "cls_mean",
+                "backbone.image_size": 112,
+            }
+        )
     elif features == "dinov2":
         overrides["backbone.name"] = "facebook/dinov2-base"
     else:
@@ -69,7 +77,9 @@ def embeddings_for(features: str, dataset: str, root: Path, tmp: Path, base: dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
     ap.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist"])
     ap.add_argument("--features", nargs="+", default=["pixels", "tiny-random"])
@@ -100,8 +110,12 @@ def main() -> None:
                     cells, worst = [], 1e9
                     for bits in args.bits:
                         try:
-                            head, _, _ = train_one(params, dataset=dataset, method_name=method, bits=bits, emb=emb)
-                            h_rows, _ = hamming_knn(emb, encode_splits(head, emb), bits, [params.knn.k])
+                            head, _, _ = train_one(
+                                params, dataset=dataset, method_name=method, bits=bits, emb=emb
+                            )
+                            h_rows, _ = hamming_knn(
+                                emb, encode_splits(head, emb), bits, [params.knn.k]
+                            )
                             acc = h_rows[0]["accuracy"]
                             worst = min(worst, acc / f_acc)
                             cells.append(f"{acc:.3f} ({100 * acc / f_acc:.0f}%)")
@@ -110,11 +124,15 @@ def main() -> None:
                     kind = "" if registry.get(method).supervised else " (unsup.)"
                     lines.append(
                         f"| {features} (d={emb.dim}) | {dataset} | {f_acc:.3f} | {method}{kind} | "
-                        + " | ".join(cells) + f" | {100 * worst:.1f}% |"
+                        + " | ".join(cells)
+                        + f" | {100 * worst:.1f}% |"
                     )
                     print(lines[-1], flush=True)
     total = time.perf_counter() - t_start
-    text = "\n".join(lines) + f"\n\nKNN k=7 accuracy on the test split; (x%) = share of the float-KNN accuracy. Total {total:.0f} s.\n"
+    text = (
+        "\n".join(lines)
+        + f"\n\nKNN k=7 accuracy on the test split; (x%) = share of the float-KNN accuracy. Total {total:.0f} s.\n"
+    )
     args.out.write_text(text)
     print(text)
 

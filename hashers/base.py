@@ -63,7 +63,10 @@ class EmbeddingSet:
 
     @classmethod
     def from_numpy(cls, x: Any, y_multihot: Any) -> EmbeddingSet:
-        return cls(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y_multihot, dtype=torch.float32))
+        return cls(
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(y_multihot, dtype=torch.float32),
+        )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -121,7 +124,9 @@ class HashingMethod(nn.Module, abc.ABC):
     def build_head(self) -> nn.Module:
         """The network mapping an embedding to ``n_bits`` relaxed code values (an MLP by default)."""
         s = self.spec
-        return MLPHead(in_dim=s.in_dim, out_dim=s.n_bits, hidden_dims=s.hidden_dims, dropout=s.dropout)
+        return MLPHead(
+            in_dim=s.in_dim, out_dim=s.n_bits, hidden_dims=s.hidden_dims, dropout=s.dropout
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Relaxed codes ``u`` of shape ``[B, n_bits]``."""
@@ -133,7 +138,9 @@ class HashingMethod(nn.Module, abc.ABC):
         was_training = self.training
         self.eval()
         try:
-            parts = [self.forward(x[i : i + batch_size]) > 0 for i in range(0, x.shape[0], batch_size)]
+            parts = [
+                self.forward(x[i : i + batch_size]) > 0 for i in range(0, x.shape[0], batch_size)
+            ]
         finally:
             self.train(was_training)
         return torch.cat(parts) if parts else torch.zeros(0, self.spec.n_bits, dtype=torch.bool)
@@ -148,10 +155,10 @@ class HashingMethod(nn.Module, abc.ABC):
         """
 
     # ---- optional hooks ------------------------------------------------------------------
-    def on_fit_start(self, train: EmbeddingSet) -> None:  # noqa: B027 - optional hook
+    def on_fit_start(self, train: EmbeddingSet) -> None:
         """Called once before training with the full training set (target codes, centers, ...)."""
 
-    def on_epoch_start(self, epoch: int, n_epochs: int) -> None:  # noqa: B027 - optional hook
+    def on_epoch_start(self, epoch: int, n_epochs: int) -> None:
         """Called at the start of every epoch (continuation schedules, discrete steps)."""
 
     def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:

@@ -111,13 +111,14 @@ class CNNH(HashingMethod):
 
     How step 1 is solved here (n = 90 000 makes the n×n ``S`` infeasible): ``S`` depends on the
     labels only, so samples with the same label set have identical rows of ``S`` and receive the
-    same target code. We solve the problem exactly restricted to such codes: with ``m`` distinct
+    same target code. We restrict the problem to such codes, where it reduces exactly: with ``m`` distinct
     label sets of sizes ``n_a`` and codes ``c_a``,
     ``‖S - H Hᵀ/q‖² = Σ_ab n_a n_b (S_ab - c_a·c_b/q)²`` (the within-set terms are constant because
-    ``c_a·c_a = q``), an ``m × m`` problem (m = number of classes for single-label data). It is
-    minimised by discrete coordinate descent directly on ±1 entries (exact best single-bit flips
-    per row, rows in random order, ``restarts`` random initialisations, lowest objective kept)
-    instead of the paper's relaxation to real values followed by thresholding. If there are more
+    ``c_a·c_a = q``), an ``m × m`` problem (m = number of classes for single-label data; samples
+    without any label form one set, which the shared ``label_similarity`` makes dissimilar to every
+    other set). It is minimised by discrete coordinate descent directly on ±1 entries (exact best
+    single-bit flips per row, rows in random order, ``restarts`` random initialisations, lowest
+    objective kept) instead of the paper's relaxation to real values followed by thresholding. If there are more
     than ``max_label_sets`` distinct label sets (multi-label data), the most frequent ones are
     solved jointly and each rarer set gets the code that best fits its similarities to those.
 
@@ -138,15 +139,17 @@ class CNNH(HashingMethod):
     starts from random codes and uses every bit (identical codes for two dissimilar sets are the
     worst possible value of their term, so descent separates them); (3) ``class_balanced = True``
     (default) weighs every pair of distinct label sets equally, the class-level analogue of
-    HashNet's balanced pair weights. A warning is logged if two label sets still share a code.
+    HashNet's balanced pair weights. A warning is logged if two dissimilar label sets still share a
+    code (similar multi-label sets, e.g. {1} and {1, 2}, are meant to share one).
     Step 2 is a per-sample regression, so the collapse cannot come back there.
 
     Deviations for frozen embeddings:
     - the paper's CNN on raw images is replaced by an MLP head over the frozen embedding
       (``hashers.heads.MLPHead``); its linear output ``u`` is regressed directly onto the ±1 targets
-      (mean over samples × bits of the squared error);
+      (mean over samples × bits of the squared error); the CNNH+ label outputs are a linear layer
+      on the code layer rather than output units parallel to the code units;
     - step 1 as described above (label-set reduction, discrete coordinate descent, optional class
-      balancing); with ``class_balanced = False`` it minimises the paper's objective exactly
+      balancing); with ``class_balanced = False`` it descends on the paper's objective itself
       (restricted to label-set-constant codes);
     - the targets are a *non-persistent* buffer ``targets [n_train, q]``: they are recomputed by
       ``on_fit_start`` and are not written to the saved head, because per-training-row targets
@@ -164,7 +167,8 @@ class CNNH(HashingMethod):
         self.classifier = (
             nn.Linear(spec.n_bits, spec.n_classes) if self.config.cls_weight > 0 else None
         )
-        self.label_set_min_distance: int | None = None
+        # smallest Hamming distance between the targets of two dissimilar label sets (diagnostic)
+        self.dissimilar_min_distance: int | None = None
 
     @torch.no_grad()
     def on_fit_start(self, train: EmbeddingSet) -> None:
@@ -201,12 +205,14 @@ class CNNH(HashingMethod):
             init = torch.randint(0, 2, (len(rest), q), generator=gen).to(torch.float64) * 2 - 1
             codes[rest] = greedy_code_rows(init, best[0], t_rest, w_rest)
 
-        if len(sets) > 1:
-            dist = (q - codes @ codes.T) / 2 + torch.eye(len(sets), dtype=torch.float64) * q
-            self.label_set_min_distance = int(dist.min())
-            if self.label_set_min_distance == 0:
+        dissimilar = HF.label_similarity(sets) == 0
+        dissimilar.fill_diagonal_(False)
+        if bool(dissimilar.any()):
+            dist = (q - codes @ codes.T) / 2
+            self.dissimilar_min_distance = int(dist[dissimilar].min())
+            if self.dissimilar_min_distance == 0:
                 log.warning(
-                    "cnnh: %d-bit target codes do not separate all %d label sets; increase n_bits",
+                    "cnnh: some dissimilar label sets share a %d-bit target code (%d sets); increase n_bits",
                     q,
                     len(sets),
                 )

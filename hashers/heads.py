@@ -19,7 +19,12 @@ class MLPHead(nn.Module):
     """
 
     def __init__(
-        self, *, in_dim: int, out_dim: int, hidden_dims: Sequence[int] = (512,), dropout: float = 0.0
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        hidden_dims: Sequence[int] = (512,),
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.LayerNorm(in_dim)]

@@ -65,7 +65,11 @@ def float_distance_chunks(
 
 
 def knn_predict(
-    chunks: Iterable[tuple[slice, np.ndarray]], db_labels: np.ndarray, ks: Sequence[int], *, n_queries: int
+    chunks: Iterable[tuple[slice, np.ndarray]],
+    db_labels: np.ndarray,
+    ks: Sequence[int],
+    *,
+    n_queries: int,
 ) -> dict[int, np.ndarray]:
     """Predictions for each k in ``ks`` from a stream of distance chunks.
 
@@ -80,7 +84,9 @@ def knn_predict(
         onehot = np.zeros((len(db_labels), n_classes), dtype=np.float32)
         onehot[np.arange(len(db_labels)), db_labels] = 1.0
     out = {
-        k: np.zeros((n_queries, onehot.shape[1]), dtype=bool) if multilabel else np.zeros(n_queries, dtype=np.int64)
+        k: np.zeros((n_queries, onehot.shape[1]), dtype=bool)
+        if multilabel
+        else np.zeros(n_queries, dtype=np.int64)
         for k in ks
     }
     for sl, dist in chunks:
@@ -91,22 +97,38 @@ def knn_predict(
 
 
 def knn_float(
-    queries: np.ndarray, database: np.ndarray, db_labels: np.ndarray, ks: Sequence[int], *, metric: Metric = "euclidean"
+    queries: np.ndarray,
+    database: np.ndarray,
+    db_labels: np.ndarray,
+    ks: Sequence[int],
+    *,
+    metric: Metric = "euclidean",
 ) -> dict[int, np.ndarray]:
     """KNN predictions on float embeddings for each k in ``ks``."""
     return knn_predict(
-        float_distance_chunks(queries, database, metric=metric), db_labels, ks, n_queries=len(queries)
+        float_distance_chunks(queries, database, metric=metric),
+        db_labels,
+        ks,
+        n_queries=len(queries),
     )
 
 
 def knn_hamming(
-    q_packed: np.ndarray, db_packed: np.ndarray, n_bits: int, db_labels: np.ndarray, ks: Sequence[int]
+    q_packed: np.ndarray,
+    db_packed: np.ndarray,
+    n_bits: int,
+    db_labels: np.ndarray,
+    ks: Sequence[int],
 ) -> dict[int, np.ndarray]:
     """KNN predictions on packed binary codes (Hamming distance) for each k in ``ks``."""
-    return knn_predict(iter_hamming_chunks(q_packed, db_packed, n_bits), db_labels, ks, n_queries=len(q_packed))
+    return knn_predict(
+        iter_hamming_chunks(q_packed, db_packed, n_bits), db_labels, ks, n_queries=len(q_packed)
+    )
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
+) -> dict[str, float]:
     """Accuracy, macro-F1 and balanced accuracy (single-label) or their multi-label analogues.
 
     Multi-label: ``accuracy`` is exact-match (subset) accuracy, ``macro_f1`` is the mean per-label F1
@@ -126,7 +148,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     labels = np.arange(n_classes)
     return {
         "accuracy": float((y_true == y_pred).mean()),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
     }
 

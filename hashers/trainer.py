@@ -36,6 +36,7 @@ class FitConfig:
     weight_decay: float = 1e-4
     patience: int = 10
     val_queries: int = 2000
+    val_database: int = 20000
     k: int = 7
     seed: int = 0
     device: str = "cpu"
@@ -70,9 +71,15 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise HashingError("device 'cuda' requested but no CUDA device is available; use device: auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise HashingError("device 'mps' requested but MPS is not available; use device: auto or cpu")
+        raise HashingError(
+            "device 'cuda' requested but no CUDA device is available; use device: auto or cpu"
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise HashingError(
+            "device 'mps' requested but MPS is not available; use device: auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -111,7 +118,9 @@ def val_accuracy(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, 
     return classification_metrics(y_true, pred, train.n_classes)["accuracy"]
 
 
-def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig) -> FitResult:
+def fit(
+    method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig
+) -> FitResult:
     """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy."""
     check_labels(train, method)
     if val.dim != train.dim:
@@ -123,14 +132,30 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n_val = min(config.val_queries, len(val))
-    val_sel = val.subset(torch.randperm(len(val), generator=gen)[:n_val]) if n_val < len(val) else val
+    val_sel = (
+        val.subset(torch.randperm(len(val), generator=gen)[:n_val]) if n_val < len(val) else val
+    )
+    # selection database: a seeded subset of train keeps the per-epoch check cheap on large sets
+    n_db = min(config.val_database, len(train))
+    db_sel = (
+        train.subset(torch.randperm(len(train), generator=gen)[:n_db])
+        if n_db < len(train)
+        else train
+    )
 
     method.to(device)
     method.on_fit_start(train)
     if not method.trainable:
         method.cpu()
-        acc = val_accuracy(method, train, val_sel, k=config.k)
-        return FitResult(0, acc, 0, time.perf_counter() - start, peak_memory_mb(device), [{"epoch": 0, "val_accuracy": acc}])
+        acc = val_accuracy(method, db_sel, val_sel, k=config.k)
+        return FitResult(
+            0,
+            acc,
+            0,
+            time.perf_counter() - start,
+            peak_memory_mb(device),
+            [{"epoch": 0, "val_accuracy": acc}],
+        )
 
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -140,7 +165,12 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
     last_gain = 0  # epoch of the last strict improvement (early stopping counts from it)
     best_state: dict[str, torch.Tensor] | None = None
     bs = min(config.batch_size, len(train))
-    bar = tqdm(range(config.epochs), desc=f"train {method.name}-{method.spec.n_bits}", disable=not config.progress, leave=False)
+    bar = tqdm(
+        range(config.epochs),
+        desc=f"train {method.name}-{method.spec.n_bits}",
+        disable=not config.progress,
+        leave=False,
+    )
     for epoch in bar:
         method.train()
         method.on_epoch_start(epoch, config.epochs)
@@ -156,11 +186,18 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
             for name, value in terms.items():
                 sums[name] += float(value)
             n_steps += 1
-        row = {"epoch": float(epoch), **{f"loss_{k}" if k != "loss" else "loss": v / max(n_steps, 1) for k, v in sums.items()}}
+        row = {
+            "epoch": float(epoch),
+            **{
+                f"loss_{k}" if k != "loss" else "loss": v / max(n_steps, 1) for k, v in sums.items()
+            },
+        }
         if not np.isfinite(row.get("loss", 0.0)):
-            raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr")
+            raise HashingError(
+                f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr"
+            )
         method.cpu()
-        acc = val_accuracy(method, train, val_sel, k=config.k)
+        acc = val_accuracy(method, db_sel, val_sel, k=config.k)
         method.to(device)
         row["val_accuracy"] = acc
         history.append(row)
@@ -169,9 +206,17 @@ def fit(method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config
             if acc > best[0]:
                 last_gain = epoch
             best = (acc, epoch)
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in method.state_dict().items()})
+            best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in method.state_dict().items()}
+            )
         if epoch - last_gain >= config.patience:
-            log.info("%s-%d: early stop at epoch %d (best %d)", method.name, method.spec.n_bits, epoch, best[1])
+            log.info(
+                "%s-%d: early stop at epoch %d (best %d)",
+                method.name,
+                method.spec.n_bits,
+                epoch,
+                best[1],
+            )
             break
     method.cpu()
     if best_state is not None:

@@ -95,13 +95,18 @@ def _json_default(obj: Any) -> Any:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as pretty JSON; NaN/inf are refused (they are not valid JSON)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")
+    write_text(
+        path,
+        json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n",
+    )
 
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
+        raise ArtifactError(
+            f"{path}: file not found; run the stage that writes it first (dvc repro)"
+        )
     return json.loads(path.read_text())
 
 
@@ -162,7 +167,9 @@ class Embeddings:
         return out
 
 
-def validate_embeddings(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, where: str) -> None:
+def validate_embeddings(
+    x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, where: str
+) -> None:
     """Check shapes, label layout and finiteness; raise ArtifactError naming the bad split."""
     missing = [f"{s}_{k}" for s in SPLITS for k, d in (("x", x), ("y", y)) if s not in d]
     if missing:
@@ -182,8 +189,12 @@ def validate_embeddings(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
         elif xs.shape[1] != dim:
             raise ArtifactError(f"{where}: {s}_x has dimension {xs.shape[1]} but train_x has {dim}")
         if ys.shape[0] != xs.shape[0]:
-            raise ArtifactError(f"{where}: {s}_y has {ys.shape[0]} labels for {xs.shape[0]} embeddings")
-        if ys.ndim not in (1, 2) or not np.issubdtype(ys.dtype, np.integer) and ys.dtype != np.bool_:
+            raise ArtifactError(
+                f"{where}: {s}_y has {ys.shape[0]} labels for {xs.shape[0]} embeddings"
+            )
+        if ys.ndim not in (1, 2) or (
+            not np.issubdtype(ys.dtype, np.integer) and ys.dtype != np.bool_
+        ):
             raise ArtifactError(
                 f"{where}: {s}_y must be integer class ids [N] or a 0/1 multi-hot matrix [N, C], "
                 f"got {ys.dtype} {ys.shape}"
@@ -223,7 +234,9 @@ def _read_safetensors_numpy(path: Path) -> tuple[dict[str, np.ndarray], dict[str
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: not a readable safetensors file ({err}); re-create it") from err
+        raise ArtifactError(
+            f"{path}: not a readable safetensors file ({err}); re-create it"
+        ) from err
     return tensors, meta
 
 
@@ -232,24 +245,32 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         with np.load(path, allow_pickle=False) as z:
             tensors = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise ArtifactError(f"{path}: not a readable .npz file ({err}); it may be truncated, re-create it") from err
+        raise ArtifactError(
+            f"{path}: not a readable .npz file ({err}); it may be truncated, re-create it"
+        ) from err
     meta = {}
     if "meta" in tensors:  # optional JSON string array
         meta = json.loads(str(tensors.pop("meta")))
     return tensors, {k: str(v) for k, v in meta.items()}
 
 
-def read_embeddings_raw(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+def read_embeddings_raw(
+    path: str | Path,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
     """Read an embeddings file (.safetensors or .npz) without requiring all splits."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: embeddings file not found; run `dvc repro extract` or fix the path")
+        raise ArtifactError(
+            f"{path}: embeddings file not found; run `dvc repro extract` or fix the path"
+        )
     if path.suffix == ".npz":
         tensors, meta = _read_npz(path)
     elif path.suffix == ".safetensors":
         tensors, meta = _read_safetensors_numpy(path)
     else:
-        raise ArtifactError(f"{path}: unsupported embeddings format {path.suffix!r}; use .safetensors or .npz")
+        raise ArtifactError(
+            f"{path}: unsupported embeddings format {path.suffix!r}; use .safetensors or .npz"
+        )
     unknown = [k for k in tensors if not (k[:-2] in SPLITS and k[-2:] in ("_x", "_y"))]
     if unknown:
         raise ArtifactError(
@@ -266,7 +287,12 @@ def read_embeddings_raw(path: str | Path) -> tuple[dict[str, np.ndarray], dict[s
 def load_embeddings(path: str | Path) -> Embeddings:
     """Read a complete embeddings file (all of train/val/test)."""
     x, y, meta = read_embeddings_raw(path)
-    as_ids = {s: v.astype(np.int64) if v.ndim == 1 and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_) else v for s, v in y.items()}
+    as_ids = {
+        s: v.astype(np.int64)
+        if v.ndim == 1 and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_)
+        else v
+        for s, v in y.items()
+    }
     return Embeddings(x=x, y=as_ids, meta=meta)
 
 
@@ -279,7 +305,10 @@ def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[s
     """Write ``head.safetensors`` (the state dict) and ``config.json`` (the resolved config)."""
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    write_bytes(directory / "head.safetensors", torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"}))
+    write_bytes(
+        directory / "head.safetensors",
+        torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"}),
+    )
     write_json(directory / "config.json", dict(config))
 
 
@@ -287,7 +316,9 @@ def load_head(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     directory = Path(directory)
     weights, cfg = directory / "head.safetensors", directory / "config.json"
     if not weights.is_file() or not cfg.is_file():
-        raise ArtifactError(f"{directory}: no trained head (head.safetensors + config.json); run the train stage")
+        raise ArtifactError(
+            f"{directory}: no trained head (head.safetensors + config.json); run the train stage"
+        )
     try:
         state = torch_load_file(str(weights))
     except (SafetensorError, OSError) as err:
@@ -300,14 +331,20 @@ def load_head(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def save_codes(path: str | Path, packed: Mapping[str, np.ndarray], *, n_bits: int, meta: Mapping[str, Any]) -> None:
+def save_codes(
+    path: str | Path, packed: Mapping[str, np.ndarray], *, n_bits: int, meta: Mapping[str, Any]
+) -> None:
     n_bytes = math.ceil(n_bits / 8)
     for s, arr in packed.items():
         if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != n_bytes:
-            raise ValueError(f"codes for {s!r}: expected uint8 [N, {n_bytes}], got {arr.dtype} {arr.shape}")
+            raise ValueError(
+                f"codes for {s!r}: expected uint8 [N, {n_bytes}], got {arr.dtype} {arr.shape}"
+            )
     md = {str(k): str(v) for k, v in meta.items()}
     md.update({"format": CODES_FORMAT, "n_bits": str(n_bits), "bitorder": "little"})
-    write_bytes(path, np_save_bytes({s: np.ascontiguousarray(a) for s, a in packed.items()}, metadata=md))
+    write_bytes(
+        path, np_save_bytes({s: np.ascontiguousarray(a) for s, a in packed.items()}, metadata=md)
+    )
 
 
 def load_codes(path: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:

@@ -83,7 +83,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ParamsError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
-        (item_tp, *rest) = get_args(tp) or (Any,)
+        item_tp = (get_args(tp) or (Any,))[0]
         return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping, typing.Mapping):
         if not isinstance(value, Mapping):
@@ -169,7 +169,11 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         if self.kind == "medmnist":
-            check(self.size in MEDMNIST_SIZES, "size", f"{self.size} is not a MedMNIST size; use one of {MEDMNIST_SIZES}")
+            check(
+                self.size in MEDMNIST_SIZES,
+                "size",
+                f"{self.size} is not a MedMNIST size; use one of {MEDMNIST_SIZES}",
+            )
             if self.flag is not None:
                 check(
                     self.flag in MEDMNIST_2D_FLAGS,
@@ -177,7 +181,11 @@ class SourceConfig:
                     f"{self.flag!r} is not a MedMNIST 2D dataset; use one of {', '.join(MEDMNIST_2D_FLAGS)}",
                 )
         if self.kind == "huggingface":
-            check(bool(self.id), "id", "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10")
+            check(
+                bool(self.id),
+                "id",
+                "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10",
+            )
         if self.kind in ("imagefolder", "embeddings"):
             check(bool(self.path), "path", f"a {self.kind} source needs path: <file or folder>")
 
@@ -192,8 +200,16 @@ class DataConfig:
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check(self.limit is None or self.limit > 0, "limit", f"{self.limit} must be a positive integer or null")
-        check(0.0 < self.val_fraction < 0.5, "val_fraction", f"{self.val_fraction} must be in (0, 0.5)")
+        check(
+            self.limit is None or self.limit > 0,
+            "limit",
+            f"{self.limit} must be a positive integer or null",
+        )
+        check(
+            0.0 < self.val_fraction < 0.5,
+            "val_fraction",
+            f"{self.val_fraction} must be in (0, 0.5)",
+        )
         check(len(self.datasets) > 0, "datasets", "list at least one dataset")
         for i, name in enumerate(self.datasets):
             if name not in self.sources:
@@ -235,7 +251,9 @@ class BackboneConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
-        check(14 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be in [14, 1024]")
+        check(
+            14 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be in [14, 1024]"
+        )
         check(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be >= 1")
 
 
@@ -263,6 +281,7 @@ class TrainConfig:
     hidden_dims: tuple[int, ...] = (512,)
     dropout: float = 0.1
     val_queries: int = 2000
+    val_database: int = 20000
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
     def __post_init__(self) -> None:
@@ -274,12 +293,15 @@ class TrainConfig:
                 f"{b} bits is out of range; use a code length from {MIN_BITS} to {MAX_BITS}",
             )
         check(self.epochs >= 1, "epochs", f"{self.epochs} must be >= 1")
-        check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be >= 2 (pairwise losses)")
+        check(
+            self.batch_size >= 2, "batch_size", f"{self.batch_size} must be >= 2 (pairwise losses)"
+        )
         check(self.lr > 0, "lr", f"{self.lr} must be > 0")
         check(self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} must be >= 0")
         check(self.patience >= 1, "patience", f"{self.patience} must be >= 1")
         check(0.0 <= self.dropout < 1.0, "dropout", f"{self.dropout} must be in [0, 1)")
         check(self.val_queries >= 1, "val_queries", f"{self.val_queries} must be >= 1")
+        check(self.val_database >= 1, "val_database", f"{self.val_database} must be >= 1")
         for i, h in enumerate(self.hidden_dims):
             check(h >= 1, f"hidden_dims[{i}]", f"{h} must be >= 1")
 
@@ -332,11 +354,15 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+def load_params(
+    path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
+) -> Params:
     """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (tests, CLI)."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"params file {str(path)!r} not found; run from the repository root or pass --params")
+        raise ParamsError(
+            f"params file {str(path)!r} not found; run from the repository root or pass --params"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

@@ -13,8 +13,10 @@ Every problem raises :class:`DataError` with a message naming the bad value and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
+import importlib.util
 import io
 import logging
 import urllib.error
@@ -298,9 +300,27 @@ def medmnist_filename(flag: str, size: int) -> str:
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
+@functools.lru_cache(maxsize=1)
+def _medmnist_info_table() -> dict[str, Any]:
+    """``medmnist.info.INFO`` without executing ``medmnist/__init__`` (which imports pandas,
+    scikit-learn and its torch datasets: ~6 s per process); falls back to the normal import."""
+    spec = importlib.util.find_spec("medmnist")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    info_py = Path(locations[0]) / "info.py" if locations else None
+    if info_py is not None and info_py.is_file():
+        mod_spec = importlib.util.spec_from_file_location("_hashaudit_medmnist_info", info_py)
+        if mod_spec is not None and mod_spec.loader is not None:
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            return module.INFO
+    from medmnist.info import INFO
+
+    return INFO
+
+
 def medmnist_info(flag: str, size: int) -> dict[str, Any]:
     """url, md5, task, class names and split sizes of one MedMNIST file, from ``medmnist.info.INFO``."""
-    from medmnist.info import INFO
+    INFO = _medmnist_info_table()
 
     if flag not in MEDMNIST_2D_FLAGS or flag not in INFO:
         raise DataError(

@@ -23,7 +23,9 @@ from pipeline.knn import sweep_metrics, write_knn_outputs
 log = logging.getLogger(__name__)
 
 
-def check_compatible(head_config: dict[str, Any], emb: Embeddings, codes_meta: dict[str, str], where: Path) -> None:
+def check_compatible(
+    head_config: dict[str, Any], emb: Embeddings, codes_meta: dict[str, str], where: Path
+) -> None:
     """The head, its codes and the embeddings must come from the same backbone and dataset split."""
     trained = head_config.get("embeddings", {})
     for key in ("backbone", "pooling", "dim"):
@@ -36,10 +38,14 @@ def check_compatible(head_config: dict[str, Any], emb: Embeddings, codes_meta: d
                 "point --embeddings at the file the head was trained on"
             )
     if codes_meta.get("backbone") != emb.backbone:
-        raise ArtifactError(f"{where}: codes come from backbone {codes_meta.get('backbone')!r}, embeddings from {emb.backbone!r}")
+        raise ArtifactError(
+            f"{where}: codes come from backbone {codes_meta.get('backbone')!r}, embeddings from {emb.backbone!r}"
+        )
 
 
-def hamming_knn(emb: Embeddings, codes: dict[str, np.ndarray], n_bits: int, ks: list[int]) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+def hamming_knn(
+    emb: Embeddings, codes: dict[str, np.ndarray], n_bits: int, ks: list[int]
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     for split in ("train", "test"):
         if len(codes[split]) != len(emb.y[split]):
             raise ArtifactError(
@@ -50,8 +56,19 @@ def hamming_knn(emb: Embeddings, codes: dict[str, np.ndarray], n_bits: int, ks: 
     return sweep_metrics(emb.y["test"], preds, emb.n_classes), preds
 
 
-def run_evaluate(params: Params, *, dataset: str, method: str, bits: int, embeddings: Path, head_dir: Path,
-                 float_metrics: Path, metrics: Path, sweep: Path, confusion_png_path: Path) -> dict[str, Any]:
+def run_evaluate(
+    params: Params,
+    *,
+    dataset: str,
+    method: str,
+    bits: int,
+    embeddings: Path,
+    head_dir: Path,
+    float_metrics: Path,
+    metrics: Path,
+    sweep: Path,
+    confusion_png_path: Path,
+) -> dict[str, Any]:
     emb = load_embeddings(embeddings)
     head_config = read_json(head_dir / "config.json")
     codes, n_bits, codes_meta = load_codes(head_dir / "codes.safetensors")
@@ -60,23 +77,41 @@ def run_evaluate(params: Params, *, dataset: str, method: str, bits: int, embedd
         raise ArtifactError(f"{head_dir}: codes have {n_bits} bits, --bits says {bits}")
     baseline = read_json(float_metrics)
     if int(baseline.get("k", -1)) != params.knn.k:
-        raise ArtifactError(f"{float_metrics}: float KNN used k={baseline.get('k')}, params say k={params.knn.k}; re-run the knn stage")
+        raise ArtifactError(
+            f"{float_metrics}: float KNN used k={baseline.get('k')}, params say k={params.knn.k}; re-run the knn stage"
+        )
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method}-{bits}"
-    with tracking.stage_run(params.tracking, name=name, tags={"dataset": dataset, "method": method, "bits": bits, "backbone": emb.backbone}) as run:
+    with tracking.stage_run(
+        params.tracking,
+        name=name,
+        tags={"dataset": dataset, "method": method, "bits": bits, "backbone": emb.backbone},
+    ) as run:
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)
         at_k = next(r for r in rows if r["k"] == params.knn.k)
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
         for key in ("accuracy", "macro_f1", "balanced_accuracy"):
             extra[f"retention_{key}"] = at_k[key] / baseline[key] if baseline[key] > 0 else 0.0
-        extra["distinct_test_codes"] = int(len(np.unique(codes["test"], axis=0)))
+        extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
         out = write_knn_outputs(
-            emb=emb, rows=rows, pred=preds[params.knn.k], k=params.knn.k, metrics_path=metrics,
-            sweep_path=sweep, confusion_path=confusion_png_path, run=run, extra=extra,
+            emb=emb,
+            rows=rows,
+            pred=preds[params.knn.k],
+            k=params.knn.k,
+            metrics_path=metrics,
+            sweep_path=sweep,
+            confusion_path=confusion_png_path,
+            run=run,
+            extra=extra,
             title=f"{dataset}: {method} {bits}-bit Hamming KNN (k={params.knn.k})",
         )
-    log.info("%s: accuracy %.4f = %.1f%% of float", name, out["accuracy"], 100 * out["retention_accuracy"])
+    log.info(
+        "%s: accuracy %.4f = %.1f%% of float",
+        name,
+        out["accuracy"],
+        100 * out["retention_accuracy"],
+    )
     return out
 
 
@@ -86,15 +121,28 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--method", required=True)
     parser.add_argument("--bits", type=int, required=True)
     parser.add_argument("--embeddings", type=Path, required=True)
-    parser.add_argument("--head", type=Path, required=True, help="the train stage's output directory")
-    parser.add_argument("--float-metrics", type=Path, required=True, help="the knn stage's metrics JSON")
+    parser.add_argument(
+        "--head", type=Path, required=True, help="the train stage's output directory"
+    )
+    parser.add_argument(
+        "--float-metrics", type=Path, required=True, help="the knn stage's metrics JSON"
+    )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--sweep", type=Path, required=True)
     parser.add_argument("--confusion", type=Path, required=True)
     args = parser.parse_args(argv)
-    run_evaluate(load(args), dataset=args.dataset, method=args.method, bits=args.bits, embeddings=args.embeddings,
-                 head_dir=args.head, float_metrics=args.float_metrics, metrics=args.metrics, sweep=args.sweep,
-                 confusion_png_path=args.confusion)
+    run_evaluate(
+        load(args),
+        dataset=args.dataset,
+        method=args.method,
+        bits=args.bits,
+        embeddings=args.embeddings,
+        head_dir=args.head,
+        float_metrics=args.float_metrics,
+        metrics=args.metrics,
+        sweep=args.sweep,
+        confusion_png_path=args.confusion,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

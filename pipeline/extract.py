@@ -64,19 +64,14 @@ def _batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[int, Any]]:
             yield s, arr[s : s + batch_size]
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-        pending: list[tuple[int, Future]] = []
+
+        def read(start: int) -> Future:
+            return pool.submit(split.get_batch, np.arange(start, min(n, start + batch_size)))
+
+        ahead = read(starts[0]) if starts else None
         for i, s in enumerate(starts):
-            if i == 0:
-                pending.append(
-                    (s, pool.submit(split.get_batch, np.arange(s, min(n, s + batch_size))))
-                )
-            if i + 1 < len(starts):
-                nxt = starts[i + 1]
-                pending.append(
-                    (nxt, pool.submit(split.get_batch, np.arange(nxt, min(n, nxt + batch_size))))
-                )
-            start, fut = pending.pop(0)
-            yield start, fut.result()
+            current, ahead = ahead, read(starts[i + 1]) if i + 1 < len(starts) else None
+            yield s, current.result()
 
 
 def embed_images(

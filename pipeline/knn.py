@@ -29,7 +29,11 @@ def class_names(emb: Embeddings) -> list[str]:
         names = json.loads(emb.meta.get("class_names", "[]"))
     except json.JSONDecodeError:
         names = []
-    return [str(n) for n in names] if len(names) == emb.n_classes else [str(i) for i in range(emb.n_classes)]
+    return (
+        [str(n) for n in names]
+        if len(names) == emb.n_classes
+        else [str(i) for i in range(emb.n_classes)]
+    )
 
 
 def sweep_metrics(
@@ -39,12 +43,16 @@ def sweep_metrics(
     return [{"k": k, **classification_metrics(y_true, preds[k], n_classes)} for k in sorted(preds)]
 
 
-def float_knn(emb: Embeddings, config: KnnConfig) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+def float_knn(
+    emb: Embeddings, config: KnnConfig
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """KNN of test queries against the train database for k and every k of the sweep."""
     ks = sorted({config.k, *config.k_sweep})
     too_big = [k for k in ks if k > len(emb.y["train"])]
     if too_big:
-        raise ValueError(f"knn.k / knn.k_sweep: k={too_big[0]} exceeds the {len(emb.y['train'])} training samples")
+        raise ValueError(
+            f"knn.k / knn.k_sweep: k={too_big[0]} exceeds the {len(emb.y['train'])} training samples"
+        )
     preds = knn_float(emb.x["test"], emb.x["train"], emb.y["train"], ks, metric=config.metric)
     return sweep_metrics(emb.y["test"], preds, emb.n_classes), preds
 
@@ -64,7 +72,7 @@ def write_knn_outputs(
 ) -> dict[str, Any]:
     """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion."""
     at_k = next(r for r in rows if r["k"] == k)
-    metrics = {"k": k, "n_queries": int(len(emb.y["test"])), "n_database": int(len(emb.y["train"]))}
+    metrics = {"k": k, "n_queries": len(emb.y["test"]), "n_database": len(emb.y["train"])}
     metrics.update({key: v for key, v in at_k.items() if key != "k"})
     metrics.update(extra or {})
     write_csv(sweep_path, rows)
@@ -80,15 +88,31 @@ def write_knn_outputs(
     return metrics
 
 
-def run_knn(params: Params, *, dataset: str, embeddings: Path, metrics: Path, sweep: Path, confusion_png_path: Path) -> dict[str, Any]:
+def run_knn(
+    params: Params,
+    *,
+    dataset: str,
+    embeddings: Path,
+    metrics: Path,
+    sweep: Path,
+    confusion_png_path: Path,
+) -> dict[str, Any]:
     emb = load_embeddings(embeddings)
-    with tracking.stage_run(params.tracking, name=f"knn@{dataset}", tags={"dataset": dataset, "backbone": emb.backbone}) as run:
+    with tracking.stage_run(
+        params.tracking, name=f"knn@{dataset}", tags={"dataset": dataset, "backbone": emb.backbone}
+    ) as run:
         run.log_params({"knn": to_dict(params.knn), "backbone": emb.backbone, "dim": emb.dim})
         t0 = time.perf_counter()
         rows, preds = float_knn(emb, params.knn)
         out = write_knn_outputs(
-            emb=emb, rows=rows, pred=preds[params.knn.k], k=params.knn.k, metrics_path=metrics,
-            sweep_path=sweep, confusion_path=confusion_png_path, run=run,
+            emb=emb,
+            rows=rows,
+            pred=preds[params.knn.k],
+            k=params.knn.k,
+            metrics_path=metrics,
+            sweep_path=sweep,
+            confusion_path=confusion_png_path,
+            run=run,
             extra={"seconds": time.perf_counter() - t0, "metric_space": params.knn.metric},
             title=f"{dataset}: float KNN (k={params.knn.k})",
         )
@@ -102,10 +126,18 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--embeddings", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--sweep", type=Path, required=True, help="k-sweep CSV (DVC plot)")
-    parser.add_argument("--confusion", type=Path, required=True, help="confusion matrix PNG (JSON beside it)")
+    parser.add_argument(
+        "--confusion", type=Path, required=True, help="confusion matrix PNG (JSON beside it)"
+    )
     args = parser.parse_args(argv)
-    run_knn(load(args), dataset=args.dataset, embeddings=args.embeddings, metrics=args.metrics,
-            sweep=args.sweep, confusion_png_path=args.confusion)
+    run_knn(
+        load(args),
+        dataset=args.dataset,
+        embeddings=args.embeddings,
+        metrics=args.metrics,
+        sweep=args.sweep,
+        confusion_png_path=args.confusion,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,9 @@ import numpy as np
 from pipeline.artifacts import atomic_path
 
 
-def confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequence[str], *, title: str) -> None:
+def confusion_png(
+    path: str | Path, matrix: np.ndarray, class_names: Sequence[str], *, title: str
+) -> None:
     """Row-normalised confusion matrix heat map with counts."""
     import matplotlib
 
@@ -23,7 +25,9 @@ def confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequence[st
     size = max(4.0, 0.6 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    labels = [str(c)[:18] for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+    labels = (
+        [str(c)[:18] for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+    )
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     ax.set_xlabel("predicted")
@@ -31,8 +35,15 @@ def confusion_png(path: str | Path, matrix: np.ndarray, class_names: Sequence[st
     ax.set_title(title, fontsize=10)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -51,7 +51,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def git_commit(cwd: str | Path = ".") -> str | None:
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -109,7 +114,9 @@ def tracking_enabled(config: TrackingConfig) -> bool:
 
 
 @contextlib.contextmanager
-def stage_run(config: TrackingConfig, *, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+def stage_run(
+    config: TrackingConfig, *, name: str, tags: Mapping[str, Any] | None = None
+) -> Iterator[StageRun]:
     """Open an MLflow run named ``name`` for one stage; it ends FAILED if the stage raises."""
     if not tracking_enabled(config):
         yield StageRun(None, None)

@@ -41,8 +41,16 @@ def head_spec(emb: Embeddings, params: Params, bits: int) -> HeadSpec:
 def fit_config(params: Params) -> FitConfig:
     t = params.train
     return FitConfig(
-        epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-        patience=t.patience, val_queries=t.val_queries, k=params.knn.k, seed=params.seed, device=t.device,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        patience=t.patience,
+        val_queries=t.val_queries,
+        val_database=t.val_database,
+        k=params.knn.k,
+        seed=params.seed,
+        device=t.device,
     )
 
 
@@ -63,13 +71,18 @@ def resolved_config(
         "fit": dataclasses.asdict(fit_cfg),
         "seed": params.seed,
         "embeddings": {
-            **{k: emb.meta.get(k) for k in ("backbone", "revision", "pooling", "image_size", "resize", "dataset")},
+            **{
+                k: emb.meta.get(k)
+                for k in ("backbone", "revision", "pooling", "image_size", "resize", "dataset")
+            },
             "dim": emb.dim,
         },
     }
 
 
-def train_one(params: Params, *, dataset: str, method_name: str, bits: int, emb: Embeddings) -> tuple[HashingMethod, FitResult, FitConfig]:
+def train_one(
+    params: Params, *, dataset: str, method_name: str, bits: int, emb: Embeddings
+) -> tuple[HashingMethod, FitResult, FitConfig]:
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ParamsError(f"--bits {bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
     spec = head_spec(emb, params, bits)
@@ -81,32 +94,66 @@ def train_one(params: Params, *, dataset: str, method_name: str, bits: int, emb:
 
 def encode_splits(method: HashingMethod, emb: Embeddings) -> dict[str, Any]:
     with torch.no_grad():
-        return {s: pack_bits(method.encode(torch.as_tensor(emb.x[s], dtype=torch.float32))) for s in SPLITS}
+        return {
+            s: pack_bits(method.encode(torch.as_tensor(emb.x[s], dtype=torch.float32)))
+            for s in SPLITS
+        }
 
 
-def run_train(params: Params, *, dataset: str, method_name: str, bits: int, embeddings: Path, out: Path, metrics: Path, history: Path) -> dict[str, Any]:
+def run_train(
+    params: Params,
+    *,
+    dataset: str,
+    method_name: str,
+    bits: int,
+    embeddings: Path,
+    out: Path,
+    metrics: Path,
+    history: Path,
+) -> dict[str, Any]:
     emb = load_embeddings(embeddings)
     name = f"train@{dataset}-{method_name}-{bits}"
     tags = {"dataset": dataset, "method": method_name, "bits": bits, "backbone": emb.backbone}
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params({"train": to_dict(params.train), "method": to_dict(params.method_config(method_name)),
-                        "seed": params.seed, "bits": bits, "knn.k": params.knn.k})
-        method, result, cfg = train_one(params, dataset=dataset, method_name=method_name, bits=bits, emb=emb)
+        run.log_params(
+            {
+                "train": to_dict(params.train),
+                "method": to_dict(params.method_config(method_name)),
+                "seed": params.seed,
+                "bits": bits,
+                "knn.k": params.knn.k,
+            }
+        )
+        method, result, cfg = train_one(
+            params, dataset=dataset, method_name=method_name, bits=bits, emb=emb
+        )
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        config = resolved_config(dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg)
+        config = resolved_config(
+            dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg
+        )
         codes = encode_splits(method, emb)
         # write every output only after training succeeded (each write is atomic)
         save_head(out, method.state_dict(), config)
-        save_codes(out / "codes.safetensors", codes, n_bits=bits,
-                   meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone})
+        save_codes(
+            out / "codes.safetensors",
+            codes,
+            n_bits=bits,
+            meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone},
+        )
         write_csv(history, result.history)
         summary = {**result.summary(), "bits": bits}
         last = result.history[-1] if result.history else {}
         summary.update({k: v for k, v in last.items() if k.startswith("loss")})
         tracking.record_metrics(metrics, summary, run)
         run.log_artifact(out / "config.json")
-    log.info("%s: best val accuracy %.4f at epoch %d (%.1fs)", name, result.best_val_accuracy, result.best_epoch, result.wall_time_s)
+    log.info(
+        "%s: best val accuracy %.4f at epoch %d (%.1fs)",
+        name,
+        result.best_val_accuracy,
+        result.best_epoch,
+        result.wall_time_s,
+    )
     return summary
 
 
@@ -116,14 +163,24 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--method", required=True)
     parser.add_argument("--bits", type=int, required=True)
     parser.add_argument("--embeddings", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="output directory (head, config, codes)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output directory (head, config, codes)"
+    )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plot)")
     args = parser.parse_args(argv)
     params = load(args)
     registry.get(args.method)  # unknown method -> clear error listing the registered ones
-    run_train(params, dataset=args.dataset, method_name=args.method, bits=args.bits,
-              embeddings=args.embeddings, out=args.out, metrics=args.metrics, history=args.history)
+    run_train(
+        params,
+        dataset=args.dataset,
+        method_name=args.method,
+        bits=args.bits,
+        embeddings=args.embeddings,
+        out=args.out,
+        metrics=args.metrics,
+        history=args.history,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

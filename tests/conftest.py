@@ -31,8 +31,13 @@ def shared_medmnist() -> Path:
 
 
 def synthetic_embeddings(
-    *, n: tuple[int, int, int] = (300, 60, 90), dim: int = 32, n_classes: int = 3, seed: int = 0,
-    multilabel: bool = False, backbone: str = "tiny-random",
+    *,
+    n: tuple[int, int, int] = (300, 60, 90),
+    dim: int = 32,
+    n_classes: int = 3,
+    seed: int = 0,
+    multilabel: bool = False,
+    backbone: str = "tiny-random",
 ):
     """Separable Gaussian clusters in the embeddings-file layout (pipeline.artifacts.Embeddings)."""
     from pipeline.artifacts import Embeddings
@@ -50,7 +55,10 @@ def synthetic_embeddings(
         else:
             y[split] = labels.astype(np.int64)
     meta = {
-        "dataset": "synthetic", "backbone": backbone, "pooling": "cls", "revision": "test",
+        "dataset": "synthetic",
+        "backbone": backbone,
+        "pooling": "cls",
+        "revision": "test",
         "task": "multi-label" if multilabel else "multi-class",
         "class_names": str([f"c{i}" for i in range(n_classes)]).replace("'", '"'),
     }

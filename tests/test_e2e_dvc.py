@@ -14,15 +14,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import REPO
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    res = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert res.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+    )
     return res
 
 
@@ -40,8 +43,14 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    env = {**os.environ, "HASHAUDIT_TRACKING": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env["PYTHONPATH"] = str(work)  # the copied packages, exactly as a user's checkout would run them
+    env = {
+        **os.environ,
+        "HASHAUDIT_TRACKING": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    env["PYTHONPATH"] = str(
+        work
+    )  # the copied packages, exactly as a user's checkout would run them
     _run(["git", "init", "-q"], work, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], work, env)
     _run([sys.executable, "-m", "dvc", "repro"], work, env)
@@ -50,7 +59,11 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     assert knn["n_queries"] == 156 and knn["n_database"] == 546 and 0.5 <= knn["accuracy"] <= 1.0
     for bits in (12, 48):
         ev = json.loads((work / f"metrics/evaluate/breastmnist/dpsh-{bits}.json").read_text())
-        assert 0.0 <= ev["accuracy"] <= 1.0 and ev["bits"] == bits and ev["float_accuracy"] == knn["accuracy"]
+        assert (
+            0.0 <= ev["accuracy"] <= 1.0
+            and ev["bits"] == bits
+            and ev["float_accuracy"] == knn["accuracy"]
+        )
         tr = json.loads((work / f"metrics/train/breastmnist/dpsh-{bits}.json").read_text())
         assert 1 <= tr["epochs_run"] <= 3
     ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
@@ -64,4 +77,9 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     client = MlflowClient(tracking_uri=params["tracking"]["uri"])
     exp = client.get_experiment_by_name("hashaudit")
     names = {r.info.run_name for r in client.search_runs([exp.experiment_id])}
-    assert {"extract@breastmnist", "knn@breastmnist", "train@breastmnist-dpsh-12", "evaluate@breastmnist-dpsh-48"} <= names
+    assert {
+        "extract@breastmnist",
+        "knn@breastmnist",
+        "train@breastmnist-dpsh-12",
+        "evaluate@breastmnist-dpsh-48",
+    } <= names

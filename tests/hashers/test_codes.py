@@ -27,7 +27,9 @@ def test_hamming_matches_brute_force() -> None:
     q, db = g.random((5, 36)) > 0.5, g.random((9, 36)) > 0.5
     brute = (q[:, None, :] != db[None, :, :]).sum(-1)
     assert np.array_equal(hamming_distances(pack_bits(q), pack_bits(db), 36), brute)
-    chunks = np.concatenate([d for _, d in iter_hamming_chunks(pack_bits(q), pack_bits(db), 36, chunk=2)])
+    chunks = np.concatenate(
+        [d for _, d in iter_hamming_chunks(pack_bits(q), pack_bits(db), 36, chunk=2)]
+    )
     assert np.array_equal(chunks, brute)
 
 

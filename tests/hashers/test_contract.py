@@ -46,8 +46,12 @@ def test_declares_contract_attributes(name: str) -> None:
     assert cls.Config.__dataclass_params__.frozen
     assert isinstance(cls.per_sample_loss, bool)
     doc = cls.__doc__ or ""
-    assert re.search(r"\b(19|20)\d\d\b", doc), f"{name}: the class docstring must cite its paper (with year)"
-    assert "deviation" in doc.lower(), f"{name}: the class docstring must state deviations for frozen embeddings"
+    assert re.search(r"\b(19|20)\d\d\b", doc), (
+        f"{name}: the class docstring must cite its paper (with year)"
+    )
+    assert "deviation" in doc.lower(), (
+        f"{name}: the class docstring must state deviations for frozen embeddings"
+    )
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -71,7 +75,7 @@ def test_finite_loss_and_gradients_reach_head(name: str, batch: int) -> None:
     assert all(torch.isfinite(v).all() for v in terms.values())
     terms["loss"].backward()
     grads = [p.grad for p in method.head.parameters() if p.grad is not None]
-    assert grads and any(float(g.abs().sum()) > 0 for g in grads) or batch == 1
+    assert (grads and any(float(g.abs().sum()) > 0 for g in grads)) or batch == 1
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
@@ -132,7 +136,12 @@ def test_single_class_training_set_is_rejected(name: str) -> None:
     y = torch.zeros(20, N_CLASSES)
     y[:, 0] = 1
     with pytest.raises(HashingError, match="single class"):
-        fit(method, EmbeddingSet(x, y), EmbeddingSet(x, y), config=FitConfig(epochs=1, progress=False))
+        fit(
+            method,
+            EmbeddingSet(x, y),
+            EmbeddingSet(x, y),
+            config=FitConfig(epochs=1, progress=False),
+        )
 
 
 @pytest.mark.parametrize("name", METHODS)

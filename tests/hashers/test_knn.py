@@ -14,7 +14,9 @@ def test_votes_split_ties_at_kth_distance() -> None:
     dist = np.array([[0.0, 1, 1, 1, 1]])
     onehot = np.eye(2)[[0, 1, 1, 0, 0]]
     votes = tie_aware_votes(dist, onehot, 3)
-    assert votes.tolist() == [[1 + 2 * 2 / 4, 2 * 2 / 4]]  # class0: 1 + 0.5 + 0.5, class1: 0.5 + 0.5
+    assert votes.tolist() == [
+        [1 + 2 * 2 / 4, 2 * 2 / 4]
+    ]  # class0: 1 + 0.5 + 0.5, class1: 0.5 + 0.5
 
 
 def test_prediction_is_independent_of_database_order() -> None:

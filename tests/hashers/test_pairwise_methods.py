@@ -191,8 +191,33 @@ def test_cnnh_targets_follow_label_sets() -> None:
     assert torch.equal(t[0], t[3]) and torch.equal(t[0], t[7]) and torch.equal(t[1], t[4])
     # 3 mutually dissimilar classes: best codes have pairwise inner products near -q/2
     assert float(t[0] @ t[1]) < 0 and float(t[0] @ t[2]) < 0 and float(t[1] @ t[2]) < 0
-    assert m.label_set_min_distance is not None and m.label_set_min_distance >= 8
+    assert m.dissimilar_min_distance is not None and m.dissimilar_min_distance >= 8
     assert "targets" not in m.state_dict()  # training-row targets never go into the saved head
+
+
+def test_cnnh_multilabel_and_rare_label_sets() -> None:
+    # label sets {0}, {1}, {0,1}, {2}; with max_label_sets=2 the two most frequent ({0}, {1}) are
+    # solved jointly (dissimilar: complementary codes, a·b = -16) and {0,1}, {2} are fitted to
+    # them. With b = -a, c·b = -c·a, so {2} (target -16 to both) costs (16 + c·a)² + (16 - c·a)²,
+    # minimal at c·a = 0; {0,1} (target +16 to both) likewise ends orthogonal to both.
+    rows = [[1, 0, 0]] * 6 + [[0, 1, 0]] * 5 + [[1, 1, 0]] * 2 + [[0, 0, 1]] * 1
+    y = torch.tensor(rows, dtype=torch.float32)
+    spec = HeadSpec(
+        in_dim=4, n_bits=16, n_classes=3, hidden_dims=(8,), dropout=0.0, multilabel=True
+    )
+    m = registry.build("cnnh", spec, CNNHConfig(max_label_sets=2, cls_weight=1.0), seed=0)
+    torch.manual_seed(0)
+    m.on_fit_start(EmbeddingSet(torch.randn(len(rows), 4), y))
+    t = m.targets
+    a, b, ab, c = t[0], t[6], t[11], t[13]
+    assert float(a @ b) == -16.0
+    assert float(c @ a) == 0.0 and float(c @ b) == 0.0
+    assert float(ab @ a) == 0.0 and float(ab @ b) == 0.0
+    assert m.dissimilar_min_distance is not None and m.dissimilar_min_distance > 0
+    out = m.compute_loss(
+        torch.zeros(3, 16, requires_grad=True), y[[0, 6, 11]], torch.tensor([0, 6, 11])
+    )
+    assert torch.isfinite(out["loss"])
 
 
 def test_cnnh_balanced_targets_keep_minority_classes_apart() -> None:

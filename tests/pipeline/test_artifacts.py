@@ -55,7 +55,10 @@ def test_user_npz_with_medmnist_label_column(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda a: a.update(train_x=np.full((10, 4), np.nan, dtype=np.float32)), "NaN/inf values"),
-        (lambda a: a.update(val_x=np.zeros((10, 5), dtype=np.float32)), "dimension 5 but train_x has 4"),
+        (
+            lambda a: a.update(val_x=np.zeros((10, 5), dtype=np.float32)),
+            "dimension 5 but train_x has 4",
+        ),
         (lambda a: a.update(test_y=np.zeros(3, dtype=np.int64)), "3 labels for 10 embeddings"),
         (lambda a: a.pop("test_x"), "missing test_x"),
         (lambda a: a.update(extra=np.zeros(1)), "unexpected keys"),

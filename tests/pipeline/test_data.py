@@ -108,7 +108,9 @@ def test_missing_file_without_download_names_path_and_fix(tmp_path: Path) -> Non
 def test_download_failure_is_clear_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medmnist.info import INFO
+    from pipeline.data import _medmnist_info_table
+
+    INFO = _medmnist_info_table()
 
     url = "http://127.0.0.1:9/x.npz"
     monkeypatch.setitem(INFO["breastmnist"], "url", url)
@@ -122,7 +124,9 @@ def test_download_failure_is_clear_and_leaves_nothing(
 def test_download_verifies_md5_then_renames(
     shared_medmnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medmnist.info import INFO
+    from pipeline.data import _medmnist_info_table
+
+    INFO = _medmnist_info_table()
 
     monkeypatch.setitem(INFO["breastmnist"], "url", (shared_medmnist / "breastmnist.npz").as_uri())
     root = tmp_path / "root"
@@ -140,7 +144,9 @@ def test_download_verifies_md5_then_renames(
 def test_multilabel_labels_become_multi_hot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medmnist.info import INFO
+    from pipeline.data import _medmnist_info_table
+
+    INFO = _medmnist_info_table()
 
     g = np.random.default_rng(0)
     arrays = {}

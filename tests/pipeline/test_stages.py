@@ -13,27 +13,94 @@ from tests.conftest import REPO, synthetic_embeddings
 
 
 def stage_args(tmp: Path, *extra: str) -> list[str]:
-    return ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=4", "--set", "train.val_queries=60", *extra]
+    return [
+        "--params",
+        str(REPO / "params.yaml"),
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "train.val_queries=60",
+        *extra,
+    ]
 
 
-def run_all(tmp: Path, emb_path: Path, *, bits: int = 12, method: str = "dpsh", tracking_uri: str | None = None) -> list[int]:
+def run_all(
+    tmp: Path,
+    emb_path: Path,
+    *,
+    bits: int = 12,
+    method: str = "dpsh",
+    tracking_uri: str | None = None,
+) -> list[int]:
     track = ["--set", f"tracking.uri={tracking_uri}"] if tracking_uri else []
     codes = [
-        knn.main(stage_args(tmp, *track, "--dataset", "syn", "--embeddings", str(emb_path),
-                            "--metrics", str(tmp / "m/knn.json"), "--sweep", str(tmp / "p/knn.csv"),
-                            "--confusion", str(tmp / "a/knn/confusion.png"))),
-        train.main(stage_args(tmp, *track, "--dataset", "syn", "--method", method, "--bits", str(bits),
-                              "--embeddings", str(emb_path), "--out", str(tmp / "a/head"),
-                              "--metrics", str(tmp / "m/train.json"), "--history", str(tmp / "p/train.csv"))),
-        evaluate.main(stage_args(tmp, *track, "--dataset", "syn", "--method", method, "--bits", str(bits),
-                                 "--embeddings", str(emb_path), "--head", str(tmp / "a/head"),
-                                 "--float-metrics", str(tmp / "m/knn.json"), "--metrics", str(tmp / "m/eval.json"),
-                                 "--sweep", str(tmp / "p/eval.csv"), "--confusion", str(tmp / "a/eval/confusion.png"))),
+        knn.main(
+            stage_args(
+                tmp,
+                *track,
+                "--dataset",
+                "syn",
+                "--embeddings",
+                str(emb_path),
+                "--metrics",
+                str(tmp / "m/knn.json"),
+                "--sweep",
+                str(tmp / "p/knn.csv"),
+                "--confusion",
+                str(tmp / "a/knn/confusion.png"),
+            )
+        ),
+        train.main(
+            stage_args(
+                tmp,
+                *track,
+                "--dataset",
+                "syn",
+                "--method",
+                method,
+                "--bits",
+                str(bits),
+                "--embeddings",
+                str(emb_path),
+                "--out",
+                str(tmp / "a/head"),
+                "--metrics",
+                str(tmp / "m/train.json"),
+                "--history",
+                str(tmp / "p/train.csv"),
+            )
+        ),
+        evaluate.main(
+            stage_args(
+                tmp,
+                *track,
+                "--dataset",
+                "syn",
+                "--method",
+                method,
+                "--bits",
+                str(bits),
+                "--embeddings",
+                str(emb_path),
+                "--head",
+                str(tmp / "a/head"),
+                "--float-metrics",
+                str(tmp / "m/knn.json"),
+                "--metrics",
+                str(tmp / "m/eval.json"),
+                "--sweep",
+                str(tmp / "p/eval.csv"),
+                "--confusion",
+                str(tmp / "a/eval/confusion.png"),
+            )
+        ),
     ]
     return codes
 
 
-def test_stages_write_metrics_and_track_in_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stages_write_metrics_and_track_in_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
     monkeypatch.chdir(tmp_path)
     emb_path = tmp_path / "emb.safetensors"
@@ -49,14 +116,22 @@ def test_stages_write_metrics_and_track_in_mlflow(tmp_path: Path, monkeypatch: p
     assert eval_m["float_accuracy"] == float_m["accuracy"]
     assert train_m["epochs_run"] >= 1 and train_m["bits"] == 12
     assert (tmp_path / "a/knn/confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "a/knn/confusion.json").read_text())["labels"] == ["c0", "c1", "c2"]
+    assert json.loads((tmp_path / "a/knn/confusion.json").read_text())["labels"] == [
+        "c0",
+        "c1",
+        "c2",
+    ]
     sweep = (tmp_path / "p/knn.csv").read_text().splitlines()
     assert sweep[0] == "k,accuracy,macro_f1,balanced_accuracy" and len(sweep) == 1 + 5
 
     codes, n_bits, _ = load_codes(tmp_path / "a/head/codes.safetensors")
     assert n_bits == 12 and codes["test"].shape == (90, 2)
     _, cfg = load_head(tmp_path / "a/head")
-    assert cfg["method"] == "dpsh" and cfg["embeddings"]["backbone"] == "tiny-random" and cfg["embeddings"]["dim"] == 32
+    assert (
+        cfg["method"] == "dpsh"
+        and cfg["embeddings"]["backbone"] == "tiny-random"
+        and cfg["embeddings"]["dim"] == 32
+    )
 
     from mlflow.tracking import MlflowClient
 
@@ -65,8 +140,14 @@ def test_stages_write_metrics_and_track_in_mlflow(tmp_path: Path, monkeypatch: p
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {"knn@syn", "train@syn-dpsh-12", "evaluate@syn-dpsh-12"}
     ev = runs["evaluate@syn-dpsh-12"]
-    assert ev.data.metrics["accuracy"] == pytest.approx(eval_m["accuracy"])  # same numbers as the JSON
-    assert ev.data.tags["method"] == "dpsh" and ev.data.tags["bits"] == "12" and ev.info.status == "FINISHED"
+    assert ev.data.metrics["accuracy"] == pytest.approx(
+        eval_m["accuracy"]
+    )  # same numbers as the JSON
+    assert (
+        ev.data.tags["method"] == "dpsh"
+        and ev.data.tags["bits"] == "12"
+        and ev.info.status == "FINISHED"
+    )
     assert runs["train@syn-dpsh-12"].data.params["train.epochs"] == "4"
 
 
@@ -76,25 +157,64 @@ def test_backbone_mismatch_is_refused(tmp_path: Path) -> None:
     assert run_all(tmp_path, emb_path) == [0, 0, 0]
     other = tmp_path / "other.safetensors"
     save_embeddings(other, synthetic_embeddings(backbone="facebook/dinov2-base"))
-    code = evaluate.main(stage_args(
-        tmp_path, "--dataset", "syn", "--method", "dpsh", "--bits", "12", "--embeddings", str(other),
-        "--head", str(tmp_path / "a/head"), "--float-metrics", str(tmp_path / "m/knn.json"),
-        "--metrics", str(tmp_path / "m/eval2.json"), "--sweep", str(tmp_path / "p/eval2.csv"),
-        "--confusion", str(tmp_path / "a/eval2/confusion.png")))
+    code = evaluate.main(
+        stage_args(
+            tmp_path,
+            "--dataset",
+            "syn",
+            "--method",
+            "dpsh",
+            "--bits",
+            "12",
+            "--embeddings",
+            str(other),
+            "--head",
+            str(tmp_path / "a/head"),
+            "--float-metrics",
+            str(tmp_path / "m/knn.json"),
+            "--metrics",
+            str(tmp_path / "m/eval2.json"),
+            "--sweep",
+            str(tmp_path / "p/eval2.csv"),
+            "--confusion",
+            str(tmp_path / "a/eval2/confusion.png"),
+        )
+    )
     assert code == 2
     assert not (tmp_path / "m/eval2.json").exists()
 
 
 @pytest.mark.parametrize(
     ("method", "bits", "expected"),
-    [("nope", 12, "unknown hashing method 'nope'"), ("dpsh", 4, "--bits 4: use a code length from 8 to 1024")],
+    [
+        ("nope", 12, "unknown hashing method 'nope'"),
+        ("dpsh", 4, "--bits 4: use a code length from 8 to 1024"),
+    ],
 )
-def test_train_rejects_bad_method_or_bits(tmp_path: Path, caplog, method: str, bits: int, expected: str) -> None:
+def test_train_rejects_bad_method_or_bits(
+    tmp_path: Path, caplog, method: str, bits: int, expected: str
+) -> None:
     emb_path = tmp_path / "emb.safetensors"
     save_embeddings(emb_path, synthetic_embeddings())
-    code = train.main(stage_args(
-        tmp_path, "--dataset", "syn", "--method", method, "--bits", str(bits), "--embeddings", str(emb_path),
-        "--out", str(tmp_path / "h"), "--metrics", str(tmp_path / "t.json"), "--history", str(tmp_path / "t.csv")))
+    code = train.main(
+        stage_args(
+            tmp_path,
+            "--dataset",
+            "syn",
+            "--method",
+            method,
+            "--bits",
+            str(bits),
+            "--embeddings",
+            str(emb_path),
+            "--out",
+            str(tmp_path / "h"),
+            "--metrics",
+            str(tmp_path / "t.json"),
+            "--history",
+            str(tmp_path / "t.csv"),
+        )
+    )
     assert code == 2 and expected in caplog.text
     assert not (tmp_path / "h").exists() and not (tmp_path / "t.json").exists()
 
