@@ -82,9 +82,12 @@ def main() -> None:
     )
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
     ap.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist"])
-    ap.add_argument("--features", nargs="+", default=["pixels", "tiny-random"])
+    ap.add_argument("--features", nargs="+", default=["pixels"])
     ap.add_argument("--methods", nargs="+", default=["all"])
     ap.add_argument("--bits", nargs="+", type=int, default=[12, 24, 36, 48])
+    ap.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="head seeds averaged per cell"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-utility.md")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -110,13 +113,22 @@ def main() -> None:
                     cells, worst = [], 1e9
                     for bits in args.bits:
                         try:
-                            head, _, _ = train_one(
-                                params, dataset=dataset, method_name=method, bits=bits, emb=emb
-                            )
-                            h_rows, _ = hamming_knn(
-                                emb, encode_splits(head, emb), bits, [params.knn.k]
-                            )
-                            acc = h_rows[0]["accuracy"]
+                            accs = []
+                            for seed in args.seeds:
+                                p_seed = load_params(REPO / "params.yaml", {**base, "seed": seed})
+                                head, _, _ = train_one(
+                                    p_seed,
+                                    dataset=dataset,
+                                    method_name=method,
+                                    bits=bits,
+                                    emb=emb,
+                                    progress=False,
+                                )
+                                h_rows, _ = hamming_knn(
+                                    emb, encode_splits(head, emb), bits, [params.knn.k]
+                                )
+                                accs.append(h_rows[0]["accuracy"])
+                            acc = float(np.mean(accs))
                             worst = min(worst, acc / f_acc)
                             cells.append(f"{acc:.3f} ({100 * acc / f_acc:.0f}%)")
                         except ValueError as err:  # e.g. ITQ/PCA with bits > embedding dim
@@ -131,7 +143,8 @@ def main() -> None:
     total = time.perf_counter() - t_start
     text = (
         "\n".join(lines)
-        + f"\n\nKNN k=7 accuracy on the test split; (x%) = share of the float-KNN accuracy. Total {total:.0f} s.\n"
+        + f"\n\nHamming KNN (k=7) accuracy on the test split, mean over head seeds {args.seeds}; (x%) = share "
+        + f"of the float-KNN accuracy of the same features. Total {total:.0f} s.\n"
     )
     args.out.write_text(text)
     print(text)

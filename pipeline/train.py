@@ -38,7 +38,7 @@ def head_spec(emb: Embeddings, params: Params, bits: int) -> HeadSpec:
     )
 
 
-def fit_config(params: Params) -> FitConfig:
+def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     t = params.train
     return FitConfig(
         epochs=t.epochs,
@@ -51,6 +51,7 @@ def fit_config(params: Params) -> FitConfig:
         k=params.knn.k,
         seed=params.seed,
         device=t.device,
+        progress=progress,
     )
 
 
@@ -81,13 +82,19 @@ def resolved_config(
 
 
 def train_one(
-    params: Params, *, dataset: str, method_name: str, bits: int, emb: Embeddings
+    params: Params,
+    *,
+    dataset: str,
+    method_name: str,
+    bits: int,
+    emb: Embeddings,
+    progress: bool = True,
 ) -> tuple[HashingMethod, FitResult, FitConfig]:
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ParamsError(f"--bits {bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
     spec = head_spec(emb, params, bits)
     method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
-    cfg = fit_config(params)
+    cfg = fit_config(params, progress=progress)
     result = fit(method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg)
     return method, result, cfg
 

@@ -150,3 +150,33 @@ def test_dimension_mismatch_is_rejected(name: str) -> None:
     data = clusters(30, seed=0, dim=DIM + 1)
     with pytest.raises(HashingError, match="dimension"):
         fit(method, data, data, config=FitConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).supervised])
+def test_quality_on_separable_clusters(name: str) -> None:
+    """Every supervised method's 16-bit codes keep >= 95 % of the float KNN accuracy."""
+    from hashers.codes import pack_bits
+    from hashers.knn import classification_metrics, knn_float, knn_hamming
+
+    def noisy(n: int, seed: int) -> EmbeddingSet:
+        g = np.random.default_rng(seed)
+        centers = np.random.default_rng(7).normal(size=(5, 32)) * 0.9
+        y = np.arange(n) % 5
+        x = centers[y] + g.normal(size=(n, 32))
+        return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(5, dtype=np.float32)[y])
+
+    train, val, test = noisy(600, 1), noisy(150, 2), noisy(300, 3)
+    y_tr, y_te = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
+    float_acc = classification_metrics(
+        y_te, knn_float(test.x.numpy(), train.x.numpy(), y_tr, [7])[7], 5
+    )["accuracy"]
+    method = registry.build(
+        name, HeadSpec(in_dim=32, n_bits=16, n_classes=5, hidden_dims=(64,)), seed=0
+    )
+    fit(method, train, val, config=FitConfig(epochs=15, batch_size=64, patience=15, progress=False))
+    pred = knn_hamming(
+        pack_bits(method.encode(test.x)), pack_bits(method.encode(train.x)), 16, y_tr, [7]
+    )[7]
+    acc = classification_metrics(y_te, pred, 5)["accuracy"]
+    assert float_acc > 0.8, float_acc  # the task is learnable but not trivial
+    assert acc >= 0.95 * float_acc, (acc, float_acc)

@@ -100,3 +100,13 @@ def test_overrides_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("train: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_every_method_has_a_params_block_and_every_block_a_method() -> None:
+    from hashers import registry
+
+    p = load_params(REPO / "params.yaml")
+    assert set(p.methods) == set(registry.names())
+    for name in registry.names():
+        # the repository's params.yaml documents each method's paper defaults
+        assert p.method_config(name) == registry.get(name).Config(), name
