@@ -282,6 +282,7 @@ class TrainConfig:
     dropout: float = 0.1
     val_queries: int = 2000
     val_database: int = 20000
+    selection: Literal["soft_accuracy", "accuracy"] = "soft_accuracy"
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
     def __post_init__(self) -> None:

@@ -48,6 +48,7 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
         patience=t.patience,
         val_queries=t.val_queries,
         val_database=t.val_database,
+        selection=t.selection,
         k=params.knn.k,
         seed=params.seed,
         device=t.device,
