@@ -67,24 +67,21 @@ class FitResult:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device is an error."""
+def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device is an error
+    naming ``key`` (the parameter that asked for it)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HashingError(
-            "device 'cuda' requested but no CUDA device is available; use device: auto or cpu"
-        )
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise HashingError(
-            "device 'mps' requested but MPS is not available; use device: auto or cpu"
-        )
+    unavailable = (name == "cuda" and not torch.cuda.is_available()) or (
+        name == "mps"
+        and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    )
+    if unavailable:
+        raise HashingError(f"{key}: {name} is not available here; set {key}: auto or cpu")
     return torch.device(name)
 
 

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hashers.base import HashingError
+from hashers.trainer import resolve_device as _resolve_device
 from pipeline.config import BackboneConfig
 
 log = logging.getLogger(__name__)
@@ -154,23 +156,10 @@ def preprocess(
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device must be available."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BackboneUnavailableError(
-            "backbone.device: cuda is not available here; set backbone.device: auto or cpu"
-        )
-    if device == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise BackboneUnavailableError(
-            "backbone.device: mps is not available here; set backbone.device: auto or cpu"
-        )
-    return torch.device(device)
+    try:
+        return _resolve_device(device, key="backbone.device")
+    except HashingError as err:
+        raise BackboneUnavailableError(str(err)) from None
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:

@@ -340,15 +340,6 @@ def clusters(
     return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny heads train faster on one thread, and far faster on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hamming_vs_float(name: str, majority: float | None) -> tuple[float, float, int]:
     train = clusters(600, seed=1, majority=majority)
     val = clusters(150, seed=2, majority=majority)

@@ -29,15 +29,6 @@ MINE = ("dnnh", "dshgan", "tcl", "saeh")
 A, B = [1.0, 0.0], [0.0, 1.0]  # one-hot labels of two classes
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a loaded 2-core machine they cost 5x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def value(t: torch.Tensor) -> float:
     return float(t.detach())
 
