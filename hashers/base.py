@@ -161,10 +161,14 @@ class HashingMethod(nn.Module, abc.ABC):
     def on_epoch_start(self, epoch: int, n_epochs: int) -> None:
         """Called at the start of every epoch (continuation schedules, discrete steps)."""
 
+    def batch_loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Loss terms of a training batch; override when the loss needs more than ``u``
+        (e.g. SAEH reconstructs ``batch.x``)."""
+        return self.compute_loss(self(batch.x), batch.y, batch.idx)
+
     def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         """One optimisation step; override only for alternating schemes (e.g. GAN updates)."""
-        u = self(batch.x)
-        terms = self.compute_loss(u, batch.y, batch.idx)
+        terms = self.batch_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

@@ -43,7 +43,7 @@ class SAEH(HashingMethod):
     on ``Θ = ½ u uᵀ``) and ``t(x) = layer_norm(x)`` (no affine; ``normalize_target``) so the
     reconstruction has the same scale for every backbone, or ``t(x) = x``.
 
-    Where ``x`` comes from: :meth:`training_step` computes every term from ``batch.x`` through
+    Where ``x`` comes from: :meth:`batch_loss` computes every term from ``batch.x`` through
     :meth:`loss_terms`. :meth:`compute_loss` receives only ``u``; it takes the reconstruction target
     from the input of the last :meth:`forward` call, which ``forward`` keeps in a plain attribute
     (not a buffer: never saved, never moved with the module), and refuses a ``u`` whose batch size
@@ -104,10 +104,5 @@ class SAEH(HashingMethod):
             )
         return self.loss_terms(u, y, x)
 
-    def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-        u = self(batch.x)
-        terms = self.loss_terms(u, batch.y, batch.x)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        optimizer.step()
-        return {k: v.detach() for k, v in terms.items()}
+    def batch_loss(self, batch: Batch) -> dict[str, Tensor]:
+        return self.loss_terms(self(batch.x), batch.y, batch.x)
