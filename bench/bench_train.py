@@ -115,6 +115,11 @@ def fit_config(args: argparse.Namespace, params: Any) -> Any:
     t = params.train
     return FitConfig(
         epochs=args.epochs if args.epochs is not None else t.epochs,
+        max_steps=(
+            t.max_steps
+            if args.max_steps is None
+            else (args.max_steps if args.max_steps > 0 else None)
+        ),
         batch_size=args.batch_size if args.batch_size is not None else t.batch_size,
         lr=args.lr if args.lr is not None else t.lr,
         weight_decay=t.weight_decay,
@@ -306,7 +311,8 @@ def budget_estimate(
     under-estimated.
     """
     hidden = params.train.hidden_dims
-    full_epochs = args.full_epochs or params.train.epochs
+    # epochs each full-size run may take: train.epochs capped by the max_steps budget at full_n
+    full_epochs = args.full_epochs or fit_config(args, params).epoch_budget(args.full_n)
     scale_n = args.full_n / args.n
     per_method: dict[str, float] = {}
     for m in sorted({r["method"] for r in records}):
@@ -398,7 +404,7 @@ def write_report(
         "the CPUs, so the timings are inflated; per-run values are in the JSON next to this file).",
         f"- Data (synthetic, seed {args.data_seed}): train {args.n} x {args.dim}, val {args.n_val}, "
         f"test {args.test_queries or args.n_test}, {args.classes} classes.",
-        f"- FitConfig: epochs {cfg.epochs}, batch {cfg.batch_size}, lr {cfg.lr}, weight decay {cfg.weight_decay}, "
+        f"- FitConfig: epochs {cfg.epochs} (max steps {cfg.max_steps}), batch {cfg.batch_size}, lr {cfg.lr}, weight decay {cfg.weight_decay}, "
         f"patience {cfg.patience}, val queries {cfg.val_queries}, k {cfg.k}, device {cfg.device}; head "
         f"hidden {list(params.train.hidden_dims)}, dropout {params.train.dropout}.",
         f"- Float KNN (k={cfg.k}, {params.knn.metric}) test accuracy: {fmt(float_acc, '.4f')} "
@@ -554,6 +560,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--methods", nargs="+", default=["all"], help="all | supervised | unsupervised | names"
     )
     p.add_argument("--epochs", type=int, default=None, help="default: params.yaml train.epochs")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="default: train.max_steps; 0 = no step budget"
+    )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--patience", type=int, default=None)

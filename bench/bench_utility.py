@@ -29,6 +29,7 @@ import numpy as np
 
 from hashers import registry
 from pipeline.artifacts import load_embeddings
+from pipeline.common import parse_overrides
 from pipeline.config import load_params
 from pipeline.evaluate import hamming_knn
 from pipeline.extract import extract_dataset
@@ -89,10 +90,18 @@ def main() -> None:
         "--seeds", nargs="+", type=int, default=[0, 1, 2], help="head seeds averaged per cell"
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-utility.md")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override for every run, e.g. --set methods.dsh.balance_pairs=false",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     methods = registry.names() if args.methods == ["all"] else args.methods
-    base = {"tracking.enabled": False}
+    base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
     lines = [
         "| features | dataset | float acc | method | "
         + " | ".join(f"{b} bits" for b in args.bits)
@@ -145,6 +154,7 @@ def main() -> None:
         "\n".join(lines)
         + f"\n\nHamming KNN (k=7) accuracy on the test split, mean over head seeds {args.seeds}; (x%) = share "
         + f"of the float-KNN accuracy of the same features. Total {total:.0f} s.\n"
+        + (f"Overrides: {args.overrides}.\n" if args.overrides else "")
     )
     args.out.write_text(text)
     print(text)

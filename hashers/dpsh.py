@@ -7,20 +7,22 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from hashers import functional as HF
-from hashers.base import HashingMethod
+from hashers.bank import MemoryBankMixin, MemoryBankOptions
+from hashers.base import HashingMethod, HeadSpec
 
 
 @dataclass(frozen=True, kw_only=True)
-class DPSHConfig:
+class DPSHConfig(MemoryBankOptions):
     eta: float = 0.1  # weight of the quantisation term
     balance_pairs: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.eta < 0:
             raise ValueError(f"eta: {self.eta} must be >= 0")
 
 
-class DPSH(HashingMethod):
+class DPSH(MemoryBankMixin, HashingMethod):
     """DPSH: Deep Pairwise-Supervised Hashing.
 
     Li, Wang & Kang, "Feature Learning based Deep Supervised Hashing with Pairwise Labels", IJCAI 2016.
@@ -30,9 +32,12 @@ class DPSH(HashingMethod):
 
     Deviations for frozen embeddings, stated as the brief asks:
     - the CNN-F image network is replaced by an MLP head over the frozen embedding (``hashers.heads``);
-    - pairs are formed inside each mini-batch instead of between the batch and a full-dataset code
-      matrix (the paper's alternating ``U`` update); both terms are means (over pairs, and over
-      samples × bits) rather than sums, so ``eta`` is on a per-element scale;
+    - by default pairs are formed inside each mini-batch; ``memory_bank: true`` is the paper's
+      online setting instead: a :class:`hashers.bank.CodeBank` holds ``U`` (the latest output of
+      every training row), each batch is paired with all of it (or ``bank_rows`` sampled rows;
+      the bank side carries no gradient) and its rows are refreshed every step. Both terms are
+      means (over pairs, and over samples × bits) rather than sums, so ``eta`` is on a
+      per-element scale;
     - optional ``balance_pairs`` (off by default, i.e. the paper's loss) weights similar and dissimilar
       pairs equally (HashNet's weights), for heavily imbalanced label sets.
     """
@@ -41,9 +46,14 @@ class DPSH(HashingMethod):
     Config = DPSHConfig
     per_sample_loss = False  # the likelihood couples every pair in the batch
 
+    def __init__(self, spec: HeadSpec, config: DPSHConfig | None = None) -> None:
+        super().__init__(spec, config)
+        self._setup_bank()
+
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        S = HF.label_similarity(y)
-        theta = HF.inner_product_logits(u)
+        p = self.partners(u, y, idx)
+        S = HF.label_similarity(y, p.y)
+        theta = HF.inner_product_logits(u, p.u)
         weights = HF.balanced_pair_weights(S) if self.config.balance_pairs else None
         likelihood = HF.pairwise_likelihood_loss(theta, S, weights)
         quantization = HF.quantization_l2(u)

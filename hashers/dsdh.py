@@ -8,11 +8,12 @@ import torch
 from torch import Tensor
 
 from hashers import functional as HF
+from hashers.bank import MemoryBankMixin, MemoryBankOptions
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
 
 
 @dataclass(frozen=True, kw_only=True)
-class DSDHConfig:
+class DSDHConfig(MemoryBankOptions):
     mu: float = 1.0  # μ: weight of the label regression Σ_i ‖y_i - Wᵀ b_i‖² (paper: 1)
     nu: float = 0.1  # ν: ridge penalty ‖W‖²_F (paper: 0.1)
     eta: float = 55.0  # η: weight of the coupling Σ_i ‖b_i - u_i‖² (paper: 55)
@@ -22,6 +23,7 @@ class DSDHConfig:
     chunk: int = 8192  # rows per forward pass when computing U over the training set
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mu <= 0:
             raise ValueError(f"mu: {self.mu} must be > 0")
         if self.nu <= 0:
@@ -66,7 +68,7 @@ def discrete_objective(
     return float(mu * (Y - B @ W).pow(2).sum() + nu * W.pow(2).sum() + eta * (B - U).pow(2).sum())
 
 
-class DSDH(HashingMethod):
+class DSDH(MemoryBankMixin, HashingMethod):
     """DSDH: Deep Supervised Discrete Hashing.
 
     Li, Sun, He & Tan, "Deep Supervised Discrete Hashing", NeurIPS 2017.
@@ -97,8 +99,10 @@ class DSDH(HashingMethod):
     Deviations for frozen embeddings:
     - the paper's CNN-F network is replaced by an MLP head over the frozen embedding
       (``hashers.heads.MLPHead``);
-    - pairs are formed inside each mini-batch (the paper pairs the batch with all stored ``U``); the
-      ``W``/``B`` steps use ``U`` recomputed once per epoch by the current head rather than
+    - by default pairs are formed inside each mini-batch; ``memory_bank: true`` pairs the batch with
+      the stored ``U`` of every training row instead, as the paper does (a
+      :class:`hashers.bank.CodeBank`, refreshed every step, no gradient on the bank side; or
+      ``bank_rows`` sampled rows per step); the ``W``/``B`` steps use ``U`` recomputed once per epoch by the current head rather than
       columns updated batch by batch;
     - naming follows the paper (``μ`` label regression, ``ν`` ridge, ``η`` coupling);
     - ``B`` and ``W`` are *non-persistent* buffers: they are rebuilt by training and are not written
@@ -115,8 +119,10 @@ class DSDH(HashingMethod):
         self.register_buffer("B", torch.zeros(0, spec.n_bits), persistent=False)
         self.register_buffer("W", torch.zeros(spec.n_bits, spec.n_classes), persistent=False)
         self._train: EmbeddingSet | None = None
+        self._setup_bank()
 
     def on_fit_start(self, train: EmbeddingSet) -> None:
+        super().on_fit_start(train)
         self._train = train
         self.B = torch.zeros(0, self.spec.n_bits, device=self.B.device)
 
@@ -154,8 +160,9 @@ class DSDH(HashingMethod):
             raise HashingError(
                 "dsdh: no binary codes B; on_epoch_start runs the discrete step first"
             )
-        S = HF.label_similarity(y)
-        likelihood = HF.pairwise_likelihood_loss(HF.inner_product_logits(u), S)
+        p = self.partners(u, y, idx)
+        S = HF.label_similarity(y, p.y)
+        likelihood = HF.pairwise_likelihood_loss(HF.inner_product_logits(u, p.u), S)
         coupling = (self.B[idx] - u).pow(2).sum(dim=1).mean()
         weight = self.config.eta / self.B.shape[0]
         return {

@@ -8,36 +8,44 @@ import torch
 from torch import Tensor
 
 from hashers import functional as HF
-from hashers.base import HashingMethod
+from hashers.bank import MemoryBankMixin, MemoryBankOptions
+from hashers.base import HashingMethod, HeadSpec
 
 
 @dataclass(frozen=True, kw_only=True)
-class DSHConfig:
+class DSHConfig(MemoryBankOptions):
     alpha: float = 0.01  # weight of the ‖|u| - 1‖₁ regulariser (paper: 0.01)
     margin_per_bit: float = 2.0  # margin m = margin_per_bit · n_bits (paper: m = 2k)
+    balance_pairs: bool = True  # weigh similar and dissimilar pairs equally (False = the paper)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.alpha < 0:
             raise ValueError(f"alpha: {self.alpha} must be >= 0")
         if self.margin_per_bit <= 0:
             raise ValueError(f"margin_per_bit: {self.margin_per_bit} must be > 0")
 
 
-def contrastive_pair_terms(u: Tensor, S: Tensor, margin: float) -> Tensor:
-    """Per-pair DSH contrastive terms ``[B, B]`` (diagonal included; callers pick the pairs).
+def contrastive_pair_terms(
+    u: Tensor, S: Tensor, margin: float, *, partners: Tensor | None = None
+) -> Tensor:
+    """Per-pair DSH contrastive terms ``[B, P]`` (callers pick the pairs).
 
-    ``½ S_ij D_ij + ½ (1 - S_ij) max(m - D_ij, 0)`` with ``D_ij = ‖u_i - u_j‖²``. The distance is
-    formed from the Gram matrix (``‖u_i‖² + ‖u_j‖² - 2 u_i·u_j``: ``O(B²)`` memory instead of the
-    ``O(B²K)`` of explicit differences, 3x faster at 36 bits), clamped at 0 against cancellation,
-    with an exact 0 on the diagonal.
+    ``½ S_ij D_ij + ½ (1 - S_ij) max(m - D_ij, 0)`` with ``D_ij = ‖u_i - v_j‖²``, ``v`` the
+    ``partners`` (memory-bank rows) or, by default, the batch itself (``[B, B]``, exact 0 distance
+    on the diagonal). The distance is formed from the Gram matrix (``‖u_i‖² + ‖v_j‖² - 2 u_i·v_j``:
+    ``O(BP)`` memory instead of the ``O(BPK)`` of explicit differences, 3x faster at 36 bits),
+    clamped at 0 against cancellation.
     """
-    sq = (u * u).sum(dim=1)
-    d2 = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (u @ u.T)).clamp_min(0.0)
-    d2 = d2 * (1.0 - torch.eye(u.shape[0], dtype=u.dtype, device=u.device))
+    v = u if partners is None else partners
+    d2 = (u * u).sum(dim=1).unsqueeze(1) + (v * v).sum(dim=1).unsqueeze(0) - 2.0 * (u @ v.T)
+    d2 = d2.clamp_min(0.0)
+    if partners is None:
+        d2 = d2 * (1.0 - torch.eye(u.shape[0], dtype=u.dtype, device=u.device))
     return 0.5 * S * d2 + 0.5 * (1.0 - S) * torch.relu(margin - d2)
 
 
-class DSH(HashingMethod):
+class DSH(MemoryBankMixin, HashingMethod):
     """DSH: Deep Supervised Hashing.
 
     Liu, Wang, Shan & Chen, "Deep Supervised Hashing for Fast Image Retrieval", CVPR 2016.
@@ -57,23 +65,44 @@ class DSH(HashingMethod):
       ``2 · mean_i ‖|u_i| - 1‖₁`` (sum over bits, mean over samples); reported as
       ``"regularizer"`` before the ``α`` weight. A batch of one has no pair: its contrastive term
       is 0;
-    - pairs are formed online within each mini-batch, as in the paper (no memory bank).
+    - ``balance_pairs`` (on by default; off = the paper's plain mean) weights similar and
+      dissimilar pairs so each kind carries half of the contrastive loss (HashNet's weights,
+      :func:`hashers.functional.balanced_pair_weights`). On BreastMNIST (73 % one class) the
+      plain mean let the similar pairs of the majority dominate and cost 6 % of float-KNN
+      accuracy at 48 bits (0.754 vs 0.801, 3 seeds); balanced, 0.793 (``bench/RESULTS-utility.md``);
+    - pairs are formed online within each mini-batch, as in the paper; ``memory_bank: true``
+      pairs each batch with the stored codes of every training row instead
+      (:class:`hashers.bank.CodeBank`, self pairs skipped, no gradient on the bank side).
     """
 
     name = "dsh"
     Config = DSHConfig
     per_sample_loss = False  # the contrastive term couples every pair in the batch
 
+    def __init__(self, spec: HeadSpec, config: DSHConfig | None = None) -> None:
+        super().__init__(spec, config)
+        self._setup_bank()
+
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        n = u.shape[0]
         margin = self.config.margin_per_bit * self.spec.n_bits
         r = (u.abs() - 1.0).abs().sum(dim=1)  # ‖|u_i| - 1‖₁
         regularizer = 2.0 * r.mean()
-        if n >= 2:
-            S = HF.label_similarity(y)
-            i, j = torch.triu_indices(n, n, offset=1, device=u.device)
-            contrastive = contrastive_pair_terms(u, S, margin)[i, j].mean()
-        else:
+        p = self.partners(u, y, idx)
+        S = HF.label_similarity(y, p.y)
+        if p.in_batch:  # unordered pairs i < j of the batch
+            pairs = torch.ones_like(S, dtype=torch.bool).triu(diagonal=1)
+            terms = contrastive_pair_terms(u, S, margin)
+        else:  # every bank row except the sample's own
+            pairs = ~p.self_pairs(idx)
+            terms = contrastive_pair_terms(u, S, margin, partners=p.u)
+        if pairs.any():
+            terms, S_pairs = terms[pairs], S[pairs]
+            if self.config.balance_pairs:
+                w = HF.balanced_pair_weights(S_pairs)
+                contrastive = (w * terms).sum() / w.sum()
+            else:
+                contrastive = terms.mean()
+        else:  # a batch of one has no pair
             contrastive = u.sum() * 0.0
         return {
             "loss": contrastive + self.config.alpha * regularizer,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class FitConfig:
     epochs: int = 60
+    max_steps: int | None = None  # optimiser-step budget: caps the epochs on large training sets
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -46,6 +47,21 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.selection not in ("soft_accuracy", "accuracy"):
             raise HashingError(f"selection={self.selection!r}: use 'soft_accuracy' or 'accuracy'")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
+
+    def epoch_budget(self, n_train: int) -> int:
+        """Epochs to run on ``n_train`` rows: ``epochs``, capped by the ``max_steps`` budget.
+
+        An epoch has ``ceil(n / batch_size)`` steps (a lone last row is folded away). The cap is
+        ``max(1, max_steps // steps_per_epoch)`` whole epochs, so small sets run all ``epochs`` and
+        a large one (PathMNIST's 90k rows: 352 steps at batch 256) a few passes of many steps.
+        """
+        bs = min(self.batch_size, n_train)
+        steps = -(-n_train // bs) - (1 if n_train % bs == 1 and n_train >= 2 else 0)
+        if self.max_steps is None:
+            return self.epochs
+        return min(self.epochs, max(1, self.max_steps // max(steps, 1)))
 
 
 @dataclass
@@ -188,15 +204,27 @@ def fit(
     last_gain = 0  # epoch of the last strict improvement (early stopping counts from it)
     best_state: dict[str, torch.Tensor] | None = None
     bs = min(config.batch_size, len(train))
+    n_epochs = config.epoch_budget(len(train))
+    if n_epochs < config.epochs:
+        log.info(
+            "%s-%d: %d epochs (max_steps=%d at %d rows, batch %d) instead of %d",
+            method.name,
+            method.spec.n_bits,
+            n_epochs,
+            config.max_steps,
+            len(train),
+            bs,
+            config.epochs,
+        )
     bar = tqdm(
-        range(config.epochs),
+        range(n_epochs),
         desc=f"train {method.name}-{method.spec.n_bits}",
         disable=not config.progress,
         leave=False,
     )
     for epoch in bar:
         method.train()
-        method.on_epoch_start(epoch, config.epochs)
+        method.on_epoch_start(epoch, n_epochs)
         perm = torch.randperm(len(train), generator=gen)
         sums: dict[str, float] = defaultdict(float)
         n_steps = 0

@@ -274,6 +274,7 @@ class TrainConfig:
     methods: tuple[str, ...] = ("dpsh",)
     bits: tuple[int, ...] = (12, 24, 36, 48)
     epochs: int = 60
+    max_steps: int | None = 2000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -294,6 +295,11 @@ class TrainConfig:
                 f"{b} bits is out of range; use a code length from {MIN_BITS} to {MAX_BITS}",
             )
         check(self.epochs >= 1, "epochs", f"{self.epochs} must be >= 1")
+        check(
+            self.max_steps is None or self.max_steps >= 1,
+            "max_steps",
+            f"{self.max_steps} must be >= 1, or null for no step budget",
+        )
         check(
             self.batch_size >= 2, "batch_size", f"{self.batch_size} must be >= 2 (pairwise losses)"
         )

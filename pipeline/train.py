@@ -42,6 +42,7 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     t = params.train
     return FitConfig(
         epochs=t.epochs,
+        max_steps=t.max_steps,
         batch_size=t.batch_size,
         lr=t.lr,
         weight_decay=t.weight_decay,

@@ -44,7 +44,7 @@ def onehot(labels: list[int], n_classes: int) -> torch.Tensor:
 
 
 def test_dsh_golden() -> None:
-    m = build("dsh", 2, 2, DSHConfig(alpha=0.5))
+    m = build("dsh", 2, 2, DSHConfig(alpha=0.5, balance_pairs=False))
     u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     y = onehot([0, 0, 1], 2)
     # margin m = 2 * 2 bits = 4. Pairs: (0,1) similar, D=2 -> ½·2 = 1;
@@ -56,6 +56,16 @@ def test_dsh_golden() -> None:
     assert math.isclose(float(out["contrastive"]), contrastive, rel_tol=1e-6)
     assert math.isclose(float(out["regularizer"]), regularizer, rel_tol=1e-6)
     assert math.isclose(float(out["loss"]), contrastive + 0.5 * regularizer, rel_tol=1e-6)
+
+
+def test_dsh_balanced_pairs_golden() -> None:
+    m = build("dsh", 2, 2, DSHConfig(alpha=0.0))  # balance_pairs is the default
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = onehot([0, 0, 1], 2)
+    # same pairs as above (terms 1, 1.5, 1.5); 1 similar and 2 dissimilar of 3 pairs:
+    # w_sim = 3 / (2·1) = 1.5, w_dis = 3 / (2·2) = 0.75 (mean 1), weighted mean (1.5 + 2·0.75·1.5) / 3
+    out = m.compute_loss(u, y, torch.arange(3))
+    assert math.isclose(float(out["contrastive"]), 1.25, rel_tol=1e-6)
 
 
 def test_dsh_far_dissimilar_pairs_cost_nothing_and_batch_of_one() -> None:

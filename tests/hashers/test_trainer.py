@@ -48,3 +48,43 @@ def test_val_scores_hand_computed() -> None:
 def test_selection_must_be_known() -> None:
     with pytest.raises(HashingError, match="selection='loss'"):
         FitConfig(selection="loss")
+
+
+def test_step_budget_caps_epochs_hand_computed() -> None:
+    cfg = FitConfig(epochs=60, batch_size=256, max_steps=2000)
+    assert cfg.epoch_budget(90_000) == 5  # ceil(90000 / 256) = 352 steps; 2000 // 352 = 5
+    assert cfg.epoch_budget(546) == 60  # 3 steps per epoch: the budget never binds
+    assert cfg.epoch_budget(10_000_000) == 1  # one epoch is over budget: still one pass
+    assert FitConfig(epochs=60, batch_size=256).epoch_budget(10_000_000) == 60  # no budget
+    # a lone last row is folded away: 513 rows at batch 256 are 2 steps, not 3
+    assert FitConfig(epochs=60, batch_size=256, max_steps=4).epoch_budget(513) == 2
+    with pytest.raises(HashingError, match="max_steps=0"):
+        FitConfig(max_steps=0)
+
+
+def test_fit_runs_the_budgeted_epochs_and_schedules_on_them() -> None:
+    from hashers.trainer import fit
+
+    seen: list[tuple[int, int]] = []
+
+    class _Recorder(HashingMethod):
+        """Linear head (test stub, 2024) recording its epoch schedule. Deviations: none."""
+
+        name = "recorder-stub"
+        Config = _NoConfig
+
+        def on_epoch_start(self, epoch: int, n_epochs: int) -> None:
+            seen.append((epoch, n_epochs))
+
+        def compute_loss(self, u, y, idx):
+            return {"loss": (u - 1).pow(2).mean()}
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 4, generator=g)
+    y = torch.eye(2)[torch.arange(100) % 2]
+    data = EmbeddingSet(x, y)
+    method = _Recorder(HeadSpec(in_dim=4, n_bits=8, n_classes=2, hidden_dims=(8,)))
+    cfg = FitConfig(epochs=10, batch_size=10, max_steps=25, patience=50, progress=False)
+    result = fit(method, data, data, config=cfg)
+    assert result.epochs_run == 2  # 10 steps per epoch, 25 // 10 = 2
+    assert seen == [(0, 2), (1, 2)]  # continuation schedules see the budgeted epoch count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,15 @@ def test_every_method_has_a_params_block_and_every_block_a_method() -> None:
 
     p = load_params(REPO / "params.yaml")
     assert set(p.methods) == set(registry.names())
+    blocks = raw()["methods"]
     for name in registry.names():
-        # the repository's params.yaml documents each method's paper defaults
+        # the repository's params.yaml documents each method's defaults, every field spelt out
         assert p.method_config(name) == registry.get(name).Config(), name
+        fields = {f.name for f in dataclasses.fields(registry.get(name).Config)}
+        assert set(blocks[name] or {}) == fields, name
+
+
+def test_max_steps_must_be_positive_or_null() -> None:
+    with pytest.raises(ParamsError, match=r"train\.max_steps"):
+        load_params(REPO / "params.yaml", {"train.max_steps": 0})
+    assert load_params(REPO / "params.yaml", {"train.max_steps": None}).train.max_steps is None
