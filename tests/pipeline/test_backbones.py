@@ -229,3 +229,27 @@ def test_bad_local_directories_and_model_types(tmp_path: Path) -> None:
     )
     with pytest.raises(BackboneUnavailableError, match="'bert' model; hashaudit supports"):
         load_backbone(BackboneConfig(name=str(tmp_path / "bert"), device="cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extraction_matches_cpu_in_fp32_and_bf16() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 3), dtype=np.uint8)
+    cpu = load_backbone(tiny(image_size=56, pooling="cls_mean"), seed=0).embed_images(images)
+    gpu = load_backbone(
+        BackboneConfig(
+            name="tiny-random", image_size=56, pooling="cls_mean", device="cuda", precision="fp32"
+        ),
+        seed=0,
+    )
+    assert gpu.device.type == "cuda" and gpu.dtype == "fp32"
+    out = gpu.embed_images(images)
+    assert out.device.type == "cuda" and out.dtype == torch.float32
+    assert torch.allclose(out.cpu(), cpu, atol=1e-3)
+    auto = load_backbone(
+        BackboneConfig(name="tiny-random", image_size=56, pooling="cls_mean", device="auto"), seed=0
+    )
+    assert auto.device.type == "cuda" and auto.dtype == "bf16"  # auto precision on a bf16 GPU
+    half = auto.embed_images(images).cpu()
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert torch.allclose(half, cpu, atol=0.15)
