@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD HF_HUB_OFFLINE=1 HASHAUDIT_TRACKING=0 
   $PY -c "import torch, transformers, numpy; print('torch', torch.__version__, '| transformers', transformers.__version__, '| numpy', numpy.__version__)"
 } 2>&1 | tee "$OUT/machine.txt"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -m gpu \
-  tests/hashers/test_gpu.py tests/pipeline/test_backbones.py 2>&1 | tee "$OUT/gpu-tests.log"
+  tests/hashers/test_gpu.py tests/pipeline/test_backbones.py tests/pipeline/test_extract.py 2>&1 | tee "$OUT/gpu-tests.log"
 timeout 90 $PY bench/bench_extract.py --arch base --device cuda --n 2048 --batch-size 256 \
   --repeats 2 2>&1 | tee "$OUT/extract-gpu.md"
 GRID=(--device cuda --n 90000 --dim 768 --classes 9 --test-queries 1000

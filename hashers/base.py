@@ -38,7 +38,9 @@ class HeadSpec:
         if self.in_dim < 1:
             raise HashingError(f"in_dim={self.in_dim}: the embedding dimension must be >= 1")
         if not 1 <= self.n_bits <= 4096:
-            raise HashingError(f"n_bits={self.n_bits}: use a code length from 8 to 1024")
+            raise HashingError(
+                f"n_bits={self.n_bits}: the library takes 1 to 4096 bits (the pipeline 8 to 1024)"
+            )
         if self.n_classes < 1:
             raise HashingError(f"n_classes={self.n_classes} must be >= 1")
 

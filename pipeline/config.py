@@ -274,7 +274,7 @@ class TrainConfig:
     methods: tuple[str, ...] = ("dpsh",)
     bits: tuple[int, ...] = (12, 24, 36, 48)
     epochs: int = 60
-    max_steps: int | None = 2000
+    max_steps: int | None = 1200
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -82,12 +82,38 @@ def embed_images(
     progress: bool = True,
     desc: str = "extract",
 ) -> np.ndarray:
-    """Embeddings ``float32 [N, backbone.dim]`` of every image of ``split``, in order, batched."""
+    """Embeddings ``float32 [N, backbone.dim]`` of every image of ``split``, in order, batched.
+
+    On a GPU the next batch is preprocessed (CPU resize, pinned copy) in a thread while the
+    current one runs through the backbone, so a fast bf16 forward is not held up by the resize.
+    On the CPU both compete for the same cores, so batches are processed in turn.
+    """
     n = len(split)
     out = np.empty((n, backbone.dim), dtype=np.float32)
-    with tqdm(total=n, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
-        for start, images in _batches(split, batch_size):
-            emb = backbone.embed_images(images)
+
+    def prepare(item: tuple[int, Any]) -> tuple[int, Any]:
+        return item[0], backbone.preprocess(item[1])
+
+    with (
+        tqdm(total=n, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess") as pool,
+    ):
+        overlap = backbone.device.type == "cuda"
+        pending: Future | None = None
+        for item in _batches(split, batch_size):
+            if not overlap:
+                start, pixels = prepare(item)
+            else:
+                ready, pending = pending, pool.submit(prepare, item)
+                if ready is None:
+                    continue
+                start, pixels = ready.result()
+            emb = backbone.embed(pixels)
+            out[start : start + len(emb)] = emb.cpu().numpy()
+            bar.update(len(emb))
+        if pending is not None:
+            start, pixels = pending.result()
+            emb = backbone.embed(pixels)
             out[start : start + len(emb)] = emb.cpu().numpy()
             bar.update(len(emb))
     return out

@@ -74,3 +74,31 @@ def synthetic_embeddings(
         "class_names": str([f"c{i}" for i in range(n_classes)]).replace("'", '"'),
     }
     return Embeddings(x=x, y=y, meta=meta)
+
+
+def gaussian_clusters(
+    n: int,
+    *,
+    seed: int,
+    dim: int = 32,
+    n_classes: int = 5,
+    spread: float = 1.5,
+    majority: float | None = None,
+    center_seed: int = 123,
+):
+    """Labelled Gaussian clusters as a :class:`hashers.base.EmbeddingSet` (one-hot labels).
+
+    Class centers are ``N(0, spread²)`` draws from ``center_seed`` (shared by every split), samples
+    add unit noise drawn from ``seed``. Classes cycle (balanced) unless ``majority`` puts that share
+    of the samples in class 0 and spreads the rest over the others.
+    """
+    from hashers.base import EmbeddingSet
+
+    g = np.random.default_rng(seed)
+    centers = np.random.default_rng(center_seed).normal(size=(n_classes, dim)) * spread
+    if majority is None:
+        y = np.arange(n) % n_classes
+    else:
+        y = np.where(g.random(n) < majority, 0, 1 + g.integers(0, n_classes - 1, n))
+    x = centers[y] + g.normal(size=(n, dim))
+    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,6 +16,7 @@ from hashers.dsdh import DSDHConfig
 from hashers.dsh import DSHConfig
 from hashers.knn import classification_metrics, knn_float, knn_hamming
 from hashers.trainer import FitConfig, fit
+from tests.conftest import gaussian_clusters
 
 BANKED = {
     "dsh": lambda **kw: DSHConfig(memory_bank=True, **kw),
@@ -29,12 +29,8 @@ def sp(x: float) -> float:
     return math.log1p(math.exp(x))
 
 
-def clusters(n: int, *, seed: int, dim: int = 32, n_classes: int = 5) -> EmbeddingSet:
-    g = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 1.5
-    y = np.arange(n) % n_classes
-    x = centers[y] + g.normal(size=(n, dim))
-    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+def clusters(n: int, *, seed: int) -> EmbeddingSet:
+    return gaussian_clusters(n, seed=seed)
 
 
 def spec(bits: int = 2, n_classes: int = 2, in_dim: int = 4) -> HeadSpec:

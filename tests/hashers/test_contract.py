@@ -5,24 +5,20 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import numpy as np
 import pytest
 import torch
 
 from hashers import registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, HeadSpec
 from hashers.trainer import FitConfig, fit
+from tests.conftest import gaussian_clusters
 
 METHODS = registry.names()
 N_CLASSES, DIM, BITS = 3, 16, 16
 
 
-def clusters(n: int, *, seed: int, dim: int = DIM, n_classes: int = N_CLASSES) -> EmbeddingSet:
-    g = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 3.0
-    y = np.arange(n) % n_classes
-    x = centers[y] + g.normal(size=(n, dim))
-    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+def clusters(n: int, *, seed: int, dim: int = DIM) -> EmbeddingSet:
+    return gaussian_clusters(n, seed=seed, dim=dim, n_classes=N_CLASSES, spread=3.0)
 
 
 def spec(bits: int = BITS) -> HeadSpec:
@@ -159,11 +155,7 @@ def test_quality_on_separable_clusters(name: str) -> None:
     from hashers.knn import classification_metrics, knn_float, knn_hamming
 
     def noisy(n: int, seed: int) -> EmbeddingSet:
-        g = np.random.default_rng(seed)
-        centers = np.random.default_rng(7).normal(size=(5, 32)) * 0.9
-        y = np.arange(n) % 5
-        x = centers[y] + g.normal(size=(n, 32))
-        return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(5, dtype=np.float32)[y])
+        return gaussian_clusters(n, seed=seed, spread=0.9, center_seed=7)
 
     train, val, test = noisy(600, 1), noisy(150, 2), noisy(300, 3)
     y_tr, y_te = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()

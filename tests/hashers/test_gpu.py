@@ -6,7 +6,6 @@ CPU-trained one's; memory banks and discrete-step buffers follow the module acro
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from hashers import registry
 from hashers.base import EmbeddingSet, HeadSpec
 from hashers.dpsh import DPSHConfig
 from hashers.trainer import FitConfig, fit, resolve_device
+from tests.conftest import gaussian_clusters
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,12 +21,8 @@ pytestmark = [
 ]
 
 
-def clusters(n: int, *, seed: int, dim: int = 32, n_classes: int = 5) -> EmbeddingSet:
-    g = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 1.5
-    y = np.arange(n) % n_classes
-    x = centers[y] + g.normal(size=(n, dim))
-    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+def clusters(n: int, *, seed: int) -> EmbeddingSet:
+    return gaussian_clusters(n, seed=seed)
 
 
 def spec() -> HeadSpec:

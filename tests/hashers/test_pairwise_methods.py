@@ -22,6 +22,7 @@ from hashers.dsh import DSHConfig
 from hashers.hashnet import HashNetConfig
 from hashers.knn import classification_metrics, knn_float, knn_hamming
 from hashers.trainer import FitConfig, fit
+from tests.conftest import gaussian_clusters
 
 PAIRWISE = ["dsh", "cnnh", "dhn", "hashnet", "dsdh"]
 
@@ -337,17 +338,8 @@ def test_dsdh_needs_the_discrete_step() -> None:
 # ---- retrieval quality on synthetic clusters ------------------------------------------------
 
 
-def clusters(
-    n: int, *, seed: int, dim: int = 32, n_classes: int = 5, majority: float | None = None
-) -> EmbeddingSet:
-    g = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 1.5
-    if majority is None:
-        y = np.arange(n) % n_classes
-    else:  # `majority` of the samples in class 0, the rest spread over the others
-        y = np.where(g.random(n) < majority, 0, 1 + g.integers(0, n_classes - 1, n))
-    x = centers[y] + g.normal(size=(n, dim))
-    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+def clusters(n: int, *, seed: int, majority: float | None = None) -> EmbeddingSet:
+    return gaussian_clusters(n, seed=seed, majority=majority)
 
 
 def hamming_vs_float(name: str, majority: float | None) -> tuple[float, float, int]:

@@ -53,6 +53,9 @@ def test_selection_must_be_known() -> None:
 def test_step_budget_caps_epochs_hand_computed() -> None:
     cfg = FitConfig(epochs=60, batch_size=256, max_steps=2000)
     assert cfg.epoch_budget(90_000) == 5  # ceil(90000 / 256) = 352 steps; 2000 // 352 = 5
+    assert (
+        FitConfig(epochs=60, batch_size=256, max_steps=1200).epoch_budget(89_996) == 3
+    )  # PathMNIST
     assert cfg.epoch_budget(546) == 60  # 3 steps per epoch: the budget never binds
     assert cfg.epoch_budget(10_000_000) == 1  # one epoch is over budget: still one pass
     assert FitConfig(epochs=60, batch_size=256).epoch_budget(10_000_000) == 60  # no budget

@@ -24,6 +24,7 @@ from hashers.knn import classification_metrics, knn_float, knn_hamming
 from hashers.saeh import SAEH, SAEHConfig
 from hashers.tcl import TCL, TCLConfig, triplet_center_loss
 from hashers.trainer import FitConfig, fit
+from tests.conftest import gaussian_clusters
 
 MINE = ("dnnh", "dshgan", "tcl", "saeh")
 A, B = [1.0, 0.0], [0.0, 1.0]  # one-hot labels of two classes
@@ -295,13 +296,9 @@ def test_multi_label_batches_train(name: str) -> None:
     assert all(torch.isfinite(v) for v in out.values())
 
 
-def hard_clusters(n: int, *, seed: int, dim: int = 32, n_classes: int = 5) -> EmbeddingSet:
+def hard_clusters(n: int, *, seed: int) -> EmbeddingSet:
     """Overlapping Gaussian clusters (center scale 0.7, unit noise): float KNN ≈ 0.96, not 1.0."""
-    g = np.random.default_rng(seed)
-    centers = np.random.default_rng(123).normal(size=(n_classes, dim)) * 0.7
-    y = np.arange(n) % n_classes
-    x = centers[y] + g.normal(size=(n, dim))
-    return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
+    return gaussian_clusters(n, seed=seed, spread=0.7)
 
 
 @pytest.fixture(scope="module")

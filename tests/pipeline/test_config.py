@@ -120,3 +120,16 @@ def test_max_steps_must_be_positive_or_null() -> None:
     with pytest.raises(ParamsError, match=r"train\.max_steps"):
         load_params(REPO / "params.yaml", {"train.max_steps": 0})
     assert load_params(REPO / "params.yaml", {"train.max_steps": None}).train.max_steps is None
+
+
+def test_dvc_train_stage_tracks_every_training_key() -> None:
+    """A train.* key missing from dvc.yaml would change results without re-running the stage."""
+    from pipeline.config import TrainConfig
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    tracked = {p for p in stage["params"] if isinstance(p, str)}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("methods", "bits"):  # matrix axes: each value is its own stage
+            continue
+        assert f"train.{f.name}" in tracked, f"dvc.yaml train stage misses train.{f.name}"
+    assert "methods.${item.method}" in tracked

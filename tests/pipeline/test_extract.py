@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 
 from pipeline.artifacts import load_embeddings
@@ -252,3 +253,18 @@ def test_tracking_logs_params_and_metrics_only(
     assert run.params["data"]["source"]["kind"] == "embeddings" and "backbone" not in run.params
     assert run.metrics["n_val"] == 6 and run.metrics["dim"] == 8 and not run.artifacts
     assert json.loads((tmp_path / "metrics.json").read_text())["n_val"] == 6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extraction_overlaps_preprocessing_and_keeps_order() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)  # 3 batches of 10, last partial
+    cfg = BackboneConfig(name="tiny-random", image_size=56, device="cuda", precision="fp32")
+    bb = load_backbone(cfg, seed=0)
+    split = ImageSplit(labels=np.zeros(23, dtype=np.int64), images=images)
+    out = embed_images(bb, split, batch_size=10, progress=False)
+    one_by_one = np.concatenate(
+        [bb.embed_images(images[i : i + 1]).cpu().numpy() for i in range(23)]
+    )
+    assert out.shape == (23, bb.dim) and np.allclose(out, one_by_one, atol=1e-4)
