@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from hashers import registry
-from pipeline.artifacts import load_embeddings
-from pipeline.common import parse_overrides
-from pipeline.config import load_params
-from pipeline.evaluate import hamming_knn
-from pipeline.extract import extract_dataset
-from pipeline.knn import float_knn
-from pipeline.train import encode_splits, train_one
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even beside another editable install
+
+from hashers import registry  # noqa: E402
+from pipeline.artifacts import load_embeddings  # noqa: E402
+from pipeline.common import parse_overrides  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+from pipeline.evaluate import hamming_knn  # noqa: E402
+from pipeline.extract import extract_dataset  # noqa: E402
+from pipeline.knn import float_knn  # noqa: E402
+from pipeline.train import encode_splits, train_one  # noqa: E402
 
 log = logging.getLogger("bench_utility")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def pixel_embeddings(root: Path, flag: str, out: Path) -> Path:

@@ -8,6 +8,7 @@ Shuffling uses a seeded generator, so on CPU the same seed gives bit-identical c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import resource
@@ -155,10 +156,44 @@ def val_scores(
     return {"val_accuracy": hits / n, "val_soft_accuracy": soft / n}
 
 
+@contextlib.contextmanager
+def deterministic_on_cpu(device: torch.device) -> Any:
+    """Use torch's deterministic kernels while training on the CPU, then restore the setting.
+
+    Seeding alone is not enough there: the backward of tensor indexing (``b[idx]``, used by every
+    triplet and bank loss) accumulates with ``index_put_(accumulate=True)``, whose multi-threaded
+    CPU kernel adds in a scheduling-dependent order. Measured: DNNH on BreastMNIST with one seed
+    gave three different code sets in three runs on 2 threads, and identical ones with this on.
+    GPUs are left alone (their deterministic mode needs cuBLAS settings and costs speed); the
+    project's bit-identical promise is for the CPU.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def fit(
     method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig
 ) -> FitResult:
-    """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy."""
+    """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy.
+
+    On the CPU, training runs under :func:`deterministic_on_cpu`: the same seed gives bit-identical
+    codes from run to run, whatever the thread scheduling.
+    """
+    with deterministic_on_cpu(resolve_device(config.device)):
+        return _fit(method, train, val, config=config)
+
+
+def _fit(
+    method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig
+) -> FitResult:
     check_labels(train, method)
     if val.dim != train.dim:
         raise HashingError(f"val embeddings have dimension {val.dim}, train {train.dim}")

@@ -91,3 +91,26 @@ def test_fit_runs_the_budgeted_epochs_and_schedules_on_them() -> None:
     result = fit(method, data, data, config=cfg)
     assert result.epochs_run == 2  # 10 steps per epoch, 25 // 10 = 2
     assert seen == [(0, 2), (1, 2)]  # continuation schedules see the budgeted epoch count
+
+
+def test_cpu_training_runs_deterministic_kernels_and_restores_the_setting() -> None:
+    from hashers.trainer import fit
+
+    flags: list[bool] = []
+
+    class _Spy(HashingMethod):
+        """Linear head (test stub, 2024) recording torch's determinism flag. Deviations: none."""
+
+        name = "spy-stub"
+        Config = _NoConfig
+
+        def compute_loss(self, u, y, idx):
+            flags.append(torch.are_deterministic_algorithms_enabled())
+            return {"loss": (u[idx.argsort()] - 1).pow(2).mean()}  # indexed: index_put_ backward
+
+    data = EmbeddingSet(torch.randn(40, 4), torch.eye(2)[torch.arange(40) % 2])
+    assert not torch.are_deterministic_algorithms_enabled()
+    method = _Spy(HeadSpec(in_dim=4, n_bits=8, n_classes=2, hidden_dims=(8,)))
+    fit(method, data, data, config=FitConfig(epochs=2, batch_size=10, progress=False))
+    assert flags and all(flags)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored for the caller

@@ -17,7 +17,7 @@ from hashers import functional as HF
 from hashers import registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HeadSpec
 from hashers.codes import pack_bits
-from hashers.dnnh import DNNH, piecewise_threshold
+from hashers.dnnh import DNNH, DNNHConfig, piecewise_threshold
 from hashers.dshgan import DSHGAN, DSHGANConfig
 from hashers.heads import DivideEncodeHead
 from hashers.knn import classification_metrics, knn_float, knn_hamming
@@ -118,12 +118,14 @@ def test_divide_and_encode_bit_k_reads_only_slice_k() -> None:
 
 
 def test_dnnh_loss_golden() -> None:
-    method = DNNH(tiny_spec())
-    # b = (u + 1) / 2 = [1, 0], [0, 1], [0, 0]; labels A, A, B -> triplets (0,1,2) and (1,0,2)
-    # (0,1,2): d+ = 2, d- = 1 -> max(0, 1 - (1 - 2)) = 2; (1,0,2) the same by symmetry -> loss 2
     u = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
-    terms = method.compute_loss(u, torch.tensor([A, A, B]), torch.arange(3))
-    assert math.isclose(value(terms["loss"]), 2.0, rel_tol=1e-6)
+    # b = (u + 1) / 2 = [1, 0], [0, 1], [0, 0]; labels A, A, B -> triplets (0,1,2) and (1,0,2)
+    # (0,1,2): d+ = 2, d- = 1 -> max(0, m - (1 - 2)) = m + 1; (1,0,2) the same by symmetry
+    for margin, expected in ((1.0, 2.0), (4.0, 5.0)):  # the paper's margin, and our default
+        method = DNNH(tiny_spec(), DNNHConfig(margin=margin))
+        terms = method.compute_loss(u, torch.tensor([A, A, B]), torch.arange(3))
+        assert math.isclose(value(terms["loss"]), expected, rel_tol=1e-6)
+    assert DNNHConfig().margin == 4.0
 
 
 def test_dnnh_forward_is_in_unit_interval_scale_and_encode_is_b_above_half() -> None:
