@@ -75,7 +75,7 @@ class DNNH(HashingMethod):
     - ``margin`` defaults to 4 instead of the paper's 1. On snapped ``[0, 1]`` codes the squared
       distances are Hamming distances, so the margin is counted in bits: a one-bit margin is
       met by barely separated codes at long lengths. With margin 1, 48-bit codes kept 97.9 % of
-      float KNN on BreastMNIST; with 4, 98.8-101 % at every length on BreastMNIST and
+      float KNN on BreastMNIST; with 4, >= 98.8 % at every length on BreastMNIST and
       RetinaMNIST (3 seeds, ``bench/bench_utility.py --methods dnnh``).
     """
 
