@@ -124,13 +124,14 @@ def pair_partners(
 class MemoryBankMixin:
     """Adds an optional :class:`CodeBank` (``config.memory_bank``) to a :class:`HashingMethod`.
 
-    Call :meth:`_setup_bank` at the end of ``__init__``; :meth:`on_fit_start` sizes the bank and
-    :meth:`partners` is what a loss pairs its batch with.
+    List it before :class:`HashingMethod` in the bases; it builds the bank after the head,
+    :meth:`on_fit_start` sizes it and :meth:`partners` is what a loss pairs its batch with.
     """
 
     bank: CodeBank | None
 
-    def _setup_bank(self) -> None:
+    def __init__(self, spec: Any, config: Any | None = None) -> None:
+        super().__init__(spec, config)  # type: ignore[call-arg]
         spec, config = self.spec, self.config  # type: ignore[attr-defined]
         self.bank = CodeBank(spec.n_bits, spec.n_classes) if config.memory_bank else None
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from hashers import functional as HF
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
-from hashers.base import HashingMethod, HeadSpec
+from hashers.base import HashingMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +45,6 @@ class DPSH(MemoryBankMixin, HashingMethod):
     name = "dpsh"
     Config = DPSHConfig
     per_sample_loss = False  # the likelihood couples every pair in the batch
-
-    def __init__(self, spec: HeadSpec, config: DPSHConfig | None = None) -> None:
-        super().__init__(spec, config)
-        self._setup_bank()
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         p = self.partners(u, y, idx)

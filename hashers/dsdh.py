@@ -119,7 +119,6 @@ class DSDH(MemoryBankMixin, HashingMethod):
         self.register_buffer("B", torch.zeros(0, spec.n_bits), persistent=False)
         self.register_buffer("W", torch.zeros(spec.n_bits, spec.n_classes), persistent=False)
         self._train: EmbeddingSet | None = None
-        self._setup_bank()
 
     def on_fit_start(self, train: EmbeddingSet) -> None:
         super().on_fit_start(train)

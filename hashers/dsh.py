@@ -9,7 +9,7 @@ from torch import Tensor
 
 from hashers import functional as HF
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
-from hashers.base import HashingMethod, HeadSpec
+from hashers.base import HashingMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,10 +78,6 @@ class DSH(MemoryBankMixin, HashingMethod):
     name = "dsh"
     Config = DSHConfig
     per_sample_loss = False  # the contrastive term couples every pair in the batch
-
-    def __init__(self, spec: HeadSpec, config: DSHConfig | None = None) -> None:
-        super().__init__(spec, config)
-        self._setup_bank()
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         margin = self.config.margin_per_bit * self.spec.n_bits

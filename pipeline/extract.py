@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,24 +54,33 @@ USER_SUPPLIED = "user-supplied"
 # --------------------------------------------------------------------------------------------
 
 
+def _one_ahead(fn: Callable[[Any], Any], items: Iterable[Any], *, name: str) -> Iterator[Any]:
+    """``fn(item)`` for every item, in order, each computed in a thread while the caller uses the
+    previous result (one item ahead)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
+        ahead: Future | None = None
+        for item in items:
+            current, ahead = ahead, pool.submit(fn, item)
+            if current is not None:
+                yield current.result()
+        if ahead is not None:
+            yield ahead.result()
+
+
 def _batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[int, Any]]:
     """(start, images) per batch; lazily decoded images are read one batch ahead in a thread."""
     n = len(split)
-    starts = list(range(0, n, batch_size))
+    starts = range(0, n, batch_size)
     arr = split.as_array()
     if arr is not None:
         for s in starts:
             yield s, arr[s : s + batch_size]
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
 
-        def read(start: int) -> Future:
-            return pool.submit(split.get_batch, np.arange(start, min(n, start + batch_size)))
+    def read(start: int) -> tuple[int, Any]:
+        return start, split.get_batch(np.arange(start, min(n, start + batch_size)))
 
-        ahead = read(starts[0]) if starts else None
-        for i, s in enumerate(starts):
-            current, ahead = ahead, read(starts[i + 1]) if i + 1 < len(starts) else None
-            yield s, current.result()
+    yield from _one_ahead(read, starts, name="decode")
 
 
 def embed_images(
@@ -94,25 +103,13 @@ def embed_images(
     def prepare(item: tuple[int, Any]) -> tuple[int, Any]:
         return item[0], backbone.preprocess(item[1])
 
-    with (
-        tqdm(total=n, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess") as pool,
-    ):
-        overlap = backbone.device.type == "cuda"
-        pending: Future | None = None
-        for item in _batches(split, batch_size):
-            if not overlap:
-                start, pixels = prepare(item)
-            else:
-                ready, pending = pending, pool.submit(prepare, item)
-                if ready is None:
-                    continue
-                start, pixels = ready.result()
-            emb = backbone.embed(pixels)
-            out[start : start + len(emb)] = emb.cpu().numpy()
-            bar.update(len(emb))
-        if pending is not None:
-            start, pixels = pending.result()
+    batches = _batches(split, batch_size)
+    if backbone.device.type == "cuda":
+        prepared = _one_ahead(prepare, batches, name="preprocess")
+    else:
+        prepared = map(prepare, batches)
+    with tqdm(total=n, unit="img", desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for start, pixels in prepared:
             emb = backbone.embed(pixels)
             out[start : start + len(emb)] = emb.cpu().numpy()
             bar.update(len(emb))
