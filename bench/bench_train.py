@@ -153,10 +153,11 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
 
     from hashers import registry
     from hashers.base import EmbeddingSet, HeadSpec
-    from hashers.codes import pack_bits
-    from hashers.knn import classification_metrics, knn_float, knn_hamming
     from hashers.trainer import fit
     from pipeline.config import load_params
+    from retrieval.codes import pack_bits
+    from retrieval.knn import knn_float, knn_hamming
+    from retrieval.metrics import classification_metrics
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +183,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         pred = knn_float(xte, xtr, ytr, [k], metric=params.knn.metric)[k]
         rec["eval_s"] = time.perf_counter() - t0
-        rec["test_accuracy"] = classification_metrics(yte, pred, args.classes)["accuracy"]
+        rec["test_accuracy"] = classification_metrics(yte, pred)["accuracy"]
         rec["peak_rss_mb"] = rss_mb()
         return rec
 
@@ -213,7 +214,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
         db, q = pack_bits(method.encode(sets["train"].x)), pack_bits(method.encode(sets["test"].x))
     pred = knn_hamming(q, db, bits, ytr, [k])[k]
     rec["eval_s"] = time.perf_counter() - t0
-    rec["test_accuracy"] = classification_metrics(yte, pred, args.classes)["accuracy"]
+    rec["test_accuracy"] = classification_metrics(yte, pred)["accuracy"]
     rec["peak_rss_mb"] = rss_mb()
     rec["load_avg_1min"] = os.getloadavg()[0]  # other processes on the machine skew every timing
     return rec

@@ -23,8 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
-from hashers.codes import iter_hamming_chunks, pack_bits
-from hashers.knn import tie_aware_votes
+from retrieval.codes import iter_hamming_chunks, pack_bits
+from retrieval.knn import tie_aware_votes
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,32 @@ from pipeline.config import Params, ParamsError, load_params
 
 log = logging.getLogger("hashaudit")
 
-#: Errors caused by the user's input (params, files, data): reported as one clear line, exit code 2.
-#: Every hashaudit error class derives from ValueError.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input: hashaudit's own error classes (params, data, files,
+    backbone, hashing, retrieval, privacy) and missing or unreadable files. Reported as one clear
+    line with exit code 2. Every other exception is a bug and keeps its traceback (exit code 1)."""
+    from hashers.base import HashingError
+    from pipeline.artifacts import ArtifactError
+    from pipeline.backbones import BackboneUnavailableError
+    from pipeline.data import DataError
+    from privacy.errors import PrivacyError
+    from retrieval.errors import RetrievalError
+
+    return (
+        ParamsError,
+        ArtifactError,
+        DataError,
+        BackboneUnavailableError,
+        HashingError,
+        RetrievalError,
+        PrivacyError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    )
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -59,13 +82,17 @@ def load(args: argparse.Namespace) -> Params:
 
 
 def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -> int:
-    """Run a stage body; user errors become one logged line and exit code 2 (no traceback)."""
+    """Run a stage body; user errors become one logged line and exit code 2 (no traceback), a
+    Ctrl-C a short message and exit code 130; any other exception propagates (a bug: traceback)."""
     setup_logging()
     try:
         body(argv)
-    except USER_ERRORS as err:
+    except user_errors() as err:
         log.error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; no output of this stage was written")
+        return 130
     return 0
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from hashers.knn import knn_hamming
 from pipeline import tracking
 from pipeline.artifacts import ArtifactError, Embeddings, load_codes, load_embeddings, read_json
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 from pipeline.knn import sweep_metrics, write_knn_outputs
+from retrieval.knn import knn_hamming
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from hashers.knn import classification_metrics, confusion, knn_float
 from pipeline import tracking
 from pipeline.artifacts import Embeddings, load_embeddings, write_csv, write_json
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.plots import confusion_png
+from retrieval.knn import knn_float
+from retrieval.metrics import classification_metrics, confusion
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def sweep_metrics(
     y_true: np.ndarray, preds: dict[int, np.ndarray], n_classes: int
 ) -> list[dict[str, Any]]:
     """One row per k: accuracy, macro-F1, balanced accuracy."""
-    return [{"k": k, **classification_metrics(y_true, preds[k], n_classes)} for k in sorted(preds)]
+    return [{"k": k, **classification_metrics(y_true, preds[k])} for k in sorted(preds)]
 
 
 def float_knn(

@@ -17,12 +17,12 @@ import torch
 
 from hashers import registry
 from hashers.base import EmbeddingSet, HashingMethod, HeadSpec
-from hashers.codes import pack_bits
 from hashers.trainer import FitConfig, FitResult, fit
 from pipeline import tracking
 from pipeline.artifacts import SPLITS, Embeddings, load_embeddings, save_codes, save_head, write_csv
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
+from retrieval.codes import pack_bits
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, work / name)
-    for pkg in ("pipeline", "hashers", "privacy"):
+    for pkg in ("pipeline", "hashers", "retrieval", "privacy"):
         shutil.copytree(REPO / pkg, work / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"].update(root=str(shared_medmnist), download=False, datasets=["breastmnist"])

@@ -16,12 +16,13 @@ import torch
 from hashers import registry
 from hashers.base import EmbeddingSet, HashingError, HeadSpec
 from hashers.cnnh import CNNHConfig, coordinate_descent_codes, greedy_code_rows
-from hashers.codes import pack_bits
 from hashers.dsdh import DSDHConfig, dcc_sweep, discrete_objective, ridge_classifier
 from hashers.dsh import DSHConfig
 from hashers.hashnet import HashNetConfig
-from hashers.knn import classification_metrics, knn_float, knn_hamming
 from hashers.trainer import FitConfig, fit
+from retrieval.codes import pack_bits
+from retrieval.knn import knn_float, knn_hamming
+from retrieval.metrics import classification_metrics
 from tests.conftest import gaussian_clusters
 
 PAIRWISE = ["dsh", "cnnh", "dhn", "hashnet", "dsdh"]
@@ -348,7 +349,7 @@ def hamming_vs_float(name: str, majority: float | None) -> tuple[float, float, i
     test = clusters(300, seed=3, majority=majority)
     ytr, yte = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
     float_acc = classification_metrics(
-        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7], 5
+        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7]
     )["accuracy"]
     spec = HeadSpec(in_dim=32, n_bits=16, n_classes=5, hidden_dims=(64,), dropout=0.0)
     method = registry.build(name, spec, seed=0)
@@ -357,7 +358,7 @@ def hamming_vs_float(name: str, majority: float | None) -> tuple[float, float, i
     )
     codes = method.encode(test.x)
     pred = knn_hamming(pack_bits(codes), pack_bits(method.encode(train.x)), 16, ytr, [7])[7]
-    acc = classification_metrics(yte, pred, 5)["accuracy"]
+    acc = classification_metrics(yte, pred)["accuracy"]
     return acc, float_acc, len(torch.unique(codes, dim=0))
 
 
@@ -408,7 +409,7 @@ def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
     train, val, test = sets["train"], sets["val"], sets["test"]
     ytr, yte = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
     float_acc = classification_metrics(
-        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7], n_classes
+        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7]
     )["accuracy"]
     for bits, ratio in ((12, 0.95), (48, 0.98)):
         accs = []
@@ -421,7 +422,7 @@ def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
             pred = knn_hamming(
                 pack_bits(method.encode(test.x)), pack_bits(method.encode(train.x)), bits, ytr, [7]
             )[7]
-            accs.append(classification_metrics(yte, pred, n_classes)["accuracy"])
+            accs.append(classification_metrics(yte, pred)["accuracy"])
         assert np.mean(accs) >= ratio * float_acc, (
             f"{name}-{bits} on {dataset}: {accs} vs float {float_acc:.3f}"
         )

@@ -16,14 +16,15 @@ from torch import nn
 from hashers import functional as HF
 from hashers import registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HeadSpec
-from hashers.codes import pack_bits
 from hashers.dnnh import DNNH, DNNHConfig, piecewise_threshold
 from hashers.dshgan import DSHGAN, DSHGANConfig
 from hashers.heads import DivideEncodeHead
-from hashers.knn import classification_metrics, knn_float, knn_hamming
 from hashers.saeh import SAEH, SAEHConfig
 from hashers.tcl import TCL, TCLConfig, triplet_center_loss
 from hashers.trainer import FitConfig, fit
+from retrieval.codes import pack_bits
+from retrieval.knn import knn_float, knn_hamming
+from retrieval.metrics import classification_metrics
 from tests.conftest import gaussian_clusters
 
 MINE = ("dnnh", "dshgan", "tcl", "saeh")
@@ -312,7 +313,7 @@ def cluster_splits() -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet, float]:
     )
     y_train, y_test = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
     pred = knn_float(test.x.numpy(), train.x.numpy(), y_train, [7])[7]
-    return train, val, test, classification_metrics(y_test, pred, 5)["accuracy"]
+    return train, val, test, classification_metrics(y_test, pred)["accuracy"]
 
 
 @pytest.mark.parametrize("name", MINE)
@@ -330,7 +331,7 @@ def test_hamming_knn_keeps_95_percent_of_float_knn(name: str, cluster_splits, on
         train.y.argmax(1).numpy(),
         [7],
     )[7]
-    acc = classification_metrics(test.y.argmax(1).numpy(), pred, 5)["accuracy"]
+    acc = classification_metrics(test.y.argmax(1).numpy(), pred)["accuracy"]
     assert acc >= 0.95 * float_acc, f"{name}: Hamming KNN {acc:.3f} vs float KNN {float_acc:.3f}"
 
 
@@ -365,7 +366,7 @@ def test_real_medmnist_hamming_vs_float_knn(
     sets, n_classes = medmnist_pca_features(shared_medmnist / f"{dataset}.npz")
     y_train, y_test = sets["train"].y.argmax(1).numpy(), sets["test"].y.argmax(1).numpy()
     float_pred = knn_float(sets["test"].x.numpy(), sets["train"].x.numpy(), y_train, [7])[7]
-    float_acc = classification_metrics(y_test, float_pred, n_classes)["accuracy"]
+    float_acc = classification_metrics(y_test, float_pred)["accuracy"]
     spec = HeadSpec(in_dim=128, n_bits=bits, n_classes=n_classes, hidden_dims=(512,), dropout=0.1)
     method = registry.build(name, spec, seed=0)
     fit(
@@ -381,5 +382,5 @@ def test_real_medmnist_hamming_vs_float_knn(
         y_train,
         [7],
     )[7]
-    acc = classification_metrics(y_test, pred, n_classes)["accuracy"]
+    acc = classification_metrics(y_test, pred)["accuracy"]
     assert acc >= ratio * float_acc, f"{dataset} {name}-{bits}: {acc:.3f} vs float {float_acc:.3f}"

@@ -122,7 +122,7 @@ def test_stages_write_metrics_and_track_in_mlflow(
         "c2",
     ]
     sweep = (tmp_path / "p/knn.csv").read_text().splitlines()
-    assert sweep[0] == "k,accuracy,macro_f1,balanced_accuracy" and len(sweep) == 1 + 5
+    assert sweep[0] == "k,balanced_accuracy,accuracy,macro_f1" and len(sweep) == 1 + 5
 
     codes, n_bits, _ = load_codes(tmp_path / "a/head/codes.safetensors")
     assert n_bits == 12 and codes["test"].shape == (90, 2)

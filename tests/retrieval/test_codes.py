@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hashers.codes import hamming_distances, iter_hamming_chunks, pack_bits, unpack_bits
+from retrieval.codes import hamming_distances, iter_hamming_chunks, pack_bits, unpack_bits
 
 
 @pytest.mark.parametrize("n_bits", [8, 12, 16, 24, 32, 36, 48, 64, 1024])

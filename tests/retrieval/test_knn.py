@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hashers.codes import pack_bits
-from hashers.knn import classification_metrics, confusion, knn_float, knn_hamming, tie_aware_votes
+from retrieval.codes import pack_bits
+from retrieval.knn import knn_float, knn_hamming, tie_aware_votes
+from retrieval.metrics import classification_metrics, confusion
 
 
 def test_votes_split_ties_at_kth_distance() -> None:
@@ -57,11 +58,11 @@ def test_k_larger_than_database_is_an_error() -> None:
 def test_metrics_hand_computed() -> None:
     y_true = np.array([0, 0, 1, 1, 1, 2])
     y_pred = np.array([0, 1, 1, 1, 0, 2])
-    m = classification_metrics(y_true, y_pred, 3)
+    m = classification_metrics(y_true, y_pred)
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
     f1 = [2 * 0.5 * 0.5 / 1.0, 2 * (2 / 3) * (2 / 3) / (4 / 3), 1.0]
     assert m["macro_f1"] == pytest.approx(np.mean(f1))
     assert confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
-    ml = classification_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [1, 0]]), 2)
+    ml = classification_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [1, 0]]))
     assert ml["accuracy"] == pytest.approx(0.5)

@@ -9,6 +9,8 @@ database item strictly closer than the k-th distance ``d_k`` casts one vote, and
 That equals the expected vote of a uniformly random tie order, so the result does not change when
 the database is permuted. A remaining tie between classes goes to the lowest class index.
 Multi-label: a label is predicted when its vote share exceeds one half.
+
+Scores of the predictions live in :mod:`retrieval.metrics`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hashers.codes import iter_hamming_chunks
+from retrieval.codes import iter_hamming_chunks
 
 Metric = Literal["euclidean", "cosine"]
 
@@ -124,39 +126,3 @@ def knn_hamming(
     return knn_predict(
         iter_hamming_chunks(q_packed, db_packed, n_bits), db_labels, ks, n_queries=len(q_packed)
     )
-
-
-def classification_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and balanced accuracy (single-label) or their multi-label analogues.
-
-    Multi-label: ``accuracy`` is exact-match (subset) accuracy, ``macro_f1`` is the mean per-label F1
-    and ``balanced_accuracy`` the mean over labels of (TPR + TNR) / 2.
-    """
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
-    if y_true.ndim == 2:
-        yt, yp = y_true.astype(bool), y_pred.astype(bool)
-        tpr = (yt & yp).sum(0) / np.maximum(yt.sum(0), 1)
-        tnr = (~yt & ~yp).sum(0) / np.maximum((~yt).sum(0), 1)
-        return {
-            "accuracy": float((yt == yp).all(axis=1).mean()),
-            "macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)),
-            "balanced_accuracy": float(((tpr + tnr) / 2).mean()),
-        }
-    labels = np.arange(n_classes)
-    return {
-        "accuracy": float((y_true == y_pred).mean()),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        ),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-    }
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``[C, C]`` counts, rows = true class, columns = predicted class (single-label only)."""
-    m = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(m, (y_true, y_pred), 1)
-    return m

@@ -1,0 +1,96 @@
+"""The one metric table: names -> functions scoring predictions against the truth.
+
+Every stage that reports a classification score (the float ``knn`` baseline, ``evaluate`` on
+Hamming codes, model selection, the coming attack stage) asks :data:`CLASSIFICATION_METRICS`, so
+the metric names in the JSON files, the MLflow keys and the ``retention_*`` ratios come from one
+list. Adding a metric = one function + one line in the table.
+
+Class sets: single-label macro-F1 and balanced accuracy average over the classes that occur in the
+truth or the predictions (macro-F1) and in the truth (balanced accuracy, as scikit-learn defines
+it); a class id that never occurs is not counted as a zero. Multi-label (0/1 ``[N, C]``):
+``accuracy`` is exact-match (subset) accuracy, ``macro_f1`` the mean per-label F1 and
+``balanced_accuracy`` the mean over labels of (TPR + TNR) / 2.
+
+``balanced_accuracy`` is the headline (:data:`HEADLINE`): on imbalanced medical sets a head that
+predicts the majority class scores a high plain accuracy and a balanced accuracy of 1/C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of exact matches (multi-label: every label right)."""
+    if y_true.ndim == 2:
+        return float((y_true.astype(bool) == y_pred.astype(bool)).all(axis=1).mean())
+    return float((y_true == y_pred).mean())
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in truth or predictions (multi-label: labels)."""
+    from sklearn.metrics import f1_score
+
+    if y_true.ndim == 2:
+        return float(
+            f1_score(y_true.astype(bool), y_pred.astype(bool), average="macro", zero_division=0)
+        )
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes in the truth (multi-label: mean (TPR + TNR) / 2)."""
+    if y_true.ndim == 2:
+        yt, yp = y_true.astype(bool), y_pred.astype(bool)
+        tpr = (yt & yp).sum(0) / np.maximum(yt.sum(0), 1)
+        tnr = (~yt & ~yp).sum(0) / np.maximum((~yt).sum(0), 1)
+        return float(((tpr + tnr) / 2).mean())
+    classes = np.unique(y_true)
+    recalls = [(y_pred[y_true == c] == c).mean() for c in classes]
+    return float(np.mean(recalls))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named score of predictions against the truth (higher is better)."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    description: str
+
+
+#: name -> metric; the order is the order of the columns in every report.
+CLASSIFICATION_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("balanced_accuracy", balanced_accuracy, "mean per-class recall"),
+        Metric("accuracy", accuracy, "share of exact matches"),
+        Metric("macro_f1", macro_f1, "unweighted mean F1 over classes present"),
+    )
+}
+#: the metric that logs, README tables and benchmarks lead with.
+HEADLINE = "balanced_accuracy"
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Every metric of :data:`CLASSIFICATION_METRICS` for one set of predictions."""
+    return {name: m.fn(y_true, y_pred) for name, m in CLASSIFICATION_METRICS.items()}
+
+
+def retention(scores: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """``retention_<metric>`` = score / baseline score for every metric of the table (0 if the
+    baseline is 0)."""
+    return {
+        f"retention_{name}": (scores[name] / baseline[name] if baseline[name] > 0 else 0.0)
+        for name in CLASSIFICATION_METRICS
+    }
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[C, C]`` counts, rows = true class, columns = predicted class (single-label only)."""
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
