@@ -16,7 +16,6 @@ from pipeline.config import Params, ParamsError, load_params
 log = logging.getLogger("hashaudit")
 
 
-
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: hashaudit's own error classes (params, data, files,
     backbone, hashing, retrieval, privacy) and missing or unreadable files. Reported as one clear
