@@ -15,8 +15,9 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -82,6 +83,56 @@ class FitResult:
             "train_wall_time_s": self.wall_time_s,
             "peak_memory_mb": self.peak_memory_mb,
         }
+
+
+class BatchPlan(Protocol):
+    """Which training rows form each optimiser step of one epoch.
+
+    ``batches`` yields int64 index tensors into the training set. The default,
+    :class:`ShuffledBatches`, is a seeded permutation cut into fixed-size batches; other plans
+    (class-balanced sampling, DP-SGD's Poisson sampling) plug in through :func:`fit`'s ``batches``.
+    """
+
+    def batches(
+        self, train: EmbeddingSet, batch_size: int, generator: torch.Generator
+    ) -> Iterator[torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class ShuffledBatches:
+    """A seeded permutation of the training rows cut into ``batch_size`` batches. A lone last row
+    is folded away (a batch of one has no pairs), unless the training set has a single row."""
+
+    def batches(
+        self, train: EmbeddingSet, batch_size: int, generator: torch.Generator
+    ) -> Iterator[torch.Tensor]:
+        n = len(train)
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            if len(idx) < 2 and n >= 2:
+                continue
+            yield idx
+
+
+class TrainingPlugin:
+    """Optional hooks around the one training loop (e.g. DP-SGD with Opacus in ``privacy.dp``).
+
+    :meth:`setup` may wrap the method's head and replace the optimiser before the first step;
+    :meth:`epoch_end` returns extra numbers for the epoch's history row (e.g. the ε spent so far);
+    :meth:`teardown` undoes any wrapping before the best weights are restored and returned.
+    """
+
+    def setup(
+        self, method: HashingMethod, optimizer: torch.optim.Optimizer, train: EmbeddingSet
+    ) -> torch.optim.Optimizer:
+        return optimizer
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def teardown(self, method: HashingMethod) -> None:
+        return None
 
 
 def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
@@ -180,19 +231,40 @@ def deterministic_on_cpu(device: torch.device) -> Any:
 
 
 def fit(
-    method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig
+    method: HashingMethod,
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    *,
+    config: FitConfig,
+    batches: BatchPlan | None = None,
+    plugin: TrainingPlugin | None = None,
 ) -> FitResult:
     """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy.
 
-    On the CPU, training runs under :func:`deterministic_on_cpu`: the same seed gives bit-identical
-    codes from run to run, whatever the thread scheduling.
+    ``batches`` chooses the rows of each step (default :class:`ShuffledBatches`); ``plugin`` adds
+    hooks around the loop (default none). On the CPU, training runs under
+    :func:`deterministic_on_cpu`: the same seed gives bit-identical codes from run to run, whatever
+    the thread scheduling.
     """
     with deterministic_on_cpu(resolve_device(config.device)):
-        return _fit(method, train, val, config=config)
+        return _fit(
+            method,
+            train,
+            val,
+            config=config,
+            batches=batches or ShuffledBatches(),
+            plugin=plugin or TrainingPlugin(),
+        )
 
 
 def _fit(
-    method: HashingMethod, train: EmbeddingSet, val: EmbeddingSet, *, config: FitConfig
+    method: HashingMethod,
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    *,
+    config: FitConfig,
+    batches: BatchPlan,
+    plugin: TrainingPlugin,
 ) -> FitResult:
     check_labels(train, method)
     if val.dim != train.dim:
@@ -232,6 +304,7 @@ def _fit(
 
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = plugin.setup(method, optimizer, train)
     x_dev, y_dev = train.x.to(device), train.y.to(device)
     history: list[dict[str, float]] = []
     best = (-1.0, -1)
@@ -260,13 +333,9 @@ def _fit(
     for epoch in bar:
         method.train()
         method.on_epoch_start(epoch, n_epochs)
-        perm = torch.randperm(len(train), generator=gen)
         sums: dict[str, float] = defaultdict(float)
         n_steps = 0
-        for i in range(0, len(train), bs):
-            idx = perm[i : i + bs]
-            if len(idx) < 2 and len(train) >= 2:  # a lone last sample has no pairs: fold it away
-                continue
+        for idx in batches.batches(train, bs, gen):
             idx_dev = idx.to(device)
             terms = method.training_step(Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer)
             for name, value in terms.items():
@@ -282,6 +351,7 @@ def _fit(
             raise HashingError(
                 f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr"
             )
+        row.update(plugin.epoch_end(epoch))
         method.cpu()
         scores = val_scores(method, db_sel, val_sel, k=config.k)
         method.to(device)
@@ -306,6 +376,7 @@ def _fit(
                 best[1],
             )
             break
+    plugin.teardown(method)
     method.cpu()
     if best_state is not None:
         method.load_state_dict(best_state)
