@@ -1,7 +1,7 @@
 """Stage ``knn``: the float-embedding KNN baseline (database = train, queries = test).
 
 Writes the metrics JSON at ``knn.k`` (DVC metrics), a k-sweep CSV (DVC plot), and the confusion
-matrix at ``knn.k`` as JSON and PNG. Ties are split as documented in :mod:`hashers.knn`.
+matrix at ``knn.k`` as JSON and PNG. Ties are split as documented in :mod:`retrieval.knn`.
 """
 
 from __future__ import annotations
