@@ -12,11 +12,12 @@ does each method take, and is TCL cheaper than the triplet methods?
 Every (method, bits) run is a fresh subprocess (this script with ``--single``), so ``ru_maxrss`` is
 that run's own peak RSS (synthetic data included; the table also shows the peak right after data
 generation). A run that fails, times out or is killed is recorded with its error and the grid goes
-on. Training defaults are the ``train:`` block of ``params.yaml`` (epochs, batch size, lr, weight
-decay, patience, val queries, device, head widths, dropout), ``knn.k`` and ``seed``; flags override.
+on. Training settings come from ``params.yaml`` through the pipeline's own builders
+(``pipeline.train.fit_config`` / ``head_spec``: the ``train:`` block, ``knn.k``, ``seed``); the flags
+``--epochs --max-steps --batch-size --lr --patience --val-queries --device`` override their keys.
 Method hyper-parameters are each method's ``methods:`` block (defaults where it has none).
 
-Synthetic data: seeded Gaussian clusters, 9 classes with mild imbalance, whose class structure lives
+Synthetic data (``pipeline.synthetic.latent_clusters``, shared with the tests): seeded Gaussian clusters, 9 classes with mild imbalance, whose class structure lives
 in a 32-d latent subspace mapped into ``dim`` dimensions, plus isotropic noise, a non-zero mean (as
 DINOv2 features have) and 5 % label noise, tuned so float KNN lands near 90 % test accuracy (close
 to DINOv2 on PathMNIST). Timing does not depend on the values, only on the shapes and on how many
@@ -31,7 +32,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -62,78 +62,48 @@ BUDGET_MIN = 30.0
 # --------------------------------------------------------------------------------------------
 
 
-def synthetic_splits(
-    *,
-    n_train: int,
-    n_val: int,
-    n_test: int,
-    dim: int,
-    n_classes: int,
-    seed: int,
-    latent: int = 32,
-    separation: float = 0.7,
-    noise: float = 0.6,
-    label_noise: float = 0.05,
-    chunk: int = 10_000,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (x float32 [n, dim], y int64 [n])}``: clustered, class-separable but noisy."""
-    g = np.random.default_rng(seed)
-    weights = np.linspace(1.0, 2.0, n_classes)
-    weights /= weights.sum()
-    basis = (g.standard_normal((latent, dim)) / math.sqrt(latent)).astype(np.float32)
-    means = (g.standard_normal((n_classes, latent)) * separation).astype(np.float32)
-    offset = (g.standard_normal(dim) * 0.5).astype(np.float32)
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = g.choice(n_classes, size=n, p=weights)
-        x = np.empty((n, dim), dtype=np.float32)
-        for i in range(0, n, chunk):  # chunked: peak memory stays near the output's size
-            yc = y[i : i + chunk]
-            z = means[yc] + g.standard_normal((len(yc), latent), dtype=np.float32)
-            x[i : i + chunk] = (
-                z @ basis + noise * g.standard_normal((len(yc), dim), dtype=np.float32) + offset
-            )
-        flip = g.random(n) < label_noise
-        y[flip] = g.integers(n_classes, size=int(flip.sum()))
-        out[split] = (x, y.astype(np.int64))
-    return out
-
-
-def rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
 # --------------------------------------------------------------------------------------------
 # one run (child process)
 # --------------------------------------------------------------------------------------------
 
 
-def fit_config(args: argparse.Namespace, params: Any) -> Any:
-    from hashers.trainer import FitConfig
+# command-line flag -> params.yaml key it overrides (None: keep params.yaml's value)
+PARAM_FLAGS = {
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "patience": "train.patience",
+    "val_queries": "train.val_queries",
+    "device": "train.device",
+}
 
-    t = params.train
-    return FitConfig(
-        epochs=args.epochs if args.epochs is not None else t.epochs,
-        max_steps=(
-            t.max_steps
-            if args.max_steps is None
-            else (args.max_steps if args.max_steps > 0 else None)
-        ),
-        batch_size=args.batch_size if args.batch_size is not None else t.batch_size,
-        lr=args.lr if args.lr is not None else t.lr,
-        weight_decay=t.weight_decay,
-        patience=args.patience if args.patience is not None else t.patience,
-        val_queries=args.val_queries if args.val_queries is not None else t.val_queries,
-        k=params.knn.k,
-        seed=params.seed,
-        device=args.device if args.device is not None else t.device,
-        progress=False,
-    )
+
+def load_bench_params(args: argparse.Namespace) -> Any:
+    """``params.yaml`` with the flags given on the command line applied (``--max-steps 0``: no budget)."""
+    from pipeline.config import load_params
+
+    overrides = {
+        key: getattr(args, flag)
+        for flag, key in PARAM_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if overrides.get("train.max_steps") == 0:
+        overrides["train.max_steps"] = None
+    return load_params(args.params, overrides)
+
+
+def fit_config(params: Any) -> Any:
+    """The pipeline's own FitConfig builder, without progress bars."""
+    from pipeline.train import fit_config as pipeline_fit_config
+
+    return pipeline_fit_config(params, progress=False)
 
 
 def load_data(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    data = synthetic_splits(
+    from pipeline.synthetic import latent_clusters
+
+    data = latent_clusters(
         n_train=args.n,
         n_val=args.n_val,
         n_test=args.n_test,
@@ -152,9 +122,9 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from hashers import registry
-    from hashers.base import EmbeddingSet, HeadSpec
-    from hashers.trainer import fit
-    from pipeline.config import load_params
+    from hashers.trainer import fit, peak_rss_mb
+    from pipeline.artifacts import Embeddings
+    from pipeline.train import embedding_set, head_spec
     from retrieval.codes import pack_bits
     from retrieval.knn import knn_float, knn_hamming
     from retrieval.metrics import classification_metrics
@@ -164,7 +134,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     import sklearn.metrics  # noqa: F401 - imported lazily by the KNN metrics: keep it out of train_s
 
-    params = load_params(args.params)
+    params = load_bench_params(args)
     if args.single != FLOAT:
         registry.get(args.single)  # import the method's module before the clock starts
         torch.optim.AdamW(
@@ -177,28 +147,25 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = load_data(args)
     rec["data_s"] = time.perf_counter() - t0
-    rec["rss_data_mb"] = rss_mb()
+    rec["rss_data_mb"] = peak_rss_mb()
     (xtr, ytr), (xte, yte) = data["train"], data["test"]
     if args.single == FLOAT:
         t0 = time.perf_counter()
         pred = knn_float(xte, xtr, ytr, [k], metric=params.knn.metric)[k]
         rec["eval_s"] = time.perf_counter() - t0
         rec["test_accuracy"] = classification_metrics(yte, pred)["accuracy"]
-        rec["peak_rss_mb"] = rss_mb()
+        rec["peak_rss_mb"] = peak_rss_mb()
         return rec
 
-    eye = np.eye(args.classes, dtype=np.float32)
-    sets = {s: EmbeddingSet.from_numpy(x, eye[y]) for s, (x, y) in data.items()}
-    del data
-    cfg = fit_config(args, params)
-    t = params.train
-    spec = HeadSpec(
-        in_dim=args.dim,
-        n_bits=bits,
-        n_classes=args.classes,
-        hidden_dims=t.hidden_dims,
-        dropout=t.dropout,
+    emb = Embeddings(
+        x={s: x for s, (x, _) in data.items()},
+        y={s: y for s, (_, y) in data.items()},
+        meta={"n_classes": str(args.classes)},
     )
+    sets = {s: embedding_set(emb, s) for s in emb.x}
+    spec = head_spec(emb, params, bits)
+    del data, emb
+    cfg = fit_config(params)
     method = registry.build(args.single, spec, params.method_config(args.single), seed=params.seed)
     result = fit(method, sets["train"], sets["val"], config=cfg)
     rec.update(
@@ -215,7 +182,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     pred = knn_hamming(q, db, bits, ytr, [k])[k]
     rec["eval_s"] = time.perf_counter() - t0
     rec["test_accuracy"] = classification_metrics(yte, pred)["accuracy"]
-    rec["peak_rss_mb"] = rss_mb()
+    rec["peak_rss_mb"] = peak_rss_mb()
     rec["load_avg_1min"] = os.getloadavg()[0]  # other processes on the machine skew every timing
     return rec
 
@@ -313,7 +280,7 @@ def budget_estimate(
     """
     hidden = params.train.hidden_dims
     # epochs each full-size run may take: train.epochs capped by the max_steps budget at full_n
-    full_epochs = args.full_epochs or fit_config(args, params).epoch_budget(args.full_n)
+    full_epochs = args.full_epochs or fit_config(params).epoch_budget(args.full_n)
     scale_n = args.full_n / args.n
     per_method: dict[str, float] = {}
     for m in sorted({r["method"] for r in records}):
@@ -391,7 +358,7 @@ def write_report(
 ) -> str:
     import torch
 
-    cfg = fit_config(args, params)
+    cfg = fit_config(params)
     float_acc = float_rec.get("test_accuracy")
     lines = [
         "# Training benchmark",
@@ -497,9 +464,7 @@ def write_report(
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    from pipeline.config import load_params
-
-    params = load_params(args.params)
+    params = load_bench_params(args)
     methods = resolve_methods(args.methods)
     bits_list = list(args.bits)
     start = time.perf_counter()

@@ -24,17 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
+from retrieval.codes import to_signs
 
 _CHUNK = 8192
 
 # --------------------------------------------------------------------------------------------
 # shared maths (pure functions on tensors)
 # --------------------------------------------------------------------------------------------
-
-
-def _signs(z: Tensor) -> Tensor:
-    """``±1`` with ``0 -> -1``, matching :meth:`HashingMethod.encode` (bit = ``u > 0``)."""
-    return torch.where(z > 0, 1.0, -1.0).to(z.dtype)
 
 
 def column_mean(x: Tensor, *, chunk: int = _CHUNK) -> Tensor:
@@ -94,7 +90,7 @@ def random_orthogonal(k: int, generator: torch.Generator) -> Tensor:
 def quantization_loss(v: Tensor, rotation: Tensor) -> float:
     """ITQ's objective at the best codes for ``rotation``: ``‖sign(VR) − VR‖²_F``."""
     z = v.double() @ rotation.double()
-    return float(((_signs(z) - z) ** 2).sum())
+    return float(((to_signs(z) - z) ** 2).sum())
 
 
 def itq_rotation(
@@ -112,12 +108,12 @@ def itq_rotation(
     v = v.double()
     r = random_orthogonal(v.shape[1], generator)
     z = v @ r
-    history = [float(((_signs(z) - z) ** 2).sum())]
+    history = [float(((to_signs(z) - z) ** 2).sum())]
     for _ in range(iterations):
-        u, _, wt = torch.linalg.svd(v.T @ _signs(z))
+        u, _, wt = torch.linalg.svd(v.T @ to_signs(z))
         r = u @ wt
         z = v @ r
-        history.append(float(((_signs(z) - z) ** 2).sum()))
+        history.append(float(((to_signs(z) - z) ** 2).sum()))
     return r, history
 
 

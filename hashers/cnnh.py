@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class CNNH(HashingMethod):
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
 
         def problem(a_idx: Tensor, b_idx: Tensor) -> tuple[Tensor, Tensor]:
-            target = q * (2.0 * HF.label_similarity(sets[a_idx], sets[b_idx]) - 1.0)
+            target = q * (2.0 * functional.label_similarity(sets[a_idx], sets[b_idx]) - 1.0)
             if c.class_balanced:
                 weight = torch.ones_like(target)
             else:
@@ -205,7 +205,7 @@ class CNNH(HashingMethod):
             init = torch.randint(0, 2, (len(rest), q), generator=gen).to(torch.float64) * 2 - 1
             codes[rest] = greedy_code_rows(init, best[0], t_rest, w_rest)
 
-        dissimilar = HF.label_similarity(sets) == 0
+        dissimilar = functional.label_similarity(sets) == 0
         dissimilar.fill_diagonal_(False)
         if bool(dissimilar.any()):
             dist = (q - codes @ codes.T) / 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import HashingMethod
 
 
@@ -48,9 +48,9 @@ class DHN(HashingMethod):
     per_sample_loss = False  # the likelihood couples every pair in the batch
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        S = HF.label_similarity(y)
-        likelihood = HF.pairwise_likelihood_loss(HF.inner_product_logits(u), S)
-        quantization = HF.quantization_logcosh(u)
+        S = functional.label_similarity(y)
+        likelihood = functional.pairwise_likelihood_loss(functional.inner_product_logits(u), S)
+        quantization = functional.quantization_logcosh(u)
         return {
             "loss": likelihood + self.config.lam * quantization,
             "likelihood": likelihood,

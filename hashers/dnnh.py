@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import HashingMethod
 from hashers.heads import DivideEncodeHead
 
@@ -101,6 +101,6 @@ class DNNH(HashingMethod):
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         b = 0.5 * (u + 1.0)
-        a, p, n = HF.mine_triplets(y, self.config.triplets_per_anchor * u.shape[0])
-        ranking = HF.triplet_ranking_loss(b[a], b[p], b[n], self.config.margin)
+        a, p, n = functional.mine_triplets(y, self.config.triplets_per_anchor * u.shape[0])
+        ranking = functional.triplet_ranking_loss(b[a], b[p], b[n], self.config.margin)
         return {"loss": ranking, "ranking": ranking}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
 from hashers.base import HashingMethod
 
@@ -48,11 +48,11 @@ class DPSH(MemoryBankMixin, HashingMethod):
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         p = self.partners(u, y, idx)
-        S = HF.label_similarity(y, p.y)
-        theta = HF.inner_product_logits(u, p.u)
-        weights = HF.balanced_pair_weights(S) if self.config.balance_pairs else None
-        likelihood = HF.pairwise_likelihood_loss(theta, S, weights)
-        quantization = HF.quantization_l2(u)
+        S = functional.label_similarity(y, p.y)
+        theta = functional.inner_product_logits(u, p.u)
+        weights = functional.balanced_pair_weights(S) if self.config.balance_pairs else None
+        likelihood = functional.pairwise_likelihood_loss(theta, S, weights)
+        quantization = functional.quantization_l2(u)
         return {
             "loss": likelihood + self.config.eta * quantization,
             "likelihood": likelihood,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
 
@@ -57,7 +57,7 @@ def dcc_sweep(B: Tensor, U: Tensor, Y: Tensor, W: Tensor, *, mu: float, eta: flo
     P = mu * (Y @ W.T) + eta * U
     for k in range(B.shape[1]):
         others = B @ G[:, k] - G[k, k] * B[:, k]
-        B[:, k] = HF.sign_with_ties(P[:, k] - mu * others)
+        B[:, k] = functional.sign_with_ties(P[:, k] - mu * others)
     return B
 
 
@@ -147,7 +147,7 @@ class DSDH(MemoryBankMixin, HashingMethod):
         c = self.config
         U = self.relaxed_codes(self._train.x)
         Y = self._train.y.to(U)
-        B = HF.sign_with_ties(U) if self.B.shape[0] != U.shape[0] else self.B
+        B = functional.sign_with_ties(U) if self.B.shape[0] != U.shape[0] else self.B
         W = self.W
         for _ in range(c.dcc_iters):
             W = ridge_classifier(B, Y, mu=c.mu, nu=c.nu)
@@ -160,8 +160,8 @@ class DSDH(MemoryBankMixin, HashingMethod):
                 "dsdh: no binary codes B; on_epoch_start runs the discrete step first"
             )
         p = self.partners(u, y, idx)
-        S = HF.label_similarity(y, p.y)
-        likelihood = HF.pairwise_likelihood_loss(HF.inner_product_logits(u, p.u), S)
+        S = functional.label_similarity(y, p.y)
+        likelihood = functional.pairwise_likelihood_loss(functional.inner_product_logits(u, p.u), S)
         coupling = (self.B[idx] - u).pow(2).sum(dim=1).mean()
         weight = self.config.eta / self.B.shape[0]
         return {

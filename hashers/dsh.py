@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
 from hashers.base import HashingMethod
 
@@ -84,7 +84,7 @@ class DSH(MemoryBankMixin, HashingMethod):
         r = (u.abs() - 1.0).abs().sum(dim=1)  # ‖|u_i| - 1‖₁
         regularizer = 2.0 * r.mean()
         p = self.partners(u, y, idx)
-        S = HF.label_similarity(y, p.y)
+        S = functional.label_similarity(y, p.y)
         if p.in_batch:  # unordered pairs i < j of the batch
             pairs = torch.ones_like(S, dtype=torch.bool).triu(diagonal=1)
             terms = contrastive_pair_terms(u, S, margin)
@@ -94,7 +94,7 @@ class DSH(MemoryBankMixin, HashingMethod):
         if pairs.any():
             terms, S_pairs = terms[pairs], S[pairs]
             if self.config.balance_pairs:
-                w = HF.balanced_pair_weights(S_pairs)
+                w = functional.balanced_pair_weights(S_pairs)
                 contrastive = (w * terms).sum() / w.sum()
             else:
                 contrastive = terms.mean()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import Batch, EmbeddingSet, HashingMethod, HeadSpec
 
 
@@ -162,10 +162,10 @@ class DSHGAN(HashingMethod):
         b = 0.5 * (u + 1.0)
         b_syn = 0.5 * (self(torch.cat([pos, neg])) + 1.0)
         b_pos, b_neg = b_syn[:n], b_syn[n:]
-        synthetic = HF.triplet_ranking_loss(b[keep], b_pos[keep], b_neg[keep], c.margin)
-        a, p, q = HF.mine_triplets(y, c.triplets_per_anchor * n)
-        real = HF.triplet_ranking_loss(b[a], b[p], b[q], c.margin)
-        classification = HF.soft_label_cross_entropy(self.classifier(u), y)
+        synthetic = functional.triplet_ranking_loss(b[keep], b_pos[keep], b_neg[keep], c.margin)
+        a, p, q = functional.mine_triplets(y, c.triplets_per_anchor * n)
+        real = functional.triplet_ranking_loss(b[a], b[p], b[q], c.margin)
+        classification = functional.soft_label_cross_entropy(self.classifier(u), y)
         loss = synthetic + c.real_triplet_weight * real + c.cls_weight * classification
         return {
             "loss": loss,
@@ -214,15 +214,15 @@ class DSHGAN(HashingMethod):
         d_loss = (
             F.binary_cross_entropy_with_logits(adv_real, ones)
             + F.binary_cross_entropy_with_logits(adv_fake, zeros)
-            + HF.soft_label_cross_entropy(cls_real, y)
+            + functional.soft_label_cross_entropy(cls_real, y)
         )
         self._step(self.discriminator, opt_d, d_loss)
 
         # generator: fool D and be recognised as the conditioning label
         adv_fake, cls_fake = self.discriminator(self.generator(self.noise(n, x), y))
-        g_loss = F.binary_cross_entropy_with_logits(adv_fake, ones) + HF.soft_label_cross_entropy(
-            cls_fake, y
-        )
+        g_loss = F.binary_cross_entropy_with_logits(
+            adv_fake, ones
+        ) + functional.soft_label_cross_entropy(cls_fake, y)
         self._step(self.generator, opt_g, g_loss)
 
         # hash + classification streams with fixed synthetic partners

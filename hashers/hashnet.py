@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import HashingMethod, HeadSpec
 
 
@@ -103,8 +103,8 @@ class HashNet(HashingMethod):
         self.beta.fill_(c.beta0 * (1.0 + c.gamma * epoch) ** c.power)
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        S = HF.label_similarity(y)
+        S = functional.label_similarity(y)
         theta = self.alpha * (u @ u.T)
-        weights = HF.balanced_pair_weights(S) if self.config.balance_pairs else None
-        likelihood = HF.pairwise_likelihood_loss(theta, S, weights)
+        weights = functional.balanced_pair_weights(S) if self.config.balance_pairs else None
+        likelihood = functional.pairwise_likelihood_loss(theta, S, weights)
         return {"loss": likelihood, "likelihood": likelihood}

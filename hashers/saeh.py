@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import Batch, HashingError, HashingMethod, HeadSpec
 
 
@@ -82,8 +82,10 @@ class SAEH(HashingMethod):
 
     def loss_terms(self, u: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
         """All loss terms from codes ``u``, labels ``y`` and the embeddings ``x`` they encode."""
-        classification = HF.soft_label_cross_entropy(self.classifier(u), y)
-        similarity = HF.pairwise_likelihood_loss(HF.inner_product_logits(u), HF.label_similarity(y))
+        classification = functional.soft_label_cross_entropy(self.classifier(u), y)
+        similarity = functional.pairwise_likelihood_loss(
+            functional.inner_product_logits(u), functional.label_similarity(y)
+        )
         reconstruction = F.mse_loss(self.decoder(u), self.reconstruction_target(x.detach()))
         c = self.config
         loss = classification + c.lambda_sim * similarity + c.lambda_rec * reconstruction

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import HashingMethod, HeadSpec
 
 
@@ -83,9 +83,9 @@ class TCL(HashingMethod):
         self.classifier = nn.Linear(spec.n_bits, spec.n_classes)
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        softmax = HF.soft_label_cross_entropy(self.classifier(u), y)
+        softmax = functional.soft_label_cross_entropy(self.classifier(u), y)
         center = triplet_center_loss(u, self.centers, y, self.config.margin).mean()
-        quantization = HF.quantization_l2(u)
+        quantization = functional.quantization_l2(u)
         loss = softmax + self.config.lambda_tc * center + self.config.eta * quantization
         return {
             "loss": loss,

@@ -153,12 +153,17 @@ def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far (CUDA: peak allocated on the device)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far (CUDA: peak allocated on the device; else peak RSS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mb()
 
 
 def check_labels(train: EmbeddingSet, method: HashingMethod) -> None:

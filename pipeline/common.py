@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,7 +92,3 @@ def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -
         log.error("interrupted; no output of this stage was written")
         return 130
     return 0
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)

@@ -19,22 +19,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-MEDMNIST_2D_FLAGS = (
-    "pathmnist",
-    "chestmnist",
-    "dermamnist",
-    "octmnist",
-    "pneumoniamnist",
-    "retinamnist",
-    "breastmnist",
-    "bloodmnist",
-    "tissuemnist",
-    "organamnist",
-    "organcmnist",
-    "organsmnist",
-)
-MEDMNIST_SIZES = (28, 64, 128, 224)
-SOURCE_KINDS = ("medmnist", "huggingface", "imagefolder", "embeddings")
+from pipeline import sources
+
 MIN_BITS, MAX_BITS = 8, 1024
 
 
@@ -159,7 +145,7 @@ def check(condition: bool, key: str, message: str) -> None:
 class SourceConfig:
     """Where one dataset's images (or ready embeddings) come from."""
 
-    kind: Literal["medmnist", "huggingface", "imagefolder", "embeddings"]
+    kind: str  # a key of pipeline.sources.SOURCES
     flag: str | None = None  # medmnist: the MedMNIST flag (default: the dataset's name)
     size: int = 28  # medmnist: 28 | 64 | 128 | 224
     id: str | None = None  # huggingface: dataset id on the hub (or a local dataset dir)
@@ -168,26 +154,12 @@ class SourceConfig:
     path: str | None = None  # imagefolder: root dir; embeddings: .safetensors / .npz file
 
     def __post_init__(self) -> None:
-        if self.kind == "medmnist":
-            check(
-                self.size in MEDMNIST_SIZES,
-                "size",
-                f"{self.size} is not a MedMNIST size; use one of {MEDMNIST_SIZES}",
-            )
-            if self.flag is not None:
-                check(
-                    self.flag in MEDMNIST_2D_FLAGS,
-                    "flag",
-                    f"{self.flag!r} is not a MedMNIST 2D dataset; use one of {', '.join(MEDMNIST_2D_FLAGS)}",
-                )
-        if self.kind == "huggingface":
-            check(
-                bool(self.id),
-                "id",
-                "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10",
-            )
-        if self.kind in ("imagefolder", "embeddings"):
-            check(bool(self.path), "path", f"a {self.kind} source needs path: <file or folder>")
+        check(
+            self.kind in sources.SOURCES,
+            "kind",
+            f"{self.kind!r} is not a data source kind; use one of {', '.join(sources.kinds())}",
+        )
+        sources.check_config(self)  # the kind's own checks (its module's check_config hook)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,17 +197,10 @@ class DataConfig:
                 )
 
     def source(self, name: str) -> SourceConfig:
-        """The source of dataset ``name`` (its ``data.sources`` entry, MedMNIST flag defaulted to the name)."""
+        """The source of dataset ``name``: its ``data.sources`` entry, completed by the kind's ``resolve`` hook
+        (e.g. the MedMNIST flag defaults to the name)."""
         if name in self.sources:
-            src = self.sources[name]
-            if src.kind == "medmnist" and src.flag is None:
-                if name not in MEDMNIST_2D_FLAGS:
-                    raise ParamsError(
-                        f"data.sources.{name}.flag: {name!r} is not a MedMNIST flag; set flag to one of "
-                        f"{', '.join(MEDMNIST_2D_FLAGS)}"
-                    )
-                src = dataclasses.replace(src, flag=name)
-            return src
+            return sources.resolve(name, self.sources[name])
         raise ParamsError(f"data.datasets: unknown dataset {name!r}; define it under data.sources")
 
 

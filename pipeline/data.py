@@ -1,42 +1,30 @@
-"""Dataset sources: official MedMNIST ``.npz`` files, Hugging Face datasets and local image folders.
+"""What every data source shares: containers, seeded splitting and limiting, label handling.
 
-One entry point, :func:`load_dataset_images`, turns a ``data.sources`` entry into an
-:class:`ImageDataset` with ``train``/``val``/``test`` splits. Images stay uint8 and grayscale images
-stay 2-D; the backbone's preprocessing converts them to 3-channel float tensors. Splits are either
-the source's official ones or carved from train (seeded, stratified; a missing test split and a
-missing val split each take ``data.val_fraction`` of train); ``data.limit`` caps every split the
-same way, keeping every class present. ``kind: embeddings`` (bring your own embeddings) is not an image source: the
-extract stage reads such files itself.
+The sources themselves (MedMNIST files, Hugging Face datasets, image folders, bring-your-own
+embeddings) live in :mod:`pipeline.sources`, one module per kind. Every source ends in
+:func:`complete_splits`: missing val/test splits are carved from train (seeded, stratified; each takes
+``data.val_fraction`` of train) and ``data.limit`` caps every split the same way, keeping every class
+present. The task (single- or multi-label) is decided once, by :func:`infer_task`, from the label
+layout: ``[N]`` class ids are single-label, a ``[N, C]`` 0/1 matrix is multi-label.
 
 Every problem raises :class:`DataError` with a message naming the bad value and how to fix it.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.client
-import importlib.util
-import io
+import json
 import logging
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from pipeline.artifacts import SPLITS, atomic_path
-from pipeline.config import MEDMNIST_2D_FLAGS, MEDMNIST_SIZES, DataConfig, SourceConfig
+from pipeline.artifacts import SPLITS, TASKS
+from pipeline.config import DataConfig
 
 log = logging.getLogger(__name__)
-
-TASKS = ("multi-class", "binary-class", "multi-label", "ordinal-regression")
-DOWNLOAD_TIMEOUT_S = 60.0
-_CHUNK = 1 << 20
 
 
 class DataError(ValueError):
@@ -145,7 +133,7 @@ class ImageDataset:
 
 
 # --------------------------------------------------------------------------------------------
-# seeded, stratified sampling (shared with the extract stage's bring-your-own embeddings)
+# seeded, stratified sampling
 # --------------------------------------------------------------------------------------------
 
 
@@ -242,28 +230,103 @@ def _stable_id(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def _finish(
-    name: str,
-    splits: dict[str, ImageSplit],
-    *,
-    task: str,
-    class_names: list[str],
-    source_info: dict[str, str],
-    data: DataConfig,
-    seed: int,
-) -> ImageDataset:
-    """Carve missing val/test splits from train, apply ``data.limit`` and build the dataset."""
+# --------------------------------------------------------------------------------------------
+# labels and task
+# --------------------------------------------------------------------------------------------
+
+
+def infer_task(labels: np.ndarray, n_classes: int, declared: str | None = None) -> str:
+    """The task of a dataset: the one place that decides single- vs multi-label.
+
+    ``[N, C]`` labels are ``multi-label``; ``[N]`` labels keep a ``declared`` single-label task
+    (e.g. MedMNIST's ``ordinal-regression``) and are otherwise ``binary-class`` or ``multi-class`` by
+    ``n_classes``.
+    """
+    if labels.ndim == 2:
+        return "multi-label"
+    if declared in TASKS and declared != "multi-label":
+        return declared
+    return "binary-class" if n_classes == 2 else "multi-class"
+
+
+def normalize_labels(
+    raw: np.ndarray, *, multilabel: bool, n_classes: int | None, where: str
+) -> np.ndarray:
+    """Checked labels: uint8 multi-hot ``[N, C]`` or int64 class ids ``[N]`` in ``[0, n_classes)``.
+
+    Single-label ``[N, 1]`` columns (MedMNIST style) are flattened. ``n_classes=None`` skips the
+    upper bound (it is then inferred from the labels).
+    """
+    if multilabel:
+        if raw.ndim != 2 or (n_classes is not None and raw.shape[1] != n_classes):
+            raise DataError(
+                f"{where}: expected multi-hot labels [N, {n_classes or 'C'}], got {raw.shape}"
+            )
+        if not np.isin(raw, (0, 1)).all():
+            raise DataError(
+                f"{where}: labels are a [N, C] matrix but hold values other than 0/1; use multi-hot labels"
+            )
+        return raw.astype(np.uint8)
+    y = raw.reshape(len(raw), -1)
+    if y.shape[1] != 1:
+        raise DataError(f"{where}: expected one label per sample, got shape {raw.shape}")
+    y = y[:, 0].astype(np.int64)
+    top = n_classes if n_classes is not None else np.iinfo(np.int64).max
+    if y.size and (y.min() < 0 or y.max() >= top):
+        raise DataError(
+            f"{where}: labels outside [0, {n_classes or 'C'}) (min {y.min()}, max {y.max()}); "
+            "unlabelled rows (-1) are not supported: use labelled samples"
+        )
+    return y
+
+
+def class_names_from_meta(meta: Mapping[str, str], n_classes: int) -> list[str]:
+    """The ``class_names`` JSON list of an embeddings file's metadata, or ``0..C-1`` when it is
+    missing, malformed or of the wrong length."""
+    try:
+        names = json.loads(meta.get("class_names", "null"))
+    except json.JSONDecodeError:
+        names = None
+    if isinstance(names, list) and len(names) == n_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(n_classes)]
+
+
+# --------------------------------------------------------------------------------------------
+# completing the splits (every source)
+# --------------------------------------------------------------------------------------------
+
+
+class Rows(Protocol):
+    """What :func:`complete_splits` needs of a split: its labels and a row subset."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Any: ...
+
+
+R = TypeVar("R", bound=Rows)
+
+
+def complete_splits(
+    name: str, splits: dict[str, R], *, data: DataConfig, seed: int, where: str = "the source"
+) -> dict[str, R]:
+    """Carve missing test/val splits from train, apply ``data.limit``, refuse empty splits."""
+    splits = dict(splits)
     if "train" not in splits:
         raise DataError(
-            f"dataset {name!r}: the source has no train split ({sorted(splits)}); provide one"
+            f"dataset {name!r}: {where} has no train split ({sorted(splits)}); provide one"
         )
     for missing in ("test", "val"):
         if missing not in splits:
             kept, carved = carve(splits["train"].labels, data.val_fraction, seed=seed, what=missing)
             log.info(
-                "%s: no %s split in the source; carved %d of %d train samples (seed %d, stratified)",
+                "%s: no %s split in %s; carved %d of %d train samples (seed %d, stratified)",
                 name,
                 missing,
+                where,
                 len(carved),
                 len(kept) + len(carved),
                 seed,
@@ -271,444 +334,34 @@ def _finish(
             splits[missing] = splits["train"].subset(carved)
             splits["train"] = splits["train"].subset(kept)
     keep = apply_limit({s: splits[s].labels for s in SPLITS}, data.limit, seed=seed)
-    if data.limit is not None:
-        splits = {
-            s: splits[s].subset(keep[s]) if len(keep[s]) < len(splits[s]) else splits[s]
-            for s in SPLITS
-        }
+    splits = {
+        s: splits[s].subset(keep[s]) if len(keep[s]) < len(splits[s]) else splits[s] for s in SPLITS
+    }
     for s in SPLITS:
         if len(splits[s]) == 0:
             raise DataError(f"dataset {name!r}: split {s!r} is empty; check the source")
-    return ImageDataset(
-        name=name,
-        splits={s: splits[s] for s in SPLITS},
-        task=task,
-        class_names=class_names,
-        source_info=source_info,
-    )
+    return splits
 
 
-# --------------------------------------------------------------------------------------------
-# MedMNIST
-# --------------------------------------------------------------------------------------------
-
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def medmnist_filename(flag: str, size: int) -> str:
-    """medmnist's file name convention: ``{flag}.npz`` at 28 px, ``{flag}_{size}.npz`` otherwise."""
-    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
-
-@functools.lru_cache(maxsize=1)
-def _medmnist_info_table() -> dict[str, Any]:
-    """``medmnist.info.INFO`` without executing ``medmnist/__init__`` (which imports pandas,
-    scikit-learn and its torch datasets: ~6 s per process); falls back to the normal import."""
-    spec = importlib.util.find_spec("medmnist")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    info_py = Path(locations[0]) / "info.py" if locations else None
-    if info_py is not None and info_py.is_file():
-        mod_spec = importlib.util.spec_from_file_location("_hashaudit_medmnist_info", info_py)
-        if mod_spec is not None and mod_spec.loader is not None:
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-            return module.INFO
-    from medmnist.info import INFO
-
-    return INFO
-
-
-def medmnist_info(flag: str, size: int) -> dict[str, Any]:
-    """url, md5, task, class names and split sizes of one MedMNIST file, from ``medmnist.info.INFO``."""
-    INFO = _medmnist_info_table()
-
-    if flag not in MEDMNIST_2D_FLAGS or flag not in INFO:
-        raise DataError(
-            f"{flag!r} is not a MedMNIST 2D dataset; use one of {', '.join(MEDMNIST_2D_FLAGS)}"
-        )
-    if size not in MEDMNIST_SIZES:
-        raise DataError(f"MedMNIST size {size} does not exist; use one of {MEDMNIST_SIZES}")
-    info = INFO[flag]
-    suffix = "" if size == 28 else f"_{size}"
-    url, md5 = info.get(f"url{suffix}"), info.get(f"MD5{suffix}")
-    if not url or not md5:
-        raise DataError(
-            f"medmnist.info.INFO has no url/MD5 for {flag} at {size} px; upgrade medmnist"
-        )
-    task = "multi-label" if "multi-label" in info["task"] else info["task"]
-    labels = info["label"]
-    class_names = [labels[str(i)] for i in range(len(labels))]
-    return {
-        "url": url,
-        "md5": md5,
-        "task": task,
-        "class_names": class_names,
-        "n_samples": dict(info["n_samples"]),
-    }
-
-
-def file_md5(path: Path) -> str:
-    """MD5 of ``path``, cached in memory by (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _MD5_CACHE:
-        h = hashlib.md5()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        _MD5_CACHE[key] = h.hexdigest()
-    return _MD5_CACHE[key]
-
-
-def download_file(url: str, dest: Path, *, md5: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Download ``url`` to ``dest`` atomically: a temporary file, an MD5 check, then a rename."""
-    log.info("downloading %s -> %s", url, dest)
-    try:
-        with atomic_path(dest) as tmp:
-            h = hashlib.md5()
-            with urllib.request.urlopen(url, timeout=timeout) as resp, tmp.open("wb") as f:
-                while chunk := resp.read(_CHUNK):
-                    f.write(chunk)
-                    h.update(chunk)
-            if h.hexdigest() != md5:
-                raise DataError(
-                    f"download of {url} has MD5 {h.hexdigest()}, expected {md5}; the transfer was "
-                    f"corrupted or the file changed upstream: retry, or download it manually into {dest.parent}"
-                )
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        raise DataError(
-            f"could not download {url} ({err}); check the network, or download the file manually "
-            f"and place it at {dest} (data.root), then rerun"
-        ) from err
-    log.info("downloaded %s (%d bytes, md5 ok)", dest, dest.stat().st_size)
-
-
-def ensure_medmnist_file(flag: str, size: int, *, root: str | Path, download: bool) -> Path:
-    """Path of the verified official ``.npz`` (downloaded when missing and ``download`` is true)."""
-    info = medmnist_info(flag, size)
-    path = Path(root) / medmnist_filename(flag, size)
-    if not path.is_file():
-        if not download:
-            raise DataError(
-                f"MedMNIST file {path} not found (looked in data.root={root!s}); set data.download: true "
-                f"to fetch it, or place the official file there (from {info['url']})"
-            )
-        download_file(info["url"], path, md5=info["md5"])
-    actual = file_md5(path)
-    if actual != info["md5"]:
-        kind = (
-            ""
-            if zipfile.is_zipfile(path)
-            else " (it is not a valid .npz archive: truncated or corrupt)"
-        )
-        raise DataError(
-            f"MedMNIST file {path} has MD5 {actual}, expected {info['md5']}{kind}; delete it and "
-            f"re-download it (data.download: true) or copy the official file from {info['url']}"
-        )
-    return path
-
-
-def _medmnist_labels(raw: np.ndarray, *, task: str, n_classes: int, where: str) -> np.ndarray:
-    if task == "multi-label":
-        if raw.ndim != 2 or raw.shape[1] != n_classes:
-            raise DataError(f"{where}: expected multi-hot labels [N, {n_classes}], got {raw.shape}")
-        return (raw != 0).astype(np.uint8)
-    y = raw.reshape(len(raw), -1)
-    if y.shape[1] != 1:
-        raise DataError(f"{where}: expected one label per image, got shape {raw.shape}")
-    y = y[:, 0].astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(f"{where}: labels outside [0, {n_classes}) (min {y.min()}, max {y.max()})")
-    return y
-
-
-def load_medmnist(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
-    """An official MedMNIST 2D dataset, with its official splits.
-
-    The arrays are read into memory: the 224 px files of the large flags (e.g. pathmnist_224) need
-    tens of GB of RAM (``data.limit`` subsets after loading, so it does not lower the peak).
-    """
-    flag = source.flag or name
-    info = medmnist_info(flag, source.size)
-    path = ensure_medmnist_file(flag, source.size, root=data.root, download=data.download)
-    splits: dict[str, ImageSplit] = {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [
-                f"{s}_{k}"
-                for s in SPLITS
-                for k in ("images", "labels")
-                if f"{s}_{k}" not in z.files
-            ]
-            if missing:
-                raise DataError(
-                    f"{path}: missing arrays {missing}; delete the file and re-download it"
-                )
-            for s in SPLITS:
-                images = z[f"{s}_images"]
-                where = f"{path} [{s}]"
-                if images.dtype != np.uint8 or images.ndim not in (3, 4):
-                    raise DataError(
-                        f"{where}: expected uint8 images [N, H, W(, C)], got {images.dtype} {images.shape}"
-                    )
-                labels = _medmnist_labels(
-                    z[f"{s}_labels"],
-                    task=info["task"],
-                    n_classes=len(info["class_names"]),
-                    where=where,
-                )
-                if len(labels) != len(images):
-                    raise DataError(
-                        f"{where}: {len(labels)} labels for {len(images)} images; re-download the file"
-                    )
-                splits[s] = ImageSplit(labels=labels, images=images)
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise DataError(
-            f"{path}: not a readable .npz file ({err}); delete it and re-download it"
-        ) from err
-    source_info = {
-        "source": "medmnist",
-        "medmnist_flag": flag,
-        "medmnist_size": str(source.size),
-        "md5": info["md5"],
-        "url": info["url"],
-    }
-    return _finish(
-        name,
-        splits,
-        task=info["task"],
-        class_names=info["class_names"],
-        source_info=source_info,
-        data=data,
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Hugging Face datasets and image folders
-# --------------------------------------------------------------------------------------------
-
-
-def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndarray:
-    """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else)."""
-    from PIL import Image, UnidentifiedImageError
-
-    label = path or where
-    try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as img:
-            img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
-                arr = np.asarray(img, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
-            if img.mode not in ("L", "RGB"):
-                img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
-            return np.asarray(img, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise DataError(
-            f"cannot read image {label}: {err}; replace or remove the corrupt file"
-        ) from err
-
-
-class _HFImageReader:
-    """Decodes the images of one Hugging Face split (image column cast to ``decode=False``)."""
-
-    def __init__(self, dataset: Any, column: str, *, where: str) -> None:
-        from datasets import Image
-
-        self.dataset = dataset.select_columns([column]).cast_column(column, Image(decode=False))
-        self.column = column
-        self.where = where
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
-        rows = self.dataset[list(indices)][self.column]
-        out = []
-        for i, item in zip(indices, rows, strict=True):
-            if item is None:
-                raise DataError(
-                    f"{self.where} row {i}: no image; remove the row or fix the dataset"
-                )
-            out.append(
-                decode_image(item.get("bytes"), item.get("path"), where=f"{self.where} row {i}")
-            )
-        return out
-
-
-def _class_names(
-    dsd: Mapping[str, Any], label_column: str, *, where: str
-) -> tuple[list[str], bool]:
-    """Class names from the label column's ClassLabel feature (else ``0..C-1``), and whether named."""
-    from datasets import ClassLabel, Value
-
-    feature = next(iter(dsd.values())).features.get(label_column)
-    if isinstance(feature, ClassLabel):
-        return list(feature.names), True
-    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
-        top = max(int(max(d[label_column], default=-1)) for d in dsd.values())
-        return [str(i) for i in range(top + 1)], False
-    raise DataError(
-        f"{where}: label column {label_column!r} has type {feature}; hashaudit needs integer class ids "
-        f"(a ClassLabel or an integer column); set label_column to such a column"
-    )
-
-
-def _from_dataset_dict(
+def image_dataset(
     name: str,
-    dsd: Mapping[str, Any],
+    splits: dict[str, ImageSplit],
     *,
-    image_column: str,
-    label_column: str,
-    where: str,
+    class_names: list[str],
     source_info: dict[str, str],
     data: DataConfig,
     seed: int,
+    declared_task: str | None = None,
 ) -> ImageDataset:
-    """Shared by ``huggingface`` and ``imagefolder`` sources: map splits, check columns, wrap readers."""
-    split_map = {
-        "train": "train",
-        "validation": "val",
-        "val": "val",
-        "valid": "val",
-        "test": "test",
-    }
-    chosen: dict[str, Any] = {}
-    for hf_split, ours in split_map.items():
-        if hf_split in dsd and ours not in chosen:
-            chosen[ours] = dsd[hf_split]
-    if "train" not in chosen:
-        raise DataError(f"{where}: no 'train' split (found {sorted(dsd)}); provide a train split")
-    for s, ds in chosen.items():
-        for col, key in ((image_column, "image_column"), (label_column, "label_column")):
-            if col not in ds.column_names:
-                raise DataError(
-                    f"{where}: split {s!r} has no column {col!r} (columns: {ds.column_names}); set {key} "
-                    "in the source to the right column"
-                )
-    class_names, _ = _class_names(chosen, label_column, where=where)
-    splits: dict[str, ImageSplit] = {}
-    for s, ds in chosen.items():
-        labels = np.asarray(ds[label_column], dtype=np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-            raise DataError(
-                f"{where}: split {s!r} has labels outside [0, {len(class_names)}) (min {labels.min()}); "
-                "unlabelled rows (-1) are not supported: use a labelled split"
-            )
-        splits[s] = ImageSplit(
-            labels=labels, reader=_HFImageReader(ds, image_column, where=f"{where} [{s}]")
-        )
-    task = "binary-class" if len(class_names) == 2 else "multi-class"
-    return _finish(
-        name,
-        splits,
-        task=task,
+    """The :class:`ImageDataset` of an image source: splits completed, task inferred, logged."""
+    splits = complete_splits(name, splits, data=data, seed=seed)
+    ds = ImageDataset(
+        name=name,
+        splits=splits,
+        task=infer_task(splits["train"].labels, len(class_names), declared_task),
         class_names=class_names,
         source_info=source_info,
-        data=data,
-        seed=seed,
     )
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
-
-
-def load_huggingface(
-    name: str, source: SourceConfig, data: DataConfig, *, seed: int
-) -> ImageDataset:
-    """A Hugging Face dataset: a hub id (cached or online), a ``save_to_disk`` dir or a local data dir."""
-    import datasets
-
-    ds_id = str(source.id)
-    local = Path(ds_id).expanduser()
-    try:
-        if local.is_dir() and _is_saved_dataset(local):
-            dsd = datasets.load_from_disk(str(local))
-            info = {"source": "huggingface", "hf_path": str(local.resolve())}
-        else:
-            dsd = datasets.load_dataset(ds_id)
-            info = {"source": "huggingface", "hf_id": ds_id}
-    except (OSError, ConnectionError, ValueError) as err:
-        raise DataError(
-            f"Hugging Face dataset {ds_id!r} is not available ({type(err).__name__}: {err}); run once with "
-            "network access to cache it (HF_DATASETS_OFFLINE=1 then reuses the cache), or point id at a "
-            "local directory written by DatasetDict.save_to_disk, or use kind: imagefolder for local images"
-        ) from err
-    if isinstance(dsd, datasets.Dataset):
-        dsd = datasets.DatasetDict({"train": dsd})
-    return _from_dataset_dict(
-        name,
-        dsd,
-        image_column=source.image_column,
-        label_column=source.label_column,
-        where=f"dataset {ds_id}",
-        source_info=info,
-        data=data,
-        seed=seed,
-    )
-
-
-_LAYOUT = (
-    "expected <path>/<class>/<image> (splits carved from it) or <path>/train/<class>/<image> with "
-    "optional val/ and test/ folders of the same form"
-)
-
-
-def load_imagefolder(
-    name: str, source: SourceConfig, data: DataConfig, *, seed: int
-) -> ImageDataset:
-    """Images in class sub-folders, read through ``datasets``' imagefolder builder."""
-    import datasets
-
-    root = Path(str(source.path)).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; set path to a folder ({_LAYOUT})")
-    try:
-        dsd = datasets.load_dataset("imagefolder", data_dir=str(root))
-    except (OSError, ValueError) as err:
-        raise DataError(
-            f"image folder {root}: no images found or unreadable layout ({err}); {_LAYOUT}"
-        ) from err
-    first = next(iter(dsd.values()))
-    if "label" not in first.column_names:
-        raise DataError(f"image folder {root}: images are not in class sub-folders; {_LAYOUT}")
-    return _from_dataset_dict(
-        name,
-        dsd,
-        image_column="image",
-        label_column="label",
-        where=f"image folder {root}",
-        source_info={"source": "imagefolder", "imagefolder_path": str(root.resolve())},
-        data=data,
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# entry point
-# --------------------------------------------------------------------------------------------
-
-
-def load_dataset_images(
-    name: str, source: SourceConfig, data: DataConfig, *, seed: int
-) -> ImageDataset:
-    """Load dataset ``name`` from ``source`` with train/val/test splits, ``data.limit`` applied."""
-    if source.kind == "medmnist":
-        ds = load_medmnist(name, source, data, seed=seed)
-    elif source.kind == "huggingface":
-        ds = load_huggingface(name, source, data, seed=seed)
-    elif source.kind == "imagefolder":
-        ds = load_imagefolder(name, source, data, seed=seed)
-    elif source.kind == "embeddings":
-        raise DataError(
-            f"dataset {name!r} is a bring-your-own embeddings source (kind: embeddings); it has no images"
-        )
-    else:  # pragma: no cover - config.py restricts kind
-        raise DataError(f"dataset {name!r}: unknown source kind {source.kind!r}")
     log.info(
         "%s: %s, %d classes, train/val/test = %s",
         name,

@@ -4,16 +4,14 @@ Three layers (ARCHITECTURE.md §4):
 
 * :func:`embed_images` — the maths: a batched forward pass over one split, under ``inference_mode``,
   with a progress bar in images/s;
-* :func:`extract_dataset` — the I/O: loads the dataset and the backbone (or reads a user's embeddings
-  file for ``kind: embeddings``), and writes the standard embeddings file atomically, only once every
-  split has succeeded;
+* :func:`extract_dataset` — the I/O: loads the dataset through its source (:mod:`pipeline.sources`)
+  and, for image sources, the backbone; writes the standard embeddings file atomically, only once
+  every split has succeeded;
 * :func:`main` — argument parsing; :func:`run_extract` adds the MLflow run and the metrics JSON.
 
-Bring your own embeddings (``kind: embeddings``): a ``.safetensors`` or ``.npz`` with ``train_x``,
-``train_y``, ``test_x``, ``test_y`` and optionally ``val_x``, ``val_y`` (carved from train, seeded and
-stratified, when missing). It is validated, completed with metadata and rewritten in the standard
-layout; no backbone is loaded. Only parameters and aggregate numbers are logged, never images or
-embeddings.
+A source that yields ready embeddings (``kind: embeddings``, :mod:`pipeline.sources.embeddings`) is
+rewritten in the standard layout; no backbone is loaded. Only parameters and aggregate numbers are
+logged, never images or embeddings.
 """
 
 from __future__ import annotations
@@ -29,24 +27,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline import tracking
-from pipeline.artifacts import (
-    SPLITS,
-    TASKS,
-    ArtifactError,
-    Embeddings,
-    read_embeddings_raw,
-    save_embeddings,
-    validate_embeddings,
-)
+from pipeline import sources, tracking
+from pipeline.artifacts import SPLITS, ArtifactError, Embeddings, save_embeddings
 from pipeline.backbones import Backbone, load_backbone
 from pipeline.common import base_parser, load, run_main
-from pipeline.config import Params, SourceConfig, to_dict
-from pipeline.data import ImageDataset, ImageSplit, apply_limit, carve, load_dataset_images
+from pipeline.config import Params, to_dict
+from pipeline.data import ImageDataset, ImageSplit
+from pipeline.sources.embeddings import USER_SUPPLIED
 
 log = logging.getLogger(__name__)
-
-USER_SUPPLIED = "user-supplied"
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,10 +134,9 @@ def image_metadata(
 
 
 def extract_images(
-    params: Params, name: str, source: SourceConfig, *, progress: bool = True
+    params: Params, name: str, ds: ImageDataset, *, progress: bool = True
 ) -> tuple[Embeddings, dict[str, Any]]:
-    """Load dataset ``name`` and the backbone, embed every split; returns embeddings and metrics."""
-    ds = load_dataset_images(name, source, params.data, seed=params.seed)
+    """Load the backbone and embed every split of ``ds``; returns embeddings and metrics."""
     backbone = load_backbone(params.backbone, seed=params.seed)
     x: dict[str, np.ndarray] = {}
     seconds = 0.0
@@ -173,103 +161,6 @@ def extract_images(
 
 
 # --------------------------------------------------------------------------------------------
-# bring your own embeddings
-# --------------------------------------------------------------------------------------------
-
-
-def _infer_task(y: dict[str, np.ndarray], meta: dict[str, str], n_classes: int) -> str:
-    multilabel = y["train"].ndim == 2
-    given = meta.get("task")
-    if given in TASKS and (given == "multi-label") == multilabel:
-        return given
-    if multilabel:
-        return "multi-label"
-    return "binary-class" if n_classes == 2 else "multi-class"
-
-
-def _class_names(meta: dict[str, str], n_classes: int) -> list[str]:
-    try:
-        names = json.loads(meta.get("class_names", "null"))
-    except json.JSONDecodeError:
-        names = None
-    if isinstance(names, list) and len(names) == n_classes:
-        return [str(n) for n in names]
-    return [str(i) for i in range(n_classes)]
-
-
-def user_embeddings(name: str, source: SourceConfig, params: Params) -> Embeddings:
-    """Read, validate and complete a user's embeddings file (val carved from train when missing)."""
-    path = Path(str(source.path)).expanduser()
-    x, y, meta = read_embeddings_raw(path)
-    where = str(path)
-    missing = [f"{s}_{k}" for s in ("train", "test") for k, d in (("x", x), ("y", y)) if s not in d]
-    if missing or ("val" in x) != ("val" in y):
-        missing += [
-            f"val_{k}"
-            for k, d in (("x", x), ("y", y))
-            if "val" not in d and ("val" in x or "val" in y)
-        ]
-        raise ArtifactError(
-            f"{where}: missing {', '.join(missing)}; a user embeddings file needs train_x, train_y, "
-            "test_x, test_y (val_x and val_y together, or neither: val is then carved from train)"
-        )
-    x = {
-        s: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for s, v in x.items()
-    }
-    validate_embeddings(
-        {**x, "val": x.get("val", x["train"])}, {**y, "val": y.get("val", y["train"])}, where=where
-    )
-    if y["train"].ndim == 2:
-        for s, v in y.items():
-            if not np.isin(v, (0, 1)).all():
-                raise ArtifactError(
-                    f"{where}: {s}_y is a [N, C] matrix but holds values other than 0/1; use multi-hot labels"
-                )
-        y = {s: v.astype(np.uint8) for s, v in y.items()}
-    else:
-        y = {s: v.astype(np.int64) for s, v in y.items()}
-    if "val" not in x:
-        kept, carved = carve(y["train"], params.data.val_fraction, seed=params.seed, what="val")
-        log.info(
-            "%s: no val split in %s; carved %d of %d train samples (seed %d, stratified)",
-            name,
-            where,
-            len(carved),
-            len(y["train"]),
-            params.seed,
-        )
-        x["val"], y["val"] = x["train"][carved], y["train"][carved]
-        x["train"], y["train"] = x["train"][kept], y["train"][kept]
-    keep = apply_limit(y, params.data.limit, seed=params.seed)
-    x = {s: x[s][keep[s]] for s in SPLITS}
-    y = {s: y[s][keep[s]] for s in SPLITS}
-    if y["train"].ndim == 2:
-        n_classes = int(y["train"].shape[1])
-    else:
-        n_classes = max(int(v.max()) for v in y.values()) + 1
-        declared = meta.get("n_classes", "")
-        if declared.isdigit():  # a file may declare classes that its splits do not all hold
-            n_classes = max(n_classes, int(declared))
-    out = {k: str(v) for k, v in meta.items() if k != "format"}
-    out.update(
-        {
-            "dataset": name,
-            "task": _infer_task(y, meta, n_classes),
-            "class_names": json.dumps(_class_names(meta, n_classes)),
-            "n_classes": str(n_classes),
-            "backbone": meta.get("backbone", USER_SUPPLIED),
-            "revision": meta.get("revision", "unknown"),
-            "dim": str(x["train"].shape[1]),
-            "source": "embeddings",
-            "source_path": str(path.resolve()),
-            "seed": str(params.seed),
-            "limit": "null" if params.data.limit is None else str(params.data.limit),
-        }
-    )
-    return Embeddings(x=x, y=y, meta=out)
-
-
-# --------------------------------------------------------------------------------------------
 # I/O and entry point
 # --------------------------------------------------------------------------------------------
 
@@ -278,12 +169,12 @@ def extract_dataset(
     params: Params, name: str, out_path: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
     """Write the embeddings file of dataset ``name`` to ``out_path``; returns the stage's metrics."""
-    source = params.data.source(name)
     t0 = time.perf_counter()
-    if source.kind == "embeddings":
-        emb, metrics = user_embeddings(name, source, params), {}
+    loaded = sources.load(name, params.data.source(name), params.data, seed=params.seed)
+    if isinstance(loaded, Embeddings):  # a source of ready embeddings: no backbone
+        emb, metrics = loaded, {}
     else:
-        emb, metrics = extract_images(params, name, source, progress=progress)
+        emb, metrics = extract_images(params, name, loaded, progress=progress)
     save_embeddings(out_path, emb)  # atomic: nothing is written unless every split succeeded
     metrics = {
         **{f"n_{s}": len(emb.y[s]) for s in SPLITS},
@@ -316,7 +207,7 @@ def stage_params(params: Params, name: str) -> dict[str, Any]:
         "source": to_dict(source),
     }
     out: dict[str, Any] = {"seed": params.seed, "data": data}
-    if source.kind != "embeddings":
+    if sources.yields_images(source.kind):
         out["backbone"] = to_dict(params.backbone)
     return out
 
@@ -326,7 +217,7 @@ def run_extract(
 ) -> dict[str, Any]:
     """:func:`extract_dataset` inside an MLflow run; writes the metrics JSON (DVC) and logs it."""
     source = params.data.source(dataset)
-    backbone = USER_SUPPLIED if source.kind == "embeddings" else params.backbone.name
+    backbone = params.backbone.name if sources.yields_images(source.kind) else USER_SUPPLIED
     tags = {"dataset": dataset, "backbone": backbone}
     with tracking.stage_run(params.tracking, name=f"extract@{dataset}", tags=tags) as run:
         run.log_params(stage_params(params, dataset))

@@ -1,12 +1,11 @@
 """Stage ``knn``: the float-embedding KNN baseline (database = train, queries = test).
 
 Writes the metrics JSON at ``knn.k`` (DVC metrics), a k-sweep CSV (DVC plot), and the confusion
-matrix at ``knn.k`` as JSON and PNG. Ties are split as documented in :mod:`hashers.knn`.
+matrix at ``knn.k`` as JSON and PNG. Ties are split as documented in :mod:`retrieval.knn`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,23 +17,12 @@ from pipeline import tracking
 from pipeline.artifacts import Embeddings, load_embeddings, write_csv, write_json
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import KnnConfig, Params, to_dict
+from pipeline.data import class_names_from_meta
 from pipeline.plots import confusion_png
 from retrieval.knn import knn_float
 from retrieval.metrics import classification_metrics, confusion
 
 log = logging.getLogger(__name__)
-
-
-def class_names(emb: Embeddings) -> list[str]:
-    try:
-        names = json.loads(emb.meta.get("class_names", "[]"))
-    except json.JSONDecodeError:
-        names = []
-    return (
-        [str(n) for n in names]
-        if len(names) == emb.n_classes
-        else [str(i) for i in range(emb.n_classes)]
-    )
 
 
 def sweep_metrics(
@@ -79,7 +67,7 @@ def write_knn_outputs(
     write_csv(sweep_path, rows)
     if not emb.multilabel:
         cm = confusion(emb.y["test"], pred, emb.n_classes)
-        names = class_names(emb)
+        names = class_names_from_meta(emb.meta, emb.n_classes)
         write_json(confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()})
         confusion_png(confusion_path, cm, names, title=title)
         run.log_artifact(confusion_path)

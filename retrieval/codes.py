@@ -32,9 +32,17 @@ def unpack_bits(packed: np.ndarray, n_bits: int) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=n_bits, bitorder="little").astype(bool)
 
 
-def to_signs(bits: np.ndarray) -> Tensor:
-    """``bool [N, K]`` -> float32 ``±1`` tensor."""
-    return torch.from_numpy(bits.astype(np.float32) * 2.0 - 1.0)
+def to_signs(values: np.ndarray | Tensor) -> Tensor:
+    """``±1`` tensor of ``values``: ``+1`` where ``value > 0``, ``-1`` elsewhere, **zero included**.
+
+    The one sign rule of the project, the same as the bit rule of ``HashingMethod.encode``
+    (bit = ``u > 0``), so ``to_signs(u)`` and ``to_signs(bits)`` agree: bits (``bool``; ``True`` is
+    ``+1``) give float32, real tensors keep their floating dtype (e.g. float64 in ITQ). (The trainer's
+    binary *targets* use ``hashers.functional.sign_with_ties``, ``sign(0) = +1``: another job.)
+    """
+    t = torch.from_numpy(np.asarray(values)) if not isinstance(values, Tensor) else values
+    dtype = t.dtype if t.is_floating_point() else torch.float32
+    return torch.where(t > 0, 1.0, -1.0).to(dtype)
 
 
 def hamming_from_signs(q: Tensor, db: Tensor) -> Tensor:

@@ -14,10 +14,10 @@ from hashers.dpsh import DPSHConfig
 from hashers.dsdh import DSDHConfig
 from hashers.dsh import DSHConfig
 from hashers.trainer import FitConfig, fit
+from pipeline.synthetic import gaussian_clusters
 from retrieval.codes import pack_bits
 from retrieval.knn import knn_float, knn_hamming
 from retrieval.metrics import classification_metrics
-from tests.conftest import gaussian_clusters
 
 BANKED = {
     "dsh": lambda **kw: DSHConfig(memory_bank=True, **kw),

@@ -11,7 +11,7 @@ import torch
 from hashers import registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, HeadSpec
 from hashers.trainer import FitConfig, fit
-from tests.conftest import gaussian_clusters
+from pipeline.synthetic import gaussian_clusters
 
 METHODS = registry.names()
 N_CLASSES, DIM, BITS = 3, 16, 16

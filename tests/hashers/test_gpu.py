@@ -13,7 +13,7 @@ from hashers import registry
 from hashers.base import EmbeddingSet, HeadSpec
 from hashers.dpsh import DPSHConfig
 from hashers.trainer import FitConfig, fit, resolve_device
-from tests.conftest import gaussian_clusters
+from pipeline.synthetic import gaussian_clusters
 
 pytestmark = [
     pytest.mark.gpu,

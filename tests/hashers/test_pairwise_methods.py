@@ -20,10 +20,10 @@ from hashers.dsdh import DSDHConfig, dcc_sweep, discrete_objective, ridge_classi
 from hashers.dsh import DSHConfig
 from hashers.hashnet import HashNetConfig
 from hashers.trainer import FitConfig, fit
+from pipeline.synthetic import gaussian_clusters
 from retrieval.codes import pack_bits
 from retrieval.knn import knn_float, knn_hamming
 from retrieval.metrics import classification_metrics
-from tests.conftest import gaussian_clusters
 
 PAIRWISE = ["dsh", "cnnh", "dhn", "hashnet", "dsdh"]
 

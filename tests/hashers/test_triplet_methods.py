@@ -13,8 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from hashers import functional as HF
-from hashers import registry
+from hashers import functional, registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HeadSpec
 from hashers.dnnh import DNNH, DNNHConfig, piecewise_threshold
 from hashers.dshgan import DSHGAN, DSHGANConfig
@@ -22,10 +21,10 @@ from hashers.heads import DivideEncodeHead
 from hashers.saeh import SAEH, SAEHConfig
 from hashers.tcl import TCL, TCLConfig, triplet_center_loss
 from hashers.trainer import FitConfig, fit
+from pipeline.synthetic import gaussian_clusters
 from retrieval.codes import pack_bits
 from retrieval.knn import knn_float, knn_hamming
 from retrieval.metrics import classification_metrics
-from tests.conftest import gaussian_clusters
 
 MINE = ("dnnh", "dshgan", "tcl", "saeh")
 A, B = [1.0, 0.0], [0.0, 1.0]  # one-hot labels of two classes
@@ -46,9 +45,11 @@ def test_soft_label_cross_entropy_golden() -> None:
     logits = torch.tensor([[0.0, math.log(3.0)], [5.0, -5.0]])
     y = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
     expected = 0.5 * (math.log(4.0) + math.log(4.0 / 3.0)) / 2
-    assert math.isclose(float(HF.soft_label_cross_entropy(logits, y)), expected, rel_tol=1e-6)
+    assert math.isclose(
+        float(functional.soft_label_cross_entropy(logits, y)), expected, rel_tol=1e-6
+    )
     # one-hot: the ordinary cross-entropy, -ln(3/4)
-    one_hot = HF.soft_label_cross_entropy(logits[:1], torch.tensor([B]))
+    one_hot = functional.soft_label_cross_entropy(logits[:1], torch.tensor([B]))
     assert math.isclose(float(one_hot), -math.log(0.75), rel_tol=1e-6)
 
 
@@ -57,15 +58,15 @@ def test_triplet_ranking_loss_golden() -> None:
     p = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     n = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
     # row 0: d+ = 1, d- = 2 -> max(0, 3 - 1) = 2; row 1: d+ = 0, d- = 2 -> max(0, 3 - 2) = 1
-    assert math.isclose(float(HF.triplet_ranking_loss(a, p, n, 3.0)), 1.5, rel_tol=1e-6)
+    assert math.isclose(float(functional.triplet_ranking_loss(a, p, n, 3.0)), 1.5, rel_tol=1e-6)
     # margin 1: both hinges inactive
-    assert float(HF.triplet_ranking_loss(a, p, n, 1.0)) == 0.0
+    assert float(functional.triplet_ranking_loss(a, p, n, 1.0)) == 0.0
 
 
 def test_triplet_ranking_loss_without_triplets_is_a_connected_zero() -> None:
     u = torch.randn(3, 4, requires_grad=True)
     empty = torch.zeros(0, dtype=torch.long)
-    loss = HF.triplet_ranking_loss(u[empty], u[empty], u[empty], 1.0)
+    loss = functional.triplet_ranking_loss(u[empty], u[empty], u[empty], 1.0)
     loss.backward()
     assert float(loss.detach()) == 0.0 and torch.equal(u.grad, torch.zeros(3, 4))
 
@@ -73,7 +74,7 @@ def test_triplet_ranking_loss_without_triplets_is_a_connected_zero() -> None:
 def test_mine_triplets_returns_exactly_the_valid_triplets_uniformly() -> None:
     # classes A, A, B: the valid triplets are (0, 1, 2) and (1, 0, 2); anchor 2 has no positive
     y = torch.tensor([A, A, B])
-    a, p, n = HF.mine_triplets(y, 4000, torch.Generator().manual_seed(0))
+    a, p, n = functional.mine_triplets(y, 4000, torch.Generator().manual_seed(0))
     triplets = set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
     assert triplets == {(0, 1, 2), (1, 0, 2)}
     share = float((a == 0).float().mean())
@@ -84,13 +85,13 @@ def test_mine_triplets_multi_hot_and_unlabelled_rows() -> None:
     # 0 ~ 1 (label 0), 1 ~ 2 (label 1), 0 !~ 2; row 3 holds no label, so it is similar to none:
     # anchor 0: (0,1,2), (0,1,3); anchor 1: (1,0,3), (1,2,3); anchor 2: (2,1,0), (2,1,3); 3: none
     y = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
-    a, p, n = HF.mine_triplets(y, 3000, torch.Generator().manual_seed(1))
+    a, p, n = functional.mine_triplets(y, 3000, torch.Generator().manual_seed(1))
     triplets = set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
     assert triplets == {(0, 1, 2), (0, 1, 3), (2, 1, 0), (2, 1, 3), (1, 0, 3), (1, 2, 3)}
 
 
 def test_mine_triplets_without_valid_triplets_is_empty() -> None:
-    a, p, n = HF.mine_triplets(torch.tensor([A, A]), 10)
+    a, p, n = functional.mine_triplets(torch.tensor([A, A]), 10)
     assert a.numel() == p.numel() == n.numel() == 0
 
 

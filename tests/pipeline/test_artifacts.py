@@ -20,7 +20,7 @@ from pipeline.artifacts import (
     save_head,
     write_json,
 )
-from tests.conftest import synthetic_embeddings
+from pipeline.synthetic import synthetic_embeddings
 
 
 def test_embeddings_round_trip(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline import evaluate, knn, train
 from pipeline.artifacts import load_codes, load_head, save_embeddings
-from tests.conftest import REPO, synthetic_embeddings
+from pipeline.synthetic import synthetic_embeddings
+from tests.conftest import REPO
 
 
 def stage_args(tmp: Path, *extra: str) -> list[str]:

@@ -36,3 +36,17 @@ def test_hamming_matches_brute_force() -> None:
 def test_unpack_rejects_wrong_byte_count() -> None:
     with pytest.raises(ValueError, match="cannot hold exactly 24 bits"):
         unpack_bits(np.zeros((2, 2), dtype=np.uint8), 24)
+
+
+def test_to_signs_one_zero_rule_for_bits_and_reals() -> None:
+    import torch
+
+    from retrieval.codes import to_signs
+
+    bits = np.array([[True, False, True]])
+    assert to_signs(bits).tolist() == [[1.0, -1.0, 1.0]] and to_signs(bits).dtype == torch.float32
+    reals = torch.tensor([[0.5, 0.0, -0.0, -2.0]], dtype=torch.float64)
+    signs = to_signs(reals)
+    assert signs.tolist() == [[1.0, -1.0, -1.0, -1.0]] and signs.dtype == torch.float64  # 0 -> -1
+    # the bits of a real code (u > 0) have the same signs as the code itself
+    assert torch.equal(to_signs((reals > 0).numpy()).double(), signs)

@@ -1,0 +1,84 @@
+"""Data sources: one module per kind behind one small interface, and the ``{kind: module}`` table.
+
+A source module (see :class:`Source`) defines
+
+* ``YIELDS``: ``"images"`` (``load`` returns a :class:`pipeline.data.ImageDataset`, which the extract
+  stage embeds with the backbone) or ``"embeddings"`` (``load`` returns ready
+  :class:`pipeline.artifacts.Embeddings`, written as they are);
+* ``load(name, source, data, *, seed)``: the dataset ``name`` from its ``data.sources`` entry
+  ``source`` and the shared ``data`` block, with train/val/test splits (finish with
+  :func:`pipeline.data.complete_splits` so carving and ``data.limit`` behave as everywhere else);
+
+and optionally
+
+* ``check_config(source)``: kind-specific checks of the params entry, run when ``params.yaml`` is
+  parsed (raise :class:`pipeline.config.ParamsError`, e.g. through ``pipeline.config.check``);
+* ``resolve(name, source)``: the entry completed with defaults that depend on the dataset name.
+
+Adding a source = one module here + one line in :data:`SOURCES` + tests. Modules are imported lazily,
+so the params check (``SourceConfig.kind`` reads this table) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.config import DataConfig, SourceConfig
+
+SOURCES: dict[str, str] = {
+    "medmnist": "pipeline.sources.medmnist",
+    "huggingface": "pipeline.sources.huggingface",
+    "imagefolder": "pipeline.sources.imagefolder",
+    "embeddings": "pipeline.sources.embeddings",
+}
+
+
+class Source(Protocol):
+    """The interface of a source module."""
+
+    YIELDS: Literal["images", "embeddings"]
+
+    def load(self, name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Any: ...
+
+
+def kinds() -> tuple[str, ...]:
+    """The registered source kinds, in table order."""
+    return tuple(SOURCES)
+
+
+def get(kind: str) -> Source | ModuleType:
+    """The module of source ``kind`` (imported on first use)."""
+    if kind not in SOURCES:
+        raise KeyError(f"unknown source kind {kind!r}; registered: {', '.join(SOURCES)}")
+    module = importlib.import_module(SOURCES[kind])
+    if getattr(module, "YIELDS", None) not in ("images", "embeddings") or not callable(
+        getattr(module, "load", None)
+    ):  # pragma: no cover - guards the table above
+        raise TypeError(f"source module {SOURCES[kind]} lacks YIELDS or load()")
+    return module
+
+
+def yields_images(kind: str) -> bool:
+    """Whether source ``kind`` gives images (embedded by the backbone) rather than embeddings."""
+    return get(kind).YIELDS == "images"
+
+
+def check_config(source: SourceConfig) -> None:
+    """Run the source module's optional ``check_config`` hook on a params entry."""
+    hook = getattr(get(source.kind), "check_config", None)
+    if hook is not None:
+        hook(source)
+
+
+def resolve(name: str, source: SourceConfig) -> SourceConfig:
+    """The entry of dataset ``name`` completed by the module's optional ``resolve`` hook."""
+    hook = getattr(get(source.kind), "resolve", None)
+    return source if hook is None else hook(name, source)
+
+
+def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Any:
+    """Load dataset ``name``: an ``ImageDataset`` or ``Embeddings``, as the kind's ``YIELDS`` says."""
+    return get(source.kind).load(name, source, data, seed=seed)

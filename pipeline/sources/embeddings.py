@@ -1,0 +1,110 @@
+"""Source ``embeddings``: bring your own embeddings, no backbone.
+
+A ``.safetensors`` or ``.npz`` file with ``train_x``, ``train_y``, ``test_x``, ``test_y`` and
+optionally ``val_x``, ``val_y`` (carved from train, seeded and stratified, when missing; both or
+neither). ``*_y`` are class ids ``[N]`` (or a MedMNIST-style ``[N, 1]`` column) or a 0/1 multi-hot
+matrix ``[N, C]``. The file is validated (shapes, finiteness, label layout), ``data.limit`` is applied
+as for image sources, and its metadata is kept and completed (``backbone`` defaults to
+``user-supplied``); the extract stage rewrites it in the standard layout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import (
+    SPLITS,
+    ArtifactError,
+    Embeddings,
+    read_embeddings_raw,
+    validate_embeddings,
+)
+from pipeline.config import DataConfig, SourceConfig, check
+from pipeline.data import class_names_from_meta, complete_splits, infer_task, normalize_labels
+
+YIELDS = "embeddings"
+USER_SUPPLIED = "user-supplied"
+
+
+def check_config(source: SourceConfig) -> None:
+    check(bool(source.path), "path", "an embeddings source needs path: <.safetensors or .npz file>")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The embeddings and labels of one split (what :func:`complete_splits` subsets)."""
+
+    x: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> _Rows:
+        return _Rows(x=self.x[indices], labels=self.labels[indices])
+
+
+def _check_keys(x: dict, y: dict, where: str) -> None:
+    missing = [f"{s}_{k}" for s in ("train", "test") for k, d in (("x", x), ("y", y)) if s not in d]
+    if missing or ("val" in x) != ("val" in y):
+        missing += [
+            f"val_{k}"
+            for k, d in (("x", x), ("y", y))
+            if "val" not in d and ("val" in x or "val" in y)
+        ]
+        raise ArtifactError(
+            f"{where}: missing {', '.join(missing)}; a user embeddings file needs train_x, train_y, "
+            "test_x, test_y (val_x and val_y together, or neither: val is then carved from train)"
+        )
+
+
+def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Embeddings:
+    """Read, validate and complete a user's embeddings file (val carved from train when missing)."""
+    path = Path(str(source.path)).expanduser()
+    x, y, meta = read_embeddings_raw(path)
+    where = str(path)
+    _check_keys(x, y, where)
+    x = {
+        s: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for s, v in x.items()
+    }
+    validate_embeddings(
+        {**x, "val": x.get("val", x["train"])}, {**y, "val": y.get("val", y["train"])}, where=where
+    )
+    multilabel = y["train"].ndim == 2
+    y = {
+        s: normalize_labels(v, multilabel=multilabel, n_classes=None, where=f"{where} [{s}_y]")
+        for s, v in y.items()
+    }
+    rows = complete_splits(
+        name, {s: _Rows(x=x[s], labels=y[s]) for s in x}, data=data, seed=seed, where=where
+    )
+    x = {s: rows[s].x for s in SPLITS}
+    y = {s: rows[s].labels for s in SPLITS}
+    if multilabel:
+        n_classes = int(y["train"].shape[1])
+    else:
+        n_classes = max(int(v.max()) for v in y.values()) + 1
+        declared = meta.get("n_classes", "")
+        if declared.isdigit():  # a file may declare classes that its splits do not all hold
+            n_classes = max(n_classes, int(declared))
+    out = {k: str(v) for k, v in meta.items() if k != "format"}
+    out.update(
+        {
+            "dataset": name,
+            "task": infer_task(y["train"], n_classes, meta.get("task")),
+            "class_names": json.dumps(class_names_from_meta(meta, n_classes)),
+            "n_classes": str(n_classes),
+            "backbone": meta.get("backbone", USER_SUPPLIED),
+            "revision": meta.get("revision", "unknown"),
+            "dim": str(x["train"].shape[1]),
+            "source": "embeddings",
+            "source_path": str(path.resolve()),
+            "seed": str(seed),
+            "limit": "null" if data.limit is None else str(data.limit),
+        }
+    )
+    return Embeddings(x=x, y=y, meta=out)

@@ -1,0 +1,185 @@
+"""Source ``huggingface``: a Hugging Face dataset (a hub id, cached or online, or a ``save_to_disk``
+directory) with an image column and an integer (or ``ClassLabel``) label column.
+
+Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its splits map
+``train``/``validation``|``val``|``valid``/``test`` onto ours, missing ones are carved from train.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import DataConfig, SourceConfig, check
+from pipeline.data import DataError, ImageDataset, ImageSplit, image_dataset, normalize_labels
+
+YIELDS = "images"
+
+
+def check_config(source: SourceConfig) -> None:
+    check(
+        bool(source.id),
+        "id",
+        "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10",
+    )
+
+
+def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndarray:
+    """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else)."""
+    from PIL import Image, UnidentifiedImageError
+
+    label = path or where
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as img:
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
+                arr = np.asarray(img, dtype=np.float64)
+                lo, hi = float(arr.min()), float(arr.max())
+                return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+            if img.mode not in ("L", "RGB"):
+                img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise DataError(
+            f"cannot read image {label}: {err}; replace or remove the corrupt file"
+        ) from err
+
+
+class _HFImageReader:
+    """Decodes the images of one Hugging Face split (image column cast to ``decode=False``)."""
+
+    def __init__(self, dataset: Any, column: str, *, where: str) -> None:
+        from datasets import Image
+
+        self.dataset = dataset.select_columns([column]).cast_column(column, Image(decode=False))
+        self.column = column
+        self.where = where
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        rows = self.dataset[list(indices)][self.column]
+        out = []
+        for i, item in zip(indices, rows, strict=True):
+            if item is None:
+                raise DataError(
+                    f"{self.where} row {i}: no image; remove the row or fix the dataset"
+                )
+            out.append(
+                decode_image(item.get("bytes"), item.get("path"), where=f"{self.where} row {i}")
+            )
+        return out
+
+
+def _label_names(
+    dsd: Mapping[str, Any], label_column: str, *, where: str
+) -> tuple[list[str], bool]:
+    """Class names from the label column's ClassLabel feature (else ``0..C-1``), and whether named."""
+    from datasets import ClassLabel, Value
+
+    feature = next(iter(dsd.values())).features.get(label_column)
+    if isinstance(feature, ClassLabel):
+        return list(feature.names), True
+    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
+        top = max(int(max(d[label_column], default=-1)) for d in dsd.values())
+        return [str(i) for i in range(top + 1)], False
+    raise DataError(
+        f"{where}: label column {label_column!r} has type {feature}; hashaudit needs integer class ids "
+        f"(a ClassLabel or an integer column); set label_column to such a column"
+    )
+
+
+def from_dataset_dict(
+    name: str,
+    dsd: Mapping[str, Any],
+    *,
+    image_column: str,
+    label_column: str,
+    where: str,
+    source_info: dict[str, str],
+    data: DataConfig,
+    seed: int,
+) -> ImageDataset:
+    """Shared with the ``imagefolder`` source: map splits, check columns, wrap lazy readers."""
+    split_map = {
+        "train": "train",
+        "validation": "val",
+        "val": "val",
+        "valid": "val",
+        "test": "test",
+    }
+    chosen: dict[str, Any] = {}
+    for hf_split, ours in split_map.items():
+        if hf_split in dsd and ours not in chosen:
+            chosen[ours] = dsd[hf_split]
+    if "train" not in chosen:
+        raise DataError(f"{where}: no 'train' split (found {sorted(dsd)}); provide a train split")
+    for s, ds in chosen.items():
+        for col, key in ((image_column, "image_column"), (label_column, "label_column")):
+            if col not in ds.column_names:
+                raise DataError(
+                    f"{where}: split {s!r} has no column {col!r} (columns: {ds.column_names}); set {key} "
+                    "in the source to the right column"
+                )
+    class_names, _ = _label_names(chosen, label_column, where=where)
+    splits: dict[str, ImageSplit] = {}
+    for s, ds in chosen.items():
+        labels = normalize_labels(
+            np.asarray(ds[label_column], dtype=np.int64),
+            multilabel=False,
+            n_classes=len(class_names),
+            where=f"{where} [{s}]",
+        )
+        splits[s] = ImageSplit(
+            labels=labels, reader=_HFImageReader(ds, image_column, where=f"{where} [{s}]")
+        )
+    return image_dataset(
+        name,
+        splits,
+        class_names=class_names,
+        source_info=source_info,
+        data=data,
+        seed=seed,
+    )
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
+    """A Hugging Face dataset: a hub id (cached or online), a ``save_to_disk`` dir or a local data dir."""
+    import datasets
+
+    ds_id = str(source.id)
+    local = Path(ds_id).expanduser()
+    try:
+        if local.is_dir() and _is_saved_dataset(local):
+            dsd = datasets.load_from_disk(str(local))
+            info = {"source": "huggingface", "hf_path": str(local.resolve())}
+        else:
+            dsd = datasets.load_dataset(ds_id)
+            info = {"source": "huggingface", "hf_id": ds_id}
+    except (OSError, ConnectionError, ValueError) as err:
+        raise DataError(
+            f"Hugging Face dataset {ds_id!r} is not available ({type(err).__name__}: {err}); run once with "
+            "network access to cache it (HF_DATASETS_OFFLINE=1 then reuses the cache), or point id at a "
+            "local directory written by DatasetDict.save_to_disk, or use kind: imagefolder for local images"
+        ) from err
+    if isinstance(dsd, datasets.Dataset):
+        dsd = datasets.DatasetDict({"train": dsd})
+    return from_dataset_dict(
+        name,
+        dsd,
+        image_column=source.image_column,
+        label_column=source.label_column,
+        where=f"dataset {ds_id}",
+        source_info=info,
+        data=data,
+        seed=seed,
+    )

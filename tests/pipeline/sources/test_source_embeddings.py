@@ -1,0 +1,100 @@
+"""Source ``embeddings`` (bring your own): carving, limit, labels, metadata, refusals.
+
+The extract stage on such files (exit codes, atomic output) is covered in tests/pipeline/test_extract.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from pipeline import sources
+from pipeline.artifacts import ArtifactError, Embeddings
+from pipeline.config import DataConfig, SourceConfig
+from pipeline.data import DataError
+
+
+def config(path: Path, **data: object) -> DataConfig:
+    return DataConfig(
+        datasets=("mine",),
+        sources={"mine": SourceConfig(kind="embeddings", path=str(path))},
+        **data,
+    )
+
+
+def write_npz(path: Path, *, val: bool, n: int = 30, multi: bool = False) -> dict[str, np.ndarray]:
+    g = np.random.default_rng(0)
+    arrays = {}
+    for s in ("train", "val", "test") if val else ("train", "test"):
+        arrays[f"{s}_x"] = g.normal(size=(n, 4)).astype(np.float64)
+        arrays[f"{s}_y"] = g.integers(0, 2, (n, 3)).astype(np.uint8) if multi else np.arange(n) % 3
+    np.savez(path, **arrays)
+    return arrays
+
+
+def load(data: DataConfig, seed: int = 0) -> Embeddings:
+    return sources.load("mine", data.source("mine"), data, seed=seed)
+
+
+def test_embeddings_source_is_registered_and_yields_embeddings(tmp_path: Path) -> None:
+    assert not sources.yields_images("embeddings")
+    write_npz(tmp_path / "e.npz", val=True)
+    emb = load(config(tmp_path / "e.npz"))
+    assert isinstance(emb, Embeddings)
+    assert emb.x["train"].dtype == np.float32 and emb.meta["backbone"] == "user-supplied"
+    assert emb.meta["task"] == "multi-class" and json.loads(emb.meta["class_names"]) == [
+        "0",
+        "1",
+        "2",
+    ]
+
+
+def test_missing_val_is_carved_from_train_seeded_and_stratified(tmp_path: Path) -> None:
+    arrays = write_npz(tmp_path / "e.npz", val=False)
+    a, b = load(config(tmp_path / "e.npz")), load(config(tmp_path / "e.npz"))
+    assert [len(a.y[s]) for s in ("train", "val", "test")] == [27, 3, 30]  # round(0.1 * 30) = 3
+    assert np.bincount(a.y["val"]).tolist() == [1, 1, 1]
+    assert np.array_equal(a.x["val"], b.x["val"])
+    both = np.concatenate([a.x["train"], a.x["val"]]).astype(np.float64)
+    assert sorted(map(tuple, both.round(5).tolist())) == sorted(
+        map(tuple, arrays["train_x"].astype(np.float32).astype(np.float64).round(5).tolist())
+    )
+
+
+def test_multilabel_with_limit(tmp_path: Path) -> None:
+    write_npz(tmp_path / "e.npz", val=True, multi=True)
+    emb = load(config(tmp_path / "e.npz", limit=10))
+    assert emb.multilabel and emb.meta["task"] == "multi-label" and emb.n_classes == 3
+    assert all(emb.y[s].shape == (10, 3) and emb.y[s].dtype == np.uint8 for s in emb.y)
+
+
+def test_metadata_is_kept_and_completed(tmp_path: Path) -> None:
+    g = np.random.default_rng(1)
+    arrays = {f"{s}_{k}": None for s in ("train", "test") for k in "xy"}
+    for s in ("train", "test"):
+        arrays[f"{s}_x"] = g.normal(size=(12, 3)).astype(np.float32)
+        arrays[f"{s}_y"] = np.arange(12) % 2
+    meta = {"backbone": "my-vit", "n_classes": "4", "class_names": '["a", "b", "c", "d"]'}
+    save_file(arrays, str(tmp_path / "m.safetensors"), metadata=meta)
+    emb = load(config(tmp_path / "m.safetensors"))
+    # the file declares 4 classes although its splits hold only 2: the declaration wins
+    assert emb.n_classes == 4 and json.loads(emb.meta["class_names"]) == ["a", "b", "c", "d"]
+    assert emb.meta["backbone"] == "my-vit" and emb.meta["task"] == "multi-class"
+
+
+def test_refusals_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    arrays = write_npz(tmp_path / "e.npz", val=False)
+    np.savez(tmp_path / "noval_y.npz", **arrays, val_x=arrays["train_x"])
+    with pytest.raises(ArtifactError, match=r"missing val_y.*together, or neither"):
+        load(config(tmp_path / "noval_y.npz"))
+    bad = write_npz(tmp_path / "m.npz", val=False, multi=True)
+    bad["train_y"][0, 0] = 2
+    np.savez(tmp_path / "m.npz", **bad)
+    with pytest.raises(DataError, match=r"m\.npz \[train_y\].*other than 0/1"):
+        load(config(tmp_path / "m.npz"))
+    with pytest.raises(Exception, match="embeddings source needs path"):
+        SourceConfig(kind="embeddings")

@@ -1,0 +1,63 @@
+"""Source ``huggingface``: a local ``save_to_disk`` dataset, wrong columns, an uncached hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import SourceConfig
+from pipeline.data import DataError
+from tests.pipeline.sources.source_helpers import data_config, load
+
+
+def hf_dataset_dir(tmp_path: Path, *, validation: bool) -> Path:
+    import datasets
+
+    g = np.random.default_rng(0)
+
+    def split(n: int) -> datasets.Dataset:
+        imgs = [Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8)) for _ in range(n)]
+        features = datasets.Features(
+            {"img": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog", "frog"])}
+        )
+        return datasets.Dataset.from_dict(
+            {"img": imgs, "label": [i % 3 for i in range(n)]}, features=features
+        )
+
+    parts = {"train": split(30), "test": split(9)}
+    if validation:
+        parts["validation"] = split(6)
+    path = tmp_path / ("hf-val" if validation else "hf")
+    datasets.DatasetDict(parts).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_huggingface_local_saved_dataset(tmp_path: Path, validation: bool) -> None:
+    path = hf_dataset_dir(tmp_path, validation=validation)
+    src = SourceConfig(kind="huggingface", id=str(path), image_column="img", label_column="label")
+    ds = load("toy", data_config(tmp_path, toy=src))
+    assert ds.class_names == ["cat", "dog", "frog"] and ds.task == "multi-class"
+    sizes = [len(ds.splits[s]) for s in ("train", "val", "test")]
+    assert sizes == ([30, 6, 9] if validation else [27, 3, 9])
+    assert sorted(ds.splits["val"].labels.tolist()) == (
+        [0, 0, 1, 1, 2, 2] if validation else [0, 1, 2]
+    )
+    batch = ds.splits["train"].get_batch([0, 1])
+    assert batch[0].shape == (8, 8) and batch[0].dtype == np.uint8
+    assert ds.source_info["hf_path"] == str(path.resolve())
+
+
+def test_huggingface_wrong_column_and_offline_hub(tmp_path: Path) -> None:
+    path = hf_dataset_dir(tmp_path, validation=False)
+    src = SourceConfig(kind="huggingface", id=str(path), image_column="image")
+    with pytest.raises(DataError, match=r"no column 'image'.*set image_column"):
+        load("toy", data_config(tmp_path, toy=src))
+    src = SourceConfig(kind="huggingface", id="hashaudit-test/not-cached", image_column="img")
+    with pytest.raises(
+        DataError, match=r"'hashaudit-test/not-cached' is not available.*save_to_disk"
+    ):
+        load("toy", data_config(tmp_path, toy=src))

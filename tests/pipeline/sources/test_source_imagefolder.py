@@ -1,0 +1,78 @@
+"""Source ``imagefolder``: flat and split-folder layouts, missing class folders, corrupt images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import DataConfig, SourceConfig
+from pipeline.data import DataError
+from tests.pipeline.sources.source_helpers import data_config, hf_cache, load  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("hf_cache")  # keep the datasets cache in tmp_path
+
+
+def write_png(
+    path: Path, value: int, *, mode: str = "RGB", size: tuple[int, int] = (12, 10)
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = 3 if mode == "RGB" else 1
+    arr = np.full((size[1], size[0], channels), value, dtype=np.uint8).squeeze()
+    Image.fromarray(arr, mode=mode if mode != "RGB" else None).save(path)
+
+
+def image_folder(root: Path, *, per_class: int = 10) -> Path:
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(per_class):
+            write_png(root / cls / f"{i}.png", 10 * c + i)
+    return root
+
+
+def folder_config(path: Path) -> DataConfig:
+    return data_config(path, mine=SourceConfig(kind="imagefolder", path=str(path)))
+
+
+def test_imagefolder_flat_layout_carves_val_and_test(tmp_path: Path) -> None:
+    ds = load("mine", folder_config(image_folder(tmp_path / "imgs")))
+    assert ds.class_names == ["benign", "malignant"] and ds.task == "binary-class"
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [16, 2, 2]
+    for s in ("val", "test"):
+        assert sorted(ds.splits[s].labels.tolist()) == [0, 1]
+    assert ds.splits["train"].as_array() is None
+    img = ds.splits["train"].get_batch([0])[0]
+    assert img.shape == (10, 12, 3) and img.dtype == np.uint8
+
+
+def test_imagefolder_split_folders(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    image_folder(root / "train", per_class=6)
+    image_folder(root / "val", per_class=2)
+    image_folder(root / "test", per_class=3)
+    write_png(root / "test" / "benign" / "gray.png", 7, mode="L")
+    ds = load("mine", folder_config(root))
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [12, 4, 7]
+    shapes = {im.shape for im in ds.splits["test"].get_batch(range(7))}
+    assert shapes == {(10, 12, 3), (10, 12)}  # grayscale stays 2-D
+
+
+def test_imagefolder_without_class_folders(tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    for i in range(4):
+        write_png(root / f"{i}.png", i)
+    with pytest.raises(DataError, match=r"flat.*not in class sub-folders.*<path>/<class>/<image>"):
+        load("mine", folder_config(root))
+    with pytest.raises(DataError, match="does not exist"):
+        load("mine", folder_config(tmp_path / "missing"))
+
+
+def test_imagefolder_corrupt_image_names_the_file(tmp_path: Path) -> None:
+    root = image_folder(tmp_path / "imgs")
+    bad = root / "malignant" / "broken.png"
+    bad.write_bytes((root / "malignant" / "0.png").read_bytes()[:30])
+    ds = load("mine", folder_config(root))
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png.*replace or remove"):
+        for s in ("train", "val", "test"):
+            ds.splits[s].get_batch(range(len(ds.splits[s])))
