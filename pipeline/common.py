@@ -9,9 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import yaml
-
-from pipeline.config import Params, ParamsError, load_params
+from pipeline.config import Params, ParamsError, load_params, yaml_value
 
 log = logging.getLogger("hashaudit")
 
@@ -70,9 +68,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ParamsError(f"--set {item!r}: use KEY=VALUE, e.g. --set train.epochs=5")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = yaml_value(value, where=f"--set {item!r}: the value")
     return out
 
 
