@@ -138,7 +138,8 @@ def val_scores(
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))
     multilabel = bool(train.y.sum(dim=1).max() > 1 or val.y.sum(dim=1).max() > 1)
-    k = min(k, len(train))
+    if k > len(train):  # one rule with the knn stage: never lower k silently
+        raise HashingError(f"k={k} exceeds the {len(train)} rows of the KNN database; lower k")
     db_onehot = train.y.numpy()
     y_val = val.y.numpy()
     hits = soft = 0.0
