@@ -280,9 +280,9 @@ def _fit(
             },
         }
         if not np.isfinite(row.get("loss", 0.0)):
-            raise HashingError(
-                f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr"
-            )
+            scale = float(train.x.abs().max())  # huge inputs overflow whatever the lr
+            fix = "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
+            raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}")
         method.cpu()
         scores = val_scores(method, db_sel, val_sel, k=config.k)
         method.to(device)
