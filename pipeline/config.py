@@ -48,7 +48,7 @@ class ParamsError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-_PLAIN_NAMES = {bool: "true or false", int: "integer", float: "number", str: "string"}
+_PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _type_name(tp: Any) -> str:
@@ -64,12 +64,13 @@ def _type_name(tp: Any) -> str:
         if not items:
             return "list"
         name = _type_name(items[0])
-        return f"list of {name}s" if items[0] in (int, float, str) else f"list of ({name})"
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(items[0])
+        return f"a list of {plural}" if plural else f"a list of ({name})"
     if origin in (dict, Mapping, typing.Mapping):
         args = get_args(tp)
-        return f"mapping of {_type_name(args[1])}" if len(args) == 2 else "mapping"
+        return f"a mapping of ({_type_name(args[1])})" if len(args) == 2 else "a mapping"
     if dataclasses.is_dataclass(tp):
-        return "mapping of keys"
+        return "a mapping of keys"
     if tp is type(None):
         return "null"
     return _PLAIN_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
@@ -99,10 +100,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ParamsError as err:
                 errors.append(str(err))
-        raise ParamsError(f"{key}: {value!r} is not a {_type_name(tp)}")
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a {_type_name(tp)}, got {value!r}")
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         item_tp = (get_args(tp) or (Any,))[0]
         return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping, typing.Mapping):
