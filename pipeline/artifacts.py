@@ -41,8 +41,6 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save as np_save_bytes
-from safetensors.torch import load_file as torch_load_file
-from safetensors.torch import save as torch_save_bytes
 
 EMBEDDINGS_FORMAT = "hashaudit.embeddings/1"
 CODES_FORMAT = "hashaudit.codes/1"
@@ -615,6 +613,8 @@ def check_head_embeddings(
 
 def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Write ``head.safetensors`` (the state dict) and ``config.json`` (the resolved config)."""
+    from safetensors.torch import save as torch_save_bytes  # torch only where heads are
+
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     write_bytes(
@@ -625,6 +625,8 @@ def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[s
 
 
 def load_head(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors.torch import load_file as torch_load_file
+
     directory = Path(directory)
     weights, cfg = directory / "head.safetensors", directory / "config.json"
     if not weights.is_file() or not cfg.is_file():
