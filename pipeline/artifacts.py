@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -120,6 +121,14 @@ def _write_error(path: Path, err: OSError) -> str:
     )
 
 
+def _about_writing(err: OSError, tmp: Path) -> bool:
+    """Whether an OSError raised while filling ``tmp`` is about writing it (so the message should
+    name the target instead of the temp file)."""
+    names = {str(getattr(err, "filename", None)), str(getattr(err, "filename2", None))}
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+    return str(tmp) in names or err.errno in full
+
+
 def _temp_beside(path: Path, *, suffix: str = ".tmp") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -151,14 +160,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         raise ArtifactError(_write_error(path, err)) from err
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        if staged is not None:
-            staged.add(path, tmp_path)
-            return
-        os.replace(tmp_path, path)
-    except OSError as err:
-        raise ArtifactError(_write_error(path, err)) from err
+        try:
+            yield tmp_path
+        except OSError as err:
+            if not _about_writing(err, tmp_path):
+                raise  # e.g. a failed download inside the block: not a write error
+            raise ArtifactError(_write_error(path, err)) from err
+        try:
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600: the usual permissions
+            if staged is not None:
+                staged.add(path, tmp_path)
+                return
+            os.replace(tmp_path, path)
+        except OSError as err:
+            raise ArtifactError(_write_error(path, err)) from err
     finally:
         if staged is None or staged.files.get(path) != tmp_path:
             tmp_path.unlink(missing_ok=True)
