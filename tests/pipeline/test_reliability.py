@@ -427,6 +427,11 @@ def test_two_runs_write_byte_identical_head_codes_and_embeddings(
     assert train.main(train_argv(study["emb"], tmp_path)) == 0
     for name in ("head.safetensors", "codes.safetensors", "config.json"):
         assert (tmp_path / "head" / name).read_bytes() == (study["head"] / name).read_bytes()
+    assert (tmp_path / "train.csv").read_bytes() == (study["root"] / "train.csv").read_bytes()
+    # the float baseline is a dependency of every evaluate stage: byte-identical too
+    assert knn.main(knn_argv(study["emb"], tmp_path)) == 0
+    for name in ("knn.json", "knn.csv", "knn/confusion.json", "knn/confusion.png"):
+        assert (tmp_path / name).read_bytes() == (study["root"] / name).read_bytes(), name
     # safetensors keeps metadata in a hash map whose order changes with every call (measured:
     # 20 saves of one file in one process gave 20 different byte strings before sorting)
     for name in ("e1.safetensors", "e2.safetensors"):
