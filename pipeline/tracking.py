@@ -189,7 +189,7 @@ def stage_run(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # a server that accepts the connection but stalls: fail in seconds, not after minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     uri = resolve_uri(config)
     check_reachable(uri)
     from mlflow.tracking import MlflowClient

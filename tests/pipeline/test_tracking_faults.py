@@ -79,6 +79,7 @@ def test_concurrent_store_creation_and_signals_mark_runs(tmp_path: Path, monkeyp
         name: subprocess.Popen(
             [sys.executable, str(worker), uri, name, str(tmp_path)],
             env=env,
+            cwd=tmp_path,  # MLflow puts its artifact folder (mlruns/) in the working directory
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -87,6 +88,7 @@ def test_concurrent_store_creation_and_signals_mark_runs(tmp_path: Path, monkeyp
     dvc = subprocess.Popen(  # the "dvc" whose stage must not outlive it
         [sys.executable, str(tmp_path / "parent.py"), str(worker), uri, "orphan", str(tmp_path)],
         env=env,
+        cwd=tmp_path,
     )
     (tmp_path / "go").touch()  # four processes create the fresh store at once
     names = [*procs, "orphan"]
