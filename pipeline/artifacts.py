@@ -1,7 +1,11 @@
 """The one place that reads and writes every on-disk format of hashaudit.
 
 Every write is atomic (a temporary file in the destination folder, then ``os.replace``), so a crash
-or a bad input never leaves a half-written result where a later stage would trust it.
+or a bad input never leaves a half-written result where a later stage would trust it. A stage that
+writes several files wraps them in :func:`atomic_outputs` (they land together or not at all) and
+calls :func:`check_writable` on every output path before it starts working. Safetensors headers
+are rewritten with sorted metadata (:func:`canonical_safetensors`), so identical content gives
+byte-identical files and DVC does not re-run downstream stages for nothing.
 
 Formats
 -------
@@ -9,8 +13,12 @@ Embeddings (``<dataset>.safetensors``)
     tensors ``{split}_x`` float32 ``[N, D]`` and ``{split}_y`` for split in train/val/test; labels are
     int64 ``[N]`` for single-label tasks and uint8 multi-hot ``[N, C]`` for multi-label ones.
     String metadata: ``format``, ``dataset``, ``task``, ``n_classes``, ``class_names`` (JSON list),
-    ``backbone``, ``revision``, ``image_size``, ``resize``, ``pooling``, ``dtype``, ``dim``.
-    Users may bring their own file in this layout, or an ``.npz`` with the same keys.
+    ``backbone``, ``revision``, ``image_size``, ``resize``, ``pooling``, ``dtype``, ``dim``, and
+    ``fingerprint`` (:func:`content_fingerprint`: SHA-256 of every split's arrays and labels).
+    Users may bring their own file in this layout, or an ``.npz`` with the same keys. Every
+    artifact made from an embeddings file records its fingerprint (a head's ``config.json``,
+    the codes' metadata, the float-KNN metrics); :func:`check_same_embeddings` refuses to pair
+    it with another file.
 Head (``<dir>/head.safetensors`` + ``<dir>/config.json``)
     the method's state dict and the fully resolved configuration. No pickle anywhere.
 Codes (``codes.safetensors``)

@@ -9,6 +9,11 @@
 * Privacy: only parameters, aggregate metrics and small plots/configs are logged — never images,
   embeddings, codes or per-sample values.
 * ``tracking.enabled: false`` (or ``HASHAUDIT_TRACKING=0``) turns every call into a no-op.
+* Faults: an unreachable ``http(s)`` server fails in seconds naming the URI and the fix
+  (:func:`check_reachable`); creating a fresh sqlite store is serialised between processes
+  (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED on an error. A SIGKILLed stage
+  cannot end its run, which stays RUNNING: ``python -m pipeline.tracking --close-stale`` marks
+  KILLED every RUNNING run whose process (pid and host are tagged on the run) is gone.
 """
 
 from __future__ import annotations
