@@ -446,7 +446,7 @@ def validate_embeddings(
         # squared distances (float KNN, pairwise losses, LayerNorm variances) reach
         # 4 * dim * max|x|^2; beyond float32's range they overflow to inf and every
         # distance ties, so such a file would give silently wrong neighbours
-        peak = float(np.abs(xs).max())
+        peak = max(float(xs.max()), -float(xs.min()))  # no |x| copy of a large matrix
         limit = math.sqrt(float(np.finfo(np.float32).max) / (4.0 * dim))
         if peak > limit:
             raise ArtifactError(
