@@ -91,10 +91,16 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 def die_with_parent() -> bool:
     """On Linux, ask the kernel to send this process SIGTERM when its parent dies
-    (``prctl(PR_SET_PDEATHSIG)``), so a stage whose ``dvc`` (or shell) was killed with ``kill -9``
-    stops instead of running on as an orphan. Returns whether it was set. Set
-    ``HASHAUDIT_DIE_WITH_PARENT=0`` to keep stages running when their parent dies."""
-    if not sys.platform.startswith("linux") or os.environ.get("HASHAUDIT_DIE_WITH_PARENT") == "0":
+    (``prctl(PR_SET_PDEATHSIG)``), so a stage whose ``dvc`` was killed with ``kill -9`` stops
+    instead of running on as an orphan. Returns whether it was set.
+
+    On by default only under DVC (``$DVC_STAGE`` is set: dvc sets it for every stage command), so
+    that ``nohup python -m pipeline.train ... &`` still outlives its shell;
+    ``HASHAUDIT_DIE_WITH_PARENT=1`` / ``0`` forces it on / off. It helps when dvc starts the
+    stage directly: dvc runs ``$SHELL -c CMD``, and bash and zsh exec a single command, while
+    dash stays in between (then the stage outlives a killed dvc; see BAD_INPUTS.md)."""
+    wanted = os.environ.get("HASHAUDIT_DIE_WITH_PARENT", "1" if "DVC_STAGE" in os.environ else "0")
+    if not sys.platform.startswith("linux") or wanted != "1":
         return False
     import ctypes
 

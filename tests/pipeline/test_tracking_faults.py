@@ -87,7 +87,7 @@ def test_concurrent_store_creation_and_signals_mark_runs(tmp_path: Path, monkeyp
     }
     dvc = subprocess.Popen(  # the "dvc" whose stage must not outlive it
         [sys.executable, str(tmp_path / "parent.py"), str(worker), uri, "orphan", str(tmp_path)],
-        env=env,
+        env={**env, "DVC_STAGE": "train@x"},  # dvc sets it for every stage command
         cwd=tmp_path,
     )
     (tmp_path / "go").touch()  # four processes create the fresh store at once
@@ -243,3 +243,31 @@ def test_store_creation_is_serialised_between_openers(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert events == ["first done", "second in"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DVC_STAGE": "train@x"}, 15),  # under dvc: SIGTERM when the parent dies
+        ({}, 0),  # a plain command line (nohup ... &) outlives its shell
+        ({"DVC_STAGE": "train@x", "HASHAUDIT_DIE_WITH_PARENT": "0"}, 0),
+    ],
+)
+def test_die_with_parent_only_under_dvc(env: dict[str, str], expected: int) -> None:
+    script = (
+        "import ctypes; from pipeline.common import die_with_parent; die_with_parent(); "
+        "sig = ctypes.c_int(); libc = ctypes.CDLL(None); libc.prctl(2, ctypes.byref(sig), 0, 0, 0); "
+        "print(sig.value)"  # 2 = PR_GET_PDEATHSIG
+    )
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("DVC_STAGE", "HASHAUDIT_DIE_WITH_PARENT")
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(res.stdout.strip()) == expected
