@@ -194,7 +194,8 @@ def val_scores(
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))
     multilabel = bool(train.y.sum(dim=1).max() > 1 or val.y.sum(dim=1).max() > 1)
-    k = min(k, len(train))
+    if k > len(train):  # one rule with the knn stage: never lower k silently
+        raise HashingError(f"k={k} exceeds the {len(train)} rows of the KNN database; lower k")
     db_onehot = train.y.numpy()
     y_val = val.y.numpy()
     hits = soft = 0.0
@@ -353,9 +354,9 @@ def _fit(
             },
         }
         if not np.isfinite(row.get("loss", 0.0)):
-            raise HashingError(
-                f"{method.name}: the loss became non-finite at epoch {epoch}; lower train.lr"
-            )
+            scale = float(train.x.abs().max())  # huge inputs overflow whatever the lr
+            fix = "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
+            raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}")
         row.update(plugin.epoch_end(epoch))
         method.cpu()
         scores = val_scores(method, db_sel, val_sel, k=config.k)

@@ -1,7 +1,11 @@
 """The one place that reads and writes every on-disk format of hashaudit.
 
 Every write is atomic (a temporary file in the destination folder, then ``os.replace``), so a crash
-or a bad input never leaves a half-written result where a later stage would trust it.
+or a bad input never leaves a half-written result where a later stage would trust it. A stage that
+writes several files wraps them in :func:`atomic_outputs` (they land together or not at all) and
+calls :func:`check_writable` on every output path before it starts working. Safetensors headers
+are rewritten with sorted metadata (:func:`canonical_safetensors`), so identical content gives
+byte-identical files and DVC does not re-run downstream stages for nothing.
 
 Formats
 -------
@@ -9,8 +13,12 @@ Embeddings (``<dataset>.safetensors``)
     tensors ``{split}_x`` float32 ``[N, D]`` and ``{split}_y`` for split in train/val/test; labels are
     int64 ``[N]`` for single-label tasks and uint8 multi-hot ``[N, C]`` for multi-label ones.
     String metadata: ``format``, ``dataset``, ``task``, ``n_classes``, ``class_names`` (JSON list),
-    ``backbone``, ``revision``, ``image_size``, ``resize``, ``pooling``, ``dtype``, ``dim``.
-    Users may bring their own file in this layout, or an ``.npz`` with the same keys.
+    ``backbone``, ``revision``, ``image_size``, ``resize``, ``pooling``, ``dtype``, ``dim``, and
+    ``fingerprint`` (:func:`content_fingerprint`: SHA-256 of every split's arrays and labels).
+    Users may bring their own file in this layout, or an ``.npz`` with the same keys. Every
+    artifact made from an embeddings file records its fingerprint (a head's ``config.json``,
+    the codes' metadata, the float-KNN metrics); :func:`check_same_embeddings` refuses to pair
+    it with another file.
 Head (``<dir>/head.safetensors`` + ``<dir>/config.json``)
     the method's state dict and the fully resolved configuration. No pickle anywhere.
 Codes (``codes.safetensors``)
@@ -22,7 +30,10 @@ Metrics: flat JSON; plot data: CSV.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
+import errno
+import hashlib
 import io
 import json
 import math
@@ -31,6 +42,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +50,12 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save as np_save_bytes
-from safetensors.torch import load_file as torch_load_file
-from safetensors.torch import save as torch_save_bytes
 
 EMBEDDINGS_FORMAT = "hashaudit.embeddings/1"
 CODES_FORMAT = "hashaudit.codes/1"
 SPLITS = ("train", "val", "test")
+#: keys every head ``config.json`` holds (later stages read them)
+HEAD_CONFIG_KEYS = ("dataset", "method", "head_spec", "embeddings")
 TASKS = ("multi-class", "binary-class", "multi-label", "ordinal-regression")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -58,20 +70,178 @@ class ArtifactError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+class _Staged:
+    """The files of one :func:`atomic_outputs` block: staged beside their targets, then moved in."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, Path] = {}  # target -> staged temporary file
+        self.created: list[Path] = []  # folders made for the outputs (removed again if empty)
+
+    def add(self, target: Path, tmp: Path) -> None:
+        old = self.files.pop(target, None)
+        if old is not None:
+            old.unlink(missing_ok=True)
+        self.files[target] = tmp
+
+    def commit(self) -> None:
+        """Move every staged file onto its target; on any failure put the old files back."""
+        done: list[list[Any]] = []  # [target, backup of the file it replaces, moved in yet]
+        target = None
+        try:
+            for target, tmp in self.files.items():
+                backup = None
+                if target.exists() and not target.is_dir():
+                    backup = _temp_beside(target, suffix=".bak")
+                    os.replace(target, backup)
+                done.append([target, backup, False])
+                os.replace(tmp, target)
+                done[-1][2] = True
+        except OSError as err:
+            for moved_target, backup, moved in reversed(done):
+                if moved:
+                    moved_target.unlink(missing_ok=True)
+                if backup is not None:
+                    os.replace(backup, moved_target)
+            self.discard()
+            raise ArtifactError(_write_error(target, err)) from err
+        for _, backup, _ in done:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        self.files.clear()
+
+    def discard(self) -> None:
+        for tmp in self.files.values():
+            tmp.unlink(missing_ok=True)
+        self.files.clear()
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+
+
+_STAGED: contextvars.ContextVar[_Staged | None] = contextvars.ContextVar("staged", default=None)
+
+
+def _write_error(path: Path, err: OSError) -> str:
+    reason = err.strerror or str(err)
+    return (
+        f"{path}: cannot write this output ({reason}); check that the path is a file in a "
+        "writable folder with free space, or choose another output path"
+    )
+
+
+def _about_writing(err: OSError, tmp: Path) -> bool:
+    """Whether an OSError raised while filling ``tmp`` is about writing it (so the message should
+    name the target instead of the temp file)."""
+    names = {str(getattr(err, "filename", None)), str(getattr(err, "filename2", None))}
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+    return str(tmp) in names or err.errno in full
+
+
+def _temp_beside(path: Path, *, suffix: str = ".tmp") -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _make_parent(path: Path, staged: _Staged | None) -> None:
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ArtifactError(_write_error(path, err)) from err
+    if staged is not None:
+        staged.created.extend(missing)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    Inside an :func:`atomic_outputs` block the file is only staged: it lands together with the
+    block's other outputs when the block succeeds. A failure names ``path``, never the temp file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    staged = _STAGED.get()
+    _make_parent(path, staged)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp_path, path)
+        tmp_path = _temp_beside(path)
+    except OSError as err:
+        raise ArtifactError(_write_error(path, err)) from err
+    try:
+        try:
+            yield tmp_path
+        except OSError as err:
+            if not _about_writing(err, tmp_path):
+                raise  # e.g. a failed download inside the block: not a write error
+            raise ArtifactError(_write_error(path, err)) from err
+        try:
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600: the usual permissions
+            if staged is not None:
+                staged.add(path, tmp_path)
+                return
+            os.replace(tmp_path, path)
+        except OSError as err:
+            raise ArtifactError(_write_error(path, err)) from err
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if staged is None or staged.files.get(path) != tmp_path:
+            tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_outputs() -> Iterator[None]:
+    """All-or-nothing commit of several files: every write inside the block (``write_json``,
+    ``save_head``, ``atomic_path``, ...) is staged and the files land together when the block ends
+    without error. If anything fails (a later write, a metric, Ctrl-C), no output of the block is
+    left and the files it would have replaced are kept. Blocks do not nest."""
+    if _STAGED.get() is not None:
+        raise RuntimeError("atomic_outputs() blocks do not nest")
+    staged = _Staged()
+    token = _STAGED.set(staged)
+    try:
+        yield
+        _STAGED.reset(token)
+        token = None
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    finally:
+        if token is not None:
+            _STAGED.reset(token)
+
+
+def check_writable(*files: str | Path, dirs: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work starts, output paths that cannot be written: a file path that is a
+    folder, a folder path that is a file, a parent that is a file, or a read-only folder."""
+    for raw, want_dir in [(f, False) for f in files] + [(d, True) for d in dirs]:
+        path = Path(raw)
+        kind = "folder" if want_dir else "file"
+        if path.exists():
+            if want_dir and not path.is_dir():
+                raise ArtifactError(
+                    f"{path}: an output folder is expected here but a file exists; remove it or "
+                    "choose another output path"
+                )
+            if not want_dir and path.is_dir():
+                raise ArtifactError(
+                    f"{path}: an output file is expected here but a folder exists; remove it or "
+                    "choose another output path"
+                )
+            folder = path if want_dir else path.parent
+        else:
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise ArtifactError(
+                    f"{path}: cannot create this output {kind}: {folder} is a file, not a folder; "
+                    "choose another output path"
+                )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ArtifactError(
+                f"{path}: cannot write this output {kind}: folder {folder} is not writable; "
+                "fix its permissions or choose another output path"
+            )
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -101,13 +271,32 @@ def write_json(path: str | Path, obj: Any) -> None:
     )
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, *, require: Sequence[str] = ()) -> Any:
+    """Read a JSON object written by a stage; a missing, unreadable or malformed file, or one that
+    lacks a key of ``require``, is an :class:`ArtifactError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(
             f"{path}: file not found; run the stage that writes it first (dvc repro)"
         )
-    return json.loads(path.read_text())
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(
+            f"{path}: not valid JSON ({err}); re-run the stage that writes it (dvc repro)"
+        ) from err
+    if not isinstance(obj, dict):
+        raise ArtifactError(
+            f"{path}: expected a JSON object, got {type(obj).__name__}; re-run the stage that "
+            "writes it (dvc repro)"
+        )
+    missing = [k for k in require if k not in obj]
+    if missing:
+        raise ArtifactError(
+            f"{path}: missing {', '.join(map(repr, missing))}; re-run the stage that writes it "
+            "(dvc repro)"
+        )
+    return obj
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -121,9 +310,43 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its ``__metadata__`` keys sorted.
+
+    The safetensors library keeps metadata in a hash map, so the header's key order (and the file's
+    bytes) change from run to run; DVC would then see a new md5 for identical content and re-run
+    every downstream stage. Tensor offsets are relative to the end of the header, so rewriting
+    the header (padded with spaces to 8 bytes, as the format requires) leaves the data intact.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
 # --------------------------------------------------------------------------------------------
 # embeddings
 # --------------------------------------------------------------------------------------------
+
+
+def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every split's embeddings and labels (in the stored dtypes, with names and
+    shapes), so two files with the same fingerprint hold the same rows in the same order with the
+    same labels, whatever their metadata says."""
+    h = hashlib.sha256()
+    for s in SPLITS:
+        ys = y[s]
+        for name, arr in (
+            (f"{s}_x", np.ascontiguousarray(x[s], dtype=np.float32)),
+            (f"{s}_y", np.ascontiguousarray(ys, dtype=np.uint8 if ys.ndim == 2 else np.int64)),
+        ):
+            h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
+            h.update(memoryview(arr).cast("B"))
+    return "sha256:" + h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -140,6 +363,11 @@ class Embeddings:
     @property
     def dim(self) -> int:
         return int(self.x["train"].shape[1])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content digest of every split (see :func:`content_fingerprint`)."""
+        return content_fingerprint(self.x, self.y)
 
     @property
     def multilabel(self) -> bool:
@@ -201,6 +429,11 @@ def validate_embeddings(
             )
         if ys.ndim == 1 and ys.size and ys.min() < 0:
             raise ArtifactError(f"{where}: {s}_y has negative class id {int(ys.min())}")
+        if ys.ndim == 2 and ys.size and not np.isin(ys, (0, 1)).all():
+            raise ArtifactError(
+                f"{where}: {s}_y is a [N, C] matrix but holds values other than 0/1; use "
+                "multi-hot labels"
+            )
         if xs.shape[0] == 0:
             raise ArtifactError(f"{where}: split {s!r} is empty")
         bad = ~np.isfinite(xs)
@@ -210,8 +443,26 @@ def validate_embeddings(
                 f"{where}: {s}_x holds {int(bad.sum())} NaN/inf values (first in row {row}); "
                 "re-extract the embeddings or drop those rows"
             )
+        # squared distances (float KNN, pairwise losses, LayerNorm variances) reach
+        # 4 * dim * max|x|^2; beyond float32's range they overflow to inf and every
+        # distance ties, so such a file would give silently wrong neighbours
+        peak = max(float(xs.max()), -float(xs.min()))  # no |x| copy of a large matrix
+        limit = math.sqrt(float(np.finfo(np.float32).max) / (4.0 * dim))
+        if peak > limit:
+            raise ArtifactError(
+                f"{where}: {s}_x holds values up to {peak:.3g} in magnitude; squared distances "
+                f"between such rows overflow float32 (limit about {limit:.3g} at dimension "
+                f"{dim}); rescale the embeddings (e.g. standardise each feature)"
+            )
     if len({y[s].ndim for s in SPLITS}) != 1:
         raise ArtifactError(f"{where}: label layout differs between splits (mix of [N] and [N, C])")
+    widths = {s: y[s].shape[1] for s in SPLITS if y[s].ndim == 2}
+    if len(set(widths.values())) > 1:
+        shown = ", ".join(f"{s}_y has {c}" for s, c in widths.items())
+        raise ArtifactError(
+            f"{where}: multi-hot label matrices differ in their number of classes ({shown} "
+            "columns); every split needs the same class columns"
+        )
 
 
 def save_embeddings(path: str | Path, emb: Embeddings) -> None:
@@ -223,7 +474,10 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> None:
     meta = {"format": EMBEDDINGS_FORMAT, "dim": str(emb.dim), "n_classes": str(emb.n_classes)}
     meta.update({k: str(v) for k, v in emb.meta.items()})
     meta["format"] = EMBEDDINGS_FORMAT
-    write_bytes(path, np_save_bytes(tensors, metadata=meta))
+    meta["fingerprint"] = content_fingerprint(
+        {s: tensors[f"{s}_x"] for s in SPLITS}, {s: tensors[f"{s}_y"] for s in SPLITS}
+    )
+    write_bytes(path, canonical_safetensors(np_save_bytes(tensors, metadata=meta)))
 
 
 def _read_safetensors_numpy(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -281,7 +535,33 @@ def read_embeddings_raw(
     for s, ys in y.items():
         if ys.ndim == 2 and ys.shape[1] == 1:  # MedMNIST-style [N, 1] column
             y[s] = ys[:, 0]
+    _check_declared_classes(path, y, meta)
     return x, y, meta
+
+
+def _check_declared_classes(
+    path: Path, y: Mapping[str, np.ndarray], meta: Mapping[str, str]
+) -> None:
+    """Labels must fit the class count the file's metadata declares (if it declares one)."""
+    declared = str(meta.get("n_classes", "")).strip()
+    if not declared:
+        return
+    if not declared.isdigit() or int(declared) < 1:
+        raise ArtifactError(
+            f"{path}: metadata n_classes={declared!r} is not a positive integer; fix or drop it"
+        )
+    n = int(declared)
+    for s, ys in y.items():
+        if ys.ndim == 2 and ys.shape[1] != n:
+            raise ArtifactError(
+                f"{path}: {s}_y has {ys.shape[1]} label columns but the metadata declares "
+                f"n_classes={n}; fix the labels or the metadata"
+            )
+        if ys.ndim == 1 and ys.size and np.issubdtype(ys.dtype, np.integer) and ys.max() >= n:
+            raise ArtifactError(
+                f"{path}: {s}_y holds class id {int(ys.max())} but the metadata declares "
+                f"n_classes={n} (ids 0..{n - 1}); fix the labels or the metadata"
+            )
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
@@ -293,7 +573,60 @@ def load_embeddings(path: str | Path) -> Embeddings:
         else v
         for s, v in y.items()
     }
-    return Embeddings(x=x, y=as_ids, meta=meta)
+    emb = Embeddings(x=x, y=as_ids, meta=meta)
+    recorded = meta.get("fingerprint")
+    if recorded is not None and recorded != emb.fingerprint:
+        raise ArtifactError(
+            f"{path}: its content does not match the fingerprint recorded in its metadata (the "
+            "arrays or labels were changed after it was written, or the file is corrupt); "
+            "re-create it (dvc repro extract), or drop the fingerprint entry if you edited it "
+            "on purpose"
+        )
+    return emb
+
+
+def check_same_embeddings(
+    expected: str | None, emb: Embeddings, *, embeddings_path: Path, recorded_in: Path
+) -> None:
+    """Refuse an embeddings file whose content fingerprint differs from the one recorded in
+    another artifact (a head's ``config.json``, a float-metrics JSON, ...): pairing codes or
+    metrics with other rows or labels gives silently wrong numbers. Every stage that combines an
+    artifact with an embeddings file calls this (evaluate, and the attack stage)."""
+    if expected is None:
+        raise ArtifactError(
+            f"{recorded_in}: records no embeddings fingerprint (written by an older hashaudit); "
+            f"re-run the stage that writes it (dvc repro) before combining it with {embeddings_path}"
+        )
+    if expected != emb.fingerprint:
+        raise ArtifactError(
+            f"{recorded_in} was made from embeddings with fingerprint {expected[:19]}..., but "
+            f"{embeddings_path} has fingerprint {emb.fingerprint[:19]}... (other rows, labels "
+            "or order); pass the embeddings file it was made from, or re-run its stage on this "
+            "file (dvc repro)"
+        )
+
+
+def check_head_embeddings(
+    head_config: Mapping[str, Any], emb: Embeddings, *, head_dir: Path, embeddings_path: Path
+) -> None:
+    """A trained head (its ``config.json``) must have been trained on exactly ``emb``: same
+    backbone, pooling and dimension, and the same content fingerprint."""
+    trained = head_config.get("embeddings") or {}
+    for key in ("backbone", "pooling", "dim"):
+        want = str(trained.get(key))
+        got = str(emb.dim if key == "dim" else emb.meta.get(key))
+        if want != got:
+            raise ArtifactError(
+                f"{head_dir / 'config.json'}: the head was trained on embeddings with {key}={want!r} "
+                f"but {embeddings_path} has {key}={got!r}; re-run the train stage on these "
+                "embeddings (dvc repro) or pass the file the head was trained on"
+            )
+    check_same_embeddings(
+        trained.get("fingerprint"),
+        emb,
+        embeddings_path=embeddings_path,
+        recorded_in=head_dir / "config.json",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,16 +636,20 @@ def load_embeddings(path: str | Path) -> Embeddings:
 
 def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Write ``head.safetensors`` (the state dict) and ``config.json`` (the resolved config)."""
+    from safetensors.torch import save as torch_save_bytes  # torch only where heads are
+
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     write_bytes(
         directory / "head.safetensors",
-        torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"}),
+        canonical_safetensors(torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"})),
     )
     write_json(directory / "config.json", dict(config))
 
 
 def load_head(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors.torch import load_file as torch_load_file
+
     directory = Path(directory)
     weights, cfg = directory / "head.safetensors", directory / "config.json"
     if not weights.is_file() or not cfg.is_file():
@@ -342,9 +679,8 @@ def save_codes(
             )
     md = {str(k): str(v) for k, v in meta.items()}
     md.update({"format": CODES_FORMAT, "n_bits": str(n_bits), "bitorder": "little"})
-    write_bytes(
-        path, np_save_bytes({s: np.ascontiguousarray(a) for s, a in packed.items()}, metadata=md)
-    )
+    tensors = {s: np.ascontiguousarray(a) for s, a in packed.items()}
+    write_bytes(path, canonical_safetensors(np_save_bytes(tensors, metadata=md)))
 
 
 def load_codes(path: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
@@ -352,6 +688,9 @@ def load_codes(path: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, 
     if not path.is_file():
         raise ArtifactError(f"{path}: codes file not found; run the train stage first")
     tensors, meta = _read_safetensors_numpy(path)
-    if meta.get("format") != CODES_FORMAT:
-        raise ArtifactError(f"{path}: not a hashaudit codes file (format={meta.get('format')!r})")
+    if meta.get("format") != CODES_FORMAT or not str(meta.get("n_bits", "")).isdigit():
+        raise ArtifactError(
+            f"{path}: not a hashaudit codes file (format={meta.get('format')!r}, "
+            f"n_bits={meta.get('n_bits')!r}); re-run the train stage"
+        )
     return tensors, int(meta["n_bits"]), meta

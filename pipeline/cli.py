@@ -14,7 +14,11 @@ def main(argv: list[str] | None = None) -> int:
         bad = f"unknown stage {args[0]!r}; " if args and args[0] not in ("-h", "--help") else ""
         sys.stderr.write(f"{bad}usage: hashaudit {{{','.join(STAGES)}}} [--help] [stage args]\n")
         return 0 if args and args[0] in ("-h", "--help") else 2
-    return importlib.import_module(f"pipeline.{args[0]}").main(args[1:])
+    stage = importlib.import_module(f"pipeline.{args[0]}")
+    if argv is None:  # a real command line: the stage installs its signal handling (run_main)
+        sys.argv = [f"hashaudit {args[0]}", *args[1:]]
+        return stage.main(None)
+    return stage.main(args[1:])
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import yaml
-
-from pipeline.config import Params, ParamsError, load_params
+from pipeline.config import Params, ParamsError, load_params, yaml_value
 
 log = logging.getLogger("hashaudit")
 
@@ -69,9 +70,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ParamsError(f"--set {item!r}: use KEY=VALUE, e.g. --set train.epochs=5")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = yaml_value(value, where=f"--set {item!r}: the value")
     return out
 
 
@@ -79,16 +80,67 @@ def load(args: argparse.Namespace) -> Params:
     return load_params(args.params, parse_overrides(args.overrides))
 
 
+class StageTerminated(KeyboardInterrupt):
+    """Raised in the stage process on SIGTERM, so the stage unwinds as on Ctrl-C: no output is
+    left half-written, the MLflow run is marked KILLED, and the exit code is 143 (128 + 15)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise StageTerminated(f"signal {signum}")
+
+
+def die_with_parent() -> bool:
+    """On Linux, ask the kernel to send this process SIGTERM when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), so a stage whose ``dvc`` was killed with ``kill -9`` stops
+    instead of running on as an orphan. Returns whether it was set.
+
+    On by default only under DVC (``$DVC_STAGE`` is set: dvc sets it for every stage command), so
+    that ``nohup python -m pipeline.train ... &`` still outlives its shell;
+    ``HASHAUDIT_DIE_WITH_PARENT=1`` / ``0`` forces it on / off. It helps when dvc starts the
+    stage directly: dvc runs ``$SHELL -c CMD``, and bash and zsh exec a single command, while
+    dash stays in between (then the stage outlives a killed dvc; see BAD_INPUTS.md)."""
+    wanted = os.environ.get("HASHAUDIT_DIE_WITH_PARENT", "1" if "DVC_STAGE" in os.environ else "0")
+    if not sys.platform.startswith("linux") or wanted != "1":
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if ok and os.getppid() != parent:  # the parent died before prctl: nobody will signal us
+        raise StageTerminated("the parent process is gone")
+    return ok
+
+
 def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -> int:
     """Run a stage body; user errors become one logged line and exit code 2 (no traceback), a
-    Ctrl-C a short message and exit code 130; any other exception propagates (a bug: traceback)."""
+    Ctrl-C a short message and exit code 130, SIGTERM exit code 143; any other exception
+    propagates (a bug: traceback, exit code 1).
+
+    ``argv=None`` means a real command-line run (``python -m pipeline.<stage>``): only then are the
+    SIGTERM handler and :func:`die_with_parent` installed (tests call ``main([...])`` in-process).
+    """
     setup_logging()
+    previous = None
     try:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            die_with_parent()
         body(argv)
     except user_errors() as err:
         log.error("%s", err)
         return 2
+    except StageTerminated:
+        log.error("terminated (SIGTERM); no output of this stage was written")
+        return 128 + int(signal.SIGTERM)
     except KeyboardInterrupt:
         log.error("interrupted; no output of this stage was written")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

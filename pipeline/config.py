@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -33,15 +34,35 @@ class ParamsError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+_PLAIN_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _type_name(tp: Any) -> str:
+    """The annotation in the words of a params.yaml user: ``list of integer``, not
+    ``tuple[int, Ellipsis]``."""
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
-    if origin is not None:
-        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in get_args(tp))}]"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        items = [a for a in get_args(tp) if a is not Ellipsis]
+        if not items:
+            return "list"
+        name = _type_name(items[0])
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(items[0])
+        return f"a list of {plural}" if plural else f"a list of ({name})"
+    if origin in (dict, Mapping, typing.Mapping):
+        args = get_args(tp)
+        return f"a mapping of ({_type_name(args[1])})" if len(args) == 2 else "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys"
+    if tp is type(None):
+        return "null"
+    return _PLAIN_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -65,10 +86,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ParamsError as err:
                 errors.append(str(err))
-        raise ParamsError(f"{key}: {value!r} is not a {_type_name(tp)}")
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         item_tp = (get_args(tp) or (Any,))[0]
         return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping, typing.Mapping):
@@ -89,8 +110,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept numeric strings here
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -336,20 +362,54 @@ def load_params(
             f"params file {str(path)!r} not found; run from the repository root or pass --params"
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save the params file as UTF-8"
+        ) from None
+    raw = yaml_value(text, where=str(path))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {raw!r}")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     return parse_params(raw)
 
 
+def yaml_value(text: str, *, where: str) -> Any:
+    """Parse YAML; a syntax error is one line: ``where:LINE:COLUMN: problem``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+        place = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ParamsError(
+            f"{where}{place}: not valid YAML: {' '.join(str(problem).split())}"
+        ) from None
+
+
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
-    *parents, last = dotted.split(".")
+    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way; a
+    path through a plain value (``seed.x`` while ``seed: 0``) is a :class:`ParamsError`."""
+    parts = dotted.split(".")
+    if not all(p.strip() for p in parts):
+        raise ParamsError(f"--set {dotted!r}: empty key part; use dotted keys like train.epochs")
+    *parents, last = parts
     node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if child is None:  # an empty section in the file (`train:`) is an empty mapping
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            here = ".".join(parents[: i + 1])
+            raise ParamsError(
+                f"--set {dotted}: {here} is a value ({child!r}), not a section with keys; "
+                f"set {here} itself, e.g. --set {here}=..."
+            )
+        node = child
     node[last] = value
 
 

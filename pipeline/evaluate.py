@@ -1,8 +1,12 @@
 """Stage ``evaluate``: KNN on Hamming codes (database = train codes, queries = test codes).
 
-Uses the same k, k-sweep and tie-aware voting (:mod:`hashers.knn`) as the float baseline, and reports
-each metric's ratio to the float-KNN value (``retention_*``). Refuses codes whose head was trained
-on embeddings from another backbone than the embeddings file given here.
+Uses the same k, k-sweep and tie-aware voting (:mod:`retrieval.knn`) as the float baseline, and reports
+each metric's ratio to the float-KNN value (``retention_*``).
+
+Inputs are checked before any work: the embeddings file must be the one the head was trained on
+(same content fingerprint, :func:`pipeline.artifacts.check_head_embeddings`), the float-metrics
+file must come from the same embeddings and k, and ``--dataset/--method/--bits`` (optional) must
+match the head's ``config.json``, which is where they are read from otherwise.
 """
 
 from __future__ import annotations
@@ -14,32 +18,70 @@ from typing import Any
 import numpy as np
 
 from pipeline import tracking
-from pipeline.artifacts import ArtifactError, Embeddings, load_codes, load_embeddings, read_json
+from pipeline.artifacts import (
+    HEAD_CONFIG_KEYS,
+    ArtifactError,
+    Embeddings,
+    atomic_outputs,
+    check_head_embeddings,
+    check_same_embeddings,
+    check_writable,
+    load_codes,
+    load_embeddings,
+    read_json,
+)
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
-from pipeline.knn import sweep_metrics, write_knn_outputs
+from pipeline.knn import check_k, knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
 from retrieval.knn import knn_hamming
+from retrieval.metrics import CLASSIFICATION_METRICS, retention
 
 log = logging.getLogger(__name__)
 
 
-def check_compatible(
-    head_config: dict[str, Any], emb: Embeddings, codes_meta: dict[str, str], where: Path
-) -> None:
-    """The head, its codes and the embeddings must come from the same backbone and dataset split."""
-    trained = head_config.get("embeddings", {})
-    for key in ("backbone", "pooling", "dim"):
-        want = str(trained.get(key))
-        got = str(emb.dim if key == "dim" else emb.meta.get(key))
-        if want != got:
-            raise ArtifactError(
-                f"{where}: the head was trained on embeddings with {key}={want!r} but the embeddings "
-                f"file has {key}={got!r}; re-run the train stage on these embeddings (dvc repro) or "
-                "point --embeddings at the file the head was trained on"
-            )
-    if codes_meta.get("backbone") != emb.backbone:
+def head_identity(
+    head_config: dict[str, Any],
+    head_dir: Path,
+    *,
+    dataset: str | None,
+    method: str | None,
+    bits: int | None,
+) -> tuple[str, str, int]:
+    """(dataset, method, bits) of the head, from its ``config.json``; a command-line value that
+    disagrees is refused (it would file one head's numbers under another's name)."""
+    try:
+        stored = (
+            str(head_config["dataset"]),
+            str(head_config["method"]),
+            int(head_config["head_spec"]["n_bits"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(
-            f"{where}: codes come from backbone {codes_meta.get('backbone')!r}, embeddings from {emb.backbone!r}"
+            f"{head_dir / 'config.json'}: malformed head config ({err!r} missing or invalid); "
+            "re-run the train stage"
+        ) from None
+    for flag, given, have in zip(
+        ("--dataset", "--method", "--bits"), (dataset, method, bits), stored, strict=True
+    ):
+        if given is not None and given != have:
+            raise ArtifactError(
+                f"{flag} {given}: the head in {head_dir} was trained with {flag[2:]}={have} "
+                f"({head_dir / 'config.json'}); pass {flag} {have}, or the head of {given}"
+            )
+    return stored
+
+
+def check_float_baseline(
+    baseline: dict[str, Any], emb: Embeddings, params: Params, *, path: Path, embeddings: Path
+) -> None:
+    """The float-KNN metrics must come from the same embeddings and the same k."""
+    check_same_embeddings(
+        baseline.get("embeddings_fingerprint"), emb, embeddings_path=embeddings, recorded_in=path
+    )
+    if int(baseline["k"]) != params.knn.k:
+        raise ArtifactError(
+            f"{path}: float KNN used k={baseline['k']}, params say knn.k={params.knn.k}; re-run "
+            "the knn stage (dvc repro)"
         )
 
 
@@ -59,9 +101,9 @@ def hamming_knn(
 def run_evaluate(
     params: Params,
     *,
-    dataset: str,
-    method: str,
-    bits: int,
+    dataset: str | None,
+    method: str | None,
+    bits: int | None,
     embeddings: Path,
     head_dir: Path,
     float_metrics: Path,
@@ -69,43 +111,54 @@ def run_evaluate(
     sweep: Path,
     confusion_png_path: Path,
 ) -> dict[str, Any]:
+    check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
+    head_config = read_json(head_dir / "config.json", require=HEAD_CONFIG_KEYS)
+    dataset, method, bits = head_identity(
+        head_config, head_dir, dataset=dataset, method=method, bits=bits
+    )
     emb = load_embeddings(embeddings)
-    head_config = read_json(head_dir / "config.json")
-    codes, n_bits, codes_meta = load_codes(head_dir / "codes.safetensors")
-    check_compatible(head_config, emb, codes_meta, head_dir)
+    check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings)
+    codes_path = head_dir / "codes.safetensors"
+    codes, n_bits, codes_meta = load_codes(codes_path)
+    check_same_embeddings(
+        codes_meta.get("fingerprint"), emb, embeddings_path=embeddings, recorded_in=codes_path
+    )
     if n_bits != bits:
-        raise ArtifactError(f"{head_dir}: codes have {n_bits} bits, --bits says {bits}")
-    baseline = read_json(float_metrics)
-    if int(baseline.get("k", -1)) != params.knn.k:
-        raise ArtifactError(
-            f"{float_metrics}: float KNN used k={baseline.get('k')}, params say k={params.knn.k}; re-run the knn stage"
-        )
+        raise ArtifactError(f"{codes_path}: codes have {n_bits} bits, the head {bits}")
+    baseline = read_json(float_metrics, require=("k", *CLASSIFICATION_METRICS))
+    check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
+    check_k(params.knn, len(emb.y["train"]))
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method}-{bits}"
-    with tracking.stage_run(
-        params.tracking,
-        name=name,
-        tags={"dataset": dataset, "method": method, "bits": bits, "backbone": emb.backbone},
-    ) as run:
+    tags = {
+        "dataset": dataset,
+        "method": method,
+        "bits": bits,
+        "backbone": emb.backbone,
+        "embeddings": emb.fingerprint,
+    }
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)
         at_k = next(r for r in rows if r["k"] == params.knn.k)
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
-        for key in ("accuracy", "macro_f1", "balanced_accuracy"):
-            extra[f"retention_{key}"] = at_k[key] / baseline[key] if baseline[key] > 0 else 0.0
+        extra.update(retention(at_k, baseline))
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
-        out = write_knn_outputs(
-            emb=emb,
-            rows=rows,
-            pred=preds[params.knn.k],
-            k=params.knn.k,
-            metrics_path=metrics,
-            sweep_path=sweep,
-            confusion_path=confusion_png_path,
-            run=run,
-            extra=extra,
-            title=f"{dataset}: {method} {bits}-bit Hamming KNN (k={params.knn.k})",
-        )
+        extra["embeddings_fingerprint"] = emb.fingerprint
+        with atomic_outputs():
+            out = write_knn_outputs(
+                emb=emb,
+                rows=rows,
+                pred=preds[params.knn.k],
+                k=params.knn.k,
+                metrics_path=metrics,
+                sweep_path=sweep,
+                confusion_path=confusion_png_path,
+                run=run,
+                extra=extra,
+                title=f"{dataset}: {method} {bits}-bit Hamming KNN (k={params.knn.k})",
+            )
+        log_confusion(run, confusion_png_path)
     log.info(
         "%s: accuracy %.4f = %.1f%% of float",
         name,
@@ -117,9 +170,9 @@ def run_evaluate(
 
 def _body(argv: list[str] | None) -> None:
     parser = base_parser("Hamming-code KNN of one trained head, compared with the float baseline.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--bits", type=int, required=True)
+    parser.add_argument("--dataset", help="default: the head's; refused if it differs")
+    parser.add_argument("--method", help="default: the head's; refused if it differs")
+    parser.add_argument("--bits", type=int, help="default: the head's; refused if it differs")
     parser.add_argument("--embeddings", type=Path, required=True)
     parser.add_argument(
         "--head", type=Path, required=True, help="the train stage's output directory"

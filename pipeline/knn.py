@@ -14,9 +14,16 @@ from typing import Any
 import numpy as np
 
 from pipeline import tracking
-from pipeline.artifacts import Embeddings, load_embeddings, write_csv, write_json
+from pipeline.artifacts import (
+    Embeddings,
+    atomic_outputs,
+    check_writable,
+    load_embeddings,
+    write_csv,
+    write_json,
+)
 from pipeline.common import base_parser, load, run_main
-from pipeline.config import KnnConfig, Params, to_dict
+from pipeline.config import KnnConfig, Params, ParamsError, to_dict
 from pipeline.data import class_names_from_meta
 from pipeline.plots import confusion_png
 from retrieval.knn import knn_float
@@ -32,16 +39,25 @@ def sweep_metrics(
     return [{"k": k, **classification_metrics(y_true, preds[k])} for k in sorted(preds)]
 
 
+def check_k(config: KnnConfig, n_database: int, *, database: str = "training split") -> None:
+    """The one rule for k, shared by every stage that runs a KNN (knn, train's model selection,
+    evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database size. No stage
+    lowers k silently."""
+    for key, ks in (("knn.k", [config.k]), ("knn.k_sweep", list(config.k_sweep))):
+        too_big = [k for k in ks if k > n_database]
+        if too_big:
+            raise ParamsError(
+                f"{key}: k={too_big[0]} exceeds the {n_database} rows of the {database} (the KNN "
+                f"database); use k <= {n_database}"
+            )
+
+
 def float_knn(
     emb: Embeddings, config: KnnConfig
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """KNN of test queries against the train database for k and every k of the sweep."""
     ks = sorted({config.k, *config.k_sweep})
-    too_big = [k for k in ks if k > len(emb.y["train"])]
-    if too_big:
-        raise ValueError(
-            f"knn.k / knn.k_sweep: k={too_big[0]} exceeds the {len(emb.y['train'])} training samples"
-        )
+    check_k(config, len(emb.y["train"]))
     preds = knn_float(emb.x["test"], emb.x["train"], emb.y["train"], ks, metric=config.metric)
     return sweep_metrics(emb.y["test"], preds, emb.n_classes), preds
 
@@ -59,7 +75,10 @@ def write_knn_outputs(
     extra: dict[str, Any] | None = None,
     title: str,
 ) -> dict[str, Any]:
-    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion."""
+    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion.
+
+    Call inside :func:`pipeline.artifacts.atomic_outputs` (the files land together); log the
+    confusion PNG to MLflow after the block (:func:`log_confusion`)."""
     at_k = next(r for r in rows if r["k"] == k)
     metrics = {"k": k, "n_queries": len(emb.y["test"]), "n_database": len(emb.y["train"])}
     metrics.update({key: v for key, v in at_k.items() if key != "k"})
@@ -70,11 +89,20 @@ def write_knn_outputs(
         names = class_names_from_meta(emb.meta, emb.n_classes)
         write_json(confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()})
         confusion_png(confusion_path, cm, names, title=title)
-        run.log_artifact(confusion_path)
     tracking.record_metrics(metrics_path, metrics, run)
     for r in rows:
         run.log_metrics({f"sweep/{key}": v for key, v in r.items() if key != "k"}, step=int(r["k"]))
     return metrics
+
+
+def knn_outputs(metrics: Path, sweep: Path, confusion_png_path: Path) -> tuple[Path, ...]:
+    """Every file the knn / evaluate stage writes (checked writable before any work)."""
+    return (metrics, sweep, confusion_png_path, confusion_png_path.with_suffix(".json"))
+
+
+def log_confusion(run: tracking.StageRun, confusion_png_path: Path) -> None:
+    if confusion_png_path.is_file():
+        run.log_artifact(confusion_png_path)
 
 
 def run_knn(
@@ -86,25 +114,37 @@ def run_knn(
     sweep: Path,
     confusion_png_path: Path,
 ) -> dict[str, Any]:
+    check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
     emb = load_embeddings(embeddings)
-    with tracking.stage_run(
-        params.tracking, name=f"knn@{dataset}", tags={"dataset": dataset, "backbone": emb.backbone}
-    ) as run:
+    check_k(params.knn, len(emb.y["train"]))
+    tags = {"dataset": dataset, "backbone": emb.backbone, "embeddings": emb.fingerprint}
+    with tracking.stage_run(params.tracking, name=f"knn@{dataset}", tags=tags) as run:
         run.log_params({"knn": to_dict(params.knn), "backbone": emb.backbone, "dim": emb.dim})
         t0 = time.perf_counter()
         rows, preds = float_knn(emb, params.knn)
-        out = write_knn_outputs(
-            emb=emb,
-            rows=rows,
-            pred=preds[params.knn.k],
-            k=params.knn.k,
-            metrics_path=metrics,
-            sweep_path=sweep,
-            confusion_path=confusion_png_path,
-            run=run,
-            extra={"seconds": time.perf_counter() - t0, "metric_space": params.knn.metric},
-            title=f"{dataset}: float KNN (k={params.knn.k})",
-        )
+        seconds = time.perf_counter() - t0
+        extra = {
+            "metric_space": params.knn.metric,
+            # evaluate refuses to compare codes with a baseline made from other embeddings
+            "embeddings_fingerprint": emb.fingerprint,
+        }
+        with atomic_outputs():
+            out = write_knn_outputs(
+                emb=emb,
+                rows=rows,
+                pred=preds[params.knn.k],
+                k=params.knn.k,
+                metrics_path=metrics,
+                sweep_path=sweep,
+                confusion_path=confusion_png_path,
+                run=run,
+                extra=extra,
+                title=f"{dataset}: float KNN (k={params.knn.k})",
+            )
+        log_confusion(run, confusion_png_path)
+        # timing goes to MLflow only: the JSON is a dependency of evaluate and must be
+        # byte-identical between identical runs, or DVC re-runs every evaluate stage
+        run.log_metrics({"seconds": seconds})
     log.info("float KNN on %s: accuracy %.4f at k=%d", dataset, out["accuracy"], params.knn.k)
     return out
 

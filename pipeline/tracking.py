@@ -9,22 +9,31 @@
 * Privacy: only parameters, aggregate metrics and small plots/configs are logged — never images,
   embeddings, codes or per-sample values.
 * ``tracking.enabled: false`` (or ``HASHAUDIT_TRACKING=0``) turns every call into a no-op.
+* Faults: an unreachable ``http(s)`` server fails in seconds naming the URI and the fix
+  (:func:`check_reachable`); creating a fresh sqlite store is serialised between processes
+  (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED on an error. A SIGKILLed stage
+  cannot end its run, which stays RUNNING: ``python -m pipeline.tracking --close-stale`` marks
+  KILLED every RUNNING run whose process (pid and host are tagged on the run) is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import re
+import socket
 import subprocess
+import tempfile
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import write_json
-from pipeline.config import TrackingConfig, to_dict
+from pipeline.config import ParamsError, TrackingConfig, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +122,88 @@ def tracking_enabled(config: TrackingConfig) -> bool:
     return config.enabled and os.environ.get("HASHAUDIT_TRACKING", "1") != "0"
 
 
+#: seconds to wait for a remote tracking server's TCP port before giving up
+CONNECT_TIMEOUT_S = 3.0
+
+
+def check_reachable(uri: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast when an ``http(s)://`` tracking server does not answer: MLflow itself retries
+    for minutes before the first error. Local stores (sqlite, files) are not checked."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
+    except OSError as err:
+        raise ParamsError(
+            f"tracking.uri: the MLflow tracking server at {uri} is unreachable ({err}); start it, "
+            "or set tracking.enabled: false (or HASHAUDIT_TRACKING=0), or use a local store "
+            "(tracking.uri: sqlite:///mlflow.db)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise the creation of a local sqlite store between processes.
+
+    MLflow creates and migrates a fresh sqlite store on first use; two stages doing that at once
+    (``dvc repro --jobs``, two terminals) race, and one fails ("duplicate column name: step").
+    An exclusive ``flock`` on a lock file in the temp folder, keyed by the database's absolute
+    path, makes the second wait until the first has finished. No-op for other stores and where
+    ``fcntl`` is missing (Windows).
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    db = os.path.abspath(uri[len("sqlite:///") :])
+    digest = hashlib.sha1(db.encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"hashaudit-mlflow-{digest}.lock"
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
 @contextlib.contextmanager
 def stage_run(
     config: TrackingConfig, *, name: str, tags: Mapping[str, Any] | None = None
 ) -> Iterator[StageRun]:
-    """Open an MLflow run named ``name`` for one stage; it ends FAILED if the stage raises."""
+    """Open an MLflow run named ``name`` for one stage.
+
+    It ends FINISHED on success, KILLED on Ctrl-C or SIGTERM (see
+    :func:`pipeline.common.run_main`), FAILED on any other error. A process killed with SIGKILL
+    (``kill -9``, the OOM killer) cannot mark its run: it stays RUNNING (see
+    :func:`close_stale_runs`).
+    """
     if not tracking_enabled(config):
         yield StageRun(None, None)
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a server that accepts the connection but stalls: fail in seconds, not after minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = resolve_uri(config)
+    check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
-    uri = resolve_uri(config)
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(config.experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(config.experiment)
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _experiment_id(client, config.experiment)
     all_tags = {"stage": name.split("@")[0], **{k: str(v) for k, v in (tags or {}).items()}}
+    all_tags.update({"hashaudit.pid": str(os.getpid()), "hashaudit.host": socket.gethostname()})
     commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
@@ -137,14 +212,94 @@ def stage_run(
     handle = StageRun(client, run.info.run_id)
     try:
         yield handle
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM via pipeline.common.StageTerminated
+        client.set_terminated(run.info.run_id, status="KILLED")
+        raise
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
     client.set_terminated(run.info.run_id, status="FINISHED")
 
 
-def record_metrics(path: str | Path, metrics: Mapping[str, Any], run: StageRun) -> None:
-    """Write the flat metrics JSON (DVC metrics) and log the same numbers to MLflow."""
+def close_stale_runs(config: TrackingConfig) -> list[str]:
+    """Mark KILLED every RUNNING run of this experiment that was started on this host by a process
+    that no longer exists (a stage killed with SIGKILL cannot do it itself). Returns their names.
+
+    Command line: ``python -m pipeline.tracking --close-stale [--params params.yaml]``.
+    """
+    if not tracking_enabled(config):
+        return []
+    uri = resolve_uri(config)
+    check_reachable(uri)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(config.experiment)
+    if exp is None:
+        return []
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+    ):
+        tags = run.data.tags
+        pid = tags.get("hashaudit.pid", "")
+        if tags.get("hashaudit.host") != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_name or run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def record_metrics(
+    path: str | Path,
+    metrics: Mapping[str, Any],
+    run: StageRun,
+    *,
+    logged_as_history: tuple[str, ...] = (),
+) -> None:
+    """Write the flat metrics JSON (DVC metrics) and log the same numbers to MLflow.
+
+    Keys in ``logged_as_history`` were already logged to MLflow step by step (e.g. the per-epoch
+    ``loss``); logging their final value again at step 0 would put two values at step 0 of that
+    history, so they go to the JSON only (MLflow's latest value of the history is the same number).
+    """
     flat = flatten(metrics)
     write_json(path, flat)
-    run.log_metrics(flat)
+    run.log_metrics({k: v for k, v in flat.items() if k not in logged_as_history})
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from pipeline.common import load, run_main
+
+    def body(args_list: list[str] | None) -> None:
+        parser = argparse.ArgumentParser(description="MLflow housekeeping for hashaudit runs.")
+        parser.add_argument("--params", default="params.yaml")
+        parser.add_argument("--set", dest="overrides", action="append", default=[])
+        parser.add_argument(
+            "--close-stale",
+            action="store_true",
+            required=True,
+            help="mark KILLED the RUNNING runs whose stage process (on this host) is gone",
+        )
+        args = parser.parse_args(args_list)
+        closed = close_stale_runs(load(args).tracking)
+        log.info("marked %d stale run(s) KILLED: %s", len(closed), ", ".join(closed) or "-")
+
+    return run_main(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -19,9 +19,19 @@ from hashers import registry
 from hashers.base import EmbeddingSet, HashingMethod, HeadSpec
 from hashers.trainer import FitConfig, FitResult, fit
 from pipeline import tracking
-from pipeline.artifacts import SPLITS, Embeddings, load_embeddings, save_codes, save_head, write_csv
+from pipeline.artifacts import (
+    SPLITS,
+    Embeddings,
+    atomic_outputs,
+    check_writable,
+    load_embeddings,
+    save_codes,
+    save_head,
+    write_csv,
+)
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
+from pipeline.knn import check_k
 from retrieval.codes import pack_bits
 
 log = logging.getLogger(__name__)
@@ -79,8 +89,21 @@ def resolved_config(
                 for k in ("backbone", "revision", "pooling", "image_size", "resize", "dataset")
             },
             "dim": emb.dim,
+            "fingerprint": emb.fingerprint,  # later stages refuse other embeddings
         },
     }
+
+
+def check_selection_k(params: Params, n_train: int) -> None:
+    """Model selection runs a KNN with ``knn.k`` over a database of
+    ``min(train.val_database, n_train)`` training rows: refuse a k larger than that (the rule of
+    :func:`pipeline.knn.check_k`), instead of lowering it silently."""
+    check_k(params.knn, n_train)
+    if params.knn.k > params.train.val_database:
+        raise ParamsError(
+            f"train.val_database: the model-selection database of {params.train.val_database} "
+            f"rows is smaller than knn.k={params.knn.k}; raise train.val_database or lower knn.k"
+        )
 
 
 def train_one(
@@ -120,9 +143,17 @@ def run_train(
     metrics: Path,
     history: Path,
 ) -> dict[str, Any]:
+    check_writable(metrics, history, dirs=[out])
     emb = load_embeddings(embeddings)
+    check_selection_k(params, len(emb.y["train"]))
     name = f"train@{dataset}-{method_name}-{bits}"
-    tags = {"dataset": dataset, "method": method_name, "bits": bits, "backbone": emb.backbone}
+    tags = {
+        "dataset": dataset,
+        "method": method_name,
+        "bits": bits,
+        "backbone": emb.backbone,
+        "embeddings": emb.fingerprint,
+    }
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(
             {
@@ -142,19 +173,26 @@ def run_train(
             dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg
         )
         codes = encode_splits(method, emb)
-        # write every output only after training succeeded (each write is atomic)
-        save_head(out, method.state_dict(), config)
-        save_codes(
-            out / "codes.safetensors",
-            codes,
-            n_bits=bits,
-            meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone},
-        )
-        write_csv(history, result.history)
         summary = {**result.summary(), "bits": bits}
         last = result.history[-1] if result.history else {}
-        summary.update({k: v for k, v in last.items() if k.startswith("loss")})
-        tracking.record_metrics(metrics, summary, run)
+        losses = tuple(k for k in last if k.startswith("loss"))
+        summary.update({k: last[k] for k in losses})
+        # every output lands together, only after training succeeded, or none does
+        with atomic_outputs():
+            save_head(out, method.state_dict(), config)
+            save_codes(
+                out / "codes.safetensors",
+                codes,
+                n_bits=bits,
+                meta={
+                    "dataset": dataset,
+                    "method": method_name,
+                    "backbone": emb.backbone,
+                    "fingerprint": emb.fingerprint,
+                },
+            )
+            write_csv(history, result.history)
+            tracking.record_metrics(metrics, summary, run, logged_as_history=losses)
         run.log_artifact(out / "config.json")
     log.info(
         "%s: best val accuracy %.4f at epoch %d (%.1fs)",

@@ -150,6 +150,10 @@ def test_stages_write_metrics_and_track_in_mlflow(
         and ev.info.status == "FINISHED"
     )
     assert runs["train@syn-dpsh-12"].data.params["train.epochs"] == "4"
+    # the per-epoch loss history has one value per epoch; the summary adds none at step 0
+    loss = client.get_metric_history(runs["train@syn-dpsh-12"].info.run_id, "loss")
+    assert sorted(m.step for m in loss) == list(range(train_m["epochs_run"]))
+    assert train_m["loss"] == pytest.approx(max(loss, key=lambda m: m.step).value)
 
 
 def test_backbone_mismatch_is_refused(tmp_path: Path) -> None:

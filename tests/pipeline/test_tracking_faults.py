@@ -1,0 +1,273 @@
+"""MLflow faults (issue 8): concurrent creation of a fresh sqlite store, an unreachable server,
+SIGTERM / Ctrl-C / SIGKILL of a stage, a killed parent, and the per-epoch loss history."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from pipeline import knn, tracking
+from pipeline.artifacts import save_embeddings
+from pipeline.config import TrackingConfig
+from tests.conftest import REPO, synthetic_embeddings
+
+# A stand-in stage: waits for "go" (so that every worker creates the fresh store at the same
+# moment), opens its MLflow run, says it is ready, then works for two minutes.
+WORKER = """
+import os, sys, time
+from pathlib import Path
+from typing import ClassVar
+from pipeline import tracking
+from pipeline.common import run_main
+from pipeline.config import TrackingConfig
+
+uri, name, folder = sys.argv[1:4]
+folder = Path(folder)
+
+def body(argv):
+    while not (folder / "go").exists():
+        time.sleep(0.01)
+    with tracking.stage_run(TrackingConfig(uri=uri), name=name):
+        (folder / f"{name}.ready").write_text(str(os.getpid()))
+        time.sleep(120)
+
+sys.exit(run_main(body, None))
+"""
+
+# Its parent, standing in for `dvc`: starts the worker and waits on it.
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, *sys.argv[1:]])
+child.wait()
+"""
+
+
+def _state(pid: int) -> str:
+    """'gone', 'zombie' or 'alive' (a reaped or zombie process has stopped running)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return "gone"
+    return "zombie" if "State:\tZ" in status else "alive"
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow  # four processes create one fresh store: about a minute on 2 busy cores
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc: Linux")
+def test_concurrent_store_creation_and_signals_mark_runs(tmp_path: Path, monkeypatch) -> None:
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    (tmp_path / "parent.py").write_text(PARENT)
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    (tmp_path / "fresh").mkdir()
+    env = {**os.environ, "HASHAUDIT_TRACKING": "1", "PYTHONPATH": str(REPO)}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(worker), uri, name, str(tmp_path)],
+            env=env,
+            cwd=tmp_path,  # MLflow puts its artifact folder (mlruns/) in the working directory
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("term", "int", "kill")
+    }
+    dvc = subprocess.Popen(  # the "dvc" whose stage must not outlive it
+        [sys.executable, str(tmp_path / "parent.py"), str(worker), uri, "orphan", str(tmp_path)],
+        env={**env, "DVC_STAGE": "train@x"},  # dvc sets it for every stage command
+        cwd=tmp_path,
+    )
+    (tmp_path / "go").touch()  # four processes create the fresh store at once
+    names = [*procs, "orphan"]
+    _wait(
+        lambda: (
+            all((tmp_path / f"{n}.ready").exists() for n in names)
+            or any(p.poll() is not None for p in procs.values())
+        ),
+        120,
+        "the workers' runs",
+    )
+    failed = {n: p.stderr.read() for n, p in procs.items() if p.poll() is not None}
+    assert not failed, failed  # before the lock, one failed: "duplicate column name: step"
+
+    procs["term"].send_signal(signal.SIGTERM)
+    procs["int"].send_signal(signal.SIGINT)
+    procs["kill"].send_signal(signal.SIGKILL)
+    dvc.send_signal(signal.SIGKILL)  # kill -9 of dvc: its child gets SIGTERM (PR_SET_PDEATHSIG)
+    orphan = int((tmp_path / "orphan.ready").read_text())
+    codes = {n: p.wait(timeout=60) for n, p in procs.items()}
+    assert codes == {"term": 143, "int": 130, "kill": -signal.SIGKILL}
+    for name in ("term", "int"):
+        err = procs[name].stderr.read()
+        assert "no output of this stage was written" in err and "Traceback" not in err
+    dvc.wait(timeout=10)
+    _wait(lambda: _state(orphan) != "alive", 30, "the orphaned stage to stop")
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("hashaudit")
+
+    def statuses() -> dict[str, str]:
+        return {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+
+    _wait(lambda: statuses()["orphan"] == "KILLED", 30, "the orphan to mark its run")
+    assert statuses() == {"term": "KILLED", "int": "KILLED", "kill": "RUNNING", "orphan": "KILLED"}
+    # a SIGKILLed stage cannot mark its run; the cleanup command finds it by its dead pid
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    assert tracking.close_stale_runs(TrackingConfig(uri=uri)) == ["kill"]
+    assert statuses()["kill"] == "KILLED"
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path: Path, caplog, monkeypatch) -> None:
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    emb = tmp_path / "e.safetensors"
+    save_embeddings(emb, synthetic_embeddings())
+    uri = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    argv = ["--params", str(REPO / "params.yaml"), "--set", f"tracking.uri={uri}"]
+    argv += ["--dataset", "syn", "--embeddings", str(emb), "--metrics", str(tmp_path / "m.json")]
+    argv += ["--sweep", str(tmp_path / "s.csv"), "--confusion", str(tmp_path / "c/c.png")]
+    t0 = time.monotonic()
+    assert knn.main(argv) == 2
+    assert time.monotonic() - t0 < 15
+    assert f"tracking server at {uri} is unreachable" in caplog.text
+    assert "tracking.enabled: false" in caplog.text and "sqlite:///mlflow.db" in caplog.text
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_check_reachable_times_out_in_seconds(monkeypatch) -> None:
+    """A host that never answers (a black-holed address): the connect times out after
+    CONNECT_TIMEOUT_S instead of MLflow's minutes of retries."""
+    import socket
+
+    calls = []
+
+    def never_answers(address, timeout):
+        calls.append(timeout)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    with pytest.raises(Exception, match="unreachable"):
+        tracking.check_reachable("https://mlflow.example:5000")
+    assert calls == [tracking.CONNECT_TIMEOUT_S] and tracking.CONNECT_TIMEOUT_S <= 5
+    tracking.check_reachable("sqlite:///x.db")  # local stores are not probed
+
+
+class FakeClient:
+    """Stands in for MlflowClient: records how each run ends."""
+
+    ended: ClassVar[list[str]] = []
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.uri = tracking_uri
+
+    def get_experiment_by_name(self, name):
+        return None
+
+    def create_experiment(self, name):
+        return "1"
+
+    def create_run(self, exp_id, run_name, tags):
+        from types import SimpleNamespace
+
+        assert tags["hashaudit.pid"] == str(os.getpid()) and tags["hashaudit.host"]
+        return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+    def set_terminated(self, run_id, status):
+        FakeClient.ended.append(status)
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (None, "FINISHED"),
+        (KeyboardInterrupt, "KILLED"),
+        ("terminated", "KILLED"),
+        (ValueError, "FAILED"),
+    ],
+)
+def test_stage_run_marks_how_the_stage_ended(monkeypatch, raised, status) -> None:
+    import mlflow.tracking
+
+    from pipeline.common import StageTerminated
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", FakeClient)
+    FakeClient.ended = []
+    error = StageTerminated if raised == "terminated" else raised
+    config = TrackingConfig(uri="sqlite:///unused.db")
+    if error is None:
+        with tracking.stage_run(config, name="knn@x"):
+            pass
+    else:
+        with pytest.raises(error), tracking.stage_run(config, name="knn@x"):
+            raise error
+    assert FakeClient.ended == [status]
+
+
+def test_store_creation_is_serialised_between_openers(tmp_path: Path) -> None:
+    """Two openers of one sqlite store: the second waits until the first has created it."""
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    events: list[str] = []
+    first_in = threading.Event()
+
+    def first() -> None:
+        with tracking._store_lock(uri):
+            first_in.set()
+            time.sleep(0.3)
+            events.append("first done")
+
+    def second() -> None:
+        first_in.wait()
+        with tracking._store_lock(uri):
+            events.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events == ["first done", "second in"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DVC_STAGE": "train@x"}, 15),  # under dvc: SIGTERM when the parent dies
+        ({}, 0),  # a plain command line (nohup ... &) outlives its shell
+        ({"DVC_STAGE": "train@x", "HASHAUDIT_DIE_WITH_PARENT": "0"}, 0),
+    ],
+)
+def test_die_with_parent_only_under_dvc(env: dict[str, str], expected: int) -> None:
+    script = (
+        "import ctypes; from pipeline.common import die_with_parent; die_with_parent(); "
+        "sig = ctypes.c_int(); libc = ctypes.CDLL(None); libc.prctl(2, ctypes.byref(sig), 0, 0, 0); "
+        "print(sig.value)"  # 2 = PR_GET_PDEATHSIG
+    )
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("DVC_STAGE", "HASHAUDIT_DIE_WITH_PARENT")
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(res.stdout.strip()) == expected
