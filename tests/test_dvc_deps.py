@@ -194,3 +194,54 @@ def test_touching_a_file_marks_exactly_the_stages_that_import_it(
         assert _changed(work) == want, path
         target.write_text(original)
         assert _changed(work) == set(), path
+
+
+def suggested_deps(root: Path, module: str) -> list[str]:
+    """The shortest exact code deps for ``module``: a package folder where the stage imports every
+    file in it, single files elsewhere."""
+    needed = import_closure(root, module)
+    out: list[str] = []
+    covered: set[Path] = set()
+    for folder in sorted({p.parent for p in needed}, key=lambda p: len(p.parts)):
+        if any(c in folder.parents or c == folder for c in covered):
+            continue
+        files = {
+            p.relative_to(root)
+            for p in (root / folder).rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+        if folder != Path(".") and len(folder.parts) > 0 and files <= needed and len(files) > 1:
+            covered.add(folder)
+            out.append(str(folder))
+    out += [str(p) for p in sorted(needed) if not any(c in p.parents for c in covered)]
+    return sorted(out)
+
+
+def rewrite_dvc_yaml(root: Path) -> None:
+    """Replace the package entries of every stage's ``deps`` in dvc.yaml (text edit, comments kept)."""
+    lines = (root / "dvc.yaml").read_text().splitlines(keepends=True)
+    code = stage_code(root)
+    out, stage, in_deps = [], None, False
+    for line in lines:
+        m = re.match(r"^  ([\w-]+):\s*$", line)
+        if m:
+            stage = m.group(1)
+        if re.match(r"^    deps:\s*$", line):
+            in_deps = True
+            out.append(line)
+            out += [f"      - {d}\n" for d in suggested_deps(root, code[stage][0])]
+            continue
+        if in_deps:
+            item = re.match(r"^      - (\S+)", line)
+            if item:
+                if item.group(1).split("/")[0] in PACKAGES:
+                    continue
+                out.append(line)
+                continue
+            in_deps = False
+        out.append(line)
+    (root / "dvc.yaml").write_text("".join(out))
+
+
+if __name__ == "__main__":  # `python -m tests.test_dvc_deps` rewrites dvc.yaml's code deps
+    rewrite_dvc_yaml(REPO)

@@ -28,7 +28,8 @@ from pipeline.artifacts import (
 )
 from pipeline.common import run_main
 from pipeline.config import ParamsError
-from tests.conftest import REPO, synthetic_embeddings
+from pipeline.synthetic import synthetic_embeddings
+from tests.conftest import REPO
 
 BASE = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=2"]
 BASE += ["--set", "train.val_queries=60", "--set", "tracking.enabled=false"]
@@ -220,7 +221,7 @@ def test_trainer_refuses_k_beyond_its_database() -> None:
     from hashers import registry
     from hashers.base import HashingError, HeadSpec
     from hashers.trainer import val_scores
-    from tests.conftest import gaussian_clusters
+    from pipeline.synthetic import gaussian_clusters
 
     data = gaussian_clusters(5, seed=0, n_classes=2)
     method = registry.build("lsh", HeadSpec(in_dim=32, n_bits=8, n_classes=2), None, seed=0)

@@ -16,7 +16,8 @@ import pytest
 from pipeline import knn, tracking
 from pipeline.artifacts import save_embeddings
 from pipeline.config import TrackingConfig
-from tests.conftest import REPO, synthetic_embeddings
+from pipeline.synthetic import synthetic_embeddings
+from tests.conftest import REPO
 
 # A stand-in stage: waits for "go" (so that every worker creates the fresh store at the same
 # moment), opens its MLflow run, says it is ready, then works for two minutes.

@@ -15,7 +15,6 @@ from safetensors.numpy import save_file
 from pipeline import sources
 from pipeline.artifacts import ArtifactError, Embeddings
 from pipeline.config import DataConfig, SourceConfig
-from pipeline.data import DataError
 
 
 def config(path: Path, **data: object) -> DataConfig:
@@ -94,7 +93,7 @@ def test_refusals_name_the_file_and_the_fix(tmp_path: Path) -> None:
     bad = write_npz(tmp_path / "m.npz", val=False, multi=True)
     bad["train_y"][0, 0] = 2
     np.savez(tmp_path / "m.npz", **bad)
-    with pytest.raises(DataError, match=r"m\.npz \[train_y\].*other than 0/1"):
+    with pytest.raises(ArtifactError, match=r"m\.npz: train_y .*other than 0/1"):
         load(config(tmp_path / "m.npz"))
     with pytest.raises(Exception, match="embeddings source needs path"):
         SourceConfig(kind="embeddings")
