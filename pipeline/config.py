@@ -259,6 +259,18 @@ class KnnConfig:
         for i, k in enumerate(self.k_sweep):
             check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
 
+    def check_database(self, n_database: int, *, database: str = "training split") -> None:
+        """The one rule for k, shared by every stage that runs a KNN (knn, train's model
+        selection, evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database
+        size. No stage lowers k silently."""
+        for key, ks in (("knn.k", [self.k]), ("knn.k_sweep", list(self.k_sweep))):
+            too_big = [k for k in ks if k > n_database]
+            if too_big:
+                raise ParamsError(
+                    f"{key}: k={too_big[0]} exceeds the {n_database} rows of the {database} (the "
+                    f"KNN database); use k <= {n_database}"
+                )
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:

@@ -32,7 +32,7 @@ from pipeline.artifacts import (
 )
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
-from pipeline.knn import check_k, knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
+from pipeline.knn import knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, retention
 
@@ -127,7 +127,7 @@ def run_evaluate(
         raise ArtifactError(f"{codes_path}: codes have {n_bits} bits, the head {bits}")
     baseline = read_json(float_metrics, require=("k", *CLASSIFICATION_METRICS))
     check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
-    check_k(params.knn, len(emb.y["train"]))
+    params.knn.check_database(len(emb.y["train"]))
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method}-{bits}"
     tags = {

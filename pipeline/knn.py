@@ -23,7 +23,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.common import base_parser, load, run_main
-from pipeline.config import KnnConfig, Params, ParamsError, to_dict
+from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.data import class_names_from_meta
 from pipeline.plots import confusion_png
 from retrieval.knn import knn_float
@@ -39,25 +39,12 @@ def sweep_metrics(
     return [{"k": k, **classification_metrics(y_true, preds[k])} for k in sorted(preds)]
 
 
-def check_k(config: KnnConfig, n_database: int, *, database: str = "training split") -> None:
-    """The one rule for k, shared by every stage that runs a KNN (knn, train's model selection,
-    evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database size. No stage
-    lowers k silently."""
-    for key, ks in (("knn.k", [config.k]), ("knn.k_sweep", list(config.k_sweep))):
-        too_big = [k for k in ks if k > n_database]
-        if too_big:
-            raise ParamsError(
-                f"{key}: k={too_big[0]} exceeds the {n_database} rows of the {database} (the KNN "
-                f"database); use k <= {n_database}"
-            )
-
-
 def float_knn(
     emb: Embeddings, config: KnnConfig
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """KNN of test queries against the train database for k and every k of the sweep."""
     ks = sorted({config.k, *config.k_sweep})
-    check_k(config, len(emb.y["train"]))
+    config.check_database(len(emb.y["train"]))
     preds = knn_float(emb.x["test"], emb.x["train"], emb.y["train"], ks, metric=config.metric)
     return sweep_metrics(emb.y["test"], preds, emb.n_classes), preds
 
@@ -116,7 +103,7 @@ def run_knn(
 ) -> dict[str, Any]:
     check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
     emb = load_embeddings(embeddings)
-    check_k(params.knn, len(emb.y["train"]))
+    params.knn.check_database(len(emb.y["train"]))
     tags = {"dataset": dataset, "backbone": emb.backbone, "embeddings": emb.fingerprint}
     with tracking.stage_run(params.tracking, name=f"knn@{dataset}", tags=tags) as run:
         run.log_params({"knn": to_dict(params.knn), "backbone": emb.backbone, "dim": emb.dim})

@@ -31,7 +31,6 @@ from pipeline.artifacts import (
 )
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
-from pipeline.knn import check_k
 from retrieval.codes import pack_bits
 
 log = logging.getLogger(__name__)
@@ -97,8 +96,8 @@ def resolved_config(
 def check_selection_k(params: Params, n_train: int) -> None:
     """Model selection runs a KNN with ``knn.k`` over a database of
     ``min(train.val_database, n_train)`` training rows: refuse a k larger than that (the rule of
-    :func:`pipeline.knn.check_k`), instead of lowering it silently."""
-    check_k(params.knn, n_train)
+    :meth:`pipeline.config.KnnConfig.check_database`), instead of lowering it silently."""
+    params.knn.check_database(n_train)
     if params.knn.k > params.train.val_database:
         raise ParamsError(
             f"train.val_database: the model-selection database of {params.train.val_database} "
