@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.config import Params, ParamsError, load_params, yaml_value
+from pipeline.config import KnnConfig, Params, ParamsError, load_params, yaml_value
 
 log = logging.getLogger("hashaudit")
 
@@ -114,6 +114,19 @@ def die_with_parent() -> bool:
     if ok and os.getppid() != parent:  # the parent died before prctl: nobody will signal us
         raise StageTerminated("the parent process is gone")
     return ok
+
+
+def check_k(config: KnnConfig, n_database: int, *, database: str = "training split") -> None:
+    """The one rule for k, shared by every stage that runs a KNN (knn, train's model selection,
+    evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database size. No stage
+    lowers k silently."""
+    for key, ks in (("knn.k", [config.k]), ("knn.k_sweep", list(config.k_sweep))):
+        too_big = [k for k in ks if k > n_database]
+        if too_big:
+            raise ParamsError(
+                f"{key}: k={too_big[0]} exceeds the {n_database} rows of the {database} (the KNN "
+                f"database); use k <= {n_database}"
+            )
 
 
 def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -> int:

@@ -30,9 +30,9 @@ from pipeline.artifacts import (
     load_embeddings,
     read_json,
 )
-from pipeline.common import base_parser, load, run_main
+from pipeline.common import base_parser, check_k, load, run_main
 from pipeline.config import Params
-from pipeline.knn import check_k, knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
+from pipeline.knn import knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, retention
 

@@ -23,8 +23,8 @@ from pipeline.artifacts import (
     write_csv,
     write_json,
 )
-from pipeline.common import base_parser, load, run_main
-from pipeline.config import KnnConfig, Params, ParamsError, to_dict
+from pipeline.common import base_parser, check_k, load, run_main
+from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.plots import confusion_png
 from retrieval.knn import knn_float
 from retrieval.metrics import classification_metrics, confusion
@@ -49,19 +49,6 @@ def sweep_metrics(
 ) -> list[dict[str, Any]]:
     """One row per k: accuracy, macro-F1, balanced accuracy."""
     return [{"k": k, **classification_metrics(y_true, preds[k])} for k in sorted(preds)]
-
-
-def check_k(config: KnnConfig, n_database: int, *, database: str = "training split") -> None:
-    """The one rule for k, shared by every stage that runs a KNN (knn, train's model selection,
-    evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database size. No stage
-    lowers k silently."""
-    for key, ks in (("knn.k", [config.k]), ("knn.k_sweep", list(config.k_sweep))):
-        too_big = [k for k in ks if k > n_database]
-        if too_big:
-            raise ParamsError(
-                f"{key}: k={too_big[0]} exceeds the {n_database} rows of the {database} (the KNN "
-                f"database); use k <= {n_database}"
-            )
 
 
 def float_knn(

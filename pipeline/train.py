@@ -29,9 +29,8 @@ from pipeline.artifacts import (
     save_head,
     write_csv,
 )
-from pipeline.common import base_parser, load, run_main
+from pipeline.common import base_parser, check_k, load, run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
-from pipeline.knn import check_k
 from retrieval.codes import pack_bits
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ def resolved_config(
 def check_selection_k(params: Params, n_train: int) -> None:
     """Model selection runs a KNN with ``knn.k`` over a database of
     ``min(train.val_database, n_train)`` training rows: refuse a k larger than that (the rule of
-    :func:`pipeline.knn.check_k`), instead of lowering it silently."""
+    :func:`pipeline.common.check_k`), instead of lowering it silently."""
     check_k(params.knn, n_train)
     if params.knn.k > params.train.val_database:
         raise ParamsError(
