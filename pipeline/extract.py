@@ -28,7 +28,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline import sources, tracking
-from pipeline.artifacts import SPLITS, ArtifactError, Embeddings, save_embeddings
+from pipeline.artifacts import (
+    SPLITS,
+    ArtifactError,
+    Embeddings,
+    atomic_outputs,
+    check_writable,
+    save_embeddings,
+)
 from pipeline.backbones import Backbone, load_backbone
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, to_dict
@@ -219,10 +226,12 @@ def run_extract(
     source = params.data.source(dataset)
     backbone = params.backbone.name if sources.yields_images(source.kind) else USER_SUPPLIED
     tags = {"dataset": dataset, "backbone": backbone}
+    check_writable(out, metrics)
     with tracking.stage_run(params.tracking, name=f"extract@{dataset}", tags=tags) as run:
         run.log_params(stage_params(params, dataset))
-        result = extract_dataset(params, dataset, out, progress=progress)
-        tracking.record_metrics(metrics, result, run)
+        with atomic_outputs():  # the embeddings and their metrics land together or not at all
+            result = extract_dataset(params, dataset, out, progress=progress)
+            tracking.record_metrics(metrics, result, run)
     return result
 
 
