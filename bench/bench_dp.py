@@ -45,6 +45,7 @@ from bench.bench_utility import embeddings_for  # noqa: E402
 from hashers import registry  # noqa: E402
 from hashers.base import EmbeddingSet  # noqa: E402
 from pipeline.artifacts import Embeddings, load_embeddings  # noqa: E402
+from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
 from pipeline.evaluate import hamming_knn  # noqa: E402
 from pipeline.knn import float_knn  # noqa: E402
@@ -250,9 +251,10 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["dp", "audit", "ldp", "kanon"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-dp.md")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    base = {"tracking.enabled": False}
+    base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
     t0 = time.perf_counter()
     dp_rows = [
         "| dataset | method | bits | target ε | ε spent | σ | KNN acc | vs non-DP | "
