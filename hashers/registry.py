@@ -27,6 +27,7 @@ _METHODS: dict[str, str] = {
     "dshgan": "hashers.dshgan:DSHGAN",
     "tcl": "hashers.tcl:TCL",
     "saeh": "hashers.saeh:SAEH",
+    "csq": "hashers.csq:CSQ",
 }
 
 

@@ -332,6 +332,8 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    dp: DPParams = field(default_factory=lambda: DPParams())
+    release: ReleaseParams = field(default_factory=lambda: ReleaseParams())
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
@@ -434,3 +436,45 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+# --------------------------------------------------------------------------------------------
+# defences: DP-SGD heads and code release (privacy/dp.py, privacy/release.py)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPParams:
+    """``dp:``: the DP-SGD heads (stage ``train_dp``; ε = ∞ is the ordinary ``train`` stage)."""
+
+    methods: tuple[str, ...] = ("csq", "tcl", "cnnh")  # per_sample_loss methods only
+    epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)  # target ε of each DP head (DVC matrix)
+    delta: float | None = None  # null = 0.1 / N_train (below 1/N)
+    max_grad_norm: float = 1.0  # per-sample clipping norm C
+    accountant: Literal["prv", "rdp"] = "prv"
+
+    def __post_init__(self) -> None:
+        for i, eps in enumerate(self.epsilons):
+            check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
+        check(
+            self.delta is None or 0 < self.delta < 1,
+            "delta",
+            f"{self.delta} must lie in (0, 1), below 1/N (or null for 0.1/N)",
+        )
+        check(self.max_grad_norm > 0, "max_grad_norm", f"{self.max_grad_norm} must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseParams:
+    """``release:``: ε-LDP randomised response and k-anonymous release of the codes."""
+
+    apply_to: Literal["database", "query", "both"] = "database"  # train codes, test codes, both
+    epsilons: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0)  # ε_code per released code (matrix)
+    k: int = 20  # every released code is held by >= k records
+    seed: int = 0  # seed of the bit flips
+
+    def __post_init__(self) -> None:
+        for i, eps in enumerate(self.epsilons):
+            check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε_code = ∞: no release noise)")
+        check(self.k >= 1, "k", f"{self.k} must be >= 1 (default 20)")
+        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")

@@ -40,6 +40,8 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     params["data"].update(root=str(shared_medmnist), download=False, datasets=["breastmnist"])
     params["backbone"].update(name="tiny-random", image_size=56, batch_size=64)
     params["train"].update(methods=["dpsh"], bits=[12, 48], epochs=3, val_queries=78)
+    params["dp"].update(methods=["csq"], epsilons=[8])  # one DP head per bit length
+    params["release"].update(epsilons=[4])
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -66,6 +68,10 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
         )
         tr = json.loads((work / f"metrics/train/breastmnist/dpsh-{bits}.json").read_text())
         assert 1 <= tr["epochs_run"] <= 3
+    dp = json.loads((work / "metrics/train_dp/breastmnist/csq-12-eps8.json").read_text())
+    assert 0 < dp["dp_epsilon"] <= 8.0
+    assert (work / "metrics/evaluate_rr/breastmnist/dpsh-48-rr4.json").is_file()
+    assert (work / "metrics/evaluate_kanon/breastmnist/dpsh-12.json").is_file()
     ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
     assert ex  # the extract stage reports its counts
     assert (work / "dvc.lock").is_file()

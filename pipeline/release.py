@@ -1,0 +1,140 @@
+"""Stage ``release``: turn a head's codes into released codes (:mod:`privacy.release`).
+
+``--mechanism rr``: ε-LDP randomised response on every bit (``--epsilon-code``, seeded);
+``--mechanism kanon``: k-anonymous release (``release.k``). ``release.apply_to`` picks the split(s)
+released: ``database`` (train codes), ``query`` (test codes) or ``both``; the other splits are
+copied unchanged (val stays the attacker's auxiliary data). The output directory holds
+``codes.safetensors`` and the head's ``config.json`` extended by a ``release`` block, i.e. the files
+``evaluate`` (and ``attack``) read from a head directory, so they run on released codes unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.artifacts import load_codes, read_json, save_codes, write_json
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import Params, ParamsError
+from privacy.errors import PrivacyError
+from privacy.release import k_anonymize, keep_probability, randomized_response
+from retrieval.codes import pack_bits, unpack_bits
+
+log = logging.getLogger(__name__)
+
+MECHANISMS = ("rr", "kanon")
+SPLITS_OF = {"database": ("train",), "query": ("test",), "both": ("train", "test")}
+
+
+def release_codes(
+    codes: dict[str, Any],
+    n_bits: int,
+    *,
+    mechanism: str,
+    splits: tuple[str, ...],
+    epsilon_code: float | None,
+    k: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Released packed codes per split and the release's aggregate figures."""
+    out = dict(codes)
+    figures: dict[str, float] = {}
+    for i, split in enumerate(splits):
+        bits = unpack_bits(codes[split], n_bits)
+        if mechanism == "rr":
+            assert epsilon_code is not None
+            released = randomized_response(bits, epsilon_code, seed=seed + i)
+            figures[f"{split}/share_bits_flipped"] = float((released != bits).mean())
+        else:
+            result = k_anonymize(bits, k)
+            released = result.codes
+            figures.update({f"{split}/{key}": v for key, v in result.summary().items()})
+        out[split] = pack_bits(released)
+    if mechanism == "rr":
+        assert epsilon_code is not None
+        figures["epsilon_code"] = epsilon_code
+        figures["keep_probability"] = keep_probability(epsilon_code, n_bits)
+    return out, figures
+
+
+def run_release(
+    params: Params,
+    *,
+    head_dir: Path,
+    mechanism: str,
+    epsilon_code: float | None,
+    out: Path,
+    metrics: Path,
+) -> dict[str, Any]:
+    if mechanism not in MECHANISMS:
+        raise ParamsError(f"--mechanism {mechanism!r}: use one of {', '.join(MECHANISMS)}")
+    if mechanism == "rr" and epsilon_code is None:
+        raise ParamsError("--mechanism rr needs --epsilon-code (e.g. 1, 4, 16, 64)")
+    if epsilon_code is not None and (math.isnan(epsilon_code) or not epsilon_code > 0):
+        raise PrivacyError(f"--epsilon-code {epsilon_code}: the code budget must be > 0")
+    r = params.release
+    config = read_json(head_dir / "config.json")
+    codes, n_bits, meta = load_codes(head_dir / "codes.safetensors")
+    splits = SPLITS_OF[r.apply_to]
+    for split in splits:
+        if mechanism == "kanon" and r.k > len(codes[split]):
+            raise PrivacyError(
+                f"release.k={r.k} is larger than the {len(codes[split])} released {split} codes; "
+                "lower release.k"
+            )
+    tag = f"rr-eps{epsilon_code:g}" if mechanism == "rr" else f"kanon-k{r.k}"
+    name = f"release@{config.get('dataset')}-{config.get('method')}-{n_bits}-{tag}"
+    with tracking.stage_run(params.tracking, name=name, tags={"mechanism": mechanism}) as run:
+        run.log_params({"release.apply_to": r.apply_to, "release.k": r.k, "release.seed": r.seed})
+        released, figures = release_codes(
+            codes,
+            n_bits,
+            mechanism=mechanism,
+            splits=splits,
+            epsilon_code=epsilon_code,
+            k=r.k,
+            seed=r.seed,
+        )
+        info = {
+            "mechanism": mechanism,
+            "apply_to": r.apply_to,
+            "splits": list(splits),
+            "epsilon_code": epsilon_code,
+            "k": r.k if mechanism == "kanon" else None,
+            "seed": r.seed,
+            "source": str(head_dir),
+        }
+        save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=meta)
+        write_json(out / "config.json", {**config, "release": info})
+        tracking.record_metrics(metrics, figures, run)
+    log.info("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+    return figures
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Release a head's codes with randomised response or k-anonymity.")
+    parser.add_argument("--head", type=Path, required=True, help="a train/train_dp output dir")
+    parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
+    parser.add_argument("--epsilon-code", type=float, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    args = parser.parse_args(argv)
+    run_release(
+        load(args),
+        head_dir=args.head,
+        mechanism=args.mechanism,
+        epsilon_code=args.epsilon_code,
+        out=args.out,
+        metrics=args.metrics,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

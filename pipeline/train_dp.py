@@ -1,0 +1,139 @@
+"""Stage ``train_dp``: train one hashing head with DP-SGD at a target ε (:mod:`privacy.dp`).
+
+Writes the same files as ``train`` (head + config + codes, metrics JSON, per-epoch history CSV with
+the ε spent so far in ``dp_epsilon``), so ``evaluate`` and ``attack`` read a DP head like any other.
+The metrics hold the final ``dp_epsilon`` / ``dp_delta`` and the mechanism's parameters; MLflow gets
+the same numbers. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hashers import registry
+from pipeline import tracking
+from pipeline.artifacts import load_embeddings, save_codes, save_head, write_csv
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
+from pipeline.train import embedding_set, encode_splits, fit_config, head_spec, resolved_config
+from privacy.dp import DPConfig, check_dp_capable, dp_fit
+
+log = logging.getLogger(__name__)
+
+
+def dp_config(params: Params, epsilon: float) -> DPConfig:
+    d = params.dp
+    return DPConfig(
+        epsilon=epsilon, delta=d.delta, max_grad_norm=d.max_grad_norm, accountant=d.accountant
+    )
+
+
+def run_train_dp(
+    params: Params,
+    *,
+    dataset: str,
+    method_name: str,
+    bits: int,
+    epsilon: float,
+    embeddings: Path,
+    out: Path,
+    metrics: Path,
+    history: Path,
+) -> dict[str, Any]:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ParamsError(f"--bits {bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
+    if math.isinf(epsilon):
+        raise ParamsError("--epsilon inf: the non-private head is the train stage's output")
+    dp = dp_config(params, epsilon)  # bad ε -> PrivacyError before any file is read
+    emb = load_embeddings(embeddings)
+    spec = head_spec(emb, params, bits)
+    method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
+    check_dp_capable(method)
+    name = f"train_dp@{dataset}-{method_name}-{bits}-eps{epsilon:g}"
+    tags = {
+        "dataset": dataset,
+        "method": method_name,
+        "bits": bits,
+        "backbone": emb.backbone,
+        "dp_target_epsilon": epsilon,
+    }
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
+        run.log_params(
+            {
+                "train": to_dict(params.train),
+                "method": to_dict(params.method_config(method_name)),
+                "dp": to_dict(dp),
+                "seed": params.seed,
+                "bits": bits,
+                "knn.k": params.knn.k,
+            }
+        )
+        cfg = fit_config(params)
+        result, report = dp_fit(
+            method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg, dp=dp
+        )
+        for row in result.history:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        config = resolved_config(
+            dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg
+        )
+        config["dp"] = report.summary()
+        codes = encode_splits(method, emb)
+        save_head(out, method.state_dict(), config)
+        save_codes(
+            out / "codes.safetensors",
+            codes,
+            n_bits=bits,
+            meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone},
+        )
+        write_csv(history, result.history)
+        summary = {**result.summary(), "bits": bits, **report.summary()}
+        tracking.record_metrics(metrics, summary, run)
+        run.log_artifact(out / "config.json")
+    log.info(
+        "%s: ε=%.3f (δ=%.2g, σ=%.3f), best val accuracy %.4f at epoch %d",
+        name,
+        report.epsilon,
+        report.delta,
+        report.noise_multiplier,
+        result.best_val_accuracy,
+        result.best_epoch,
+    )
+    return summary
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Train one hashing head with DP-SGD (Opacus) at a target ε.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--bits", type=int, required=True)
+    parser.add_argument("--epsilon", type=float, required=True, help="target ε of DP-SGD")
+    parser.add_argument("--embeddings", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = load(args)
+    registry.get(args.method)
+    run_train_dp(
+        params,
+        dataset=args.dataset,
+        method_name=args.method,
+        bits=args.bits,
+        epsilon=args.epsilon,
+        embeddings=args.embeddings,
+        out=args.out,
+        metrics=args.metrics,
+        history=args.history,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

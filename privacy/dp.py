@@ -1,0 +1,483 @@
+"""DP-SGD for hashing heads: Poisson batches, per-sample gradients, Opacus' optimiser and accountant.
+
+Abadi et al., "Deep Learning with Differential Privacy", CCS 2016 (DP-SGD); Yousefpour et al.,
+"Opacus: User-Friendly Differential Privacy Library in PyTorch", 2021; Gopi, Lee & Wutschitz,
+"Numerical Composition of Differential Privacy", NeurIPS 2021 (the PRV accountant, default here);
+Mironov, "Rényi Differential Privacy", CSF 2017 (RDP, selectable).
+
+What the guarantee covers: the influence of one *training record* (embedding + label) on the trained
+head and on every number the DP training path reports. It does not cover a released code: a code is
+a deterministic function of its record (see :mod:`privacy.release` for codes).
+
+How :func:`dp_fit` keeps the ε honest, step by step:
+
+- **Which methods.** Only methods whose loss is a mean of per-sample terms that depend on the sample
+  and the parameters alone (``HashingMethod.per_sample_loss``: TCL, CNNH, CSQ). Pairwise, triplet,
+  GAN and memory-bank losses couple records: the gradient "of record i" then depends on its
+  batch-mates, per-sample clipping no longer bounds one record's influence, and the accountant's ε
+  would be false, so :func:`check_dp_capable` refuses them.
+- **Sampling.** :class:`PoissonBatches` includes every training row independently with probability
+  ``q = batch_size / N`` at every step, which is the sampling the accountants analyse. An empty draw
+  is still a step: Opacus' ``DPOptimizer`` adds the Gaussian noise to a zero sum, applies the update
+  and the accountant counts it, exactly as the analysis assumes (skipping it would change the
+  number of steps the ε was computed for). Each epoch has ``ceil(N / batch_size)`` steps, the
+  trainer's step count, so ``train.max_steps`` and ``train.epochs`` mean the same with DP.
+- **Per-sample gradients.** ``torch.func`` (``vmap`` of ``grad`` over ``functional_call`` of the
+  whole method: head, learned centers, classifier) gives each record's gradient of its own loss.
+  Opacus' module hooks (``GradSampleModule``) would miss parameters used only inside the loss, such
+  as TCL's centers, whose true gradient they would silently replace by pure noise; the same
+  ``torch.func`` machinery is what Opacus' functorch grad sampler uses. Opacus' ``DPOptimizer``
+  then clips each gradient to ``max_grad_norm``, sums, adds ``N(0, σ² C²)`` noise and divides by
+  the *expected* batch size ``q N`` (``loss_reduction="mean"``, what Poisson sampling needs; the
+  per-sample losses are each a record's own loss, not scaled by the realised batch size).
+- **Noise.** σ is calibrated by Opacus' ``get_noise_multiplier`` so that the planned
+  ``epochs x steps`` reach at most the target ε at δ; unreachable targets are a
+  :class:`PrivacyError`. The noise is drawn from torch's seeded generator (reproducible; not a
+  cryptographically secure source: Opacus' ``secure_mode`` needs torchcsprng).
+- **Label-derived state.** CSQ's centers and TCL's initial centers come from the seed only. CNNH's
+  step-1 target codes would be solved on the training label sets and ordered by class frequency
+  (read outside the accounted steps); under DP they are recomputed on the *public label space*
+  (one set per class, equal weights), so a record's target depends on its own label only. CNNH
+  under DP therefore needs single-label data.
+- **Model selection.** The trainer selects epochs with the training codes as KNN database, which
+  reads the training records outside the accounted steps. Under DP that selection is discarded:
+  :class:`DPSGD` scores each epoch by KNN between two fixed halves of the *validation* split
+  (no training record is read), keeps the best epoch's weights (post-processing of the DP
+  iterates), writes those val-only scores into the history, and disables early stopping (its
+  stopping time would depend on the train-based scores). Model selection on val therefore spends
+  no privacy of the training records; the val records themselves are not protected by this ε.
+- **Saved state.** Methods with a memory bank are refused; the saved head holds the same keys as
+  without DP (nothing is wrapped), so it round-trips through ``pipeline/artifacts.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hashers.base import Batch, EmbeddingSet, HashingMethod
+from hashers.trainer import FitConfig, FitResult, TrainingPlugin, fit, val_scores
+from privacy.errors import PrivacyError
+
+log = logging.getLogger(__name__)
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPConfig:
+    """DP-SGD settings. ``delta=None`` means ``0.1 / N`` (below 1/N, as DP for N records needs).
+
+    ``noise_multiplier``: an explicit σ instead of calibrating it to ``epsilon`` (audits, tests);
+    ``epsilon`` is then only reported, never targeted.
+    """
+
+    epsilon: float = 8.0
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    noise_multiplier: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0 or math.isnan(self.epsilon):
+            raise PrivacyError(
+                f"dp.epsilon={self.epsilon}: the privacy budget must be > 0 (e.g. 1, 3, 8)"
+            )
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise PrivacyError(f"dp.delta={self.delta}: δ must lie in (0, 1); use e.g. 1e-5")
+        if not self.max_grad_norm > 0:
+            raise PrivacyError(
+                f"dp.max_grad_norm={self.max_grad_norm}: the clipping norm must be > 0 (e.g. 1.0)"
+            )
+        if self.accountant not in ACCOUNTANTS:
+            raise PrivacyError(
+                f"dp.accountant={self.accountant!r}: use one of {', '.join(ACCOUNTANTS)}"
+            )
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise PrivacyError(f"dp.noise_multiplier={self.noise_multiplier}: must be > 0")
+
+    def resolved_delta(self, n_train: int) -> float:
+        """δ for ``n_train`` records; warns when δ >= 1/N (such a δ allows leaking one record)."""
+        delta = 0.1 / n_train if self.delta is None else self.delta
+        if delta >= 1.0 / n_train:
+            warnings.warn(
+                f"dp.delta={delta:g} is >= 1/N = {1.0 / n_train:g}: a mechanism that publishes one "
+                "random record in full meets this δ; use δ < 1/N (default 0.1/N)",
+                UserWarning,
+                stacklevel=2,
+            )
+            log.warning("dp.delta=%g >= 1/N=%g", delta, 1.0 / n_train)
+        return delta
+
+
+def check_dp_capable(method: HashingMethod) -> None:
+    """Raise :class:`PrivacyError` unless DP-SGD's ε is valid for ``method`` (see module doc)."""
+    name = method.name
+    if getattr(method, "bank", None) is not None:
+        raise PrivacyError(
+            f"{name} with memory_bank=true cannot train under DP: the bank stores one code per "
+            "training record, couples every record's loss to the others and is saved with the "
+            f"head; set methods.{name}.memory_bank: false, or use csq, tcl or cnnh"
+        )
+    if not method.trainable:
+        raise PrivacyError(
+            f"{name} is fitted in closed form on the whole training set, not by SGD; DP-SGD does "
+            "not apply (use csq, tcl or cnnh under DP)"
+        )
+    cls = type(method)
+    custom_step = cls.training_step is not HashingMethod.training_step
+    if not method.per_sample_loss or custom_step:
+        raise PrivacyError(
+            f"{name} cannot train under DP: its loss couples records (pairs, triplets, banks or "
+            "adversarial steps), so one record's gradient depends on the others, per-sample "
+            "clipping does not bound a record's influence and the reported ε would be false; "
+            "use a per_sample_loss method: csq, tcl or cnnh"
+        )
+
+
+@dataclass(frozen=True)
+class PoissonBatches:
+    """Poisson sampling: each row joins each step independently with probability ``sample_rate``.
+
+    ``steps`` steps per epoch. Empty draws are yielded as empty index tensors: DP-SGD must still
+    take (and account) a noise-only step for them.
+    """
+
+    sample_rate: float
+    steps: int
+
+    def batches(
+        self, train: EmbeddingSet, batch_size: int, generator: torch.Generator
+    ) -> Iterator[Tensor]:
+        n = len(train)
+        for _ in range(self.steps):
+            yield torch.nonzero(torch.rand(n, generator=generator) < self.sample_rate).squeeze(1)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return math.ceil(n_train / min(batch_size, n_train))
+
+
+def calibrate_noise(
+    *, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """Smallest σ (within Opacus' 0.01 ε tolerance) whose ε after ``steps`` is <= ``epsilon``."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # RDP's "optimal order is the largest alpha" while bracketing
+            warnings.filterwarnings("ignore", message="Optimal order")
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=accountant,
+                )
+            )
+    except (ValueError, RuntimeError, OverflowError, ArithmeticError) as err:
+        raise PrivacyError(
+            f"dp.epsilon={epsilon}: the {accountant} accountant cannot reach this ε at δ={delta:g} "
+            f"with sample rate {sample_rate:.4g} over {steps} steps ({err}); raise dp.epsilon or "
+            "lower train.epochs / train.max_steps"
+        ) from None
+
+
+def epsilon_of(
+    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str
+) -> float:
+    """ε of ``steps`` Poisson-subsampled Gaussian steps, straight from an Opacus accountant."""
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acc.get_epsilon(delta=delta))
+
+
+class _PerSampleLoss(nn.Module):
+    """``(x, y, idx) -> (loss, terms)`` of one method, so ``functional_call`` swaps every parameter
+    the loss touches (head, centers, classifier), not only the head's."""
+
+    def __init__(self, method: HashingMethod) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: Tensor, y: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = self.method.compute_loss(self.method(x), y, idx)
+        return terms["loss"], {k: v.detach() for k, v in terms.items()}
+
+
+def per_sample_gradients(
+    method: HashingMethod, x: Tensor, y: Tensor, idx: Tensor
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Gradient of each record's own loss ``∇θ ℓ_i`` (``[B, *param.shape]`` per trainable
+    parameter name) and each record's loss terms ``[B]``, via ``torch.func``.
+
+    Each record is run as a batch of one inside ``vmap``, so ``compute_loss``'s batch mean is the
+    record's own loss; dropout draws differ per record (``randomness="different"``).
+    """
+    wrapper = _PerSampleLoss(method)
+    params = {n: p.detach() for n, p in wrapper.named_parameters() if p.requires_grad}
+    buffers = dict(wrapper.named_buffers())
+
+    def one(p: dict[str, Tensor], xi: Tensor, yi: Tensor, ii: Tensor) -> Any:
+        return torch.func.functional_call(
+            wrapper, (p, buffers), (xi.unsqueeze(0), yi.unsqueeze(0), ii.unsqueeze(0))
+        )
+
+    grad_fn = torch.func.grad_and_value(one, has_aux=True)
+    grads, (_, terms) = torch.func.vmap(grad_fn, in_dims=(None, 0, 0, 0), randomness="different")(
+        params, x, y, idx
+    )
+    prefix = "method."
+    return {n[len(prefix) :]: g for n, g in grads.items()}, terms
+
+
+def public_label_targets(method: HashingMethod, train: EmbeddingSet) -> None:
+    """CNNH under DP: target codes from the public label space, not the training label sets."""
+    from hashers.cnnh import CNNH
+
+    if not isinstance(method, CNNH):
+        return
+    per_row = train.y.sum(dim=1)
+    if bool((per_row != 1).any()):
+        raise PrivacyError(
+            "cnnh under DP needs single-label data (its target codes are solved over label sets, "
+            "which for multi-label data would be read from the private records); use csq, whose "
+            "multi-label centers are data-independent"
+        )
+    c = train.n_classes
+    device = method.targets.device
+    with torch.random.fork_rng(devices=[]):
+        method.on_fit_start(EmbeddingSet(torch.zeros(c, train.dim), torch.eye(c)))
+    class_codes = method.targets.clone()  # row c = the target of class c
+    method.targets = class_codes[train.y.argmax(dim=1).to(class_codes.device)].to(device)
+
+
+class DPSGD(TrainingPlugin):
+    """The trainer plugin: DP optimiser + accountant + val-only model selection (module doc)."""
+
+    def __init__(
+        self,
+        config: DPConfig,
+        *,
+        noise_multiplier: float,
+        sample_rate: float,
+        delta: float,
+        val: EmbeddingSet,
+        k: int,
+        selection: str,
+        seed: int,
+    ) -> None:
+        self.config = config
+        self.noise_multiplier = noise_multiplier
+        self.sample_rate = sample_rate
+        self.delta = delta
+        self.k, self.selection, self.seed = k, selection, seed
+        perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
+        half = max(1, len(val) // 2)
+        self.val_db, self.val_q = val.subset(perm[:half]), val.subset(perm[half:])
+        self.accountant: Any = None
+        self.optimizer: Any = None
+        self.best: tuple[float, int] = (-1.0, -1)
+        self.best_scores: dict[str, float] = {}
+        self.best_state: dict[str, Tensor] | None = None
+        self.val_history: list[dict[str, float]] = []
+
+    def setup(
+        self, method: HashingMethod, optimizer: torch.optim.Optimizer, train: EmbeddingSet
+    ) -> torch.optim.Optimizer:
+        from opacus.accountants import create_accountant
+        from opacus.optimizers import DPOptimizer
+
+        check_dp_capable(method)
+        public_label_targets(method, train)
+        device = next(method.parameters()).device
+        expected = max(1, round(self.sample_rate * len(train)))
+        self.optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.config.max_grad_norm,
+            expected_batch_size=expected,
+            loss_reduction="mean",
+            generator=torch.Generator(device=device).manual_seed(self.seed + 1),
+        )
+        self.accountant = create_accountant(mechanism=self.config.accountant)
+        self.optimizer.attach_step_hook(
+            self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
+        )
+        # the instance attribute shadows the class's step for this fit only (teardown removes it)
+        method.training_step = self._step  # type: ignore[method-assign]
+        self._method = method
+        return self.optimizer
+
+    def _step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        method = self._method
+        named = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
+        optimizer.zero_grad(set_to_none=True)
+        if len(batch.idx) == 0:  # an empty Poisson draw: a noise-only step, still accounted
+            for _, p in named:
+                p.grad_sample = torch.zeros(0, *p.shape, dtype=p.dtype, device=p.device)
+            optimizer.step()
+            return {}
+        grads, terms = per_sample_gradients(method, batch.x, batch.y, batch.idx)
+        for n, p in named:
+            p.grad_sample = grads[n]
+        optimizer.step()
+        return {k: v.mean() for k, v in terms.items()}
+
+    def spent(self) -> float:
+        if self.accountant is None or len(self.accountant) == 0:
+            return 0.0
+        return float(self.accountant.get_epsilon(delta=self.delta))
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        method = self._method
+        method.cpu()  # the trainer moves it back to its device after its own checks
+        scores = val_scores(method, self.val_db, self.val_q, k=self.k)
+        score = scores[f"val_{self.selection}"]
+        if score >= self.best[0]:  # ties go to the later epoch, as in the trainer
+            self.best = (score, epoch)
+            self.best_scores = scores
+            self.best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in method.state_dict().items()}
+            )
+        self.val_history.append(scores)
+        return {"dp_epsilon": self.spent()}
+
+    def teardown(self, method: HashingMethod) -> None:
+        if "training_step" in vars(method):
+            del method.training_step
+        for p in method.parameters():
+            for attr in ("grad_sample", "summed_grad"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
+
+
+@dataclass(frozen=True)
+class DPReport:
+    """What DP-SGD spent: final ε at δ and the mechanism's parameters (all aggregates)."""
+
+    epsilon: float
+    delta: float
+    target_epsilon: float | None
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    accountant: str
+
+    def summary(self) -> dict[str, Any]:
+        out = {f"dp_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["dp_target_epsilon"] is None:
+            del out["dp_target_epsilon"]
+        return out
+
+
+def dp_fit(
+    method: HashingMethod,
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    *,
+    config: FitConfig,
+    dp: DPConfig,
+) -> tuple[FitResult, DPReport]:
+    """Train ``method`` with DP-SGD through the one trainer; see the module docstring."""
+    check_dp_capable(method)
+    n = len(train)
+    if n < 2:
+        raise PrivacyError(f"DP-SGD needs at least 2 training records, got {n}")
+    delta = dp.resolved_delta(n)
+    bs = min(config.batch_size, n)
+    q = bs / n
+    per_epoch = steps_per_epoch(n, bs)
+    epochs = config.epoch_budget(n)
+    planned = epochs * per_epoch
+    if dp.noise_multiplier is not None:
+        sigma, target = dp.noise_multiplier, None
+    else:
+        sigma, target = (
+            calibrate_noise(
+                epsilon=dp.epsilon,
+                delta=delta,
+                sample_rate=q,
+                steps=planned,
+                accountant=dp.accountant,
+            ),
+            dp.epsilon,
+        )
+    log.info(
+        "%s-%d under DP: σ=%.4g, q=%.4g, %d steps (%d epochs), C=%g, δ=%.3g, %s accountant",
+        method.name,
+        method.spec.n_bits,
+        sigma,
+        q,
+        planned,
+        epochs,
+        dp.max_grad_norm,
+        delta,
+        dp.accountant,
+    )
+    plugin = DPSGD(
+        dp,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        delta=delta,
+        val=val,
+        k=config.k,
+        selection=config.selection,
+        seed=config.seed,
+    )
+    # no early stopping: the trainer's stopping time would depend on train-database scores
+    cfg = dataclasses.replace(config, patience=epochs + 1)
+    result = fit(
+        method,
+        train,
+        val,
+        config=cfg,
+        batches=PoissonBatches(q, per_epoch),
+        plugin=plugin,
+    )
+    if plugin.best_state is not None:
+        method.load_state_dict(plugin.best_state)
+    method.eval()
+    # replace the trainer's selection scores (train codes as database) by the val-only ones
+    for row, scores in zip(result.history, plugin.val_history, strict=True):
+        row.update(scores)
+    result = dataclasses.replace(
+        result,
+        best_epoch=plugin.best[1],
+        best_val_accuracy=plugin.best_scores.get("val_accuracy", 0.0),
+    )
+    steps = len(plugin.accountant) if plugin.accountant is not None else 0
+    report = DPReport(
+        epsilon=plugin.spent(),
+        delta=delta,
+        target_epsilon=target,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        steps=_accounted_steps(plugin.accountant, steps),
+        max_grad_norm=dp.max_grad_norm,
+        accountant=dp.accountant,
+    )
+    return result, report
+
+
+def _accounted_steps(accountant: Any, default: int) -> int:
+    """Total steps in an Opacus accountant's history (entries are ``(σ, q, count)``)."""
+    history = getattr(accountant, "history", None)
+    if not history:
+        return default
+    return int(sum(entry[-1] for entry in history))

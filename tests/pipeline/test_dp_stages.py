@@ -1,0 +1,228 @@
+"""Stages train_dp -> release -> evaluate on tiny synthetic embeddings; bad input exits 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import evaluate, knn, release, train, train_dp
+from pipeline.artifacts import load_codes, load_head, save_embeddings
+from retrieval.codes import unpack_bits
+from tests.conftest import REPO, synthetic_embeddings
+
+BASE = [
+    "--params",
+    str(REPO / "params.yaml"),
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.val_queries=60",
+    "--set",
+    "tracking.enabled=false",
+    "--set",
+    "dp.accountant=rdp",
+]
+
+
+def dp_args(tmp: Path, emb: Path, *, method: str = "csq", eps: str = "8") -> list[str]:
+    return [
+        *BASE,
+        "--dataset",
+        "syn",
+        "--method",
+        method,
+        "--bits",
+        "12",
+        "--epsilon",
+        eps,
+        "--embeddings",
+        str(emb),
+        "--out",
+        str(tmp / "a/head_dp"),
+        "--metrics",
+        str(tmp / "m/train_dp.json"),
+        "--history",
+        str(tmp / "p/train_dp.csv"),
+    ]
+
+
+@pytest.fixture
+def emb_path(tmp_path: Path) -> Path:
+    path = tmp_path / "emb.safetensors"
+    save_embeddings(path, synthetic_embeddings())
+    return path
+
+
+@pytest.mark.slow  # ~30 s on a shared CPU: Opacus import + RDP calibration + 4 stages
+def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
+    assert train_dp.main(dp_args(tmp_path, emb_path)) == 0
+    m = json.loads((tmp_path / "m/train_dp.json").read_text())
+    assert 7.0 < m["dp_epsilon"] <= 8.0 and m["dp_delta"] == pytest.approx(0.1 / 300)
+    assert m["dp_target_epsilon"] == 8.0 and m["dp_noise_multiplier"] > 0
+    rows = list(csv.DictReader((tmp_path / "p/train_dp.csv").open()))
+    assert len(rows) == 2 and float(rows[0]["dp_epsilon"]) < float(rows[1]["dp_epsilon"])
+    state, cfg = load_head(tmp_path / "a/head_dp")
+    assert cfg["dp"]["dp_epsilon"] == m["dp_epsilon"] and "centers" in state
+
+    for mech, extra in (("rr", ["--epsilon-code", "4"]), ("kanon", [])):
+        out = tmp_path / f"a/rel_{mech}"
+        code = release.main(
+            [
+                *BASE,
+                "--set",
+                "release.k=20",
+                "--head",
+                str(tmp_path / "a/head_dp"),
+                "--mechanism",
+                mech,
+                *extra,
+                "--out",
+                str(out),
+                "--metrics",
+                str(tmp_path / f"m/rel_{mech}.json"),
+            ]
+        )
+        assert code == 0
+        before, n_bits, _ = load_codes(tmp_path / "a/head_dp/codes.safetensors")
+        after, _, _ = load_codes(out / "codes.safetensors")
+        assert (after["test"] == before["test"]).all()  # apply_to: database (train) only
+        figures = json.loads((tmp_path / f"m/rel_{mech}.json").read_text())
+        if mech == "rr":
+            assert 0.2 < figures["train/share_bits_flipped"] < 0.5  # 1/(1+e^(4/12)) = 0.417
+        else:
+            assert figures["train/min_anonymity_after"] >= 20
+            import numpy as np
+
+            _, counts = np.unique(unpack_bits(after["train"], n_bits), axis=0, return_counts=True)
+            assert counts.min() >= 20
+    common = [*BASE, "--dataset", "syn", "--method", "csq", "--bits", "12"]
+    assert (
+        knn.main(
+            [
+                *BASE,
+                "--dataset",
+                "syn",
+                "--embeddings",
+                str(emb_path),
+                "--metrics",
+                str(tmp_path / "m/knn.json"),
+                "--sweep",
+                str(tmp_path / "p/knn.csv"),
+                "--confusion",
+                str(tmp_path / "a/knn/c.png"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        evaluate.main(
+            [
+                *common,
+                "--embeddings",
+                str(emb_path),
+                "--head",
+                str(tmp_path / "a/rel_rr"),
+                "--float-metrics",
+                str(tmp_path / "m/knn.json"),
+                "--metrics",
+                str(tmp_path / "m/eval_rr.json"),
+                "--sweep",
+                str(tmp_path / "p/eval_rr.csv"),
+                "--confusion",
+                str(tmp_path / "a/eval_rr/c.png"),
+            ]
+        )
+        == 0
+    )
+    assert 0.0 <= json.loads((tmp_path / "m/eval_rr.json").read_text())["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("method", "eps", "sets", "message"),
+    [
+        ("dpsh", "8", [], "couples records"),
+        ("dsh", "8", ["methods.dsh.memory_bank=true"], "memory_bank=true"),
+        ("csq", "0", [], "must be > 0"),
+        ("csq", "-1", [], "must be > 0"),
+        ("csq", "8", ["dp.delta=1.5"], "dp.delta"),
+        ("csq", "8", ["dp.delta=0"], "dp.delta"),
+        ("csq", "8", ["dp.max_grad_norm=0"], "dp.max_grad_norm"),
+        ("csq", "0.0001", ["dp.delta=0.000001", "train.epochs=60"], "cannot reach"),
+    ],
+)
+def test_bad_dp_input_exits_2_with_one_line_and_no_output(
+    tmp_path: Path, emb_path: Path, caplog, method: str, eps: str, sets: list[str], message: str
+) -> None:
+    extra = [a for s in sets for a in ("--set", s)]
+    assert train_dp.main([*dp_args(tmp_path, emb_path, method=method, eps=eps), *extra]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
+    assert not (tmp_path / "a/head_dp").exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_delta_at_least_one_over_n_warns(tmp_path: Path, emb_path: Path, caplog) -> None:
+    args = [*dp_args(tmp_path, emb_path), "--set", "dp.delta=0.01", "--set", "train.epochs=1"]
+    with pytest.warns(UserWarning, match="1/N"):
+        assert train_dp.main(args) == 0
+
+
+@pytest.mark.parametrize(
+    ("mech", "extra", "message"),
+    [
+        ("rr", ["--epsilon-code", "0"], "epsilon-code 0.0"),
+        ("rr", ["--epsilon-code", "-3"], "must be > 0"),
+        ("rr", [], "needs --epsilon-code"),
+        ("kanon", ["--set", "release.k=0"], "release.k"),
+        ("kanon", ["--set", "release.k=301"], "larger than the 300"),
+    ],
+)
+def test_bad_release_input_exits_2(
+    tmp_path: Path, emb_path: Path, caplog, mech: str, extra: list[str], message: str
+) -> None:
+    assert (
+        train.main(
+            [
+                *BASE,
+                "--dataset",
+                "syn",
+                "--method",
+                "csq",
+                "--bits",
+                "12",
+                "--embeddings",
+                str(emb_path),
+                "--out",
+                str(tmp_path / "a/head"),
+                "--metrics",
+                str(tmp_path / "m/train.json"),
+                "--history",
+                str(tmp_path / "p/train.csv"),
+            ]
+        )
+        == 0
+    )
+    caplog.clear()
+    code = release.main(
+        [
+            *BASE,
+            "--head",
+            str(tmp_path / "a/head"),
+            "--mechanism",
+            mech,
+            *extra,
+            "--out",
+            str(tmp_path / "a/rel"),
+            "--metrics",
+            str(tmp_path / "m/rel.json"),
+        ]
+    )
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
+    assert not (tmp_path / "a/rel").exists()

@@ -1,0 +1,59 @@
+"""Empirical audit (privacy/audit.py): the one-run bound on hand-made cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from privacy.audit import audit_epsilon, one_run_epsilon, one_run_p_value
+from privacy.errors import PrivacyError
+from privacy.release import randomized_response
+
+
+def test_all_guesses_correct_without_delta_matches_the_closed_form() -> None:
+    # p(ε) = q^r with q = e^ε/(1+e^ε); the bound solves q^100 = 0.05 -> ε = logit(0.05^(1/100))
+    q = 0.05 ** (1 / 100)
+    expected = math.log(q / (1 - q))  # 3.4934...
+    assert one_run_epsilon(100, 100, 100, delta=0.0, confidence=0.95) == pytest.approx(
+        expected, rel=1e-6
+    )
+    assert expected == pytest.approx(3.4934, abs=1e-3)
+
+
+def test_p_value_with_delta_on_two_guesses_by_hand() -> None:
+    eps, delta = 1.0, 0.01
+    q = math.e / (1 + math.e)
+    beta = q * q  # P[Bin(2, q) >= 2]
+    a1 = 2 * q * (1 - q)  # i = 1: P[Bin = 1]
+    a2 = (2 * q * (1 - q) + (1 - q) ** 2) / 2  # i = 2: P[0 <= Bin < 2] / 2
+    expected = beta + 2 * 2 * delta * max(a1, a2)
+    assert one_run_p_value(2, 2, 2, eps, delta) == pytest.approx(expected, rel=1e-12)
+
+
+def test_chance_level_guessing_gives_no_bound() -> None:
+    assert one_run_epsilon(1000, 100, 50, delta=1e-5) == 0.0
+
+
+def test_bad_counts_are_refused() -> None:
+    with pytest.raises(PrivacyError):
+        one_run_p_value(10, 5, 6, 1.0, 0.0)
+    with pytest.raises(PrivacyError):
+        one_run_epsilon(10, 5, 5, delta=0.0, confidence=1.0)
+
+
+def test_audit_of_randomized_response_stays_below_its_epsilon_and_bites_without_noise() -> None:
+    """Worst-case canaries for code release: a secret bit picks a code or its complement."""
+    rng = np.random.default_rng(0)
+    m, bits = 2000, 8
+    base = rng.random((m, bits)) < 0.5
+    secret = rng.random(m) < 0.5
+    codes = np.where(secret[:, None], ~base, base)
+    for eps_code in (2.0, 8.0):
+        out = randomized_response(codes, eps_code, seed=1)
+        score = (out != base).sum(axis=1) - bits / 2  # closer to the complement = "in"
+        res = audit_epsilon(score, secret, delta=0.0)
+        assert 0.0 < res.epsilon_lower_bound <= eps_code, (eps_code, res)
+    leak = audit_epsilon((codes != base).sum(axis=1).astype(float), secret, delta=0.0)
+    assert leak.epsilon_lower_bound > 5.0  # no noise: every guess right

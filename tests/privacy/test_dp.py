@@ -1,0 +1,239 @@
+"""DP-SGD (privacy/dp.py): which methods train, what ε is reported, per-sample gradients."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+
+from hashers import registry
+from hashers.base import EmbeddingSet, HeadSpec
+from hashers.trainer import FitConfig
+from privacy.dp import (
+    DPConfig,
+    PoissonBatches,
+    calibrate_noise,
+    check_dp_capable,
+    dp_fit,
+    epsilon_of,
+    per_sample_gradients,
+)
+from privacy.errors import PrivacyError
+from tests.conftest import gaussian_clusters
+
+DIM, C = 16, 3
+DP_METHODS = ["csq", "tcl", "cnnh"]
+REFUSED = ["dpsh", "dsh", "hashnet", "dsdh", "dnnh", "dshgan", "saeh", "dhn", "lsh", "itq", "pca"]
+
+
+def spec(bits: int = 16, dropout: float = 0.0) -> HeadSpec:
+    return HeadSpec(in_dim=DIM, n_bits=bits, n_classes=C, hidden_dims=(32,), dropout=dropout)
+
+
+def data(n: int, seed: int) -> EmbeddingSet:
+    return gaussian_clusters(n, seed=seed, dim=DIM, n_classes=C, spread=3.0)
+
+
+FAST = FitConfig(epochs=2, batch_size=32, progress=False, val_queries=40)
+
+
+@pytest.mark.parametrize("name", DP_METHODS)
+def test_dp_capable_methods_train_and_keep_their_saved_keys(name: str, tmp_path) -> None:
+    from pipeline.artifacts import load_head, save_head
+
+    method = registry.build(name, spec(), seed=0)
+    keys = set(method.state_dict())
+    train, val = data(120, 1), data(40, 2)
+    result, report = dp_fit(
+        method, train, val, config=FAST, dp=DPConfig(noise_multiplier=1.0, accountant="rdp")
+    )
+    assert set(method.state_dict()) == keys  # nothing wrapped, no grad_sample left behind
+    assert "training_step" not in vars(method)
+    assert report.steps == 2 * math.ceil(120 / 32)
+    eps = [row["dp_epsilon"] for row in result.history]
+    assert len(eps) == 2 and 0 < eps[0] < eps[1] == pytest.approx(report.epsilon)
+    save_head(tmp_path, method.state_dict(), {"method": name})
+    state, _ = load_head(tmp_path)
+    fresh = registry.build(name, spec(), seed=5)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.encode(val.x), method.encode(val.x))
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_coupled_or_closed_form_methods_are_refused(name: str) -> None:
+    method = registry.build(name, spec(), seed=0)
+    with pytest.raises(PrivacyError, match=r"cannot train under DP|closed form") as err:
+        dp_fit(method, data(60, 1), data(20, 2), config=FAST, dp=DPConfig())
+    if registry.get(name).trainable:
+        assert "couples records" in str(err.value) and "ε would be false" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["dsh", "dpsh", "dsdh"])
+def test_memory_bank_variants_are_refused(name: str) -> None:
+    cfg = registry.get(name).Config(memory_bank=True)
+    method = registry.build(name, spec(), cfg, seed=0)
+    with pytest.raises(PrivacyError, match="memory_bank=true cannot train under DP"):
+        check_dp_capable(method)
+
+
+def test_reported_epsilon_matches_the_accountant_called_directly() -> None:
+    method = registry.build("csq", spec(), seed=0)
+    train = data(100, 1)
+    _, report = dp_fit(
+        method, train, data(30, 2), config=FAST, dp=DPConfig(noise_multiplier=0.9, accountant="rdp")
+    )
+    acc = RDPAccountant()
+    for _ in range(2 * math.ceil(100 / 32)):
+        acc.step(noise_multiplier=0.9, sample_rate=32 / 100)
+    assert report.epsilon == pytest.approx(acc.get_epsilon(delta=0.1 / 100), rel=1e-9)
+    assert report.delta == pytest.approx(0.001)
+
+
+def test_epsilon_falls_as_noise_rises() -> None:
+    eps = [
+        epsilon_of(noise_multiplier=s, sample_rate=0.05, steps=200, delta=1e-5, accountant=a)
+        for a in ("prv", "rdp")
+        for s in (0.7, 1.0, 1.5, 3.0)
+    ]
+    for acc in (eps[:4], eps[4:]):
+        assert all(a > b for a, b in itertools.pairwise(acc)), acc
+    # PRV is the tighter accountant: never above RDP at the same σ
+    assert all(p <= r + 1e-6 for p, r in zip(eps[:4], eps[4:], strict=True))
+
+
+def test_calibrated_noise_reaches_the_target_epsilon() -> None:
+    sigma = calibrate_noise(epsilon=3.0, delta=1e-5, sample_rate=0.1, steps=100, accountant="rdp")
+    eps = epsilon_of(
+        noise_multiplier=sigma, sample_rate=0.1, steps=100, delta=1e-5, accountant="rdp"
+    )
+    assert 2.98 <= eps <= 3.0
+
+
+def test_empty_poisson_batches_are_noise_steps_and_are_accounted() -> None:
+    plan = PoissonBatches(sample_rate=0.02, steps=400)
+    sizes = [len(i) for i in plan.batches(data(50, 1), 1, torch.Generator().manual_seed(0))]
+    empty = sum(s == 0 for s in sizes)
+    # Binomial(50, 0.02): P(empty) = 0.98^50 = 0.364; 400 draws -> 145.6 ± 9.6 expected
+    assert 110 < empty < 180 and sum(sizes) / 400 == pytest.approx(1.0, abs=0.2)
+    method = registry.build("csq", spec(), seed=0)
+    cfg = FitConfig(epochs=2, batch_size=1, progress=False, val_queries=20)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    _, report = dp_fit(
+        method,
+        data(50, 1),
+        data(20, 2),
+        config=cfg,
+        dp=DPConfig(noise_multiplier=2.0, accountant="rdp"),
+    )
+    assert report.steps == 100  # 2 epochs x 50 steps, empty ones included
+    assert report.sample_rate == pytest.approx(0.02)
+    assert any(not torch.equal(before[k], v) for k, v in method.state_dict().items())
+
+
+@pytest.mark.parametrize("name", DP_METHODS)
+def test_per_sample_gradients_do_not_depend_on_other_records(name: str) -> None:
+    method = registry.build(name, spec(), seed=0)
+    train = data(12, 1)
+    torch.manual_seed(0)
+    method.on_fit_start(train)
+    method.train()
+    idx = torch.arange(8)
+    g1, _ = per_sample_gradients(method, train.x[idx], train.y[idx], idx)
+    x2, y2 = train.x[idx].clone(), train.y[idx].clone()
+    x2[0] += 3.0 * torch.randn(DIM, generator=torch.Generator().manual_seed(1))
+    y2[0] = torch.roll(y2[0], 1)  # another label too
+    g2, _ = per_sample_gradients(method, x2, y2, idx)
+    for n in g1:
+        assert torch.allclose(g1[n][1:], g2[n][1:], atol=1e-6), n
+    assert any(not torch.allclose(g1[n][0], g2[n][0]) for n in g1)
+    # loss reduction: the batch loss is the mean of the per-sample losses, so its gradient is the
+    # mean of the per-sample gradients (what Opacus' loss_reduction="mean" assumes)
+    method.zero_grad()
+    method.compute_loss(method(train.x[idx]), train.y[idx], idx)["loss"].backward()
+    for n, p in method.named_parameters():
+        assert torch.allclose(p.grad, g1[n].mean(dim=0), atol=1e-6), n
+
+
+def test_per_sample_gradients_match_opacus_grad_sampler() -> None:
+    """CSQ's trainable parameters all live in the head: Opacus' hooks see every one of them."""
+    from opacus import GradSampleModule
+
+    method = registry.build("csq", spec(), seed=0)
+    train = data(10, 1)
+    idx = torch.arange(10)
+    ours, _ = per_sample_gradients(method, train.x, train.y, idx)
+    gsm = GradSampleModule(method.head, loss_reduction="mean")
+    loss = method.compute_loss(gsm(train.x), train.y, idx)["loss"]
+    loss.backward()
+    for n, p in method.head.named_parameters():
+        assert torch.allclose(p.grad_sample, ours[f"head.{n}"], atol=1e-5), n
+    gsm._close()
+
+
+def test_cnnh_targets_come_from_the_public_label_space() -> None:
+    """Class frequencies differ between the two training sets; the class -> code map must not."""
+    codes = []
+    for weights in ([0.8, 0.1, 0.1], [0.1, 0.1, 0.8]):
+        n = 60
+        y_idx = torch.multinomial(
+            torch.tensor(weights), n, replacement=True, generator=torch.Generator().manual_seed(0)
+        )
+        y_idx[:3] = torch.arange(3)
+        train = EmbeddingSet(torch.randn(n, DIM), torch.eye(C)[y_idx])
+        method = registry.build("cnnh", spec(), seed=0)
+        dp_fit(
+            method,
+            train,
+            data(20, 2),
+            config=FitConfig(epochs=1, batch_size=16, progress=False),
+            dp=DPConfig(noise_multiplier=1.0, accountant="rdp"),
+        )
+        codes.append(
+            torch.stack([method.targets[int((y_idx == c).nonzero()[0])] for c in range(C)])
+        )
+    assert torch.equal(codes[0], codes[1])
+
+
+def test_cnnh_multilabel_is_refused_under_dp() -> None:
+    y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]] * 10)
+    train = EmbeddingSet(torch.randn(30, DIM), y)
+    method = registry.build("cnnh", spec(), seed=0)
+    with pytest.raises(PrivacyError, match="single-label"):
+        dp_fit(method, train, train, config=FAST, dp=DPConfig(noise_multiplier=1.0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilon": 0.0}, "epsilon=0.0"),
+        ({"epsilon": -1.0}, "must be > 0"),
+        ({"epsilon": float("nan")}, "must be > 0"),
+        ({"delta": 0.0}, "δ must lie in"),
+        ({"delta": 1.0}, "δ must lie in"),
+        ({"delta": 1.5}, "δ must lie in"),
+        ({"max_grad_norm": 0.0}, "clipping norm"),
+        ({"max_grad_norm": -2.0}, "clipping norm"),
+        ({"accountant": "gdp2"}, "prv, rdp"),
+        ({"noise_multiplier": 0.0}, "noise_multiplier"),
+    ],
+)
+def test_bad_dp_settings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(PrivacyError, match=match):
+        DPConfig(**kwargs)
+
+
+def test_delta_at_or_above_one_over_n_warns() -> None:
+    with pytest.warns(UserWarning, match="1/N"):
+        DPConfig(delta=0.01).resolved_delta(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DPConfig().resolved_delta(1000) == pytest.approx(1e-4)
+
+
+def test_unreachable_epsilon_is_refused() -> None:
+    with pytest.raises(PrivacyError, match="cannot reach"):
+        calibrate_noise(epsilon=1e-4, delta=1e-6, sample_rate=1.0, steps=1000, accountant="rdp")

@@ -1,0 +1,135 @@
+"""Code release (privacy/release.py): randomised response and k-anonymity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from privacy.errors import PrivacyError
+from privacy.release import (
+    debiased_hamming,
+    k_anonymize,
+    keep_probability,
+    pair_flip_rate,
+    randomized_response,
+)
+
+
+def holders(codes: np.ndarray) -> np.ndarray:
+    _, inv, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return counts[inv.reshape(-1)]
+
+
+def random_codes(n: int, bits: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, bits)) < 0.5
+
+
+def clustered_codes(n: int, bits: int, seed: int) -> np.ndarray:
+    """A few big clusters of identical codes plus outliers 1-3 bits away (like trained heads)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.random((4, bits)) < 0.5
+    codes = centers[rng.choice(4, size=n, p=[0.5, 0.3, 0.15, 0.05])].copy()
+    for i in rng.choice(n, size=n // 10, replace=False):
+        codes[i, rng.choice(bits, size=rng.integers(1, 4), replace=False)] ^= True
+    return codes
+
+
+@pytest.mark.parametrize("make", [random_codes, clustered_codes])
+@pytest.mark.parametrize(
+    ("n", "bits", "k"), [(500, 12, 20), (300, 8, 5), (200, 48, 2), (50, 12, 50)]
+)
+def test_k_anonymous_release_has_no_code_with_fewer_than_k_holders(make, n, bits, k) -> None:
+    codes = make(n, bits, seed=n + bits)
+    out = k_anonymize(codes, k)
+    assert holders(out.codes).min() >= k
+    assert out.min_anonymity_after >= k
+    unchanged = ~out.changed
+    assert np.array_equal(out.codes[unchanged], codes[unchanged])
+    # only records whose code had < k holders change
+    assert np.all(holders(codes)[out.changed] < k)
+    assert out.summary()["share_changed"] == pytest.approx(out.changed.mean())
+
+
+def test_replacement_is_the_nearest_safe_code_with_deterministic_ties() -> None:
+    a = np.array([0, 0, 0, 0], bool)
+    b = np.array([1, 1, 0, 0], bool)
+    c = np.array([1, 1, 1, 1], bool)
+    lone_ab = np.array([1, 0, 0, 0], bool)  # 1 from a, 1 from b: tie -> more holders (b)
+    lone_near_c = np.array([1, 1, 1, 0], bool)  # 1 from c, 1 from b: tie, b and c both 3 holders
+    codes = np.array([a] * 2 + [b] * 3 + [c] * 3 + [lone_ab, lone_near_c])
+    out = k_anonymize(codes, 2)
+    assert np.array_equal(out.codes[8], b)  # same distance 1: b has 3 holders, a only 2
+    # b and c: distance 1 each, both 3 holders -> the lexicographically smaller code (b)
+    assert np.array_equal(out.codes[9], b)
+    # record order does not matter
+    perm = np.random.default_rng(0).permutation(len(codes))
+    again = k_anonymize(codes[perm], 2)
+    assert np.array_equal(again.codes, out.codes[perm])
+    assert np.array_equal(k_anonymize(codes, 2).codes, out.codes)
+
+
+def test_already_k_anonymous_codes_are_unchanged() -> None:
+    codes = np.repeat(random_codes(5, 16, seed=1), 20, axis=0)
+    out = k_anonymize(codes, 20)
+    assert np.array_equal(out.codes, codes) and not out.changed.any()
+
+
+def test_no_safe_code_falls_back_to_the_most_frequent_code() -> None:
+    codes = np.array([[0, 0], [0, 0], [0, 1], [1, 1]], bool)
+    out = k_anonymize(codes, 4)
+    assert (out.codes == np.array([0, 0], bool)).all() and out.min_anonymity_after == 4
+
+
+@pytest.mark.parametrize("k", [0, -1, 11, 2.5, True])
+def test_bad_k_is_refused(k) -> None:
+    with pytest.raises(PrivacyError, match="release k="):
+        k_anonymize(random_codes(10, 8, 0), k)
+
+
+def test_keep_probability_formula() -> None:
+    assert keep_probability(12.0, 12) == pytest.approx(math.e / (1 + math.e))
+    assert keep_probability(math.inf, 48) == 1.0
+    assert keep_probability(1e-9, 10) == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize(("eps", "bits"), [(1.0, 12), (16.0, 48), (64.0, 16)])
+def test_randomized_response_flips_at_the_stated_rate(eps: float, bits: int) -> None:
+    codes = random_codes(4000, bits, seed=3)
+    out = randomized_response(codes, eps, seed=7)
+    flips = int((out != codes).sum())
+    trials = codes.size
+    expected = 1 / (1 + math.exp(eps / bits))  # hand formula, not the module's function
+    p_value = stats.binomtest(flips, trials, expected).pvalue
+    assert p_value > 1e-3, (flips / trials, expected)
+    # flips are independent of the bit value (symmetric mechanism)
+    ones, zeros = codes, ~codes
+    rate1 = (out != codes)[ones].mean()
+    rate0 = (out != codes)[zeros].mean()
+    assert abs(rate1 - rate0) < 0.02
+    assert np.array_equal(randomized_response(codes, eps, seed=7), out)  # seeded
+
+
+def test_infinite_budget_releases_codes_unchanged_and_bad_budgets_are_refused() -> None:
+    codes = random_codes(10, 8, 0)
+    assert np.array_equal(randomized_response(codes, math.inf, seed=0), codes)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(PrivacyError, match="epsilon_code"):
+            randomized_response(codes, bad, seed=0)
+
+
+def test_debiased_hamming_is_unbiased() -> None:
+    bits, eps = 32, 64.0  # f = 1/(1+e^2) = 0.119: the estimate has sd 0.017 over 20000 rows
+    rng = np.random.default_rng(0)
+    q = rng.random((1, bits)) < 0.5
+    db = np.repeat(q, 20000, axis=0)
+    db[:, :10] ^= True  # true distance 10
+    noisy = randomized_response(db, eps, seed=1)
+    f = pair_flip_rate(eps, bits, both_released=False)
+    observed = (noisy != q).sum(axis=1)
+    assert observed.mean() > 10.5  # raw distances are biased upwards
+    assert debiased_hamming(observed, bits, f).mean() == pytest.approx(10.0, abs=0.1)
+    f2 = pair_flip_rate(eps, bits, both_released=True)
+    assert f2 == pytest.approx(2 * f * (1 - f))
