@@ -10,8 +10,9 @@ import pytest
 
 from pipeline import evaluate, knn, release, train, train_dp
 from pipeline.artifacts import load_codes, load_head, save_embeddings
+from pipeline.synthetic import synthetic_embeddings
 from retrieval.codes import unpack_bits
-from tests.conftest import REPO, synthetic_embeddings
+from tests.conftest import REPO
 
 BASE = [
     "--params",

@@ -13,6 +13,7 @@ from opacus.accountants import RDPAccountant
 from hashers import registry
 from hashers.base import EmbeddingSet, HeadSpec
 from hashers.trainer import FitConfig
+from pipeline.synthetic import gaussian_clusters
 from privacy.dp import (
     DPConfig,
     PoissonBatches,
@@ -23,7 +24,6 @@ from privacy.dp import (
     per_sample_gradients,
 )
 from privacy.errors import PrivacyError
-from tests.conftest import gaussian_clusters
 
 DIM, C = 16, 3
 DP_METHODS = ["csq", "tcl", "cnnh"]
