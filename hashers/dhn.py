@@ -13,10 +13,13 @@ from hashers.base import HashingMethod
 @dataclass(frozen=True, kw_only=True)
 class DHNConfig:
     lam: float = 0.1  # λ: weight of the log-cosh quantisation term (per-element mean scale)
+    logit_scale: float = 0.5  # Θ_ij = logit_scale · u_iᵀu_j (paper: 1; 0.5 = DPSH's convention)
 
     def __post_init__(self) -> None:
         if self.lam < 0:
             raise ValueError(f"lam: {self.lam} must be >= 0")
+        if self.logit_scale <= 0:
+            raise ValueError(f"logit_scale: {self.logit_scale} must be > 0")
 
 
 class DHN(HashingMethod):
@@ -49,7 +52,8 @@ class DHN(HashingMethod):
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         S = HF.label_similarity(y)
-        likelihood = HF.pairwise_likelihood_loss(HF.inner_product_logits(u), S)
+        theta = self.config.logit_scale * (u @ u.T)
+        likelihood = HF.pairwise_likelihood_loss(theta, S)
         quantization = HF.quantization_logcosh(u)
         return {
             "loss": likelihood + self.config.lam * quantization,
