@@ -19,6 +19,7 @@ from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 from pipeline.knn import sweep_metrics, write_knn_outputs
 from retrieval.knn import knn_hamming
+from retrieval.metrics import degenerate_release
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,18 @@ def run_evaluate(
         for key in ("accuracy", "macro_f1", "balanced_accuracy"):
             extra[f"retention_{key}"] = at_k[key] / baseline[key] if baseline[key] > 0 else 0.0
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
+        extra.update(
+            degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], emb.n_classes)
+        )
+        if extra["degenerate_release"]:
+            log.warning(
+                "%s: degenerate release: %d distinct test codes for %d classes, predictions of %d "
+                "class(es); its accuracy reflects the class prior, read its balanced accuracy",
+                name,
+                extra["distinct_test_codes"],
+                emb.n_classes,
+                extra["predicted_classes"],
+            )
         out = write_knn_outputs(
             emb=emb,
             rows=rows,
