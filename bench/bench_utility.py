@@ -25,6 +25,7 @@ voting) and scored by the metric table :mod:`retrieval.metrics` — balanced acc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's code, even beside another editable install
@@ -267,11 +269,15 @@ def main() -> None:
                     for bits in args.bits
                     for seed in args.seeds
                 ]
-        if args.jobs > 1:
-            with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-                results = list(pool.imap_unordered(run_cell, jobs))
-        else:
-            results = [run_cell(j) for j in jobs]
+        results = []
+        with contextlib.ExitStack() as stack:
+            if args.jobs > 1:
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(args.jobs))
+                cells = pool.imap_unordered(run_cell, jobs)
+            else:
+                cells = map(run_cell, jobs)
+            for r in tqdm(cells, total=len(jobs), desc="cells", mininterval=30):
+                results.append(r)
     results.sort(
         key=lambda r: (
             args.features.index(r["features"]),

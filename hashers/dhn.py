@@ -44,6 +44,10 @@ class DHN(HashingMethod):
       value that matches DPSH's quantisation weight on the same scale;
     - the likelihood is computed with ``softplus`` and log-cosh as ``|a| + softplus(-2|a|) - log 2``,
       so neither overflows for large ``u``.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "dhn"

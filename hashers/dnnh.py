@@ -77,6 +77,10 @@ class DNNH(HashingMethod):
       met by barely separated codes at long lengths. With margin 1, 48-bit codes kept 97.9 % of
       float KNN on BreastMNIST; with 4, >= 98.8 % at every length on BreastMNIST and
       RetinaMNIST (3 seeds, ``bench/bench_utility.py --methods dnnh``).
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "dnnh"

@@ -73,6 +73,10 @@ class DSH(MemoryBankMixin, HashingMethod):
     - pairs are formed online within each mini-batch, as in the paper; ``memory_bank: true``
       pairs each batch with the stored codes of every training row instead
       (:class:`hashers.bank.CodeBank`, self pairs skipped, no gradient on the bank side).
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``), besides the
+    ``balance_pairs`` pair weights above (a stated deviation from the paper's plain mean).
     """
 
     name = "dsh"
