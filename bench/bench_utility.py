@@ -243,7 +243,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         floats: dict[tuple[str, str], dict[str, Any]] = {}
-        jobs = []
+        paths: dict[tuple[str, str], str] = {}
         for features in args.features:
             for dataset in args.datasets:
                 path = embeddings_for(features, dataset, args.root, tmp, base)
@@ -253,48 +253,66 @@ def main() -> None:
                     "dim": emb.dim,
                     "one_image": one_image(emb.y[args.split]),
                 }
-                jobs += [
-                    {
-                        "features": features,
-                        "dataset": dataset,
-                        "path": str(path),
-                        "method": method,
-                        "bits": bits,
-                        "seed": seed,
-                        "split": args.split,
-                        "base": base,
-                        "threads": 1 if args.jobs > 1 else torch.get_num_threads(),
-                    }
-                    for method in methods
-                    for bits in args.bits
-                    for seed in args.seeds
-                ]
-        results = []
+                paths[(features, dataset)] = str(path)
+        # method-major order: a stopped run has whole methods (every dataset and length) done
+        jobs = [
+            {
+                "features": features,
+                "dataset": dataset,
+                "path": path,
+                "method": method,
+                "bits": bits,
+                "seed": seed,
+                "split": args.split,
+                "base": base,
+                "threads": 1 if args.jobs > 1 else torch.get_num_threads(),
+            }
+            for method in methods
+            for (features, dataset), path in paths.items()
+            for bits in args.bits
+            for seed in args.seeds
+        ]
+        results: list[dict[str, Any]] = []
         with contextlib.ExitStack() as stack:
             if args.jobs > 1:
                 pool = stack.enter_context(multiprocessing.get_context("fork").Pool(args.jobs))
-                cells = pool.imap_unordered(run_cell, jobs)
+                cells = pool.imap(run_cell, jobs)
             else:
                 cells = map(run_cell, jobs)
             for r in tqdm(cells, total=len(jobs), desc="cells", mininterval=30):
                 results.append(r)
-    results.sort(
+                write_outputs(args, results, floats, methods, t_start, len(jobs))
+    print(args.out.read_text())
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    floats: dict[tuple[str, str], dict[str, Any]],
+    methods: list[str],
+    t_start: float,
+    n_jobs: int,
+) -> None:
+    """(Re)write the report after every finished cell, so a stopped run keeps what it measured."""
+    results = sorted(
+        results,
         key=lambda r: (
             args.features.index(r["features"]),
             args.datasets.index(r["dataset"]),
             methods.index(r["method"]),
             r["bits"],
             r["seed"],
-        )
+        ),
     )
     total = time.perf_counter() - t_start
+    partial = "" if len(results) == n_jobs else f" PARTIAL: {len(results)} of {n_jobs} cells."
     text = (
         "\n".join(report(results, floats, args))
         + f"\n\nHamming KNN (k=7, database = train codes) on the **{args.split}** split, mean over "
         + f"head seeds {args.seeds}; (x%) = retention, the share of the float-KNN value of the same "
         + "features and metric. Summary: the lowest retention over the bit lengths, and the 48-bit "
         + f"minus 12-bit {SHORT[HEADLINE]} in units of one {args.split} image of the smallest class. "
-        + f"Total {total:.0f} s, {args.jobs} process(es).\n"
+        + f"Total {total:.0f} s, {args.jobs} process(es).{partial}\n"
         + (f"Overrides: {args.overrides}.\n" if args.overrides else "")
     )
     args.out.write_text(text)
@@ -309,7 +327,6 @@ def main() -> None:
                 indent=1,
             )
         )
-    print(text)
 
 
 if __name__ == "__main__":
