@@ -35,9 +35,14 @@ class DHN(HashingMethod):
     Deviations for frozen embeddings:
     - the paper's AlexNet with a fully connected hash layer is replaced by an MLP head over the frozen
       embedding (``hashers.heads.MLPHead``) whose linear output is ``u``;
-    - the logit uses the ``Θ_ij = ½ u_iᵀu_j`` convention shared with DPSH
-      (``hashers.functional.inner_product_logits``); the ½ is a fixed rescaling of ``u`` by
-      ``1/√2`` and changes neither the model class nor the codes;
+    - the logit is ``Θ_ij = logit_scale · u_iᵀu_j``; the paper's is the plain inner product
+      (``logit_scale = 1``), DPSH's convention ``½``. The ``½`` is *not* a harmless rescaling:
+      with ``z = u/√2`` the likelihood is the paper's in ``z``, but the log-cosh term still pulls
+      ``|u|`` to 1, i.e. ``|z|`` to ``1/√2`` — the quantiser's target moves from ±1 to ±1/√2
+      in the paper's parametrisation, so at binary codes the logits of identical and opposite
+      codes are ``±K/2`` instead of ``±K``, and ``∂Θ/∂u`` is halved, so the likelihood pulls on
+      ``u`` half as hard relative to the quantisation term as the paper's ``λ`` states. The default was
+      decided on the validation split (``bench/bench_utility.py --split val``);
     - pairs are all ordered pairs inside each mini-batch (diagonal included, as in DPSH); both terms
       are means (over pairs, and over samples × bits) instead of the paper's sums, so ``lam`` lives
       on that per-element scale. The paper selects λ by cross-validation; the default 0.1 is the
