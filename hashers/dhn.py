@@ -13,7 +13,7 @@ from hashers.base import HashingMethod
 @dataclass(frozen=True, kw_only=True)
 class DHNConfig:
     lam: float = 0.1  # λ: weight of the log-cosh quantisation term (per-element mean scale)
-    logit_scale: float = 0.5  # Θ_ij = logit_scale · u_iᵀu_j (paper: 1; 0.5 = DPSH's convention)
+    logit_scale: float = 1.0  # Θ_ij = logit_scale · u_iᵀu_j (paper: 1; 0.5 = DPSH's convention)
 
     def __post_init__(self) -> None:
         if self.lam < 0:
@@ -41,8 +41,9 @@ class DHN(HashingMethod):
       ``|u|`` to 1, i.e. ``|z|`` to ``1/√2`` — the quantiser's target moves from ±1 to ±1/√2
       in the paper's parametrisation, so at binary codes the logits of identical and opposite
       codes are ``±K/2`` instead of ``±K``, and ``∂Θ/∂u`` is halved, so the likelihood pulls on
-      ``u`` half as hard relative to the quantisation term as the paper's ``λ`` states. The default was
-      decided on the validation split (``bench/bench_utility.py --split val``);
+      ``u`` half as hard relative to the quantisation term as the paper's ``λ`` states. The default is the paper's
+      ``1``, decided on the validation split (``bench/bench_utility.py --split val --set
+      methods.dhn.logit_scale=0.5``), where the ``½`` scored lower;
     - pairs are all ordered pairs inside each mini-batch (diagonal included, as in DPSH); both terms
       are means (over pairs, and over samples × bits) instead of the paper's sums, so ``lam`` lives
       on that per-element scale. The paper selects λ by cross-validation; the default 0.1 is the

@@ -91,17 +91,22 @@ def test_dsh_stable_for_huge_outputs() -> None:
 
 
 def test_dhn_golden() -> None:
-    m = build("dhn", 2, 2)  # default λ = 0.1
+    from hashers.dhn import DHNConfig
+
+    m = build("dhn", 2, 2)  # defaults: λ = 0.1, the paper's logit Θ = u uᵀ
     u = torch.tensor([[1.0, -1.0], [2.0, 0.0]])
     y = onehot([0, 0], 2)  # every pair similar
-    # Θ = ½ u uᵀ = [[1, 1], [1, 2]]; similar pairs cost softplus(-Θ).
-    likelihood = (3 * sp(-1.0) + sp(-2.0)) / 4
+    # Θ = u uᵀ = [[2, 2], [2, 4]]; similar pairs cost softplus(-Θ).
+    likelihood = (3 * sp(-2.0) + sp(-4.0)) / 4
     # |u| - 1 = [[0, 0], [1, -1]] -> log cosh: 0, 0, log cosh 1, log cosh 1.
     quantization = 2 * math.log(math.cosh(1.0)) / 4
     out = m.compute_loss(u, y, torch.arange(2))
     assert math.isclose(float(out["likelihood"]), likelihood, rel_tol=1e-6)
     assert math.isclose(float(out["quantization"]), quantization, rel_tol=1e-6)
     assert math.isclose(float(out["loss"]), likelihood + 0.1 * quantization, rel_tol=1e-6)
+    # DPSH's convention Θ = ½ u uᵀ = [[1, 1], [1, 2]]
+    half = build("dhn", 2, 2, DHNConfig(logit_scale=0.5)).compute_loss(u, y, torch.arange(2))
+    assert math.isclose(float(half["likelihood"]), (3 * sp(-1.0) + sp(-2.0)) / 4, rel_tol=1e-6)
 
 
 def test_dhn_stable_for_huge_outputs() -> None:

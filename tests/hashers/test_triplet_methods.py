@@ -137,11 +137,11 @@ def test_dnnh_loss_golden() -> None:
     u = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
     # b = (u + 1) / 2 = [1, 0], [0, 1], [0, 0]; labels A, A, B -> triplets (0,1,2) and (1,0,2)
     # (0,1,2): d+ = 2, d- = 1 -> max(0, m - (1 - 2)) = m + 1; (1,0,2) the same by symmetry
-    for margin, expected in ((1.0, 2.0), (4.0, 5.0)):  # the paper's margin, and our default
+    for margin, expected in ((1.0, 2.0), (4.0, 5.0)):  # the paper's margin (our default), and 4
         method = DNNH(tiny_spec(), DNNHConfig(margin=margin))
         terms = method.compute_loss(u, torch.tensor([A, A, B]), torch.arange(3))
         assert math.isclose(value(terms["loss"]), expected, rel_tol=1e-6)
-    assert DNNHConfig().margin == 4.0
+    assert DNNHConfig().margin == 1.0
 
 
 def test_dnnh_forward_is_in_unit_interval_scale_and_encode_is_b_above_half() -> None:
