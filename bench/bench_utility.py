@@ -235,9 +235,21 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="params override for every run, e.g. --set methods.dsh.balance_pairs=false",
     )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="train nothing: rebuild the report from --json files of earlier runs (a later file's "
+        "cell replaces an earlier one with the same features, dataset, method, bits and seed)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     methods = registry.names() if args.methods == ["all"] else args.methods
+    if args.merge:
+        merge_runs(args, methods)
+        return
     base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -282,6 +294,22 @@ def main() -> None:
             for r in tqdm(cells, total=len(jobs), desc="cells", mininterval=30):
                 results.append(r)
                 write_outputs(args, results, floats, methods, t_start, len(jobs))
+    print(args.out.read_text())
+
+
+def merge_runs(args: argparse.Namespace, methods: list[str]) -> None:
+    """Rebuild the report from the ``--json`` files of earlier runs of the same split."""
+    floats: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple, dict[str, Any]] = {}
+    for path in args.merge:
+        data = json.loads(path.read_text())
+        floats.update({tuple(k.split("/")): v for k, v in data["floats"].items()})
+        for c in data["cells"]:
+            cells[tuple(c[k] for k in ("features", "dataset", "method", "bits", "seed"))] = c
+    results = [c for c in cells.values() if c["method"] in methods]
+    args.features = list(dict.fromkeys(c["features"] for c in results))
+    args.datasets = list(dict.fromkeys(c["dataset"] for c in results))
+    write_outputs(args, results, floats, methods, time.perf_counter(), len(results))
     print(args.out.read_text())
 
 
