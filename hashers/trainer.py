@@ -49,9 +49,8 @@ class FitConfig:
     patience: int = 10
     val_queries: int = 2000
     val_database: int = 20000
-    selection: str = (
-        "balanced_soft_accuracy"  # the val score that picks the epoch (SELECTION_SCORES)
-    )
+    # the val score that picks the epoch, one of SELECTION_SCORES
+    selection: str = "balanced_soft_accuracy"
     class_balance: float = 0.0  # 0 = natural class rates per batch, 1 = every class equally often
     k: int = 7
     seed: int = 0
