@@ -340,7 +340,11 @@ def write_outputs(
         + f"head seeds {args.seeds}; (x%) = retention, the share of the float-KNN value of the same "
         + "features and metric. Summary: the lowest retention over the bit lengths, and the 48-bit "
         + f"minus 12-bit {SHORT[HEADLINE]} in units of one {args.split} image of the smallest class. "
-        + f"Total {total:.0f} s, {args.jobs} process(es).{partial}\n"
+        + (
+            f"Merged from {', '.join(p.name for p in args.merge)}.\n"
+            if args.merge
+            else f"Total {total:.0f} s, {args.jobs} process(es).{partial}\n"
+        )
         + (f"Overrides: {args.overrides}.\n" if args.overrides else "")
     )
     args.out.write_text(text)
