@@ -1,9 +1,14 @@
 """Utility check: hashed KNN vs the pipeline's own float KNN, every method x every bit length.
 
-Runs the pipeline's library functions in one process (no DVC), on real MedMNIST files:
+Runs the pipeline's library functions (no DVC), on real MedMNIST files:
 
-    python bench/bench_utility.py --root ../shared/data/medmnist --datasets breastmnist retinamnist \
-        --features pixels tiny-random --out bench/RESULTS-utility.md
+    python bench/bench_utility.py --split val --features pixels tiny-random --out /tmp/val.md
+    python bench/bench_utility.py --split test --features pixels --seeds 0 1 2
+
+``--split val`` scores the queries of the validation split (the split that also picks each head's
+epoch): use it for every experiment that chooses a default. ``--split test`` is for the final,
+reported table only. Both use the train split as the KNN database, for the float baseline and the
+codes alike. ``--jobs N`` trains cells in N processes (one torch thread each).
 
 Feature sets (DINOv2 weights cannot be downloaded in this sandbox, so both are stand-ins):
 * ``pixels``: the raw 28x28(x3) pixels, flattened, scaled to [0, 1] — passed through the
@@ -11,15 +16,19 @@ Feature sets (DINOv2 weights cannot be downloaded in this sandbox, so both are s
 * ``tiny-random``: the extract stage with the seeded tiny random DINOv2 (``cls_mean`` pooling).
 With real weights, pass ``--features dinov2`` (uses ``facebook/dinov2-base`` from the HF cache).
 
-For each dataset the float baseline is :func:`pipeline.knn.float_knn` and every method is trained by
-:func:`pipeline.train.train_one` with the params.yaml settings, evaluated by
-:func:`pipeline.evaluate.hamming_knn` (same k, same tie-aware voting).
+For each dataset the float baseline is :func:`retrieval.knn.knn_float` and every method is
+trained by :func:`pipeline.train.train_one` with the params.yaml settings (plus ``--set``
+overrides), its codes classified by :func:`retrieval.knn.knn_hamming` (same k, same tie-aware
+voting) and scored by the metric table :mod:`retrieval.metrics` — balanced accuracy first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -27,18 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's code, even beside another editable install
+
+import torch  # noqa: E402
 
 from hashers import registry  # noqa: E402
 from pipeline.artifacts import load_embeddings  # noqa: E402
 from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.evaluate import hamming_knn  # noqa: E402
 from pipeline.extract import extract_dataset  # noqa: E402
-from pipeline.knn import float_knn  # noqa: E402
 from pipeline.train import encode_splits, train_one  # noqa: E402
+from retrieval.knn import knn_float, knn_hamming  # noqa: E402
+from retrieval.metrics import CLASSIFICATION_METRICS, HEADLINE, classification_metrics  # noqa: E402
 
 log = logging.getLogger("bench_utility")
 
@@ -80,6 +92,120 @@ def embeddings_for(
     return out
 
 
+METRICS = list(CLASSIFICATION_METRICS)  # balanced accuracy first
+SHORT = {"balanced_accuracy": "bal. acc", "accuracy": "acc", "macro_f1": "macro-F1"}
+
+
+def float_scores(path: Path, split: str, base: dict[str, Any]) -> dict[str, float]:
+    emb = load_embeddings(path)
+    knn = load_params(REPO / "params.yaml", base).knn
+    pred = knn_float(emb.x[split], emb.x["train"], emb.y["train"], [knn.k], metric=knn.metric)
+    return classification_metrics(emb.y[split], pred[knn.k])
+
+
+def run_cell(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one (method, bits, seed) head and score its codes on ``job["split"]``."""
+    torch.set_num_threads(job["threads"])
+    emb = load_embeddings(Path(job["path"]))
+    params = load_params(REPO / "params.yaml", {**job["base"], "seed": job["seed"]})
+    out = {k: job[k] for k in ("features", "dataset", "method", "bits", "seed")}
+    try:
+        head, result, _ = train_one(
+            params,
+            dataset=job["dataset"],
+            method_name=job["method"],
+            bits=job["bits"],
+            emb=emb,
+            progress=False,
+        )
+    except ValueError as err:  # e.g. ITQ/PCA with bits > embedding dim
+        return {**out, "error": str(err)[:60]}
+    codes = encode_splits(head, emb)
+    split, k = job["split"], params.knn.k
+    pred = knn_hamming(codes[split], codes["train"], job["bits"], emb.y["train"], [k])[k]
+    return {
+        **out,
+        **classification_metrics(emb.y[split], pred),
+        "distinct_codes": len(np.unique(codes[split], axis=0)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_val_balanced_accuracy": result.summary()["best_val_balanced_accuracy"],
+    }
+
+
+def one_image(y: np.ndarray) -> float:
+    """Largest change of balanced accuracy that one query image can make: ``1 / (C · n_min)``."""
+    if y.ndim == 2:
+        return 1.0 / len(y)
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    return 1.0 / (len(counts) * counts.min())
+
+
+def report(
+    results: list[dict[str, Any]],
+    floats: dict[tuple[str, str], dict[str, Any]],
+    args: argparse.Namespace,
+) -> list[str]:
+    """Markdown: per cell the mean over seeds of every metric with its retention, then a summary."""
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        cells.setdefault((r["features"], r["dataset"], r["method"], r["bits"]), []).append(r)
+    lines = [
+        "| features | dataset | method | bits | "
+        + " | ".join(f"{SHORT[m]} (retention)" for m in METRICS)
+        + " | distinct codes |",
+        "|---|---|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    summary = [
+        "| features | dataset | method | "
+        + " | ".join(f"min ret. {SHORT[m]}" for m in METRICS)
+        + f" | {SHORT[HEADLINE]} 48 - 12 bits (images) |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    means: dict[tuple, dict[str, float]] = {}
+    for key, rs in cells.items():
+        f = floats[key[:2]]
+        ok = [r for r in rs if "error" not in r]
+        kind = "" if registry.get(key[2]).supervised else " (unsup.)"
+        if not ok:
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]}{kind} | {key[3]} | n/a: {rs[0]['error']} |"
+            )
+            continue
+        m = {name: float(np.mean([r[name] for r in ok])) for name in METRICS}
+        means[key] = m
+        parts = [f"{m[n]:.3f} ({100 * m[n] / f[n]:.1f}%)" for n in METRICS]
+        dc = np.mean([r["distinct_codes"] for r in ok])
+        lines.append(
+            f"| {key[0]} (d={f['dim']}) | {key[1]} | {key[2]}{kind} | {key[3]} | "
+            + " | ".join(parts)
+            + f" | {dc:.0f} |"
+        )
+    for feat, ds, method in dict.fromkeys(k[:3] for k in means):
+        f = floats[(feat, ds)]
+        rows = {
+            b: means[(feat, ds, method, b)] for b in args.bits if (feat, ds, method, b) in means
+        }
+        mins = [min(r[n] / f[n] for r in rows.values()) for n in METRICS]
+        gap = "–"
+        if 12 in rows and 48 in rows:
+            gap = f"{(rows[48][HEADLINE] - rows[12][HEADLINE]) / f['one_image']:+.1f}"
+        kind = "" if registry.get(method).supervised else " (unsup.)"
+        summary.append(
+            f"| {feat} | {ds} | {method}{kind} | "
+            + " | ".join(f"{100 * v:.1f}%" for v in mins)
+            + f" | {gap} |"
+        )
+    floats_md = [
+        f"- float KNN {feat}/{ds} (d={f['dim']}): "
+        + ", ".join(f"{SHORT[n]} {f[n]:.3f}" for n in METRICS)
+        + f"; one {args.split} image moves {SHORT[HEADLINE]} by at most {f['one_image']:.4f}"
+        for (feat, ds), f in floats.items()
+    ]
+    return [*floats_md, "", *summary, "", *lines]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,7 +218,15 @@ def main() -> None:
     ap.add_argument(
         "--seeds", nargs="+", type=int, default=[0, 1, 2], help="head seeds averaged per cell"
     )
+    ap.add_argument(
+        "--split",
+        choices=["val", "test"],
+        required=True,
+        help="queries to score: val for every experiment that picks a default, test for the report",
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-utility.md")
+    ap.add_argument("--json", type=Path, default=None, help="also write every cell's numbers here")
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -101,66 +235,130 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="params override for every run, e.g. --set methods.dsh.balance_pairs=false",
     )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="train nothing: rebuild the report from --json files of earlier runs (a later file's "
+        "cell replaces an earlier one with the same features, dataset, method, bits and seed)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     methods = registry.names() if args.methods == ["all"] else args.methods
+    if args.merge:
+        merge_runs(args, methods)
+        return
     base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
-    lines = [
-        "| features | dataset | float acc | method | "
-        + " | ".join(f"{b} bits" for b in args.bits)
-        + " | min retention |",
-        "|---|---|---|---|" + "---|" * len(args.bits) + "---|",
-    ]
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
+        floats: dict[tuple[str, str], dict[str, Any]] = {}
+        paths: dict[tuple[str, str], str] = {}
         for features in args.features:
             for dataset in args.datasets:
                 path = embeddings_for(features, dataset, args.root, tmp, base)
                 emb = load_embeddings(path)
-                params = load_params(REPO / "params.yaml", base)
-                rows, _ = float_knn(emb, params.knn)
-                f_acc = next(r for r in rows if r["k"] == params.knn.k)["accuracy"]
-                for method in methods:
-                    cells, worst = [], 1e9
-                    for bits in args.bits:
-                        try:
-                            accs = []
-                            for seed in args.seeds:
-                                p_seed = load_params(REPO / "params.yaml", {**base, "seed": seed})
-                                head, _, _ = train_one(
-                                    p_seed,
-                                    dataset=dataset,
-                                    method_name=method,
-                                    bits=bits,
-                                    emb=emb,
-                                    progress=False,
-                                )
-                                h_rows, _ = hamming_knn(
-                                    emb, encode_splits(head, emb), bits, [params.knn.k]
-                                )
-                                accs.append(h_rows[0]["accuracy"])
-                            acc = float(np.mean(accs))
-                            worst = min(worst, acc / f_acc)
-                            cells.append(f"{acc:.3f} ({100 * acc / f_acc:.0f}%)")
-                        except ValueError as err:  # e.g. ITQ/PCA with bits > embedding dim
-                            cells.append(f"n/a: {str(err)[:40]}")
-                    kind = "" if registry.get(method).supervised else " (unsup.)"
-                    lines.append(
-                        f"| {features} (d={emb.dim}) | {dataset} | {f_acc:.3f} | {method}{kind} | "
-                        + " | ".join(cells)
-                        + f" | {100 * worst:.1f}% |"
-                    )
-                    print(lines[-1], flush=True)
+                floats[(features, dataset)] = {
+                    **float_scores(path, args.split, base),
+                    "dim": emb.dim,
+                    "one_image": one_image(emb.y[args.split]),
+                }
+                paths[(features, dataset)] = str(path)
+        # method-major order: a stopped run has whole methods (every dataset and length) done
+        jobs = [
+            {
+                "features": features,
+                "dataset": dataset,
+                "path": path,
+                "method": method,
+                "bits": bits,
+                "seed": seed,
+                "split": args.split,
+                "base": base,
+                "threads": 1 if args.jobs > 1 else torch.get_num_threads(),
+            }
+            for method in methods
+            for (features, dataset), path in paths.items()
+            for bits in args.bits
+            for seed in args.seeds
+        ]
+        results: list[dict[str, Any]] = []
+        with contextlib.ExitStack() as stack:
+            if args.jobs > 1:
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(args.jobs))
+                cells = pool.imap(run_cell, jobs)
+            else:
+                cells = map(run_cell, jobs)
+            for r in tqdm(cells, total=len(jobs), desc="cells", mininterval=30):
+                results.append(r)
+                write_outputs(args, results, floats, methods, t_start, len(jobs))
+    print(args.out.read_text())
+
+
+def merge_runs(args: argparse.Namespace, methods: list[str]) -> None:
+    """Rebuild the report from the ``--json`` files of earlier runs of the same split."""
+    floats: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple, dict[str, Any]] = {}
+    for path in args.merge:
+        data = json.loads(path.read_text())
+        floats.update({tuple(k.split("/")): v for k, v in data["floats"].items()})
+        for c in data["cells"]:
+            cells[tuple(c[k] for k in ("features", "dataset", "method", "bits", "seed"))] = c
+    results = [c for c in cells.values() if c["method"] in methods]
+    args.features = list(dict.fromkeys(c["features"] for c in results))
+    args.datasets = list(dict.fromkeys(c["dataset"] for c in results))
+    write_outputs(args, results, floats, methods, time.perf_counter(), len(results))
+    print(args.out.read_text())
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    floats: dict[tuple[str, str], dict[str, Any]],
+    methods: list[str],
+    t_start: float,
+    n_jobs: int,
+) -> None:
+    """(Re)write the report after every finished cell, so a stopped run keeps what it measured."""
+    results = sorted(
+        results,
+        key=lambda r: (
+            args.features.index(r["features"]),
+            args.datasets.index(r["dataset"]),
+            methods.index(r["method"]),
+            r["bits"],
+            r["seed"],
+        ),
+    )
     total = time.perf_counter() - t_start
+    partial = "" if len(results) == n_jobs else f" PARTIAL: {len(results)} of {n_jobs} cells."
     text = (
-        "\n".join(lines)
-        + f"\n\nHamming KNN (k=7) accuracy on the test split, mean over head seeds {args.seeds}; (x%) = share "
-        + f"of the float-KNN accuracy of the same features. Total {total:.0f} s.\n"
+        "\n".join(report(results, floats, args))
+        + f"\n\nHamming KNN (k=7, database = train codes) on the **{args.split}** split, mean over "
+        + f"head seeds {args.seeds}; (x%) = retention, the share of the float-KNN value of the same "
+        + "features and metric. Summary: the lowest retention over the bit lengths, and the 48-bit "
+        + f"minus 12-bit {SHORT[HEADLINE]} in units of one {args.split} image of the smallest class. "
+        + (
+            f"Merged from {', '.join(p.name for p in args.merge)}.\n"
+            if args.merge
+            else f"Total {total:.0f} s, {args.jobs} process(es).{partial}\n"
+        )
         + (f"Overrides: {args.overrides}.\n" if args.overrides else "")
     )
     args.out.write_text(text)
-    print(text)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "floats": {"/".join(k): v for k, v in floats.items()},
+                    "cells": results,
+                    "overrides": args.overrides,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

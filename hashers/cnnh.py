@@ -122,26 +122,23 @@ class CNNH(HashingMethod):
     than ``max_label_sets`` distinct label sets (multi-label data), the most frequent ones are
     solved jointly and each rarer set gets the code that best fits its similarities to those.
 
-    Collapse analysis (the reference thesis saw 27.9 % Hamming KNN accuracy on PathMNIST vs 75.6 %
-    float). Three mechanisms make CNNH targets fail to separate classes: (1) the *relaxed*
-    problem has a low-rank optimum: ``S`` has at most as many positive eigenvalues as there are
-    label sets minus one (8 for 9 classes), so a real-valued ``H`` spans at most that many
-    directions; thresholding it leaves the other ``q - 8`` bits constant or redundant copies of the
-    same class bipartitions (signs of the eigenvectors of 9 balanced classes: minimum Hamming
-    distance between class targets 2 and mean 4.1 bits, at 12 *and* at 48 bits, against 6 / 26
-    and mean 6.7 / 26.7 for our discrete codes); two classes 2 bits apart are merged by any head
-    error, and KNN then votes across classes; (2) a solver started from zero or a symmetric point
-    stays at the degenerate stationary point ``H = 0`` (all-identical codes after ``sign``);
-    (3) with the paper's weights ``n_a n_b`` a majority class dominates: every minority class is
-    pulled towards the complement of the majority code and so towards the other minority classes
-    (5 classes, 80 % in one: minimum distance between minority targets 4 bits at 12 bits and 13 at
-    48, against 6 and 28 with balancing). Here: (1)/(2) the discrete solver never leaves ``{±1}``,
-    starts from random codes and uses every bit (identical codes for two dissimilar sets are the
-    worst possible value of their term, so descent separates them); (3) ``class_balanced = True``
-    (default) weighs every pair of distinct label sets equally, the class-level analogue of
-    HashNet's balanced pair weights. A warning is logged if two dissimilar label sets still share a
-    code (similar multi-label sets, e.g. {1} and {1, 2}, are meant to share one).
-    Step 2 is a per-sample regression, so the collapse cannot come back there.
+    Why relaxed CNNH targets can fail to separate classes, and what is done here: (1) the
+    *relaxed* problem has a low-rank optimum: ``S`` has at most as many positive eigenvalues as
+    there are label sets minus one, so a real-valued ``H`` spans at most that many directions;
+    thresholding it leaves the other bits constant or redundant copies of the same class
+    bipartitions, so class targets end up few bits apart at any code length, and any head error
+    merges them; (2) a solver started from zero or a symmetric point stays at the degenerate
+    stationary point ``H = 0`` (all-identical codes after ``sign``); (3) with the paper's weights
+    ``n_a n_b`` a majority class dominates: every minority class is pulled towards the complement
+    of the majority code and so towards the other minority classes. Here: (1)/(2) the discrete
+    solver never leaves ``{±1}``, starts from random codes and uses every bit (identical codes for
+    two dissimilar sets are the worst possible value of their term, so descent separates them);
+    (3) ``class_balanced = True`` (default) weighs every pair of distinct label sets equally, the
+    class-level analogue of HashNet's balanced pair weights (the tests check both the separation
+    and that the paper-weighted solution reaches the brute-force optimum on a small case). A
+    warning is logged if two dissimilar label sets still share a code (similar multi-label sets,
+    e.g. {1} and {1, 2}, are meant to share one). Step 2 is a per-sample regression, so the
+    collapse cannot come back there.
 
     Deviations for frozen embeddings:
     - the paper's CNN on raw images is replaced by an MLP head over the frozen embedding
@@ -155,6 +152,11 @@ class CNNH(HashingMethod):
       ``on_fit_start`` and are not written to the saved head, because per-training-row targets
       reveal every training sample's label set to whoever holds the head file (and the head never
       needs them to encode). The optional classifier is saved with the head.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``), besides the
+    ``class_balanced`` weights of the target-code step above (they weigh that step's objective,
+    not the regression loss); the loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "cnnh"

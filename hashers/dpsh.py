@@ -35,11 +35,18 @@ class DPSH(MemoryBankMixin, HashingMethod):
     - by default pairs are formed inside each mini-batch; ``memory_bank: true`` is the paper's
       online setting instead: a :class:`hashers.bank.CodeBank` holds ``U`` (the latest output of
       every training row), each batch is paired with all of it (or ``bank_rows`` sampled rows;
-      the bank side carries no gradient) and its rows are refreshed every step. Both terms are
-      means (over pairs, and over samples × bits) rather than sums, so ``eta`` is on a
-      per-element scale;
+      the bank side carries no gradient) and its rows are refreshed every step;
+    - both terms are means (over pairs, and over samples × bits) rather than the paper's sums, so
+      ``eta`` is a per-element weight: with ``B`` rows paired with ``P`` partners and ``K`` bits,
+      the paper's sum form with constant ``η`` equals this mean form with ``eta = η K / P`` (up to
+      the overall scale). The default ``eta = 0.1`` is therefore *not* the paper's constant: it
+      is the per-element value of a popular reimplementation (github.com/swuxyj/DeepHash-pytorch,
+      ``DPSH.py``: ``alpha = 0.1`` times the mean of ``(u - sign u)²``, next to a mean
+      likelihood), kept because it trains stably here; change it with ``methods.dpsh.eta``;
     - optional ``balance_pairs`` (off by default, i.e. the paper's loss) weights similar and dissimilar
-      pairs equally (HashNet's weights), for heavily imbalanced label sets.
+      pairs equally (HashNet's weights), for heavily imbalanced label sets;
+    - class imbalance is otherwise handled by the trainer's class-balanced batch sampling
+      (``train.class_balance``), which leaves the loss in its paper form.
     """
 
     name = "dpsh"

@@ -108,6 +108,10 @@ class DSDH(MemoryBankMixin, HashingMethod):
     - ``B`` and ``W`` are *non-persistent* buffers: they are rebuilt by training and are not written
       to the saved head, because ``B`` is the binary code of every training row and ``W`` a label
       classifier on them (the head never needs either to encode).
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "dsdh"

@@ -67,12 +67,17 @@ class DSH(MemoryBankMixin, HashingMethod):
       is 0;
     - ``balance_pairs`` (on by default; off = the paper's plain mean) weights similar and
       dissimilar pairs so each kind carries half of the contrastive loss (HashNet's weights,
-      :func:`hashers.functional.balanced_pair_weights`). On BreastMNIST (73 % one class) the
-      plain mean let the similar pairs of the majority dominate and cost 6 % of float-KNN
-      accuracy at 48 bits (0.754 vs 0.801, 3 seeds); balanced, 0.793 (``bench/RESULTS-utility.md``);
+      :func:`hashers.functional.balanced_pair_weights`). On an imbalanced set the plain mean lets
+      the similar pairs of the majority class dominate; the default was re-decided on the
+      validation split (``bench/bench_utility.py --split val --set
+      methods.dsh.balance_pairs=false``), where the plain mean scored far lower;
     - pairs are formed online within each mini-batch, as in the paper; ``memory_bank: true``
       pairs each batch with the stored codes of every training row instead
       (:class:`hashers.bank.CodeBank`, self pairs skipped, no gradient on the bank side).
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``), besides the
+    ``balance_pairs`` pair weights above (a stated deviation from the paper's plain mean).
     """
 
     name = "dsh"

@@ -114,6 +114,10 @@ class DSHGAN(HashingMethod):
 
     ``per_sample_loss = False``: the real triplets couple samples, and in any case the
     discriminator learns from the raw real records outside the trainer's (clippable) optimiser.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "dshgan"

@@ -43,33 +43,30 @@ class HashNet(HashingMethod):
     quantisation term: continuation replaces it. Binary codes are ``z > 0`` (= ``h > 0``).
 
     Convention: ``θ = α ⟨h_i, h_j⟩`` is the *full* inner product, not the ``½`` convention of
-    DPSH/DHN/DSDH; ``α = 10 / K`` for ``K`` bits (the authors' released setting) bounds
-    ``|θ| ≤ 10`` because ``|h| ≤ 1``, i.e. ``½``-convention ``α' = 2α``.
+    DPSH/DHN/DSDH; ``α = 10 / K`` for ``K`` bits (the setting of the authors' PyTorch training
+    script, ``sigmoid_param = 10 / hash_bit``) bounds ``|θ| ≤ 10`` because ``|h| ≤ 1``, i.e.
+    ``½``-convention ``α' = 2α``.
 
     Continuation schedule: ``β_e = β0 (1 + γ e)^power`` at the start of epoch ``e`` (the authors'
-    per-iteration ``β_t = (1 + 0.005 t)^0.5``, updated every 200 iterations, re-expressed per epoch: with ``γ = 1`` the scale
-    reaches ≈ 5.5 after 30 epochs and ≈ 7.7 after 60, the range the paper's 10 000 iterations
-    reach). ``β`` is a buffer and round-trips with the saved state.
+    per-iteration ``β_t = (1 + 0.005 t)^0.5``, updated every 200 iterations, re-expressed per
+    epoch: with ``γ = 1`` the scale reaches ≈ 5.5 after 30 epochs and ≈ 7.7 after 60, the range
+    the paper's 10 000 iterations reach). ``β`` is a buffer and round-trips with the saved state.
 
-    Collapse analysis (the reference thesis saw 49.8 % Hamming KNN accuracy vs 75.6 % float at 48
-    bits on PathMNIST). The usual suspects are saturation of ``tanh(β z)`` (``∂h/∂z = β (1 - h²)``
-    vanishes once ``|β z| ≳ 3``, freezing codes where initialisation left them), an ``α`` too large
-    for the code length (``α = 1`` at 48 bits lets ``|θ|`` reach 48 and saturates the sigmoid) and
-    the pair weights. We measured each on 9 balanced Gaussian classes (64-d, 3000 train, float KNN
-    84.6 %, 48 bits, 30 epochs, this trainer): default 92.9 %, ``α = 1`` 92.4 %, ``β`` growing 50×
-    faster 92.3 % (96 % of ``|β z| > 3`` at the end), both 93.5 %, unweighted 92.8 %: none collapses
-    here (the head's input LayerNorm keeps ``z`` at unit scale, AdamW adapts the step size and model
-    selection on val keeps the best epoch). What does collapse is the loss of the authors'
-    released PyTorch code, ``log(1 + e^{α⟨h_i,h_j⟩}) - S_ij ⟨h_i,h_j⟩``, which scales the inner
-    product by ``α`` inside the log-partition but not in the ``S θ`` term: for ``α < 1`` a similar
-    pair's gradient ``α σ(α⟨·⟩) - 1 ≤ α - 1`` never vanishes (the "likelihood" is unbounded below),
-    and after the class-balance weight these pairs pull every code to one corner while each
-    dissimilar pair pushes back by at most ``α``. On the same data that loss gives 41.8 % at 48
-    bits (``α = 10/48``; 45 distinct codes among 1000 test samples, best val epoch 0) but 91.3 %
-    at 12 bits (``α ≈ 0.83``, nearly consistent) — a collapse that appears exactly at long codes,
-    as in the thesis. Here ``θ = α⟨h_i, h_j⟩`` enters both terms (a proper negative log-likelihood,
-    ``≥ 0`` and ``→ 0`` for well-separated pairs), computed with softplus; the tests check that it
-    stays non-negative and that 16-bit codes on imbalanced clusters do not collapse.
+    Where ``α`` enters: here ``θ = α⟨h_i, h_j⟩`` enters both terms of the likelihood
+    (``softplus(θ) - S θ``: a proper negative log-likelihood, ``≥ 0``, computed with softplus),
+    as in the paper. The authors' repository (github.com/thuml/HashNet, ``pytorch/src/loss.py``)
+    has had both forms: an early commit of its PyTorch code (48652bf) scaled the inner product by ``α``
+    inside ``log(1 + e^{α⟨·⟩})`` only and not in the ``S⟨·⟩`` term — for ``α < 1`` that
+    "likelihood" is unbounded below, since a similar pair's gradient ``α σ(α⟨·⟩) - 1`` never
+    vanishes — while its later history (e.g. commit 9d87b6f) scales the inner product before both terms and
+    adds a class-weighted variant without ``α``. So "the authors' released loss" is not one
+    formula; nothing here attributes any published result to the early variant. The tests
+    check that the loss stays non-negative and that 16-bit codes on imbalanced clusters do not
+    collapse.
+
+    Class imbalance: the class-balance pair weights above are the paper's; class-balanced batch
+    sampling (``hashers.trainer.ClassBalancedBatches``, ``train.class_balance``) is available on
+    top and leaves the loss in its paper form.
 
     Deviations for frozen embeddings:
     - the paper's AlexNet is replaced by an MLP head over the frozen embedding

@@ -54,6 +54,10 @@ class SAEH(HashingMethod):
       image; encoder and decoder are MLPs (LayerNorm, no BatchNorm);
     - the supervised part combines a softmax classifier on the codes (multi-hot rows use the target
       distribution ``y / Σy``) with the pairwise similarity loss, both means over the batch.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "saeh"

@@ -71,6 +71,10 @@ class TCL(HashingMethod):
       distribution ``y / Σy`` (:func:`hashers.functional.soft_label_cross_entropy`);
     - a mild quantisation term ``η‖u - sign(u)‖²`` (``η = 0.01``, per element; 0 gives the paper's
       loss) keeps the relaxed codes near ``±1`` so their signs preserve the learned geometry.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``); the
+    loss itself is not re-weighted, so it keeps its paper form.
     """
 
     name = "tcl"

@@ -3,7 +3,11 @@
 Model selection and early stopping use the *validation* split only: each epoch the val embeddings are
 encoded and classified by tie-aware KNN against the training codes (the same protocol as the final
 evaluation), and the best epoch's weights are restored at the end. The test split is never seen.
-Shuffling uses a seeded generator, so on CPU the same seed gives bit-identical codes.
+The default selection score is class-balanced (:func:`val_scores`), so on an imbalanced set the
+chosen epoch is not one that serves the majority class alone. Batches come from a
+:class:`BatchPlan`: a seeded shuffle, or class-balanced sampling (:class:`ClassBalancedBatches`,
+``FitConfig.class_balance``). Every draw uses a seeded generator, so on CPU the same seed gives
+bit-identical codes.
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ from tqdm.auto import tqdm
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
 from retrieval.codes import iter_hamming_chunks, pack_bits
 from retrieval.knn import tie_aware_votes
+from retrieval.metrics import accuracy, balanced_accuracy
 
 log = logging.getLogger(__name__)
+
+
+#: val scores that can pick the epoch (``FitConfig.selection``); see :func:`val_scores`.
+SELECTION_SCORES = ("balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,15 +49,24 @@ class FitConfig:
     patience: int = 10
     val_queries: int = 2000
     val_database: int = 20000
-    selection: str = "soft_accuracy"  # or "accuracy": the val score that picks the epoch
+    # the val score that picks the epoch, one of SELECTION_SCORES
+    selection: str = "balanced_soft_accuracy"
+    class_balance: float = 0.0  # 0 = natural class rates per batch, 1 = every class equally often
     k: int = 7
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.selection not in ("soft_accuracy", "accuracy"):
-            raise HashingError(f"selection={self.selection!r}: use 'soft_accuracy' or 'accuracy'")
+        if self.selection not in SELECTION_SCORES:
+            raise HashingError(
+                f"selection={self.selection!r}: use one of {', '.join(SELECTION_SCORES)}"
+            )
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise HashingError(
+                f"class_balance={self.class_balance}: use a value from 0 (natural class rates) "
+                "to 1 (every class equally often)"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
 
@@ -76,9 +94,11 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        best = next((r for r in self.history if r.get("epoch") == self.best_epoch), {})
         return {
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
+            "best_val_balanced_accuracy": float(best.get("val_balanced_accuracy", 0.0)),
             "epochs_run": self.epochs_run,
             "train_wall_time_s": self.wall_time_s,
             "peak_memory_mb": self.peak_memory_mb,
@@ -113,6 +133,64 @@ class ShuffledBatches:
             if len(idx) < 2 and n >= 2:
                 continue
             yield idx
+
+
+def class_rates(y: torch.Tensor, class_balance: float) -> torch.Tensor:
+    """Rate at which each class is drawn: ``r_c ∝ n_c^(1 - class_balance)`` over present classes.
+
+    ``class_balance = 0`` keeps the natural rates ``n_c / n``; ``1`` draws every present class
+    equally often (``1 / C_present``); values between interpolate on a log scale. ``y`` is the
+    multi-hot ``[N, C]`` label matrix; absent classes get rate 0.
+    """
+    counts = y.sum(dim=0).double()
+    present = counts > 0
+    r = torch.where(present, counts.clamp_min(1.0) ** (1.0 - class_balance), 0.0)
+    return (r / r.sum()).float()
+
+
+@dataclass(frozen=True)
+class ClassBalancedBatches:
+    """Class-balanced sampling: every row of class ``c`` is drawn with probability ``r_c / n_c``.
+
+    ``r = class_rates(y, class_balance)``, so single-label classes are drawn at exactly the rates
+    ``r`` (in expectation; rows are drawn with replacement, from a seeded generator). An epoch has
+    as many draws as there are training rows, cut into ``batch_size`` batches as
+    :class:`ShuffledBatches` does. Multi-label rows weigh ``mean_{c ∈ y_i} r_c / n_c`` (rows
+    without a label weigh the mean row weight), which equalises labels approximately, not
+    exactly. The losses themselves are untouched, so every method keeps its paper form.
+    """
+
+    class_balance: float = 1.0
+
+    def row_weights(self, y: torch.Tensor) -> torch.Tensor:
+        rates = class_rates(y, self.class_balance).double()
+        per_class = rates / y.sum(dim=0).double().clamp_min(1.0)  # r_c / n_c
+        n_labels = y.sum(dim=1).double()
+        w = (y.double() @ per_class) / n_labels.clamp_min(1.0)
+        if bool((n_labels == 0).any()):
+            w = torch.where(n_labels == 0, w[n_labels > 0].mean(), w)
+        return w
+
+    def batches(
+        self, train: EmbeddingSet, batch_size: int, generator: torch.Generator
+    ) -> Iterator[torch.Tensor]:
+        n = len(train)
+        draws = torch.multinomial(
+            self.row_weights(train.y), n, replacement=True, generator=generator
+        )
+        for i in range(0, n, batch_size):
+            idx = draws[i : i + batch_size]
+            if len(idx) < 2 and n >= 2:
+                continue
+            yield idx
+
+
+def default_batches(method: HashingMethod, config: FitConfig) -> BatchPlan:
+    """The plan :func:`fit` uses when none is given: class-balanced sampling for supervised
+    methods when ``config.class_balance > 0``, otherwise a seeded shuffle."""
+    if method.supervised and config.class_balance > 0:
+        return ClassBalancedBatches(config.class_balance)
+    return ShuffledBatches()
 
 
 class TrainingPlugin:
@@ -186,10 +264,19 @@ def val_scores(
 ) -> dict[str, float]:
     """Tie-aware Hamming KNN of ``val`` queries against ``train`` codes.
 
-    ``val_accuracy``: KNN accuracy (exact match for multi-label). ``val_soft_accuracy``: the mean
-    share of the k votes that agree with the true label(s) — the same protocol, but continuous, so
-    it does not jump by 1/n_val per query; it is the default selection score because on small
-    validation sets (BreastMNIST has 78) accuracy alone picks lucky epochs.
+    With ``share`` the fraction of the k (tie-split) votes that go to each class:
+
+    - ``val_accuracy``: KNN accuracy (exact match for multi-label);
+    - ``val_soft_accuracy``: the mean share of the votes that agree with the true label(s);
+    - ``val_balanced_accuracy``: :func:`retrieval.metrics.balanced_accuracy` of the predictions
+      (mean per-class recall; multi-label: mean per-label (TPR + TNR) / 2);
+    - ``val_balanced_soft_accuracy`` (the default selection score): the soft share averaged per
+      class first, then over the classes present in val — single-label
+      ``mean_c mean_{i: y_i = c} share_ic``; multi-label, per label, the mean of
+      ``share`` over its positives and of ``1 - share`` over its negatives, then averaged over
+      labels. It is continuous (does not jump by 1/n_val per query, which on BreastMNIST's 78
+      val images lets plain accuracy pick lucky epochs) and class-balanced (an epoch that serves
+      only the majority class scores about 1/C, not the majority's share).
     """
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))
@@ -198,19 +285,42 @@ def val_scores(
         raise HashingError(f"k={k} exceeds the {len(train)} rows of the KNN database; lower k")
     db_onehot = train.y.numpy()
     y_val = val.y.numpy()
-    hits = soft = 0.0
+    shares = np.zeros(y_val.shape, dtype=np.float64)
     for sl, dist in iter_hamming_chunks(q, db, method.spec.n_bits):
-        share = tie_aware_votes(dist, db_onehot, k) / k
-        truth = y_val[sl]
-        if multilabel:
-            pred = share > 0.5
-            hits += float((pred == truth.astype(bool)).all(axis=1).sum())
-            soft += float((share * truth + (1.0 - share) * (1.0 - truth)).mean(axis=1).sum())
-        else:
-            hits += float((share.argmax(axis=1) == truth.argmax(axis=1)).sum())
-            soft += float((share * truth).sum())
-    n = max(len(val), 1)
-    return {"val_accuracy": hits / n, "val_soft_accuracy": soft / n}
+        shares[sl] = tie_aware_votes(dist, db_onehot, k) / k
+    return vote_share_scores(shares, y_val, multilabel=multilabel)
+
+
+def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) -> dict[str, float]:
+    """The four selection scores of :func:`val_scores` from vote shares ``[Q, C]`` and multi-hot
+    truth ``y [Q, C]``."""
+    if len(y) == 0:
+        return {f"val_{name}": 0.0 for name in SELECTION_SCORES}
+    truth = y.astype(bool)
+    if multilabel:
+        pred = shares > 0.5
+        soft_el = np.where(truth, shares, 1.0 - shares)
+        pos, neg = truth.sum(axis=0), (~truth).sum(axis=0)
+        soft_pos = (shares * truth).sum(axis=0) / np.maximum(pos, 1)
+        soft_neg = ((1.0 - shares) * ~truth).sum(axis=0) / np.maximum(neg, 1)
+        both = (pos > 0) & (neg > 0)
+        per_label = np.where(both, (soft_pos + soft_neg) / 2, np.where(pos > 0, soft_pos, soft_neg))
+        return {
+            "val_accuracy": accuracy(truth, pred),
+            "val_soft_accuracy": float(soft_el.mean(axis=1).mean()),
+            "val_balanced_accuracy": balanced_accuracy(truth, pred),
+            "val_balanced_soft_accuracy": float(per_label.mean()),
+        }
+    true_cls = y.argmax(axis=1)
+    pred_cls = shares.argmax(axis=1)
+    true_share = shares[np.arange(len(y)), true_cls]
+    per_class = [true_share[true_cls == c].mean() for c in np.unique(true_cls)]
+    return {
+        "val_accuracy": accuracy(true_cls, pred_cls),
+        "val_soft_accuracy": float(true_share.mean()),
+        "val_balanced_accuracy": balanced_accuracy(true_cls, pred_cls),
+        "val_balanced_soft_accuracy": float(np.mean(per_class)),
+    }
 
 
 @contextlib.contextmanager
@@ -245,9 +355,10 @@ def fit(
     batches: BatchPlan | None = None,
     plugin: TrainingPlugin | None = None,
 ) -> FitResult:
-    """Train ``method`` on ``train``; select the epoch with the best val KNN accuracy.
+    """Train ``method`` on ``train``; select the epoch with the best val score
+    (``config.selection``, default the class-balanced soft KNN accuracy; ties go to the later epoch).
 
-    ``batches`` chooses the rows of each step (default :class:`ShuffledBatches`); ``plugin`` adds
+    ``batches`` chooses the rows of each step (default :func:`default_batches`); ``plugin`` adds
     hooks around the loop (default none). On the CPU, training runs under
     :func:`deterministic_on_cpu`: the same seed gives bit-identical codes from run to run, whatever
     the thread scheduling.
@@ -258,7 +369,7 @@ def fit(
             train,
             val,
             config=config,
-            batches=batches or ShuffledBatches(),
+            batches=batches or default_batches(method, config),
             plugin=plugin or TrainingPlugin(),
         )
 

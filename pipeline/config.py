@@ -286,7 +286,10 @@ class TrainConfig:
     dropout: float = 0.1
     val_queries: int = 2000
     val_database: int = 20000
-    selection: Literal["soft_accuracy", "accuracy"] = "soft_accuracy"
+    selection: Literal[
+        "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy"
+    ] = "balanced_soft_accuracy"
+    class_balance: float = 0.0
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
     def __post_init__(self) -> None:
@@ -312,6 +315,11 @@ class TrainConfig:
         check(0.0 <= self.dropout < 1.0, "dropout", f"{self.dropout} must be in [0, 1)")
         check(self.val_queries >= 1, "val_queries", f"{self.val_queries} must be >= 1")
         check(self.val_database >= 1, "val_database", f"{self.val_database} must be >= 1")
+        check(
+            0.0 <= self.class_balance <= 1.0,
+            "class_balance",
+            f"{self.class_balance} must be in [0, 1] (0 = natural class rates, 1 = balanced)",
+        )
         for i, h in enumerate(self.hidden_dims):
             check(h >= 1, f"hidden_dims[{i}]", f"{h} must be >= 1")
 

@@ -34,7 +34,7 @@ from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 from pipeline.knn import knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
 from retrieval.knn import knn_hamming
-from retrieval.metrics import CLASSIFICATION_METRICS, retention
+from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,18 @@ def run_evaluate(
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
         extra.update(retention(at_k, baseline))
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
+        extra.update(
+            degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], emb.n_classes)
+        )
+        if extra["degenerate_release"]:
+            log.warning(
+                "%s: degenerate release: %d distinct test codes for %d classes, predictions of %d "
+                "class(es); its accuracy reflects the class prior, read its balanced accuracy",
+                name,
+                extra["distinct_test_codes"],
+                emb.n_classes,
+                extra["predicted_classes"],
+            )
         extra["embeddings_fingerprint"] = emb.fingerprint
         with atomic_outputs():
             out = write_knn_outputs(
@@ -160,8 +172,10 @@ def run_evaluate(
             )
         log_confusion(run, confusion_png_path)
     log.info(
-        "%s: accuracy %.4f = %.1f%% of float",
+        "%s: balanced accuracy %.4f = %.1f%% of float (accuracy %.4f = %.1f%%)",
         name,
+        out["balanced_accuracy"],
+        100 * out["retention_balanced_accuracy"],
         out["accuracy"],
         100 * out["retention_accuracy"],
     )

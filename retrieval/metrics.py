@@ -94,3 +94,17 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (y_true, y_pred), 1)
     return m
+
+
+def degenerate_release(n_distinct_codes: int, y_pred: np.ndarray, n_classes: int) -> dict[str, int]:
+    """Flag a release that cannot separate the classes, whatever its plain accuracy says.
+
+    Degenerate = fewer distinct codes than classes (``n_distinct_codes < n_classes``), or KNN
+    predictions of a single class (single-label) or of one label set for every query
+    (multi-label) — a head that serves the majority class can score a high accuracy that way.
+    Returns ``predicted_classes`` (distinct predictions) and ``degenerate_release`` (0 or 1).
+    """
+    preds = np.unique(y_pred, axis=0) if y_pred.ndim == 2 else np.unique(y_pred)
+    n_pred = len(preds)
+    degenerate = n_distinct_codes < n_classes or (n_pred <= 1 and n_classes > 1)
+    return {"predicted_classes": int(n_pred), "degenerate_release": int(degenerate)}

@@ -43,9 +43,6 @@ def test_likelihood_is_stable_for_huge_logits() -> None:
     loss.backward()
     assert torch.isfinite(loss) and float(loss.detach()) < 1e-6
     assert torch.isfinite(theta.grad).all()
-    # the naive formula overflows where softplus does not
-    bad = torch.log(1 + torch.exp(torch.tensor(1e4)))
-    assert torch.isinf(bad)
 
 
 def test_inner_product_logits_golden() -> None:

@@ -91,17 +91,22 @@ def test_dsh_stable_for_huge_outputs() -> None:
 
 
 def test_dhn_golden() -> None:
-    m = build("dhn", 2, 2)  # default λ = 0.1
+    from hashers.dhn import DHNConfig
+
+    m = build("dhn", 2, 2)  # defaults: λ = 0.1, the paper's logit Θ = u uᵀ
     u = torch.tensor([[1.0, -1.0], [2.0, 0.0]])
     y = onehot([0, 0], 2)  # every pair similar
-    # Θ = ½ u uᵀ = [[1, 1], [1, 2]]; similar pairs cost softplus(-Θ).
-    likelihood = (3 * sp(-1.0) + sp(-2.0)) / 4
+    # Θ = u uᵀ = [[2, 2], [2, 4]]; similar pairs cost softplus(-Θ).
+    likelihood = (3 * sp(-2.0) + sp(-4.0)) / 4
     # |u| - 1 = [[0, 0], [1, -1]] -> log cosh: 0, 0, log cosh 1, log cosh 1.
     quantization = 2 * math.log(math.cosh(1.0)) / 4
     out = m.compute_loss(u, y, torch.arange(2))
     assert math.isclose(float(out["likelihood"]), likelihood, rel_tol=1e-6)
     assert math.isclose(float(out["quantization"]), quantization, rel_tol=1e-6)
     assert math.isclose(float(out["loss"]), likelihood + 0.1 * quantization, rel_tol=1e-6)
+    # DPSH's convention Θ = ½ u uᵀ = [[1, 1], [1, 2]]
+    half = build("dhn", 2, 2, DHNConfig(logit_scale=0.5)).compute_loss(u, y, torch.arange(2))
+    assert math.isclose(float(half["likelihood"]), (3 * sp(-1.0) + sp(-2.0)) / 4, rel_tol=1e-6)
 
 
 def test_dhn_stable_for_huge_outputs() -> None:
@@ -426,3 +431,80 @@ def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
         assert np.mean(accs) >= ratio * float_acc, (
             f"{name}-{bits} on {dataset}: {accs} vs float {float_acc:.3f}"
         )
+
+
+# ---- DPSH in-batch (η > 0), DSDH's discrete step end to end, CNNH's weighted objective --------
+
+
+def test_dpsh_in_batch_golden_with_quantisation() -> None:
+    from hashers.dpsh import DPSHConfig
+
+    m = build("dpsh", 2, 2, DPSHConfig(eta=0.5))
+    u = torch.tensor([[1.0, 0.5], [-0.5, 1.0]])
+    y = onehot([0, 1], 2)  # dissimilar: S = I
+    # Θ = ½ u uᵀ: Θ_00 = Θ_11 = ½ (1 + 0.25) = 0.625, Θ_01 = ½ (-0.5 + 0.5) = 0
+    # all 4 ordered pairs: diagonal softplus(0.625) - 0.625 each, off-diagonal softplus(0) = ln 2
+    likelihood = (2 * (sp(0.625) - 0.625) + 2 * math.log(2.0)) / 4
+    # sign(u) = [[1, 1], [-1, 1]]: squared gaps 0, 0.25, 0.25, 0 -> mean 0.125
+    out = m.compute_loss(u, y, torch.arange(2))
+    assert math.isclose(float(out["likelihood"]), likelihood, rel_tol=1e-6)
+    assert math.isclose(float(out["quantization"]), 0.125, rel_tol=1e-6)
+    assert math.isclose(float(out["loss"]), likelihood + 0.5 * 0.125, rel_tol=1e-6)
+
+
+def test_dsdh_discrete_step_end_to_end_matches_brute_force() -> None:
+    import itertools
+
+    from torch import nn
+
+    mu, nu, eta = 1.0, 0.5, 0.5
+    m = build("dsdh", 3, 2, DSDHConfig(mu=mu, nu=nu, eta=eta, dcc_iters=1), in_dim=3)
+    m.head = nn.Identity()  # U = x
+    U = np.array([[-0.8, 0.2, -0.1], [-0.1, 0.3, 0.7], [0.2, 0.2, -1.1], [0.6, -0.3, 1.0]])
+    Y = np.eye(2)[[0, 0, 1, 1]]
+    m.on_fit_start(EmbeddingSet(torch.tensor(U).float(), torch.tensor(Y).float()))
+    m.on_epoch_start(0, 1)
+    # W step from B = sign(U), as ridge regression by least squares on the augmented system
+    B0 = np.where(U >= 0, 1.0, -1.0)
+    aug_b = np.vstack([B0, math.sqrt(nu / mu) * np.eye(3)])
+    aug_y = np.vstack([Y, np.zeros((3, 2))])
+    W = np.linalg.lstsq(aug_b, aug_y, rcond=None)[0]
+    assert np.allclose(m.W.numpy(), W, atol=1e-5)
+    # B step: with W fixed the objective separates over rows; brute force over the 8 codes
+    codes = np.array(list(itertools.product([-1.0, 1.0], repeat=3)))
+    best = np.array(
+        [
+            codes[
+                np.argmin(
+                    [mu * ((y - c @ W) ** 2).sum() + eta * ((c - u) ** 2).sum() for c in codes]
+                )
+            ]
+            for u, y in zip(U, Y, strict=True)
+        ]
+    )
+    assert np.array_equal(m.B.numpy(), best)
+    # the cross-bit term matters here: per-bit signs of P = μ Y Wᵀ + η U, ignoring it, differ
+    naive = np.where(mu * Y @ W.T + eta * U >= 0, 1.0, -1.0)
+    assert not np.array_equal(naive, best)
+
+
+def test_cnnh_paper_weighted_targets_reach_the_brute_force_optimum() -> None:
+    import itertools
+
+    labels = [0] * 6 + [1] * 3 + [2] * 1  # n_a = 6, 3, 1
+    q, counts = 3, np.array([6.0, 3.0, 1.0])
+    m = build("cnnh", q, 3, CNNHConfig(class_balanced=False))
+    torch.manual_seed(0)
+    m.on_fit_start(EmbeddingSet(torch.randn(10, 4), onehot(labels, 3)))
+    target = q * (2 * np.eye(3) - 1)  # every pair of classes dissimilar
+    weight = np.outer(counts, counts) * (1 - np.eye(3))  # the paper's n_a n_b, off-diagonal
+
+    def objective(c: np.ndarray) -> float:
+        return float((weight * (target - c @ c.T) ** 2).sum())
+
+    brute = min(
+        objective(np.array(bits, dtype=float).reshape(3, q))
+        for bits in itertools.product([-1, 1], repeat=3 * q)
+    )
+    found = m.targets[[labels.index(c) for c in range(3)]].double().numpy()
+    assert objective(found) == pytest.approx(brute)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -114,3 +115,130 @@ def test_cpu_training_runs_deterministic_kernels_and_restores_the_setting() -> N
     fit(method, data, data, config=FitConfig(epochs=2, batch_size=10, progress=False))
     assert flags and all(flags)
     assert not torch.are_deterministic_algorithms_enabled()  # restored for the caller
+
+
+# ---- class-balanced selection ------------------------------------------------------------------
+def test_vote_share_scores_hand_computed_single_label() -> None:
+    from hashers.trainer import vote_share_scores
+
+    # 3 queries of class 0, 1 of class 1; shares [class 0, class 1]
+    shares = np.array([[0.8, 0.2], [0.6, 0.4], [1.0, 0.0], [0.6, 0.4]])
+    y = np.eye(2)[[0, 0, 0, 1]]
+    s = vote_share_scores(shares, y, multilabel=False)
+    # predictions 0, 0, 0, 0: 3 of 4 right; recalls 1 (class 0) and 0 (class 1)
+    assert s["val_accuracy"] == pytest.approx(0.75)
+    assert s["val_balanced_accuracy"] == pytest.approx(0.5)
+    # true-label shares 0.8, 0.6, 1.0 | 0.4: mean 2.8 / 4; per class (2.4 / 3 + 0.4) / 2
+    assert s["val_soft_accuracy"] == pytest.approx(0.7)
+    assert s["val_balanced_soft_accuracy"] == pytest.approx(0.6)
+
+
+def test_vote_share_scores_hand_computed_multilabel() -> None:
+    from hashers.trainer import vote_share_scores
+
+    # 2 labels, 3 queries. label 0: positives q0, q1 (shares 0.9, 0.4), negative q2 (share 0.2)
+    # label 1: positive q2 (share 0.6), negatives q0, q1 (shares 0.0, 0.7)
+    shares = np.array([[0.9, 0.0], [0.4, 0.7], [0.2, 0.6]])
+    y = np.array([[1, 0], [1, 0], [0, 1]])
+    s = vote_share_scores(shares, y, multilabel=True)
+    # predictions (> 0.5): [1,0], [0,1], [0,1] -> exact matches q0, q2
+    assert s["val_accuracy"] == pytest.approx(2 / 3)
+    # label 0: TPR 1/2, TNR 1 -> 0.75; label 1: TPR 1, TNR 1/2 -> 0.75
+    assert s["val_balanced_accuracy"] == pytest.approx(0.75)
+    # label 0: (mean(0.9, 0.4) + (1 - 0.2)) / 2 = (0.65 + 0.8) / 2 = 0.725
+    # label 1: (0.6 + mean(1.0, 0.3)) / 2 = (0.6 + 0.65) / 2 = 0.625
+    assert s["val_balanced_soft_accuracy"] == pytest.approx((0.725 + 0.625) / 2)
+
+
+def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) -> None:
+    import hashers.trainer as trainer
+
+    # hand-made val history: epoch 1 serves the majority class (best plain accuracy), epoch 2
+    # has the best class-balanced score, epoch 3 is worse on both
+    history = [
+        {"val_accuracy": 0.70, "val_soft_accuracy": 0.60, "val_balanced_accuracy": 0.50,
+         "val_balanced_soft_accuracy": 0.50},
+        {"val_accuracy": 0.90, "val_soft_accuracy": 0.85, "val_balanced_accuracy": 0.55,
+         "val_balanced_soft_accuracy": 0.52},
+        {"val_accuracy": 0.80, "val_soft_accuracy": 0.75, "val_balanced_accuracy": 0.80,
+         "val_balanced_soft_accuracy": 0.78},
+        {"val_accuracy": 0.75, "val_soft_accuracy": 0.70, "val_balanced_accuracy": 0.60,
+         "val_balanced_soft_accuracy": 0.60},
+    ]  # fmt: skip
+
+    class _Counter(HashingMethod):
+        """Stub (test, 2024): one parameter that counts the optimiser steps. Deviations: none."""
+
+        name = "counter-stub"
+        Config = _NoConfig
+
+        def __init__(self, spec: HeadSpec) -> None:
+            super().__init__(spec)
+            self.steps = nn.Parameter(torch.zeros(()))
+
+        def training_step(self, batch, optimizer):
+            with torch.no_grad():
+                self.steps += 1
+            return {"loss": torch.zeros(())}
+
+        def compute_loss(self, u, y, idx):  # pragma: no cover - unused
+            return {"loss": u.sum() * 0}
+
+    def picks(selection: str) -> tuple[int, float]:
+        scripted = iter(history)
+        monkeypatch.setattr(trainer, "val_scores", lambda *a, **k: dict(next(scripted)))
+        method = _Counter(HeadSpec(in_dim=2, n_bits=2, n_classes=2, hidden_dims=()))
+        data = EmbeddingSet(torch.randn(20, 2), torch.eye(2)[torch.arange(20) % 2])
+        cfg = FitConfig(epochs=4, batch_size=10, patience=10, selection=selection, progress=False)
+        result = trainer.fit(method, data, data, config=cfg)
+        return result.best_epoch, float(method.steps.detach())  # 2 steps per epoch
+
+    assert picks("balanced_soft_accuracy") == (2, 6.0)  # the weights of epoch 2 are restored
+    assert picks("balanced_accuracy") == (2, 6.0)
+    assert picks("accuracy") == (1, 4.0)
+    assert FitConfig().selection == "balanced_soft_accuracy"
+
+
+# ---- class-balanced sampling -------------------------------------------------------------------
+def test_class_rates_hand_computed() -> None:
+    from hashers.trainer import class_rates
+
+    y = torch.eye(3)[[0] * 90 + [1] * 10]  # class 2 absent
+    assert torch.allclose(class_rates(y, 0.0), torch.tensor([0.9, 0.1, 0.0]))
+    assert torch.allclose(class_rates(y, 1.0), torch.tensor([0.5, 0.5, 0.0]))
+    # half-way: rates ∝ √90 : √10 = 3 : 1
+    assert torch.allclose(class_rates(y, 0.5), torch.tensor([0.75, 0.25, 0.0]))
+
+
+@pytest.mark.parametrize(("balance", "minority_rate"), [(1.0, 0.5), (0.5, 0.25), (0.0, 0.1)])
+def test_class_balanced_batches_draw_classes_at_the_stated_rates(
+    balance: float, minority_rate: float
+) -> None:
+    from hashers.trainer import ClassBalancedBatches
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    data = EmbeddingSet(torch.zeros(1000, 1), torch.eye(2)[labels])
+    plan = ClassBalancedBatches(balance)
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([torch.cat(list(plan.batches(data, 100, gen))) for _ in range(20)])
+    assert len(drawn) == 20_000  # an epoch draws as many rows as the training set holds
+    share = float((labels[drawn] == 1).float().mean())
+    sd = (minority_rate * (1 - minority_rate) / len(drawn)) ** 0.5
+    assert abs(share - minority_rate) < 4 * sd
+    # within a class every row is equally likely: the 100 minority rows are all drawn
+    assert set(drawn[labels[drawn] == 1].tolist()) == set(range(900, 1000))
+    again = torch.cat(list(plan.batches(data, 100, torch.Generator().manual_seed(0))))
+    assert torch.equal(again, drawn[:1000])  # seeded
+
+
+def test_default_plan_balances_supervised_methods_only() -> None:
+    from hashers import registry
+    from hashers.trainer import ClassBalancedBatches, ShuffledBatches, default_batches
+
+    spec = HeadSpec(in_dim=4, n_bits=8, n_classes=2, hidden_dims=(8,))
+    on, off = FitConfig(class_balance=1.0), FitConfig(class_balance=0.0)
+    assert isinstance(default_batches(registry.build("dpsh", spec), on), ClassBalancedBatches)
+    assert isinstance(default_batches(registry.build("dpsh", spec), off), ShuffledBatches)
+    assert isinstance(default_batches(registry.build("lsh", spec), on), ShuffledBatches)
+    with pytest.raises(HashingError, match=r"class_balance=1\.5"):
+        FitConfig(class_balance=1.5)

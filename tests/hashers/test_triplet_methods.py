@@ -115,19 +115,34 @@ def test_divide_and_encode_bit_k_reads_only_slice_k() -> None:
         outside = torch.cat([jac[k, : 4 * k], jac[k, 4 * (k + 1) :]])
         assert torch.equal(outside, torch.zeros_like(outside))
         assert float(jac[k, 4 * k : 4 * (k + 1)].abs().sum()) > 0
-    out = head(torch.randn(5, 6))
-    assert out.shape == (5, 3) and bool(((out > 0) & (out < 1)).all())
+
+
+def test_divide_and_encode_forward_matches_an_independent_formula() -> None:
+    # out_k = σ(w_k · GELU(f)[k·d : (k+1)·d] + c_k), with f the trunk output, written with math
+    torch.manual_seed(1)
+    head = DivideEncodeHead(in_dim=6, n_bits=3, slice_dim=4, hidden_dims=(8,)).eval()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        f = head.trunk(x).double().numpy()
+        out = head(x).double().numpy()
+    w = head.slice_maps.weight.detach().double().numpy()
+    c = head.slice_maps.bias.detach().double().numpy()
+    for i in range(5):
+        g = [0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in f[i]]  # exact GELU
+        for k in range(3):
+            z = sum(w[k, j] * g[4 * k + j] for j in range(4)) + c[k]
+            assert out[i, k] == pytest.approx(1.0 / (1.0 + math.exp(-z)), rel=1e-5, abs=1e-6)
 
 
 def test_dnnh_loss_golden() -> None:
     u = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
     # b = (u + 1) / 2 = [1, 0], [0, 1], [0, 0]; labels A, A, B -> triplets (0,1,2) and (1,0,2)
     # (0,1,2): d+ = 2, d- = 1 -> max(0, m - (1 - 2)) = m + 1; (1,0,2) the same by symmetry
-    for margin, expected in ((1.0, 2.0), (4.0, 5.0)):  # the paper's margin, and our default
+    for margin, expected in ((1.0, 2.0), (4.0, 5.0)):  # the paper's margin (our default), and 4
         method = DNNH(tiny_spec(), DNNHConfig(margin=margin))
         terms = method.compute_loss(u, torch.tensor([A, A, B]), torch.arange(3))
         assert math.isclose(value(terms["loss"]), expected, rel_tol=1e-6)
-    assert DNNHConfig().margin == 4.0
+    assert DNNHConfig().margin == 1.0
 
 
 def test_dnnh_forward_is_in_unit_interval_scale_and_encode_is_b_above_half() -> None:

@@ -1,0 +1,178 @@
+"""Why can 48-bit codes score below 12-bit ones? A diagnosis on the validation split only.
+
+Each head is trained with one half of the val split (stratified, seeded) as its selection set and
+scored, every epoch, on the other half — so selection and scoring use disjoint images:
+
+    python bench/bench_bits.py --features pixels --bits 12 48 --seeds 0 1 2 --jobs 2
+
+Per (dataset, method, bits) it reports, as balanced accuracy on the held-out val half (mean over
+seeds): ``selected`` (the epoch the trainer picked), ``oracle`` (the best epoch in hindsight: the
+gap is selection noise), ``last`` (the last epoch run: a fall from the oracle is over-fitting),
+``float u`` (float KNN on the head's relaxed outputs at the selected epoch: the gap to
+``selected`` is the quantisation loss) and the float KNN of the input features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import torch  # noqa: E402
+from bench_utility import embeddings_for  # noqa: E402
+
+from hashers import registry  # noqa: E402
+from hashers.base import EmbeddingSet, HashingMethod  # noqa: E402
+from hashers.trainer import TrainingPlugin, fit  # noqa: E402
+from pipeline.artifacts import load_embeddings  # noqa: E402
+from pipeline.common import parse_overrides  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+from pipeline.train import embedding_set, fit_config, head_spec  # noqa: E402
+from retrieval.codes import pack_bits  # noqa: E402
+from retrieval.knn import knn_float, knn_hamming  # noqa: E402
+from retrieval.metrics import balanced_accuracy  # noqa: E402
+
+log = logging.getLogger("bench_bits")
+
+
+def halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split of row indices into two halves."""
+    g = np.random.default_rng(seed)
+    a, b = [], []
+    for c in np.unique(y):
+        rows = g.permutation(np.flatnonzero(y == c))
+        a += rows[: len(rows) // 2].tolist()
+        b += rows[len(rows) // 2 :].tolist()
+    return np.sort(a), np.sort(b)
+
+
+class HeldOut(TrainingPlugin):
+    """Scores the head on the held-out val half at the end of every epoch."""
+
+    def __init__(self, train: EmbeddingSet, held: EmbeddingSet, k: int) -> None:
+        self.train, self.held, self.k = train, held, k
+        self.ytr = train.y.argmax(1).numpy()
+        self.yh = held.y.argmax(1).numpy()
+        self.method: HashingMethod | None = None
+
+    def setup(self, method, optimizer, train):
+        self.method = method
+        return optimizer
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        m = self.method
+        assert m is not None
+        was = m.training
+        m.eval()
+        with torch.no_grad():
+            dev = next(m.parameters()).device
+            u_tr = m(self.train.x.to(dev)).cpu().numpy()
+            u_h = m(self.held.x.to(dev)).cpu().numpy()
+            c_tr, c_h = m.encode(self.train.x.to(dev)).cpu(), m.encode(self.held.x.to(dev)).cpu()
+        m.train(was)
+        bits = m.spec.n_bits
+        ham = knn_hamming(pack_bits(c_h), pack_bits(c_tr), bits, self.ytr, [self.k])[self.k]
+        flo = knn_float(u_h, u_tr, self.ytr, [self.k])[self.k]
+        return {
+            "held_hamming": balanced_accuracy(self.yh, ham),
+            "held_float_u": balanced_accuracy(self.yh, flo),
+        }
+
+
+def run_cell(job: dict[str, Any]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    emb = load_embeddings(Path(job["path"]))
+    params = load_params(REPO / "params.yaml", {**job["base"], "seed": job["seed"]})
+    train, val = embedding_set(emb, "train"), embedding_set(emb, "val")
+    sel_idx, held_idx = halves(val.y.argmax(1).numpy(), job["seed"])
+    sel, held = val.subset(torch.as_tensor(sel_idx)), val.subset(torch.as_tensor(held_idx))
+    spec = head_spec(emb, params, job["bits"])
+    method = registry.build(
+        job["method"], spec, params.method_config(job["method"]), seed=job["seed"]
+    )
+    plugin = HeldOut(train, held, params.knn.k)
+    result = fit(method, train, sel, config=fit_config(params, progress=False), plugin=plugin)
+    h = result.history
+    at = next(r for r in h if int(r["epoch"]) == result.best_epoch)
+    return {
+        **{k: job[k] for k in ("features", "dataset", "method", "bits", "seed")},
+        "selected": at["held_hamming"],
+        "oracle": max(r["held_hamming"] for r in h),
+        "last": h[-1]["held_hamming"],
+        "float_u": at["held_float_u"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "curve": [round(r["held_hamming"], 4) for r in h],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
+    ap.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist"])
+    ap.add_argument("--features", nargs="+", default=["pixels"])
+    ap.add_argument("--methods", nargs="+", default=["supervised"])
+    ap.add_argument("--bits", nargs="+", type=int, default=[12, 48])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    methods = (
+        [n for n in registry.names() if registry.get(n).supervised]
+        if args.methods == ["supervised"]
+        else args.methods
+    )
+    base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
+    jobs, floats = [], {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for features in args.features:
+            for dataset in args.datasets:
+                path = embeddings_for(features, dataset, args.root, Path(tmpdir), base)
+                emb = load_embeddings(path)
+                k = load_params(REPO / "params.yaml", base).knn.k
+                for seed in args.seeds:
+                    _, held_idx = halves(emb.y["val"], seed)
+                    pred = knn_float(emb.x["val"][held_idx], emb.x["train"], emb.y["train"], [k])
+                    floats[(features, dataset, seed)] = balanced_accuracy(
+                        emb.y["val"][held_idx], pred[k]
+                    )
+                jobs += [
+                    {"features": features, "dataset": dataset, "path": str(path), "method": m,
+                     "bits": b, "seed": s, "base": base}
+                    for m in methods for b in args.bits for s in args.seeds
+                ]  # fmt: skip
+        if args.jobs > 1:
+            with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+                results = list(pool.imap_unordered(run_cell, jobs))
+        else:
+            results = [run_cell(j) for j in jobs]
+    print(
+        "| features | dataset | method | bits | selected | oracle | last | float u | input float |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = dict.fromkeys((r["features"], r["dataset"], r["method"], r["bits"]) for r in jobs)
+    for key in keys:
+        rs = [r for r in results if (r["features"], r["dataset"], r["method"], r["bits"]) == key]
+        fl = np.mean([floats[(key[0], key[1], r["seed"])] for r in rs])
+        cols = [np.mean([r[c] for r in rs]) for c in ("selected", "oracle", "last", "float_u")]
+        print(f"| {' | '.join(map(str, key))} | " + " | ".join(f"{c:.3f}" for c in cols)
+              + f" | {fl:.3f} |")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"cells": results, "overrides": args.overrides}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
