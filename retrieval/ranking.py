@@ -251,3 +251,50 @@ def groups_from_sorted(dist: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarr
     tot = np.bincount(gid.ravel(), minlength=b * n).reshape(b, n)
     rel = np.bincount(gid.ravel(), weights=sr.ravel().astype(np.float64), minlength=b * n)
     return tot, rel.reshape(b, n).astype(np.int64)
+
+
+def _relevance(q_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
+    if db_labels.ndim == 2:
+        return (q_labels.astype(np.float32) @ db_labels.T.astype(np.float32)) > 0
+    return q_labels[:, None] == db_labels[None, :]
+
+
+def hamming_ranking(
+    q_packed: np.ndarray,
+    db_packed: np.ndarray,
+    n_bits: int,
+    q_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    spec: RankingSpec | None = None,
+    index: Any = None,
+) -> RankingReport:
+    """Tie-aware ranking metrics of Hamming search (database = ``db_packed``) for labelled queries."""
+    from retrieval.search import HammingIndex
+
+    index = index or HammingIndex(db_packed, n_bits)
+    blocks = ((c.tot, c.rel) for c in index.counts(q_packed, db_labels, q_labels))
+    return ranking_from_counts(blocks, index.ntotal, spec=spec, hamming=True)
+
+
+def float_ranking(
+    queries: np.ndarray,
+    database: np.ndarray,
+    q_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    metric: str = "euclidean",
+    spec: RankingSpec | None = None,
+    chunk: int = 256,
+) -> RankingReport:
+    """Tie-aware ranking metrics of exact float search (equal float distances tied)."""
+    from retrieval.knn import float_distance_chunks
+    from retrieval.search import _check_labels
+
+    if len(queries) == 0:
+        raise RetrievalError("the query set is empty; pass at least one query")
+    q_labels = _check_labels(q_labels, len(queries), "query")
+    db_labels = _check_labels(db_labels, len(database), "database")
+    chunks = float_distance_chunks(queries, database, metric=metric, chunk=chunk)  # type: ignore[arg-type]
+    blocks = (groups_from_sorted(d, _relevance(q_labels[sl], db_labels)) for sl, d in chunks)
+    return ranking_from_counts(blocks, len(database), spec=spec, hamming=False)
