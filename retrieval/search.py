@@ -21,7 +21,9 @@ the k-th distance returns every tied item (with collapsed codes: thousands per q
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,11 +86,13 @@ class HammingIndex:
         return dist, ids
 
     def distance_blocks(
-        self, q_packed: np.ndarray, *, block: int | None = None
+        self, q_packed: np.ndarray, *, block: int | None = None, order: np.ndarray | None = None
     ) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield ``(query slice, int32 [b, N])`` exact distances, ``b * N <= BLOCK_ELEMS``."""
+        """Yield ``(query slice, int32 [b, N])`` exact distances, ``b * N <= BLOCK_ELEMS``
+        (columns in database order, or in the order of the row permutation ``order``)."""
         q = self._queries(q_packed)
-        n, width = self.ntotal, self.codes.shape[1]
+        codes = self.codes if order is None else np.ascontiguousarray(self.codes[order])
+        n, width = self.ntotal, codes.shape[1]
         step = block or block_rows(n)
         for start in range(0, len(q), step):
             sl = slice(start, min(start + step, len(q)))
@@ -96,7 +100,7 @@ class HammingIndex:
             out = np.empty((len(qb), n), dtype=np.int32)
             faiss.hammings(
                 faiss.swig_ptr(qb),
-                faiss.swig_ptr(self.codes),
+                faiss.swig_ptr(codes),
                 len(qb),
                 n,
                 width,
@@ -140,11 +144,12 @@ class HammingIndex:
         else:
             order = None
             segments = [np.flatnonzero(labels[:, c]) for c in range(labels.shape[1])]
-        for sl, dist in self.distance_blocks(q_packed, block=block):
+        pool = ThreadPoolExecutor(max_workers=min(len(segments), os.cpu_count() or 1, 8))
+        for sl, dist in self.distance_blocks(q_packed, block=block, order=order):
             d = dist.astype(dtype)
-            if order is not None:
-                d = d[:, order]
-            by_label = np.stack([_row_counts(d[:, s], n_values) for s in segments], axis=2)
+            del dist
+            parts = pool.map(lambda s, d=d: _row_counts(d[:, s], n_values), segments)
+            by_label = np.stack(list(parts), axis=2)
             if labels.ndim == 1:
                 tot = by_label.sum(axis=2)
                 rel = (
@@ -160,6 +165,7 @@ class HammingIndex:
                 tot = both[:, 0::2] + both[:, 1::2]
                 rel = both[:, 1::2]
             yield BlockCounts(sl, by_label, tot, rel)
+        pool.shutdown()
 
 
 @dataclass(frozen=True)
