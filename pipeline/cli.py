@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("extract", "knn", "train", "evaluate")
+STAGES = ("extract", "knn", "train", "evaluate", "curves", "index")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pipeline.artifacts import ArtifactError, Embeddings, load_codes, load_embed
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 from pipeline.knn import sweep_metrics, write_knn_outputs
+from pipeline.retrieval_metrics import code_retrieval_metrics
 from retrieval.knn import knn_hamming
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def run_evaluate(
         for key in ("accuracy", "macro_f1", "balanced_accuracy"):
             extra[f"retention_{key}"] = at_k[key] / baseline[key] if baseline[key] > 0 else 0.0
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
+        extra.update(code_retrieval_metrics(params, emb, codes, n_bits))
         out = write_knn_outputs(
             emb=emb,
             rows=rows,

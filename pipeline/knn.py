@@ -19,6 +19,7 @@ from pipeline.artifacts import Embeddings, load_embeddings, write_csv, write_jso
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.plots import confusion_png
+from pipeline.retrieval_metrics import float_retrieval_metrics
 from retrieval.knn import knn_float
 from retrieval.metrics import classification_metrics, confusion
 
@@ -114,7 +115,11 @@ def run_knn(
             sweep_path=sweep,
             confusion_path=confusion_png_path,
             run=run,
-            extra={"seconds": time.perf_counter() - t0, "metric_space": params.knn.metric},
+            extra={
+                "seconds": time.perf_counter() - t0,
+                "metric_space": params.knn.metric,
+                **float_retrieval_metrics(params, emb),
+            },
             title=f"{dataset}: float KNN (k={params.knn.k})",
         )
     log.info("float KNN on %s: accuracy %.4f at k=%d", dataset, out["accuracy"], params.knn.k)

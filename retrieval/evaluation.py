@@ -57,14 +57,16 @@ def hamming_report(
     *,
     spec: RankingSpec | None = None,
     float_dim: int | None = None,
+    index: HammingIndex | None = None,
 ) -> Report:
-    """KNN predictions for each k and tie-aware ranking metrics of Hamming search, one pass."""
+    """KNN predictions for each k in ``ks`` (may be empty) and tie-aware ranking metrics of
+    Hamming search, from one counts pass."""
     q_labels, db_labels = _labels(q_labels, "query"), _labels(db_labels, "database")
     start = time.perf_counter()
-    index = HammingIndex(db_packed, n_bits)
+    index = index or HammingIndex(db_packed, n_bits)
     for k in ks:
         check_k(k, index.ntotal)
-    preds = _empty_predictions(ks, len(q_packed), db_labels)
+    preds = _empty_predictions(ks, len(q_packed), db_labels) if ks else {}
     acc = RankingAccumulator(index.ntotal, spec or RankingSpec(), hamming=True)
     for c in index.counts(q_packed, db_labels, q_labels):
         for k in ks:

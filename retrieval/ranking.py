@@ -75,7 +75,7 @@ def ap_all(tot: np.ndarray, rel: np.ndarray, harm: np.ndarray) -> np.ndarray:
     a, _, r_before = _layout(tot, rel)
     total = rel.sum(axis=1)
     s = group_precision_sum(a, tot, rel, r_before, harm).sum(axis=1)
-    return np.where(total > 0, s / np.maximum(total, 1), 0.0)
+    return np.clip(np.where(total > 0, s / np.maximum(total, 1), 0.0), 0.0, 1.0)
 
 
 def ap_at(tot: np.ndarray, rel: np.ndarray, cutoff: int, harm: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def ap_at(tot: np.ndarray, rel: np.ndarray, cutoff: int, harm: np.ndarray) -> np
     c = group_precision_sum(a_s[:, None], m[:, None], x, r_full[:, None], harm)
     denom = r_full[:, None] + x
     val = np.where(denom > 0, (s_full[:, None] + c) / np.maximum(denom, 1), 0.0)
-    return (np.nan_to_num(pmf) * val).sum(axis=1)
+    return np.clip((np.nan_to_num(pmf) * val).sum(axis=1), 0.0, 1.0)  # rounding of H differences
 
 
 def expected_relevant_at(tot: np.ndarray, rel: np.ndarray, n: int) -> np.ndarray:
