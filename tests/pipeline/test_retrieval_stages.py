@@ -14,6 +14,7 @@ from tests.conftest import REPO, synthetic_embeddings
 
 def _args(*extra: str) -> list[str]:
     base = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=3"]
+    base += ["--set", "tracking.enabled=false"]  # module fixture: runs before the env fixture
     return [*base, "--set", "train.val_queries=60", *extra]
 
 
