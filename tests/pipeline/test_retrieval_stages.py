@@ -192,3 +192,16 @@ def test_shortlist_below_k_exits_2_and_writes_nothing(study: Path, caplog) -> No
     )
     assert code == 2 and not out.exists() and not (study / "p/bad.csv").exists()
     assert "R=3 is smaller than knn.k=7" in caplog.text
+
+
+def test_retrieval_params_block_is_checked() -> None:
+    from pipeline.config import ParamsError, load_params
+
+    p = load_params(REPO / "params.yaml")
+    assert p.retrieval.backend == "faiss" and p.retrieval.shortlist >= p.knn.k
+    with pytest.raises(ParamsError, match=r"retrieval.metrics\[0\].*did you mean 'map_all'"):
+        load_params(REPO / "params.yaml", {"retrieval.metrics": ["map_al"]})
+    with pytest.raises(ParamsError, match=r"retrieval\.shortlist"):
+        load_params(REPO / "params.yaml", {"retrieval.shortlist": 0})
+    with pytest.raises(ParamsError, match=r"retrieval\.backend"):
+        load_params(REPO / "params.yaml", {"retrieval.backend": "annoy"})
