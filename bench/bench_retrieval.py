@@ -291,17 +291,24 @@ def main() -> None:
         "times are noisy, ratios come from one run.",
         "",
     ]
+
+    def flush() -> None:  # partial results survive a killed run
+        text = "\n".join(lines) + "\n"
+        print(text, flush=True)
+        if args.out:
+            args.out.write_text(text)
+
     exact = part_exact(args, rng, lines) if "exact" in args.parts else {}
+    flush()
     if "ann" in args.parts and exact:
         part_ann(args, exact, lines)
+        flush()
     if "pathmnist" in args.parts:
         part_pathmnist(args, rng, lines)
+        flush()
     if "two_stage" in args.parts:
         part_two_stage(args, rng, lines)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+        flush()
 
 
 if __name__ == "__main__":
