@@ -5,9 +5,11 @@ A back-end holds a database of packed codes and answers ``search(q_packed, k) ->
 
 - ``faiss``: exact, faiss ``IndexBinaryFlat`` (:class:`retrieval.search.HammingIndex`); the default.
 - ``faiss_ivf``: approximate, faiss ``IndexBinaryIVF`` (inverted lists over a binary k-means
-  coarse quantiser; ``nlist`` lists, ``nprobe`` visited per query). Compare it with exact search by
+  coarse quantiser, the inverted-file idea of Jégou, Douze & Schmid, TPAMI 2011; ``nlist`` lists,
+  ``nprobe`` visited per query). Compare it with exact search by
   :func:`recall_at`.
-- ``milvus``: a Milvus collection (``BINARY_VECTOR`` field, ``HAMMING`` metric, ``BIN_FLAT`` or
+- ``milvus``: a Milvus collection (Wang et al., "Milvus: a purpose-built vector data management
+  system", SIGMOD 2021) (``BINARY_VECTOR`` field, ``HAMMING`` metric, ``BIN_FLAT`` or
   ``BIN_IVF_FLAT`` index) through ``pymilvus.MilvusClient``. ``uri`` = a local file path runs
   embedded Milvus Lite (pip ``milvus-lite``); ``uri`` = ``http://host:19530`` talks to a Milvus
   server, with the same client code. Milvus Lite 3.x rejects ``BINARY_VECTOR`` ("MilvusLite does

@@ -1,7 +1,9 @@
 """Tie-aware retrieval metrics in closed form: mAP@all, mAP@M, precision@k, precision within a
 Hamming radius, precision-recall curves.
 
-Every metric is the **expected value over uniformly random orders within equal distances**, so
+Every metric is the **expected value over uniformly random orders within equal distances** (the
+tie-aware measures of McSherry & Najork, "Computing information retrieval performance measures
+efficiently in the presence of tied scores", ECIR 2008; derived again below for our cut-offs), so
 it does not depend on database order (Hamming distances take only ``K + 1`` values: an ``argsort``
 would let the storage order decide). Input per query: the database split into distance groups in
 ascending order, ``tot[g]`` items and ``rel[g]`` relevant ones in group ``g`` (from
