@@ -128,7 +128,7 @@ def part_exact(args, rng, lines: list[str]) -> dict:
         t_np, _ = timed(lambda a=q_words, b=db_words: numpy_scan(a, b, k))
         assert np.array_equal(d_ours, d_direct), "exact searches disagree"
         for name, t in (
-            ("ours (HammingIndex, 8-byte words)", t_ours),
+            ("ours (HammingIndex: 8-byte words, 512-query batches)", t_ours),
             ("faiss IndexBinaryFlat(48) direct", t_direct),
             ("numpy bitwise_count scan", t_np),
         ):
