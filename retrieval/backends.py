@@ -64,7 +64,7 @@ class FaissIVF:
         *,
         nlist: int | None = None,
         nprobe: int = 16,
-        train_size: int = 200_000,
+        train_size: int | None = None,
         seed: int = 0,
     ) -> None:
         check_codes(None, db_packed, n_bits)
