@@ -78,6 +78,7 @@ class FaissIVF:
         self.index.own_fields = True
         quantizer.this.disown()
         rng = np.random.default_rng(seed)
+        train_size = train_size or 64 * nlist  # k-means sample: 64 codes per list
         train = (
             codes[rng.permutation(len(codes))[:train_size]] if len(codes) > train_size else codes
         )
