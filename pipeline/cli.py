@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("extract", "knn", "train", "evaluate", "train_dp", "release")
+STAGES = ("extract", "knn", "train", "evaluate", "curves", "train_dp", "release", "index")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,6 +342,7 @@ class Params:
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     dp: DPParams = field(default_factory=lambda: DPParams())
     release: ReleaseParams = field(default_factory=lambda: ReleaseParams())
+    retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig())
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
@@ -486,3 +487,53 @@ class ReleaseParams:
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε_code = ∞: no release noise)")
         check(self.k >= 1, "k", f"{self.k} must be >= 1 (default 20)")
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+
+
+RETRIEVAL_METRICS = (
+    "map_all",
+    "map_at_1000",
+    "map_at_10",
+    "precision_at_10",
+    "precision_at_100",
+    "precision_radius_2",
+    "radius_2_empty",
+    "bytes_per_item",
+    "compression_ratio",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrievalConfig:
+    """``retrieval:`` block: tie-aware ranking metrics, two-stage re-ranking and the index back-end."""
+
+    metrics: tuple[str, ...] = RETRIEVAL_METRICS  # reported in the knn / evaluate metrics JSON
+    map_at: tuple[int, ...] = (1000, 10)  # mAP@M cut-offs
+    precision_at: tuple[int, ...] = (10, 100)  # precision@k cut-offs
+    radius: int = 2  # precision within this Hamming radius
+    shortlist: int = 1000  # R of the two-stage search (Hamming shortlist, cosine re-rank)
+    rerank: bool = False  # also score the two-stage search in evaluate (needs float embeddings)
+    backend: Literal["faiss", "faiss_ivf", "milvus"] = "faiss"  # `hashaudit index` back-end
+    milvus_uri: str = (
+        "artifacts/milvus/codes.db"  # a file = Milvus Lite; http://host:19530 = server
+    )
+    milvus_index: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
+
+    def __post_init__(self) -> None:
+        for i, k in enumerate(self.map_at):
+            check(k >= 1, f"retrieval.map_at[{i}]", f"{k} must be >= 1")
+        for i, k in enumerate(self.precision_at):
+            check(k >= 1, f"retrieval.precision_at[{i}]", f"{k} must be >= 1")
+        check(self.radius >= 0, "retrieval.radius", f"{self.radius} must be >= 0")
+        check(self.shortlist >= 1, "retrieval.shortlist", f"{self.shortlist} must be >= 1")
+        known = {
+            *RETRIEVAL_METRICS,
+            *(f"map_at_{k}" for k in self.map_at),
+            *(f"precision_at_{k}" for k in self.precision_at),
+            f"precision_radius_{self.radius}",
+            f"radius_{self.radius}_empty",
+        }
+        for i, name in enumerate(self.metrics):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                check(False, f"retrieval.metrics[{i}]", f"unknown metric {name!r}{hint}")

@@ -33,6 +33,7 @@ from pipeline.artifacts import (
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 from pipeline.knn import knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
+from pipeline.retrieval_metrics import code_retrieval_metrics
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
 
@@ -144,6 +145,7 @@ def run_evaluate(
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
         extra.update(retention(at_k, baseline))
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
+        extra.update(code_retrieval_metrics(params, emb, codes, n_bits))
         extra.update(
             degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], emb.n_classes)
         )

@@ -26,6 +26,7 @@ from pipeline.common import base_parser, load, run_main
 from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.data import class_names_from_meta
 from pipeline.plots import confusion_png
+from pipeline.retrieval_metrics import float_retrieval_metrics
 from retrieval.knn import knn_float
 from retrieval.metrics import classification_metrics, confusion
 
@@ -114,6 +115,7 @@ def run_knn(
             "metric_space": params.knn.metric,
             # evaluate refuses to compare codes with a baseline made from other embeddings
             "embeddings_fingerprint": emb.fingerprint,
+            **float_retrieval_metrics(params, emb),
         }
         with atomic_outputs():
             out = write_knn_outputs(

@@ -67,3 +67,61 @@ def iter_hamming_chunks(
     for start in range(0, q_all.shape[0], chunk):
         sl = slice(start, min(start + chunk, q_all.shape[0]))
         yield sl, hamming_from_signs(q_all[sl], db).numpy()
+
+
+def check_codes(q_packed: np.ndarray | None, db_packed: np.ndarray, n_bits: int) -> None:
+    """Raise :class:`~retrieval.errors.RetrievalError` unless both sides are ``uint8 [*, ceil(K/8)]``
+    codes of the same ``n_bits`` with at least one query and one database item (``q_packed=None``:
+    check the database alone)."""
+    from retrieval.errors import RetrievalError
+
+    n_bytes = math.ceil(n_bits / 8) if n_bits > 0 else 0
+    sides = (
+        [("database", db_packed)]
+        if q_packed is None
+        else [("query", q_packed), ("database", db_packed)]
+    )
+    for what, arr in sides:
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2:
+            raise RetrievalError(
+                f"{what} codes must be packed uint8 [N, bytes] (retrieval.codes.pack_bits), got "
+                f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
+            )
+    if n_bits < 1:
+        raise RetrievalError(f"n_bits={n_bits} must be >= 1")
+    if db_packed.shape[1] != n_bytes:
+        raise RetrievalError(
+            f"database codes have {db_packed.shape[1]} bytes but {n_bits}-bit codes take {n_bytes}; "
+            "pass the n_bits the codes were made with"
+        )
+    if len(db_packed) == 0:
+        raise RetrievalError("the database is empty; pass at least one database code")
+    if q_packed is not None and q_packed.shape[1] != db_packed.shape[1]:
+        raise RetrievalError(
+            f"query codes have {q_packed.shape[1]} bytes and database codes {db_packed.shape[1]} "
+            f"bytes, but {n_bits}-bit codes take {n_bytes}; encode queries and database with the "
+            "same head (same bit length)"
+        )
+    if q_packed is not None and len(q_packed) == 0:
+        raise RetrievalError("the query set is empty; pass at least one query code")
+    for what, arr in sides:
+        if n_bits % 8 and (arr[:, -1] >> np.uint8(n_bits % 8)).any():
+            raise RetrievalError(
+                f"{what} codes have bits set beyond bit {n_bits} (the padding of the last byte): "
+                f"they are longer than {n_bits} bits; encode queries and database with the same head"
+            )
+
+
+def pad_to_words(packed: np.ndarray, n_bits: int, *, word_bytes: int = 8) -> np.ndarray:
+    """Codes padded with zero bytes to a multiple of ``word_bytes`` (faiss' fast Hamming kernels
+    exist for 8, 16, 32 and 64 bytes), with the padding bits of the last code byte cleared.
+
+    Zero padding on both the query and the database side leaves every Hamming distance unchanged.
+    """
+    n_bytes = packed.shape[1]
+    width = max(word_bytes, -(-n_bytes // word_bytes) * word_bytes)
+    out = np.zeros((packed.shape[0], width), dtype=np.uint8)
+    out[:, :n_bytes] = packed
+    if n_bits % 8:
+        out[:, n_bytes - 1] &= np.uint8((1 << (n_bits % 8)) - 1)
+    return out

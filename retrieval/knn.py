@@ -10,6 +10,17 @@ That equals the expected vote of a uniformly random tie order, so the result doe
 the database is permuted. A remaining tie between classes goes to the lowest class index.
 Multi-label: a label is predicted when its vote share exceeds one half.
 
+Where the distances come from
+-----------------------------
+:func:`knn_hamming` and :func:`knn_float` search through faiss (:mod:`retrieval.search`) in
+bounded-memory query blocks and never build a ``[Q, N]`` matrix. Codes: the per-distance class
+counts of :meth:`retrieval.search.HammingIndex.counts` give the k-th distance (the first distance
+whose cumulative count reaches k), the closer items and the tied ones at once, for every k of a
+sweep (:func:`votes_from_counts`). Floats: the ``k_max + pad`` nearest from faiss give the k-th
+distance and the tied items; a query whose tie group may run past the returned list is searched
+again over the whole database. :func:`tie_aware_votes` / :func:`knn_predict` on dense distance
+chunks are the reference path (and the trainer's cheap per-epoch check); tests hold the two equal.
+
 Scores of the predictions live in :mod:`retrieval.metrics`.
 """
 
@@ -22,7 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from retrieval.codes import iter_hamming_chunks
+from retrieval.errors import RetrievalError
+from retrieval.search import FloatIndex, HammingIndex, check_k
 
 Metric = Literal["euclidean", "cosine"]
 
@@ -32,9 +44,7 @@ def tie_aware_votes(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> np.ndarr
 
     ``dist``: ``[Q, N]`` distances; ``db_onehot``: ``[N, C]`` one- or multi-hot labels.
     """
-    n = dist.shape[1]
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} must be between 1 and the database size {n}")
+    check_k(k, dist.shape[1])
     kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
     closer = (dist < kth).astype(np.float32)
     tied = (dist == kth).astype(np.float32)
@@ -98,6 +108,43 @@ def knn_predict(
     return out
 
 
+def votes_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> np.ndarray:
+    """:func:`tie_aware_votes` from per-distance counts: ``by_label [Q, G, C]`` items of each
+    class at each distance group (ascending), ``tot [Q, G]`` all items there. Same float32
+    arithmetic as the dense path, so the votes are bit-identical."""
+    cum = np.cumsum(tot, axis=1)
+    check_k(k, int(cum[0, -1]))
+    g = np.argmax(cum >= k, axis=1)  # the group holding the k-th item
+    rows = np.arange(len(tot))
+    n_closer = (cum[rows, g] - tot[rows, g]).astype(np.float32)[:, None]
+    share = (np.float32(k) - n_closer) / tot[rows, g].astype(np.float32)[:, None]
+    closer = np.cumsum(by_label, axis=1)[rows, g] - by_label[rows, g]
+    return closer.astype(np.float32) + share * by_label[rows, g].astype(np.float32)
+
+
+def _onehot(db_labels: np.ndarray) -> np.ndarray:
+    if db_labels.ndim == 2:
+        return db_labels.astype(np.float32)
+    onehot = np.zeros((len(db_labels), int(db_labels.max()) + 1), dtype=np.float32)
+    onehot[np.arange(len(db_labels)), db_labels] = 1.0
+    return onehot
+
+
+def _empty_predictions(
+    ks: Sequence[int], n_queries: int, db_labels: np.ndarray
+) -> dict[int, np.ndarray]:
+    if db_labels is None:
+        raise RetrievalError("database labels are missing; KNN needs one label per database item")
+    if len(ks) == 0:
+        raise RetrievalError("no k given; pass at least one k")
+    shape = (n_queries, db_labels.shape[1]) if db_labels.ndim == 2 else (n_queries,)
+    return {k: np.zeros(shape, dtype=bool if db_labels.ndim == 2 else np.int64) for k in ks}
+
+
+def _decide(votes: np.ndarray, k: int, multilabel: bool) -> np.ndarray:
+    return votes > 0.5 * k if multilabel else votes.argmax(axis=1)
+
+
 def knn_float(
     queries: np.ndarray,
     database: np.ndarray,
@@ -105,14 +152,50 @@ def knn_float(
     ks: Sequence[int],
     *,
     metric: Metric = "euclidean",
+    index: FloatIndex | None = None,
 ) -> dict[int, np.ndarray]:
-    """KNN predictions on float embeddings for each k in ``ks``."""
-    return knn_predict(
-        float_distance_chunks(queries, database, metric=metric),
-        db_labels,
-        ks,
-        n_queries=len(queries),
-    )
+    """KNN predictions on float embeddings for each k in ``ks`` (faiss ``IndexFlatL2`` / inner
+    product; tie rule as in the module docstring)."""
+    index = index or FloatIndex(database, metric=metric)
+    db_labels = np.asarray(db_labels) if db_labels is not None else None
+    out = _empty_predictions(ks, len(queries), db_labels)
+    if len(db_labels) != index.ntotal:
+        raise RetrievalError(
+            f"{len(db_labels)} database labels for {index.ntotal} database vectors; pass one each"
+        )
+    onehot = _onehot(db_labels)
+    k_max = max(ks)
+    check_k(k_max, index.ntotal)
+    fetch = min(index.ntotal, k_max + max(k_max, 16))
+    multilabel = db_labels.ndim == 2
+    queries = np.asarray(queries)
+    index.prepare(queries)  # shape / emptiness checks before any work
+    for start in range(0, len(queries), 4096):
+        sl = slice(start, min(start + 4096, len(queries)))
+        dist, ids = index.search(queries[sl], fetch)
+        # a tie at the k_max-th distance may run past the fetched list: rank every item
+        overflow = (dist[:, -1] == dist[:, k_max - 1]) & (fetch < index.ntotal)
+        for row in np.flatnonzero(overflow):
+            d_all, i_all = index.search(queries[sl][row : row + 1], index.ntotal)
+            for k in ks:
+                votes = tie_aware_votes(d_all, onehot[i_all[0]], k)
+                out[k][start + row] = _decide(votes, k, multilabel)[0]
+        keep = ~overflow
+        for k in ks:
+            votes = _votes_from_sorted(dist[keep], onehot[ids[keep]], k)
+            out[k][np.arange(sl.start, sl.stop)[keep]] = _decide(votes, k, multilabel)
+    return out
+
+
+def _votes_from_sorted(dist: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Tie-aware votes from each query's nearest items (ascending ``dist [b, m]``, their labels
+    ``[b, m, C]``), valid when the tie group at the k-th distance ends inside the list."""
+    kth = dist[:, k - 1 : k]
+    closer = (dist < kth).astype(np.float32)
+    tied = (dist == kth).astype(np.float32)
+    n_closer = closer.sum(axis=1, keepdims=True)
+    share = (k - n_closer) / tied.sum(axis=1, keepdims=True)
+    return np.einsum("bm,bmc->bc", closer, labels) + share * np.einsum("bm,bmc->bc", tied, labels)
 
 
 def knn_hamming(
@@ -121,8 +204,17 @@ def knn_hamming(
     n_bits: int,
     db_labels: np.ndarray,
     ks: Sequence[int],
+    *,
+    index: HammingIndex | None = None,
 ) -> dict[int, np.ndarray]:
-    """KNN predictions on packed binary codes (Hamming distance) for each k in ``ks``."""
-    return knn_predict(
-        iter_hamming_chunks(q_packed, db_packed, n_bits), db_labels, ks, n_queries=len(q_packed)
-    )
+    """KNN predictions on packed binary codes (Hamming distance) for each k in ``ks``, from the
+    per-distance class counts of a faiss ``IndexBinaryFlat`` (:class:`HammingIndex`)."""
+    index = index or HammingIndex(db_packed, n_bits)
+    db_labels = np.asarray(db_labels) if db_labels is not None else None
+    out = _empty_predictions(ks, len(q_packed), db_labels)
+    for k in ks:
+        check_k(k, index.ntotal)
+    for c in index.counts(q_packed, db_labels):
+        for k in ks:
+            out[k][c.sl] = _decide(votes_from_counts(c.by_label, c.tot, k), k, db_labels.ndim == 2)
+    return out

@@ -1,0 +1,258 @@
+"""Index back-ends for packed codes behind one small interface, and their registry.
+
+A back-end holds a database of packed codes and answers ``search(q_packed, k) -> (distances int32
+[Q, k], ids int64 [Q, k])``. Registered (:data:`BACKENDS`, :func:`build_index`):
+
+- ``faiss``: exact, faiss ``IndexBinaryFlat`` (:class:`retrieval.search.HammingIndex`); the default.
+- ``faiss_ivf``: approximate, faiss ``IndexBinaryIVF`` (inverted lists over a binary k-means
+  coarse quantiser, the inverted-file idea of Jégou, Douze & Schmid, TPAMI 2011; ``nlist`` lists,
+  ``nprobe`` visited per query). Compare it with exact search by
+  :func:`recall_at`.
+- ``milvus``: a Milvus collection (Wang et al., "Milvus: a purpose-built vector data management
+  system", SIGMOD 2021) (``BINARY_VECTOR`` field, ``HAMMING`` metric, ``BIN_FLAT`` or
+  ``BIN_IVF_FLAT`` index) through ``pymilvus.MilvusClient``. ``uri`` = a local file path runs
+  embedded Milvus Lite (pip ``milvus-lite``); ``uri`` = ``http://host:19530`` talks to a Milvus
+  server, with the same client code. Milvus Lite 3.x rejects ``BINARY_VECTOR`` ("MilvusLite does
+  not support ... BinaryVector", checked with milvus-lite 3.2.2), so the project pins
+  ``milvus-lite`` 2.5.x, whose embedded server supports binary vectors with ``BIN_FLAT``.
+
+Ties: every back-end returns *some* k items at the k-th distance; compare back-ends with
+:func:`recall_at` (an item counts when its distance is within the exact k-th distance), not by ids.
+Adding a back-end = one class with ``search`` + one line in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import socket
+import sys
+import types
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import faiss
+import numpy as np
+
+from retrieval.codes import check_codes, pad_to_words
+from retrieval.errors import RetrievalError
+from retrieval.search import HammingIndex, check_k
+
+log = logging.getLogger(__name__)
+
+
+class CodeIndex(Protocol):
+    """What every back-end offers."""
+
+    n_bits: int
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class FaissIVF:
+    """Approximate Hamming search with faiss ``IndexBinaryIVF``."""
+
+    def __init__(
+        self,
+        db_packed: np.ndarray,
+        n_bits: int,
+        *,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        train_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_codes(None, db_packed, n_bits)
+        self.n_bits = n_bits
+        codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
+        nlist = nlist or max(1, int(4 * math.sqrt(len(codes))))
+        if nlist > len(codes):
+            raise RetrievalError(f"nlist={nlist} exceeds the {len(codes)} database codes")
+        quantizer = faiss.IndexBinaryFlat(8 * codes.shape[1])
+        self.index = faiss.IndexBinaryIVF(quantizer, 8 * codes.shape[1], nlist)
+        self.index.own_fields = True
+        quantizer.this.disown()
+        rng = np.random.default_rng(seed)
+        train_size = train_size or 64 * nlist  # k-means sample: 64 codes per list
+        train = (
+            codes[rng.permutation(len(codes))[:train_size]] if len(codes) > train_size else codes
+        )
+        self.index.train(train)
+        self.index.add(codes)
+        self.index.nprobe = nprobe
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        check_k(k, self.ntotal)
+        check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
+        d, i = self.index.search(np.ascontiguousarray(pad_to_words(q_packed, self.n_bits)), k)
+        return d.astype(np.int32), i
+
+
+def _import_milvus() -> Any:
+    """Import ``pymilvus`` (and Milvus Lite when present). milvus-lite 2.5 reads its own version
+    through ``pkg_resources``, which new setuptools no longer ship: a two-function stand-in is
+    placed in ``sys.modules`` for that one import and removed again."""
+    try:
+        import pymilvus
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RetrievalError(
+            "the milvus back-end needs pymilvus: pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1'"
+        ) from err
+    if "milvus_lite" not in sys.modules:
+        shim = None
+        if "pkg_resources" not in sys.modules:
+            try:
+                import pkg_resources  # noqa: F401
+            except ImportError:
+                shim = types.ModuleType("pkg_resources")
+                shim.DistributionNotFound = importlib.metadata.PackageNotFoundError  # type: ignore[attr-defined]
+                shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
+                    version=importlib.metadata.version(name)
+                )
+                sys.modules["pkg_resources"] = shim
+        try:
+            import milvus_lite
+            import milvus_lite.server_manager  # noqa: F401
+        except ImportError:
+            pass  # server URIs still work without Milvus Lite
+        finally:
+            if shim is not None:
+                sys.modules.pop("pkg_resources", None)
+    return pymilvus
+
+
+def _is_server(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https", "tcp", "grpc")
+
+
+def check_reachable(uri: str, *, timeout: float = 2.0) -> None:
+    """Fail fast, naming the URI and the fix, when a Milvus server URI does not answer."""
+    parsed = urlparse(uri)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 19530)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as err:
+        raise RetrievalError(
+            f"cannot reach Milvus at {uri} ({err.strerror or err}); start a Milvus server there or "
+            "set retrieval.milvus_uri to a local file (e.g. artifacts/milvus.db) to use embedded "
+            "Milvus Lite"
+        ) from None
+
+
+class MilvusIndex:
+    """Codes in a Milvus collection: ``id INT64`` primary key (= database row) and
+    ``code BINARY_VECTOR`` (codes zero-padded to whole bytes), metric ``HAMMING``."""
+
+    def __init__(
+        self,
+        db_packed: np.ndarray,
+        n_bits: int,
+        *,
+        uri: str = "milvus_codes.db",
+        collection: str = "hashaudit_codes",
+        index_type: str = "BIN_FLAT",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        batch: int = 20_000,
+        token: str = "",
+    ) -> None:
+        check_codes(None, db_packed, n_bits)
+        if index_type not in ("BIN_FLAT", "BIN_IVF_FLAT"):
+            raise RetrievalError(f"index_type={index_type!r}: use 'BIN_FLAT' or 'BIN_IVF_FLAT'")
+        if _is_server(uri):
+            check_reachable(uri)
+        pymilvus = _import_milvus()
+        self.n_bits, self.uri, self.collection = n_bits, uri, collection
+        self.dim = 8 * math.ceil(n_bits / 8)
+        self.nprobe, self.index_type = nprobe, index_type
+        try:
+            self.client = pymilvus.MilvusClient(uri=uri, token=token, timeout=10)
+        except Exception as err:  # pymilvus raises its own exception types
+            raise RetrievalError(
+                f"cannot open Milvus at {uri}: {err}; check the URI (a file path = Milvus Lite, "
+                "http://host:19530 = a server) and that milvus-lite 2.5 is installed"
+            ) from None
+        if self.client.has_collection(collection):
+            self.client.drop_collection(collection)
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("id", pymilvus.DataType.INT64, is_primary=True)
+        schema.add_field("code", pymilvus.DataType.BINARY_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        extra = {"nlist": nlist} if index_type == "BIN_IVF_FLAT" else {}
+        params.add_index(
+            field_name="code", index_type=index_type, metric_type="HAMMING", params=extra
+        )
+        self.client.create_collection(collection, schema=schema, index_params=params)
+        packed = np.ascontiguousarray(db_packed)
+        for start in range(0, len(packed), batch):
+            rows = [
+                {"id": start + j, "code": packed[start + j].tobytes()}
+                for j in range(min(batch, len(packed) - start))
+            ]
+            self.client.insert(collection, rows)
+        self.client.load_collection(collection)
+        self._n = len(packed)
+
+    @property
+    def ntotal(self) -> int:
+        return self._n
+
+    def search(
+        self, q_packed: np.ndarray, k: int, *, batch: int = 1000
+    ) -> tuple[np.ndarray, np.ndarray]:
+        check_k(k, self.ntotal)
+        check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
+        dist = np.empty((len(q_packed), k), dtype=np.int32)
+        ids = np.empty((len(q_packed), k), dtype=np.int64)
+        params: dict[str, Any] = {"metric_type": "HAMMING"}
+        if self.index_type == "BIN_IVF_FLAT":
+            params["params"] = {"nprobe": self.nprobe}
+        for start in range(0, len(q_packed), batch):
+            chunk = q_packed[start : start + batch]
+            res = self.client.search(
+                self.collection,
+                data=[row.tobytes() for row in chunk],
+                anns_field="code",
+                limit=k,
+                search_params=params,
+            )
+            for j, hits in enumerate(res):
+                ids[start + j] = [h["id"] for h in hits]
+                dist[start + j] = [round(h["distance"]) for h in hits]
+        return dist, ids
+
+    def close(self) -> None:
+        self.client.close()
+
+
+#: name -> constructor ``(db_packed, n_bits, **options) -> CodeIndex``
+BACKENDS: dict[str, Callable[..., CodeIndex]] = {
+    "faiss": HammingIndex,
+    "faiss_ivf": FaissIVF,
+    "milvus": MilvusIndex,
+}
+
+
+def build_index(name: str, db_packed: np.ndarray, n_bits: int, **options: Any) -> CodeIndex:
+    """The registered back-end ``name`` holding ``db_packed``."""
+    if name not in BACKENDS:
+        raise RetrievalError(f"unknown index back-end {name!r}; registered: {', '.join(BACKENDS)}")
+    return BACKENDS[name](db_packed, n_bits, **options)
+
+
+def recall_at(exact_dist: np.ndarray, approx_dist: np.ndarray) -> float:
+    """Tie-aware recall@k of an approximate search: the share of its k results whose distance is
+    within the exact k-th distance (an item tied with the k-th is as good as the one exact search
+    happened to return). Missing results (faiss ``-1`` ids) must carry a large distance."""
+    kth = exact_dist[:, -1:]
+    return float((approx_dist <= kth).mean())

@@ -1,0 +1,127 @@
+"""Two-stage retrieval: a Hamming shortlist of R candidates re-ranked by cosine on float embeddings.
+
+Stage 1 searches the codes (:class:`retrieval.search.HammingIndex`, faiss ``IndexBinaryFlat``) for
+the R nearest; stage 2 ranks those R by cosine distance between the float query and the float
+database embeddings (the SAEH proposal's stage 2). KNN votes over the re-ranked list follow the
+tie rule of :mod:`retrieval.knn`; with ``R = N`` the result is float (cosine) KNN.
+
+Deviation / limit: items tied with the R-th Hamming distance enter the shortlist in faiss' order,
+so when such a tie straddles R the shortlist (not the re-ranking) depends on faiss' tie order.
+Privacy cost: stage 2 needs float embeddings of the database at query time, so the deployment
+stores (and can leak) the very vectors that the codes were meant to replace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.errors import RetrievalError
+from retrieval.knn import _decide, _empty_predictions, _onehot, _votes_from_sorted
+from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
+from retrieval.search import HammingIndex, check_k
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """``ids [Q, R]`` re-ranked candidates, ``dist [Q, R]`` their cosine distances (ascending),
+    ``hamming [Q, R]`` their Hamming distances."""
+
+    ids: np.ndarray
+    dist: np.ndarray
+    hamming: np.ndarray
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def rerank(
+    q_packed: np.ndarray,
+    db_packed: np.ndarray,
+    n_bits: int,
+    queries: np.ndarray,
+    database: np.ndarray,
+    *,
+    shortlist: int,
+    k: int | None = None,
+    index: HammingIndex | None = None,
+    block: int = 1024,
+) -> Reranked:
+    """Shortlist ``shortlist`` candidates per query by Hamming distance, sort them by cosine."""
+    index = index or HammingIndex(db_packed, n_bits)
+    if len(queries) != len(q_packed) or len(database) != index.ntotal:
+        raise RetrievalError(
+            f"{len(queries)} float queries / {len(database)} float database rows for "
+            f"{len(q_packed)} query codes / {index.ntotal} database codes; pass the embeddings the "
+            "codes were made from, in the same order"
+        )
+    check_k(shortlist, index.ntotal)
+    if k is not None and shortlist < k:
+        raise RetrievalError(
+            f"shortlist R={shortlist} is smaller than k={k}; re-ranking needs R >= k "
+            "(raise retrieval.shortlist)"
+        )
+    ham, ids = index.search(q_packed, shortlist)
+    qn, dbn = _unit(queries), _unit(database)
+    dist = np.empty(ids.shape, dtype=np.float32)
+    for start in range(0, len(ids), block):
+        sl = slice(start, min(start + block, len(ids)))
+        dist[sl] = 1.0 - np.einsum("bd,brd->br", qn[sl], dbn[ids[sl]])
+    order = np.argsort(dist, axis=1, kind="stable")
+    take = np.take_along_axis
+    return Reranked(take(ids, order, axis=1), take(dist, order, axis=1), take(ham, order, axis=1))
+
+
+def rerank_knn(result: Reranked, db_labels: np.ndarray, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """Tie-aware KNN predictions over the re-ranked shortlist for each k in ``ks``."""
+    db_labels = np.asarray(db_labels) if db_labels is not None else None
+    out = _empty_predictions(ks, len(result.ids), db_labels)
+    onehot = _onehot(db_labels)
+    for k in ks:
+        if k > result.ids.shape[1]:
+            raise RetrievalError(
+                f"k={k} exceeds the shortlist R={result.ids.shape[1]}; raise retrieval.shortlist"
+            )
+        votes = _votes_from_sorted(result.dist, onehot[result.ids], k)
+        out[k] = _decide(votes, k, db_labels.ndim == 2)
+    return out
+
+
+def rerank_ranking(
+    result: Reranked,
+    index: HammingIndex,
+    q_packed: np.ndarray,
+    q_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    spec: RankingSpec | None = None,
+) -> RankingReport:
+    """Tie-aware metrics of the two-stage ranking: the re-ranked shortlist first (equal cosine
+    distances tied), then every other item by Hamming distance (equal distances tied)."""
+    q_labels, db_labels = np.asarray(q_labels), np.asarray(db_labels)
+
+    def blocks():
+        for c in index.counts(q_packed, db_labels, q_labels):
+            ids, ham = result.ids[c.sl], result.hamming[c.sl]
+            if db_labels.ndim == 2:
+                rel_sl = (
+                    np.einsum("bc,brc->br", q_labels[c.sl].astype(np.int64), db_labels[ids]) > 0
+                )
+            else:
+                rel_sl = db_labels[ids] == q_labels[c.sl][:, None]
+            head_tot, head_rel = groups_from_sorted(result.dist[c.sl], rel_sl)
+            rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+            taken_tot = np.zeros_like(c.tot)
+            taken_rel = np.zeros_like(c.tot)
+            np.add.at(taken_tot, (rows, ham.ravel()), 1)
+            np.add.at(taken_rel, (rows, ham.ravel()), rel_sl.ravel().astype(np.int64))
+            yield (
+                np.concatenate([head_tot, c.tot - taken_tot], axis=1),
+                np.concatenate([head_rel, c.rel - taken_rel], axis=1),
+            )
+
+    return ranking_from_counts(blocks(), index.ntotal, spec=spec, hamming=False)

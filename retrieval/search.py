@@ -1,0 +1,265 @@
+"""Exact search through faiss: Hamming top-k and per-distance counts, float top-k.
+
+:class:`HammingIndex` wraps a faiss ``IndexBinaryFlat`` (Douze et al., "The Faiss library", 2024).
+Codes of any length are zero-padded to whole 8-byte words on both sides, which leaves every
+Hamming distance unchanged and lets faiss use its 64-bit popcount kernels (a 6-byte code would fall
+back to the generic byte loop, ~10x slower). Queries run in blocks so that memory stays bounded:
+``block_elems`` caps the number of query x database distances held at once.
+
+Tie-aware voting and tie-aware ranking metrics need, for every query, how many database items of
+each class lie at each Hamming distance (``K + 1`` possible values): :meth:`HammingIndex.counts`.
+faiss has no histogram call, so a block of distances comes from faiss' ``hammings`` kernel on the
+index's own padded codes, is cast to ``uint8``/``uint16`` and sorted per row within each class
+segment (numpy's stable sort is a radix sort for these types: linear time), and the counts are read
+off with ``searchsorted``. This costs ``O(N)`` per query whatever the ties, whereas a range search at
+the k-th distance returns every tied item (with collapsed codes: thousands per query).
+
+:class:`FloatIndex` does the same for float embeddings with ``IndexFlatL2`` (squared Euclidean) or
+``IndexFlatIP`` on L2-normalised vectors (cosine distance ``1 - cos``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from retrieval.codes import check_codes, pad_to_words
+from retrieval.errors import RetrievalError
+
+Metric = Literal["euclidean", "cosine"]
+
+#: query x database distances held at once by the blocked routines (32 Mi = 128 MiB of int32)
+BLOCK_ELEMS = 1 << 25
+#: queries per faiss database scan in :meth:`HammingIndex.search` (faiss' default is 32)
+QUERY_BATCH = 512
+
+
+def block_rows(n_db: int, block_elems: int = BLOCK_ELEMS) -> int:
+    """Queries per block so that a ``[block, n_db]`` distance block holds ``<= block_elems`` values."""
+    return max(1, block_elems // max(n_db, 1))
+
+
+def check_k(k: int, n_db: int) -> None:
+    if not 1 <= k <= n_db:
+        raise RetrievalError(
+            f"k={k} must be between 1 and the database size {n_db}; lower k (params knn.k / "
+            "knn.k_sweep) or use a larger database"
+        )
+
+
+class HammingIndex:
+    """Exact Hamming search over packed codes (``uint8 [N, ceil(K/8)]``, little bit order)."""
+
+    def __init__(self, db_packed: np.ndarray, n_bits: int) -> None:
+        check_codes(None, db_packed, n_bits)
+        self.n_bits = n_bits
+        self.codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
+        self.index = faiss.IndexBinaryFlat(8 * self.codes.shape[1])
+        # faiss scans the database once per batch of queries: its default batch of 32 re-reads a
+        # 1M-code database 32x more often than a batch of 1024 (3-4x slower in bench_retrieval)
+        self.index.query_batch_size = QUERY_BATCH
+        self.index.add(self.codes)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def _queries(self, q_packed: np.ndarray) -> np.ndarray:
+        check_codes(q_packed, self.codes[:, : math.ceil(self.n_bits / 8)], self.n_bits)
+        return np.ascontiguousarray(pad_to_words(q_packed, self.n_bits))
+
+    def search(
+        self, q_packed: np.ndarray, k: int, *, block: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances int32 [Q, k], ids int64 [Q, k])`` of the k nearest codes (faiss' order
+        among equal distances: use :meth:`counts` where ties matter)."""
+        check_k(k, self.ntotal)
+        q = self._queries(q_packed)
+        step = block or max(block_rows(k, BLOCK_ELEMS), 1)
+        dist = np.empty((len(q), k), dtype=np.int32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        for start in range(0, len(q), step):
+            sl = slice(start, min(start + step, len(q)))
+            dist[sl], ids[sl] = self.index.search(q[sl], k)
+        return dist, ids
+
+    def distance_blocks(
+        self, q_packed: np.ndarray, *, block: int | None = None, order: np.ndarray | None = None
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(query slice, int32 [b, N])`` exact distances, ``b * N <= BLOCK_ELEMS``
+        (columns in database order, or in the order of the row permutation ``order``)."""
+        q = self._queries(q_packed)
+        codes = self.codes if order is None else np.ascontiguousarray(self.codes[order])
+        n, width = self.ntotal, codes.shape[1]
+        step = block or block_rows(n)
+        for start in range(0, len(q), step):
+            sl = slice(start, min(start + step, len(q)))
+            qb = np.ascontiguousarray(q[sl])
+            out = np.empty((len(qb), n), dtype=np.int32)
+            faiss.hammings(
+                faiss.swig_ptr(qb),
+                faiss.swig_ptr(codes),
+                len(qb),
+                n,
+                width,
+                faiss.swig_ptr(out),
+            )
+            yield sl, out
+
+    def counts(
+        self,
+        q_packed: np.ndarray,
+        db_labels: np.ndarray,
+        q_labels: np.ndarray | None = None,
+        *,
+        block: int | None = None,
+    ) -> Iterator[BlockCounts]:
+        """Per-distance counts for every query block (see :class:`BlockCounts`).
+
+        ``db_labels``: int ``[N]`` class ids or 0/1 ``[N, C]`` multi-hot labels; ``q_labels`` (same
+        kind, ``[Q]`` / ``[Q, C]``) adds the relevant counts used by the ranking metrics
+        (relevant = same class; multi-label: at least one shared label).
+        """
+        n_values = self.n_bits + 1
+        labels = _check_labels(db_labels, self.ntotal, "database")
+        if q_labels is not None:
+            q_labels = _check_labels(q_labels, len(q_packed), "query")
+            if q_labels.ndim != labels.ndim or (
+                labels.ndim == 2 and q_labels.shape[1] != labels.shape[1]
+            ):
+                raise RetrievalError(
+                    f"query labels {q_labels.shape} and database labels {labels.shape} differ in "
+                    "kind; give both as class ids [N] or both as multi-hot [N, C]"
+                )
+        dtype = np.uint8 if 2 * n_values + 1 < 256 else np.uint16
+        if labels.ndim == 1:
+            order = np.argsort(labels, kind="stable")
+            n_cls = int(labels.max()) + 1
+            bounds = np.searchsorted(labels[order], np.arange(n_cls + 1))
+            segments: list[np.ndarray | slice] = [
+                slice(int(bounds[c]), int(bounds[c + 1])) for c in range(n_cls)
+            ]
+        else:
+            order = None
+            segments = [np.flatnonzero(labels[:, c]) for c in range(labels.shape[1])]
+        pool = ThreadPoolExecutor(max_workers=min(len(segments), os.cpu_count() or 1, 8))
+        for sl, dist in self.distance_blocks(q_packed, block=block, order=order):
+            d = dist.astype(dtype)
+            del dist
+            parts = pool.map(lambda s, d=d: _row_counts(d[:, s], n_values), segments)
+            by_label = np.stack(list(parts), axis=2)
+            if labels.ndim == 1:
+                tot = by_label.sum(axis=2)
+                rel = (
+                    None
+                    if q_labels is None
+                    else by_label[np.arange(len(d)), :, q_labels[sl]].astype(np.int64)
+                )
+            elif q_labels is None:
+                tot, rel = _row_counts(d, n_values), None
+            else:
+                shares = (q_labels[sl].astype(np.float32) @ labels.T.astype(np.float32)) > 0
+                both = _row_counts(d * 2 + shares.astype(dtype), 2 * n_values)
+                tot = both[:, 0::2] + both[:, 1::2]
+                rel = both[:, 1::2]
+            yield BlockCounts(sl, by_label, tot, rel)
+        pool.shutdown()
+
+
+@dataclass(frozen=True)
+class BlockCounts:
+    """Counts for the queries ``sl``: ``by_label [b, K+1, C]`` database items of class / with label
+    c at distance d; ``tot [b, K+1]`` all items at distance d; ``rel [b, K+1]`` the relevant ones
+    (``None`` without query labels)."""
+
+    sl: slice
+    by_label: np.ndarray
+    tot: np.ndarray
+    rel: np.ndarray | None
+
+
+def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    if labels is None:
+        raise RetrievalError(f"{what} labels are missing; pass one label per {what} item")
+    arr = np.asarray(labels)
+    if arr.ndim not in (1, 2) or len(arr) != n:
+        raise RetrievalError(
+            f"{what} labels have shape {arr.shape} but there are {n} {what} items; pass int class "
+            "ids [N] or multi-hot labels [N, C] in the same order as the codes"
+        )
+    if arr.ndim == 1 and (not np.issubdtype(arr.dtype, np.integer) or (n and arr.min() < 0)):
+        raise RetrievalError(f"{what} labels must be non-negative int class ids, got {arr.dtype}")
+    return arr
+
+
+def _row_counts(sorted_or_not: np.ndarray, n_values: int) -> np.ndarray:
+    """``int64 [b, n_values]``: how often each value ``0 .. n_values-1`` occurs in each row."""
+    b = sorted_or_not.shape[0]
+    if sorted_or_not.shape[1] == 0:
+        return np.zeros((b, n_values), dtype=np.int64)
+    rows = np.sort(sorted_or_not, axis=1, kind="stable")  # radix sort for (u)int8/16
+    grid = np.arange(n_values + 1)
+    cum = np.empty((b, n_values + 1), dtype=np.int64)
+    for i in range(b):
+        cum[i] = np.searchsorted(rows[i], grid)
+    return np.diff(cum, axis=1)
+
+
+class FloatIndex:
+    """Exact float search: ``IndexFlatL2`` (squared Euclidean) or cosine via ``IndexFlatIP`` on
+    L2-normalised vectors (distance ``1 - cos``)."""
+
+    def __init__(self, database: np.ndarray, *, metric: Metric = "euclidean") -> None:
+        db = np.ascontiguousarray(np.asarray(database, dtype=np.float32))
+        if db.ndim != 2 or len(db) == 0:
+            raise RetrievalError(
+                f"the float database must be a non-empty [N, D] array, got {db.shape}"
+            )
+        if metric not in ("euclidean", "cosine"):
+            raise RetrievalError(f"metric={metric!r}: use 'euclidean' or 'cosine'")
+        self.metric = metric
+        if metric == "cosine":
+            db = _normalise(db)
+            self.index: faiss.Index = faiss.IndexFlatIP(db.shape[1])
+        else:
+            self.index = faiss.IndexFlatL2(db.shape[1])
+        self.index.add(db)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+        if q.ndim != 2 or q.shape[1] != self.index.d:
+            raise RetrievalError(
+                f"queries have shape {q.shape} but the database has dimension {self.index.d}"
+            )
+        if len(q) == 0:
+            raise RetrievalError("the query set is empty; pass at least one query")
+        return _normalise(q) if self.metric == "cosine" else q
+
+    def search(
+        self, queries: np.ndarray, k: int, *, block: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances float32 [Q, k] ascending, ids int64 [Q, k])``."""
+        check_k(k, self.ntotal)
+        q = self.prepare(queries)
+        dist = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        for start in range(0, len(q), block):
+            sl = slice(start, min(start + block, len(q)))
+            d, i = self.index.search(q[sl], k)
+            dist[sl], ids[sl] = (1.0 - d if self.metric == "cosine" else d), i
+        return dist, ids
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,208 @@
+"""Retrieval metrics in the knn / evaluate stages, the curves stage, and `hashaudit index`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli, curves, evaluate, knn, train
+from pipeline.artifacts import save_embeddings
+from pipeline.synthetic import synthetic_embeddings
+from tests.conftest import REPO
+
+
+def _args(*extra: str) -> list[str]:
+    base = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=3"]
+    base += ["--set", "tracking.enabled=false"]  # module fixture: runs before the env fixture
+    return [*base, "--set", "train.val_queries=60", *extra]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("study")
+    emb = tmp / "emb.safetensors"
+    save_embeddings(emb, synthetic_embeddings())
+    common = ["--dataset", "syn", "--embeddings", str(emb)]
+    assert (
+        knn.main(
+            _args(
+                *common,
+                "--metrics",
+                str(tmp / "m/knn.json"),
+                "--sweep",
+                str(tmp / "p/knn.csv"),
+                "--confusion",
+                str(tmp / "a/knn/c.png"),
+            )
+        )
+        == 0
+    )
+    for bits in (12, 24):
+        head = ["--method", "lsh", "--bits", str(bits)]
+        assert (
+            train.main(
+                _args(
+                    *common,
+                    *head,
+                    "--out",
+                    str(tmp / f"a/lsh-{bits}"),
+                    "--metrics",
+                    str(tmp / f"m/train-{bits}.json"),
+                    "--history",
+                    str(tmp / f"p/train-{bits}.csv"),
+                )
+            )
+            == 0
+        )
+        assert (
+            evaluate.main(
+                _args(
+                    *common,
+                    *head,
+                    "--head",
+                    str(tmp / f"a/lsh-{bits}"),
+                    "--float-metrics",
+                    str(tmp / "m/knn.json"),
+                    "--metrics",
+                    str(tmp / f"m/eval/lsh-{bits}.json"),
+                    "--sweep",
+                    str(tmp / f"p/eval-{bits}.csv"),
+                    "--confusion",
+                    str(tmp / f"a/eval-{bits}/c.png"),
+                    "--set",
+                    "retrieval.rerank=true",
+                    "--set",
+                    "retrieval.shortlist=50",
+                )
+            )
+            == 0
+        )
+    return tmp
+
+
+def test_knn_and_evaluate_report_retrieval_metrics(study: Path) -> None:
+    flt = json.loads((study / "m/knn.json").read_text())
+    ev = json.loads((study / "m/eval/lsh-24.json").read_text())
+    for m in (flt, ev):
+        assert 0.0 <= m["map_all"] <= 1.0 and 0.0 <= m["precision_at_10"] <= 1.0
+    assert flt["bytes_per_item"] == 4 * 32 and flt["compression_ratio"] == 1.0
+    assert ev["bytes_per_item"] == 3 and ev["compression_ratio"] == pytest.approx(128 / 3)
+    assert "precision_radius_2" in ev and "precision_radius_2" not in flt
+    assert 0.0 <= ev["rerank_accuracy"] <= 1.0 and "rerank_map_all" in ev
+    assert flt["map_all"] > 0.9  # separable clusters: float ranking is near perfect
+
+
+def test_curves_stage_writes_csv_and_pngs(study: Path) -> None:
+    out = study / "a/curves"
+    assert (
+        curves.main(
+            [
+                "--dataset",
+                "syn",
+                "--evaluate-dir",
+                str(study / "m/eval"),
+                "--float-metrics",
+                str(study / "m/knn.json"),
+                "--csv",
+                str(study / "p/curves.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    lines = (study / "p/curves.csv").read_text().splitlines()
+    assert lines[0].startswith("method,bits,") and [ln.split(",")[:2] for ln in lines[1:]] == [
+        ["lsh", "12"],
+        ["lsh", "24"],
+    ]
+    assert (out / "map_all_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_index_command_answers_the_test_queries(study: Path) -> None:
+    out = study / "m/index.json"
+    assert (
+        cli.main(
+            [
+                "index",
+                "--params",
+                str(REPO / "params.yaml"),
+                "--head",
+                str(study / "a/lsh-24"),
+                "--k",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(out.read_text())
+    assert summary["backend"] == "faiss" and summary["recall_at_5"] == 1.0
+    assert summary["n_queries"] == 90 and summary["n_database"] == 300
+
+
+def test_unreachable_milvus_uri_exits_2_and_writes_nothing(study: Path, caplog) -> None:
+    out = study / "m/index-milvus.json"
+    code = cli.main(
+        [
+            "index",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--head",
+            str(study / "a/lsh-24"),
+            "--backend",
+            "milvus",
+            "--uri",
+            "http://127.0.0.1:9",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2 and not out.exists()
+    assert "cannot reach Milvus at http://127.0.0.1:9" in caplog.text
+
+
+def test_shortlist_below_k_exits_2_and_writes_nothing(study: Path, caplog) -> None:
+    out = study / "m/eval-bad.json"
+    code = evaluate.main(
+        _args(
+            "--dataset",
+            "syn",
+            "--embeddings",
+            str(study / "emb.safetensors"),
+            "--method",
+            "lsh",
+            "--bits",
+            "12",
+            "--head",
+            str(study / "a/lsh-12"),
+            "--float-metrics",
+            str(study / "m/knn.json"),
+            "--metrics",
+            str(out),
+            "--sweep",
+            str(study / "p/bad.csv"),
+            "--confusion",
+            str(study / "a/bad/c.png"),
+            "--set",
+            "retrieval.shortlist=3",
+        )
+    )
+    assert code == 2 and not out.exists() and not (study / "p/bad.csv").exists()
+    assert "R=3 is smaller than knn.k=7" in caplog.text
+
+
+def test_retrieval_params_block_is_checked() -> None:
+    from pipeline.config import ParamsError, load_params
+
+    p = load_params(REPO / "params.yaml")
+    assert p.retrieval.backend == "faiss" and p.retrieval.shortlist >= p.knn.k
+    with pytest.raises(ParamsError, match=r"retrieval.metrics\[0\].*did you mean 'map_all'"):
+        load_params(REPO / "params.yaml", {"retrieval.metrics": ["map_al"]})
+    with pytest.raises(ParamsError, match=r"retrieval\.shortlist"):
+        load_params(REPO / "params.yaml", {"retrieval.shortlist": 0})
+    with pytest.raises(ParamsError, match=r"retrieval\.backend"):
+        load_params(REPO / "params.yaml", {"retrieval.backend": "annoy"})

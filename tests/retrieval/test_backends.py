@@ -1,0 +1,78 @@
+"""Index back-ends: the registry contract, ANN recall, Milvus vs faiss, unreachable Milvus URI."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from retrieval.backends import BACKENDS, build_index, recall_at
+from retrieval.codes import pack_bits
+from retrieval.errors import RetrievalError
+
+
+def _codes(n: int, q: int, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    db, qq = g.random((n, bits)) > 0.5, g.random((q, bits)) > 0.5
+    brute = (qq[:, None, :] != db[None, :, :]).sum(-1)
+    return pack_bits(db), pack_bits(qq), brute
+
+
+def test_exact_backend_matches_brute_force_distances() -> None:
+    db, q, brute = _codes(500, 20, 20)
+    dist, ids = build_index("faiss", db, 20).search(q, 10)
+    assert np.array_equal(dist, np.sort(brute, axis=1)[:, :10])
+    assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
+
+
+def test_ivf_recall_is_one_when_every_list_is_probed() -> None:
+    db, q, brute = _codes(2000, 30, 36, seed=1)
+    exact, _ = build_index("faiss", db, 36).search(q, 10)
+    ivf = build_index("faiss_ivf", db, 36, nlist=16, nprobe=16)
+    dist, ids = ivf.search(q, 10)
+    assert recall_at(exact, dist) == 1.0
+    assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
+    few, _ = build_index("faiss_ivf", db, 36, nlist=16, nprobe=1).search(q, 10)
+    assert recall_at(exact, few) < 1.0  # probing 1 of 16 lists misses neighbours
+
+
+def test_unknown_backend_names_the_registered_ones() -> None:
+    db, _, _ = _codes(10, 1, 8)
+    with pytest.raises(RetrievalError, match="registered: " + ", ".join(BACKENDS)):
+        build_index("annoy", db, 8)
+
+
+def test_unreachable_milvus_uri_is_one_fast_error() -> None:
+    db, _, _ = _codes(10, 1, 8)
+    start = time.perf_counter()
+    with pytest.raises(
+        RetrievalError, match=r"cannot reach Milvus at http://127\.0\.0\.1:9.*local file"
+    ):
+        build_index("milvus", db, 8, uri="http://127.0.0.1:9")
+    assert time.perf_counter() - start < 5
+
+
+def _milvus_lite_or_skip(tmp_path):
+    from retrieval.backends import _import_milvus
+
+    try:
+        _import_milvus()
+        import milvus_lite  # noqa: F401
+    except (RetrievalError, ImportError) as err:
+        pytest.skip(f"Milvus Lite is not installed: {err}")
+    return str(tmp_path / "codes.db")
+
+
+@pytest.mark.parametrize("bits", [12, 48])
+def test_milvus_lite_returns_the_faiss_neighbours(tmp_path, bits: int) -> None:
+    uri = _milvus_lite_or_skip(tmp_path)
+    db, q, brute = _codes(3000, 25, bits, seed=bits)
+    exact, _ = build_index("faiss", db, bits).search(q, 10)
+    index = build_index("milvus", db, bits, uri=uri)
+    try:
+        dist, ids = index.search(q, 10)
+    finally:
+        index.close()
+    assert np.array_equal(dist, exact)  # same distance at every rank (ties may swap ids)
+    assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)

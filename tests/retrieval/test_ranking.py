@@ -1,0 +1,137 @@
+"""Tie-aware ranking metrics against brute-force enumeration of every order within ties."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from retrieval.codes import pack_bits
+from retrieval.ranking import (
+    RankingSpec,
+    ap_all,
+    ap_at,
+    expected_relevant_at,
+    groups_from_sorted,
+    harmonic,
+    ranking_from_counts,
+)
+from retrieval.search import HammingIndex
+
+
+def _orders(dist: np.ndarray, relevant: np.ndarray):
+    """Every ranking of the items that respects the distances (all orders within ties)."""
+    groups = [relevant[dist == d] for d in np.unique(dist)]
+    for perm in itertools.product(*(itertools.permutations(g) for g in groups)):
+        yield np.concatenate(perm).astype(float)
+
+
+def _ap(ranked: np.ndarray, cutoff: int | None = None) -> float:
+    top = ranked if cutoff is None else ranked[:cutoff]
+    hits = np.cumsum(top)
+    prec = hits / np.arange(1, len(top) + 1)
+    return float((prec * top).sum() / top.sum()) if top.sum() else 0.0
+
+
+def _expected(fn, dist, relevant) -> float:
+    vals = [fn(r) for r in _orders(dist, relevant)]
+    return float(np.mean(vals))
+
+
+def _counts(dist: np.ndarray, relevant: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    tot = np.array([[np.sum(dist == d) for d in range(n_groups)]])
+    rel = np.array([[np.sum(relevant[dist == d]) for d in range(n_groups)]])
+    return tot, rel
+
+
+CASES = [  # distances with heavy ties, relevance
+    (np.array([0, 1, 1, 1, 2, 2, 3, 3]), np.array([1, 0, 1, 1, 0, 1, 0, 1])),
+    (np.array([1, 1, 1, 1, 1, 1, 1, 1]), np.array([1, 0, 0, 1, 0, 0, 0, 0])),
+    (np.array([0, 0, 0, 2, 2, 2, 2, 4]), np.array([0, 0, 1, 1, 1, 0, 1, 0])),
+    (np.array([0, 1, 2, 3, 3, 3, 3, 3]), np.array([0, 0, 0, 0, 0, 0, 0, 0])),
+]
+
+
+@pytest.mark.parametrize(("dist", "relevant"), CASES)
+def test_closed_forms_equal_enumeration(dist: np.ndarray, relevant: np.ndarray) -> None:
+    tot, rel = _counts(dist, relevant, 5)
+    harm = harmonic(len(dist))
+    assert ap_all(tot, rel, harm)[0] == pytest.approx(_expected(_ap, dist, relevant))
+    for m in (1, 2, 3, 4, 5, 7, 8, 10):
+        want = _expected(lambda r, m=m: _ap(r, m), dist, relevant)
+        assert ap_at(tot, rel, m, harm)[0] == pytest.approx(want), m
+        hits = _expected(lambda r, m=m: r[:m].sum(), dist, relevant)
+        assert expected_relevant_at(tot, rel, m)[0] == pytest.approx(hits)
+
+
+def test_hand_computed_tie_group() -> None:
+    # two items tied at rank 1-2, one relevant: AP = (1 + 1/2) / 2
+    harm = harmonic(2)
+    assert ap_all(np.array([[2]]), np.array([[1]]), harm)[0] == pytest.approx(0.75)
+    # three tied, two relevant: orders 110 -> 1, 101 -> (1 + 2/3)/2, 011 -> (1/2 + 2/3)/2
+    want = (1 + (1 + 2 / 3) / 2 + (1 / 2 + 2 / 3) / 2) / 3
+    assert ap_all(np.array([[3]]), np.array([[2]]), harmonic(3))[0] == pytest.approx(want)
+
+
+def test_multilabel_codes_end_to_end_against_enumeration() -> None:
+    # 3-bit codes: 8 database items fall into few distance groups; relevance = a shared label
+    g = np.random.default_rng(4)
+    db = g.random((8, 3)) > 0.5
+    q = g.random((3, 3)) > 0.5
+    y_db = g.random((8, 3)) > 0.5
+    y_q = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    index = HammingIndex(pack_bits(db), 3)
+    spec = RankingSpec(map_at=(3,), precision_at=(2, 5), radius=1, pr_points=8)
+    blocks = [(c.tot, c.rel) for c in index.counts(pack_bits(q), y_db, y_q)]
+    report = ranking_from_counts(blocks, 8, spec=spec)
+    dist = (q[:, None] != db[None]).sum(-1)
+    rel = (y_q.astype(int) @ y_db.T.astype(int)) > 0
+    brute = {
+        "map_all": np.mean([_expected(_ap, dist[i], rel[i]) for i in range(3)]),
+        "map_at_3": np.mean([_expected(lambda r: _ap(r, 3), dist[i], rel[i]) for i in range(3)]),
+        "precision_at_5": np.mean(
+            [_expected(lambda r: r[:5].sum() / 5, dist[i], rel[i]) for i in range(3)]
+        ),
+    }
+    for name, want in brute.items():
+        assert report.scalars[name] == pytest.approx(want), name
+    within = [(rel[i][dist[i] <= 1].mean() if (dist[i] <= 1).any() else 0.0) for i in range(3)]
+    assert report.scalars["precision_radius_1"] == pytest.approx(np.mean(within))
+    last = report.pr_rank[-1]
+    assert last["cutoff"] == 8 and last["recall"] == pytest.approx(1.0)
+
+
+def test_result_does_not_depend_on_database_order() -> None:
+    g = np.random.default_rng(1)
+    db, q = g.random((300, 6)) > 0.5, g.random((20, 6)) > 0.5
+    y_db, y_q = g.integers(0, 3, 300), g.integers(0, 3, 20)
+    perm = g.permutation(300)
+
+    def run(codes, labels):
+        index = HammingIndex(pack_bits(codes), 6)
+        blocks = [(c.tot, c.rel) for c in index.counts(pack_bits(q), labels, y_q)]
+        return ranking_from_counts(blocks, 300).scalars
+
+    a, b = run(db, y_db), run(db[perm], y_db[perm])
+    assert a == pytest.approx(b)
+    assert set(a) >= {
+        "map_all",
+        "map_at_1000",
+        "map_at_10",
+        "precision_at_10",
+        "precision_radius_2",
+    }
+
+
+def test_float_groups_from_sorted_distances() -> None:
+    dist = np.array([[0.5, 0.1, 0.5, 0.3, 0.1]])
+    rel = np.array([[True, False, False, True, True]])
+    tot, r = groups_from_sorted(dist, rel)
+    assert tot.tolist() == [[2, 1, 2, 0, 0]] and r.tolist() == [[1, 1, 1, 0, 0]]
+    want = _expected(_ap, dist[0], rel[0].astype(int))
+    assert ap_all(tot, r, harmonic(5))[0] == pytest.approx(want)
+    assert math.isclose(
+        expected_relevant_at(tot, r, 2)[0], _expected(lambda x: x[:2].sum(), dist[0], rel[0])
+    )
