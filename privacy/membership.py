@@ -135,7 +135,7 @@ def roc_numbers(is_member: np.ndarray, score: np.ndarray) -> dict[str, float]:
 
     n_neg = int((~is_member).sum())
     out = {"auc": float(roc_auc_score(is_member, score)), "auc_baseline": 0.5}
-    fpr, tpr, _ = roc_curve(is_member, score)
+    fpr, tpr, _ = roc_curve(is_member, score, drop_intermediate=False)
     for alpha, tag in FPRS:
         ok = n_neg * alpha >= 1.0
         out[f"tpr_at_fpr_{tag}_resolvable"] = float(ok)
