@@ -49,12 +49,19 @@ FPRS = ((0.01, "1pct"), (0.001, "0_1pct"))
 class MembershipConfig:
     shadow_heads: int = 16
     candidates: int = 500  # members and, as many, non-members (capped by the split sizes)
+    # data a shadow head selects its epoch on: "out" = the other half (as the target head selected on
+    # records it did not train on), "in" = its own half (mirrors a target selected on its train set)
+    shadow_selection: str = "out"
 
     def __post_init__(self) -> None:
         if self.shadow_heads < 2:
             raise PrivacyError(
                 f"membership: shadow_heads={self.shadow_heads}; LiRA needs at least 2 shadow heads "
                 "(an IN and an OUT score per record)"
+            )
+        if self.shadow_selection not in ("out", "in"):
+            raise PrivacyError(
+                f"membership: shadow_selection={self.shadow_selection!r}; use 'out' or 'in'"
             )
         if self.candidates < 1:
             raise PrivacyError(f"membership: candidates={self.candidates} must be >= 1")
@@ -213,7 +220,9 @@ class MembershipInference(Attack):
         shadow = np.zeros((2 * m, heads))
         for i in tqdm(range(heads), desc="shadow heads", leave=False):
             rows = np.flatnonzero(in_mask[:, i])
-            out_rows = np.flatnonzero(~in_mask[:, i])
+            out_rows = np.flatnonzero(
+                ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
+            )
             head = self.make_head(self.seed + 1 + i)
             cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
             fit(

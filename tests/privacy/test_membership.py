@@ -97,23 +97,26 @@ def test_head_independent_of_records_gives_chance() -> None:
 
 @pytest.mark.slow
 def test_overfit_head_on_tiny_train_set_leaks() -> None:
-    """A DPSH head memorising 40 records with 40% random labels: members sit at their (noisy)
-    label's prototype, non-members do not."""
+    """An overfit DPSH head: 40 records, 60% of them with a random label, the epoch selected on the
+    training records themselves (and the shadow heads likewise). Members sit at their (noisy) label's
+    prototype, non-members do not; only records whose label actually changed (~40%) carry the signal,
+    so the AUC ceiling is below 1; 0.7 is 3 sd (40 + 40 candidates) above 0.5."""
     recs = make_records(n=(40, 80, 40), dim=16, spread=0.7)
     rng = np.random.default_rng(1)
     for split in ("train", "test", "val"):
         r = recs[split]
-        flip = rng.random(len(r)) < 0.4
+        flip = rng.random(len(r)) < 0.6
         y = np.where(flip, rng.integers(0, 3, len(r)), r.y)
         object.__setattr__(r, "y", y)
         object.__setattr__(r, "y_multihot", np.eye(3, dtype=np.float32)[y])
     spec = HeadSpec(in_dim=16, n_bits=32, n_classes=3, hidden_dims=(256,), dropout=0.0)
     cfg = FitConfig(epochs=150, patience=150, batch_size=32, weight_decay=0.0, lr=3e-3,
                     val_queries=40, progress=False)  # fmt: skip
-    target = _trained("dpsh", recs["train"], recs["val"], spec=spec, cfg=cfg)
+    target = _trained("dpsh", recs["train"], recs["train"], spec=spec, cfg=cfg)
     attack = MembershipInference(
-        CodeRelease.from_head(target), MembershipConfig(shadow_heads=8, candidates=40),
+        CodeRelease.from_head(target),
+        MembershipConfig(shadow_heads=8, candidates=40, shadow_selection="in"),
         make_head=lambda s: methods.build("dpsh", spec, seed=s), fit_config=cfg, n_classes=3,
     )  # fmt: skip
     out = attack.fit(recs["val"]).run(_victims(recs))
-    assert out["auc"] >= 0.75
+    assert out["auc"] >= 0.7
