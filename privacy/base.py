@@ -143,19 +143,35 @@ class CodeRelease(Release):
 
     kind = "codes"
 
-    def __init__(self, encoder: Callable[[np.ndarray], np.ndarray], n_bits: int) -> None:
+    def __init__(
+        self,
+        encoder: Callable[[np.ndarray], np.ndarray],
+        n_bits: int,
+        relaxed: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.encoder = encoder
         self.n_bits = int(n_bits)
+        self.relaxed = relaxed  # real-valued head outputs (bit = u > 0); membership inference only
 
     @classmethod
     def from_head(cls, method: Any) -> CodeRelease:
-        """Wrap a :class:`hashers.base.HashingMethod`; only its binary ``encode`` is ever called."""
+        """Wrap a :class:`hashers.base.HashingMethod`. Attacks call its binary ``encode``; only
+        membership inference's default score reads the real-valued outputs (``relaxed``)."""
 
         def encoder(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return method.encode(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
-        return cls(encoder, method.spec.n_bits)
+        def relaxed(x: np.ndarray) -> np.ndarray:
+            was = method.training
+            method.eval()
+            try:
+                with torch.no_grad():
+                    return method(torch.as_tensor(x, dtype=torch.float32)).numpy()
+            finally:
+                method.train(was)
+
+        return cls(encoder, method.spec.n_bits, relaxed)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         bits = np.asarray(self.encoder(x)).astype(bool)
