@@ -343,6 +343,7 @@ class Params:
     dp: DPParams = field(default_factory=lambda: DPParams())
     release: ReleaseParams = field(default_factory=lambda: ReleaseParams())
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig())
+    attack: AttackConfig = field(default_factory=lambda: AttackConfig())
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
@@ -449,6 +450,7 @@ def to_dict(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # defences: DP-SGD heads and code release (privacy/dp.py, privacy/release.py)
+# privacy attacks (the attack stage; see privacy/THREAT_MODEL.md)
 # --------------------------------------------------------------------------------------------
 
 
@@ -537,3 +539,72 @@ class RetrievalConfig:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 check(False, f"retrieval.metrics[{i}]", f"unknown metric {name!r}{hint}")
+
+
+class AttackConfig:
+    """``attack:`` block. The attacker's auxiliary records come from ``aux_split`` (only ``val``:
+    train and test are the released splits, i.e. the victims)."""
+
+    attacks: tuple[str, ...] | None = (
+        None  # null = every registered attack that applies to the source
+    )
+    aux_split: Literal["val"] = "val"
+    aux_size: int | None = None  # cap on aux records (seeded, stratified); null = the whole split
+    seed: int = 0
+    strength: float = (
+        0.5  # image sources: gallery perturbation strength in [0, 1] (privacy/perturb.py)
+    )
+    strength_sweep: tuple[float, ...] = (0.25, 0.5, 1.0)
+    snr_db: float = 20.0  # embeddings-only sources: gallery noise at this SNR
+    snr_db_sweep: tuple[float, ...] = (30.0, 20.0, 10.0)
+    shadow_heads: int = 16  # membership inference (LiRA): shadow heads, >= 2
+    mi_candidates: int = 500  # membership inference: members and as many non-members
+    withhold_label: str | int | None = (
+        None  # multi-label: finding (name or column) hidden from training
+    )
+    save_reconstructions: bool = False  # example grid of reconstructed images (patient data!)
+    backbone_batch_size: int = 64  # re-embedding the perturbed gallery images
+
+    def __post_init__(self) -> None:
+        if self.attacks is not None:
+            from privacy import registry
+
+            known = registry.names()
+            check(len(self.attacks) > 0, "attacks", "list at least one attack, or null for all")
+            for i, name in enumerate(self.attacks):
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ParamsError(
+                        f"attacks[{i}]: unknown attack {name!r}{hint}; registered: {', '.join(known)}"
+                    )
+        check(
+            self.aux_size is None or self.aux_size >= 1,
+            "aux_size",
+            f"{self.aux_size} must be >= 1 or null",
+        )
+        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+        for i, s in enumerate((self.strength, *self.strength_sweep)):
+            where = "strength" if i == 0 else f"strength_sweep[{i - 1}]"
+            check(0.0 <= s <= 1.0, where, f"{s} must be in [0, 1]")
+        check(
+            self.shadow_heads >= 2,
+            "shadow_heads",
+            f"{self.shadow_heads}: LiRA needs at least 2 shadow heads (an IN and an OUT score per record)",
+        )
+        check(self.mi_candidates >= 1, "mi_candidates", f"{self.mi_candidates} must be >= 1")
+        check(
+            self.backbone_batch_size >= 1,
+            "backbone_batch_size",
+            f"{self.backbone_batch_size} must be >= 1",
+        )
+
+    @property
+    def strengths(self) -> tuple[float, ...]:
+        """Image-gallery strengths: the sweep plus the default, sorted."""
+        return tuple(sorted({self.strength, *self.strength_sweep}))
+
+    @property
+    def snrs_db(self) -> tuple[float, ...]:
+        """Embeddings-gallery SNRs: the sweep plus the default, sorted."""
+        return tuple(sorted({self.snr_db, *self.snr_db_sweep}))

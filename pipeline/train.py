@@ -9,6 +9,7 @@ their own paths (DVC metrics / plots); the same numbers go to MLflow.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,40 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
         device=t.device,
         progress=progress,
     )
+
+
+def withhold_label(emb: Embeddings, label: str | int | None) -> tuple[Embeddings, int | None]:
+    """``emb`` without the multi-label column ``label`` (a class name or column index), and that
+    column's index; unchanged with ``None`` when nothing is withheld (``attack.withhold_label``).
+
+    The withheld finding is hidden from head training so the attribute attack can test what codes
+    leak beyond their task.
+    """
+    if label is None:
+        return emb, None
+    if not emb.multilabel:
+        raise ParamsError(
+            f"attack.withhold_label: {label!r} given but {emb.meta.get('dataset', 'this dataset')} is not "
+            "multi-label; withholding applies to multi-label sources (e.g. chestmnist) — set it to null"
+        )
+    names = json.loads(emb.meta["class_names"]) if "class_names" in emb.meta else []
+    n = emb.n_classes
+    if isinstance(label, int) and 0 <= label < n:
+        col = label
+    elif isinstance(label, str) and label in names:
+        col = names.index(label)
+    else:
+        raise ParamsError(
+            f"attack.withhold_label: {label!r} is not a label of this dataset; use a column 0..{n - 1} "
+            f"or one of {', '.join(map(str, names)) or '(no class names recorded)'}"
+        )
+    keep = [c for c in range(n) if c != col]
+    meta = dict(emb.meta)
+    meta["n_classes"] = str(n - 1)
+    if names:
+        meta["class_names"] = json.dumps([names[c] for c in keep])
+    y = {s: v[:, keep] for s, v in emb.y.items()}
+    return Embeddings(x=emb.x, y=y, meta=meta), col
 
 
 def embedding_set(emb: Embeddings, split: str) -> EmbeddingSet:
@@ -144,7 +179,7 @@ def run_train(
     history: Path,
 ) -> dict[str, Any]:
     check_writable(metrics, history, dirs=[out])
-    emb = load_embeddings(embeddings)
+    emb, _ = withhold_label(load_embeddings(embeddings), params.attack.withhold_label)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{dataset}-{method_name}-{bits}"
     tags = {

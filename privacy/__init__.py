@@ -1,3 +1,3 @@
-"""Privacy audit of hash codes: attacks (inversion, re-identification, attribute and membership
-inference) and DP-SGD training. Filled by the privacy-audit issue; the hashing interface already
-exposes what it needs (``HashingMethod.per_sample_loss`` gates DP-SGD, codes are packed per split)."""
+"""Privacy audit of hash codes: attacks behind one interface (:mod:`privacy.base`) and a registry
+(:mod:`privacy.registry`); threat model in ``privacy/THREAT_MODEL.md``, module map in
+``privacy/README.md``. Defences (DP-SGD, randomised response) live beside them."""

@@ -1,8 +1,9 @@
 """End to end: `dvc repro` on real BreastMNIST files with the tiny random backbone, offline.
 
 Copies the pipeline into a temporary git + DVC repo, points data.root at the shared MedMNIST files,
-runs every stage (extract -> knn -> train -> evaluate) through DVC and checks the metrics files and
-the MLflow store.
+runs every stage (extract -> knn -> train -> evaluate -> attack-float / attack) through DVC and checks
+the metrics files and the MLflow store. The attacks run small (2 shadow heads, one extra gallery
+strength) to keep the test fast.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     params["train"].update(methods=["dpsh"], bits=[12, 48], epochs=3, val_queries=78)
     params["dp"].update(methods=["csq"], epsilons=[8])  # one DP head per bit length
     params["release"].update(epsilons=[4])
+    params["attack"].update(shadow_heads=2, mi_candidates=50, strength_sweep=[1.0])
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -72,6 +74,16 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     assert 0 < dp["dp_epsilon"] <= 8.0
     assert (work / "metrics/evaluate_rr/breastmnist/dpsh-48-rr4.json").is_file()
     assert (work / "metrics/evaluate_kanon/breastmnist/dpsh-12.json").is_file()
+    fl = json.loads((work / "metrics/attack/breastmnist/float.json").read_text())
+    assert fl["aux_size"] == 78 and fl["linkage/test/gallery_size"] == 156
+    assert "reconstruction/test/psnr_baseline" in fl  # an image source: reconstruction runs
+    for bits in (12, 48):
+        at = json.loads((work / f"metrics/attack/breastmnist/dpsh-{bits}.json").read_text())
+        assert at["bits"] == bits and at["membership/shadow_heads"] == 2
+        assert at["linkage/test/top1_float"] == fl["linkage/test/top1"]
+        assert 0.0 <= at["anonymity/test/r0/share_unique"] <= 1.0
+        sweep = (work / f"plots/attack/breastmnist/dpsh-{bits}.csv").read_text().splitlines()
+        assert len(sweep) == 1 + 2 * 2  # train and test at strengths 0.5 and 1.0
     ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
     assert ex  # the extract stage reports its counts
     assert (work / "dvc.lock").is_file()
@@ -88,4 +100,6 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
         "knn@breastmnist",
         "train@breastmnist-dpsh-12",
         "evaluate@breastmnist-dpsh-48",
+        "attack@breastmnist-float",
+        "attack@breastmnist-dpsh-12",
     } <= names

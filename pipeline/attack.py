@@ -1,0 +1,488 @@
+"""Stage ``attack``: privacy attacks on one released head (or on the float embeddings, the control).
+
+Two modes, one per DVC stage:
+
+* ``attack@<ds>-float`` (no ``--method``): builds the linkage gallery once per dataset — the victims
+  (train and test records) re-acquired at every perturbation strength (images perturbed and
+  re-embedded by the backbone, or for embeddings-only sources seeded noise at an SNR) — writes it to
+  ``--gallery``, and runs every attack on the float embeddings (the leaky control).
+* ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
+  codes out), checks it against the embeddings and its released codes, runs every attack on the
+  codes and puts the float control's number beside each (``<name>_float``).
+
+Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output is written only after
+every attack finished (no partial output); MLflow gets the aggregate numbers only — never images,
+embeddings, codes or per-record values. Reconstructed images are written only with
+``attack.save_reconstructions: true``, to ``--reconstructions`` (not tracked by DVC, never MLflow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import sources, tracking
+from pipeline.artifacts import (
+    ArtifactError,
+    Embeddings,
+    check_head_embeddings,
+    load_codes,
+    load_embeddings,
+    load_head,
+    read_json,
+    write_bytes,
+    write_csv,
+)
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, to_dict
+from pipeline.data import stratified_sample
+from pipeline.train import withhold_label
+from privacy import registry
+from privacy.base import Attack, CodeRelease, FloatRelease, Records, Release
+from privacy.errors import PrivacyError
+from retrieval.codes import pack_bits
+
+log = logging.getLogger(__name__)
+
+VICTIMS = ("train", "test")
+GALLERY_FORMAT = "hashaudit.attack-gallery/1"
+
+
+# --------------------------------------------------------------------------------------------
+# data preparation: who holds what
+# --------------------------------------------------------------------------------------------
+
+
+def attribute_target(emb: Embeddings, split: str, column: int | None, aux_split: str) -> np.ndarray:
+    """The attribute the attacks predict: the class id; for multi-label sources the withheld
+    finding (0/1), or without one the finding most frequent in the aux split."""
+    if not emb.multilabel:
+        return emb.y[split].astype(np.int64)
+    if column is None:
+        column = int(np.argmax(emb.y[aux_split].sum(axis=0)))
+    return emb.y[split][:, column].astype(np.int64)
+
+
+def load_images(params: Params, dataset: str, emb: Embeddings) -> dict[str, np.ndarray] | None:
+    """uint8 images per split in the embeddings' row order, or None for embeddings-only sources."""
+    source = params.data.source(dataset)
+    if not sources.yields_images(source.kind):
+        return None
+    ds = sources.load(dataset, source, params.data, seed=params.seed)
+    out = {}
+    for split in ("train", "val", "test"):
+        sp = ds.splits[split]
+        if len(sp) != len(emb.x[split]) or not np.array_equal(
+            np.asarray(sp.labels).reshape(emb.y[split].shape), emb.y[split]
+        ):
+            raise ArtifactError(
+                f"{dataset}: the {split} images ({len(sp)}) do not match the embeddings file "
+                f"({len(emb.x[split])} rows) row for row; re-run the extract stage with these params"
+            )
+        arr = sp.as_array()
+        if arr is None:
+            arr = np.stack(sp.get_batch(np.arange(len(sp))))
+        out[split] = arr
+    return out
+
+
+def build_records(
+    params: Params, emb: Embeddings, images: dict[str, np.ndarray] | None
+) -> tuple[Records, dict[str, Records], Embeddings]:
+    """(aux, victims by group, embeddings with any withheld finding removed from the labels)."""
+    cfg = params.attack
+    trained, column = withhold_label(emb, cfg.withhold_label)
+    aux_split = cfg.aux_split
+    recs: dict[str, Records] = {}
+    for split in (aux_split, *VICTIMS):
+        rows = np.arange(len(emb.x[split]))
+        recs[split] = Records(
+            split=split,
+            index=rows,
+            x=emb.x[split].astype(np.float32),
+            y=attribute_target(emb, split, column, aux_split),
+            y_multihot=trained.multihot(split),
+            images=None if images is None else images[split],
+        )
+    aux = recs[aux_split]
+    if cfg.aux_size is not None and cfg.aux_size < len(aux):
+        rng = np.random.default_rng(cfg.seed)
+        aux = aux.subset(stratified_sample(emb.y[aux_split], cfg.aux_size, rng=rng))
+    return aux, {g: recs[g] for g in VICTIMS}, trained
+
+
+def select_attacks(cfg: AttackConfig, has_images: bool) -> list[str]:
+    """The attacks to run: ``attack.attacks``, or every registered one that applies."""
+    if cfg.attacks is None:
+        names = registry.names()
+        if not has_images:
+            log.info("reconstruction skipped: the source has no images (embeddings-only)")
+            names = [n for n in names if n != "reconstruction"]
+        return names
+    if "reconstruction" in cfg.attacks and not has_images:
+        raise PrivacyError(
+            "attack.attacks: 'reconstruction' needs images but this source is embeddings-only "
+            "(kind: embeddings); drop it from attack.attacks or set attack.attacks: null"
+        )
+    return list(cfg.attacks)
+
+
+# --------------------------------------------------------------------------------------------
+# the linkage gallery
+# --------------------------------------------------------------------------------------------
+
+
+def _seed(cfg: AttackConfig, split: str, i: int) -> int:
+    return cfg.seed * 1000 + (0 if split == "train" else 500) + i
+
+
+def build_gallery(
+    params: Params, victims: dict[str, Records], images: dict[str, np.ndarray] | None
+) -> tuple[str, dict[str, dict[float, np.ndarray]]]:
+    """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``."""
+    from privacy.perturb import noisy_embeddings, perturb_images
+
+    cfg = params.attack
+    gallery: dict[str, dict[float, np.ndarray]] = {}
+    if images is None:
+        for split, rec in victims.items():
+            gallery[split] = {
+                s: noisy_embeddings(rec.x, s, seed=_seed(cfg, split, i))
+                for i, s in enumerate(cfg.snrs_db)
+            }
+        return "snr_db", gallery
+    from pipeline.backbones import load_backbone
+    from pipeline.data import ImageSplit
+    from pipeline.extract import embed_images
+
+    backbone = load_backbone(params.backbone, seed=params.seed)
+    for split, rec in victims.items():
+        gallery[split] = {}
+        for i, s in enumerate(cfg.strengths):
+            moved = perturb_images(images[split], s, seed=_seed(cfg, split, i))
+            gallery[split][s] = embed_images(
+                backbone,
+                ImageSplit(labels=rec.y, images=moved),
+                batch_size=cfg.backbone_batch_size,
+                desc=f"gallery {split} s={s}",
+            )
+    return "strength", gallery
+
+
+def save_gallery(
+    path: Path, kind: str, gallery: dict[str, dict[float, np.ndarray]], meta: dict
+) -> None:
+    from safetensors.numpy import save
+
+    tensors, strengths = {}, {}
+    for split, by_s in gallery.items():
+        strengths[split] = sorted(by_s)
+        for i, s in enumerate(strengths[split]):
+            tensors[f"{split}_{i}"] = np.ascontiguousarray(by_s[s], dtype=np.float32)
+    md = {k: str(v) for k, v in meta.items()}
+    md.update(format=GALLERY_FORMAT, kind=kind, strengths=json.dumps(strengths))
+    write_bytes(path, save(tensors, metadata=md))
+
+
+def load_gallery(path: Path) -> tuple[str, dict[str, dict[float, np.ndarray]], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path}: gallery not found; run the attack@<dataset>-float stage first"
+        )
+    with safe_open(str(path), framework="numpy") as f:
+        md = dict(f.metadata() or {})
+        if md.get("format") != GALLERY_FORMAT:
+            raise ArtifactError(f"{path}: not an attack gallery (format={md.get('format')!r})")
+        strengths = json.loads(md["strengths"])
+        gallery = {
+            split: {float(s): f.get_tensor(f"{split}_{i}") for i, s in enumerate(ss)}
+            for split, ss in strengths.items()
+        }
+    return md["kind"], gallery, md
+
+
+# --------------------------------------------------------------------------------------------
+# the head as a black box
+# --------------------------------------------------------------------------------------------
+
+
+def rebuild_head(head_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The trained :class:`HashingMethod` from ``head.safetensors`` + ``config.json``."""
+    from hashers import registry as methods
+    from hashers.base import HeadSpec
+
+    state, config = load_head(head_dir)
+    cls = methods.get(config["method"])
+    spec_raw = dict(config["head_spec"])
+    spec_raw["hidden_dims"] = tuple(spec_raw.get("hidden_dims", ()))
+    spec = HeadSpec(**spec_raw)
+    mcfg = parse_dataclass(cls.Config, config.get("method_config", {}), "method_config")
+    method = methods.build(config["method"], spec, mcfg, seed=int(config.get("seed", 0)))
+    method.load_state_dict(state)
+    method.eval()
+    return method, config
+
+
+def check_head(
+    head_dir: Path,
+    head_config: dict,
+    emb: Embeddings,
+    method: Any,
+    bits: int,
+    *,
+    embeddings_path: Path,
+) -> None:
+    """Head, codes and embeddings must belong together (backbone, pooling, dimension and content
+    fingerprint, as evaluate checks), and the codes the head gives the embeddings must be the
+    released ones."""
+    check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings_path)
+    codes, n_bits, _ = load_codes(head_dir / "codes.safetensors")
+    if n_bits != bits or method.spec.n_bits != bits:
+        raise ArtifactError(
+            f"{head_dir}: the head has {method.spec.n_bits} bits, --bits says {bits}"
+        )
+    release = CodeRelease.from_head(method)
+    for split in VICTIMS:
+        if not np.array_equal(pack_bits(release.encode(emb.x[split])), codes[split]):
+            raise ArtifactError(
+                f"{head_dir}: the head does not reproduce its released {split} codes from these "
+                "embeddings (head and embeddings come from different runs); re-run train (dvc repro)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# running the attacks
+# --------------------------------------------------------------------------------------------
+
+
+def make_attacks(
+    names: list[str],
+    release: Release,
+    params: Params,
+    *,
+    linkage_default: float,
+    head: Any | None = None,
+    head_config: dict | None = None,
+) -> list[Attack]:
+    from privacy.linkage import LinkageConfig
+    from privacy.membership import MembershipConfig
+
+    cfg = params.attack
+    attacks = []
+    for name in names:
+        context: dict[str, Any] = {}
+        config: Any = None
+        if name == "linkage":
+            config = LinkageConfig(strength=linkage_default)
+        elif name == "membership":
+            config = MembershipConfig(shadow_heads=cfg.shadow_heads, candidates=cfg.mi_candidates)
+            if head is not None and head_config is not None:
+                context = shadow_context(head, head_config)
+        attacks.append(registry.build(name, release, config, seed=cfg.seed, **context))
+    return attacks
+
+
+def shadow_context(head: Any, head_config: dict) -> dict[str, Any]:
+    """How the target head was trained, so shadow heads are trained the same way."""
+    from hashers import registry as methods
+    from hashers.trainer import FitConfig
+
+    fit_cfg = FitConfig(**{**head_config["fit"], "progress": False})
+    name = head_config["method"]
+
+    def make_head(seed: int) -> Any:
+        return methods.build(name, head.spec, head.config, seed=seed)
+
+    return {"make_head": make_head, "fit_config": fit_cfg, "n_classes": head.spec.n_classes}
+
+
+def run_attacks(
+    attacks: list[Attack], aux: Records, victims: dict[str, Records]
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+    """Numbers (``<attack>/...``), linkage sweep rows and skip reasons. Aux sizes are checked for
+    every attack before any is trained."""
+    skipped: dict[str, str] = {}
+    todo = []
+    for attack in attacks:
+        reason = attack.skip_reason(aux, victims)
+        if reason:
+            log.info("%s skipped: %s", attack.name, reason)
+            skipped[attack.name] = reason
+            continue
+        need = attack.required_aux(aux)
+        if len(aux) < need:
+            attack.fit(aux)  # raises the PrivacyError naming how many records it needs
+        todo.append(attack)
+    numbers: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for attack in todo:
+        log.info("attack %s on %d aux records", attack.name, len(aux))
+        result = attack.fit(aux).run(victims)
+        numbers.update({f"{attack.name}/{k}": v for k, v in result.items()})
+        rows += getattr(attack, "sweep_rows", [])
+    return numbers, rows, skipped
+
+
+def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) -> dict[str, Any]:
+    """Beside every number of the codes, the same attack's number on the float embeddings."""
+    out = dict(numbers)
+    for key, value in numbers.items():
+        if key.endswith("_baseline") or not isinstance(value, (int, float)):
+            continue
+        if isinstance(float_numbers.get(key), (int, float)):
+            out[f"{key}_float"] = float_numbers[key]
+    return out
+
+
+def save_reconstruction_grid(
+    path: Path, attacks: list[Attack], victims: dict[str, Records]
+) -> None:
+    """Originals over reconstructions of the first test victims (only on request; never MLflow)."""
+    from privacy.reconstruction import Reconstruction
+
+    rec = next((a for a in attacks if isinstance(a, Reconstruction) and hasattr(a, "model")), None)
+    if rec is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.artifacts import atomic_path
+
+    true, pred = rec.examples(victims["test"], 8)
+    fig, axes = plt.subplots(2, len(true), figsize=(1.2 * len(true), 2.6), squeeze=False)
+    for j in range(len(true)):
+        for i, img in enumerate((true[j], pred[j])):
+            ax = axes[i][j]
+            shown = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+            ax.imshow(shown, cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_attack(
+    params: Params,
+    *,
+    dataset: str,
+    embeddings: Path,
+    gallery: Path,
+    metrics: Path,
+    sweep: Path,
+    method: str | None = None,
+    bits: int | None = None,
+    head_dir: Path | None = None,
+    float_metrics: Path | None = None,
+    reconstructions: Path | None = None,
+) -> dict[str, Any]:
+    is_float = method is None
+    if not is_float and (bits is None or head_dir is None or float_metrics is None):
+        raise ParamsError("--method needs --bits, --head and --float-metrics")
+    emb = load_embeddings(embeddings)
+    cfg = params.attack
+    head = head_config = None
+    if not is_float:
+        assert head_dir is not None and bits is not None
+        head, head_config = rebuild_head(head_dir)
+        check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
+    images = load_images(params, dataset, emb)
+    names = select_attacks(cfg, images is not None)
+    aux, victims, _ = build_records(params, emb, images)
+    if is_float:
+        kind, gal = build_gallery(params, victims, images)
+    else:
+        kind, gal, _ = load_gallery(gallery)
+        for split, rec in victims.items():
+            if split not in gal or any(g.shape != rec.x.shape for g in gal[split].values()):
+                raise ArtifactError(
+                    f"{gallery}: the gallery does not match the {split} embeddings; re-run attack@{dataset}-float"
+                )
+    default = cfg.strength if kind == "strength" else cfg.snr_db
+    if any(default not in g for g in gal.values()):
+        raise ArtifactError(
+            f"{gallery}: no gallery at the default {kind} {default}; re-run attack@{dataset}-float"
+        )
+    victims = {s: dataclasses.replace(r, reacquired=gal[s]) for s, r in victims.items()}
+    release: Release = FloatRelease() if is_float else CodeRelease.from_head(head)
+    name = f"attack@{dataset}-float" if is_float else f"attack@{dataset}-{method}-{bits}"
+    tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
+    if not is_float:
+        tags.update(method=str(method), bits=str(bits))
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
+        run.log_params({"attack": to_dict(cfg), "seed": params.seed})
+        attacks = make_attacks(
+            names, release, params, linkage_default=default, head=head, head_config=head_config
+        )
+        numbers, rows, skipped = run_attacks(attacks, aux, victims)
+        numbers["aux_size"] = float(len(aux))
+        if not is_float:
+            assert float_metrics is not None
+            numbers = add_float_control(numbers, read_json(float_metrics))
+            numbers["bits"] = bits
+        for row in rows:
+            row["perturbation"] = kind
+        sweep_rows = rows or [{"group": "none", "strength": default, "perturbation": kind}]
+        # every attack finished: now write (each write atomic)
+        if is_float:
+            save_gallery(
+                gallery, kind, gal, {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
+            )
+        write_csv(sweep, sweep_rows)
+        out = {**numbers, "skipped": skipped} if skipped else numbers
+        tracking.record_metrics(metrics, out, run)
+        if cfg.save_reconstructions and reconstructions is not None:
+            save_reconstruction_grid(reconstructions, attacks, victims)
+            log.warning("%s: reconstructed patient images written to %s", name, reconstructions)
+    log.info("%s: %d numbers written to %s", name, len(numbers), metrics)
+    return out
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Privacy attacks on a released head's codes, or on the float embeddings.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--embeddings", type=Path, required=True)
+    parser.add_argument(
+        "--gallery", type=Path, required=True, help="linkage gallery (written by the float run)"
+    )
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--sweep", type=Path, required=True, help="linkage sweep CSV (DVC plot)")
+    parser.add_argument("--method", help="hashing method; omit for the float control")
+    parser.add_argument("--bits", type=int)
+    parser.add_argument("--head", type=Path, help="the train stage's output directory")
+    parser.add_argument("--float-metrics", type=Path, help="the float control's metrics JSON")
+    parser.add_argument(
+        "--reconstructions",
+        type=Path,
+        help="PNG grid, written only with attack.save_reconstructions",
+    )
+    args = parser.parse_args(argv)
+    run_attack(
+        load(args),
+        dataset=args.dataset,
+        embeddings=args.embeddings,
+        gallery=args.gallery,
+        metrics=args.metrics,
+        sweep=args.sweep,
+        method=args.method,
+        bits=args.bits,
+        head_dir=args.head,
+        float_metrics=args.float_metrics,
+        reconstructions=args.reconstructions,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

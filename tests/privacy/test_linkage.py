@@ -1,0 +1,81 @@
+"""Linkage: hand-computed Hamming case, bites on float and 1024-bit LSH, chance on blind codes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import blind_release, lsh_release, make_records
+
+from privacy.base import CodeRelease, FloatRelease, Records
+from privacy.linkage import Linkage, LinkageConfig
+from privacy.perturb import noise_std_for_snr, noisy_embeddings, perturb_images
+
+
+def _pm(bits: str) -> list[float]:
+    return [1.0 if b == "1" else -1.0 for b in bits]
+
+
+def test_hand_computed_rates() -> None:
+    released = np.array([_pm(c) for c in ("1111", "1100", "0011", "0000")], dtype=np.float32)
+    gallery = np.array([_pm(c) for c in ("1110", "1111", "0011", "0000")], dtype=np.float32)
+    # q0=1111: own 1110 at 1, 1111 at 0 closer -> top1 0, top2 1
+    # q1=1100: own 1111 at 2, 1110 at 1 closer, 0000 tied at 2 -> top1 0, top2 1/2
+    # q2, q3: own at 0, alone -> 1, 1
+    victims = Records(
+        split="test", index=np.arange(4), x=released, y=np.zeros(4, dtype=np.int64),
+        reacquired={0.5: gallery},
+    )  # fmt: skip
+    aux = Records(split="val", index=np.arange(1), x=released[:1], y=np.zeros(1, dtype=np.int64))
+    attack = Linkage(CodeRelease(lambda x: x > 0, 4), LinkageConfig(strength=0.5, ks=(1, 2)))
+    out = attack.fit(aux).run({"test": victims})
+    assert out["test/top1"] == pytest.approx(0.5)
+    assert out["test/top2"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert out["test/top1_baseline"] == 0.25 and out["test/top2_baseline"] == 0.5
+    assert attack.sweep_rows[0]["top1"] == pytest.approx(0.5)
+
+
+def _victims(recs, snr=20.0):
+    return {
+        s: replace(recs[s], reacquired={snr: noisy_embeddings(recs[s].x, snr, seed=7)})
+        for s in ("train", "test")
+    }
+
+
+@pytest.mark.parametrize("kind", ["float", "lsh1024"])
+def test_bites_on_float_and_lsh_1024(kind: str) -> None:
+    recs = make_records(n=(200, 50, 150), dim=64)
+    release = FloatRelease() if kind == "float" else lsh_release(recs["train"].x, 1024)
+    out = Linkage(release, LinkageConfig(strength=20.0)).fit(recs["val"]).run(_victims(recs))
+    for g in ("train", "test"):
+        assert out[f"{g}/top1"] >= 0.9 > 10 * out[f"{g}/top1_baseline"]
+
+
+def test_blind_codes_fall_to_chance() -> None:
+    """Tolerance: top-10 within 0.08 of chance 10/150 (binomial sd ~0.02 over 150 queries)."""
+    recs = make_records(n=(200, 50, 150), dim=64)
+    out = (
+        Linkage(blind_release(256), LinkageConfig(strength=20.0))
+        .fit(recs["val"])
+        .run(_victims(recs))
+    )
+    assert abs(out["test/top10"] - out["test/top10_baseline"]) <= 0.08
+    assert out["test/top1"] <= out["test/top1_baseline"] + 0.03
+
+
+def test_snr_is_the_stated_one() -> None:
+    x = np.random.default_rng(0).normal(size=(4000, 8)) * 3.0
+    std = noise_std_for_snr(x, 20.0)
+    assert std == pytest.approx(0.3, rel=0.05)  # signal power 9 / 100
+    noisy = noisy_embeddings(x, 20.0, seed=1)
+    assert 10 * np.log10(9.0 / np.var(noisy - x)) == pytest.approx(20.0, abs=0.3)
+
+
+def test_image_perturbation_seeded_and_bounded() -> None:
+    img = np.full((3, 10, 10), 100, dtype=np.uint8)
+    assert np.array_equal(perturb_images(img, 0.0, seed=0), img)
+    a, b = perturb_images(img, 0.5, seed=3), perturb_images(img, 0.5, seed=3)
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.shape == img.shape
+    # flat image: shift and contrast change nothing, only noise of sd 0.05*0.5*255 ~ 6.4 remains
+    assert np.std(a.astype(float) - 100) == pytest.approx(6.375, rel=0.2)

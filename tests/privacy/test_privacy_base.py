@@ -1,0 +1,80 @@
+"""The attack interface: record keys, aux/victim disjointness, tie-aware top-k, the registry contract."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import make_records
+
+from privacy import registry
+from privacy.base import FloatRelease, Records, check_disjoint, tie_aware_topk
+from privacy.errors import PrivacyError
+from privacy.perturb import noisy_embeddings
+
+
+def test_tie_aware_topk_hand_case() -> None:
+    dist = np.array([[0, 1, 1, 2], [1, 0, 0, 0]], dtype=float)
+    # query 0: nothing closer, alone at its distance -> 1; query 1: 3 tied at 0 -> 1/3, 2/3, 1
+    got = tie_aware_topk(dist, np.array([0, 1]), (1, 2, 3))
+    assert got[1] == pytest.approx((1 + 1 / 3) / 2)
+    assert got[2] == pytest.approx((1 + 2 / 3) / 2)
+    assert got[3] == pytest.approx(1.0)
+    # order-independent: permuting the gallery columns changes nothing
+    perm = np.array([3, 1, 0, 2])
+    inv = np.argsort(perm)
+    assert tie_aware_topk(dist[:, perm], inv[[0, 1]], (1, 2)) == tie_aware_topk(
+        dist, np.array([0, 1]), (1, 2)
+    )
+
+
+def test_aux_and_victims_disjoint_by_construction() -> None:
+    recs = make_records(n=(20, 10, 10), dim=4)
+    check_disjoint(recs["val"], {"train": recs["train"], "test": recs["test"]})  # fine
+    with pytest.raises(PrivacyError, match="released split"):
+        check_disjoint(recs["train"], {"test": recs["test"]})
+    # a victim group that holds aux rows (same split, same row) is refused
+    with pytest.raises(PrivacyError, match="also test victims"):
+        check_disjoint(recs["val"], {"test": recs["val"].subset(np.array([3, 4]))})
+    attack = registry.build("attribute", FloatRelease()).fit(recs["val"])
+    with pytest.raises(PrivacyError, match="disjoint"):
+        attack.run({"test": replace(recs["val"], split="val")})
+
+
+def test_records_refuse_inconsistent_rows() -> None:
+    with pytest.raises(PrivacyError, match="twice"):
+        Records(split="val", index=np.array([0, 0]), x=np.zeros((2, 3)), y=np.zeros(2))
+    with pytest.raises(PrivacyError, match="rows"):
+        Records(split="val", index=np.array([0, 1]), x=np.zeros((3, 3)), y=np.zeros(2))
+
+
+def test_unknown_attack_names_the_registered_ones() -> None:
+    with pytest.raises(PrivacyError, match="registered: linkage, anonymity"):
+        registry.get("linkge")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_contract_every_attack(name: str) -> None:
+    """fit(aux) -> run(victims) -> regular names, each attack with a baseline beside its numbers."""
+    recs = make_records(n=(60, 40, 40), dim=8, images=True)
+    victims = {
+        s: replace(recs[s], reacquired={20.0: noisy_embeddings(recs[s].x, 20.0, seed=1)})
+        for s in ("train", "test")
+    }
+    cfg = None
+    if name == "linkage":
+        from privacy.linkage import LinkageConfig
+
+        cfg = LinkageConfig(strength=20.0)
+    elif name in ("inversion", "reconstruction"):
+        cfg = registry.get(name).Config(epochs=3)
+    attack = registry.build(name, FloatRelease(), cfg, seed=0)
+    if attack.skip_reason(recs["val"], victims):
+        assert name == "membership"  # the float release has no trained head
+        return
+    out = attack.fit(recs["val"]).run(victims)
+    assert out and all(re.fullmatch(r"[a-z0-9_/.]+", k) for k in out)
+    assert any(k.endswith("_baseline") for k in out)
+    assert all(np.isfinite(v) for v in out.values())

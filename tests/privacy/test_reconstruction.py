@@ -1,0 +1,52 @@
+"""Image reconstruction: PSNR by hand, bites on leaky codes, mean-image baseline on blind codes,
+skipped without images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import blind_release, linear_release, make_records
+
+from privacy.base import FloatRelease
+from privacy.reconstruction import Decoder, Reconstruction, ReconstructionConfig, image_scores
+
+CFG = ReconstructionConfig(epochs=60, hidden=128, channels=16)
+
+
+def test_scores_by_hand() -> None:
+    true = np.random.default_rng(0).uniform(0.2, 0.8, size=(3, 1, 8, 8))
+    psnr, ssim = image_scores(true + 0.1, true)  # MSE 0.01 -> 10 log10(1 / 0.01) = 20 dB
+    assert psnr == pytest.approx(20.0) and 0 < ssim < 1
+    assert image_scores(true, true) == (100.0, 1.0)
+
+
+def test_decoder_native_resolution() -> None:
+    import torch
+
+    for shape in ((1, 28, 28), (3, 30, 20), (1, 5, 5)):
+        assert Decoder(4, shape, hidden=8, channels=16)(torch.zeros(2, 4)).shape == (2, *shape)
+
+
+@pytest.fixture(scope="module")
+def recs():
+    return make_records(n=(100, 200, 100), dim=32, images=True)
+
+
+@pytest.mark.parametrize("kind", ["float", "linear256"])
+def test_bites(recs, kind: str) -> None:
+    release = FloatRelease() if kind == "float" else linear_release(32, 256)
+    out = Reconstruction(release, CFG).fit(recs["val"]).run({"test": recs["test"]})
+    assert out["test/psnr"] >= out["test/psnr_baseline"] + 2.0  # dB
+    assert out["test/ssim"] >= out["test/ssim_baseline"] + 0.2
+
+
+def test_blind_codes_fall_to_the_mean_image(recs) -> None:
+    out = Reconstruction(blind_release(128), CFG).fit(recs["val"]).run({"test": recs["test"]})
+    assert out["test/psnr"] <= out["test/psnr_baseline"] + 0.5  # dB
+    assert out["test/ssim"] <= out["test/ssim_baseline"] + 0.05
+
+
+def test_skipped_without_images() -> None:
+    recs = make_records(n=(10, 30, 10), dim=4)
+    reason = Reconstruction(FloatRelease()).skip_reason(recs["val"], {"test": recs["test"]})
+    assert reason and "no images" in reason
