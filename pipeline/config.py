@@ -450,7 +450,6 @@ def to_dict(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # defences: DP-SGD heads and code release (privacy/dp.py, privacy/release.py)
-# privacy attacks (the attack stage; see privacy/THREAT_MODEL.md)
 # --------------------------------------------------------------------------------------------
 
 
@@ -541,6 +540,12 @@ class RetrievalConfig:
                 check(False, f"retrieval.metrics[{i}]", f"unknown metric {name!r}{hint}")
 
 
+# --------------------------------------------------------------------------------------------
+# privacy attacks (the attack stage; see privacy/THREAT_MODEL.md)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
 class AttackConfig:
     """``attack:`` block. The attacker's auxiliary records come from ``aux_split`` (only ``val``:
     train and test are the released splits, i.e. the victims)."""

@@ -167,6 +167,40 @@ def encode_splits(method: HashingMethod, emb: Embeddings) -> dict[str, Any]:
         }
 
 
+def write_head_outputs(
+    *,
+    out: Path,
+    method: HashingMethod,
+    config: dict[str, Any],
+    codes: dict[str, Any],
+    emb: Embeddings,
+    dataset: str,
+    history: tuple[Path, list[dict[str, float]]],
+    metrics: Path,
+    summary: dict[str, Any],
+    run: tracking.StageRun,
+    logged_as_history: tuple[str, ...] = (),
+) -> None:
+    """Head, codes (with the embeddings' fingerprint), history CSV and metrics of a trained head:
+    they land together, only after training succeeded, or none does (train and train_dp)."""
+    with atomic_outputs():
+        save_head(out, method.state_dict(), config)
+        save_codes(
+            out / "codes.safetensors",
+            codes,
+            n_bits=method.spec.n_bits,
+            meta={
+                "dataset": dataset,
+                "method": method.name,
+                "backbone": emb.backbone,
+                "fingerprint": emb.fingerprint,
+            },
+        )
+        write_csv(history[0], history[1])
+        tracking.record_metrics(metrics, summary, run, logged_as_history=logged_as_history)
+    run.log_artifact(out / "config.json")
+
+
 def run_train(
     params: Params,
     *,
@@ -212,23 +246,19 @@ def run_train(
         last = result.history[-1] if result.history else {}
         losses = tuple(k for k in last if k.startswith("loss"))
         summary.update({k: last[k] for k in losses})
-        # every output lands together, only after training succeeded, or none does
-        with atomic_outputs():
-            save_head(out, method.state_dict(), config)
-            save_codes(
-                out / "codes.safetensors",
-                codes,
-                n_bits=bits,
-                meta={
-                    "dataset": dataset,
-                    "method": method_name,
-                    "backbone": emb.backbone,
-                    "fingerprint": emb.fingerprint,
-                },
-            )
-            write_csv(history, result.history)
-            tracking.record_metrics(metrics, summary, run, logged_as_history=losses)
-        run.log_artifact(out / "config.json")
+        write_head_outputs(
+            out=out,
+            method=method,
+            config=config,
+            codes=codes,
+            emb=emb,
+            dataset=dataset,
+            history=(history, result.history),
+            metrics=metrics,
+            summary=summary,
+            run=run,
+            logged_as_history=losses,
+        )
     log.info(
         "%s: best val accuracy %.4f at epoch %d (%.1fs)",
         name,

@@ -15,10 +15,17 @@ from typing import Any
 
 from hashers import registry
 from pipeline import tracking
-from pipeline.artifacts import load_embeddings, save_codes, save_head, write_csv
+from pipeline.artifacts import check_writable, load_embeddings
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
-from pipeline.train import embedding_set, encode_splits, fit_config, head_spec, resolved_config
+from pipeline.train import (
+    embedding_set,
+    encode_splits,
+    fit_config,
+    head_spec,
+    resolved_config,
+    write_head_outputs,
+)
 from privacy.dp import DPConfig, check_dp_capable, dp_fit
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,7 @@ def run_train_dp(
     if math.isinf(epsilon):
         raise ParamsError("--epsilon inf: the non-private head is the train stage's output")
     dp = dp_config(params, epsilon)  # bad ε -> PrivacyError before any file is read
+    check_writable(metrics, history, dirs=[out])
     emb = load_embeddings(embeddings)
     spec = head_spec(emb, params, bits)
     method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
@@ -82,17 +90,19 @@ def run_train_dp(
         )
         config["dp"] = report.summary()
         codes = encode_splits(method, emb)
-        save_head(out, method.state_dict(), config)
-        save_codes(
-            out / "codes.safetensors",
-            codes,
-            n_bits=bits,
-            meta={"dataset": dataset, "method": method_name, "backbone": emb.backbone},
-        )
-        write_csv(history, result.history)
         summary = {**result.summary(), "bits": bits, **report.summary()}
-        tracking.record_metrics(metrics, summary, run)
-        run.log_artifact(out / "config.json")
+        write_head_outputs(
+            out=out,
+            method=method,
+            config=config,
+            codes=codes,
+            emb=emb,
+            dataset=dataset,
+            history=(history, result.history),
+            metrics=metrics,
+            summary=summary,
+            run=run,
+        )
     log.info(
         "%s: ε=%.3f (δ=%.2g, σ=%.3f), best val accuracy %.4f at epoch %d",
         name,
