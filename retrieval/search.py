@@ -25,9 +25,8 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import faiss
 import numpy as np
 
 from retrieval.codes import check_codes, pad_to_words
@@ -39,6 +38,14 @@ Metric = Literal["euclidean", "cosine"]
 BLOCK_ELEMS = 1 << 25
 #: queries per faiss database scan in :meth:`HammingIndex.search` (faiss' default is 32)
 QUERY_BATCH = 512
+
+
+def _faiss() -> Any:
+    """faiss, imported on first use: modules that only use the dense paths (the trainer's model
+    selection) then import without it."""
+    import faiss
+
+    return faiss
 
 
 def block_rows(n_db: int, block_elems: int = BLOCK_ELEMS) -> int:
@@ -61,7 +68,7 @@ class HammingIndex:
         check_codes(None, db_packed, n_bits)
         self.n_bits = n_bits
         self.codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
-        self.index = faiss.IndexBinaryFlat(8 * self.codes.shape[1])
+        self.index = _faiss().IndexBinaryFlat(8 * self.codes.shape[1])
         # faiss scans the database once per batch of queries: its default batch of 32 re-reads a
         # 1M-code database 32x more often than a batch of 1024 (3-4x slower in bench_retrieval)
         self.index.query_batch_size = QUERY_BATCH
@@ -103,13 +110,13 @@ class HammingIndex:
             sl = slice(start, min(start + step, len(q)))
             qb = np.ascontiguousarray(q[sl])
             out = np.empty((len(qb), n), dtype=np.int32)
-            faiss.hammings(
-                faiss.swig_ptr(qb),
-                faiss.swig_ptr(codes),
+            _faiss().hammings(
+                _faiss().swig_ptr(qb),
+                _faiss().swig_ptr(codes),
                 len(qb),
                 n,
                 width,
-                faiss.swig_ptr(out),
+                _faiss().swig_ptr(out),
             )
             yield sl, out
 
@@ -227,9 +234,9 @@ class FloatIndex:
         self.metric = metric
         if metric == "cosine":
             db = _normalise(db)
-            self.index: faiss.Index = faiss.IndexFlatIP(db.shape[1])
+            self.index: Any = _faiss().IndexFlatIP(db.shape[1])
         else:
-            self.index = faiss.IndexFlatL2(db.shape[1])
+            self.index = _faiss().IndexFlatL2(db.shape[1])
         self.index.add(db)
 
     @property
