@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("extract", "knn", "train", "evaluate", "curves", "train_dp", "release", "index")
+STAGES = (
+    "extract",
+    "knn",
+    "train",
+    "evaluate",
+    "curves",
+    "attack",
+    "train_dp",
+    "release",
+    "index",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

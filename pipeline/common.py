@@ -98,7 +98,7 @@ def die_with_parent() -> bool:
     that ``nohup python -m pipeline.train ... &`` still outlives its shell;
     ``HASHAUDIT_DIE_WITH_PARENT=1`` / ``0`` forces it on / off. It helps when dvc starts the
     stage directly: dvc runs ``$SHELL -c CMD``, and bash and zsh exec a single command, while
-    dash stays in between (then the stage outlives a killed dvc; see BAD_INPUTS.md)."""
+    dash stays in between (then the stage outlives a killed dvc; see bench/README.md, "Bad inputs")."""
     wanted = os.environ.get("HASHAUDIT_DIE_WITH_PARENT", "1" if "DVC_STAGE" in os.environ else "0")
     if not sys.platform.startswith("linux") or wanted != "1":
         return False

@@ -74,6 +74,8 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     assert 0 < dp["dp_epsilon"] <= 8.0
     assert (work / "metrics/evaluate_rr/breastmnist/dpsh-48-rr4.json").is_file()
     assert (work / "metrics/evaluate_kanon/breastmnist/dpsh-12.json").is_file()
+    curves = (work / "plots/curves/breastmnist.csv").read_text().splitlines()
+    assert len(curves) == 1 + 2  # header + dpsh at 12 and 48 bits
     fl = json.loads((work / "metrics/attack/breastmnist/float.json").read_text())
     assert fl["aux_size"] == 78 and fl["linkage/test/gallery_size"] == 156
     assert "reconstruction/test/psnr_baseline" in fl  # an image source: reconstruction runs

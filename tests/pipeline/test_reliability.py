@@ -1,6 +1,6 @@
 """Bad inputs and faults of the stages (issue 8): each case's exit code, message and leftovers.
 
-One row of BAD_INPUTS.md per case. Stages run in-process through their ``main`` (exit codes as the
+One row of the bad-input table in bench/README.md per case. Stages run in-process through their ``main`` (exit codes as the
 command line sees them) on tiny synthetic embeddings; one head is trained once per module.
 """
 
