@@ -16,11 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from hashers.errors import HashingError
 from hashers.heads import MLPHead
-
-
-class HashingError(ValueError):
-    """Bad input to a hashing method (shapes, labels, non-finite values)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
+from hashers.devices import resolve_device
 from retrieval.codes import iter_hamming_chunks, pack_bits
 from retrieval.knn import tie_aware_votes
 from retrieval.metrics import accuracy, balanced_accuracy
@@ -211,24 +212,6 @@ class TrainingPlugin:
 
     def teardown(self, method: HashingMethod) -> None:
         return None
-
-
-def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device is an error
-    naming ``key`` (the parameter that asked for it)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    unavailable = (name == "cuda" and not torch.cuda.is_available()) or (
-        name == "mps"
-        and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    )
-    if unavailable:
-        raise HashingError(f"{key}: {name} is not available here; set {key}: auto or cpu")
-    return torch.device(name)
 
 
 def peak_rss_mb() -> float:

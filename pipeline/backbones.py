@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from hashers.base import HashingError
-from hashers.trainer import resolve_device as _resolve_device
+from hashers.devices import resolve_device as _resolve_device
 from pipeline.config import BackboneConfig
 
 log = logging.getLogger(__name__)

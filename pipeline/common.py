@@ -20,10 +20,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: hashaudit's own error classes (params, data, files,
     backbone, hashing, retrieval, privacy) and missing or unreadable files. Reported as one clear
     line with exit code 2. Every other exception is a bug and keeps its traceback (exit code 1)."""
-    from hashers.base import HashingError
+    from hashers.errors import HashingError
     from pipeline.artifacts import ArtifactError
-    from pipeline.backbones import BackboneUnavailableError
-    from pipeline.data import DataError
+    from pipeline.backbones import BackboneUnavailableError  # dvc-deps: not an output dependency
+    from pipeline.data import DataError  # dvc-deps: not an output dependency
     from privacy.errors import PrivacyError
     from retrieval.errors import RetrievalError
 

@@ -20,8 +20,6 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipeline import sources
-
 MIN_BITS, MAX_BITS = 8, 1024
 
 
@@ -180,6 +178,9 @@ class SourceConfig:
     path: str | None = None  # imagefolder: root dir; embeddings: .safetensors / .npz file
 
     def __post_init__(self) -> None:
+        # checking a kind reads the sources table; it cannot change any stage's outputs
+        from pipeline import sources  # dvc-deps: not an output dependency
+
         check(
             self.kind in sources.SOURCES,
             "kind",
@@ -225,6 +226,8 @@ class DataConfig:
     def source(self, name: str) -> SourceConfig:
         """The source of dataset ``name``: its ``data.sources`` entry, completed by the kind's ``resolve`` hook
         (e.g. the MedMNIST flag defaults to the name)."""
+        from pipeline import sources  # dvc-deps: not an output dependency
+
         if name in self.sources:
             return sources.resolve(name, self.sources[name])
         raise ParamsError(f"data.datasets: unknown dataset {name!r}; define it under data.sources")
@@ -350,7 +353,7 @@ class Params:
 
     def method_config(self, name: str) -> Any:
         """The resolved, typed hyper-parameters of hashing method ``name``."""
-        from hashers import registry
+        from hashers import registry  # dvc-deps: not an output dependency
 
         cls = registry.get(name)
         return parse_dataclass(cls.Config, dict(self.methods.get(name, {})), f"methods.{name}")
@@ -359,7 +362,7 @@ class Params:
 def parse_params(raw: Any) -> Params:
     """Validate a parsed ``params.yaml`` mapping (see :func:`load_params`)."""
     params = parse_dataclass(Params, raw)
-    from hashers import registry
+    from hashers import registry  # dvc-deps: not an output dependency
 
     known = registry.names()
     for i, name in enumerate(params.train.methods):
@@ -572,7 +575,7 @@ class AttackConfig:
 
     def __post_init__(self) -> None:
         if self.attacks is not None:
-            from privacy import registry
+            from privacy import registry  # dvc-deps: not an output dependency
 
             known = registry.names()
             check(len(self.attacks) > 0, "attacks", "list at least one attack, or null for all")

@@ -21,6 +21,17 @@ import yaml
 from tests.conftest import REPO
 
 PACKAGES = ("pipeline", "hashers", "retrieval", "privacy")
+#: An import line ending in this marker is not a DVC dependency of the importing module's stages:
+#: it checks params or names the error classes that exit 2 (neither changes an output), or it is
+#: the lazy lookup behind ``Params.method_config`` / ``DataConfig.source``, whose only callers (the
+#: train, train_dp, extract and attack stages) import ``hashers.registry`` / ``pipeline.sources``
+#: themselves. Without it, every stage would depend on every hashing method and data source (a
+#: changed method would re-extract the embeddings). Only the sites in VALIDATION_SITES may carry it.
+VALIDATION_ONLY = "# dvc-deps: not an output dependency"
+VALIDATION_SITES = {
+    "pipeline/config.py",  # the kind / method / attack name checks of params parsing
+    "pipeline/common.py",  # user_errors(): the error classes that exit 2
+}
 _MODULE_STRING = re.compile(rf"^((?:{'|'.join(PACKAGES)})(?:\.\w+)*)(?::\w+)?$")
 
 
@@ -38,7 +49,13 @@ def imported_names(path: Path, module: str) -> set[str]:
     and ``pkg.mod`` / ``pkg.mod:attr`` string constants naming project modules."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    text = path.read_text()
+    lines = text.splitlines()
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and lines[
+            node.end_lineno - 1
+        ].rstrip().endswith(VALIDATION_ONLY):
+            continue
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -104,6 +121,37 @@ def coverage_problems(root: Path, module: str, deps: list[str]) -> list[str]:
                 f"{dep} lists files the stage does not import: {[str(u) for u in unused]}"
             )
     return problems
+
+
+def test_validation_only_imports_are_confined_to_the_params_and_error_checks() -> None:
+    marked = {
+        str(p.relative_to(REPO))
+        for pkg in PACKAGES
+        for p in (REPO / pkg).rglob("*.py")
+        if VALIDATION_ONLY in p.read_text()
+    }
+    assert marked <= VALIDATION_SITES, marked - VALIDATION_SITES
+
+
+def test_callers_of_the_marked_lookups_import_them_themselves() -> None:
+    """The marked lazy lookups stay honest: every stage module that calls ``method_config`` or
+    ``data.source`` still has the registry / sources table in its own import closure."""
+    for path in sorted((REPO / "pipeline").glob("*.py")):
+        text = path.read_text()
+        closure = import_closure(REPO, f"pipeline.{path.stem}")
+        if ".method_config(" in text and path.name != "config.py":
+            assert Path("hashers/registry.py") in closure, path.name
+        if ".data.source(" in text:
+            assert Path("pipeline/sources/__init__.py") in closure, path.name
+
+
+def test_validation_only_marker_is_honoured(tmp_path: Path) -> None:
+    pkg = tmp_path / "pipeline"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(f"def f():\n    from pipeline import b  {VALIDATION_ONLY}\n")
+    (pkg / "b.py").write_text("")
+    assert Path("pipeline/b.py") not in import_closure(tmp_path, "pipeline.a")
 
 
 @pytest.mark.parametrize("stage", sorted(stage_code(REPO)))
