@@ -8,6 +8,7 @@ their own paths (DVC metrics / plots); the same numbers go to MLflow.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -171,18 +172,25 @@ def write_head_outputs(
     *,
     out: Path,
     method: HashingMethod,
-    config: dict[str, Any],
-    codes: dict[str, Any],
+    params: Params,
+    fit_cfg: FitConfig,
     emb: Embeddings,
     dataset: str,
     history: tuple[Path, list[dict[str, float]]],
     metrics: Path,
     summary: dict[str, Any],
     run: tracking.StageRun,
+    extra_config: dict[str, Any] | None = None,
     logged_as_history: tuple[str, ...] = (),
 ) -> None:
-    """Head, codes (with the embeddings' fingerprint), history CSV and metrics of a trained head:
-    they land together, only after training succeeded, or none does (train and train_dp)."""
+    """Head + resolved config (plus ``extra_config``), codes of every split (with the embeddings'
+    fingerprint), history CSV and metrics of a trained head: they land together, only after
+    training succeeded, or none does (train and train_dp)."""
+    config = resolved_config(
+        dataset=dataset, method=method, params=params, emb=emb, fit_cfg=fit_cfg
+    )
+    config.update(extra_config or {})
+    codes = encode_splits(method, emb)
     with atomic_outputs():
         save_head(out, method.state_dict(), config)
         save_codes(
@@ -238,10 +246,6 @@ def run_train(
         )
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        config = resolved_config(
-            dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg
-        )
-        codes = encode_splits(method, emb)
         summary = {**result.summary(), "bits": bits}
         last = result.history[-1] if result.history else {}
         losses = tuple(k for k in last if k.startswith("loss"))
@@ -249,8 +253,8 @@ def run_train(
         write_head_outputs(
             out=out,
             method=method,
-            config=config,
-            codes=codes,
+            params=params,
+            fit_cfg=cfg,
             emb=emb,
             dataset=dataset,
             history=(history, result.history),
@@ -269,8 +273,9 @@ def run_train(
     return summary
 
 
-def _body(argv: list[str] | None) -> None:
-    parser = base_parser("Train one hashing head on frozen embeddings.")
+def head_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments of the stages that train one head (train, train_dp)."""
+    parser = base_parser(description)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--method", required=True)
     parser.add_argument("--bits", type=int, required=True)
@@ -280,9 +285,23 @@ def _body(argv: list[str] | None) -> None:
     )
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plot)")
+    return parser
+
+
+def parse_head_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, Params]:
+    """Parse, load the params, refuse an unknown method (listing the registered ones)."""
     args = parser.parse_args(argv)
     params = load(args)
-    registry.get(args.method)  # unknown method -> clear error listing the registered ones
+    registry.get(args.method)
+    return args, params
+
+
+def _body(argv: list[str] | None) -> None:
+    args, params = parse_head_args(
+        head_parser("Train one hashing head on frozen embeddings."), argv
+    )
     run_train(
         params,
         dataset=args.dataset,

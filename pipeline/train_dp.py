@@ -16,14 +16,14 @@ from typing import Any
 from hashers import registry
 from pipeline import tracking
 from pipeline.artifacts import check_writable, load_embeddings
-from pipeline.common import base_parser, load, run_main
+from pipeline.common import run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
 from pipeline.train import (
     embedding_set,
-    encode_splits,
     fit_config,
+    head_parser,
     head_spec,
-    resolved_config,
+    parse_head_args,
     write_head_outputs,
 )
 from privacy.dp import DPConfig, check_dp_capable, dp_fit
@@ -85,17 +85,13 @@ def run_train_dp(
         )
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        config = resolved_config(
-            dataset=dataset, method=method, params=params, emb=emb, fit_cfg=cfg
-        )
-        config["dp"] = report.summary()
-        codes = encode_splits(method, emb)
         summary = {**result.summary(), "bits": bits, **report.summary()}
         write_head_outputs(
             out=out,
             method=method,
-            config=config,
-            codes=codes,
+            params=params,
+            fit_cfg=cfg,
+            extra_config={"dp": report.summary()},
             emb=emb,
             dataset=dataset,
             history=(history, result.history),
@@ -116,18 +112,9 @@ def run_train_dp(
 
 
 def _body(argv: list[str] | None) -> None:
-    parser = base_parser("Train one hashing head with DP-SGD (Opacus) at a target ε.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--bits", type=int, required=True)
+    parser = head_parser("Train one hashing head with DP-SGD (Opacus) at a target ε.")
     parser.add_argument("--epsilon", type=float, required=True, help="target ε of DP-SGD")
-    parser.add_argument("--embeddings", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True)
-    args = parser.parse_args(argv)
-    params = load(args)
-    registry.get(args.method)
+    args, params = parse_head_args(parser, argv)
     run_train_dp(
         params,
         dataset=args.dataset,
