@@ -378,13 +378,13 @@ def run_attack(
     gallery: Path,
     metrics: Path,
     sweep: Path,
-    method: str | None = None,
+    method_name: str | None = None,
     bits: int | None = None,
     head_dir: Path | None = None,
     float_metrics: Path | None = None,
     reconstructions: Path | None = None,
 ) -> dict[str, Any]:
-    is_float = method is None
+    is_float = method_name is None
     if not is_float and (bits is None or head_dir is None or float_metrics is None):
         raise ParamsError("--method needs --bits, --head and --float-metrics")
     emb = load_embeddings(embeddings)
@@ -413,10 +413,10 @@ def run_attack(
         )
     victims = {s: dataclasses.replace(r, reacquired=gal[s]) for s, r in victims.items()}
     release: Release = FloatRelease() if is_float else CodeRelease.from_head(head)
-    name = f"attack@{dataset}-float" if is_float else f"attack@{dataset}-{method}-{bits}"
+    name = f"attack@{dataset}-float" if is_float else f"attack@{dataset}-{method_name}-{bits}"
     tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
     if not is_float:
-        tags.update(method=str(method), bits=str(bits))
+        tags.update(method=str(method_name), bits=str(bits))
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"attack": to_dict(cfg), "seed": params.seed})
         attacks = make_attacks(
@@ -472,7 +472,7 @@ def _body(argv: list[str] | None) -> None:
         gallery=args.gallery,
         metrics=args.metrics,
         sweep=args.sweep,
-        method=args.method,
+        method_name=args.method,
         bits=args.bits,
         head_dir=args.head,
         float_metrics=args.float_metrics,

@@ -45,7 +45,7 @@ def head_identity(
     head_dir: Path,
     *,
     dataset: str | None,
-    method: str | None,
+    method_name: str | None,
     bits: int | None,
 ) -> tuple[str, str, int]:
     """(dataset, method, bits) of the head, from its ``config.json``; a command-line value that
@@ -62,7 +62,7 @@ def head_identity(
             "re-run the train stage"
         ) from None
     for flag, given, have in zip(
-        ("--dataset", "--method", "--bits"), (dataset, method, bits), stored, strict=True
+        ("--dataset", "--method", "--bits"), (dataset, method_name, bits), stored, strict=True
     ):
         if given is not None and given != have:
             raise ArtifactError(
@@ -103,7 +103,7 @@ def run_evaluate(
     params: Params,
     *,
     dataset: str | None,
-    method: str | None,
+    method_name: str | None,
     bits: int | None,
     embeddings: Path,
     head_dir: Path,
@@ -114,8 +114,8 @@ def run_evaluate(
 ) -> dict[str, Any]:
     check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
     head_config = read_json(head_dir / "config.json", require=HEAD_CONFIG_KEYS)
-    dataset, method, bits = head_identity(
-        head_config, head_dir, dataset=dataset, method=method, bits=bits
+    dataset, method_name, bits = head_identity(
+        head_config, head_dir, dataset=dataset, method_name=method_name, bits=bits
     )
     emb = load_embeddings(embeddings)
     check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings)
@@ -130,16 +130,16 @@ def run_evaluate(
     check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
     params.knn.check_database(len(emb.y["train"]))
     ks = sorted({params.knn.k, *params.knn.k_sweep})
-    name = f"evaluate@{dataset}-{method}-{bits}"
+    name = f"evaluate@{dataset}-{method_name}-{bits}"
     tags = {
         "dataset": dataset,
-        "method": method,
+        "method": method_name,
         "bits": bits,
         "backbone": emb.backbone,
         "embeddings": emb.fingerprint,
     }
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method})
+        run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method_name})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)
         at_k = next(r for r in rows if r["k"] == params.knn.k)
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
@@ -170,7 +170,7 @@ def run_evaluate(
                 confusion_path=confusion_png_path,
                 run=run,
                 extra=extra,
-                title=f"{dataset}: {method} {bits}-bit Hamming KNN (k={params.knn.k})",
+                title=f"{dataset}: {method_name} {bits}-bit Hamming KNN (k={params.knn.k})",
             )
         log_confusion(run, confusion_png_path)
     log.info(
@@ -203,7 +203,7 @@ def _body(argv: list[str] | None) -> None:
     run_evaluate(
         load(args),
         dataset=args.dataset,
-        method=args.method,
+        method_name=args.method,
         bits=args.bits,
         embeddings=args.embeddings,
         head_dir=args.head,
