@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_utility import embeddings_for  # noqa: E402
 from hashers import registry  # noqa: E402
 from hashers.base import EmbeddingSet  # noqa: E402
-from pipeline.artifacts import Embeddings, load_embeddings  # noqa: E402
+from pipeline.artifacts import EmbeddingsFile, load_embeddings  # noqa: E402
 from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
 from pipeline.evaluate import hamming_knn  # noqa: E402
@@ -59,13 +59,13 @@ log = logging.getLogger("bench_dp")
 DP_METHODS = ("csq", "tcl", "cnnh")
 
 
-def build(params: Params, method: str, bits: int, emb: Embeddings) -> Any:
+def build(params: Params, method: str, bits: int, emb: EmbeddingsFile) -> Any:
     spec = head_spec(emb, params, bits)
     return registry.build(method, spec, params.method_config(method), seed=params.seed)
 
 
 def train(
-    params: Params, method: str, bits: int, emb: Embeddings, eps: float | None, device: str
+    params: Params, method: str, bits: int, emb: EmbeddingsFile, eps: float | None, device: str
 ) -> tuple[Any, dict[str, float]]:
     from hashers.trainer import fit
 
@@ -88,7 +88,7 @@ def codes_of(head: Any, x: np.ndarray) -> np.ndarray:
     return head.encode(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
 
-def knn_acc(emb: Embeddings, db: np.ndarray, q: np.ndarray, k: int) -> dict[str, float]:
+def knn_acc(emb: EmbeddingsFile, db: np.ndarray, q: np.ndarray, k: int) -> dict[str, float]:
     bits = db.shape[1]
     codes = {"train": pack_bits(db), "test": pack_bits(q)}
     rows, _ = hamming_knn(emb, codes, bits, [k])
@@ -111,13 +111,13 @@ def linkage_rate(released: np.ndarray, probes: np.ndarray) -> float:
     return hits / len(probes)
 
 
-def probes_of(head: Any, emb: Embeddings, seed: int) -> np.ndarray:
+def probes_of(head: Any, emb: EmbeddingsFile, seed: int) -> np.ndarray:
     x = emb.x["train"]
     noise = np.random.default_rng(seed).normal(size=x.shape) * 0.05 * x.std()
     return codes_of(head, (x + noise).astype(np.float32))
 
 
-def section_dp(params: Params, emb: Embeddings, dataset: str, bits_list, eps_list, device, out):
+def section_dp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, eps_list, device, out):
     k = params.knn.k
     for bits in bits_list:
         for method in DP_METHODS:
@@ -152,12 +152,14 @@ def section_dp(params: Params, emb: Embeddings, dataset: str, bits_list, eps_lis
                 print(out[-1], flush=True)
 
 
-def tensors(emb: Embeddings, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tensors(emb: EmbeddingsFile, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     s = embedding_set(emb, split)
     return s.x, s.y
 
 
-def section_audit(params: Params, emb: Embeddings, dataset: str, device: str, out, m: int = 200):
+def section_audit(
+    params: Params, emb: EmbeddingsFile, dataset: str, device: str, out, m: int = 200
+):
     from hashers.trainer import fit
 
     rng = np.random.default_rng(12345)
@@ -187,7 +189,7 @@ def section_audit(params: Params, emb: Embeddings, dataset: str, device: str, ou
         print(out[-1], flush=True)
 
 
-def section_ldp(params: Params, emb: Embeddings, dataset: str, bits_list, device, out, audit):
+def section_ldp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, device, out, audit):
     k = params.knn.k
     for bits in bits_list:
         head, _ = train(params, "csq", bits, emb, None, device)
@@ -217,7 +219,9 @@ def section_ldp(params: Params, emb: Embeddings, dataset: str, bits_list, device
                 )
 
 
-def section_kanon(params: Params, emb: Embeddings, dataset: str, bits_list, methods, device, out):
+def section_kanon(
+    params: Params, emb: EmbeddingsFile, dataset: str, bits_list, methods, device, out
+):
     kk = params.knn.k
     for bits in bits_list:
         for method in methods:

@@ -123,7 +123,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
 
     from hashers import registry
     from hashers.trainer import fit, peak_rss_mb
-    from pipeline.artifacts import Embeddings
+    from pipeline.artifacts import EmbeddingsFile
     from pipeline.train import embedding_set, head_spec
     from retrieval.codes import pack_bits
     from retrieval.knn import knn_float, knn_hamming
@@ -157,7 +157,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
         rec["peak_rss_mb"] = peak_rss_mb()
         return rec
 
-    emb = Embeddings(
+    emb = EmbeddingsFile(
         x={s: x for s, (x, _) in data.items()},
         y={s: y for s, (_, y) in data.items()},
         meta={"n_classes": str(args.classes)},

@@ -350,8 +350,9 @@ def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
-class Embeddings:
-    """Per-split embeddings and labels of one dataset, with provenance metadata."""
+class EmbeddingsFile:
+    """The contents of one embeddings file: per-split embeddings and labels of one dataset, with
+    provenance metadata (the per-split tensors a head trains on are ``hashers.base.EmbeddingSet``)."""
 
     x: Mapping[str, np.ndarray]
     y: Mapping[str, np.ndarray]
@@ -465,7 +466,7 @@ def validate_embeddings(
         )
 
 
-def save_embeddings(path: str | Path, emb: Embeddings) -> None:
+def save_embeddings(path: str | Path, emb: EmbeddingsFile) -> None:
     tensors: dict[str, np.ndarray] = {}
     for s in SPLITS:
         tensors[f"{s}_x"] = np.ascontiguousarray(emb.x[s], dtype=np.float32)
@@ -564,7 +565,7 @@ def _check_declared_classes(
             )
 
 
-def load_embeddings(path: str | Path) -> Embeddings:
+def load_embeddings(path: str | Path) -> EmbeddingsFile:
     """Read a complete embeddings file (all of train/val/test)."""
     x, y, meta = read_embeddings_raw(path)
     as_ids = {
@@ -573,7 +574,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
         else v
         for s, v in y.items()
     }
-    emb = Embeddings(x=x, y=as_ids, meta=meta)
+    emb = EmbeddingsFile(x=x, y=as_ids, meta=meta)
     recorded = meta.get("fingerprint")
     if recorded is not None and recorded != emb.fingerprint:
         raise ArtifactError(
@@ -586,7 +587,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
 
 
 def check_same_embeddings(
-    expected: str | None, emb: Embeddings, *, embeddings_path: Path, recorded_in: Path
+    expected: str | None, emb: EmbeddingsFile, *, embeddings_path: Path, recorded_in: Path
 ) -> None:
     """Refuse an embeddings file whose content fingerprint differs from the one recorded in
     another artifact (a head's ``config.json``, a float-metrics JSON, ...): pairing codes or
@@ -607,7 +608,7 @@ def check_same_embeddings(
 
 
 def check_head_embeddings(
-    head_config: Mapping[str, Any], emb: Embeddings, *, head_dir: Path, embeddings_path: Path
+    head_config: Mapping[str, Any], emb: EmbeddingsFile, *, head_dir: Path, embeddings_path: Path
 ) -> None:
     """A trained head (its ``config.json``) must have been trained on exactly ``emb``: same
     backbone, pooling and dimension, and the same content fingerprint."""

@@ -29,7 +29,7 @@ import numpy as np
 from pipeline import sources, tracking
 from pipeline.artifacts import (
     ArtifactError,
-    Embeddings,
+    EmbeddingsFile,
     check_head_embeddings,
     load_codes,
     load_embeddings,
@@ -58,7 +58,9 @@ GALLERY_FORMAT = "hashaudit.attack-gallery/1"
 # --------------------------------------------------------------------------------------------
 
 
-def attribute_target(emb: Embeddings, split: str, column: int | None, aux_split: str) -> np.ndarray:
+def attribute_target(
+    emb: EmbeddingsFile, split: str, column: int | None, aux_split: str
+) -> np.ndarray:
     """The attribute the attacks predict: the class id; for multi-label sources the withheld
     finding (0/1), or without one the finding most frequent in the aux split."""
     if not emb.multilabel:
@@ -68,7 +70,7 @@ def attribute_target(emb: Embeddings, split: str, column: int | None, aux_split:
     return emb.y[split][:, column].astype(np.int64)
 
 
-def load_images(params: Params, dataset: str, emb: Embeddings) -> dict[str, np.ndarray] | None:
+def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, np.ndarray] | None:
     """uint8 images per split in the embeddings' row order, or None for embeddings-only sources."""
     source = params.data.source(dataset)
     if not sources.yields_images(source.kind):
@@ -92,8 +94,8 @@ def load_images(params: Params, dataset: str, emb: Embeddings) -> dict[str, np.n
 
 
 def build_records(
-    params: Params, emb: Embeddings, images: dict[str, np.ndarray] | None
-) -> tuple[Records, dict[str, Records], Embeddings]:
+    params: Params, emb: EmbeddingsFile, images: dict[str, np.ndarray] | None
+) -> tuple[Records, dict[str, Records], EmbeddingsFile]:
     """(aux, victims by group, embeddings with any withheld finding removed from the labels)."""
     cfg = params.attack
     trained, column = withhold_label(emb, cfg.withhold_label)
@@ -233,7 +235,7 @@ def rebuild_head(head_dir: Path) -> tuple[Any, dict[str, Any]]:
 def check_head(
     head_dir: Path,
     head_config: dict,
-    emb: Embeddings,
+    emb: EmbeddingsFile,
     method: Any,
     bits: int,
     *,

@@ -21,7 +21,7 @@ from pipeline import tracking
 from pipeline.artifacts import (
     HEAD_CONFIG_KEYS,
     ArtifactError,
-    Embeddings,
+    EmbeddingsFile,
     atomic_outputs,
     check_head_embeddings,
     check_same_embeddings,
@@ -73,7 +73,7 @@ def head_identity(
 
 
 def check_float_baseline(
-    baseline: dict[str, Any], emb: Embeddings, params: Params, *, path: Path, embeddings: Path
+    baseline: dict[str, Any], emb: EmbeddingsFile, params: Params, *, path: Path, embeddings: Path
 ) -> None:
     """The float-KNN metrics must come from the same embeddings and the same k."""
     check_same_embeddings(
@@ -87,7 +87,7 @@ def check_float_baseline(
 
 
 def hamming_knn(
-    emb: Embeddings, codes: dict[str, np.ndarray], n_bits: int, ks: list[int]
+    emb: EmbeddingsFile, codes: dict[str, np.ndarray], n_bits: int, ks: list[int]
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     for split in ("train", "test"):
         if len(codes[split]) != len(emb.y[split]):

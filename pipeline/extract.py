@@ -31,7 +31,7 @@ from pipeline import sources, tracking
 from pipeline.artifacts import (
     SPLITS,
     ArtifactError,
-    Embeddings,
+    EmbeddingsFile,
     atomic_outputs,
     check_writable,
     save_embeddings,
@@ -142,7 +142,7 @@ def image_metadata(
 
 def extract_images(
     params: Params, name: str, ds: ImageDataset, *, progress: bool = True
-) -> tuple[Embeddings, dict[str, Any]]:
+) -> tuple[EmbeddingsFile, dict[str, Any]]:
     """Load the backbone and embed every split of ``ds``; returns embeddings and metrics."""
     backbone = load_backbone(params.backbone, seed=params.seed)
     x: dict[str, np.ndarray] = {}
@@ -158,7 +158,7 @@ def extract_images(
         )
         seconds += time.perf_counter() - t0
     n_total = sum(len(ds.splits[s]) for s in SPLITS)
-    emb = Embeddings(
+    emb = EmbeddingsFile(
         x=x,
         y={s: ds.splits[s].labels for s in SPLITS},
         meta=image_metadata(name, ds, backbone, seed=params.seed, limit=params.data.limit),
@@ -178,7 +178,7 @@ def extract_dataset(
     """Write the embeddings file of dataset ``name`` to ``out_path``; returns the stage's metrics."""
     t0 = time.perf_counter()
     loaded = sources.load(name, params.data.source(name), params.data, seed=params.seed)
-    if isinstance(loaded, Embeddings):  # a source of ready embeddings: no backbone
+    if isinstance(loaded, EmbeddingsFile):  # a source of ready embeddings: no backbone
         emb, metrics = loaded, {}
     else:
         emb, metrics = extract_images(params, name, loaded, progress=progress)

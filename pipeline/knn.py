@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline import tracking
 from pipeline.artifacts import (
-    Embeddings,
+    EmbeddingsFile,
     atomic_outputs,
     check_writable,
     load_embeddings,
@@ -41,7 +41,7 @@ def sweep_metrics(
 
 
 def float_knn(
-    emb: Embeddings, config: KnnConfig
+    emb: EmbeddingsFile, config: KnnConfig
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """KNN of test queries against the train database for k and every k of the sweep."""
     ks = sorted({config.k, *config.k_sweep})
@@ -52,7 +52,7 @@ def float_knn(
 
 def write_knn_outputs(
     *,
-    emb: Embeddings,
+    emb: EmbeddingsFile,
     rows: list[dict[str, Any]],
     pred: np.ndarray,
     k: int,

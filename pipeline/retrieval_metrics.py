@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import Embeddings
+from pipeline.artifacts import EmbeddingsFile
 from pipeline.config import Params
 from retrieval.errors import RetrievalError
 from retrieval.evaluation import float_report, hamming_report
@@ -31,7 +31,7 @@ def _pick(params: Params, scalars: dict[str, Any]) -> dict[str, Any]:
     return {name: scalars[name] for name in params.retrieval.metrics if name in scalars}
 
 
-def float_retrieval_metrics(params: Params, emb: Embeddings) -> dict[str, Any]:
+def float_retrieval_metrics(params: Params, emb: EmbeddingsFile) -> dict[str, Any]:
     """Tie-aware ranking metrics of the float baseline (``knn.metric`` distance)."""
     rep = float_report(
         emb.x["test"],
@@ -45,7 +45,7 @@ def float_retrieval_metrics(params: Params, emb: Embeddings) -> dict[str, Any]:
 
 
 def code_retrieval_metrics(
-    params: Params, emb: Embeddings, codes: dict[str, np.ndarray], n_bits: int
+    params: Params, emb: EmbeddingsFile, codes: dict[str, np.ndarray], n_bits: int
 ) -> dict[str, Any]:
     """Tie-aware ranking metrics of Hamming search on the released codes (+ two-stage if asked)."""
     r = params.retrieval

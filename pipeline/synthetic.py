@@ -3,7 +3,7 @@
 Every generator draws labelled Gaussian clusters, seeded, in a fixed draw order (so a seed gives the
 same numbers on every machine and benchmark results stay reproducible):
 
-* :func:`synthetic_embeddings` — an :class:`~pipeline.artifacts.Embeddings` (the embeddings-file
+* :func:`synthetic_embeddings` — an :class:`~pipeline.artifacts.EmbeddingsFile` (the embeddings-file
   layout of the stages: train/val/test, metadata, optional multi-label), for stage tests;
 * :func:`gaussian_clusters` — a :class:`~hashers.base.EmbeddingSet` (one-hot labels) of one split,
   optionally imbalanced, for method and trainer tests;
@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from hashers.base import EmbeddingSet
-from pipeline.artifacts import SPLITS, Embeddings
+from pipeline.artifacts import SPLITS, EmbeddingsFile
 
 
 def noisy_centers(g: np.random.Generator, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ def synthetic_embeddings(
     seed: int = 0,
     multilabel: bool = False,
     backbone: str = "tiny-random",
-) -> Embeddings:
+) -> EmbeddingsFile:
     """Separable clusters (centers ``N(0, 4)``) in the embeddings-file layout; ``n`` = train/val/test
     sizes, classes cycle. ``multilabel`` makes every fourth sample multi-hot: it gains each class that
     follows the label of one of those samples (so at least its own next class)."""
@@ -61,7 +61,7 @@ def synthetic_embeddings(
         "task": "multi-label" if multilabel else "multi-class",
         "class_names": json.dumps([f"c{i}" for i in range(n_classes)]),
     }
-    return Embeddings(x=x, y=y, meta=meta)
+    return EmbeddingsFile(x=x, y=y, meta=meta)
 
 
 def gaussian_clusters(

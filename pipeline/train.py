@@ -23,7 +23,7 @@ from hashers.trainer import FitConfig, FitResult, fit
 from pipeline import tracking
 from pipeline.artifacts import (
     SPLITS,
-    Embeddings,
+    EmbeddingsFile,
     atomic_outputs,
     check_writable,
     load_embeddings,
@@ -38,7 +38,7 @@ from retrieval.codes import pack_bits
 log = logging.getLogger(__name__)
 
 
-def head_spec(emb: Embeddings, params: Params, bits: int) -> HeadSpec:
+def head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:
     return HeadSpec(
         in_dim=emb.dim,
         n_bits=bits,
@@ -69,7 +69,9 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     )
 
 
-def withhold_label(emb: Embeddings, label: str | int | None) -> tuple[Embeddings, int | None]:
+def withhold_label(
+    emb: EmbeddingsFile, label: str | int | None
+) -> tuple[EmbeddingsFile, int | None]:
     """``emb`` without the multi-label column ``label`` (a class name or column index), and that
     column's index; unchanged with ``None`` when nothing is withheld (``attack.withhold_label``).
 
@@ -100,15 +102,15 @@ def withhold_label(emb: Embeddings, label: str | int | None) -> tuple[Embeddings
     if names:
         meta["class_names"] = json.dumps([names[c] for c in keep])
     y = {s: v[:, keep] for s, v in emb.y.items()}
-    return Embeddings(x=emb.x, y=y, meta=meta), col
+    return EmbeddingsFile(x=emb.x, y=y, meta=meta), col
 
 
-def embedding_set(emb: Embeddings, split: str) -> EmbeddingSet:
+def embedding_set(emb: EmbeddingsFile, split: str) -> EmbeddingSet:
     return EmbeddingSet.from_numpy(emb.x[split], emb.multihot(split))
 
 
 def resolved_config(
-    *, dataset: str, method: HashingMethod, params: Params, emb: Embeddings, fit_cfg: FitConfig
+    *, dataset: str, method: HashingMethod, params: Params, emb: EmbeddingsFile, fit_cfg: FitConfig
 ) -> dict[str, Any]:
     """Everything needed to rebuild the head and to check later inputs against it."""
     return {
@@ -148,7 +150,7 @@ def train_one(
     dataset: str,
     method_name: str,
     bits: int,
-    emb: Embeddings,
+    emb: EmbeddingsFile,
     progress: bool = True,
 ) -> tuple[HashingMethod, FitResult, FitConfig]:
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -160,7 +162,7 @@ def train_one(
     return method, result, cfg
 
 
-def encode_splits(method: HashingMethod, emb: Embeddings) -> dict[str, Any]:
+def encode_splits(method: HashingMethod, emb: EmbeddingsFile) -> dict[str, Any]:
     with torch.no_grad():
         return {
             s: pack_bits(method.encode(torch.as_tensor(emb.x[s], dtype=torch.float32)))
@@ -174,7 +176,7 @@ def write_head_outputs(
     method: HashingMethod,
     params: Params,
     fit_cfg: FitConfig,
-    emb: Embeddings,
+    emb: EmbeddingsFile,
     dataset: str,
     history: tuple[Path, list[dict[str, float]]],
     metrics: Path,

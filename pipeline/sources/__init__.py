@@ -4,7 +4,7 @@ A source module (see :class:`Source`) defines
 
 * ``YIELDS``: ``"images"`` (``load`` returns a :class:`pipeline.data.ImageDataset`, which the extract
   stage embeds with the backbone) or ``"embeddings"`` (``load`` returns ready
-  :class:`pipeline.artifacts.Embeddings`, written as they are);
+  :class:`pipeline.artifacts.EmbeddingsFile`, written as they are);
 * ``load(name, source, data, *, seed)``: the dataset ``name`` from its ``data.sources`` entry
   ``source`` and the shared ``data`` block, with train/val/test splits (finish with
   :func:`pipeline.data.complete_splits` so carving and ``data.limit`` behave as everywhere else);
@@ -80,5 +80,5 @@ def resolve(name: str, source: SourceConfig) -> SourceConfig:
 
 
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Any:
-    """Load dataset ``name``: an ``ImageDataset`` or ``Embeddings``, as the kind's ``YIELDS`` says."""
+    """Load dataset ``name``: an ``ImageDataset`` or ``EmbeddingsFile``, as the kind's ``YIELDS`` says."""
     return get(source.kind).load(name, source, data, seed=seed)

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.artifacts import (
     SPLITS,
     ArtifactError,
-    Embeddings,
+    EmbeddingsFile,
     read_embeddings_raw,
     validate_embeddings,
 )
@@ -62,7 +62,7 @@ def _check_keys(x: dict, y: dict, where: str) -> None:
         )
 
 
-def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Embeddings:
+def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> EmbeddingsFile:
     """Read, validate and complete a user's embeddings file (val carved from train when missing)."""
     path = Path(str(source.path)).expanduser()
     x, y, meta = read_embeddings_raw(path)
@@ -107,4 +107,4 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
             "limit": "null" if data.limit is None else str(data.limit),
         }
     )
-    return Embeddings(x=x, y=y, meta=out)
+    return EmbeddingsFile(x=x, y=y, meta=out)

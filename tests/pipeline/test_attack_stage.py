@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline import attack, train
-from pipeline.artifacts import Embeddings, save_embeddings
+from pipeline.artifacts import EmbeddingsFile, save_embeddings
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
 
@@ -146,4 +146,4 @@ def test_withheld_label_multilabel(tmp_path: Path, one_thread) -> None:
 
     kept, col = withhold_label(emb, 2)
     assert col == 2 and np.array_equal(kept.y["test"], emb.y["test"][:, :2])
-    assert isinstance(kept, Embeddings) and kept.n_classes == 2
+    assert isinstance(kept, EmbeddingsFile) and kept.n_classes == 2

@@ -19,7 +19,7 @@ import pytest
 from pipeline import evaluate, knn, train
 from pipeline.artifacts import (
     ArtifactError,
-    Embeddings,
+    EmbeddingsFile,
     atomic_outputs,
     atomic_path,
     load_embeddings,
@@ -119,7 +119,7 @@ def permuted_labels(path: Path) -> None:
     emb = synthetic_embeddings()
     y = dict(emb.y)
     y["test"] = np.random.default_rng(1).permutation(y["test"])
-    save_embeddings(path, Embeddings(x=emb.x, y=y, meta=emb.meta))
+    save_embeddings(path, EmbeddingsFile(x=emb.x, y=y, meta=emb.meta))
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_fingerprint_depends_on_content_not_metadata() -> None:
     y = dict(a.y)
     y["train"] = y["train"].copy()
     y["train"][[0, 1]] = y["train"][[1, 0]]
-    assert Embeddings(x=a.x, y=y, meta=a.meta).fingerprint != a.fingerprint
+    assert EmbeddingsFile(x=a.x, y=y, meta=a.meta).fingerprint != a.fingerprint
 
 
 def test_evaluate_reads_dataset_method_bits_from_the_head(
@@ -302,7 +302,9 @@ def test_large_inputs_that_break_a_loss_are_not_blamed_on_the_lr(tmp_path: Path,
     """1e17 passes the file check (LayerNorm heads train fine on it), but SAEH reconstructing the
     raw embedding overflows: the message names the inputs' scale, not train.lr."""
     emb = synthetic_embeddings()
-    big = Embeddings(x={s: v * np.float32(1e17) for s, v in emb.x.items()}, y=emb.y, meta=emb.meta)
+    big = EmbeddingsFile(
+        x={s: v * np.float32(1e17) for s, v in emb.x.items()}, y=emb.y, meta=emb.meta
+    )
     save_embeddings(tmp_path / "big.safetensors", big)
     argv = train_argv(
         tmp_path / "big.safetensors",

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from pipeline import sources
-from pipeline.artifacts import ArtifactError, Embeddings
+from pipeline.artifacts import ArtifactError, EmbeddingsFile
 from pipeline.config import DataConfig, SourceConfig
 
 
@@ -35,7 +35,7 @@ def write_npz(path: Path, *, val: bool, n: int = 30, multi: bool = False) -> dic
     return arrays
 
 
-def load(data: DataConfig, seed: int = 0) -> Embeddings:
+def load(data: DataConfig, seed: int = 0) -> EmbeddingsFile:
     return sources.load("mine", data.source("mine"), data, seed=seed)
 
 
@@ -43,7 +43,7 @@ def test_embeddings_source_is_registered_and_yields_embeddings(tmp_path: Path) -
     assert not sources.yields_images("embeddings")
     write_npz(tmp_path / "e.npz", val=True)
     emb = load(config(tmp_path / "e.npz"))
-    assert isinstance(emb, Embeddings)
+    assert isinstance(emb, EmbeddingsFile)
     assert emb.x["train"].dtype == np.float32 and emb.meta["backbone"] == "user-supplied"
     assert emb.meta["task"] == "multi-class" and json.loads(emb.meta["class_names"]) == [
         "0",
