@@ -22,7 +22,6 @@ from pipeline.artifacts import (
     HEAD_CONFIG_KEYS,
     ArtifactError,
     EmbeddingsFile,
-    atomic_outputs,
     check_head_embeddings,
     check_same_embeddings,
     check_writable,
@@ -32,7 +31,7 @@ from pipeline.artifacts import (
 )
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
-from pipeline.knn import knn_outputs, log_confusion, sweep_metrics, write_knn_outputs
+from pipeline.knn import knn_outputs, sweep_metrics, write_knn_outputs
 from pipeline.retrieval_metrics import code_retrieval_metrics
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
@@ -159,20 +158,18 @@ def run_evaluate(
                 extra["predicted_classes"],
             )
         extra["embeddings_fingerprint"] = emb.fingerprint
-        with atomic_outputs():
-            out = write_knn_outputs(
-                emb=emb,
-                rows=rows,
-                pred=preds[params.knn.k],
-                k=params.knn.k,
-                metrics_path=metrics,
-                sweep_path=sweep,
-                confusion_path=confusion_png_path,
-                run=run,
-                extra=extra,
-                title=f"{dataset}: {method_name} {bits}-bit Hamming KNN (k={params.knn.k})",
-            )
-        log_confusion(run, confusion_png_path)
+        out = write_knn_outputs(
+            emb=emb,
+            rows=rows,
+            pred=preds[params.knn.k],
+            k=params.knn.k,
+            metrics_path=metrics,
+            sweep_path=sweep,
+            confusion_path=confusion_png_path,
+            run=run,
+            extra=extra,
+            title=f"{dataset}: {method_name} {bits}-bit Hamming KNN (k={params.knn.k})",
+        )
     log.info(
         "%s: balanced accuracy %.4f = %.1f%% of float (accuracy %.4f = %.1f%%)",
         name,

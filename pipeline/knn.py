@@ -63,34 +63,35 @@ def write_knn_outputs(
     extra: dict[str, Any] | None = None,
     title: str,
 ) -> dict[str, Any]:
-    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion.
-
-    Call inside :func:`pipeline.artifacts.atomic_outputs` (the files land together); log the
-    confusion PNG to MLflow after the block (:func:`log_confusion`)."""
+    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion. The
+    files land together (:func:`pipeline.artifacts.atomic_outputs`); the confusion PNG goes to
+    MLflow once it has landed."""
     at_k = next(r for r in rows if r["k"] == k)
     metrics = {"k": k, "n_queries": len(emb.y["test"]), "n_database": len(emb.y["train"])}
     metrics.update({key: v for key, v in at_k.items() if key != "k"})
     metrics.update(extra or {})
-    write_csv(sweep_path, rows)
-    if not emb.multilabel:
-        cm = confusion(emb.y["test"], pred, emb.n_classes)
-        names = class_names_from_meta(emb.meta, emb.n_classes)
-        write_json(confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()})
-        confusion_png(confusion_path, cm, names, title=title)
-    tracking.record_metrics(metrics_path, metrics, run)
-    for r in rows:
-        run.log_metrics({f"sweep/{key}": v for key, v in r.items() if key != "k"}, step=int(r["k"]))
+    with atomic_outputs():
+        write_csv(sweep_path, rows)
+        if not emb.multilabel:
+            cm = confusion(emb.y["test"], pred, emb.n_classes)
+            names = class_names_from_meta(emb.meta, emb.n_classes)
+            write_json(
+                confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()}
+            )
+            confusion_png(confusion_path, cm, names, title=title)
+        tracking.record_metrics(metrics_path, metrics, run)
+        for r in rows:
+            run.log_metrics(
+                {f"sweep/{key}": v for key, v in r.items() if key != "k"}, step=int(r["k"])
+            )
+    if confusion_path.is_file():
+        run.log_artifact(confusion_path)
     return metrics
 
 
 def knn_outputs(metrics: Path, sweep: Path, confusion_png_path: Path) -> tuple[Path, ...]:
     """Every file the knn / evaluate stage writes (checked writable before any work)."""
     return (metrics, sweep, confusion_png_path, confusion_png_path.with_suffix(".json"))
-
-
-def log_confusion(run: tracking.StageRun, confusion_png_path: Path) -> None:
-    if confusion_png_path.is_file():
-        run.log_artifact(confusion_png_path)
 
 
 def run_knn(
@@ -117,20 +118,18 @@ def run_knn(
             "embeddings_fingerprint": emb.fingerprint,
             **float_retrieval_metrics(params, emb),
         }
-        with atomic_outputs():
-            out = write_knn_outputs(
-                emb=emb,
-                rows=rows,
-                pred=preds[params.knn.k],
-                k=params.knn.k,
-                metrics_path=metrics,
-                sweep_path=sweep,
-                confusion_path=confusion_png_path,
-                run=run,
-                extra=extra,
-                title=f"{dataset}: float KNN (k={params.knn.k})",
-            )
-        log_confusion(run, confusion_png_path)
+        out = write_knn_outputs(
+            emb=emb,
+            rows=rows,
+            pred=preds[params.knn.k],
+            k=params.knn.k,
+            metrics_path=metrics,
+            sweep_path=sweep,
+            confusion_path=confusion_png_path,
+            run=run,
+            extra=extra,
+            title=f"{dataset}: float KNN (k={params.knn.k})",
+        )
         # timing goes to MLflow only: the JSON is a dependency of evaluate and must be
         # byte-identical between identical runs, or DVC re-runs every evaluate stage
         run.log_metrics({"seconds": seconds})

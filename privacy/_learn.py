@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -41,44 +42,31 @@ def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], dropout: float = 0.0
     return nn.Sequential(*layers)
 
 
+class FitSettings(Protocol):
+    """The training settings an attack's config carries (inversion, reconstruction)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    holdout: float
+
+
+@one_thread()
 def train_regressor(
     model: nn.Module,
     inputs: np.ndarray,
     targets: np.ndarray,
     *,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    holdout: float,
+    settings: FitSettings,
     seed: int,
     patience: int = 20,
 ) -> nn.Module:
-    """Fit ``model(inputs) ~ targets``; keep the epoch with the lowest loss on a held-out share and
-    stop after ``patience`` epochs without improvement."""
-    with one_thread():
-        return _train(
-            model, inputs, targets, loss_fn=loss_fn, epochs=epochs, lr=lr,
-            weight_decay=weight_decay, batch_size=batch_size, holdout=holdout, seed=seed,
-            patience=patience,
-        )  # fmt: skip
-
-
-def _train(
-    model: nn.Module,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    *,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    holdout: float,
-    seed: int,
-    patience: int,
-) -> nn.Module:
+    """Fit ``model(inputs) ~ targets`` on one torch thread; keep the epoch with the lowest loss on a
+    held-out share (``settings.holdout``) and stop after ``patience`` epochs without improvement."""
+    epochs, lr, weight_decay = settings.epochs, settings.lr, settings.weight_decay
+    batch_size, holdout = settings.batch_size, settings.holdout
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

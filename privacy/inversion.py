@@ -56,11 +56,7 @@ class Inversion(Attack):
             feats,
             target,
             loss_fn=torch.nn.functional.mse_loss,
-            epochs=c.epochs,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            batch_size=c.batch_size,
-            holdout=c.holdout,
+            settings=c,
             seed=self.seed,
         )
 

@@ -116,11 +116,7 @@ class Reconstruction(Attack):
             feats,
             target,
             loss_fn=nn.functional.mse_loss,
-            epochs=c.epochs,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            batch_size=c.batch_size,
-            holdout=c.holdout,
+            settings=c,
             seed=self.seed,
         )
 
