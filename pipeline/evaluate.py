@@ -130,13 +130,13 @@ def run_evaluate(
     params.knn.check_database(len(emb.y["train"]))
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method_name}-{bits}"
-    tags = {
-        "dataset": dataset,
-        "method": method_name,
-        "bits": bits,
-        "backbone": emb.backbone,
-        "embeddings": emb.fingerprint,
-    }
+    tags = tracking.head_tags(
+        dataset=dataset,
+        method_name=method_name,
+        bits=bits,
+        backbone=emb.backbone,
+        fingerprint=emb.fingerprint,
+    )
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method_name})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)

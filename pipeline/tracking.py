@@ -303,3 +303,16 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_main())
+
+
+def head_tags(
+    *, dataset: str, method_name: str, bits: int, backbone: str, fingerprint: str
+) -> dict[str, Any]:
+    """The MLflow tags of every stage that works on one head (train, train_dp, evaluate)."""
+    return {
+        "dataset": dataset,
+        "method": method_name,
+        "bits": bits,
+        "backbone": backbone,
+        "embeddings": fingerprint,
+    }

@@ -187,7 +187,10 @@ def write_head_outputs(
 ) -> None:
     """Head + resolved config (plus ``extra_config``), codes of every split (with the embeddings'
     fingerprint), history CSV and metrics of a trained head: they land together, only after
-    training succeeded, or none does (train and train_dp)."""
+    training succeeded, or none does (train and train_dp). The per-epoch history also goes to
+    MLflow, one step per epoch."""
+    for row in history[1]:
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
     config = resolved_config(
         dataset=dataset, method=method, params=params, emb=emb, fit_cfg=fit_cfg
     )
@@ -226,13 +229,13 @@ def run_train(
     emb, _ = withhold_label(load_embeddings(embeddings), params.attack.withhold_label)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{dataset}-{method_name}-{bits}"
-    tags = {
-        "dataset": dataset,
-        "method": method_name,
-        "bits": bits,
-        "backbone": emb.backbone,
-        "embeddings": emb.fingerprint,
-    }
+    tags = tracking.head_tags(
+        dataset=dataset,
+        method_name=method_name,
+        bits=bits,
+        backbone=emb.backbone,
+        fingerprint=emb.fingerprint,
+    )
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(
             {
@@ -246,8 +249,6 @@ def run_train(
         method, result, cfg = train_one(
             params, dataset=dataset, method_name=method_name, bits=bits, emb=emb
         )
-        for row in result.history:
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         summary = {**result.summary(), "bits": bits}
         last = result.history[-1] if result.history else {}
         losses = tuple(k for k in last if k.startswith("loss"))

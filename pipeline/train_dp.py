@@ -61,13 +61,14 @@ def run_train_dp(
     method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
     check_dp_capable(method)
     name = f"train_dp@{dataset}-{method_name}-{bits}-eps{epsilon:g}"
-    tags = {
-        "dataset": dataset,
-        "method": method_name,
-        "bits": bits,
-        "backbone": emb.backbone,
-        "dp_target_epsilon": epsilon,
-    }
+    tags = tracking.head_tags(
+        dataset=dataset,
+        method_name=method_name,
+        bits=bits,
+        backbone=emb.backbone,
+        fingerprint=emb.fingerprint,
+    )
+    tags["dp_target_epsilon"] = epsilon
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(
             {
@@ -83,8 +84,6 @@ def run_train_dp(
         result, report = dp_fit(
             method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg, dp=dp
         )
-        for row in result.history:
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         summary = {**result.summary(), "bits": bits, **report.summary()}
         write_head_outputs(
             out=out,
