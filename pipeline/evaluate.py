@@ -130,13 +130,7 @@ def run_evaluate(
     params.knn.check_database(len(emb.y["train"]))
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method_name}-{bits}"
-    tags = tracking.head_tags(
-        dataset=dataset,
-        method_name=method_name,
-        bits=bits,
-        backbone=emb.backbone,
-        fingerprint=emb.fingerprint,
-    )
+    tags = tracking.head_tags(dataset, method_name, bits, emb)
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method_name})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)

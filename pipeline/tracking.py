@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import EmbeddingsFile, write_json
 from pipeline.config import ParamsError, TrackingConfig, to_dict
 
 log = logging.getLogger(__name__)
@@ -305,14 +305,12 @@ if __name__ == "__main__":
     raise SystemExit(_main())
 
 
-def head_tags(
-    *, dataset: str, method_name: str, bits: int, backbone: str, fingerprint: str
-) -> dict[str, Any]:
+def head_tags(dataset: str, method_name: str, bits: int, emb: EmbeddingsFile) -> dict[str, Any]:
     """The MLflow tags of every stage that works on one head (train, train_dp, evaluate)."""
     return {
         "dataset": dataset,
         "method": method_name,
         "bits": bits,
-        "backbone": backbone,
-        "embeddings": fingerprint,
+        "backbone": emb.backbone,
+        "embeddings": emb.fingerprint,
     }

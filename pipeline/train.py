@@ -229,13 +229,7 @@ def run_train(
     emb, _ = withhold_label(load_embeddings(embeddings), params.attack.withhold_label)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{dataset}-{method_name}-{bits}"
-    tags = tracking.head_tags(
-        dataset=dataset,
-        method_name=method_name,
-        bits=bits,
-        backbone=emb.backbone,
-        fingerprint=emb.fingerprint,
-    )
+    tags = tracking.head_tags(dataset, method_name, bits, emb)
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(
             {
@@ -301,20 +295,17 @@ def parse_head_args(
     return args, params
 
 
+def head_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``run_train`` / ``run_train_dp`` from :func:`head_parser`'s args."""
+    keys = ("dataset", "bits", "embeddings", "out", "metrics", "history")
+    return {"method_name": args.method, **{k: getattr(args, k) for k in keys}}
+
+
 def _body(argv: list[str] | None) -> None:
     args, params = parse_head_args(
         head_parser("Train one hashing head on frozen embeddings."), argv
     )
-    run_train(
-        params,
-        dataset=args.dataset,
-        method_name=args.method,
-        bits=args.bits,
-        embeddings=args.embeddings,
-        out=args.out,
-        metrics=args.metrics,
-        history=args.history,
-    )
+    run_train(params, **head_kwargs(args))
 
 
 def main(argv: list[str] | None = None) -> int:

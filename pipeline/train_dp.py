@@ -21,6 +21,7 @@ from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
 from pipeline.train import (
     embedding_set,
     fit_config,
+    head_kwargs,
     head_parser,
     head_spec,
     parse_head_args,
@@ -61,13 +62,7 @@ def run_train_dp(
     method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
     check_dp_capable(method)
     name = f"train_dp@{dataset}-{method_name}-{bits}-eps{epsilon:g}"
-    tags = tracking.head_tags(
-        dataset=dataset,
-        method_name=method_name,
-        bits=bits,
-        backbone=emb.backbone,
-        fingerprint=emb.fingerprint,
-    )
+    tags = tracking.head_tags(dataset, method_name, bits, emb)
     tags["dp_target_epsilon"] = epsilon
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(
@@ -114,17 +109,7 @@ def _body(argv: list[str] | None) -> None:
     parser = head_parser("Train one hashing head with DP-SGD (Opacus) at a target ε.")
     parser.add_argument("--epsilon", type=float, required=True, help="target ε of DP-SGD")
     args, params = parse_head_args(parser, argv)
-    run_train_dp(
-        params,
-        dataset=args.dataset,
-        method_name=args.method,
-        bits=args.bits,
-        epsilon=args.epsilon,
-        embeddings=args.embeddings,
-        out=args.out,
-        metrics=args.metrics,
-        history=args.history,
-    )
+    run_train_dp(params, epsilon=args.epsilon, **head_kwargs(args))
 
 
 def main(argv: list[str] | None = None) -> int:
