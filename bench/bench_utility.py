@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))  # this checkout's code, even beside another edita
 import torch  # noqa: E402
 
 from hashers import registry  # noqa: E402
+from hashers.base import HashingError  # noqa: E402
 from pipeline.artifacts import load_embeddings  # noqa: E402
 from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
@@ -118,7 +119,7 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
             emb=emb,
             progress=False,
         )
-    except ValueError as err:  # e.g. ITQ/PCA with bits > embedding dim
+    except HashingError as err:  # e.g. ITQ/PCA with bits > embedding dim; a bug still raises
         return {**out, "error": str(err)[:60]}
     codes = encode_splits(head, emb)
     split, k = job["split"], params.knn.k

@@ -177,7 +177,7 @@ class MilvusIndex:
         self.nprobe, self.index_type = nprobe, index_type
         try:
             self.client = pymilvus.MilvusClient(uri=uri, token=token, timeout=10)
-        except Exception as err:  # pymilvus raises its own exception types
+        except (pymilvus.exceptions.MilvusException, OSError) as err:  # not a bug: say what to fix
             raise RetrievalError(
                 f"cannot open Milvus at {uri}: {err}; check the URI (a file path = Milvus Lite, "
                 "http://host:19530 = a server) and that milvus-lite 2.5 is installed"
