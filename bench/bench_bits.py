@@ -114,6 +114,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "curve": [round(r["held_hamming"], 4) for r in h],
+        # the selection half's score per epoch: other selection rules are replayed on it
+        "sel_curve": [round(r[f"val_{params.train.selection}"], 6) for r in h],
     }
 
 

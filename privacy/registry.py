@@ -7,35 +7,33 @@ The order of this table is the order the attack stage runs them in.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from hashers.registry import LazyTable
 from privacy.base import Attack, Release
 from privacy.errors import PrivacyError
 
-_ATTACKS: dict[str, str] = {
-    "linkage": "privacy.linkage:Linkage",
-    "anonymity": "privacy.anonymity:Anonymity",
-    "inversion": "privacy.inversion:Inversion",
-    "reconstruction": "privacy.reconstruction:Reconstruction",
-    "attribute": "privacy.attribute:AttributeInference",
-    "membership": "privacy.membership:MembershipInference",
-}
+_ATTACKS = LazyTable(
+    {
+        "linkage": "privacy.linkage:Linkage",
+        "anonymity": "privacy.anonymity:Anonymity",
+        "inversion": "privacy.inversion:Inversion",
+        "reconstruction": "privacy.reconstruction:Reconstruction",
+        "attribute": "privacy.attribute:AttributeInference",
+        "membership": "privacy.membership:MembershipInference",
+    },
+    what="attack",
+    error=PrivacyError,
+)
 
 
 def names() -> list[str]:
     """Registered attack names, in run order."""
-    return list(_ATTACKS)
+    return _ATTACKS.names()
 
 
 def get(name: str) -> type[Attack]:
-    if name not in _ATTACKS:
-        raise PrivacyError(f"unknown attack {name!r}; registered: {', '.join(names())}")
-    module, _, attr = _ATTACKS[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if cls.name != name:  # pragma: no cover - guards the table above
-        raise PrivacyError(f"registry entry {name!r} points at a class named {cls.name!r}")
-    return cls
+    return _ATTACKS.get(name)
 
 
 def build(

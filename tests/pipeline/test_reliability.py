@@ -29,70 +29,23 @@ from pipeline.artifacts import (
 from pipeline.common import run_main
 from pipeline.config import ParamsError
 from pipeline.synthetic import synthetic_embeddings
+from tests import stage_cli
 from tests.conftest import REPO
+from tests.stage_cli import FAST, IDENT
 
-BASE = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=2"]
-BASE += ["--set", "train.val_queries=60", "--set", "tracking.enabled=false"]
+BASE = FAST
 
 
 def knn_argv(emb: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        *BASE,
-        *extra,
-        "--dataset",
-        "syn",
-        "--embeddings",
-        str(emb),
-        "--metrics",
-        str(out / "knn.json"),
-        "--sweep",
-        str(out / "knn.csv"),
-        "--confusion",
-        str(out / "knn/confusion.png"),
-    ]
+    return stage_cli.knn_argv(BASE, emb, out, *extra)
 
 
 def train_argv(emb: Path, out: Path, *extra: str, method: str = "dpsh", bits: int = 12) -> list:
-    return [
-        *BASE,
-        *extra,
-        "--dataset",
-        "syn",
-        "--method",
-        method,
-        "--bits",
-        str(bits),
-        "--embeddings",
-        str(emb),
-        "--out",
-        str(out / "head"),
-        "--metrics",
-        str(out / "train.json"),
-        "--history",
-        str(out / "train.csv"),
-    ]
+    return stage_cli.train_argv(BASE, emb, out, *extra, method=method, bits=bits)
 
 
 def eval_argv(emb: Path, head: Path, float_metrics: Path, out: Path, *ident: str) -> list[str]:
-    return [
-        *BASE,
-        *ident,
-        "--embeddings",
-        str(emb),
-        "--head",
-        str(head),
-        "--float-metrics",
-        str(float_metrics),
-        "--metrics",
-        str(out / "eval.json"),
-        "--sweep",
-        str(out / "eval.csv"),
-        "--confusion",
-        str(out / "eval/confusion.png"),
-    ]
-
-
-IDENT = ["--dataset", "syn", "--method", "dpsh", "--bits", "12"]
+    return stage_cli.eval_argv(BASE, emb, out, *ident, head=head, float_metrics=float_metrics)
 
 
 def files_under(root: Path) -> list[str]:

@@ -11,18 +11,10 @@ from pipeline import evaluate, knn, train
 from pipeline.artifacts import load_codes, load_head, save_embeddings
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
+from tests.stage_cli import IDENT, eval_argv, knn_argv, train_argv
 
-
-def stage_args(tmp: Path, *extra: str) -> list[str]:
-    return [
-        "--params",
-        str(REPO / "params.yaml"),
-        "--set",
-        "train.epochs=4",
-        "--set",
-        "train.val_queries=60",
-        *extra,
-    ]
+BASE = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=4"]
+BASE += ["--set", "train.val_queries=60"]
 
 
 def run_all(
@@ -33,70 +25,14 @@ def run_all(
     method: str = "dpsh",
     tracking_uri: str | None = None,
 ) -> list[int]:
-    track = ["--set", f"tracking.uri={tracking_uri}"] if tracking_uri else []
-    codes = [
-        knn.main(
-            stage_args(
-                tmp,
-                *track,
-                "--dataset",
-                "syn",
-                "--embeddings",
-                str(emb_path),
-                "--metrics",
-                str(tmp / "m/knn.json"),
-                "--sweep",
-                str(tmp / "p/knn.csv"),
-                "--confusion",
-                str(tmp / "a/knn/confusion.png"),
-            )
-        ),
-        train.main(
-            stage_args(
-                tmp,
-                *track,
-                "--dataset",
-                "syn",
-                "--method",
-                method,
-                "--bits",
-                str(bits),
-                "--embeddings",
-                str(emb_path),
-                "--out",
-                str(tmp / "a/head"),
-                "--metrics",
-                str(tmp / "m/train.json"),
-                "--history",
-                str(tmp / "p/train.csv"),
-            )
-        ),
-        evaluate.main(
-            stage_args(
-                tmp,
-                *track,
-                "--dataset",
-                "syn",
-                "--method",
-                method,
-                "--bits",
-                str(bits),
-                "--embeddings",
-                str(emb_path),
-                "--head",
-                str(tmp / "a/head"),
-                "--float-metrics",
-                str(tmp / "m/knn.json"),
-                "--metrics",
-                str(tmp / "m/eval.json"),
-                "--sweep",
-                str(tmp / "p/eval.csv"),
-                "--confusion",
-                str(tmp / "a/eval/confusion.png"),
-            )
-        ),
+    """knn -> train -> evaluate under ``tmp`` (file names of :mod:`tests.stage_cli`)."""
+    base = [*BASE, *(["--set", f"tracking.uri={tracking_uri}"] if tracking_uri else [])]
+    ident = ["--dataset", "syn", "--method", method, "--bits", str(bits)]
+    return [
+        knn.main(knn_argv(base, emb_path, tmp)),
+        train.main(train_argv(base, emb_path, tmp, method=method, bits=bits)),
+        evaluate.main(eval_argv(base, emb_path, tmp, *ident)),
     ]
-    return codes
 
 
 def test_stages_write_metrics_and_track_in_mlflow(
@@ -109,26 +45,26 @@ def test_stages_write_metrics_and_track_in_mlflow(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert run_all(tmp_path, emb_path, bits=12, tracking_uri=uri) == [0, 0, 0]
 
-    float_m = json.loads((tmp_path / "m/knn.json").read_text())
-    eval_m = json.loads((tmp_path / "m/eval.json").read_text())
-    train_m = json.loads((tmp_path / "m/train.json").read_text())
+    float_m = json.loads((tmp_path / "knn.json").read_text())
+    eval_m = json.loads((tmp_path / "eval.json").read_text())
+    train_m = json.loads((tmp_path / "train.json").read_text())
     assert float_m["k"] == 7 and 0.9 <= float_m["accuracy"] <= 1.0
     assert 0.0 <= eval_m["accuracy"] <= 1.0 and eval_m["retention_accuracy"] >= 0.95
     assert eval_m["float_accuracy"] == float_m["accuracy"]
     assert eval_m["degenerate_release"] == 0 and eval_m["predicted_classes"] == 3
     assert train_m["epochs_run"] >= 1 and train_m["bits"] == 12
-    assert (tmp_path / "a/knn/confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "a/knn/confusion.json").read_text())["labels"] == [
+    assert (tmp_path / "knn/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "knn/confusion.json").read_text())["labels"] == [
         "c0",
         "c1",
         "c2",
     ]
-    sweep = (tmp_path / "p/knn.csv").read_text().splitlines()
+    sweep = (tmp_path / "knn.csv").read_text().splitlines()
     assert sweep[0] == "k,balanced_accuracy,accuracy,macro_f1" and len(sweep) == 1 + 5
 
-    codes, n_bits, _ = load_codes(tmp_path / "a/head/codes.safetensors")
+    codes, n_bits, _ = load_codes(tmp_path / "head/codes.safetensors")
     assert n_bits == 12 and codes["test"].shape == (90, 2)
-    _, cfg = load_head(tmp_path / "a/head")
+    _, cfg = load_head(tmp_path / "head")
     assert (
         cfg["method"] == "dpsh"
         and cfg["embeddings"]["backbone"] == "tiny-random"
@@ -163,31 +99,9 @@ def test_backbone_mismatch_is_refused(tmp_path: Path) -> None:
     assert run_all(tmp_path, emb_path) == [0, 0, 0]
     other = tmp_path / "other.safetensors"
     save_embeddings(other, synthetic_embeddings(backbone="facebook/dinov2-base"))
-    code = evaluate.main(
-        stage_args(
-            tmp_path,
-            "--dataset",
-            "syn",
-            "--method",
-            "dpsh",
-            "--bits",
-            "12",
-            "--embeddings",
-            str(other),
-            "--head",
-            str(tmp_path / "a/head"),
-            "--float-metrics",
-            str(tmp_path / "m/knn.json"),
-            "--metrics",
-            str(tmp_path / "m/eval2.json"),
-            "--sweep",
-            str(tmp_path / "p/eval2.csv"),
-            "--confusion",
-            str(tmp_path / "a/eval2/confusion.png"),
-        )
-    )
+    code = evaluate.main(eval_argv(BASE, other, tmp_path / "o", *IDENT, head=tmp_path / "head"))
     assert code == 2
-    assert not (tmp_path / "m/eval2.json").exists()
+    assert not (tmp_path / "o/eval.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -202,33 +116,15 @@ def test_train_rejects_bad_method_or_bits(
 ) -> None:
     emb_path = tmp_path / "emb.safetensors"
     save_embeddings(emb_path, synthetic_embeddings())
-    code = train.main(
-        stage_args(
-            tmp_path,
-            "--dataset",
-            "syn",
-            "--method",
-            method,
-            "--bits",
-            str(bits),
-            "--embeddings",
-            str(emb_path),
-            "--out",
-            str(tmp_path / "h"),
-            "--metrics",
-            str(tmp_path / "t.json"),
-            "--history",
-            str(tmp_path / "t.csv"),
-        )
-    )
+    code = train.main(train_argv(BASE, emb_path, tmp_path, method=method, bits=bits))
     assert code == 2 and expected in caplog.text
-    assert not (tmp_path / "h").exists() and not (tmp_path / "t.json").exists()
+    assert not (tmp_path / "head").exists() and not (tmp_path / "train.json").exists()
 
 
 def test_multilabel_pipeline(tmp_path: Path) -> None:
     emb_path = tmp_path / "emb.safetensors"
     save_embeddings(emb_path, synthetic_embeddings(multilabel=True))
     assert run_all(tmp_path, emb_path, bits=16) == [0, 0, 0]
-    m = json.loads((tmp_path / "m/eval.json").read_text())
+    m = json.loads((tmp_path / "eval.json").read_text())
     assert 0.0 <= m["accuracy"] <= 1.0 and "macro_f1" in m
-    assert not (tmp_path / "a/knn/confusion.png").exists()  # no confusion matrix for multi-label
+    assert not (tmp_path / "knn/confusion.png").exists()  # no confusion matrix for multi-label
