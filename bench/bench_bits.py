@@ -90,6 +90,38 @@ class HeldOut(TrainingPlugin):
         }
 
 
+def smoothed_pick(curve: list[float], window: int) -> int:
+    """Epoch index a window-``window`` selection rule picks from a selection-score curve: the
+    argmax of the centred moving average (partial windows at the ends), ties to the later epoch
+    (``window=1`` is the trainer's plain rule)."""
+    c, h = np.asarray(curve, dtype=float), window // 2
+    avg = [c[max(0, e - h) : e + h + 1].mean() for e in range(len(c))]
+    return int(len(avg) - 1 - np.argmax(avg[::-1]))
+
+
+def replay(cells: list[dict[str, Any]], windows: list[int]) -> None:
+    """Replay selection rules on recorded curves: held-out balanced accuracy at the picked epoch,
+    mean over seeds, and the 48 - 12 bits gap per (features, dataset, method)."""
+    print(
+        "| window | mean held-out at pick | mean oracle gap | pairs 48 < 12 by > 0.02 | worst 48 - 12 |"
+    )
+    print("|---|---|---|---|---|")
+    for w in windows:
+        at: dict[tuple, list[float]] = {}
+        gaps = []
+        for r in cells:
+            e = smoothed_pick(r["sel_curve"], w)
+            at.setdefault((r["features"], r["dataset"], r["method"], r["bits"]), []).append(
+                r["curve"][e]
+            )
+            gaps.append(max(r["curve"]) - r["curve"][e])
+        pairs = {k[:3] for k in at}
+        diff = [np.mean(at[(*p, 48)]) - np.mean(at[(*p, 12)]) for p in pairs
+                if (*p, 48) in at and (*p, 12) in at]  # fmt: skip
+        print(f"| {w} | {np.mean([np.mean(v) for v in at.values()]):.4f} | {np.mean(gaps):.4f} | "
+              f"{sum(d < -0.02 for d in diff)} of {len(diff)} | {min(diff, default=0):+.3f} |")  # fmt: skip
+
+
 def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     emb = load_embeddings(Path(job["path"]))
@@ -130,8 +162,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--replay", type=Path, default=None, help="a --json file: replay selection rules"
+    )
+    ap.add_argument("--windows", nargs="+", type=int, default=[1, 3, 5, 7])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.replay:
+        replay(json.loads(args.replay.read_text())["cells"], args.windows)
+        return
     methods = (
         [n for n in registry.names() if registry.get(n).supervised]
         if args.methods == ["supervised"]

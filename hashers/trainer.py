@@ -13,8 +13,8 @@ bit-identical codes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
+import math
 import resource
 import sys
 import time
@@ -52,6 +52,8 @@ class FitConfig:
     val_database: int = 20000
     # the val score that picks the epoch, one of SELECTION_SCORES
     selection: str = "balanced_soft_accuracy"
+    # epochs averaged (centred) before the argmax: 1 = the plain per-epoch score
+    selection_window: int = 1
     class_balance: float = 0.0  # 0 = natural class rates per batch, 1 = every class equally often
     k: int = 7
     seed: int = 0
@@ -62,6 +64,11 @@ class FitConfig:
         if self.selection not in SELECTION_SCORES:
             raise HashingError(
                 f"selection={self.selection!r}: use one of {', '.join(SELECTION_SCORES)}"
+            )
+        if self.selection_window < 1 or self.selection_window % 2 == 0:
+            raise HashingError(
+                f"selection_window={self.selection_window}: use an odd number of epochs >= 1 "
+                "(1 = no smoothing)"
             )
         if not 0.0 <= self.class_balance <= 1.0:
             raise HashingError(
@@ -329,6 +336,53 @@ def deterministic_on_cpu(device: torch.device) -> Any:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+class EpochSelector:
+    """Picks the epoch whose val score, averaged over a centred window of ``window`` epochs, is
+    highest (ties go to the later epoch), and keeps that epoch's state.
+
+    With ``window=1`` this is the plain per-epoch argmax. A wider window trades a few epochs of
+    delay for less selection noise: on a small val split one image flips a per-epoch score, and
+    the argmax over ~60 noisy scores lands on a lucky epoch rather than a good one (issue 12).
+    Windows are truncated at both ends of the run; a state is kept for the last ``window // 2 + 1``
+    epochs only. Early stopping counts epochs since the last strict gain of the averaged score.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.half = window // 2
+        self.scores: list[float] = []
+        self.accs: list[float] = []
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.best, self.best_epoch, self.best_acc = -math.inf, -1, 0.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.last_gain = 0
+
+    def update(self, epoch: int, score: float, acc: float, module: torch.nn.Module) -> None:
+        """Record epoch ``epoch`` (0, 1, 2, ... in order) and judge the epoch whose window closed."""
+        self.scores.append(score)
+        self.accs.append(acc)
+        self.states[epoch] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        self.states.pop(epoch - self.half - 1, None)
+        if epoch >= self.half:
+            self._judge(epoch - self.half)
+
+    def finish(self) -> None:
+        """Judge the last epochs, whose windows the end of the run truncated."""
+        for epoch in range(max(len(self.scores) - self.half, 0), len(self.scores)):
+            self._judge(epoch)
+
+    def stale(self, epoch: int, patience: int) -> bool:
+        return epoch - self.half - self.last_gain >= patience
+
+    def _judge(self, epoch: int) -> None:
+        lo, hi = max(0, epoch - self.half), epoch + self.half + 1
+        avg = float(np.mean(self.scores[lo:hi]))
+        if avg >= self.best:
+            if avg > self.best:
+                self.last_gain = epoch
+            self.best, self.best_epoch, self.best_acc = avg, epoch, self.accs[epoch]
+            self.best_state = self.states[epoch]
+
+
 def fit(
     method: HashingMethod,
     train: EmbeddingSet,
@@ -407,10 +461,7 @@ def _fit(
     optimizer = plugin.setup(method, optimizer, train)
     x_dev, y_dev = train.x.to(device), train.y.to(device)
     history: list[dict[str, float]] = []
-    best = (-1.0, -1)
-    best_acc = 0.0
-    last_gain = 0  # epoch of the last strict improvement (early stopping counts from it)
-    best_state: dict[str, torch.Tensor] | None = None
+    selector = EpochSelector(config.selection_window)
     bs = min(config.batch_size, len(train))
     n_epochs = config.epoch_budget(len(train))
     if n_epochs < config.epochs:
@@ -459,31 +510,25 @@ def _fit(
         history.append(row)
         score = scores[f"val_{config.selection}"]
         bar.set_postfix(loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{scores['val_accuracy']:.4f}")
-        if score >= best[0]:  # ties go to the later (better quantised) epoch
-            if score > best[0]:
-                last_gain = epoch
-            best = (score, epoch)
-            best_acc = scores["val_accuracy"]
-            best_state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in method.state_dict().items()}
-            )
-        if epoch - last_gain >= config.patience:
+        selector.update(epoch, score, scores["val_accuracy"], method)
+        if selector.stale(epoch, config.patience):
             log.info(
                 "%s-%d: early stop at epoch %d (best %d)",
                 method.name,
                 method.spec.n_bits,
                 epoch,
-                best[1],
+                selector.best_epoch,
             )
             break
+    selector.finish()
     plugin.teardown(method)
     method.cpu()
-    if best_state is not None:
-        method.load_state_dict(best_state)
+    if selector.best_state is not None:
+        method.load_state_dict(selector.best_state)
     method.eval()
     return FitResult(
-        best_epoch=best[1],
-        best_val_accuracy=best_acc,
+        best_epoch=selector.best_epoch,
+        best_val_accuracy=selector.best_acc,
         epochs_run=len(history),
         wall_time_s=time.perf_counter() - start,
         peak_memory_mb=peak_memory_mb(device),

@@ -292,6 +292,7 @@ class TrainConfig:
     selection: Literal[
         "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy"
     ] = "balanced_soft_accuracy"
+    selection_window: int = 1
     class_balance: float = 0.0
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
@@ -318,6 +319,11 @@ class TrainConfig:
         check(0.0 <= self.dropout < 1.0, "dropout", f"{self.dropout} must be in [0, 1)")
         check(self.val_queries >= 1, "val_queries", f"{self.val_queries} must be >= 1")
         check(self.val_database >= 1, "val_database", f"{self.val_database} must be >= 1")
+        check(
+            self.selection_window >= 1 and self.selection_window % 2 == 1,
+            "selection_window",
+            f"{self.selection_window} must be an odd number of epochs >= 1 (1 = no smoothing)",
+        )
         check(
             0.0 <= self.class_balance <= 1.0,
             "class_balance",

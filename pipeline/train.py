@@ -61,6 +61,7 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
         val_queries=t.val_queries,
         val_database=t.val_database,
         selection=t.selection,
+        selection_window=t.selection_window,
         class_balance=t.class_balance,
         k=params.knn.k,
         seed=params.seed,

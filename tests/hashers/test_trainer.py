@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
-from hashers.trainer import FitConfig, val_scores
+from hashers.trainer import EpochSelector, FitConfig, val_scores
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +197,43 @@ def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) ->
     assert picks("balanced_accuracy") == (2, 6.0)
     assert picks("accuracy") == (1, 4.0)
     assert FitConfig().selection == "balanced_soft_accuracy"
+
+
+def test_windowed_selection_picks_the_epoch_the_hand_computed_averages_say() -> None:
+    scores = [0.5, 0.9, 0.5, 0.7, 0.75, 0.72, 0.4]
+    # centred 3-epoch means (truncated at the ends): 0.70, 0.633, 0.70, 0.65, 0.7233, 0.6233, 0.56
+    # -> epoch 4; the plain rule takes the lucky epoch 1
+    for window, expected in ((1, 1), (3, 4)):
+        sel = EpochSelector(window)
+        for epoch, score in enumerate(scores):
+            sel.update(epoch, score, acc=score, module=nn.Linear(1, 1).requires_grad_(False))
+            sel.states[epoch]["weight"].fill_(epoch)  # tag each kept state with its epoch
+        sel.finish()
+        assert sel.best_epoch == expected
+        assert sel.best_state is not None and float(sel.best_state["weight"]) == expected
+        assert sel.best == pytest.approx(0.9 if window == 1 else (0.7 + 0.75 + 0.72) / 3)
+    # only the last window // 2 + 1 states are kept, and ties go to the later epoch
+    sel = EpochSelector(5)
+    for epoch in range(6):
+        sel.update(epoch, 0.5, acc=0.5, module=nn.Linear(1, 1))
+    assert sorted(sel.states) == [3, 4, 5]
+    sel.finish()
+    assert sel.best_epoch == 5 and sel.last_gain == 0
+
+
+def test_windowed_early_stopping_counts_from_the_last_gain_of_the_average() -> None:
+    sel = EpochSelector(3)
+    for epoch, score in enumerate([0.2, 0.8, 0.3, 0.3, 0.3]):
+        sel.update(epoch, score, acc=score, module=nn.Linear(1, 1))
+    # judged so far: epochs 0-3; means 0.5, 0.433, 0.467, 0.3 -> last gain at epoch 0
+    assert sel.last_gain == 0
+    assert sel.stale(4, patience=3) and not sel.stale(3, patience=3)
+
+
+def test_selection_window_must_be_odd_and_positive() -> None:
+    for bad in (0, 2, -1):
+        with pytest.raises(HashingError, match=f"selection_window={bad}: use an odd number"):
+            FitConfig(selection_window=bad)
 
 
 # ---- class-balanced sampling -------------------------------------------------------------------

@@ -36,6 +36,7 @@ def test_repo_params_load_with_resolved_types() -> None:
         ),
         ("train.bits", [2048], r"train.bits\[0\]: 2048 bits"),
         ("train.epochs", "ten", r"train.epochs: expected an integer, got 'ten'"),
+        ("train.selection_window", 4, r"train.selection_window: 4 must be an odd number"),
         (
             "backbone.resize",
             "crop",
