@@ -9,6 +9,11 @@ Two modes, one per DVC stage:
 * ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
   codes out), checks it against the embeddings and its released codes, runs every attack on the
   codes and puts the float control's number beside each (``<name>_float``).
+* ``attack_rr@…`` / ``attack_kanon@…`` (``--release``, the output of ``release_rr`` /
+  ``release_kanon``): the same attacks with the victims' codes as published by the release
+  mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
+  attacker's own aux codes pass through the public mechanism (:class:`privacy.base.MechanismRelease`),
+  the gallery is hashed by the head as before, membership on the (unchanged) head is skipped.
 
 Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output is written only after
 every attack finished (no partial output); MLflow gets the aggregate numbers only — never images,
@@ -43,9 +48,9 @@ from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, 
 from pipeline.data import stratified_sample
 from pipeline.train import withhold_label
 from privacy import registry
-from privacy.base import Attack, CodeRelease, FloatRelease, Records, Release
+from privacy.base import Attack, CodeRelease, FloatRelease, MechanismRelease, Records, Release
 from privacy.errors import PrivacyError
-from retrieval.codes import pack_bits
+from retrieval.codes import pack_bits, unpack_bits
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +265,71 @@ def check_head(
 
 
 # --------------------------------------------------------------------------------------------
+# released codes (release_rr / release_kanon outputs)
+# --------------------------------------------------------------------------------------------
+
+ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the release's seed
+
+
+def load_release(
+    release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
+) -> tuple[MechanismRelease, dict[str, np.ndarray], str]:
+    """(the release as the attacker sees it, the published bool codes per victim split, a tag).
+
+    The release directory must come from this head: same method and bits, and every split the
+    mechanism did not touch identical to the head's released codes."""
+    from privacy.release import randomized_response, snap_to_k_anonymous
+
+    config_path, codes_path = release_dir / "config.json", release_dir / "codes.safetensors"
+    if not config_path.is_file() or not codes_path.is_file():
+        raise ArtifactError(
+            f"{release_dir}: no released codes (config.json + codes.safetensors); run the "
+            "release_rr / release_kanon stage first (dvc repro)"
+        )
+    config = read_json(config_path)
+    info = config.get("release")
+    if not isinstance(info, dict) or info.get("mechanism") not in ("rr", "kanon"):
+        raise ArtifactError(
+            f"{release_dir}: config.json has no release block; pass a release stage's --out"
+        )
+    codes, n_bits, _ = load_codes(codes_path)
+    if n_bits != bits or config.get("method") != head_config.get("method"):
+        raise ArtifactError(
+            f"{release_dir}: released {config.get('method')} codes of {n_bits} bits, but the head is "
+            f"{head_config.get('method')} with --bits {bits}; pass the release made from this head"
+        )
+    head_codes, _, _ = load_codes(head_dir / "codes.safetensors")
+    published = {}
+    for split in VICTIMS:
+        if split not in codes:
+            raise ArtifactError(f"{release_dir}: no released {split} codes; re-run the release")
+        if split not in info["splits"] and not np.array_equal(codes[split], head_codes[split]):
+            raise ArtifactError(
+                f"{release_dir}: the unreleased {split} codes differ from the head's {head_dir}; "
+                "the release was made from another head (re-run the release stage)"
+            )
+        published[split] = unpack_bits(codes[split], n_bits)
+    seed = cfg.seed + ATTACKER_SEED_OFFSET
+    if info["mechanism"] == "rr":
+        eps = float(info["epsilon_code"])
+
+        def mechanism(b: np.ndarray) -> np.ndarray:
+            return randomized_response(b, eps, seed=seed)
+
+        tag = f"rr{eps:g}"
+    else:
+        k = int(info["k"])
+        held = np.concatenate([published[s] for s in info["splits"]])
+
+        def mechanism(b: np.ndarray) -> np.ndarray:
+            return snap_to_k_anonymous(b, held, k)
+
+        tag = "kanon"
+    release = MechanismRelease(CodeRelease.from_head(head), mechanism, name=info["mechanism"])
+    return release, published, tag
+
+
+# --------------------------------------------------------------------------------------------
 # running the attacks
 # --------------------------------------------------------------------------------------------
 
@@ -385,10 +455,13 @@ def run_attack(
     head_dir: Path | None = None,
     float_metrics: Path | None = None,
     reconstructions: Path | None = None,
+    release_dir: Path | None = None,
 ) -> dict[str, Any]:
     is_float = method_name is None
     if not is_float and (bits is None or head_dir is None or float_metrics is None):
         raise ParamsError("--method needs --bits, --head and --float-metrics")
+    if is_float and release_dir is not None:
+        raise ParamsError("--release needs --method, --bits and --head (the head it was made from)")
     emb = load_embeddings(embeddings)
     cfg = params.attack
     head = head_config = None
@@ -396,6 +469,12 @@ def run_attack(
         assert head_dir is not None and bits is not None
         head, head_config = rebuild_head(head_dir)
         check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
+    published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
+    mech_release, tag = None, ""
+    if release_dir is not None:
+        assert head_dir is not None and bits is not None
+        mech_release, codes, tag = load_release(release_dir, head_dir, head, head_config, bits, cfg)
+        published.update(codes)
     images = load_images(params, dataset, emb)
     names = select_attacks(cfg, images is not None)
     aux, victims, _ = build_records(params, emb, images)
@@ -413,12 +492,22 @@ def run_attack(
         raise ArtifactError(
             f"{gallery}: no gallery at the default {kind} {default}; re-run attack@{dataset}-float"
         )
-    victims = {s: dataclasses.replace(r, reacquired=gal[s]) for s, r in victims.items()}
-    release: Release = FloatRelease() if is_float else CodeRelease.from_head(head)
-    name = f"attack@{dataset}-float" if is_float else f"attack@{dataset}-{method_name}-{bits}"
+    victims = {
+        s: dataclasses.replace(r, reacquired=gal[s], released=published[s])
+        for s, r in victims.items()
+    }
+    release: Release
+    if is_float:
+        release, name = FloatRelease(), f"attack@{dataset}-float"
+    elif mech_release is not None:
+        release, name = mech_release, f"attack_{tag}@{dataset}-{method_name}-{bits}"
+    else:
+        release, name = CodeRelease.from_head(head), f"attack@{dataset}-{method_name}-{bits}"
     tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
     if not is_float:
         tags.update(method=str(method_name), bits=str(bits))
+    if mech_release is not None:
+        tags["mechanism"] = tag
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"attack": to_dict(cfg), "seed": params.seed})
         attacks = make_attacks(
@@ -466,6 +555,11 @@ def _body(argv: list[str] | None) -> None:
         type=Path,
         help="PNG grid, written only with attack.save_reconstructions",
     )
+    parser.add_argument(
+        "--release",
+        type=Path,
+        help="a release_rr / release_kanon output dir: attack its published codes (needs --head)",
+    )
     args = parser.parse_args(argv)
     run_attack(
         load(args),
@@ -479,6 +573,7 @@ def _body(argv: list[str] | None) -> None:
         head_dir=args.head,
         float_metrics=args.float_metrics,
         reconstructions=args.reconstructions,
+        release_dir=args.release,
     )
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from privacy.base import Attack, CodeRelease, Records, check_disjoint
+from privacy.base import Attack, CodeRelease, MechanismRelease, Records, check_disjoint
 from privacy.errors import PrivacyError
 from retrieval.codes import hamming_distances, pack_bits
 
@@ -196,6 +196,11 @@ class MembershipInference(Attack):
     def skip_reason(self, aux: Records, victims: Mapping[str, Records]) -> str | None:
         if not isinstance(self.release, CodeRelease):
             return "the float release has no trained component (the frozen backbone never saw these records)"
+        if isinstance(self.release, MechanismRelease):
+            return (
+                "a code release mechanism does not change the head: membership inference on the "
+                "head is the unreleased attack stage's number (THREAT_MODEL.md)"
+            )
         if self.make_head is None or self.fit_config is None:
             return "no way to train shadow heads was given (make_head, fit_config)"
         if "train" not in victims or "test" not in victims:

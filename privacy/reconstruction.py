@@ -107,7 +107,7 @@ class Reconstruction(Attack):
 
     def _fit(self, aux: Records) -> None:
         assert aux.images is not None
-        feats = self.release.features(self.release.encode(aux.x))
+        feats = self.release.features(self.release.attacker_codes(aux.x))
         target = to_float_chw(aux.images)
         self.mean_image = target.mean(axis=0)
         c = self.config
@@ -120,14 +120,15 @@ class Reconstruction(Attack):
             seed=self.seed,
         )
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Decoded images ``[N, C, H, W]`` from the released form of embeddings ``x``."""
-        return predict(self.model, self.release.features(self.release.encode(x)), batch_size=256)
+    def reconstruct(self, victims: Records) -> np.ndarray:
+        """Decoded images ``[N, C, H, W]`` from the victims' released codes."""
+        feats = self.release.features(self.release.published(victims))
+        return predict(self.model, feats, batch_size=256)
 
     def run_group(self, victims: Records) -> dict[str, float]:
         assert victims.images is not None
         true = to_float_chw(victims.images)
-        pred = self.reconstruct(victims.x)
+        pred = self.reconstruct(victims)
         base = np.broadcast_to(self.mean_image, true.shape)
         psnr, ssim = image_scores(pred, true)
         psnr_b, ssim_b = image_scores(base, true)
@@ -137,4 +138,4 @@ class Reconstruction(Attack):
         """The first ``n`` originals and reconstructions (``[n, C, H, W]``), for the optional grid."""
         assert victims.images is not None
         sub = victims.subset(np.arange(min(n, len(victims))))
-        return to_float_chw(sub.images), self.reconstruct(sub.x)
+        return to_float_chw(sub.images), self.reconstruct(sub)

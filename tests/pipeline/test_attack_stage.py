@@ -62,18 +62,22 @@ def head_args(tmp: Path, sets: tuple[str, ...] = (), bits: int = 16) -> list[str
     )  # fmt: skip
 
 
-def train_head(tmp: Path, bits: int = 16, sets: tuple[str, ...] = ()) -> int:
-    return train.main(
-        args(
-            tmp,
-            "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
-            "--embeddings", str(tmp / "syn.safetensors"),
-            "--out", str(tmp / "head"),
-            "--metrics", str(tmp / "m/train.json"),
-            "--history", str(tmp / "p/train.csv"),
-            sets=sets,
-        )
+def head_train_args(
+    tmp: Path, bits: int = 16, sets: tuple[str, ...] = (), out: str = "head"
+) -> list[str]:
+    return args(
+        tmp,
+        "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
+        "--embeddings", str(tmp / "syn.safetensors"),
+        "--out", str(tmp / out),
+        "--metrics", str(tmp / f"m/train_{out}.json"),
+        "--history", str(tmp / f"p/train_{out}.csv"),
+        sets=sets,
     )  # fmt: skip
+
+
+def train_head(tmp: Path, bits: int = 16, sets: tuple[str, ...] = ()) -> int:
+    return train.main(head_train_args(tmp, bits, sets))
 
 
 @pytest.fixture
@@ -147,3 +151,108 @@ def test_withheld_label_multilabel(tmp_path: Path, one_thread) -> None:
     kept, col = withhold_label(emb, 2)
     assert col == 2 and np.array_equal(kept.y["test"], emb.y["test"][:, :2])
     assert isinstance(kept, EmbeddingsFile) and kept.n_classes == 2
+
+
+# --------------------------------------------------------------------------------------------
+# attacks on released codes (release_rr / release_kanon outputs)
+# --------------------------------------------------------------------------------------------
+
+
+def release(tmp: Path, mechanism: str, out: str, *, eps: float | None = None, head: str = "head",
+            sets: tuple[str, ...] = ()) -> int:  # fmt: skip
+    from pipeline import release as release_stage
+
+    extra = ["--head", str(tmp / head), "--mechanism", mechanism, "--out", str(tmp / out)]
+    extra += ["--metrics", str(tmp / f"m/{out}.json")]
+    if eps is not None:
+        extra += ["--epsilon-code", str(eps)]
+    return release_stage.main(args(tmp, *extra, sets=sets))
+
+
+def released_args(tmp: Path, rel: str, name: str, sets: tuple[str, ...] = ()) -> list[str]:
+    out = head_args(tmp, sets)
+    out[out.index("--metrics") + 1] = str(tmp / f"m/{name}.json")
+    out[out.index("--sweep") + 1] = str(tmp / f"p/{name}.csv")
+    return [*out, "--release", str(tmp / rel)]
+
+
+def test_attack_on_released_codes(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(head_args(study)) == 0
+    plain = json.loads((study / "m/dpsh.json").read_text())
+    # ε = ∞: the release is the head's output, every number equals the unreleased one
+    assert release(study, "rr", "rel_inf", eps=float("inf")) == 0
+    assert attack.main(released_args(study, "rel_inf", "rr_inf")) == 0
+    inf = json.loads((study / "m/rr_inf.json").read_text())
+    assert inf["skipped.membership"].startswith("a code release mechanism does not change the head")
+    same = {k: v for k, v in plain.items() if not k.startswith("membership/")}
+    assert {k: inf[k] for k in same} == same
+    assert plain["linkage/train/top1"] >= 10 / 160  # the unreleased codes link (>= 10 x chance)
+    # tiny ε: every released (train) bit is a coin flip, linkage falls to chance (1/160)
+    assert release(study, "rr", "rel_tiny", eps=0.01) == 0
+    assert attack.main(released_args(study, "rel_tiny", "rr_tiny")) == 0
+    tiny = json.loads((study / "m/rr_tiny.json").read_text())
+    assert set(tiny) == set(inf)  # regular names: the same keys as the unreleased file
+    assert tiny["linkage/train/top1"] <= 5 / 160
+    # only the database (train) codes are released by default: the test queries link as before
+    assert tiny["linkage/test/top1"] == plain["linkage/test/top1"]
+
+
+def test_attack_on_k_anonymous_release(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    sets = ("release.k=40", "attack.attacks=[linkage,anonymity,attribute]")
+    assert release(study, "kanon", "rel_k", sets=sets) == 0
+    assert attack.main(released_args(study, "rel_k", "kanon", sets)) == 0
+    res = json.loads((study / "m/kanon.json").read_text())
+    assert res["anonymity/train/r0/k_min"] >= 40  # the train codes are the k-anonymous release
+    # linkage by the code alone is bounded by 1/k (tie-aware ranks among >= k identical codes)
+    assert res["linkage/train/top1"] <= 1 / 40 + 1e-9
+
+
+def test_released_codes_bad_input_exit_2(study: Path, caplog) -> None:
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(released_args(study, "nowhere", "bad")) == 2
+    assert "run the release_rr / release_kanon stage first" in caplog.text
+    assert _no_output(study, "bad")
+    # a release made from an 8-bit head handed to the 16-bit head's stage
+    assert train.main(head_train_args(study, bits=8, out="head8")) == 0
+    assert release(study, "rr", "rel8", eps=4.0, head="head8") == 0
+    caplog.clear()
+    assert attack.main(released_args(study, "rel8", "bad")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "of 8 bits" in errors[0] and "--bits 16" in errors[0]
+    assert _no_output(study, "bad")
+
+
+def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
+    from pipeline import release_curve
+    from pipeline.artifacts import write_json
+
+    def metrics(stem: str, acc: float, top1: float) -> None:
+        write_json(
+            tmp_path / f"ev/{stem}.json",
+            {"balanced_accuracy": acc, "retention_balanced_accuracy": acc / 0.8},
+        )
+        write_json(tmp_path / f"at/{stem}.json", {f"linkage/{g}/top1{t}": top1 / (10 if t else 1)
+                                                  for g in ("train", "test") for t in ("", "_baseline")})  # fmt: skip
+
+    for stem, acc, top1 in (
+        ("lsh-16-rr1", 0.5, 0.01),
+        ("lsh-16-rr4", 0.6, 0.1),
+        ("lsh-16", 0.8, 0.9),
+    ):
+        metrics(stem, acc, top1)
+    cli = args(
+        tmp_path, "--name", "lsh-16",
+        "--evaluate", str(tmp_path / "ev/lsh-16.json"), "--attack", str(tmp_path / "at/lsh-16.json"),
+        "--evaluate-rr-dir", str(tmp_path / "ev"), "--attack-rr-dir", str(tmp_path / "at"),
+        "--csv", str(tmp_path / "curve.csv"), sets=("release.epsilons=[4, 1]",),
+    )  # fmt: skip
+    assert release_curve.main(cli) == 0
+    rows = (tmp_path / "curve.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["epsilon_code", "balanced_accuracy",
+                                      "retention_balanced_accuracy", "linkage_train_top1"]  # fmt: skip
+    assert [r.split(",")[:2] for r in rows[1:]] == [["1.0", "0.5"], ["4.0", "0.6"], ["inf", "0.8"]]
+    (tmp_path / "at/lsh-16-rr4.json").unlink()
+    (tmp_path / "curve.csv").unlink()
+    assert release_curve.main(cli) == 2 and not (tmp_path / "curve.csv").exists()

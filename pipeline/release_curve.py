@@ -1,0 +1,90 @@
+"""Stage ``release_curve``: utility and linkage against ε_code for one head (a DVC plot).
+
+Issue 10 asks for the utility/ε_code curve and the linkage rate against ε_code on one plot. For one
+(dataset, method, bits) this stage reads the ``evaluate_rr`` and ``attack_rr`` metrics of every
+ε_code in ``release.epsilons`` (files ``<name>-rr<ε>.json``, the DVC matrix's names) and, for
+ε = ∞, the unreleased head's ``evaluate`` and ``attack`` metrics, and writes one CSV row per ε_code:
+Hamming-KNN balanced accuracy and its retention of the float figure, and linkage top-1 of the train
+(database) and test (query) victims beside chance. The ∞ row is written last with ``epsilon_code``
+``inf``. Aggregates only; nothing goes to MLflow (the numbers are already tracked by their stages).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import read_json, write_csv
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import Params
+
+log = logging.getLogger(__name__)
+
+UTILITY = ("balanced_accuracy", "retention_balanced_accuracy")
+LINKAGE = tuple(
+    f"linkage/{group}/top1{tag}" for group in ("train", "test") for tag in ("", "_baseline")
+)
+
+
+def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
+    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s."""
+    util = read_json(evaluate, require=UTILITY)
+    link = read_json(attack, require=LINKAGE)
+    row: dict[str, Any] = {"epsilon_code": "inf" if math.isinf(epsilon) else epsilon}
+    row.update({key: util[key] for key in UTILITY})
+    row.update({key.replace("/", "_"): link[key] for key in LINKAGE})
+    return row
+
+
+def run_release_curve(
+    params: Params,
+    *,
+    name: str,
+    evaluate: Path,
+    attack: Path,
+    evaluate_rr_dir: Path,
+    attack_rr_dir: Path,
+    csv: Path,
+) -> list[dict[str, Any]]:
+    rows = [
+        curve_row(
+            eps,
+            evaluate_rr_dir / f"{name}-rr{eps:g}.json",
+            attack_rr_dir / f"{name}-rr{eps:g}.json",
+        )
+        for eps in sorted(params.release.epsilons)
+    ]
+    rows.append(curve_row(math.inf, evaluate, attack))
+    write_csv(csv, rows)
+    log.info("%s: utility and linkage at %d ε_code values -> %s", name, len(rows), csv)
+    return rows
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Utility and linkage against ε_code for one head (randomised response).")
+    parser.add_argument("--name", required=True, help="<method>-<bits>, the metrics files' stem")
+    parser.add_argument("--evaluate", type=Path, required=True, help="the unreleased evaluate JSON")
+    parser.add_argument("--attack", type=Path, required=True, help="the unreleased attack JSON")
+    parser.add_argument("--evaluate-rr-dir", type=Path, required=True)
+    parser.add_argument("--attack-rr-dir", type=Path, required=True)
+    parser.add_argument("--csv", type=Path, required=True, help="plot data (DVC plot)")
+    args = parser.parse_args(argv)
+    run_release_curve(
+        load(args),
+        name=args.name,
+        evaluate=args.evaluate,
+        attack=args.attack,
+        evaluate_rr_dir=args.evaluate_rr_dir,
+        attack_rr_dir=args.attack_rr_dir,
+        csv=args.csv,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
