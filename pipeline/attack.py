@@ -75,8 +75,12 @@ def attribute_target(
     return emb.y[split][:, column].astype(np.int64)
 
 
-def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, np.ndarray] | None:
-    """uint8 images per split in the embeddings' row order, or None for embeddings-only sources."""
+Images = np.ndarray | list[np.ndarray]  # one array, or a list where sizes differ (image folders)
+
+
+def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, Images] | None:
+    """uint8 images per split in the embeddings' row order (an array, or a list of arrays where the
+    source mixes sizes or channel counts), or None for embeddings-only sources."""
     source = params.data.source(dataset)
     if not sources.yields_images(source.kind):
         return None
@@ -93,14 +97,54 @@ def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, 
             )
         arr = sp.as_array()
         if arr is None:
-            arr = np.stack(sp.get_batch(np.arange(len(sp))))
+            batch = sp.get_batch(np.arange(len(sp)))
+            arr = np.stack(batch) if len({im.shape for im in batch}) <= 1 else batch
         out[split] = arr
     return out
+
+
+def _shapes(images: Images) -> list[tuple[int, ...]]:
+    if isinstance(images, np.ndarray):
+        return [images.shape[1:]] * len(images)
+    return [im.shape for im in images]
+
+
+def common_images(
+    images: dict[str, Images], size: tuple[int, int] | None
+) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+    """Every split's images at one shape (``privacy.reconstruction.common_shape``): the decoder's
+    target and what PSNR/SSIM compare; the linkage gallery keeps the native images."""
+    from privacy.reconstruction import common_shape, to_common_shape
+
+    shape = common_shape((s for imgs in images.values() for s in _shapes(imgs)), size)
+    out = {split: to_common_shape(imgs, shape) for split, imgs in images.items()}
+    resized = sum(1 for imgs in images.values() for s in _shapes(imgs) if (s[0], s[1]) != shape[:2])
+    if resized:
+        log.info(
+            "reconstruction: %d images resized to the common %dx%d (H x W), %d channel(s)",
+            resized,
+            *shape,
+        )
+    return out, shape
+
+
+class _ListReader:
+    """An :class:`pipeline.data.ImageReader` over images of different sizes held in memory."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, indices: Any) -> list[np.ndarray]:
+        return [self.images[int(i)] for i in indices]
 
 
 def build_records(
     params: Params, emb: EmbeddingsFile, images: dict[str, np.ndarray] | None
 ) -> tuple[Records, dict[str, Records], EmbeddingsFile]:
+    """``images``: one array per split, all at one shape (:func:`common_images`)."""
     """(aux, victims by group, embeddings with any withheld finding removed from the labels)."""
     cfg = params.attack
     trained, column = withhold_label(emb, cfg.withhold_label)
@@ -149,10 +193,11 @@ def _seed(cfg: AttackConfig, split: str, i: int) -> int:
 
 
 def build_gallery(
-    params: Params, victims: dict[str, Records], images: dict[str, np.ndarray] | None
+    params: Params, victims: dict[str, Records], images: dict[str, Images] | None
 ) -> tuple[str, dict[str, dict[float, np.ndarray]]]:
-    """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``."""
-    from privacy.perturb import noisy_embeddings, perturb_images
+    """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``, from the
+    native images (each perturbed at its own size where sizes differ)."""
+    from privacy.perturb import noisy_embeddings, perturb_image_list, perturb_images
 
     cfg = params.attack
     gallery: dict[str, dict[float, np.ndarray]] = {}
@@ -171,10 +216,17 @@ def build_gallery(
     for split, rec in victims.items():
         gallery[split] = {}
         for i, s in enumerate(cfg.strengths):
-            moved = perturb_images(images[split], s, seed=_seed(cfg, split, i))
+            native = images[split]
+            if isinstance(native, np.ndarray):
+                moved = ImageSplit(
+                    labels=rec.y, images=perturb_images(native, s, seed=_seed(cfg, split, i))
+                )
+            else:
+                perturbed = perturb_image_list(native, s, seed=_seed(cfg, split, i))
+                moved = ImageSplit(labels=rec.y, reader=_ListReader(perturbed))
             gallery[split][s] = embed_images(
                 backbone,
-                ImageSplit(labels=rec.y, images=moved),
+                moved,
                 batch_size=cfg.backbone_batch_size,
                 desc=f"gallery {split} s={s}",
             )
@@ -477,7 +529,10 @@ def run_attack(
         published.update(codes)
     images = load_images(params, dataset, emb)
     names = select_attacks(cfg, images is not None)
-    aux, victims, _ = build_records(params, emb, images)
+    common, shape = (
+        (None, None) if images is None else common_images(images, cfg.reconstruction_size)
+    )
+    aux, victims, _ = build_records(params, emb, common)
     if is_float:
         kind, gal = build_gallery(params, victims, images)
     else:
@@ -515,6 +570,9 @@ def run_attack(
         )
         numbers, rows, skipped = run_attacks(attacks, aux, victims)
         numbers["aux_size"] = float(len(aux))
+        if shape is not None and "reconstruction" in names and "reconstruction" not in skipped:
+            for key, value in zip(("height", "width", "channels"), shape, strict=True):
+                numbers[f"reconstruction/image_{key}"] = float(value)
         if not is_float:
             assert float_metrics is not None
             numbers = add_float_control(numbers, read_json(float_metrics))

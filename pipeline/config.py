@@ -571,6 +571,8 @@ class AttackConfig:
         None  # multi-label: finding (name or column) hidden from training
     )
     save_reconstructions: bool = False  # example grid of reconstructed images (patient data!)
+    # reconstruction: every image resized to this (H, W); null = the source's most frequent size
+    reconstruction_size: tuple[int, int] | None = None
     backbone_batch_size: int = 64  # re-embedding the perturbed gallery images
 
     def __post_init__(self) -> None:
@@ -601,6 +603,12 @@ class AttackConfig:
             f"{self.shadow_heads}: LiRA needs at least 2 shadow heads (an IN and an OUT score per record)",
         )
         check(self.mi_candidates >= 1, "mi_candidates", f"{self.mi_candidates} must be >= 1")
+        check(
+            self.reconstruction_size is None
+            or (len(self.reconstruction_size) == 2 and min(self.reconstruction_size) >= 3),
+            "reconstruction_size",
+            f"{self.reconstruction_size}: give [height, width], both >= 3, or null",
+        )
         check(
             self.backbone_batch_size >= 1,
             "backbone_batch_size",

@@ -14,6 +14,7 @@ from pipeline import attack, train
 from pipeline.artifacts import EmbeddingsFile, save_embeddings
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
+from tests.pipeline.sources.source_helpers import hf_cache  # noqa: F401
 
 FAST = (
     "attack.shadow_heads=2",
@@ -256,3 +257,72 @@ def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
     (tmp_path / "at/lsh-16-rr4.json").unlink()
     (tmp_path / "curve.csv").unlink()
     assert release_curve.main(cli) == 2 and not (tmp_path / "curve.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# reconstruction on an image folder of mixed sizes and channel counts
+# --------------------------------------------------------------------------------------------
+
+
+def mixed_image_folder(root: Path) -> Path:
+    """train/val/test folders; most images 12x10 RGB, some 16x14 RGB and some 12x10 grayscale."""
+    from tests.pipeline.sources.test_source_imagefolder import write_png
+
+    g = np.random.default_rng(0)
+    for split, per_class in (("train", 12), ("val", 12), ("test", 6)):
+        for c, cls in enumerate(("benign", "malignant")):
+            for i in range(per_class):
+                size, mode = ((16, 14), "RGB") if i % 4 == 1 else ((12, 10), "RGB")
+                if i % 4 == 3:
+                    mode = "L"
+                write_png(root / split / cls / f"{i}.png", int(40 + 120 * c + g.integers(0, 60)),
+                          mode=mode, size=size)  # fmt: skip
+    return root
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -> None:
+    from pipeline import extract
+
+    root = mixed_image_folder(tmp_path / "imgs")
+    sets = (
+        f"data.sources.mine={{kind: imagefolder, path: '{root}'}}",
+        "data.datasets=[mine]",
+        "backbone.name=tiny-random",
+        "backbone.image_size=28",
+        "attack.attacks=[reconstruction]",
+        "attack.strength_sweep=[0.5]",
+        "attack.reconstruction_size=null",
+    )
+    extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
+                    "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
+    assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
+    cli = args(
+        tmp_path,
+        "--dataset", "mine",
+        "--embeddings", str(tmp_path / "emb.safetensors"),
+        "--gallery", str(tmp_path / "gallery.safetensors"),
+        "--metrics", str(tmp_path / "m/float.json"),
+        "--sweep", str(tmp_path / "p/float.csv"),
+        sets=sets,
+    )  # fmt: skip
+    assert attack.main(cli) == 0
+    res = json.loads((tmp_path / "m/float.json").read_text())
+    # the common size is the most frequent one (12x10 = H 10, W 12), 3 channels (most are RGB)
+    assert res["reconstruction/image_height"] == 10 and res["reconstruction/image_width"] == 12
+    assert res["reconstruction/image_channels"] == 3
+    assert res["reconstruction/test/psnr"] > 0 and "reconstruction/test/ssim_baseline" in res
+
+
+def test_common_images_stated_size_and_native_arrays_untouched() -> None:
+    mixed = {"train": [np.zeros((10, 12, 3), np.uint8), np.full((14, 16), 200, np.uint8)],
+             "val": np.zeros((3, 10, 12, 3), np.uint8)}  # fmt: skip
+    out, shape = attack.common_images(mixed, (8, 8))
+    assert (
+        shape == (8, 8, 3)
+        and out["train"].shape == (2, 8, 8, 3)
+        and out["val"].shape == (3, 8, 8, 3)
+    )
+    assert (out["train"][1] == 200).all()  # a flat gray image stays flat gray in RGB
+    same, shape = attack.common_images({"val": mixed["val"]}, None)
+    assert shape == (10, 12, 3) and same["val"] is mixed["val"]  # nothing to resize: untouched
