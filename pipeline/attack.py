@@ -406,7 +406,9 @@ def make_attacks(
         if name == "linkage":
             config = LinkageConfig(strength=linkage_default)
         elif name == "membership":
-            config = MembershipConfig(shadow_heads=cfg.shadow_heads, candidates=cfg.mi_candidates)
+            config = MembershipConfig(
+                shadow_heads=cfg.shadow_heads, candidates=cfg.mi_candidates, score=cfg.mi_score
+            )
             if head is not None and head_config is not None:
                 context = shadow_context(head, head_config)
         attacks.append(registry.build(name, release, config, seed=cfg.seed, **context))

@@ -567,6 +567,9 @@ class AttackConfig:
     snr_db_sweep: tuple[float, ...] = (30.0, 20.0, 10.0)
     shadow_heads: int = 16  # membership inference (LiRA): shadow heads, >= 2
     mi_candidates: int = 500  # membership inference: members and as many non-members
+    # membership inference score: the head's real-valued outputs (relaxed_margin), or codes only
+    # (code_stability: label-only robustness to input noise; code_margin: class-prototype margin)
+    mi_score: Literal["relaxed_margin", "code_stability", "code_margin"] = "relaxed_margin"
     withhold_label: str | int | None = (
         None  # multi-label: finding (name or column) hidden from training
     )

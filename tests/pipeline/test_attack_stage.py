@@ -109,6 +109,15 @@ def test_float_then_head_writes_regular_numbers(study: Path) -> None:
     assert all(set(k) <= set("abcdefghijklmnopqrstuvwxyz0123456789_/.") for k in names)
 
 
+def test_membership_on_codes_only(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    sets = ("attack.attacks=[membership]", "attack.mi_score=code_stability")
+    assert attack.main(head_args(study, sets)) == 0
+    res = json.loads((study / "m/dpsh.json").read_text())
+    assert 0.0 <= res["membership/auc"] <= 1.0 and res["membership/auc_baseline"] == 0.5
+    assert res["membership/n_members"] == 40
+
+
 def _no_output(tmp: Path, name: str) -> bool:
     return not (tmp / f"m/{name}.json").exists() and not (tmp / f"p/{name}.csv").exists()
 
@@ -122,6 +131,7 @@ def _no_output(tmp: Path, name: str) -> bool:
         (("attack.aux_size=5",), "needs at least 20"),
         (("attack.withhold_label=3",), "not multi-label"),
         (("attack.aux_split=test",), "use one of 'val'"),
+        (("attack.mi_score=codes",), "mi_score"),
     ],
 )
 def test_bad_input_one_line_exit_2(study: Path, sets, needle, caplog) -> None:
