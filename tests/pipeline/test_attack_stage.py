@@ -216,7 +216,8 @@ def test_attack_on_k_anonymous_release(study: Path) -> None:
     assert attack.main(released_args(study, "rel_k", "kanon", sets)) == 0
     res = json.loads((study / "m/kanon.json").read_text())
     assert res["anonymity/train/r0/k_min"] >= 40  # the train codes are the k-anonymous release
-    # linkage by the code alone is bounded by 1/k (tie-aware ranks among >= k identical codes)
+    # linkage by the code alone is bounded by 1/k: the >= k victims sharing a released code share
+    # one ranking of the gallery, and the top slot's (tie-aware) probability sums to 1 over them
     assert res["linkage/train/top1"] <= 1 / 40 + 1e-9
 
 
