@@ -2,7 +2,8 @@
 
 Issue 10 asks for the utility/ε_code curve and the linkage rate against ε_code on one plot. For one
 (dataset, method, bits) this stage reads the ``evaluate_rr`` and ``attack_rr`` metrics of every
-ε_code in ``release.epsilons`` (files ``<name>-rr<ε>.json``, the DVC matrix's names) and, for
+ε_code in ``release.epsilons`` (files ``<name>-rr<ε>.json``, the DVC matrix's names, ε as DVC
+writes it: ``4`` or ``4.0``) and, for
 ε = ∞, the unreleased head's ``evaluate`` and ``attack`` metrics, and writes one CSV row per ε_code:
 Hamming-KNN balanced accuracy and its retention of the float figure, and linkage top-1 of the train
 (database) and test (query) victims beside chance. The ∞ row is written last with ``epsilon_code``
@@ -16,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import read_json, write_csv
+from pipeline.artifacts import ArtifactError, read_json, write_csv
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 
@@ -38,6 +39,24 @@ def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
     return row
 
 
+def rr_files(directory: Path, name: str, epsilons: tuple[float, ...]) -> dict[float, Path]:
+    """``{ε: <directory>/<name>-rr<ε>.json}`` for every ε of ``epsilons``, whichever way DVC wrote ε
+    into the file name (``4`` or ``4.0``); a missing one is an error naming the file and the fix."""
+    found = {}
+    for path in directory.glob(f"{name}-rr*.json"):
+        try:
+            found[float(path.stem[len(name) + 3 :])] = path
+        except ValueError:
+            continue
+    for eps in epsilons:
+        if eps not in found:
+            raise ArtifactError(
+                f"{directory / f'{name}-rr{eps:g}.json'}: file not found; run the stages of "
+                f"ε_code = {eps:g} first (dvc repro)"
+            )
+    return {eps: found[eps] for eps in epsilons}
+
+
 def run_release_curve(
     params: Params,
     *,
@@ -48,14 +67,10 @@ def run_release_curve(
     attack_rr_dir: Path,
     csv: Path,
 ) -> list[dict[str, Any]]:
-    rows = [
-        curve_row(
-            eps,
-            evaluate_rr_dir / f"{name}-rr{eps:g}.json",
-            attack_rr_dir / f"{name}-rr{eps:g}.json",
-        )
-        for eps in sorted(params.release.epsilons)
-    ]
+    epsilons = tuple(sorted(params.release.epsilons))
+    evaluated = rr_files(evaluate_rr_dir, name, epsilons)
+    attacked = rr_files(attack_rr_dir, name, epsilons)
+    rows = [curve_row(eps, evaluated[eps], attacked[eps]) for eps in epsilons]
     rows.append(curve_row(math.inf, evaluate, attack))
     write_csv(csv, rows)
     log.info("%s: utility and linkage at %d ε_code values -> %s", name, len(rows), csv)

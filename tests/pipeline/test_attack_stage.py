@@ -250,7 +250,8 @@ def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
 
     for stem, acc, top1 in (
         ("lsh-16-rr1", 0.5, 0.01),
-        ("lsh-16-rr4", 0.6, 0.1),
+        ("lsh-16-rr4.0", 0.6, 0.1),  # ε as DVC may write it: "1" or "4.0"
+        ("lsh-16-rr16", 0.7, 0.5),  # not in release.epsilons: left out
         ("lsh-16", 0.8, 0.9),
     ):
         metrics(stem, acc, top1)
@@ -265,7 +266,7 @@ def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
     assert rows[0].split(",")[:4] == ["epsilon_code", "balanced_accuracy",
                                       "retention_balanced_accuracy", "linkage_train_top1"]  # fmt: skip
     assert [r.split(",")[:2] for r in rows[1:]] == [["1.0", "0.5"], ["4.0", "0.6"], ["inf", "0.8"]]
-    (tmp_path / "at/lsh-16-rr4.json").unlink()
+    (tmp_path / "at/lsh-16-rr4.0.json").unlink()
     (tmp_path / "curve.csv").unlink()
     assert release_curve.main(cli) == 2 and not (tmp_path / "curve.csv").exists()
 
