@@ -144,8 +144,8 @@ class _ListReader:
 def build_records(
     params: Params, emb: EmbeddingsFile, images: dict[str, np.ndarray] | None
 ) -> tuple[Records, dict[str, Records], EmbeddingsFile]:
-    """``images``: one array per split, all at one shape (:func:`common_images`)."""
-    """(aux, victims by group, embeddings with any withheld finding removed from the labels)."""
+    """(aux, victims by group, embeddings with any withheld finding removed from the labels);
+    ``images``: one array per split, all at one shape (:func:`common_images`)."""
     cfg = params.attack
     trained, column = withhold_label(emb, cfg.withhold_label)
     aux_split = cfg.aux_split
