@@ -9,6 +9,11 @@ Two modes, one per DVC stage:
 * ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
   codes out), checks it against the embeddings and its released codes, runs every attack on the
   codes and puts the float control's number beside each (``<name>_float``).
+* ``attack_rr@…`` / ``attack_kanon@…`` (``--release``, the output of ``release_rr`` /
+  ``release_kanon``): the same attacks with the victims' codes as published by the release
+  mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
+  attacker's own aux codes pass through the public mechanism (:class:`privacy.base.MechanismRelease`),
+  the gallery is hashed by the head as before, membership on the (unchanged) head is skipped.
 
 Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output is written only after
 every attack finished (no partial output); MLflow gets the aggregate numbers only — never images,
@@ -43,9 +48,9 @@ from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, 
 from pipeline.data import stratified_sample
 from pipeline.train import withhold_label
 from privacy import registry
-from privacy.base import Attack, CodeRelease, FloatRelease, Records, Release
+from privacy.base import Attack, CodeRelease, FloatRelease, MechanismRelease, Records, Release
 from privacy.errors import PrivacyError
-from retrieval.codes import pack_bits
+from retrieval.codes import pack_bits, unpack_bits
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +75,12 @@ def attribute_target(
     return emb.y[split][:, column].astype(np.int64)
 
 
-def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, np.ndarray] | None:
-    """uint8 images per split in the embeddings' row order, or None for embeddings-only sources."""
+Images = np.ndarray | list[np.ndarray]  # one array, or a list where sizes differ (image folders)
+
+
+def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, Images] | None:
+    """uint8 images per split in the embeddings' row order (an array, or a list of arrays where the
+    source mixes sizes or channel counts), or None for embeddings-only sources."""
     source = params.data.source(dataset)
     if not sources.yields_images(source.kind):
         return None
@@ -88,15 +97,55 @@ def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, 
             )
         arr = sp.as_array()
         if arr is None:
-            arr = np.stack(sp.get_batch(np.arange(len(sp))))
+            batch = sp.get_batch(np.arange(len(sp)))
+            arr = np.stack(batch) if len({im.shape for im in batch}) <= 1 else batch
         out[split] = arr
     return out
+
+
+def _shapes(images: Images) -> list[tuple[int, ...]]:
+    if isinstance(images, np.ndarray):
+        return [images.shape[1:]] * len(images)
+    return [im.shape for im in images]
+
+
+def common_images(
+    images: dict[str, Images], size: tuple[int, int] | None
+) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+    """Every split's images at one shape (``privacy.reconstruction.common_shape``): the decoder's
+    target and what PSNR/SSIM compare; the linkage gallery keeps the native images."""
+    from privacy.reconstruction import common_shape, to_common_shape
+
+    shape = common_shape((s for imgs in images.values() for s in _shapes(imgs)), size)
+    out = {split: to_common_shape(imgs, shape) for split, imgs in images.items()}
+    resized = sum(1 for imgs in images.values() for s in _shapes(imgs) if (s[0], s[1]) != shape[:2])
+    if resized:
+        log.info(
+            "reconstruction: %d images resized to the common %dx%d (H x W), %d channel(s)",
+            resized,
+            *shape,
+        )
+    return out, shape
+
+
+class _ListReader:
+    """An :class:`pipeline.data.ImageReader` over images of different sizes held in memory."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, indices: Any) -> list[np.ndarray]:
+        return [self.images[int(i)] for i in indices]
 
 
 def build_records(
     params: Params, emb: EmbeddingsFile, images: dict[str, np.ndarray] | None
 ) -> tuple[Records, dict[str, Records], EmbeddingsFile]:
-    """(aux, victims by group, embeddings with any withheld finding removed from the labels)."""
+    """(aux, victims by group, embeddings with any withheld finding removed from the labels);
+    ``images``: one array per split, all at one shape (:func:`common_images`)."""
     cfg = params.attack
     trained, column = withhold_label(emb, cfg.withhold_label)
     aux_split = cfg.aux_split
@@ -144,10 +193,11 @@ def _seed(cfg: AttackConfig, split: str, i: int) -> int:
 
 
 def build_gallery(
-    params: Params, victims: dict[str, Records], images: dict[str, np.ndarray] | None
+    params: Params, victims: dict[str, Records], images: dict[str, Images] | None
 ) -> tuple[str, dict[str, dict[float, np.ndarray]]]:
-    """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``."""
-    from privacy.perturb import noisy_embeddings, perturb_images
+    """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``, from the
+    native images (each perturbed at its own size where sizes differ)."""
+    from privacy.perturb import noisy_embeddings, perturb_image_list, perturb_images
 
     cfg = params.attack
     gallery: dict[str, dict[float, np.ndarray]] = {}
@@ -166,10 +216,17 @@ def build_gallery(
     for split, rec in victims.items():
         gallery[split] = {}
         for i, s in enumerate(cfg.strengths):
-            moved = perturb_images(images[split], s, seed=_seed(cfg, split, i))
+            native = images[split]
+            if isinstance(native, np.ndarray):
+                moved = ImageSplit(
+                    labels=rec.y, images=perturb_images(native, s, seed=_seed(cfg, split, i))
+                )
+            else:
+                perturbed = perturb_image_list(native, s, seed=_seed(cfg, split, i))
+                moved = ImageSplit(labels=rec.y, reader=_ListReader(perturbed))
             gallery[split][s] = embed_images(
                 backbone,
-                ImageSplit(labels=rec.y, images=moved),
+                moved,
                 batch_size=cfg.backbone_batch_size,
                 desc=f"gallery {split} s={s}",
             )
@@ -260,6 +317,71 @@ def check_head(
 
 
 # --------------------------------------------------------------------------------------------
+# released codes (release_rr / release_kanon outputs)
+# --------------------------------------------------------------------------------------------
+
+ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the release's seed
+
+
+def load_release(
+    release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
+) -> tuple[MechanismRelease, dict[str, np.ndarray], str]:
+    """(the release as the attacker sees it, the published bool codes per victim split, a tag).
+
+    The release directory must come from this head: same method and bits, and every split the
+    mechanism did not touch identical to the head's released codes."""
+    from privacy.release import randomized_response, snap_to_k_anonymous
+
+    config_path, codes_path = release_dir / "config.json", release_dir / "codes.safetensors"
+    if not config_path.is_file() or not codes_path.is_file():
+        raise ArtifactError(
+            f"{release_dir}: no released codes (config.json + codes.safetensors); run the "
+            "release_rr / release_kanon stage first (dvc repro)"
+        )
+    config = read_json(config_path)
+    info = config.get("release")
+    if not isinstance(info, dict) or info.get("mechanism") not in ("rr", "kanon"):
+        raise ArtifactError(
+            f"{release_dir}: config.json has no release block; pass a release stage's --out"
+        )
+    codes, n_bits, _ = load_codes(codes_path)
+    if n_bits != bits or config.get("method") != head_config.get("method"):
+        raise ArtifactError(
+            f"{release_dir}: released {config.get('method')} codes of {n_bits} bits, but the head is "
+            f"{head_config.get('method')} with --bits {bits}; pass the release made from this head"
+        )
+    head_codes, _, _ = load_codes(head_dir / "codes.safetensors")
+    published = {}
+    for split in VICTIMS:
+        if split not in codes:
+            raise ArtifactError(f"{release_dir}: no released {split} codes; re-run the release")
+        if split not in info["splits"] and not np.array_equal(codes[split], head_codes[split]):
+            raise ArtifactError(
+                f"{release_dir}: the unreleased {split} codes differ from the head's {head_dir}; "
+                "the release was made from another head (re-run the release stage)"
+            )
+        published[split] = unpack_bits(codes[split], n_bits)
+    seed = cfg.seed + ATTACKER_SEED_OFFSET
+    if info["mechanism"] == "rr":
+        eps = float(info["epsilon_code"])
+
+        def mechanism(b: np.ndarray) -> np.ndarray:
+            return randomized_response(b, eps, seed=seed)
+
+        tag = f"rr{eps:g}"
+    else:
+        k = int(info["k"])
+        held = np.concatenate([published[s] for s in info["splits"]])
+
+        def mechanism(b: np.ndarray) -> np.ndarray:
+            return snap_to_k_anonymous(b, held, k)
+
+        tag = "kanon"
+    release = MechanismRelease(CodeRelease.from_head(head), mechanism, name=info["mechanism"])
+    return release, published, tag
+
+
+# --------------------------------------------------------------------------------------------
 # running the attacks
 # --------------------------------------------------------------------------------------------
 
@@ -284,7 +406,9 @@ def make_attacks(
         if name == "linkage":
             config = LinkageConfig(strength=linkage_default)
         elif name == "membership":
-            config = MembershipConfig(shadow_heads=cfg.shadow_heads, candidates=cfg.mi_candidates)
+            config = MembershipConfig(
+                shadow_heads=cfg.shadow_heads, candidates=cfg.mi_candidates, score=cfg.mi_score
+            )
             if head is not None and head_config is not None:
                 context = shadow_context(head, head_config)
         attacks.append(registry.build(name, release, config, seed=cfg.seed, **context))
@@ -385,10 +509,13 @@ def run_attack(
     head_dir: Path | None = None,
     float_metrics: Path | None = None,
     reconstructions: Path | None = None,
+    release_dir: Path | None = None,
 ) -> dict[str, Any]:
     is_float = method_name is None
     if not is_float and (bits is None or head_dir is None or float_metrics is None):
         raise ParamsError("--method needs --bits, --head and --float-metrics")
+    if is_float and release_dir is not None:
+        raise ParamsError("--release needs --method, --bits and --head (the head it was made from)")
     emb = load_embeddings(embeddings)
     cfg = params.attack
     head = head_config = None
@@ -396,9 +523,18 @@ def run_attack(
         assert head_dir is not None and bits is not None
         head, head_config = rebuild_head(head_dir)
         check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
+    published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
+    mech_release, tag = None, ""
+    if release_dir is not None:
+        assert head_dir is not None and bits is not None
+        mech_release, codes, tag = load_release(release_dir, head_dir, head, head_config, bits, cfg)
+        published.update(codes)
     images = load_images(params, dataset, emb)
     names = select_attacks(cfg, images is not None)
-    aux, victims, _ = build_records(params, emb, images)
+    common, shape = (
+        (None, None) if images is None else common_images(images, cfg.reconstruction_size)
+    )
+    aux, victims, _ = build_records(params, emb, common)
     if is_float:
         kind, gal = build_gallery(params, victims, images)
     else:
@@ -413,12 +549,22 @@ def run_attack(
         raise ArtifactError(
             f"{gallery}: no gallery at the default {kind} {default}; re-run attack@{dataset}-float"
         )
-    victims = {s: dataclasses.replace(r, reacquired=gal[s]) for s, r in victims.items()}
-    release: Release = FloatRelease() if is_float else CodeRelease.from_head(head)
-    name = f"attack@{dataset}-float" if is_float else f"attack@{dataset}-{method_name}-{bits}"
+    victims = {
+        s: dataclasses.replace(r, reacquired=gal[s], released=published[s])
+        for s, r in victims.items()
+    }
+    release: Release
+    if is_float:
+        release, name = FloatRelease(), f"attack@{dataset}-float"
+    elif mech_release is not None:
+        release, name = mech_release, f"attack_{tag}@{dataset}-{method_name}-{bits}"
+    else:
+        release, name = CodeRelease.from_head(head), f"attack@{dataset}-{method_name}-{bits}"
     tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
     if not is_float:
         tags.update(method=str(method_name), bits=str(bits))
+    if mech_release is not None:
+        tags["mechanism"] = tag
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"attack": to_dict(cfg), "seed": params.seed})
         attacks = make_attacks(
@@ -426,6 +572,9 @@ def run_attack(
         )
         numbers, rows, skipped = run_attacks(attacks, aux, victims)
         numbers["aux_size"] = float(len(aux))
+        if shape is not None and "reconstruction" in names and "reconstruction" not in skipped:
+            for key, value in zip(("height", "width", "channels"), shape, strict=True):
+                numbers[f"reconstruction/image_{key}"] = float(value)
         if not is_float:
             assert float_metrics is not None
             numbers = add_float_control(numbers, read_json(float_metrics))
@@ -466,6 +615,11 @@ def _body(argv: list[str] | None) -> None:
         type=Path,
         help="PNG grid, written only with attack.save_reconstructions",
     )
+    parser.add_argument(
+        "--release",
+        type=Path,
+        help="a release_rr / release_kanon output dir: attack its published codes (needs --head)",
+    )
     args = parser.parse_args(argv)
     run_attack(
         load(args),
@@ -479,6 +633,7 @@ def _body(argv: list[str] | None) -> None:
         head_dir=args.head,
         float_metrics=args.float_metrics,
         reconstructions=args.reconstructions,
+        release_dir=args.release,
     )
 
 

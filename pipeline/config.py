@@ -573,10 +573,15 @@ class AttackConfig:
     snr_db_sweep: tuple[float, ...] = (30.0, 20.0, 10.0)
     shadow_heads: int = 16  # membership inference (LiRA): shadow heads, >= 2
     mi_candidates: int = 500  # membership inference: members and as many non-members
+    # membership inference score: the head's real-valued outputs (relaxed_margin), or codes only
+    # (code_stability: label-only robustness to input noise; code_margin: class-prototype margin)
+    mi_score: Literal["relaxed_margin", "code_stability", "code_margin"] = "relaxed_margin"
     withhold_label: str | int | None = (
         None  # multi-label: finding (name or column) hidden from training
     )
     save_reconstructions: bool = False  # example grid of reconstructed images (patient data!)
+    # reconstruction: every image resized to this (H, W); null = the source's most frequent size
+    reconstruction_size: tuple[int, int] | None = None
     backbone_batch_size: int = 64  # re-embedding the perturbed gallery images
 
     def __post_init__(self) -> None:
@@ -607,6 +612,12 @@ class AttackConfig:
             f"{self.shadow_heads}: LiRA needs at least 2 shadow heads (an IN and an OUT score per record)",
         )
         check(self.mi_candidates >= 1, "mi_candidates", f"{self.mi_candidates} must be >= 1")
+        check(
+            self.reconstruction_size is None
+            or (len(self.reconstruction_size) == 2 and min(self.reconstruction_size) >= 3),
+            "reconstruction_size",
+            f"{self.reconstruction_size}: give [height, width], both >= 3, or null",
+        )
         check(
             self.backbone_batch_size >= 1,
             "backbone_batch_size",

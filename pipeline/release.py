@@ -55,9 +55,17 @@ def release_codes(
         out[split] = pack_bits(released)
     if mechanism == "rr":
         assert epsilon_code is not None
-        figures["epsilon_code"] = epsilon_code
+        if math.isfinite(epsilon_code):  # ε = ∞ (no noise) has no JSON number
+            figures["epsilon_code"] = epsilon_code
         figures["keep_probability"] = keep_probability(epsilon_code, n_bits)
     return out, figures
+
+
+def epsilon_json(epsilon_code: float | None) -> float | str | None:
+    """ε_code as JSON holds it: ``"inf"`` for ∞ (JSON has no infinity; ``float("inf")`` reads it)."""
+    if epsilon_code is not None and math.isinf(epsilon_code):
+        return "inf"
+    return epsilon_code
 
 
 def run_release(
@@ -102,7 +110,7 @@ def run_release(
             "mechanism": mechanism,
             "apply_to": r.apply_to,
             "splits": list(splits),
-            "epsilon_code": epsilon_code,
+            "epsilon_code": epsilon_json(epsilon_code),
             "k": r.k if mechanism == "kanon" else None,
             "seed": r.seed,
             "source": str(head_dir),

@@ -64,7 +64,7 @@ class Anonymity(Attack):
         if not victims:
             raise PrivacyError("anonymity: no released records")
         groups = list(victims)
-        released = [self.release.encode(victims[g].x) for g in groups]
+        released = [self.release.published(victims[g]) for g in groups]
         allr = np.concatenate(released)
         n = len(allr)
         if self.release.is_code:

@@ -56,7 +56,7 @@ class AttributeInference(Attack):
                 f"attribute: the auxiliary records hold a single attribute value ({int(classes[0])}); "
                 "the attack needs at least two (raise attack.aux_size)"
             )
-        feats = self.release.features(self.release.encode(aux.x))
+        feats = self.release.features(self.release.attacker_codes(aux.x))
         self.scaler = StandardScaler().fit(feats)
         self.model = LogisticRegression(C=self.config.c, max_iter=self.config.max_iter)
         self.model.fit(self.scaler.transform(feats), aux.y)
@@ -66,7 +66,7 @@ class AttributeInference(Attack):
     def run_group(self, victims: Records) -> dict[str, float]:
         from sklearn.metrics import balanced_accuracy_score
 
-        feats = self.scaler.transform(self.release.features(self.release.encode(victims.x)))
+        feats = self.scaler.transform(self.release.features(self.release.published(victims)))
         proba = self.model.predict_proba(feats)
         pred = self.model.classes_[proba.argmax(axis=1)]
         y = victims.y

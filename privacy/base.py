@@ -47,7 +47,9 @@ class Records:
     embeddings ``[N, D]``; ``y``: int class / attribute ids ``[N]``; ``y_multihot``: float32 ``[N, C]``
     labels as a hashing head is trained on them (a withheld finding already removed); ``images``:
     uint8 ``[N, H, W(, C)]`` or None for embeddings-only sources; ``reacquired``: for victims, the
-    linkage gallery per perturbation strength (embeddings of the same records re-acquired, ``[N, D]``).
+    linkage gallery per perturbation strength (embeddings of the same records re-acquired, ``[N, D]``);
+    ``released``: for victims of a code release (:mod:`privacy.release`), the codes as published
+    (bool ``[N, K]``, randomised or k-anonymised), or None when the release is the head's own output.
     """
 
     split: str
@@ -57,10 +59,11 @@ class Records:
     y_multihot: np.ndarray | None = None
     images: np.ndarray | None = None
     reacquired: Mapping[float, np.ndarray] = field(default_factory=dict)
+    released: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.index)
-        for name in ("x", "y", "y_multihot", "images"):
+        for name in ("x", "y", "y_multihot", "images", "released"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise PrivacyError(
@@ -92,6 +95,7 @@ class Records:
             y_multihot=None if self.y_multihot is None else self.y_multihot[rows],
             images=None if self.images is None else self.images[rows],
             reacquired={s: g[rows] for s, g in self.reacquired.items()},
+            released=None if self.released is None else self.released[rows],
         )
 
 
@@ -136,6 +140,16 @@ class Release(abc.ABC):
     @property
     def is_code(self) -> bool:
         return self.kind == "codes"
+
+    def published(self, records: Records) -> np.ndarray:
+        """What the release holds for these (victim) records: their published codes where a code
+        release mechanism produced them (``records.released``), else the head's output."""
+        return self.encode(records.x) if records.released is None else records.released
+
+    def attacker_codes(self, x: np.ndarray) -> np.ndarray:
+        """The released form of the attacker's own records, as the learned attacks train on it:
+        the head's output, passed through the public release mechanism where there is one."""
+        return self.encode(x)
 
 
 class CodeRelease(Release):
@@ -186,6 +200,27 @@ class CodeRelease(Release):
 
     def distances(self, q: np.ndarray, db: np.ndarray) -> np.ndarray:
         return hamming_distances(pack_bits(q), pack_bits(db), self.n_bits).astype(np.float32)
+
+
+class MechanismRelease(CodeRelease):
+    """A head's codes published through a code release mechanism (``privacy/release.py``).
+
+    ``encode`` still queries the head as a black box (clean codes: the linkage gallery, membership);
+    ``attacker_codes`` passes the attacker's own codes through ``mechanism`` — randomised response
+    with the public ε_code and the attacker's own seed, or the snap to the released k-anonymous
+    codes — so that the learned attacks train on the distribution they are applied to
+    (THREAT_MODEL.md, "Attacks on released codes").
+    """
+
+    def __init__(
+        self, head: CodeRelease, mechanism: Callable[[np.ndarray], np.ndarray], *, name: str
+    ) -> None:
+        super().__init__(head.encoder, head.n_bits, head.relaxed)
+        self.mechanism = mechanism
+        self.mechanism_name = name
+
+    def attacker_codes(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.mechanism(self.encode(x)), dtype=bool)
 
 
 class FloatRelease(Release):

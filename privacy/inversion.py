@@ -46,7 +46,7 @@ class Inversion(Attack):
     min_aux = 20
 
     def _fit(self, aux: Records) -> None:
-        feats = self.release.features(self.release.encode(aux.x))
+        feats = self.release.features(self.release.attacker_codes(aux.x))
         self.mean = aux.x.mean(axis=0)
         self.std = aux.x.std(axis=0) + 1e-6
         target = (aux.x - self.mean) / self.std
@@ -65,7 +65,7 @@ class Inversion(Attack):
 
     def run_group(self, victims: Records) -> dict[str, float]:
         true = victims.x.astype(np.float32)
-        rec = self.reconstruct(self.release.encode(true)).astype(np.float32)
+        rec = self.reconstruct(self.release.published(victims)).astype(np.float32)
         base = np.broadcast_to(self.mean, true.shape).astype(np.float32)
         n = len(true)
         ks = (1, min(10, n))

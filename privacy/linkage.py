@@ -44,7 +44,7 @@ class Linkage(Attack):
                 f"linkage: no gallery at strength {strength} for the {victims.split} victims "
                 f"(have {sorted(victims.reacquired)}); add it to attack.linkage strengths"
             )
-        released = self.release.encode(victims.x)  # what the release holds for these records
+        released = self.release.published(victims)  # what the release holds for these records
         gallery = self.release.encode(victims.reacquired[strength])
         dist = self.release.distances(released, gallery)
         ks = tuple(min(k, len(victims)) for k in self.config.ks)

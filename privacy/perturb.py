@@ -16,12 +16,16 @@ differs by acquisition noise. Two models, both seeded and reproducible:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from privacy.errors import PrivacyError
 
 
-def perturb_images(images: np.ndarray, strength: float, *, seed: int) -> np.ndarray:
+def perturb_images(
+    images: np.ndarray, strength: float, *, seed: int | tuple[int, ...]
+) -> np.ndarray:
     """uint8 ``[N, H, W(, C)]`` -> perturbed uint8 images of the same shape (see module docstring)."""
     if not 0.0 <= strength <= 1.0:
         raise PrivacyError(f"image perturbation strength {strength} must be in [0, 1]")
@@ -41,6 +45,14 @@ def perturb_images(images: np.ndarray, strength: float, *, seed: int) -> np.ndar
     out = (out - mean) * contrast.reshape((n,) + (1,) * (out.ndim - 1)) + mean
     out += rng.normal(0.0, 0.05 * strength * 255.0, size=out.shape).astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def perturb_image_list(
+    images: Sequence[np.ndarray], strength: float, *, seed: int
+) -> list[np.ndarray]:
+    """:func:`perturb_images` for images of different sizes: each image on its own, seeded by
+    ``(seed, position)``."""
+    return [perturb_images(img[None], strength, seed=(seed, i))[0] for i, img in enumerate(images)]
 
 
 def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:

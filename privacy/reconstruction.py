@@ -10,6 +10,14 @@ with a pixel MSE, as in learning-based model inversion (e.g. Yang et al., ACM CC
 network inversion in adversarial setting via background knowledge alignment"). The epoch is chosen
 on a held-out share of aux.
 
+*Mixed sizes.* Image folders may hold images of different sizes and channel counts; the decoder needs
+one target shape. :func:`common_shape` picks it — a stated ``(H, W)`` (``attack.reconstruction_size``),
+else the most frequent ``(H, W)`` among the images (ties: the larger area, then the larger height) —
+with the most frequent channel count (1 = grayscale, 3 = RGB; ties: 3), and :func:`to_common_shape`
+resizes every image to it (bilinear, PIL; grayscale replicated to RGB or RGB converted to luminance,
+alpha dropped). Training targets, PSNR and SSIM are all computed at that shape, so an image that was
+resized is scored against its resized original; images that already have the shape are untouched.
+
 Reported per victim group: mean PSNR and SSIM against the originals (``skimage.metrics``, pixels in
 [0, 1]) beside the code-blind baseline (the aux mean image for every victim). Embeddings-only
 sources have no images: the attack is skipped with that reason. Reconstructions are returned by
@@ -19,7 +27,8 @@ sources have no images: the attack is skipped with that reason. Reconstructions 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +37,7 @@ from torch import Tensor, nn
 
 from privacy._learn import predict, train_regressor
 from privacy.base import Attack, Records
+from privacy.errors import PrivacyError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +84,55 @@ class Decoder(nn.Module):
         return torch.sigmoid(img)
 
 
+def _channels(shape: tuple[int, ...]) -> int:
+    return 1 if len(shape) == 2 or shape[2] == 1 else 3
+
+
+def common_shape(
+    shapes: Iterable[tuple[int, ...]], size: tuple[int, int] | None = None
+) -> tuple[int, int, int]:
+    """``(H, W, C)`` every image is brought to (module docstring): ``size`` or the most frequent
+    ``(H, W)``, and the most frequent channel count (C = 1 or 3)."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    channels: Counter[int] = Counter()
+    for shape in shapes:
+        sizes[(int(shape[0]), int(shape[1]))] += 1
+        channels[_channels(shape)] += 1
+    if not sizes:
+        raise PrivacyError("reconstruction: no images to reconstruct")
+    if size is None:
+        size = max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1], hw[0]))
+    c = max(channels, key=lambda ch: (channels[ch], ch))
+    return int(size[0]), int(size[1]), c
+
+
+def to_common_shape(
+    images: np.ndarray | Sequence[np.ndarray], shape: tuple[int, int, int]
+) -> np.ndarray:
+    """uint8 images (an array or a list of differently sized ones) -> uint8 ``[N, H, W]`` (C = 1)
+    or ``[N, H, W, 3]``, resized bilinearly where needed (module docstring)."""
+    from PIL import Image
+
+    h, w, c = shape
+    want = (h, w) if c == 1 else (h, w, 3)
+    if isinstance(images, np.ndarray) and images.shape[1:] == want:
+        return images
+    out = np.empty((len(images), *want), dtype=np.uint8)
+    mode = "L" if c == 1 else "RGB"
+    for i, img in enumerate(images):
+        arr = np.asarray(img, dtype=np.uint8)
+        if arr.shape == want:
+            out[i] = arr
+            continue
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        pil = Image.fromarray(arr).convert(mode)  # L <-> RGB; RGBA drops alpha
+        if pil.size != (w, h):
+            pil = pil.resize((w, h), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(pil, dtype=np.uint8).reshape(want)
+    return out
+
+
 def to_float_chw(images: np.ndarray) -> np.ndarray:
     """uint8 ``[N, H, W(, C)]`` -> float32 ``[N, C, H, W]`` in [0, 1]."""
     x = images.astype(np.float32) / 255.0
@@ -107,7 +166,7 @@ class Reconstruction(Attack):
 
     def _fit(self, aux: Records) -> None:
         assert aux.images is not None
-        feats = self.release.features(self.release.encode(aux.x))
+        feats = self.release.features(self.release.attacker_codes(aux.x))
         target = to_float_chw(aux.images)
         self.mean_image = target.mean(axis=0)
         c = self.config
@@ -120,14 +179,15 @@ class Reconstruction(Attack):
             seed=self.seed,
         )
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Decoded images ``[N, C, H, W]`` from the released form of embeddings ``x``."""
-        return predict(self.model, self.release.features(self.release.encode(x)), batch_size=256)
+    def reconstruct(self, victims: Records) -> np.ndarray:
+        """Decoded images ``[N, C, H, W]`` from the victims' released codes."""
+        feats = self.release.features(self.release.published(victims))
+        return predict(self.model, feats, batch_size=256)
 
     def run_group(self, victims: Records) -> dict[str, float]:
         assert victims.images is not None
         true = to_float_chw(victims.images)
-        pred = self.reconstruct(victims.x)
+        pred = self.reconstruct(victims)
         base = np.broadcast_to(self.mean_image, true.shape)
         psnr, ssim = image_scores(pred, true)
         psnr_b, ssim_b = image_scores(base, true)
@@ -137,4 +197,4 @@ class Reconstruction(Attack):
         """The first ``n`` originals and reconstructions (``[n, C, H, W]``), for the optional grid."""
         assert victims.images is not None
         sub = victims.subset(np.arange(min(n, len(victims))))
-        return to_float_chw(sub.images), self.reconstruct(sub.x)
+        return to_float_chw(sub.images), self.reconstruct(sub)

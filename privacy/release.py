@@ -87,6 +87,36 @@ def debiased_hamming(observed: np.ndarray, n_bits: int, flip_rate: float) -> np.
     return (np.asarray(observed, dtype=np.float64) - n_bits * flip_rate) / (1.0 - 2.0 * flip_rate)
 
 
+def nearest_held(codes: np.ndarray, held: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Row of ``held`` (distinct codes in lexicographic bit order, as ``np.unique`` returns them)
+    nearest in Hamming distance to each row of ``codes``; ties go to more ``counts`` (holders),
+    then to the earlier (smaller) code — the k-anonymous release's deterministic rule."""
+    out = np.empty(len(codes), dtype=np.int64)
+    rank = np.arange(len(held))
+    for i, code in enumerate(codes):
+        dist = (held != code).sum(axis=1)
+        # lexsort: the last key is primary -> distance, then more holders, then smaller code
+        out[i] = np.lexsort((rank, -counts, dist))[0]
+    return out
+
+
+def snap_to_k_anonymous(bits: np.ndarray, released: np.ndarray, k: int) -> np.ndarray:
+    """Map codes onto a k-anonymous release the way :func:`k_anonymize` maps its outliers: every
+    code becomes the nearest code held by ``>= k`` records of ``released`` (itself if it is one).
+
+    The attacker's side of the k-anonymous release: ``released`` is public, so an attacker can pass
+    their own codes through the same rule before training on them (THREAT_MODEL.md).
+    """
+    arr, rel = _check_bits(bits), _check_bits(released)
+    held, counts = np.unique(rel, axis=0, return_counts=True)
+    keep = counts >= k
+    if not keep.any():  # the release fell back to its most frequent code
+        keep = counts == counts.max()
+    held, counts = held[keep], counts[keep]
+    uniq, inverse = np.unique(arr, axis=0, return_inverse=True)
+    return held[nearest_held(uniq, held, counts)][inverse.reshape(-1)]
+
+
 @dataclass(frozen=True)
 class KAnonymousRelease:
     """Released codes and what the release changed (aggregates only leave this object)."""
@@ -130,12 +160,7 @@ def k_anonymize(bits: np.ndarray, k: int) -> KAnonymousRelease:
     mapping = np.arange(len(uniq))
     unsafe = np.setdiff1d(np.arange(len(uniq)), safe)
     if len(unsafe):
-        safe_codes, safe_counts = uniq[safe], counts[safe]
-        for u in unsafe:
-            dist = (safe_codes != uniq[u]).sum(axis=1)
-            # lexsort: the last key is primary -> distance, then more holders, then smaller code
-            order = np.lexsort((safe, -safe_counts, dist))
-            mapping[u] = safe[order[0]]
+        mapping[unsafe] = safe[nearest_held(uniq[unsafe], uniq[safe], counts[safe])]
     new_inverse = mapping[inverse]
     released = uniq[new_inverse]
     after = np.bincount(new_inverse, minlength=len(uniq))

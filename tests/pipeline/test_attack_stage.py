@@ -14,6 +14,7 @@ from pipeline import attack, train
 from pipeline.artifacts import EmbeddingsFile, save_embeddings
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
+from tests.pipeline.sources.source_helpers import hf_cache  # noqa: F401
 
 FAST = (
     "attack.shadow_heads=2",
@@ -62,18 +63,22 @@ def head_args(tmp: Path, sets: tuple[str, ...] = (), bits: int = 16) -> list[str
     )  # fmt: skip
 
 
-def train_head(tmp: Path, bits: int = 16, sets: tuple[str, ...] = ()) -> int:
-    return train.main(
-        args(
-            tmp,
-            "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
-            "--embeddings", str(tmp / "syn.safetensors"),
-            "--out", str(tmp / "head"),
-            "--metrics", str(tmp / "m/train.json"),
-            "--history", str(tmp / "p/train.csv"),
-            sets=sets,
-        )
+def head_train_args(
+    tmp: Path, bits: int = 16, sets: tuple[str, ...] = (), out: str = "head"
+) -> list[str]:
+    return args(
+        tmp,
+        "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
+        "--embeddings", str(tmp / "syn.safetensors"),
+        "--out", str(tmp / out),
+        "--metrics", str(tmp / f"m/train_{out}.json"),
+        "--history", str(tmp / f"p/train_{out}.csv"),
+        sets=sets,
     )  # fmt: skip
+
+
+def train_head(tmp: Path, bits: int = 16, sets: tuple[str, ...] = ()) -> int:
+    return train.main(head_train_args(tmp, bits, sets))
 
 
 @pytest.fixture
@@ -104,6 +109,15 @@ def test_float_then_head_writes_regular_numbers(study: Path) -> None:
     assert all(set(k) <= set("abcdefghijklmnopqrstuvwxyz0123456789_/.") for k in names)
 
 
+def test_membership_on_codes_only(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    sets = ("attack.attacks=[membership]", "attack.mi_score=code_stability")
+    assert attack.main(head_args(study, sets)) == 0
+    res = json.loads((study / "m/dpsh.json").read_text())
+    assert 0.0 <= res["membership/auc"] <= 1.0 and res["membership/auc_baseline"] == 0.5
+    assert res["membership/n_members"] == 40
+
+
 def _no_output(tmp: Path, name: str) -> bool:
     return not (tmp / f"m/{name}.json").exists() and not (tmp / f"p/{name}.csv").exists()
 
@@ -117,6 +131,7 @@ def _no_output(tmp: Path, name: str) -> bool:
         (("attack.aux_size=5",), "needs at least 20"),
         (("attack.withhold_label=3",), "not multi-label"),
         (("attack.aux_split=test",), "use one of 'val'"),
+        (("attack.mi_score=codes",), "mi_score"),
     ],
 )
 def test_bad_input_one_line_exit_2(study: Path, sets, needle, caplog) -> None:
@@ -147,3 +162,179 @@ def test_withheld_label_multilabel(tmp_path: Path, one_thread) -> None:
     kept, col = withhold_label(emb, 2)
     assert col == 2 and np.array_equal(kept.y["test"], emb.y["test"][:, :2])
     assert isinstance(kept, EmbeddingsFile) and kept.n_classes == 2
+
+
+# --------------------------------------------------------------------------------------------
+# attacks on released codes (release_rr / release_kanon outputs)
+# --------------------------------------------------------------------------------------------
+
+
+def release(tmp: Path, mechanism: str, out: str, *, eps: float | None = None, head: str = "head",
+            sets: tuple[str, ...] = ()) -> int:  # fmt: skip
+    from pipeline import release as release_stage
+
+    extra = ["--head", str(tmp / head), "--mechanism", mechanism, "--out", str(tmp / out)]
+    extra += ["--metrics", str(tmp / f"m/{out}.json")]
+    if eps is not None:
+        extra += ["--epsilon-code", str(eps)]
+    return release_stage.main(args(tmp, *extra, sets=sets))
+
+
+def released_args(tmp: Path, rel: str, name: str, sets: tuple[str, ...] = ()) -> list[str]:
+    out = head_args(tmp, sets)
+    out[out.index("--metrics") + 1] = str(tmp / f"m/{name}.json")
+    out[out.index("--sweep") + 1] = str(tmp / f"p/{name}.csv")
+    return [*out, "--release", str(tmp / rel)]
+
+
+def test_attack_on_released_codes(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(head_args(study)) == 0
+    plain = json.loads((study / "m/dpsh.json").read_text())
+    # ε = ∞: the release is the head's output, every number equals the unreleased one
+    assert release(study, "rr", "rel_inf", eps=float("inf")) == 0
+    assert attack.main(released_args(study, "rel_inf", "rr_inf")) == 0
+    inf = json.loads((study / "m/rr_inf.json").read_text())
+    assert inf["skipped.membership"].startswith("a code release mechanism does not change the head")
+    same = {k: v for k, v in plain.items() if not k.startswith("membership/")}
+    assert {k: inf[k] for k in same} == same
+    assert plain["linkage/train/top1"] >= 10 / 160  # the unreleased codes link (>= 10 x chance)
+    # tiny ε: every released (train) bit is a coin flip, linkage falls to chance (1/160)
+    assert release(study, "rr", "rel_tiny", eps=0.01) == 0
+    assert attack.main(released_args(study, "rel_tiny", "rr_tiny")) == 0
+    tiny = json.loads((study / "m/rr_tiny.json").read_text())
+    assert set(tiny) == set(inf)  # regular names: the same keys as the unreleased file
+    assert tiny["linkage/train/top1"] <= 5 / 160
+    # only the database (train) codes are released by default: the test queries link as before
+    assert tiny["linkage/test/top1"] == plain["linkage/test/top1"]
+
+
+def test_attack_on_k_anonymous_release(study: Path) -> None:
+    assert attack.main(float_args(study)) == 0
+    sets = ("release.k=40", "attack.attacks=[linkage,anonymity,attribute]")
+    assert release(study, "kanon", "rel_k", sets=sets) == 0
+    assert attack.main(released_args(study, "rel_k", "kanon", sets)) == 0
+    res = json.loads((study / "m/kanon.json").read_text())
+    assert res["anonymity/train/r0/k_min"] >= 40  # the train codes are the k-anonymous release
+    # linkage by the code alone is bounded by 1/k: the >= k victims sharing a released code share
+    # one ranking of the gallery, and the top slot's (tie-aware) probability sums to 1 over them
+    assert res["linkage/train/top1"] <= 1 / 40 + 1e-9
+
+
+def test_released_codes_bad_input_exit_2(study: Path, caplog) -> None:
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(released_args(study, "nowhere", "bad")) == 2
+    assert "run the release_rr / release_kanon stage first" in caplog.text
+    assert _no_output(study, "bad")
+    # a release made from an 8-bit head handed to the 16-bit head's stage
+    assert train.main(head_train_args(study, bits=8, out="head8")) == 0
+    assert release(study, "rr", "rel8", eps=4.0, head="head8") == 0
+    caplog.clear()
+    assert attack.main(released_args(study, "rel8", "bad")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "of 8 bits" in errors[0] and "--bits 16" in errors[0]
+    assert _no_output(study, "bad")
+
+
+def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
+    from pipeline import release_curve
+    from pipeline.artifacts import write_json
+
+    def metrics(stem: str, acc: float, top1: float) -> None:
+        write_json(
+            tmp_path / f"ev/{stem}.json",
+            {"balanced_accuracy": acc, "retention_balanced_accuracy": acc / 0.8},
+        )
+        write_json(tmp_path / f"at/{stem}.json", {f"linkage/{g}/top1{t}": top1 / (10 if t else 1)
+                                                  for g in ("train", "test") for t in ("", "_baseline")})  # fmt: skip
+
+    for stem, acc, top1 in (
+        ("lsh-16-rr1", 0.5, 0.01),
+        ("lsh-16-rr4.0", 0.6, 0.1),  # ε as DVC may write it: "1" or "4.0"
+        ("lsh-16-rr16", 0.7, 0.5),  # not in release.epsilons: left out
+        ("lsh-16", 0.8, 0.9),
+    ):
+        metrics(stem, acc, top1)
+    cli = args(
+        tmp_path, "--name", "lsh-16",
+        "--evaluate", str(tmp_path / "ev/lsh-16.json"), "--attack", str(tmp_path / "at/lsh-16.json"),
+        "--evaluate-rr-dir", str(tmp_path / "ev"), "--attack-rr-dir", str(tmp_path / "at"),
+        "--csv", str(tmp_path / "curve.csv"), sets=("release.epsilons=[4, 1]",),
+    )  # fmt: skip
+    assert release_curve.main(cli) == 0
+    rows = (tmp_path / "curve.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["epsilon_code", "balanced_accuracy",
+                                      "retention_balanced_accuracy", "linkage_train_top1"]  # fmt: skip
+    assert [r.split(",")[:2] for r in rows[1:]] == [["1.0", "0.5"], ["4.0", "0.6"], ["inf", "0.8"]]
+    (tmp_path / "at/lsh-16-rr4.0.json").unlink()
+    (tmp_path / "curve.csv").unlink()
+    assert release_curve.main(cli) == 2 and not (tmp_path / "curve.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# reconstruction on an image folder of mixed sizes and channel counts
+# --------------------------------------------------------------------------------------------
+
+
+def mixed_image_folder(root: Path) -> Path:
+    """train/val/test folders; most images 12x10 RGB, some 16x14 RGB and some 12x10 grayscale."""
+    from tests.pipeline.sources.test_source_imagefolder import write_png
+
+    g = np.random.default_rng(0)
+    for split, per_class in (("train", 12), ("val", 12), ("test", 6)):
+        for c, cls in enumerate(("benign", "malignant")):
+            for i in range(per_class):
+                size, mode = ((16, 14), "RGB") if i % 4 == 1 else ((12, 10), "RGB")
+                if i % 4 == 3:
+                    mode = "L"
+                write_png(root / split / cls / f"{i}.png", int(40 + 120 * c + g.integers(0, 60)),
+                          mode=mode, size=size)  # fmt: skip
+    return root
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -> None:
+    from pipeline import extract
+
+    root = mixed_image_folder(tmp_path / "imgs")
+    sets = (
+        f"data.sources.mine={{kind: imagefolder, path: '{root}'}}",
+        "data.datasets=[mine]",
+        "backbone.name=tiny-random",
+        "backbone.image_size=28",
+        "attack.attacks=[reconstruction]",
+        "attack.strength_sweep=[0.5]",
+        "attack.reconstruction_size=null",
+    )
+    extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
+                    "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
+    assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
+    cli = args(
+        tmp_path,
+        "--dataset", "mine",
+        "--embeddings", str(tmp_path / "emb.safetensors"),
+        "--gallery", str(tmp_path / "gallery.safetensors"),
+        "--metrics", str(tmp_path / "m/float.json"),
+        "--sweep", str(tmp_path / "p/float.csv"),
+        sets=sets,
+    )  # fmt: skip
+    assert attack.main(cli) == 0
+    res = json.loads((tmp_path / "m/float.json").read_text())
+    # the common size is the most frequent one (12x10 = H 10, W 12), 3 channels (most are RGB)
+    assert res["reconstruction/image_height"] == 10 and res["reconstruction/image_width"] == 12
+    assert res["reconstruction/image_channels"] == 3
+    assert res["reconstruction/test/psnr"] > 0 and "reconstruction/test/ssim_baseline" in res
+
+
+def test_common_images_stated_size_and_native_arrays_untouched() -> None:
+    mixed = {"train": [np.zeros((10, 12, 3), np.uint8), np.full((14, 16), 200, np.uint8)],
+             "val": np.zeros((3, 10, 12, 3), np.uint8)}  # fmt: skip
+    out, shape = attack.common_images(mixed, (8, 8))
+    assert (
+        shape == (8, 8, 3)
+        and out["train"].shape == (2, 8, 8, 3)
+        and out["val"].shape == (3, 8, 8, 3)
+    )
+    assert (out["train"][1] == 200).all()  # a flat gray image stays flat gray in RGB
+    same, shape = attack.common_images({"val": mixed["val"]}, None)
+    assert shape == (10, 12, 3) and same["val"] is mixed["val"]  # nothing to resize: untouched

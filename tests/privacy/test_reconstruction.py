@@ -8,6 +8,7 @@ import pytest
 from conftest import blind_release, linear_release, make_records
 
 from privacy.base import FloatRelease
+from privacy.errors import PrivacyError
 from privacy.reconstruction import Decoder, Reconstruction, ReconstructionConfig, image_scores
 
 CFG = ReconstructionConfig(epochs=60, hidden=128, channels=16)
@@ -50,3 +51,27 @@ def test_skipped_without_images() -> None:
     recs = make_records(n=(10, 30, 10), dim=4)
     reason = Reconstruction(FloatRelease()).skip_reason(recs["val"], {"test": recs["test"]})
     assert reason and "no images" in reason
+
+
+def test_common_shape_by_hand() -> None:
+    from privacy.reconstruction import common_shape
+
+    # (10, 12) twice, (14, 16) twice: a tie on count -> the larger area; RGB 3 vs gray 1 -> RGB
+    shapes = [(10, 12, 3), (10, 12), (14, 16, 3), (14, 16, 3), (14, 16)]
+    assert common_shape(shapes) == (14, 16, 3)
+    assert common_shape([(10, 12), (10, 12, 1), (14, 16, 3)]) == (10, 12, 1)
+    assert common_shape(shapes, (8, 9)) == (8, 9, 3)
+    with pytest.raises(PrivacyError, match="no images"):
+        common_shape([])
+
+
+def test_to_common_shape_resizes_and_converts() -> None:
+    from privacy.reconstruction import to_common_shape
+
+    ramp = np.tile(np.arange(0, 200, 10, dtype=np.uint8), (4, 1))  # 4 x 20, columns 0..190
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0] = 90
+    out = to_common_shape([ramp, rgba], (4, 10, 1))
+    assert out.shape == (2, 4, 10) and out.dtype == np.uint8
+    assert (np.diff(out[0].astype(int), axis=1) > 0).all()  # the ramp stays a ramp when halved
+    assert (out[1] == round(0.299 * 90)).all()  # RGBA -> luminance L = 0.299 R (+ 0 G, 0 B)

@@ -1,0 +1,105 @@
+"""Stage ``release_curve``: utility and linkage against ε_code for one head (a DVC plot).
+
+Issue 10 asks for the utility/ε_code curve and the linkage rate against ε_code on one plot. For one
+(dataset, method, bits) this stage reads the ``evaluate_rr`` and ``attack_rr`` metrics of every
+ε_code in ``release.epsilons`` (files ``<name>-rr<ε>.json``, the DVC matrix's names, ε as DVC
+writes it: ``4`` or ``4.0``) and, for
+ε = ∞, the unreleased head's ``evaluate`` and ``attack`` metrics, and writes one CSV row per ε_code:
+Hamming-KNN balanced accuracy and its retention of the float figure, and linkage top-1 of the train
+(database) and test (query) victims beside chance. The ∞ row is written last with ``epsilon_code``
+``inf``. Aggregates only; nothing goes to MLflow (the numbers are already tracked by their stages).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import ArtifactError, read_json, write_csv
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import Params
+
+log = logging.getLogger(__name__)
+
+UTILITY = ("balanced_accuracy", "retention_balanced_accuracy")
+LINKAGE = tuple(
+    f"linkage/{group}/top1{tag}" for group in ("train", "test") for tag in ("", "_baseline")
+)
+
+
+def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
+    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s."""
+    util = read_json(evaluate, require=UTILITY)
+    link = read_json(attack, require=LINKAGE)
+    row: dict[str, Any] = {"epsilon_code": "inf" if math.isinf(epsilon) else epsilon}
+    row.update({key: util[key] for key in UTILITY})
+    row.update({key.replace("/", "_"): link[key] for key in LINKAGE})
+    return row
+
+
+def rr_files(directory: Path, name: str, epsilons: tuple[float, ...]) -> dict[float, Path]:
+    """``{ε: <directory>/<name>-rr<ε>.json}`` for every ε of ``epsilons``, whichever way DVC wrote ε
+    into the file name (``4`` or ``4.0``); a missing one is an error naming the file and the fix."""
+    found = {}
+    for path in directory.glob(f"{name}-rr*.json"):
+        try:
+            found[float(path.stem[len(name) + 3 :])] = path
+        except ValueError:
+            continue
+    for eps in epsilons:
+        if eps not in found:
+            raise ArtifactError(
+                f"{directory / f'{name}-rr{eps:g}.json'}: file not found; run the stages of "
+                f"ε_code = {eps:g} first (dvc repro)"
+            )
+    return {eps: found[eps] for eps in epsilons}
+
+
+def run_release_curve(
+    params: Params,
+    *,
+    name: str,
+    evaluate: Path,
+    attack: Path,
+    evaluate_rr_dir: Path,
+    attack_rr_dir: Path,
+    csv: Path,
+) -> list[dict[str, Any]]:
+    epsilons = tuple(sorted(params.release.epsilons))
+    evaluated = rr_files(evaluate_rr_dir, name, epsilons)
+    attacked = rr_files(attack_rr_dir, name, epsilons)
+    rows = [curve_row(eps, evaluated[eps], attacked[eps]) for eps in epsilons]
+    rows.append(curve_row(math.inf, evaluate, attack))
+    write_csv(csv, rows)
+    log.info("%s: utility and linkage at %d ε_code values -> %s", name, len(rows), csv)
+    return rows
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser("Utility and linkage against ε_code for one head (randomised response).")
+    parser.add_argument("--name", required=True, help="<method>-<bits>, the metrics files' stem")
+    parser.add_argument("--evaluate", type=Path, required=True, help="the unreleased evaluate JSON")
+    parser.add_argument("--attack", type=Path, required=True, help="the unreleased attack JSON")
+    parser.add_argument("--evaluate-rr-dir", type=Path, required=True)
+    parser.add_argument("--attack-rr-dir", type=Path, required=True)
+    parser.add_argument("--csv", type=Path, required=True, help="plot data (DVC plot)")
+    args = parser.parse_args(argv)
+    run_release_curve(
+        load(args),
+        name=args.name,
+        evaluate=args.evaluate,
+        attack=args.attack,
+        evaluate_rr_dir=args.evaluate_rr_dir,
+        attack_rr_dir=args.attack_rr_dir,
+        csv=args.csv,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
