@@ -356,11 +356,14 @@ class EpochSelector:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_gain = 0
 
-    def update(self, epoch: int, score: float, acc: float, module: torch.nn.Module) -> None:
-        """Record epoch ``epoch`` (0, 1, 2, ... in order) and judge the epoch whose window closed."""
+    def update(self, epoch: int, score: float, acc: float, module: torch.nn.Module | None) -> None:
+        """Record epoch ``epoch`` (0, 1, 2, ... in order) and judge the epoch whose window closed
+        (``module=None``: replay a recorded curve, keep no states)."""
         self.scores.append(score)
         self.accs.append(acc)
-        self.states[epoch] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        if module is not None:
+            state = module.state_dict().items()
+            self.states[epoch] = {k: v.detach().cpu().clone() for k, v in state}
         self.states.pop(epoch - self.half - 1, None)
         if epoch >= self.half:
             self._judge(epoch - self.half)
@@ -380,7 +383,7 @@ class EpochSelector:
             if avg > self.best:
                 self.last_gain = epoch
             self.best, self.best_epoch, self.best_acc = avg, epoch, self.accs[epoch]
-            self.best_state = self.states[epoch]
+            self.best_state = self.states.get(epoch)
 
 
 def fit(

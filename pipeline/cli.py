@@ -14,6 +14,7 @@ STAGES = (
     "attack",
     "train_dp",
     "release",
+    "release_curve",
     "index",
 )
 

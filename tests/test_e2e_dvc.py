@@ -86,6 +86,16 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
         assert 0.0 <= at["anonymity/test/r0/share_unique"] <= 1.0
         sweep = (work / f"plots/attack/breastmnist/dpsh-{bits}.csv").read_text().splitlines()
         assert len(sweep) == 1 + 2 * 2  # train and test at strengths 0.5 and 1.0
+    # the attacks on the released codes: the same metric names, ε = ∞ closing the release curve
+    rr = json.loads((work / "metrics/attack_rr/breastmnist/dpsh-48-rr4.json").read_text())
+    kanon = json.loads((work / "metrics/attack_kanon/breastmnist/dpsh-12.json").read_text())
+    for released in (rr, kanon):
+        assert "linkage/test/top1" in released and "linkage/test/top1_float" in released
+    release_k = params["release"]["k"]
+    assert kanon["linkage/train/top1"] <= 1 / release_k + 1e-9  # the released db: ties share
+    curve = (work / "plots/release_curve/breastmnist/dpsh-48.csv").read_text().splitlines()
+    assert curve[0].startswith("epsilon_code,") and len(curve) == 1 + 2  # ε_code 4 and ∞
+    assert curve[1].startswith("4") and curve[2].startswith("inf,")
     ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
     assert ex  # the extract stage reports its counts
     assert (work / "dvc.lock").is_file()
