@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -450,7 +451,9 @@ def run_attacks(
     rows: list[dict[str, Any]] = []
     for attack in todo:
         log.info("attack %s on %d aux records", attack.name, len(aux))
+        start = time.process_time()
         result = attack.fit(aux).run(victims)
+        log.info("attack %s: %.1f s CPU", attack.name, time.process_time() - start)
         numbers.update({f"{attack.name}/{k}": v for k, v in result.items()})
         rows += getattr(attack, "sweep_rows", [])
     return numbers, rows, skipped

@@ -76,6 +76,15 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def stage_argv(*args: object, **flags: object) -> list[str]:
+    """A stage's command line: ``args`` as given, then ``--flag value`` per keyword
+    (``float_metrics=p`` -> ``--float-metrics p``); for tests and benchmarks that call ``main``."""
+    out = [str(a) for a in args]
+    for name, value in flags.items():
+        out += [f"--{name.replace('_', '-')}", str(value)]
+    return out
+
+
 def load(args: argparse.Namespace) -> Params:
     return load_params(args.params, parse_overrides(args.overrides))
 

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.common import stage_argv as cli
 from tests.conftest import REPO
 
 #: --params plus the settings that keep stage tests fast and tracking-free
 FAST = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=2"]
 FAST += ["--set", "train.val_queries=60", "--set", "tracking.enabled=false"]
-
-
-def cli(*args: object, **flags: object) -> list[str]:
-    """``args`` as given, then ``--flag value`` per keyword (``float_metrics`` -> ``--float-metrics``)."""
-    out = [str(a) for a in args]
-    for name, value in flags.items():
-        out += [f"--{name.replace('_', '-')}", str(value)]
-    return out
 
 
 def knn_argv(base: list[str], emb: Path, out: Path, *extra: str, dataset: str = "syn") -> list[str]:
