@@ -186,6 +186,8 @@ def run_evaluate(
         )
         if ranked.latency:
             run.log_metrics({k: v for k, v in ranked.latency.items() if k.startswith("latency")})
+        if pr is not None:
+            run.log_artifact(pr.with_suffix(".png"))
     log.info(
         "%s: balanced accuracy %.4f = %.1f%% of float (accuracy %.4f = %.1f%%)",
         name,

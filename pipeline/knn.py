@@ -148,6 +148,8 @@ def run_knn(
         # timing goes to MLflow only: the JSON is a dependency of evaluate and must be
         # byte-identical between identical runs, or DVC re-runs every evaluate stage
         run.log_metrics({"seconds": seconds})
+        if pr is not None:
+            run.log_artifact(pr.with_suffix(".png"))
     log.info("float KNN on %s: accuracy %.4f at k=%d", dataset, out["accuracy"], params.knn.k)
     return out
 
