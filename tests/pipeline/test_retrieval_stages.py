@@ -228,13 +228,22 @@ def test_index_command_answers_the_test_queries(study: Path) -> None:
     assert summary["n_queries"] == 90 and summary["n_database"] == 300
 
 
-def test_index_command_with_hnsw_at_high_ef_finds_the_exact_neighbours(study: Path) -> None:
+def test_index_command_with_ann_backends_at_full_search_finds_the_exact_neighbours(
+    study: Path,
+) -> None:
     out = study / "m/index-hnsw.json"
     argv = ["index", "--params", str(REPO / "params.yaml"), "--head", str(study / "a/lsh-24")]
     argv += ["--backend", "faiss_hnsw", "--k", "5", "--out", str(out)]
     assert cli.main([*argv, "--set", "retrieval.hnsw_ef_search=300"]) == 0
     summary = json.loads(out.read_text())
     assert summary["backend"] == "faiss_hnsw" and summary["recall_at_5"] == 1.0
+    # every list probed: IVF is exact too
+    argv[argv.index("faiss_hnsw")] = "faiss_ivf"
+    assert (
+        cli.main([*argv, "--set", "retrieval.ivf_nlist=8", "--set", "retrieval.ivf_nprobe=8"]) == 0
+    )
+    summary = json.loads(out.read_text())
+    assert summary["backend"] == "faiss_ivf" and summary["recall_at_5"] == 1.0
 
 
 def test_unreachable_milvus_uri_exits_2_and_writes_nothing(study: Path, caplog) -> None:
@@ -306,3 +315,5 @@ def test_retrieval_params_block_is_checked() -> None:
         load_params(REPO / "params.yaml", {"retrieval.backend": "annoy"})
     with pytest.raises(ParamsError, match=r"retrieval\.hnsw_ef_search.*0 must be >= 1"):
         load_params(REPO / "params.yaml", {"retrieval.hnsw_ef_search": 0})
+    with pytest.raises(ParamsError, match=r"retrieval\.ivf_nlist.*0 must be >= 1"):
+        load_params(REPO / "params.yaml", {"retrieval.ivf_nlist": 0})
