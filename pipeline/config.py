@@ -522,7 +522,12 @@ class RetrievalConfig:
     radius: int = 2  # precision within this Hamming radius
     shortlist: int = 1000  # R of the two-stage search (Hamming shortlist, cosine re-rank)
     rerank: bool = False  # also score the two-stage search in evaluate (needs float embeddings)
-    backend: Literal["faiss", "faiss_ivf", "milvus"] = "faiss"  # `hashaudit index` back-end
+    backend: Literal["faiss", "faiss_ivf", "faiss_hnsw", "milvus"] = "faiss"  # `hashaudit index`
+    ivf_nlist: int | None = None  # faiss_ivf: inverted lists; null = 4 * sqrt(database size)
+    ivf_nprobe: int = 16  # faiss_ivf: lists visited per query
+    hnsw_m: int = 32  # faiss_hnsw: graph links per node
+    hnsw_ef_construction: int = 40  # faiss_hnsw: candidate list while building
+    hnsw_ef_search: int = 128  # faiss_hnsw: candidate list per query (>= k is enforced)
     milvus_uri: str = (
         "artifacts/milvus/codes.db"  # a file = Milvus Lite; http://host:19530 = server
     )
@@ -535,6 +540,11 @@ class RetrievalConfig:
             check(k >= 1, f"retrieval.precision_at[{i}]", f"{k} must be >= 1")
         check(self.radius >= 0, "retrieval.radius", f"{self.radius} must be >= 0")
         check(self.shortlist >= 1, "retrieval.shortlist", f"{self.shortlist} must be >= 1")
+        if self.ivf_nlist is not None:
+            check(self.ivf_nlist >= 1, "retrieval.ivf_nlist", f"{self.ivf_nlist} must be >= 1")
+        for key in ("ivf_nprobe", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
+            value = getattr(self, key)
+            check(value >= 1, f"retrieval.{key}", f"{value} must be >= 1")
         known = {
             *RETRIEVAL_METRICS,
             *(f"map_at_{k}" for k in self.map_at),

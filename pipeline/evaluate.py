@@ -28,11 +28,12 @@ from pipeline.artifacts import (
     load_codes,
     load_embeddings,
     read_json,
+    write_json,
 )
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
-from pipeline.knn import knn_outputs, sweep_metrics, write_knn_outputs
-from pipeline.retrieval_metrics import code_retrieval_metrics
+from pipeline.knn import knn_outputs, pr_outputs, sweep_metrics, write_knn_outputs
+from pipeline.retrieval_metrics import code_retrieval, read_pr_curve, write_pr_curve
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
 
@@ -110,8 +111,16 @@ def run_evaluate(
     metrics: Path,
     sweep: Path,
     confusion_png_path: Path,
+    pr: Path | None = None,
+    float_pr: Path | None = None,
+    latency: Path | None = None,
 ) -> dict[str, Any]:
-    check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
+    """``pr``: tie-aware PR curve CSV + PNG (with the two-stage search's and, from ``float_pr``,
+    the float baseline's curve in the PNG); ``latency``: a JSON of measured ms/query of
+    Hamming-only, two-stage and float-only search (a separate file: timings are never
+    byte-identical, and the metrics JSON is a dependency of the attack stage)."""
+    outputs = (*pr_outputs(pr), *(() if latency is None else (latency,)))
+    check_writable(*knn_outputs(metrics, sweep, confusion_png_path), *outputs)
     head_config = read_json(head_dir / "config.json", require=HEAD_CONFIG_KEYS)
     dataset, method_name, bits = head_identity(
         head_config, head_dir, dataset=dataset, method_name=method_name, bits=bits
@@ -128,6 +137,7 @@ def run_evaluate(
     baseline = read_json(float_metrics, require=("k", *CLASSIFICATION_METRICS))
     check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
     params.knn.check_database(len(emb.y["train"]))
+    float_curve = None if float_pr is None else read_pr_curve(float_pr)
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = f"evaluate@{dataset}-{method_name}-{bits}"
     tags = tracking.head_tags(dataset, method_name, bits, emb)
@@ -138,7 +148,8 @@ def run_evaluate(
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
         extra.update(retention(at_k, baseline))
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
-        extra.update(code_retrieval_metrics(params, emb, codes, n_bits))
+        ranked = code_retrieval(params, emb, codes, n_bits, latency=latency is not None)
+        extra.update(ranked.scalars)
         extra.update(
             degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], emb.n_classes)
         )
@@ -152,6 +163,14 @@ def run_evaluate(
                 extra["predicted_classes"],
             )
         extra["embeddings_fingerprint"] = emb.fingerprint
+        curves = {**ranked.curves, **({"float": float_curve} if float_curve else {})}
+
+        def write_more() -> None:
+            if pr is not None:
+                write_pr_curve(pr, curves, title=f"{dataset}: {method_name} {bits}-bit PR")
+            if latency is not None:
+                write_json(latency, ranked.latency)
+
         out = write_knn_outputs(
             emb=emb,
             rows=rows,
@@ -163,7 +182,12 @@ def run_evaluate(
             run=run,
             extra=extra,
             title=f"{dataset}: {method_name} {bits}-bit Hamming KNN (k={params.knn.k})",
+            write_more=write_more,
         )
+        if ranked.latency:
+            run.log_metrics({k: v for k, v in ranked.latency.items() if k.startswith("latency")})
+        if pr is not None:
+            run.log_artifact(pr.with_suffix(".png"))
     log.info(
         "%s: balanced accuracy %.4f = %.1f%% of float (accuracy %.4f = %.1f%%)",
         name,
@@ -190,6 +214,15 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--sweep", type=Path, required=True)
     parser.add_argument("--confusion", type=Path, required=True)
+    parser.add_argument(
+        "--pr", type=Path, default=None, help="tie-aware PR curve CSV (DVC plot; PNG beside it)"
+    )
+    parser.add_argument(
+        "--float-pr", type=Path, default=None, help="the knn stage's PR CSV, drawn in the PNG"
+    )
+    parser.add_argument(
+        "--latency", type=Path, default=None, help="JSON: ms/query of Hamming, two-stage, float"
+    )
     args = parser.parse_args(argv)
     run_evaluate(
         load(args),
@@ -202,6 +235,9 @@ def _body(argv: list[str] | None) -> None:
         metrics=args.metrics,
         sweep=args.sweep,
         confusion_png_path=args.confusion,
+        pr=args.pr,
+        float_pr=args.float_pr,
+        latency=args.latency,
     )
 
 

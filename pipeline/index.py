@@ -1,9 +1,10 @@
 """Command ``hashaudit index``: load a head's released codes into an index and answer the test queries.
 
 The database is the released train codes (``codes.safetensors`` of a train stage output), the
-queries its test codes. The back-end comes from ``retrieval.backend`` (``faiss`` exact,
-``faiss_ivf`` approximate, ``milvus``: Milvus Lite in the file ``retrieval.milvus_uri`` or a Milvus
-server at an ``http://`` URI), overridable with ``--backend`` / ``--uri``. Writes a JSON summary:
+queries its test codes. The back-end comes from ``retrieval.backend`` (``faiss`` exact;
+``faiss_ivf`` or ``faiss_hnsw`` approximate, settings from ``retrieval.ivf_*`` / ``hnsw_*``; ``milvus``:
+Milvus Lite in the file ``retrieval.milvus_uri`` or a Milvus server at an ``http://`` URI),
+overridable with ``--backend`` / ``--uri``. Writes a JSON summary:
 load and search time, queries per second, and tie-aware recall@k against exact faiss search.
 
     hashaudit index --head artifacts/heads/breastmnist/dpsh-48 --k 10 --out metrics/index/dpsh-48.json
@@ -19,7 +20,7 @@ from typing import Any
 from pipeline.artifacts import load_codes, write_json
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
-from retrieval.backends import build_index, recall_at
+from retrieval.backends import BACKENDS, build_index, recall_at
 from retrieval.search import HammingIndex
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ def run_index(
         options = {"uri": uri or r.milvus_uri, "index_type": r.milvus_index}
         if "://" not in options["uri"]:
             Path(options["uri"]).parent.mkdir(parents=True, exist_ok=True)
+    elif name == "faiss_ivf":
+        options = {"nlist": r.ivf_nlist, "nprobe": r.ivf_nprobe}
+    elif name == "faiss_hnsw":
+        options = {
+            "m": r.hnsw_m,
+            "ef_construction": r.hnsw_ef_construction,
+            "ef_search": r.hnsw_ef_search,
+        }
     t0 = time.perf_counter()
     index = build_index(name, codes["train"], n_bits, **options)
     t_load = time.perf_counter() - t0
@@ -82,7 +91,7 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--head", type=Path, required=True, help="a train stage output directory")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True, help="summary JSON")
-    parser.add_argument("--backend", choices=("faiss", "faiss_ivf", "milvus"), default=None)
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default=None)
     parser.add_argument(
         "--uri", default=None, help="Milvus URI: a file (Milvus Lite) or http://host:19530"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from pipeline.common import base_parser, load, run_main
 from pipeline.config import KnnConfig, Params, to_dict
 from pipeline.data import class_names_from_meta
 from pipeline.plots import confusion_png
-from pipeline.retrieval_metrics import float_retrieval_metrics
+from pipeline.retrieval_metrics import float_retrieval, write_pr_curve
 from retrieval.knn import knn_float
 from retrieval.metrics import classification_metrics, confusion
 
@@ -62,16 +63,20 @@ def write_knn_outputs(
     run: tracking.StageRun,
     extra: dict[str, Any] | None = None,
     title: str,
+    write_more: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion. The
-    files land together (:func:`pipeline.artifacts.atomic_outputs`); the confusion PNG goes to
-    MLflow once it has landed."""
+    """Shared by the float (knn) and Hamming (evaluate) stages: metrics, sweep CSV, confusion and
+    whatever ``write_more`` writes (PR curves). The files land together
+    (:func:`pipeline.artifacts.atomic_outputs`); the confusion PNG goes to MLflow once it has
+    landed."""
     at_k = next(r for r in rows if r["k"] == k)
     metrics = {"k": k, "n_queries": len(emb.y["test"]), "n_database": len(emb.y["train"])}
     metrics.update({key: v for key, v in at_k.items() if key != "k"})
     metrics.update(extra or {})
     with atomic_outputs():
         write_csv(sweep_path, rows)
+        if write_more is not None:
+            write_more()
         if not emb.multilabel:
             cm = confusion(emb.y["test"], pred, emb.n_classes)
             names = class_names_from_meta(emb.meta, emb.n_classes)
@@ -94,6 +99,11 @@ def knn_outputs(metrics: Path, sweep: Path, confusion_png_path: Path) -> tuple[P
     return (metrics, sweep, confusion_png_path, confusion_png_path.with_suffix(".json"))
 
 
+def pr_outputs(pr: Path | None) -> tuple[Path, ...]:
+    """The PR curve CSV and the PNG beside it (none without ``--pr``)."""
+    return () if pr is None else (pr, pr.with_suffix(".png"))
+
+
 def run_knn(
     params: Params,
     *,
@@ -102,8 +112,9 @@ def run_knn(
     metrics: Path,
     sweep: Path,
     confusion_png_path: Path,
+    pr: Path | None = None,
 ) -> dict[str, Any]:
-    check_writable(*knn_outputs(metrics, sweep, confusion_png_path))
+    check_writable(*knn_outputs(metrics, sweep, confusion_png_path), *pr_outputs(pr))
     emb = load_embeddings(embeddings)
     params.knn.check_database(len(emb.y["train"]))
     tags = {"dataset": dataset, "backbone": emb.backbone, "embeddings": emb.fingerprint}
@@ -112,11 +123,12 @@ def run_knn(
         t0 = time.perf_counter()
         rows, preds = float_knn(emb, params.knn)
         seconds = time.perf_counter() - t0
+        ranked = float_retrieval(params, emb)
         extra = {
             "metric_space": params.knn.metric,
             # evaluate refuses to compare codes with a baseline made from other embeddings
             "embeddings_fingerprint": emb.fingerprint,
-            **float_retrieval_metrics(params, emb),
+            **ranked.scalars,
         }
         out = write_knn_outputs(
             emb=emb,
@@ -129,10 +141,15 @@ def run_knn(
             run=run,
             extra=extra,
             title=f"{dataset}: float KNN (k={params.knn.k})",
+            write_more=None
+            if pr is None
+            else (lambda: write_pr_curve(pr, ranked.curves, title=f"{dataset}: float PR")),
         )
         # timing goes to MLflow only: the JSON is a dependency of evaluate and must be
         # byte-identical between identical runs, or DVC re-runs every evaluate stage
         run.log_metrics({"seconds": seconds})
+        if pr is not None:
+            run.log_artifact(pr.with_suffix(".png"))
     log.info("float KNN on %s: accuracy %.4f at k=%d", dataset, out["accuracy"], params.knn.k)
     return out
 
@@ -146,6 +163,9 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument(
         "--confusion", type=Path, required=True, help="confusion matrix PNG (JSON beside it)"
     )
+    parser.add_argument(
+        "--pr", type=Path, default=None, help="tie-aware PR curve CSV (DVC plot; PNG beside it)"
+    )
     args = parser.parse_args(argv)
     run_knn(
         load(args),
@@ -154,6 +174,7 @@ def _body(argv: list[str] | None) -> None:
         metrics=args.metrics,
         sweep=args.sweep,
         confusion_png_path=args.confusion,
+        pr=args.pr,
     )
 
 

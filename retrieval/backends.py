@@ -8,6 +8,10 @@ A back-end holds a database of packed codes and answers ``search(q_packed, k) ->
   coarse quantiser, the inverted-file idea of Jégou, Douze & Schmid, TPAMI 2011; ``nlist`` lists,
   ``nprobe`` visited per query). Compare it with exact search by
   :func:`recall_at`.
+- ``faiss_hnsw``: approximate, faiss ``IndexBinaryHNSW`` (hierarchical navigable small-world graph,
+  Malkov & Yashunin, TPAMI 2020; ``m`` links per node, ``ef_construction`` / ``ef_search`` the
+  candidate lists of the build and of a query). No training; the build is the slow part
+  (bench/RESULTS-retrieval.md: minutes for 1M codes on 2 cores).
 - ``milvus``: a Milvus collection (Wang et al., "Milvus: a purpose-built vector data management
   system", SIGMOD 2021) (``BINARY_VECTOR`` field, ``HAMMING`` metric, ``BIN_FLAT`` or
   ``BIN_IVF_FLAT`` index) through ``pymilvus.MilvusClient``. ``uri`` = a local file path runs
@@ -54,6 +58,16 @@ class CodeIndex(Protocol):
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def _faiss_search(
+    index: Any, q_packed: np.ndarray, n_bits: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances int32, ids int64)`` of a faiss binary index over codes padded to words."""
+    check_k(k, int(index.ntotal))
+    check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, n_bits)
+    d, i = index.search(np.ascontiguousarray(pad_to_words(q_packed, n_bits)), k)
+    return d.astype(np.int32), i
+
+
 class FaissIVF:
     """Approximate Hamming search with faiss ``IndexBinaryIVF``."""
 
@@ -91,10 +105,44 @@ class FaissIVF:
         return int(self.index.ntotal)
 
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        check_k(k, self.ntotal)
-        check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
-        d, i = self.index.search(np.ascontiguousarray(pad_to_words(q_packed, self.n_bits)), k)
-        return d.astype(np.int32), i
+        return _faiss_search(self.index, q_packed, self.n_bits, k)
+
+
+class FaissHNSW:
+    """Approximate Hamming search with faiss ``IndexBinaryHNSW`` on codes padded to 8-byte words."""
+
+    def __init__(
+        self,
+        db_packed: np.ndarray,
+        n_bits: int,
+        *,
+        m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+    ) -> None:
+        check_codes(None, db_packed, n_bits)
+        for name, value in (
+            ("m", m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+        ):
+            if value < 1:
+                raise RetrievalError(f"HNSW {name}={value} must be >= 1")
+        self.n_bits = n_bits
+        codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
+        self.index = faiss.IndexBinaryHNSW(8 * codes.shape[1], m)
+        self.index.hnsw.efConstruction = ef_construction
+        self.index.add(codes)
+        self.ef_search = ef_search
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest found by the graph search (``efSearch = max(ef_search, k)``)."""
+        self.index.hnsw.efSearch = max(self.ef_search, k)
+        return _faiss_search(self.index, q_packed, self.n_bits, k)
 
 
 def _import_milvus() -> Any:
@@ -239,6 +287,7 @@ class MilvusIndex:
 BACKENDS: dict[str, Callable[..., CodeIndex]] = {
     "faiss": HammingIndex,
     "faiss_ivf": FaissIVF,
+    "faiss_hnsw": FaissHNSW,
     "milvus": MilvusIndex,
 }
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli, curves, evaluate, knn, train
-from pipeline.artifacts import save_embeddings
+from pipeline.artifacts import load_codes, load_embeddings, save_embeddings
+from pipeline.config import load_params
+from pipeline.retrieval_metrics import PR_COLUMNS, ranking_spec
 from pipeline.synthetic import synthetic_embeddings
+from retrieval.ranking import float_ranking, hamming_ranking
 from tests.conftest import REPO
 
 
@@ -35,6 +38,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 str(tmp / "p/knn.csv"),
                 "--confusion",
                 str(tmp / "a/knn/c.png"),
+                "--pr",
+                str(tmp / "p/pr/float.csv"),
             )
         )
         == 0
@@ -71,6 +76,12 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     str(tmp / f"p/eval-{bits}.csv"),
                     "--confusion",
                     str(tmp / f"a/eval-{bits}/c.png"),
+                    "--pr",
+                    str(tmp / f"p/pr/lsh-{bits}.csv"),
+                    "--float-pr",
+                    str(tmp / "p/pr/float.csv"),
+                    "--latency",
+                    str(tmp / f"m/latency/lsh-{bits}.json"),
                     "--set",
                     "retrieval.rerank=true",
                     "--set",
@@ -92,6 +103,79 @@ def test_knn_and_evaluate_report_retrieval_metrics(study: Path) -> None:
     assert "precision_radius_2" in ev and "precision_radius_2" not in flt
     assert 0.0 <= ev["rerank_accuracy"] <= 1.0 and "rerank_map_all" in ev
     assert flt["map_all"] > 0.9  # separable clusters: float ranking is near perfect
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_pr_curves_are_written_and_equal_the_ranking_module(study: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    spec = ranking_spec(params)
+    emb = load_embeddings(study / "emb.safetensors")
+    codes, n_bits, _ = load_codes(study / "a/lsh-24/codes.safetensors")
+    expected = {
+        "float": float_ranking(
+            emb.x["test"],
+            emb.x["train"],
+            emb.y["test"],
+            emb.y["train"],
+            metric=params.knn.metric,
+            spec=spec,
+        ).pr_rank,
+        "lsh-24": hamming_ranking(
+            codes["test"], codes["train"], n_bits, emb.y["test"], emb.y["train"], spec=spec
+        ).pr_rank,
+    }
+    for name, want in expected.items():
+        rows = _read_csv(study / f"p/pr/{name}.csv")
+        assert tuple(rows[0]) == PR_COLUMNS
+        assert [int(r["cutoff"]) for r in rows] == [w["cutoff"] for w in want]
+        for col in ("precision", "recall"):
+            assert [float(r[col]) for r in rows] == pytest.approx([w[col] for w in want])
+        # properties: recall grows with the cut-off and is 1 once the whole database is returned
+        recall = [float(r["recall"]) for r in rows]
+        assert recall == sorted(recall) and recall[-1] == pytest.approx(1.0)
+        assert int(rows[-1]["cutoff"]) == len(emb.y["train"])
+        assert (study / f"p/pr/{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_latency_of_the_three_searches_is_reported(study: Path) -> None:
+    lat = json.loads((study / "m/latency/lsh-24.json").read_text())
+    assert lat["n_queries"] == 90 and lat["shortlist"] == 50 and lat["k"] == 7
+    for name in ("hamming", "two_stage", "float"):
+        assert lat[f"latency_ms_{name}"] > 0  # measured: only presence and sign are checked
+
+
+def test_missing_float_pr_exits_2_and_writes_nothing(study: Path, caplog) -> None:
+    out = study / "m/eval-nopr.json"
+    code = evaluate.main(
+        _args(
+            "--dataset",
+            "syn",
+            "--embeddings",
+            str(study / "emb.safetensors"),
+            "--head",
+            str(study / "a/lsh-12"),
+            "--float-metrics",
+            str(study / "m/knn.json"),
+            "--metrics",
+            str(out),
+            "--sweep",
+            str(study / "p/nopr.csv"),
+            "--confusion",
+            str(study / "a/nopr/c.png"),
+            "--pr",
+            str(study / "p/pr/nopr.csv"),
+            "--float-pr",
+            str(study / "p/pr/absent.csv"),
+        )
+    )
+    assert code == 2 and not out.exists() and not (study / "p/pr/nopr.csv").exists()
+    assert "absent.csv: file not found; run the knn stage" in caplog.text
 
 
 def test_curves_stage_writes_csv_and_pngs(study: Path) -> None:
@@ -144,6 +228,24 @@ def test_index_command_answers_the_test_queries(study: Path) -> None:
     assert summary["n_queries"] == 90 and summary["n_database"] == 300
 
 
+def test_index_command_with_ann_backends_at_full_search_finds_the_exact_neighbours(
+    study: Path,
+) -> None:
+    out = study / "m/index-hnsw.json"
+    argv = ["index", "--params", str(REPO / "params.yaml"), "--head", str(study / "a/lsh-24")]
+    argv += ["--backend", "faiss_hnsw", "--k", "5", "--out", str(out)]
+    assert cli.main([*argv, "--set", "retrieval.hnsw_ef_search=300"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["backend"] == "faiss_hnsw" and summary["recall_at_5"] == 1.0
+    # every list probed: IVF is exact too
+    argv[argv.index("faiss_hnsw")] = "faiss_ivf"
+    assert (
+        cli.main([*argv, "--set", "retrieval.ivf_nlist=8", "--set", "retrieval.ivf_nprobe=8"]) == 0
+    )
+    summary = json.loads(out.read_text())
+    assert summary["backend"] == "faiss_ivf" and summary["recall_at_5"] == 1.0
+
+
 def test_unreachable_milvus_uri_exits_2_and_writes_nothing(study: Path, caplog) -> None:
     out = study / "m/index-milvus.json"
     code = cli.main(
@@ -187,11 +289,16 @@ def test_shortlist_below_k_exits_2_and_writes_nothing(study: Path, caplog) -> No
             str(study / "p/bad.csv"),
             "--confusion",
             str(study / "a/bad/c.png"),
+            "--pr",
+            str(study / "p/pr/bad.csv"),
+            "--latency",
+            str(study / "m/latency/bad.json"),
             "--set",
             "retrieval.shortlist=3",
         )
     )
     assert code == 2 and not out.exists() and not (study / "p/bad.csv").exists()
+    assert not (study / "p/pr/bad.csv").exists() and not (study / "m/latency/bad.json").exists()
     assert "R=3 is smaller than knn.k=7" in caplog.text
 
 
@@ -206,3 +313,7 @@ def test_retrieval_params_block_is_checked() -> None:
         load_params(REPO / "params.yaml", {"retrieval.shortlist": 0})
     with pytest.raises(ParamsError, match=r"retrieval\.backend"):
         load_params(REPO / "params.yaml", {"retrieval.backend": "annoy"})
+    with pytest.raises(ParamsError, match=r"retrieval\.hnsw_ef_search.*0 must be >= 1"):
+        load_params(REPO / "params.yaml", {"retrieval.hnsw_ef_search": 0})
+    with pytest.raises(ParamsError, match=r"retrieval\.ivf_nlist.*0 must be >= 1"):
+        load_params(REPO / "params.yaml", {"retrieval.ivf_nlist": 0})

@@ -37,6 +37,22 @@ def test_ivf_recall_is_one_when_every_list_is_probed() -> None:
     assert recall_at(exact, few) < 1.0  # probing 1 of 16 lists misses neighbours
 
 
+def test_hnsw_returns_the_exact_neighbours_at_high_ef() -> None:
+    db, q, brute = _codes(1500, 30, 36, seed=2)
+    exact, _ = build_index("faiss", db, 36).search(q, 10)
+    hnsw = build_index("faiss_hnsw", db, 36, m=16, ef_construction=64, ef_search=1500)
+    dist, ids = hnsw.search(q, 10)
+    assert np.array_equal(dist, exact)  # same distance at every rank (ties may swap ids)
+    assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
+    assert all(len(set(row)) == 10 for row in ids.tolist()) and (ids >= 0).all()
+
+
+def test_hnsw_settings_are_checked() -> None:
+    db, _, _ = _codes(50, 1, 16)
+    with pytest.raises(RetrievalError, match="HNSW ef_search=0 must be >= 1"):
+        build_index("faiss_hnsw", db, 16, ef_search=0)
+
+
 def test_unknown_backend_names_the_registered_ones() -> None:
     db, _, _ = _codes(10, 1, 8)
     with pytest.raises(RetrievalError, match="registered: " + ", ".join(BACKENDS)):
