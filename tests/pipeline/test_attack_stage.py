@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import attack, train
 from pipeline.artifacts import EmbeddingsFile, save_embeddings
+from pipeline.common import stage_argv
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
 from tests.pipeline.sources.source_helpers import hf_cache  # noqa: F401
@@ -25,7 +26,7 @@ FAST = (
 )
 
 
-def args(tmp: Path, *extra: str, sets: tuple[str, ...] = ()) -> list[str]:
+def args(tmp: Path, *extra: str, sets: tuple[str, ...] = (), **flags: object) -> list[str]:
     out = ["--params", str(REPO / "params.yaml")]
     for s in (
         *FAST,
@@ -34,32 +35,23 @@ def args(tmp: Path, *extra: str, sets: tuple[str, ...] = ()) -> list[str]:
         *sets,
     ):
         out += ["--set", s]
-    return out + list(extra)
+    return stage_argv(*out, *extra, **flags)
 
 
-def float_args(tmp: Path, sets: tuple[str, ...] = ()) -> list[str]:
+def float_args(
+    tmp: Path, sets: tuple[str, ...] = (), *, dataset: str = "syn", emb: str = "syn.safetensors"
+) -> list[str]:
     return args(
-        tmp,
-        "--dataset", "syn",
-        "--embeddings", str(tmp / "syn.safetensors"),
-        "--gallery", str(tmp / "gallery.safetensors"),
-        "--metrics", str(tmp / "m/float.json"),
-        "--sweep", str(tmp / "p/float.csv"),
-        sets=sets,
+        tmp, sets=sets, dataset=dataset, embeddings=tmp / emb, gallery=tmp / "gallery.safetensors",
+        metrics=tmp / "m/float.json", sweep=tmp / "p/float.csv",
     )  # fmt: skip
 
 
 def head_args(tmp: Path, sets: tuple[str, ...] = (), bits: int = 16) -> list[str]:
     return args(
-        tmp,
-        "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
-        "--embeddings", str(tmp / "syn.safetensors"),
-        "--head", str(tmp / "head"),
-        "--gallery", str(tmp / "gallery.safetensors"),
-        "--float-metrics", str(tmp / "m/float.json"),
-        "--metrics", str(tmp / "m/dpsh.json"),
-        "--sweep", str(tmp / "p/dpsh.csv"),
-        sets=sets,
+        tmp, sets=sets, dataset="syn", method="dpsh", bits=bits,
+        embeddings=tmp / "syn.safetensors", head=tmp / "head", gallery=tmp / "gallery.safetensors",
+        float_metrics=tmp / "m/float.json", metrics=tmp / "m/dpsh.json", sweep=tmp / "p/dpsh.csv",
     )  # fmt: skip
 
 
@@ -67,13 +59,8 @@ def head_train_args(
     tmp: Path, bits: int = 16, sets: tuple[str, ...] = (), out: str = "head"
 ) -> list[str]:
     return args(
-        tmp,
-        "--dataset", "syn", "--method", "dpsh", "--bits", str(bits),
-        "--embeddings", str(tmp / "syn.safetensors"),
-        "--out", str(tmp / out),
-        "--metrics", str(tmp / f"m/train_{out}.json"),
-        "--history", str(tmp / f"p/train_{out}.csv"),
-        sets=sets,
+        tmp, sets=sets, dataset="syn", method="dpsh", bits=bits, embeddings=tmp / "syn.safetensors",
+        out=tmp / out, metrics=tmp / f"m/train_{out}.json", history=tmp / f"p/train_{out}.csv",
     )  # fmt: skip
 
 
@@ -309,15 +296,7 @@ def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -
     extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
                     "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
     assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
-    cli = args(
-        tmp_path,
-        "--dataset", "mine",
-        "--embeddings", str(tmp_path / "emb.safetensors"),
-        "--gallery", str(tmp_path / "gallery.safetensors"),
-        "--metrics", str(tmp_path / "m/float.json"),
-        "--sweep", str(tmp_path / "p/float.csv"),
-        sets=sets,
-    )  # fmt: skip
+    cli = float_args(tmp_path, sets, dataset="mine", emb="emb.safetensors")
     assert attack.main(cli) == 0
     res = json.loads((tmp_path / "m/float.json").read_text())
     # the common size is the most frequent one (12x10 = H 10, W 12), 3 channels (most are RGB)

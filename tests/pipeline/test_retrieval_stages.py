@@ -9,6 +9,7 @@ import pytest
 
 from pipeline import cli, curves, evaluate, knn, train
 from pipeline.artifacts import load_codes, load_embeddings, save_embeddings
+from pipeline.common import stage_argv
 from pipeline.config import load_params
 from pipeline.retrieval_metrics import PR_COLUMNS, ranking_spec
 from pipeline.synthetic import synthetic_embeddings
@@ -16,10 +17,20 @@ from retrieval.ranking import float_ranking, hamming_ranking
 from tests.conftest import REPO
 
 
-def _args(*extra: str) -> list[str]:
+def _args(*extra: str, **flags: object) -> list[str]:
     base = ["--params", str(REPO / "params.yaml"), "--set", "train.epochs=3"]
     base += ["--set", "tracking.enabled=false"]  # module fixture: runs before the env fixture
-    return [*base, "--set", "train.val_queries=60", *extra]
+    return stage_argv(*base, "--set", "train.val_queries=60", *extra, **flags)
+
+
+def _eval_args(study: Path, name: str, *extra: str, **flags: object) -> list[str]:
+    """evaluate on the 12-bit LSH head of ``study``, every output named after ``name``."""
+    return _args(
+        *extra, dataset="syn", embeddings=study / "emb.safetensors", head=study / "a/lsh-12",
+        float_metrics=study / "m/knn.json", metrics=study / f"m/eval-{name}.json",
+        sweep=study / f"p/{name}.csv", confusion=study / f"a/{name}/c.png",
+        pr=study / f"p/pr/{name}.csv", **flags,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -27,69 +38,21 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("study")
     emb = tmp / "emb.safetensors"
     save_embeddings(emb, synthetic_embeddings())
-    common = ["--dataset", "syn", "--embeddings", str(emb)]
-    assert (
-        knn.main(
-            _args(
-                *common,
-                "--metrics",
-                str(tmp / "m/knn.json"),
-                "--sweep",
-                str(tmp / "p/knn.csv"),
-                "--confusion",
-                str(tmp / "a/knn/c.png"),
-                "--pr",
-                str(tmp / "p/pr/float.csv"),
-            )
-        )
-        == 0
-    )
+    common = {"dataset": "syn", "embeddings": emb}
+    knn_files = {"metrics": tmp / "m/knn.json", "sweep": tmp / "p/knn.csv"}
+    knn_files |= {"confusion": tmp / "a/knn/c.png", "pr": tmp / "p/pr/float.csv"}
+    assert knn.main(_args(**common, **knn_files)) == 0
     for bits in (12, 24):
-        head = ["--method", "lsh", "--bits", str(bits)]
-        assert (
-            train.main(
-                _args(
-                    *common,
-                    *head,
-                    "--out",
-                    str(tmp / f"a/lsh-{bits}"),
-                    "--metrics",
-                    str(tmp / f"m/train-{bits}.json"),
-                    "--history",
-                    str(tmp / f"p/train-{bits}.csv"),
-                )
-            )
-            == 0
-        )
-        assert (
-            evaluate.main(
-                _args(
-                    *common,
-                    *head,
-                    "--head",
-                    str(tmp / f"a/lsh-{bits}"),
-                    "--float-metrics",
-                    str(tmp / "m/knn.json"),
-                    "--metrics",
-                    str(tmp / f"m/eval/lsh-{bits}.json"),
-                    "--sweep",
-                    str(tmp / f"p/eval-{bits}.csv"),
-                    "--confusion",
-                    str(tmp / f"a/eval-{bits}/c.png"),
-                    "--pr",
-                    str(tmp / f"p/pr/lsh-{bits}.csv"),
-                    "--float-pr",
-                    str(tmp / "p/pr/float.csv"),
-                    "--latency",
-                    str(tmp / f"m/latency/lsh-{bits}.json"),
-                    "--set",
-                    "retrieval.rerank=true",
-                    "--set",
-                    "retrieval.shortlist=50",
-                )
-            )
-            == 0
-        )
+        head = {"method": "lsh", "bits": bits}
+        files = {"out": tmp / f"a/lsh-{bits}", "metrics": tmp / f"m/train-{bits}.json"}
+        files["history"] = tmp / f"p/train-{bits}.csv"
+        assert train.main(_args(**common, **head, **files)) == 0
+        rerank = ("--set", "retrieval.rerank=true", "--set", "retrieval.shortlist=50")
+        files = {"head": tmp / f"a/lsh-{bits}", "float_metrics": tmp / "m/knn.json"}
+        files |= {"metrics": tmp / f"m/eval/lsh-{bits}.json", "sweep": tmp / f"p/eval-{bits}.csv"}
+        files |= {"confusion": tmp / f"a/eval-{bits}/c.png", "pr": tmp / f"p/pr/lsh-{bits}.csv"}
+        files |= {"float_pr": tmp / "p/pr/float.csv", "latency": tmp / f"m/latency/lsh-{bits}.json"}
+        assert evaluate.main(_args(*rerank, **common, **head, **files)) == 0
     return tmp
 
 
@@ -152,28 +115,7 @@ def test_latency_of_the_three_searches_is_reported(study: Path) -> None:
 
 def test_missing_float_pr_exits_2_and_writes_nothing(study: Path, caplog) -> None:
     out = study / "m/eval-nopr.json"
-    code = evaluate.main(
-        _args(
-            "--dataset",
-            "syn",
-            "--embeddings",
-            str(study / "emb.safetensors"),
-            "--head",
-            str(study / "a/lsh-12"),
-            "--float-metrics",
-            str(study / "m/knn.json"),
-            "--metrics",
-            str(out),
-            "--sweep",
-            str(study / "p/nopr.csv"),
-            "--confusion",
-            str(study / "a/nopr/c.png"),
-            "--pr",
-            str(study / "p/pr/nopr.csv"),
-            "--float-pr",
-            str(study / "p/pr/absent.csv"),
-        )
-    )
+    code = evaluate.main(_eval_args(study, "nopr", float_pr=study / "p/pr/absent.csv"))
     assert code == 2 and not out.exists() and not (study / "p/pr/nopr.csv").exists()
     assert "absent.csv: file not found; run the knn stage" in caplog.text
 
@@ -269,34 +211,9 @@ def test_unreachable_milvus_uri_exits_2_and_writes_nothing(study: Path, caplog) 
 
 def test_shortlist_below_k_exits_2_and_writes_nothing(study: Path, caplog) -> None:
     out = study / "m/eval-bad.json"
-    code = evaluate.main(
-        _args(
-            "--dataset",
-            "syn",
-            "--embeddings",
-            str(study / "emb.safetensors"),
-            "--method",
-            "lsh",
-            "--bits",
-            "12",
-            "--head",
-            str(study / "a/lsh-12"),
-            "--float-metrics",
-            str(study / "m/knn.json"),
-            "--metrics",
-            str(out),
-            "--sweep",
-            str(study / "p/bad.csv"),
-            "--confusion",
-            str(study / "a/bad/c.png"),
-            "--pr",
-            str(study / "p/pr/bad.csv"),
-            "--latency",
-            str(study / "m/latency/bad.json"),
-            "--set",
-            "retrieval.shortlist=3",
-        )
-    )
+    short = ("--set", "retrieval.shortlist=3")
+    latency = study / "m/latency/bad.json"
+    code = evaluate.main(_eval_args(study, "bad", *short, method="lsh", bits=12, latency=latency))
     assert code == 2 and not out.exists() and not (study / "p/bad.csv").exists()
     assert not (study / "p/pr/bad.csv").exists() and not (study / "m/latency/bad.json").exists()
     assert "R=3 is smaller than knn.k=7" in caplog.text
