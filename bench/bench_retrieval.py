@@ -349,18 +349,12 @@ def main() -> None:
             args.out.write_text(text)
 
     args.flush = flush
-    if "exact" in args.parts:
-        part_exact(args, rng, lines)
-        flush()
-    if "ann" in args.parts:
-        part_ann(args, rng, lines)
-        flush()
-    if "pathmnist" in args.parts:
-        part_pathmnist(args, rng, lines)
-        flush()
-    if "two_stage" in args.parts:
-        part_two_stage(args, rng, lines)
-        flush()
+    parts = {"exact": part_exact, "ann": part_ann, "pathmnist": part_pathmnist,
+             "two_stage": part_two_stage}  # fmt: skip
+    for name, part in parts.items():
+        if name in args.parts:
+            part(args, rng, lines)
+            flush()
 
 
 if __name__ == "__main__":

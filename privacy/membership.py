@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from privacy._learn import one_thread
 from privacy.base import Attack, CodeRelease, MechanismRelease, Records, check_disjoint
 from privacy.errors import PrivacyError
 from privacy.perturb import noise_std_for_snr
@@ -279,20 +280,22 @@ class MembershipInference(Attack):
         heads = self.config.shadow_heads
         in_mask = shadow_splits(len(pool_x), heads, seed=self.seed)
         shadow = np.zeros((2 * m, heads))
-        for i in tqdm(range(heads), desc="shadow heads", leave=False):
-            rows = np.flatnonzero(in_mask[:, i])
-            out_rows = np.flatnonzero(
-                ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
-            )
-            head = self.make_head(self.seed + 1 + i)
-            cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
-            fit(
-                head,
-                EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),
-                EmbeddingSet.from_numpy(pool_x[out_rows], pool_yh[out_rows]),
-                config=cfg,
-            )
-            shadow[:, i] = self._score(CodeRelease.from_head(head), cand_x, cand_y)
+        # tiny heads: a second OpenMP thread only spins on a busy machine (privacy/_learn.py)
+        with one_thread():
+            for i in tqdm(range(heads), desc="shadow heads", leave=False):
+                rows = np.flatnonzero(in_mask[:, i])
+                out_rows = np.flatnonzero(
+                    ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
+                )
+                head = self.make_head(self.seed + 1 + i)
+                cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
+                fit(
+                    head,
+                    EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),
+                    EmbeddingSet.from_numpy(pool_x[out_rows], pool_yh[out_rows]),
+                    config=cfg,
+                )
+                shadow[:, i] = self._score(CodeRelease.from_head(head), cand_x, cand_y)
         assert isinstance(self.release, CodeRelease)
         target = self._score(self.release, cand_x, cand_y)
         cand_in = in_mask[len(aux.x) :]
