@@ -2,7 +2,9 @@
 
 Issue 9 asks for the attack grid of 13 methods x 4 bit lengths on BreastMNIST in under 15 min on the
 2-core CPU. This runs the pipeline's own stages in-process on the shared official file: extract
-(tiny-random backbone: the one that runs offline; attack cost depends on shapes, not on weights),
+with a randomly initialised 1-layer DINOv2 of width ``--dim`` (768, ViT-B's embedding size, saved
+with ``save_pretrained`` and loaded as a local backbone dir: no hub offline; attack cost depends on
+the embedding dimension and the record counts, not on the weights),
 the float control ``attack@breastmnist-float`` once (it builds the re-acquired linkage gallery: a
 one-off backbone cost per dataset, reported apart), then for every (method, bits) ``train`` (not
 part of the grid's time) and ``attack@breastmnist-<method>-<bits>`` with the ``attack:`` defaults
@@ -48,9 +50,28 @@ class AttackTimes(logging.Handler):
             self.seconds[name] = self.seconds.get(name, 0.0) + float(words[2])
 
 
-def timed(fn, argv: list[str]) -> tuple[float, float]:
+def random_backbone(path: Path, *, dim: int, image_size: int) -> Path:
+    """A seeded random 1-layer ``Dinov2Model`` of width ``dim`` saved as a local backbone dir."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=dim, num_hidden_layers=1, num_attention_heads=max(1, dim // 64),
+        mlp_ratio=2, patch_size=14, image_size=image_size,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Dinov2Model(config).save_pretrained(path)
+    return path
+
+
+def timed(fn, argv: list[str], *, may_refuse: bool = False) -> tuple[float, float] | None:
+    """Wall and CPU seconds of one stage run; None when a stage refused its params (exit 2) and
+    ``may_refuse`` (a cell the method cannot have, e.g. ITQ bits > embedding dimension)."""
     w, c = time.perf_counter(), time.process_time()
-    if fn(argv) != 0:
+    rc = fn(argv)
+    if rc == 2 and may_refuse:
+        return None
+    if rc != 0:
         raise SystemExit(f"stage failed: {' '.join(argv)}")
     return time.perf_counter() - w, time.process_time() - c
 
@@ -60,6 +81,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--bits", nargs="+", type=int, default=[12, 24, 36, 48])
+    ap.add_argument("--dim", type=int, default=768, help="embedding width of the random backbone")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -67,21 +89,23 @@ def main() -> None:
     per_attack = AttackTimes()
     logging.getLogger("pipeline.attack").addHandler(per_attack)
     logging.getLogger("pipeline.attack").setLevel(logging.INFO)
-    base = ["--params", str(REPO / "params.yaml")]
-    for item in (f"data.root={args.root}", "data.download=false", "data.datasets=[breastmnist]",
-                 "backbone.name=tiny-random", "backbone.image_size=112", "tracking.enabled=false"):  # fmt: skip
-        base += ["--set", item]
-    for item in args.overrides:
-        base += ["--set", item]
     rows, load0 = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        vit = random_backbone(tmp / "vit", dim=args.dim, image_size=112)
+        base = ["--params", str(REPO / "params.yaml")]
+        for item in (f"data.root={args.root}", "data.download=false", "data.datasets=[breastmnist]",
+                     f"backbone.name={vit}", "backbone.image_size=112", "tracking.enabled=false"):  # fmt: skip
+            base += ["--set", item]
+        for item in args.overrides:
+            base += ["--set", item]
         emb, gallery, fl = tmp / "emb.safetensors", tmp / "gallery.safetensors", tmp / "float.json"
         extract.main(
             cli(*base, "--no-progress", dataset="breastmnist", out=emb, metrics=tmp / "x.json")
         )
         common = {"dataset": "breastmnist", "embeddings": emb, "gallery": gallery}
         fw, fc = timed(attack.main, cli(*base, **common, metrics=fl, sweep=tmp / "f.csv"))
+        skipped: list[str] = []
         per_attack.seconds.clear()  # the grid's share per attack, float control aside
         print(
             f"float control (gallery re-embedding included): {fw:.1f} s wall, {fc:.1f} s CPU",
@@ -91,10 +115,15 @@ def main() -> None:
             for b in args.bits:
                 head = tmp / f"{m}-{b}"
                 files = {"out": head, "metrics": tmp / f"t-{m}-{b}.json", "history": tmp / "h.csv"}
-                tw, _ = timed(
+                trained = timed(
                     train.main,
                     cli(*base, dataset="breastmnist", method=m, bits=b, embeddings=emb, **files),
+                    may_refuse=True,
                 )
+                if trained is None:  # the stage logged why (its one-line error)
+                    skipped.append(f"{m}-{b}")
+                    continue
+                tw = trained[0]
                 aw, ac = timed(attack.main, cli(
                     *base, **common, method=m, bits=b, head=head, float_metrics=fl,
                     metrics=tmp / f"a-{m}-{b}.json", sweep=tmp / f"a-{m}-{b}.csv",
@@ -105,10 +134,14 @@ def main() -> None:
                     flush=True,
                 )
     wall, cpu = sum(r[3] for r in rows), sum(r[4] for r in rows)
+    shown = []  # the command as a reader reruns it: no temporary output path
+    for a in sys.argv[1:]:
+        shown = shown[:-1] if shown and shown[-1] == "--out" else [*shown, a]
     lines = [
-        f"## Attack grid: {len(args.methods)} methods x {len(args.bits)} bit lengths on BreastMNIST",
+        f"## Attack grid: {len(args.methods)} methods x {len(args.bits)} bit lengths on BreastMNIST, "
+        f"{args.dim}-d embeddings",
         "",
-        f"Command: `python bench/bench_attack_grid.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}` "
+        f"Command: `python bench/bench_attack_grid.py {' '.join(shlex.quote(a) for a in shown)}` "
         f"(1-min load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; 2 cores).",
         "",
         "| method | bits | train s (wall) | attacks s (wall) | attacks s (CPU) |",
@@ -117,6 +150,14 @@ def main() -> None:
         "",
         f"Grid of {len(rows)} attack runs: **{wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU** "
         f"(float control, once per dataset: {fw:.1f} s wall, {fc:.1f} s CPU; head training not counted).",
+        *(
+            [
+                "",
+                f"Not in the grid (the train stage refused the params): {', '.join(skipped)}.",
+            ]
+            if skipped
+            else []
+        ),
         "",
         "CPU seconds per attack over the grid: "
         + ", ".join(
