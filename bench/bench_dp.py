@@ -6,8 +6,14 @@ features (raw pixels, as ``bench/bench_utility.py``; DINOv2 weights cannot be do
     python bench/bench_dp.py --datasets breastmnist retinamnist --bits 12 48 \
         --out bench/RESULTS-dp.md
 
-Sections (every number on the *test* split; nothing here picks a default — epochs are selected
-on val by the trainer / the DP plugin, the DP settings are the params.yaml defaults):
+Sections (every number on the *test* split unless ``--split val``; epochs are selected on val by
+the trainer / the DP plugin, the DP settings are the params.yaml defaults):
+
+0. ``grid`` (tuning, run with ``--split val``): each ``--grid`` DP setting (params overrides such as
+   ``dp.max_grad_norm=0.1,dp.lr=0.003``) for csq, tcl, cnnh at 12 bits and each ``--epsilons``,
+   val KNN accuracy against the same method without DP. This is how the ``dp:`` defaults were
+   chosen (bench/RESULTS-dp-val.md); test is never read with ``--split val`` (val replaces the
+   queries and the membership non-members).
 
 1. DP heads (csq, tcl, cnnh) at ε = 1, 3, 8 vs the same method without DP: Hamming-KNN accuracy
    (k=7) and its ratio to the non-DP head; a loss-threshold membership attack (train records vs
@@ -19,7 +25,8 @@ on val by the trainer / the DP plugin, the DP settings are the params.yaml defau
    the non-DP CSQ head: KNN accuracy of clean test queries against the released database, and
    the linkage rate of a noisy re-acquisition (the record's features + Gaussian noise of 0.05 x
    the feature std, hashed by the head) to its own released code (Hamming nearest, ties split);
-   the same release audited with worst-case canaries (a code vs its complement).
+   the same release audited with worst-case canaries (a code vs its complement). One PNG per
+   dataset (``--plots``, default bench/plots/ldp-<dataset>.png): retention and linkage vs ε_code.
 4. k-anonymous release (k = 5, 20) of the database codes of every method in ``--kanon-methods``:
    share of records changed, balanced-accuracy retention, linkage before/after.
 """
@@ -32,6 +39,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +52,15 @@ sys.path.insert(0, str(REPO))
 from bench.bench_utility import embeddings_for  # noqa: E402
 from hashers import registry  # noqa: E402
 from hashers.base import EmbeddingSet  # noqa: E402
-from pipeline.artifacts import EmbeddingsFile, load_embeddings  # noqa: E402
+from pipeline.artifacts import EmbeddingsFile, atomic_path, load_embeddings  # noqa: E402
 from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
 from pipeline.evaluate import hamming_knn  # noqa: E402
 from pipeline.knn import float_knn  # noqa: E402
 from pipeline.train import embedding_set, fit_config, head_spec  # noqa: E402
+from pipeline.train_dp import dp_config, dp_fit_config  # noqa: E402
 from privacy.audit import audit_epsilon, loss_scores  # noqa: E402
-from privacy.dp import DPConfig, dp_fit  # noqa: E402
+from privacy.dp import dp_fit  # noqa: E402
 from privacy.release import k_anonymize, randomized_response  # noqa: E402
 from retrieval.codes import pack_bits  # noqa: E402
 
@@ -70,17 +79,12 @@ def train(
     from hashers.trainer import fit
 
     head = build(params, method, bits, emb)
-    cfg = fit_config(params, progress=False)
-    cfg = type(cfg)(**{**cfg.__dict__, "device": device})
     tr, va = embedding_set(emb, "train"), embedding_set(emb, "val")
     if eps is None:
-        fit(head, tr, va, config=cfg)
+        fit(head, tr, va, config=replace(fit_config(params, progress=False), device=device))
         return head, {}
-    d = params.dp
-    dp = DPConfig(
-        epsilon=eps, delta=d.delta, max_grad_norm=d.max_grad_norm, accountant=d.accountant
-    )
-    _, report = dp_fit(head, tr, va, config=cfg, dp=dp)
+    cfg = replace(dp_fit_config(params, progress=False), device=device)  # as stage train_dp
+    _, report = dp_fit(head, tr, va, config=cfg, dp=dp_config(params, eps))
     return head, report.summary()
 
 
@@ -152,6 +156,46 @@ def section_dp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, eps
                 print(out[-1], flush=True)
 
 
+def section_grid(
+    base: dict[str, Any], emb: EmbeddingsFile, dataset: str, grid, eps_list, device, out
+):
+    """DP settings at each ε against the same method without DP (run with ``--split val``)."""
+    params = load_params(REPO / "params.yaml", base)
+    k = params.knn.k
+    for method in DP_METHODS:
+        head, _ = train(params, method, 12, emb, None, device)
+        base_acc = knn_acc(
+            emb, codes_of(head.cpu(), emb.x["train"]), codes_of(head, emb.x["test"]), k
+        )
+        for setting in grid:
+            p = load_params(REPO / "params.yaml", {**base, **parse_overrides(setting.split(","))})
+            d = p.dp
+            sched = dp_fit_config(p, progress=False)
+            for eps in eps_list:
+                t0 = time.perf_counter()
+                head, rep = train(p, method, 12, emb, eps, device)
+                head.cpu()
+                row = knn_acc(emb, codes_of(head, emb.x["train"]), codes_of(head, emb.x["test"]), k)
+                out.append(
+                    f"| {dataset} | {method} | {d.max_grad_norm:g} | {sched.lr:g} | "
+                    f"{sched.batch_size} | {sched.epochs} | {eps:g} | {rep['dp_noise_multiplier']:.3f} | "
+                    f"{row['accuracy']:.3f} | {base_acc['accuracy']:.3f} | "
+                    f"{row['accuracy'] / base_acc['accuracy']:.3f} | {time.perf_counter() - t0:.0f} |"
+                )
+                print(out[-1], flush=True)
+
+
+def as_eval_split(emb: EmbeddingsFile, split: str) -> EmbeddingsFile:
+    """``emb`` whose "test" queries are ``split``'s records (``--split val``: tuning never reads test)."""
+    if split == "test":
+        return emb
+    return EmbeddingsFile(
+        x={"train": emb.x["train"], "val": emb.x["val"], "test": emb.x[split]},
+        y={"train": emb.y["train"], "val": emb.y["val"], "test": emb.y[split]},
+        meta=emb.meta,
+    )
+
+
 def tensors(emb: EmbeddingsFile, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     s = embedding_set(emb, split)
     return s.x, s.y
@@ -178,7 +222,8 @@ def section_audit(
             fit(head, train_set, va, config=cfg)
             delta, label = 0.0, "non-private control"
         else:
-            _, rep = dp_fit(head, train_set, va, config=cfg, dp=DPConfig(epsilon=eps))
+            dcfg = replace(dp_fit_config(params, progress=False), device=device)
+            _, rep = dp_fit(head, train_set, va, config=dcfg, dp=dp_config(params, eps))
             delta, label = rep.delta, f"DP ε = {rep.epsilon:.3f} (δ = {rep.delta:.2g})"
         head.cpu()
         res = audit_epsilon(loss_scores(head, can_x, can_y), included, delta=delta)
@@ -189,21 +234,63 @@ def section_audit(
         print(out[-1], flush=True)
 
 
-def section_ldp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, device, out, audit):
+EPS_CODES = (1.0, 4.0, 16.0, 64.0, math.inf)
+
+
+def ldp_png(
+    path: Path, curves: dict[int, list[tuple[float, float, float]]], chance: float, title: str
+):
+    """Utility (balanced-accuracy retention) and linkage rate against ε_code: two panels sharing
+    a log ε_code axis, ε_code = ∞ (no release noise) drawn at the right end; one line per code length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = [e for e in EPS_CODES if math.isfinite(e)]
+    x_inf = finite[-1] * 4  # where ∞ sits on the log axis
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5, 5))
+    for bits, pts in sorted(curves.items()):
+        x = [e if math.isfinite(e) else x_inf for e, _, _ in pts]
+        top.plot(x, [u for _, u, _ in pts], marker="o", label=f"{bits} bits")
+        bottom.plot(x, [link for _, _, link in pts], marker="o", label=f"{bits} bits")
+    top.axhline(1.0, color="k", linestyle=":", linewidth=1)
+    top.set(ylabel="bal. acc retention", title=title)
+    bottom.axhline(chance, color="k", linestyle="--", linewidth=1, label="chance 1/N")
+    bottom.set(ylabel="linkage rate", xlabel="ε_code (per released code)", xscale="log")
+    bottom.set_xticks([*finite, x_inf], [f"{e:g}" for e in finite] + ["∞"])
+    for ax in (top, bottom):
+        ax.axvline(x_inf, color="grey", alpha=0.3)
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def section_ldp(
+    params: Params, emb: EmbeddingsFile, dataset: str, bits_list, device, out, audit, plot_dir
+):
     k = params.knn.k
+    curves: dict[int, list[tuple[float, float, float]]] = {}
     for bits in bits_list:
         head, _ = train(params, "csq", bits, emb, None, device)
         head.cpu()
         db, q = codes_of(head, emb.x["train"]), codes_of(head, emb.x["test"])
         probes = probes_of(head, emb, seed=7)
         base = knn_acc(emb, db, q, k)
-        for eps_code in (1.0, 4.0, 16.0, 64.0, math.inf):
+        for eps_code in EPS_CODES:
             rel = randomized_response(db, eps_code, seed=0)
             row = knn_acc(emb, rel, q, k)
+            retention = row["balanced_accuracy"] / base["balanced_accuracy"]
+            link = linkage_rate(rel, probes)
+            curves.setdefault(bits, []).append((eps_code, retention, link))
             out.append(
                 f"| {dataset} | csq | {bits} | {eps_code:g} | {row['accuracy']:.3f} | "
-                f"{row['balanced_accuracy'] / base['balanced_accuracy']:.3f} | "
-                f"{linkage_rate(rel, probes):.3f} | {1 / len(db):.4f} |"
+                f"{retention:.3f} | {link:.3f} | {1 / len(db):.4f} |"
             )
             print(out[-1], flush=True)
             if math.isfinite(eps_code):
@@ -213,10 +300,15 @@ def section_ldp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, de
                 canary = np.where(secret[:, None], ~base_c, base_c)
                 noisy = randomized_response(canary, eps_code, seed=1)
                 res = audit_epsilon((noisy != base_c).sum(axis=1).astype(float), secret, delta=0.0)
-                audit.append(
+                row_a = (
                     f"| {bits} | {eps_code:g} | 2000 | {res.guesses} | {res.correct} | "
                     f"{res.epsilon_lower_bound:.3f} |"
                 )
+                if row_a not in audit:  # the canaries do not depend on the dataset
+                    audit.append(row_a)
+    if plot_dir is not None:
+        chance = 1 / len(emb.y["train"])
+        ldp_png(plot_dir / f"ldp-{dataset}.png", curves, chance, f"{dataset}: ε-LDP release (CSQ)")
 
 
 def section_kanon(
@@ -254,6 +346,25 @@ def main() -> None:
     ap.add_argument("--kanon-methods", nargs="+", default=["csq", "tcl", "cnnh", "dpsh"])
     ap.add_argument("--sections", nargs="+", default=["dp", "audit", "ldp", "kanon"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--plots",
+        type=Path,
+        default=REPO / "bench" / "plots",
+        help="folder for ldp-<dataset>.png (section ldp)",
+    )
+    ap.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="queries (and membership non-members) of every section: val for tuning, test to report",
+    )
+    ap.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="section grid: one DP setting (params overrides, e.g. dp.max_grad_norm=0.1,dp.lr=0.003)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-dp.md")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -282,9 +393,14 @@ def main() -> None:
         "retention | linkage before → after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    grid_rows = [
+        "| dataset | method | C | lr | batch | epochs | ε | σ | KNN acc | non-DP acc | vs non-DP | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmpdir:
         for dataset in args.datasets:
             emb = load_embeddings(embeddings_for("pixels", dataset, args.root, Path(tmpdir), base))
+            emb = as_eval_split(emb, args.split)
             params = load_params(REPO / "params.yaml", base)
             f_rows, _ = float_knn(emb, params.knn)
             log.warning(
@@ -292,10 +408,14 @@ def main() -> None:
             )
             if "dp" in args.sections:
                 section_dp(params, emb, dataset, args.bits, args.epsilons, args.device, dp_rows)
+            if "grid" in args.sections:
+                section_grid(base, emb, dataset, args.grid, args.epsilons, args.device, grid_rows)
             if "audit" in args.sections:
                 section_audit(params, emb, dataset, args.device, audit_rows)
             if "ldp" in args.sections:
-                section_ldp(params, emb, dataset, args.bits, args.device, ldp_rows, ldp_audit)
+                section_ldp(
+                    params, emb, dataset, args.bits, args.device, ldp_rows, ldp_audit, args.plots
+                )
             if "kanon" in args.sections:
                 section_kanon(
                     params, emb, dataset, args.bits, args.kanon_methods, args.device, kanon_rows
@@ -303,6 +423,11 @@ def main() -> None:
     total = time.perf_counter() - t0
     text = "\n".join(
         [
+            f"Queries: the {args.split} split.",
+            "",
+            "## DP settings (grid)",
+            *grid_rows,
+            "",
             "## DP-SGD heads",
             *dp_rows,
             "",

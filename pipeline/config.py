@@ -469,12 +469,19 @@ class DPParams:
     methods: tuple[str, ...] = ("csq", "tcl", "cnnh")  # per_sample_loss methods only
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)  # target ε of each DP head (DVC matrix)
     delta: float | None = None  # null = 0.1 / N_train (below 1/N)
-    max_grad_norm: float = 1.0  # per-sample clipping norm C
+    max_grad_norm: float = 0.1  # per-sample clipping norm C (chosen on val, RESULTS-dp-val.md)
     accountant: Literal["prv", "rdp"] = "prv"
+    # DP-SGD's own schedule, chosen on val at ε = 8; None = the train block's value
+    lr: float | None = 0.01
+    batch_size: int | None = 512  # expected Poisson batch: sampling rate q = batch_size / N
+    epochs: int | None = 30  # still capped by train.max_steps
 
     def __post_init__(self) -> None:
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
+        for name in ("lr", "batch_size", "epochs"):
+            value = getattr(self, name)
+            check(value is None or value > 0, name, f"{value} must be > 0 (or null = train.{name})")
         check(
             self.delta is None or 0 < self.delta < 1,
             "delta",

@@ -8,12 +8,14 @@ the same numbers. Only ``per_sample_loss`` methods are accepted (others exit 2 w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from hashers import registry
+from hashers.trainer import FitConfig
 from pipeline import tracking
 from pipeline.artifacts import check_writable, load_embeddings
 from pipeline.common import run_main
@@ -37,6 +39,15 @@ def dp_config(params: Params, epsilon: float) -> DPConfig:
     return DPConfig(
         epsilon=epsilon, delta=d.delta, max_grad_norm=d.max_grad_norm, accountant=d.accountant
     )
+
+
+def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
+    """The train block's fit settings with DP-SGD's own schedule (``dp.lr``, ``dp.batch_size``,
+    ``dp.epochs``) where set: a DP head is tuned apart from the non-private one (bench/RESULTS-dp-val.md)."""
+    d = params.dp
+    cfg = fit_config(params, progress=progress)
+    changes = {"lr": d.lr, "batch_size": d.batch_size, "epochs": d.epochs}
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 def run_train_dp(
@@ -75,7 +86,7 @@ def run_train_dp(
                 "knn.k": params.knn.k,
             }
         )
-        cfg = fit_config(params)
+        cfg = dp_fit_config(params)
         result, report = dp_fit(
             method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg, dp=dp
         )

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import warnings
@@ -167,10 +168,16 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / min(batch_size, n_train))
 
 
+@functools.lru_cache(maxsize=256)
 def calibrate_noise(
     *, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
 ) -> float:
-    """Smallest σ (within Opacus' 0.01 ε tolerance) whose ε after ``steps`` is <= ``epsilon``."""
+    """Smallest σ (within Opacus' 0.01 ε tolerance) whose ε after ``steps`` is <= ``epsilon``.
+
+    Memoised: the answer is a pure function of its arguments, and the PRV accountant takes seconds
+    per evaluation (its domain bound runs RDP at fractional orders), so heads sharing a schedule
+    (methods, seeds) calibrate once per process.
+    """
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
@@ -195,10 +202,12 @@ def calibrate_noise(
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def epsilon_of(
     *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str
 ) -> float:
-    """ε of ``steps`` Poisson-subsampled Gaussian steps, straight from an Opacus accountant."""
+    """ε of ``steps`` Poisson-subsampled Gaussian steps, straight from an Opacus accountant
+    (memoised, as :func:`calibrate_noise`: the per-epoch ε of a schedule is computed once)."""
     from opacus.accountants import create_accountant
 
     acc = create_accountant(mechanism=accountant)
@@ -339,8 +348,20 @@ class DPSGD(TrainingPlugin):
         return {k: v.mean() for k, v in terms.items()}
 
     def spent(self) -> float:
+        """ε spent so far: the accountant's own history, evaluated by :func:`epsilon_of` (the same
+        Opacus accountant, memoised) when it holds one ``(σ, q, steps)`` entry, as DP-SGD's does."""
         if self.accountant is None or len(self.accountant) == 0:
             return 0.0
+        history = getattr(self.accountant, "history", None)
+        if history and len(history) == 1:
+            sigma, q, steps = history[0]
+            return epsilon_of(
+                noise_multiplier=float(sigma),
+                sample_rate=float(q),
+                steps=int(steps),
+                delta=self.delta,
+                accountant=self.config.accountant,
+            )
         return float(self.accountant.get_epsilon(delta=self.delta))
 
     def epoch_end(self, epoch: int) -> dict[str, float]:

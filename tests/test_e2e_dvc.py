@@ -41,7 +41,7 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     params["data"].update(root=str(shared_medmnist), download=False, datasets=["breastmnist"])
     params["backbone"].update(name="tiny-random", image_size=56, batch_size=64)
     params["train"].update(methods=["dpsh"], bits=[12, 48], epochs=3, val_queries=78)
-    params["dp"].update(methods=["csq"], epsilons=[8])  # one DP head per bit length
+    params["dp"].update(methods=["csq"], epsilons=[8], epochs=3)  # one DP head per bit length
     params["release"].update(epsilons=[4])
     params["attack"].update(shadow_heads=2, mi_candidates=50, strength_sweep=[1.0])
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -27,6 +27,10 @@ BASE = [
     "tracking.enabled=false",
     "--set",
     "dp.accountant=rdp",
+    "--set",
+    "dp.epochs=2",
+    "--set",
+    "dp.batch_size=64",
 ]
 
 
@@ -153,7 +157,9 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
         ("csq", "8", ["dp.delta=1.5"], "dp.delta"),
         ("csq", "8", ["dp.delta=0"], "dp.delta"),
         ("csq", "8", ["dp.max_grad_norm=0"], "dp.max_grad_norm"),
-        ("csq", "0.0001", ["dp.delta=0.000001", "train.epochs=60"], "cannot reach"),
+        ("csq", "8", ["dp.batch_size=0"], "dp.batch_size"),
+        ("csq", "8", ["dp.lr=-0.1"], "dp.lr"),
+        ("csq", "0.0001", ["dp.delta=0.000001", "dp.epochs=60"], "cannot reach"),
     ],
 )
 def test_bad_dp_input_exits_2_with_one_line_and_no_output(
@@ -168,7 +174,7 @@ def test_bad_dp_input_exits_2_with_one_line_and_no_output(
 
 @pytest.mark.slow
 def test_delta_at_least_one_over_n_warns(tmp_path: Path, emb_path: Path, caplog) -> None:
-    args = [*dp_args(tmp_path, emb_path), "--set", "dp.delta=0.01", "--set", "train.epochs=1"]
+    args = [*dp_args(tmp_path, emb_path), "--set", "dp.delta=0.01", "--set", "dp.epochs=1"]
     with pytest.warns(UserWarning, match="1/N"):
         assert train_dp.main(args) == 0
 
@@ -227,3 +233,28 @@ def test_bad_release_input_exits_2(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
     assert not (tmp_path / "a/rel").exists()
+
+
+def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
+    from pipeline.config import load_params
+    from pipeline.train import fit_config
+
+    plain = load_params(
+        REPO / "params.yaml",
+        {
+            "train.lr": 0.002,
+            "train.batch_size": 64,
+            "train.epochs": 7,
+            "dp.lr": None,
+            "dp.batch_size": None,
+            "dp.epochs": None,
+        },
+    )
+    assert train_dp.dp_fit_config(plain, progress=False) == fit_config(plain, progress=False)
+    tuned = load_params(
+        REPO / "params.yaml",
+        {"train.lr": 0.002, "dp.lr": 0.01, "dp.batch_size": 128, "dp.epochs": 3},
+    )
+    cfg = train_dp.dp_fit_config(tuned, progress=False)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
+    assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay

@@ -83,13 +83,18 @@ def test_memory_bank_variants_are_refused(name: str) -> None:
 def test_reported_epsilon_matches_the_accountant_called_directly() -> None:
     method = registry.build("csq", spec(), seed=0)
     train = data(100, 1)
-    _, report = dp_fit(
+    result, report = dp_fit(
         method, train, data(30, 2), config=FAST, dp=DPConfig(noise_multiplier=0.9, accountant="rdp")
     )
     acc = RDPAccountant()
-    for _ in range(2 * math.ceil(100 / 32)):
-        acc.step(noise_multiplier=0.9, sample_rate=32 / 100)
-    assert report.epsilon == pytest.approx(acc.get_epsilon(delta=0.1 / 100), rel=1e-9)
+    per_epoch = []
+    for _ in range(2):  # the history's ε after each epoch is the accountant's after its steps
+        for _ in range(math.ceil(100 / 32)):
+            acc.step(noise_multiplier=0.9, sample_rate=32 / 100)
+        per_epoch.append(acc.get_epsilon(delta=0.1 / 100))
+    assert report.epsilon == pytest.approx(per_epoch[-1], rel=1e-9)
+    assert [row["dp_epsilon"] for row in result.history] == pytest.approx(per_epoch, rel=1e-9)
+    assert per_epoch[0] < per_epoch[1]
     assert report.delta == pytest.approx(0.001)
 
 
