@@ -171,92 +171,95 @@ def encode_splits(method: HashingMethod, emb: EmbeddingsFile) -> dict[str, Any]:
         }
 
 
-def write_head_outputs(
-    *,
-    out: Path,
-    method: HashingMethod,
-    params: Params,
-    fit_cfg: FitConfig,
-    emb: EmbeddingsFile,
-    dataset: str,
-    history: tuple[Path, list[dict[str, float]]],
-    metrics: Path,
-    summary: dict[str, Any],
-    run: tracking.StageRun,
-    extra_config: dict[str, Any] | None = None,
-    logged_as_history: tuple[str, ...] = (),
-) -> None:
-    """Head + resolved config (plus ``extra_config``), codes of every split (with the embeddings'
-    fingerprint), history CSV and metrics of a trained head: they land together, only after
-    training succeeded, or none does (train and train_dp). The per-epoch history also goes to
-    MLflow, one step per epoch."""
-    for row in history[1]:
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    config = resolved_config(
-        dataset=dataset, method=method, params=params, emb=emb, fit_cfg=fit_cfg
-    )
-    config.update(extra_config or {})
-    codes = encode_splits(method, emb)
-    with atomic_outputs():
-        save_head(out, method.state_dict(), config)
-        save_codes(
-            out / "codes.safetensors",
-            codes,
-            n_bits=method.spec.n_bits,
-            meta={
-                "dataset": dataset,
-                "method": method.name,
-                "backbone": emb.backbone,
-                "fingerprint": emb.fingerprint,
-            },
+@dataclasses.dataclass(frozen=True)
+class HeadJob:
+    """One head to train (train, train_dp): what it is and where its files go."""
+
+    dataset: str
+    method_name: str
+    bits: int
+    embeddings: Path
+    out: Path
+    metrics: Path
+    history: Path
+
+    def check_writable(self) -> None:
+        check_writable(self.metrics, self.history, dirs=[self.out])
+
+    def run_params(self, params: Params, **extra: Any) -> dict[str, Any]:
+        """The MLflow params of a head run: train block, method block, seed, bits, knn.k (+ extra)."""
+        return {
+            "train": to_dict(params.train),
+            "method": to_dict(params.method_config(self.method_name)),
+            **extra,
+            "seed": params.seed,
+            "bits": self.bits,
+            "knn.k": params.knn.k,
+        }
+
+    def write_outputs(
+        self,
+        *,
+        method: HashingMethod,
+        params: Params,
+        fit_cfg: FitConfig,
+        emb: EmbeddingsFile,
+        history: list[dict[str, float]],
+        summary: dict[str, Any],
+        run: tracking.StageRun,
+        extra_config: dict[str, Any] | None = None,
+        logged_as_history: tuple[str, ...] = (),
+    ) -> None:
+        """Head + resolved config (plus ``extra_config``), codes of every split (with the
+        embeddings' fingerprint), history CSV and metrics of a trained head: they land together,
+        only after training succeeded, or none does. The per-epoch history also goes to MLflow,
+        one step per epoch."""
+        for row in history:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        config = resolved_config(
+            dataset=self.dataset, method=method, params=params, emb=emb, fit_cfg=fit_cfg
         )
-        write_csv(history[0], history[1])
-        tracking.record_metrics(metrics, summary, run, logged_as_history=logged_as_history)
-    run.log_artifact(out / "config.json")
+        config.update(extra_config or {})
+        codes = encode_splits(method, emb)
+        with atomic_outputs():
+            save_head(self.out, method.state_dict(), config)
+            save_codes(
+                self.out / "codes.safetensors",
+                codes,
+                n_bits=method.spec.n_bits,
+                meta={
+                    "dataset": self.dataset,
+                    "method": method.name,
+                    "backbone": emb.backbone,
+                    "fingerprint": emb.fingerprint,
+                },
+            )
+            write_csv(self.history, history)
+            tracking.record_metrics(self.metrics, summary, run, logged_as_history=logged_as_history)
+        run.log_artifact(self.out / "config.json")
 
 
-def run_train(
-    params: Params,
-    *,
-    dataset: str,
-    method_name: str,
-    bits: int,
-    embeddings: Path,
-    out: Path,
-    metrics: Path,
-    history: Path,
-) -> dict[str, Any]:
-    check_writable(metrics, history, dirs=[out])
-    emb, _ = withhold_label(load_embeddings(embeddings), params.attack.withhold_label)
+def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
+    job.check_writable()
+    emb, _ = withhold_label(load_embeddings(job.embeddings), params.attack.withhold_label)
     check_selection_k(params, len(emb.y["train"]))
-    name = f"train@{dataset}-{method_name}-{bits}"
-    tags = tracking.head_tags(dataset, method_name, bits, emb)
+    name = f"train@{job.dataset}-{job.method_name}-{job.bits}"
+    tags = tracking.head_tags(job.dataset, job.method_name, job.bits, emb)
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params(
-            {
-                "train": to_dict(params.train),
-                "method": to_dict(params.method_config(method_name)),
-                "seed": params.seed,
-                "bits": bits,
-                "knn.k": params.knn.k,
-            }
-        )
+        run.log_params(job.run_params(params))
         method, result, cfg = train_one(
-            params, dataset=dataset, method_name=method_name, bits=bits, emb=emb
+            params, dataset=job.dataset, method_name=job.method_name, bits=job.bits, emb=emb
         )
-        summary = {**result.summary(), "bits": bits}
+        summary = {**result.summary(), "bits": job.bits}
         last = result.history[-1] if result.history else {}
         losses = tuple(k for k in last if k.startswith("loss"))
         summary.update({k: last[k] for k in losses})
-        write_head_outputs(
-            out=out,
+        job.write_outputs(
             method=method,
             params=params,
             fit_cfg=cfg,
             emb=emb,
-            dataset=dataset,
-            history=(history, result.history),
-            metrics=metrics,
+            history=result.history,
             summary=summary,
             run=run,
             logged_as_history=losses,
@@ -296,17 +299,17 @@ def parse_head_args(
     return args, params
 
 
-def head_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``run_train`` / ``run_train_dp`` from :func:`head_parser`'s args."""
+def head_job(args: argparse.Namespace) -> HeadJob:
+    """The :class:`HeadJob` of :func:`head_parser`'s args."""
     keys = ("dataset", "bits", "embeddings", "out", "metrics", "history")
-    return {"method_name": args.method, **{k: getattr(args, k) for k in keys}}
+    return HeadJob(method_name=args.method, **{k: getattr(args, k) for k in keys})
 
 
 def _body(argv: list[str] | None) -> None:
     args, params = parse_head_args(
         head_parser("Train one hashing head on frozen embeddings."), argv
     )
-    run_train(params, **head_kwargs(args))
+    run_train(params, head_job(args))
 
 
 def main(argv: list[str] | None = None) -> int:

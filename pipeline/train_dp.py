@@ -11,23 +11,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from hashers import registry
 from hashers.trainer import FitConfig
 from pipeline import tracking
-from pipeline.artifacts import check_writable, load_embeddings
+from pipeline.artifacts import load_embeddings
 from pipeline.common import run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
 from pipeline.train import (
+    HeadJob,
     embedding_set,
     fit_config,
-    head_kwargs,
+    head_job,
     head_parser,
     head_spec,
     parse_head_args,
-    write_head_outputs,
 )
 from privacy.dp import DPConfig, check_dp_capable, dp_fit
 
@@ -50,57 +49,36 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
-def run_train_dp(
-    params: Params,
-    *,
-    dataset: str,
-    method_name: str,
-    bits: int,
-    epsilon: float,
-    embeddings: Path,
-    out: Path,
-    metrics: Path,
-    history: Path,
-) -> dict[str, Any]:
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ParamsError(f"--bits {bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
+def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, Any]:
+    if not MIN_BITS <= job.bits <= MAX_BITS:
+        raise ParamsError(f"--bits {job.bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
     if math.isinf(epsilon):
         raise ParamsError("--epsilon inf: the non-private head is the train stage's output")
     dp = dp_config(params, epsilon)  # bad ε -> PrivacyError before any file is read
-    check_writable(metrics, history, dirs=[out])
-    emb = load_embeddings(embeddings)
-    spec = head_spec(emb, params, bits)
-    method = registry.build(method_name, spec, params.method_config(method_name), seed=params.seed)
+    job.check_writable()
+    emb = load_embeddings(job.embeddings)
+    spec = head_spec(emb, params, job.bits)
+    method = registry.build(
+        job.method_name, spec, params.method_config(job.method_name), seed=params.seed
+    )
     check_dp_capable(method)
-    name = f"train_dp@{dataset}-{method_name}-{bits}-eps{epsilon:g}"
-    tags = tracking.head_tags(dataset, method_name, bits, emb)
+    name = f"train_dp@{job.dataset}-{job.method_name}-{job.bits}-eps{epsilon:g}"
+    tags = tracking.head_tags(job.dataset, job.method_name, job.bits, emb)
     tags["dp_target_epsilon"] = epsilon
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params(
-            {
-                "train": to_dict(params.train),
-                "method": to_dict(params.method_config(method_name)),
-                "dp": to_dict(dp),
-                "seed": params.seed,
-                "bits": bits,
-                "knn.k": params.knn.k,
-            }
-        )
+        run.log_params(job.run_params(params, dp=to_dict(dp)))
         cfg = dp_fit_config(params)
         result, report = dp_fit(
             method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg, dp=dp
         )
-        summary = {**result.summary(), "bits": bits, **report.summary()}
-        write_head_outputs(
-            out=out,
+        summary = {**result.summary(), "bits": job.bits, **report.summary()}
+        job.write_outputs(
             method=method,
             params=params,
             fit_cfg=cfg,
             extra_config={"dp": report.summary()},
             emb=emb,
-            dataset=dataset,
-            history=(history, result.history),
-            metrics=metrics,
+            history=result.history,
             summary=summary,
             run=run,
         )
@@ -120,7 +98,7 @@ def _body(argv: list[str] | None) -> None:
     parser = head_parser("Train one hashing head with DP-SGD (Opacus) at a target ε.")
     parser.add_argument("--epsilon", type=float, required=True, help="target ε of DP-SGD")
     args, params = parse_head_args(parser, argv)
-    run_train_dp(params, epsilon=args.epsilon, **head_kwargs(args))
+    run_train_dp(params, head_job(args), epsilon=args.epsilon)
 
 
 def main(argv: list[str] | None = None) -> int:
