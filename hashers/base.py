@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from hashers.errors import HashingError
-from hashers.heads import MLPHead
+from hashers.heads import InputStandardizer, MLPHead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +30,8 @@ class HeadSpec:
     hidden_dims: tuple[int, ...] = (512,)
     dropout: float = 0.1
     multilabel: bool = False
+    # per-feature input standardisation, statistics fixed before training (heads.InputStandardizer)
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.in_dim < 1:
@@ -124,7 +126,11 @@ class HashingMethod(nn.Module, abc.ABC):
         """The network mapping an embedding to ``n_bits`` relaxed code values (an MLP by default)."""
         s = self.spec
         return MLPHead(
-            in_dim=s.in_dim, out_dim=s.n_bits, hidden_dims=s.hidden_dims, dropout=s.dropout
+            in_dim=s.in_dim,
+            out_dim=s.n_bits,
+            hidden_dims=s.hidden_dims,
+            dropout=s.dropout,
+            standardize=s.standardize,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -152,6 +158,14 @@ class HashingMethod(nn.Module, abc.ABC):
         ``u``: relaxed codes ``[B, K]``; ``y``: multi-hot float labels ``[B, C]``; ``idx``: row
         indices of the batch in the training set (for memory banks and target codes).
         """
+
+    def fit_input_statistics(self, x: Tensor) -> bool:
+        """Set every :class:`~hashers.heads.InputStandardizer` of the head from ``x`` (called by
+        the trainer once, before :meth:`on_fit_start`); False when the head has none."""
+        found = [m for m in self.modules() if isinstance(m, InputStandardizer)]
+        for m in found:
+            m.fit(x)
+        return bool(found)
 
     # ---- optional hooks ------------------------------------------------------------------
     def on_fit_start(self, train: EmbeddingSet) -> None:

@@ -95,6 +95,7 @@ class DNNH(HashingMethod):
             slice_dim=self.config.slice_dim,
             hidden_dims=s.hidden_dims,
             dropout=s.dropout,
+            standardize=s.standardize,
         )
 
     def forward(self, x: Tensor) -> Tensor:

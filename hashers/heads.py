@@ -1,21 +1,56 @@
 """Hashing heads over frozen embeddings.
 
 LayerNorm only, no BatchNorm: BatchNorm mixes samples inside a batch, which breaks Opacus' per-sample
-gradients (DP-SGD) and makes a sample's code depend on its batch-mates.
+gradients (DP-SGD) and makes a sample's code depend on its batch-mates. Optional per-feature input
+standardisation (:class:`InputStandardizer`) uses statistics fixed before training, never batch
+statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 
-class MLPHead(nn.Module):
-    """``LayerNorm(in) -> [Linear -> GELU -> Dropout] * len(hidden) -> Linear(out)``.
+class InputStandardizer(nn.Module):
+    """``(x - center) * inv_scale`` per feature, with fixed (non-trained) buffers.
 
-    The input LayerNorm rescales each embedding on its own (no statistics of the training set are
-    stored in the head, so the head leaks none), which makes one learning rate fit every backbone.
+    Identity until :meth:`fit` sets the buffers from a reference set (the trainer uses the training
+    split, DP-SGD the val split: see ``HashingMethod.fit_input_statistics``). A feature whose
+    standard deviation is below ``1e-3`` of the median feature's is scaled as if it had that floor,
+    so a (nearly) constant input column is not blown up on new records.
+
+    Why: per-sample LayerNorm cannot remove an offset shared by every embedding (a common direction
+    in feature space), and on features where that offset dominates the spread, the first linear
+    layer sees mostly the offset. The statistics are aggregates of the reference set and ship with
+    the head.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("inv_scale", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> None:
+        x = x.double()
+        std = x.std(dim=0, unbiased=False) if len(x) > 1 else torch.zeros(x.shape[1], dtype=x.dtype)
+        floor = max(float(std.median()) * 1e-3, 1e-12)
+        self.center.copy_(x.mean(dim=0).to(self.center))
+        self.inv_scale.copy_((1.0 / std.clamp_min(floor)).to(self.inv_scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.center) * self.inv_scale
+
+
+class MLPHead(nn.Module):
+    """``[InputStandardizer] -> LayerNorm(in) -> [Linear -> GELU -> Dropout] * len(hidden) -> Linear(out)``.
+
+    The input LayerNorm rescales each embedding on its own, which makes one learning rate fit every
+    backbone. With ``standardize`` a per-feature :class:`InputStandardizer` comes first (its
+    statistics are set once before training and stored in the head).
     """
 
     def __init__(
@@ -25,9 +60,11 @@ class MLPHead(nn.Module):
         out_dim: int,
         hidden_dims: Sequence[int] = (512,),
         dropout: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.LayerNorm(in_dim)]
+        layers: list[nn.Module] = [InputStandardizer(in_dim)] if standardize else []
+        layers.append(nn.LayerNorm(in_dim))
         prev = in_dim
         for width in hidden_dims:
             layers += [nn.Linear(prev, width), nn.GELU(), nn.Dropout(dropout)]
@@ -59,11 +96,16 @@ class DivideEncodeHead(nn.Module):
         slice_dim: int = 16,
         hidden_dims: Sequence[int] = (512,),
         dropout: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.n_bits, self.slice_dim = n_bits, slice_dim
         self.trunk = MLPHead(
-            in_dim=in_dim, out_dim=n_bits * slice_dim, hidden_dims=hidden_dims, dropout=dropout
+            in_dim=in_dim,
+            out_dim=n_bits * slice_dim,
+            hidden_dims=hidden_dims,
+            dropout=dropout,
+            standardize=standardize,
         )
         self.act = nn.GELU()
         self.slice_maps = nn.Linear(slice_dim, n_bits)  # row k = the map of slice k

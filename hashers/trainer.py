@@ -217,6 +217,11 @@ class TrainingPlugin:
     def epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
 
+    def input_reference(self, train: EmbeddingSet, val: EmbeddingSet) -> torch.Tensor:
+        """The rows whose per-feature statistics an input-standardising head stores (default the
+        training split; DP-SGD uses val, whose statistics cost no privacy of the training records)."""
+        return train.x
+
     def teardown(self, method: HashingMethod) -> None:
         return None
 
@@ -444,6 +449,8 @@ def _fit(
         else train
     )
 
+    if method.fit_input_statistics(plugin.input_reference(train, val)):
+        log.debug("%s: input standardised with fixed per-feature statistics", method.name)
     method.to(device)
     method.on_fit_start(train)
     if not method.trainable:

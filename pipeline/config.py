@@ -287,6 +287,7 @@ class TrainConfig:
     patience: int = 10
     hidden_dims: tuple[int, ...] = (512,)
     dropout: float = 0.1
+    standardize: bool = False  # per-feature input standardisation (train statistics in the head)
     val_queries: int = 2000
     val_database: int = 20000
     selection: Literal[

@@ -46,6 +46,7 @@ def head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:
         hidden_dims=params.train.hidden_dims,
         dropout=params.train.dropout,
         multilabel=emb.multilabel,
+        standardize=params.train.standardize,
     )
 
 

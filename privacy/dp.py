@@ -39,6 +39,9 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   (read outside the accounted steps); under DP they are recomputed on the *public label space*
   (one set per class, equal weights), so a record's target depends on its own label only. CNNH
   under DP therefore needs single-label data.
+- **Input statistics.** A head that standardises its input (``HeadSpec.standardize``) stores
+  per-feature means and scales. The trainer takes them from the training split; under DP,
+  :class:`DPSGD` takes them from the validation split instead, so they read no training record.
 - **Model selection.** The trainer selects epochs with the training codes as KNN database, which
   reads the training records outside the accounted steps. Under DP that selection is discarded:
   :class:`DPSGD` scores each epoch by KNN between two fixed halves of the *validation* split
@@ -298,6 +301,7 @@ class DPSGD(TrainingPlugin):
         perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
         half = max(1, len(val) // 2)
         self.val_db, self.val_q = val.subset(perm[:half]), val.subset(perm[half:])
+        self.val_x = val.x
         self.accountant: Any = None
         self.optimizer: Any = None
         self.best: tuple[float, int] = (-1.0, -1)
@@ -331,6 +335,9 @@ class DPSGD(TrainingPlugin):
         method.training_step = self._step  # type: ignore[method-assign]
         self._method = method
         return self.optimizer
+
+    def input_reference(self, train: EmbeddingSet, val: EmbeddingSet) -> Tensor:
+        return self.val_x  # statistics of val: no training record read outside the accounted steps
 
     def _step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         method = self._method

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from hashers import registry
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
-from hashers.trainer import EpochSelector, FitConfig, val_scores
+from hashers.trainer import EpochSelector, FitConfig, fit, val_scores
+from pipeline.synthetic import gaussian_clusters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,3 +281,27 @@ def test_default_plan_balances_supervised_methods_only() -> None:
     assert isinstance(default_batches(registry.build("lsh", spec), on), ShuffledBatches)
     with pytest.raises(HashingError, match=r"class_balance=1\.5"):
         FitConfig(class_balance=1.5)
+
+
+def test_fit_sets_input_statistics_from_train_and_plugins_can_choose_val() -> None:
+    """The trainer fits a standardising head's statistics once, from the training split by
+    default; a plugin (DP-SGD) may name other rows (val) so no training record is read."""
+    from hashers.heads import InputStandardizer
+    from hashers.trainer import TrainingPlugin
+
+    train = gaussian_clusters(60, seed=0, n_classes=2)
+    val = gaussian_clusters(30, seed=1, n_classes=2)
+    val = type(val)(val.x + 5.0, val.y)
+
+    class FromVal(TrainingPlugin):
+        def input_reference(self, train, val):
+            return val.x
+
+    for plugin, ref in ((None, train.x), (FromVal(), val.x)):
+        spec = HeadSpec(
+            in_dim=train.dim, n_bits=8, n_classes=2, hidden_dims=(16,), standardize=True
+        )
+        method = registry.build("dpsh", spec, seed=0)
+        fit(method, train, val, config=FitConfig(epochs=1, progress=False), plugin=plugin)
+        (st,) = [m for m in method.modules() if isinstance(m, InputStandardizer)]
+        assert torch.allclose(st.center, ref.mean(0), atol=1e-5)
