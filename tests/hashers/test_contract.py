@@ -173,3 +173,36 @@ def test_quality_on_separable_clusters(name: str) -> None:
     acc = classification_metrics(y_te, pred)["accuracy"]
     assert float_acc > 0.8, float_acc  # the task is learnable but not trivial
     assert acc >= 0.95 * float_acc, (acc, float_acc)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
+def test_standardizing_head_ignores_a_shared_input_offset(name: str, tmp_path) -> None:
+    """With ``standardize`` every trained head carries an input standardiser whose statistics
+    travel with the saved state. Where the loss sees the input only through the head (not SAEH's
+    reconstruction of ``x``, not DSH-GAN's discriminator on embeddings), training on ``x + v`` (one
+    vector added to every row) gives the codes of training on ``x``."""
+    from hashers.heads import InputStandardizer
+    from pipeline.artifacts import load_head, save_head
+
+    train, val = clusters(90, seed=1), clusters(30, seed=2)
+    shift = 4.0 * torch.randn(DIM, generator=torch.Generator().manual_seed(7))
+    cfg = FitConfig(epochs=2, batch_size=32, patience=5, val_queries=30, progress=False, seed=3)
+    sspec = dataclasses.replace(spec(), standardize=True)
+    codes = []
+    for v in (torch.zeros(DIM), shift):
+        method = registry.build(name, sspec, seed=3)
+        moved = [EmbeddingSet(s.x + v, s.y) for s in (train, val)]
+        fit(method, *moved, config=cfg)
+        assert any(isinstance(m, InputStandardizer) for m in method.modules())
+        codes.append(method.encode(moved[1].x))
+    cls = registry.get(name)
+    through_head_only = (
+        cls.batch_loss is HashingMethod.batch_loss
+        and cls.training_step is HashingMethod.training_step
+    )
+    if through_head_only:
+        assert (codes[0] == codes[1]).float().mean() >= 0.99
+    save_head(tmp_path, method.state_dict(), {"method": name})
+    fresh = registry.build(name, sspec, seed=99)
+    fresh.load_state_dict(load_head(tmp_path)[0])
+    assert torch.equal(fresh.encode(val.x + shift), codes[1])

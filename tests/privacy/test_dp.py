@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import warnings
@@ -242,3 +243,17 @@ def test_delta_at_or_above_one_over_n_warns() -> None:
 def test_unreachable_epsilon_is_refused() -> None:
     with pytest.raises(PrivacyError, match="cannot reach"):
         calibrate_noise(epsilon=1e-4, delta=1e-6, sample_rate=1.0, steps=1000, accountant="rdp")
+
+
+def test_standardizing_head_takes_its_statistics_from_val_under_dp() -> None:
+    """A standardising head's per-feature statistics are aggregates of the rows they come from;
+    under DP they come from val, so no training record is read outside the accounted steps."""
+    from hashers.heads import InputStandardizer
+
+    method = registry.build("csq", dataclasses.replace(spec(), standardize=True), seed=0)
+    train, val = data(120, 1), data(40, 2)
+    val = type(val)(val.x + 3.0, val.y)  # val statistics differ from train's
+    dp_fit(method, train, val, config=FAST, dp=DPConfig(epsilon=8.0))
+    (st,) = [m for m in method.modules() if isinstance(m, InputStandardizer)]
+    assert torch.allclose(st.center, val.x.mean(0), atol=1e-5)
+    assert not torch.allclose(st.center, train.x.mean(0), atol=1.0)
