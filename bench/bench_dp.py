@@ -58,7 +58,7 @@ from pipeline.config import Params, load_params  # noqa: E402
 from pipeline.evaluate import hamming_knn  # noqa: E402
 from pipeline.knn import float_knn  # noqa: E402
 from pipeline.train import embedding_set, fit_config, head_spec  # noqa: E402
-from pipeline.train_dp import dp_config, dp_fit_config  # noqa: E402
+from pipeline.train_dp import dp_config, dp_fit_config, dp_head_spec  # noqa: E402
 from privacy.audit import audit_epsilon, loss_scores  # noqa: E402
 from privacy.dp import dp_fit  # noqa: E402
 from privacy.release import k_anonymize, randomized_response  # noqa: E402
@@ -68,8 +68,9 @@ log = logging.getLogger("bench_dp")
 DP_METHODS = ("csq", "tcl", "cnnh")
 
 
-def build(params: Params, method: str, bits: int, emb: EmbeddingsFile) -> Any:
-    spec = head_spec(emb, params, bits)
+def build(params: Params, method: str, bits: int, emb: EmbeddingsFile, *, dp: bool) -> Any:
+    """A head as stage train (``dp=False``) or train_dp (``dp=True``: ``dp.standardize``) builds it."""
+    spec = (dp_head_spec if dp else head_spec)(emb, params, bits)
     return registry.build(method, spec, params.method_config(method), seed=params.seed)
 
 
@@ -78,7 +79,7 @@ def train(
 ) -> tuple[Any, dict[str, float]]:
     from hashers.trainer import fit
 
-    head = build(params, method, bits, emb)
+    head = build(params, method, bits, emb, dp=eps is not None)
     tr, va = embedding_set(emb, "train"), embedding_set(emb, "val")
     if eps is None:
         fit(head, tr, va, config=replace(fit_config(params, progress=False), device=device))
@@ -217,7 +218,7 @@ def section_audit(
     cfg = fit_config(params, progress=False)
     cfg = type(cfg)(**{**cfg.__dict__, "device": device})
     for eps in (8.0, None):
-        head = build(params, "csq", 12, emb)
+        head = build(params, "csq", 12, emb, dp=eps is not None)
         if eps is None:
             fit(head, train_set, va, config=cfg)
             delta, label = 0.0, "non-private control"

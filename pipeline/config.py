@@ -287,7 +287,7 @@ class TrainConfig:
     patience: int = 10
     hidden_dims: tuple[int, ...] = (512,)
     dropout: float = 0.1
-    standardize: bool = False  # per-feature input standardisation (train statistics in the head)
+    standardize: bool = True  # per-feature input standardisation (train statistics in the head)
     val_queries: int = 2000
     val_database: int = 20000
     selection: Literal[
@@ -476,6 +476,9 @@ class DPParams:
     lr: float | None = 0.01
     batch_size: int | None = 512  # expected Poisson batch: sampling rate q = batch_size / N
     epochs: int | None = 30  # still capped by train.max_steps
+    # input standardisation of DP heads (statistics of val); None = train.standardize. Off: the
+    # DP schedule above was chosen on val without it
+    standardize: bool | None = False
 
     def __post_init__(self) -> None:
         for i, eps in enumerate(self.epsilons):

@@ -14,9 +14,10 @@ import math
 from typing import Any
 
 from hashers import registry
+from hashers.base import HeadSpec
 from hashers.trainer import FitConfig
 from pipeline import tracking
-from pipeline.artifacts import load_embeddings
+from pipeline.artifacts import EmbeddingsFile, load_embeddings
 from pipeline.common import run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
 from pipeline.train import (
@@ -49,6 +50,14 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
+def dp_head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:
+    """The train stage's head shape, with ``dp.standardize`` where set (statistics of val)."""
+    spec = head_spec(emb, params, bits)
+    if params.dp.standardize is None:
+        return spec
+    return dataclasses.replace(spec, standardize=params.dp.standardize)
+
+
 def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, Any]:
     if not MIN_BITS <= job.bits <= MAX_BITS:
         raise ParamsError(f"--bits {job.bits}: use a code length from {MIN_BITS} to {MAX_BITS}")
@@ -57,7 +66,7 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     dp = dp_config(params, epsilon)  # bad ε -> PrivacyError before any file is read
     job.check_writable()
     emb = load_embeddings(job.embeddings)
-    spec = head_spec(emb, params, job.bits)
+    spec = dp_head_spec(emb, params, job.bits)
     method = registry.build(
         job.method_name, spec, params.method_config(job.method_name), seed=params.seed
     )
