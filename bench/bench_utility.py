@@ -165,9 +165,8 @@ def report(
         "|---|---|---|" + "---|" * (len(METRICS) + 2),
     ]
     means: dict[tuple, dict[str, float]] = {}
-    spreads: dict[
-        str, list[float]
-    ] = {}  # features -> SD over seeds of 48 - 12 (images), supervised
+    # features -> SD over seeds of the 48 - 12 difference (images), supervised methods
+    spreads: dict[str, list[float]] = {}
     for key, rs in cells.items():
         f = floats[key[:2]]
         ok = [r for r in rs if "error" not in r]

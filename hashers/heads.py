@@ -19,8 +19,9 @@ class InputStandardizer(nn.Module):
 
     Identity until :meth:`fit` sets the buffers from a reference set (the trainer uses the training
     split, DP-SGD the val split: see ``HashingMethod.fit_input_statistics``). A feature whose
-    standard deviation is below ``1e-3`` of the median feature's is scaled as if it had that floor,
-    so a (nearly) constant input column is not blown up on new records.
+    standard deviation is below ``1e-3`` of the mean feature's is scaled as if it had that floor,
+    so a (nearly) constant input column is not blown up on new records; with no spread at all
+    (every column constant, or one reference row) the features are only centred.
 
     Why: per-sample LayerNorm cannot remove an offset shared by every embedding (a common direction
     in feature space), and on features where that offset dominates the spread, the first linear
@@ -36,10 +37,13 @@ class InputStandardizer(nn.Module):
     @torch.no_grad()
     def fit(self, x: Tensor) -> None:
         x = x.double()
-        std = x.std(dim=0, unbiased=False) if len(x) > 1 else torch.zeros(x.shape[1], dtype=x.dtype)
-        floor = max(float(std.median()) * 1e-3, 1e-12)
+        std = x.std(dim=0, unbiased=False)
+        floor = (
+            float(std.mean()) * 1e-3
+        )  # the mean, not the median: > 0 unless every column is constant
+        scale = std.clamp_min(floor) if floor > 0 else torch.ones_like(std)
         self.center.copy_(x.mean(dim=0).to(self.center))
-        self.inv_scale.copy_((1.0 / std.clamp_min(floor)).to(self.inv_scale))
+        self.inv_scale.copy_((1.0 / scale).to(self.inv_scale))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.center) * self.inv_scale

@@ -301,7 +301,6 @@ class DPSGD(TrainingPlugin):
         perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
         half = max(1, len(val) // 2)
         self.val_db, self.val_q = val.subset(perm[:half]), val.subset(perm[half:])
-        self.val_x = val.x
         self.accountant: Any = None
         self.optimizer: Any = None
         self.best: tuple[float, int] = (-1.0, -1)
@@ -337,7 +336,7 @@ class DPSGD(TrainingPlugin):
         return self.optimizer
 
     def input_reference(self, train: EmbeddingSet, val: EmbeddingSet) -> Tensor:
-        return self.val_x  # statistics of val: no training record read outside the accounted steps
+        return val.x  # statistics of val: no training record read outside the accounted steps
 
     def _step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         method = self._method
