@@ -55,6 +55,8 @@ class FitConfig:
     # epochs averaged (centred) before the argmax: 1 = the plain per-epoch score
     selection_window: int = 1
     class_balance: float = 0.0  # 0 = natural class rates per batch, 1 = every class equally often
+    # time constant (epochs) of the exponential weight average that is scored and selected; 0 = off
+    ema_epochs: float = 0.0
     k: int = 7
     seed: int = 0
     device: str = "cpu"
@@ -75,6 +77,11 @@ class FitConfig:
                 f"class_balance={self.class_balance}: use a value from 0 (natural class rates) "
                 "to 1 (every class equally often)"
             )
+        if not (self.ema_epochs >= 0.0 and math.isfinite(self.ema_epochs)):
+            raise HashingError(
+                f"ema_epochs={self.ema_epochs}: use 0 (no weight averaging) or a positive number "
+                "of epochs"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
 
@@ -85,11 +92,18 @@ class FitConfig:
         ``max(1, max_steps // steps_per_epoch)`` whole epochs, so small sets run all ``epochs`` and
         a large one (PathMNIST's 90k rows: 352 steps at batch 256) a few passes of many steps.
         """
-        bs = min(self.batch_size, n_train)
-        steps = -(-n_train // bs) - (1 if n_train % bs == 1 and n_train >= 2 else 0)
+        steps = steps_per_epoch(n_train, min(self.batch_size, n_train))
         if self.max_steps is None:
             return self.epochs
         return min(self.epochs, max(1, self.max_steps // max(steps, 1)))
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of the default batches: ``ceil(n / batch_size)``, a lone last
+    row folded into the previous batch."""
+    return max(
+        -(-n_train // batch_size) - (1 if n_train % batch_size == 1 and n_train >= 2 else 0), 1
+    )
 
 
 @dataclass
@@ -341,6 +355,49 @@ def deterministic_on_cpu(device: torch.device) -> Any:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+class WeightAverage:
+    """Exponential moving average of trainable parameters (Polyak averaging; the exponential form
+    as in Polyak & Juditsky, SIAM J. Control Optim. 1992, and its common deep-learning use),
+    updated after every optimiser step.
+
+    ``decay = exp(-1 / (epochs * steps_per_epoch))``: the average forgets with a time constant of
+    ``epochs`` epochs whatever the batch count. Step ``n`` uses ``min(decay, 1 - 1/n)``, so the
+    first steps form a plain running mean (no pull towards the initial weights). The trainer scores
+    and selects the averaged weights (:meth:`swapped`), while the optimiser keeps stepping the raw
+    ones: on a small val split a single epoch's raw weights are a noisy sample of the trajectory,
+    their average is not (issue 12).
+    """
+
+    def __init__(self, params: list[torch.Tensor], *, epochs: float, steps_per_epoch: int) -> None:
+        if epochs <= 0 or steps_per_epoch < 1:
+            raise HashingError(f"weight average over {epochs} epochs of {steps_per_epoch} steps")
+        self.params = params
+        self.decay = math.exp(-1.0 / (epochs * steps_per_epoch))
+        self.avg = [p.detach().clone() for p in params]
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.n += 1
+        d = min(self.decay, 1.0 - 1.0 / self.n)
+        for a, p in zip(self.avg, self.params, strict=True):
+            a.mul_(d).add_(p.detach().to(a.device), alpha=1.0 - d)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The averaged weights in place of the raw ones inside the block, restored after."""
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for a, p in zip(self.avg, self.params, strict=True):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for r, p in zip(raw, self.params, strict=True):
+                    p.copy_(r)
+
+
 class EpochSelector:
     """Picks the epoch whose val score, averaged over a centred window of ``window`` epochs, is
     highest (ties go to the later epoch), and keeps that epoch's state.
@@ -474,6 +531,13 @@ def _fit(
     selector = EpochSelector(config.selection_window)
     bs = min(config.batch_size, len(train))
     n_epochs = config.epoch_budget(len(train))
+    average = (
+        WeightAverage(
+            params, epochs=config.ema_epochs, steps_per_epoch=steps_per_epoch(len(train), bs)
+        )
+        if config.ema_epochs > 0
+        else None
+    )
     if n_epochs < config.epochs:
         log.info(
             "%s-%d: %d epochs (max_steps=%d at %d rows, batch %d) instead of %d",
@@ -499,6 +563,8 @@ def _fit(
         for idx in batches.batches(train, bs, gen):
             idx_dev = idx.to(device)
             terms = method.training_step(Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer)
+            if average is not None:
+                average.update()
             for name, value in terms.items():
                 sums[name] += float(value)
             n_steps += 1
@@ -513,14 +579,15 @@ def _fit(
             fix = "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
             raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}")
         row.update(plugin.epoch_end(epoch))
-        method.cpu()
-        scores = val_scores(method, db_sel, val_sel, k=config.k)
-        method.to(device)
+        with average.swapped() if average is not None else contextlib.nullcontext():
+            method.cpu()
+            scores = val_scores(method, db_sel, val_sel, k=config.k)
+            method.to(device)
+            score = scores[f"val_{config.selection}"]
+            selector.update(epoch, score, scores["val_accuracy"], method)
         row.update(scores)
         history.append(row)
-        score = scores[f"val_{config.selection}"]
         bar.set_postfix(loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{scores['val_accuracy']:.4f}")
-        selector.update(epoch, score, scores["val_accuracy"], method)
         if selector.stale(epoch, config.patience):
             log.info(
                 "%s-%d: early stop at epoch %d (best %d)",

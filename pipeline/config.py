@@ -295,6 +295,7 @@ class TrainConfig:
     ] = "balanced_soft_accuracy"
     selection_window: int = 1
     class_balance: float = 0.0
+    ema_epochs: float = 0.0  # weight-average time constant (epochs) scored and selected; 0 = off
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
     def __post_init__(self) -> None:
@@ -329,6 +330,11 @@ class TrainConfig:
             0.0 <= self.class_balance <= 1.0,
             "class_balance",
             f"{self.class_balance} must be in [0, 1] (0 = natural class rates, 1 = balanced)",
+        )
+        check(
+            self.ema_epochs >= 0.0 and math.isfinite(self.ema_epochs),
+            "ema_epochs",
+            f"{self.ema_epochs} must be 0 (no weight averaging) or a positive number of epochs",
         )
         for i, h in enumerate(self.hidden_dims):
             check(h >= 1, f"hidden_dims[{i}]", f"{h} must be >= 1")
@@ -533,9 +539,11 @@ class RetrievalConfig:
     radius: int = 2  # precision within this Hamming radius
     shortlist: int = 1000  # R of the two-stage search (Hamming shortlist, cosine re-rank)
     rerank: bool = False  # also score the two-stage search in evaluate (needs float embeddings)
-    backend: Literal["faiss", "faiss_ivf", "faiss_hnsw", "milvus"] = "faiss"  # `hashaudit index`
-    ivf_nlist: int | None = None  # faiss_ivf: inverted lists; null = 4 * sqrt(database size)
-    ivf_nprobe: int = 16  # faiss_ivf: lists visited per query
+    backend: Literal["exact", "faiss", "ivf", "faiss_ivf", "faiss_hnsw", "milvus"] = (
+        "exact"  # `hashaudit index`
+    )
+    ivf_nlist: int | None = None  # ivf / faiss_ivf: inverted lists; null = 4 * sqrt(database size)
+    ivf_nprobe: int = 16  # ivf / faiss_ivf: lists visited per query
     hnsw_m: int = 32  # faiss_hnsw: graph links per node
     hnsw_ef_construction: int = 40  # faiss_hnsw: candidate list while building
     hnsw_ef_search: int = 128  # faiss_hnsw: candidate list per query (>= k is enforced)

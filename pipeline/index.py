@@ -1,11 +1,13 @@
 """Command ``hashaudit index``: load a head's released codes into an index and answer the test queries.
 
 The database is the released train codes (``codes.safetensors`` of a train stage output), the
-queries its test codes. The back-end comes from ``retrieval.backend`` (``faiss`` exact;
-``faiss_ivf`` or ``faiss_hnsw`` approximate, settings from ``retrieval.ivf_*`` / ``hnsw_*``; ``milvus``:
+queries its test codes. The back-end comes from ``retrieval.backend`` (``exact``: the compiled
+scan; ``faiss`` exact through ``IndexBinaryFlat``;
+``ivf`` (IVF lists scanned by the compiled kernels), ``faiss_ivf`` or ``faiss_hnsw`` approximate,
+settings from ``retrieval.ivf_*`` / ``hnsw_*``; ``milvus``:
 Milvus Lite in the file ``retrieval.milvus_uri`` or a Milvus server at an ``http://`` URI),
 overridable with ``--backend`` / ``--uri``. Writes a JSON summary:
-load and search time, queries per second, and tie-aware recall@k against exact faiss search.
+load and search time, queries per second, and tie-aware recall@k against exact search.
 
     hashaudit index --head artifacts/heads/breastmnist/dpsh-48 --k 10 --out metrics/index/dpsh-48.json
 """
@@ -43,7 +45,7 @@ def run_index(
         options = {"uri": uri or r.milvus_uri, "index_type": r.milvus_index}
         if "://" not in options["uri"]:
             Path(options["uri"]).parent.mkdir(parents=True, exist_ok=True)
-    elif name == "faiss_ivf":
+    elif name in ("ivf", "faiss_ivf"):
         options = {"nlist": r.ivf_nlist, "nprobe": r.ivf_nprobe}
     elif name == "faiss_hnsw":
         options = {

@@ -64,6 +64,7 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
         selection=t.selection,
         selection_window=t.selection_window,
         class_balance=t.class_balance,
+        ema_epochs=t.ema_epochs,
         k=params.knn.k,
         seed=params.seed,
         device=t.device,

@@ -47,7 +47,10 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     d = params.dp
     cfg = fit_config(params, progress=progress)
     changes = {"lr": d.lr, "batch_size": d.batch_size, "epochs": d.epochs}
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    # the DP schedule was chosen without weight averaging (it would be post-processing of the
+    # private iterates, so the guarantee would hold, but it is untested for DP here)
+    return dataclasses.replace(cfg, ema_epochs=0.0)
 
 
 def dp_head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:

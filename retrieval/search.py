@@ -1,9 +1,16 @@
-"""Exact search through faiss: Hamming top-k and per-distance counts, float top-k.
+"""Exact search: Hamming top-k and per-distance counts, float top-k.
 
-:class:`HammingIndex` wraps a faiss ``IndexBinaryFlat`` (Douze et al., "The Faiss library", 2024).
-Codes of any length are zero-padded to whole 8-byte words on both sides, which leaves every
-Hamming distance unchanged and lets faiss use its 64-bit popcount kernels (a 6-byte code would fall
-back to the generic byte loop, ~10x slower). Queries run in blocks so that memory stays bounded:
+:class:`HammingIndex` holds codes of any length zero-padded to whole 8-byte words on both sides,
+which leaves every Hamming distance unchanged and lets every kernel work on 64-bit words (a 6-byte
+code would make faiss fall back to its generic byte loop, ~10x slower). Its top-k search has two
+engines that return the same distances:
+
+* ``"scan"`` (default): :func:`retrieval.scan.hamming_topk`, a compiled SIMD linear scan; ties at
+  the k-th distance are broken by the smaller database id, so results do not depend on threads.
+* ``"faiss"``: faiss ``IndexBinaryFlat`` (Douze et al., "The Faiss library", 2024); faiss' order
+  among equal distances.
+
+Per-distance counts and distance blocks run in query blocks so that memory stays bounded:
 ``block_elems`` caps the number of query x database distances held at once.
 
 Tie-aware voting and tie-aware ranking metrics need, for every query, how many database items of
@@ -33,10 +40,13 @@ from retrieval.codes import check_codes, pad_to_words
 from retrieval.errors import RetrievalError
 
 Metric = Literal["euclidean", "cosine"]
+Engine = Literal["scan", "faiss"]
+ENGINES: tuple[str, ...] = ("scan", "faiss")
 
 #: query x database distances held at once by the blocked routines (32 Mi = 128 MiB of int32)
 BLOCK_ELEMS = 1 << 25
-#: queries per faiss database scan in :meth:`HammingIndex.search` (faiss' default is 32)
+#: queries per faiss database scan in :meth:`HammingIndex.search` with ``engine="faiss"`` (faiss'
+#: default is 32)
 QUERY_BATCH = 512
 
 
@@ -62,21 +72,30 @@ def check_k(k: int, n_db: int) -> None:
 
 
 class HammingIndex:
-    """Exact Hamming search over packed codes (``uint8 [N, ceil(K/8)]``, little bit order)."""
+    """Exact Hamming search over packed codes (``uint8 [N, ceil(K/8)]``, little bit order).
 
-    def __init__(self, db_packed: np.ndarray, n_bits: int) -> None:
+    ``engine``: ``"scan"`` (compiled linear scan, ties by database id) or ``"faiss"``
+    (``IndexBinaryFlat``); see the module docstring.
+    """
+
+    def __init__(self, db_packed: np.ndarray, n_bits: int, *, engine: Engine = "scan") -> None:
         check_codes(None, db_packed, n_bits)
+        if engine not in ENGINES:
+            raise RetrievalError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
         self.n_bits = n_bits
+        self.engine = engine
         self.codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
-        self.index = _faiss().IndexBinaryFlat(8 * self.codes.shape[1])
-        # faiss scans the database once per batch of queries: its default batch of 32 re-reads a
-        # 1M-code database 32x more often than a batch of 1024 (3-4x slower in bench_retrieval)
-        self.index.query_batch_size = QUERY_BATCH
-        self.index.add(self.codes)
+        self.index: Any = None
+        if engine == "faiss":
+            self.index = _faiss().IndexBinaryFlat(8 * self.codes.shape[1])
+            # faiss scans the database once per batch of queries: its default batch of 32 re-reads
+            # a 1M-code database 32x more often than a batch of 1024 (3-4x slower in bench_retrieval)
+            self.index.query_batch_size = QUERY_BATCH
+            self.index.add(self.codes)
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.codes)
 
     def _queries(self, q_packed: np.ndarray) -> np.ndarray:
         check_codes(q_packed, self.codes[:, : math.ceil(self.n_bits / 8)], self.n_bits)
@@ -85,10 +104,18 @@ class HammingIndex:
     def search(
         self, q_packed: np.ndarray, k: int, *, block: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(distances int32 [Q, k], ids int64 [Q, k])`` of the k nearest codes (faiss' order
-        among equal distances: use :meth:`counts` where ties matter)."""
+        """``(distances int32 [Q, k], ids int64 [Q, k])`` of the k nearest codes, ascending.
+
+        Among equal distances: the smaller database id first (``"scan"``) or faiss' order
+        (``"faiss"``); use :meth:`counts` where ties matter.
+        """
         check_k(k, self.ntotal)
         q = self._queries(q_packed)
+        if self.engine == "scan":
+            from retrieval.scan import hamming_topk  # numba, imported on first use like faiss
+
+            words = self.codes.view(np.uint64)
+            return hamming_topk(words, q.view(np.uint64), k, n_bits=self.n_bits)
         step = block or max(block_rows(k, BLOCK_ELEMS), 1)
         dist = np.empty((len(q), k), dtype=np.int32)
         ids = np.empty((len(q), k), dtype=np.int64)

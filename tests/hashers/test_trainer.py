@@ -305,3 +305,52 @@ def test_fit_sets_input_statistics_from_train_and_plugins_can_choose_val() -> No
         fit(method, train, val, config=FitConfig(epochs=1, progress=False), plugin=plugin)
         (st,) = [m for m in method.modules() if isinstance(m, InputStandardizer)]
         assert torch.allclose(st.center, ref.mean(0), atol=1e-5)
+
+
+def test_weight_average_is_a_running_mean_then_an_ema_hand_computed() -> None:
+    from hashers.trainer import WeightAverage
+
+    p = torch.zeros(2)
+    avg = WeightAverage([p], epochs=3.0, steps_per_epoch=1)  # decay e^(-1/3) = 0.7165
+    d = float(np.exp(-1.0 / 3.0))
+    for v in (4.0, 2.0, 7.0, 1.0):
+        p.fill_(v)
+        avg.update()
+    # steps 1-3 (1 - 1/n = 0, 1/2, 2/3 < d): the running mean (4 + 2 + 7) / 3; step 4: 3/4 > d
+    want = d * (13.0 / 3.0) + (1 - d) * 1.0
+    np.testing.assert_allclose(avg.avg[0].numpy(), [want, want], rtol=1e-6)
+    with avg.swapped():
+        np.testing.assert_allclose(p.numpy(), [want, want], rtol=1e-6)
+    np.testing.assert_array_equal(p.numpy(), [1.0, 1.0])  # raw weights restored
+    # the time constant is in epochs: 4 steps per epoch, 2 epochs -> decay e^(-1/8)
+    assert WeightAverage([p], epochs=2.0, steps_per_epoch=4).decay == pytest.approx(np.exp(-1 / 8))
+
+
+def test_fit_selects_and_returns_averaged_weights_and_keeps_training_the_raw_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 6, generator=g)
+    y = torch.eye(3)[torch.arange(120) % 3]
+    data = EmbeddingSet(x, y)
+    spec = HeadSpec(in_dim=6, n_bits=8, n_classes=3, hidden_dims=(16,))
+
+    def run(ema: float) -> tuple[HashingMethod, list[float]]:
+        torch.manual_seed(0)
+        method = registry.build("dpsh", spec)
+        cfg = FitConfig(epochs=4, batch_size=40, patience=50, ema_epochs=ema, progress=False)
+        result = fit(method, data, data, config=cfg)
+        return method, [row["loss"] for row in result.history]
+
+    (raw, raw_losses), (averaged, avg_losses) = run(0.0), run(2.0)
+    # the optimiser steps the raw weights either way: the same training losses, epoch by epoch
+    assert raw_losses == avg_losses
+    # and the returned head (averaged weights) differs from the raw run's selected head
+    w_raw = torch.cat([p.detach().flatten() for p in raw.parameters()])
+    w_avg = torch.cat([p.detach().flatten() for p in averaged.parameters()])
+    assert not torch.allclose(w_raw, w_avg)
+    assert torch.isfinite(w_avg).all()
+
+
+def test_ema_epochs_must_be_non_negative() -> None:
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(HashingError, match="ema_epochs="):
+            FitConfig(ema_epochs=bad)

@@ -248,13 +248,21 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.lr": None,
             "dp.batch_size": None,
             "dp.epochs": None,
+            "train.ema_epochs": 0.0,
         },
     )
     assert train_dp.dp_fit_config(plain, progress=False) == fit_config(plain, progress=False)
     tuned = load_params(
         REPO / "params.yaml",
-        {"train.lr": 0.002, "dp.lr": 0.01, "dp.batch_size": 128, "dp.epochs": 3},
+        {
+            "train.lr": 0.002,
+            "dp.lr": 0.01,
+            "dp.batch_size": 128,
+            "dp.epochs": 3,
+            "train.ema_epochs": 5.0,
+        },
     )
     cfg = train_dp.dp_fit_config(tuned, progress=False)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
+    assert cfg.ema_epochs == 0.0  # the DP schedule was chosen without weight averaging
     assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay

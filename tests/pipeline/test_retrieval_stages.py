@@ -166,7 +166,7 @@ def test_index_command_answers_the_test_queries(study: Path) -> None:
         == 0
     )
     summary = json.loads(out.read_text())
-    assert summary["backend"] == "faiss" and summary["recall_at_5"] == 1.0
+    assert summary["backend"] == "exact" and summary["recall_at_5"] == 1.0
     assert summary["n_queries"] == 90 and summary["n_database"] == 300
 
 
@@ -179,13 +179,13 @@ def test_index_command_with_ann_backends_at_full_search_finds_the_exact_neighbou
     assert cli.main([*argv, "--set", "retrieval.hnsw_ef_search=300"]) == 0
     summary = json.loads(out.read_text())
     assert summary["backend"] == "faiss_hnsw" and summary["recall_at_5"] == 1.0
-    # every list probed: IVF is exact too
-    argv[argv.index("faiss_hnsw")] = "faiss_ivf"
-    assert (
-        cli.main([*argv, "--set", "retrieval.ivf_nlist=8", "--set", "retrieval.ivf_nprobe=8"]) == 0
-    )
-    summary = json.loads(out.read_text())
-    assert summary["backend"] == "faiss_ivf" and summary["recall_at_5"] == 1.0
+    # every list probed: IVF is exact too, with faiss' list scan and with the compiled one
+    for name in ("faiss_ivf", "ivf"):
+        argv[argv.index("--backend") + 1] = name
+        sets = ["--set", "retrieval.ivf_nlist=8", "--set", "retrieval.ivf_nprobe=8"]
+        assert cli.main([*argv, *sets]) == 0
+        summary = json.loads(out.read_text())
+        assert summary["backend"] == name and summary["recall_at_5"] == 1.0
 
 
 def test_unreachable_milvus_uri_exits_2_and_writes_nothing(study: Path, caplog) -> None:
@@ -223,7 +223,7 @@ def test_retrieval_params_block_is_checked() -> None:
     from pipeline.config import ParamsError, load_params
 
     p = load_params(REPO / "params.yaml")
-    assert p.retrieval.backend == "faiss" and p.retrieval.shortlist >= p.knn.k
+    assert p.retrieval.backend == "exact" and p.retrieval.shortlist >= p.knn.k
     with pytest.raises(ParamsError, match=r"retrieval.metrics\[0\].*did you mean 'map_all'"):
         load_params(REPO / "params.yaml", {"retrieval.metrics": ["map_al"]})
     with pytest.raises(ParamsError, match=r"retrieval\.shortlist"):

@@ -19,22 +19,50 @@ def _codes(n: int, q: int, bits: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     return pack_bits(db), pack_bits(qq), brute
 
 
-def test_exact_backend_matches_brute_force_distances() -> None:
+@pytest.mark.parametrize("name", ["exact", "faiss"])
+def test_exact_backends_match_brute_force_distances(name: str) -> None:
     db, q, brute = _codes(500, 20, 20)
-    dist, ids = build_index("faiss", db, 20).search(q, 10)
+    dist, ids = build_index(name, db, 20).search(q, 10)
     assert np.array_equal(dist, np.sort(brute, axis=1)[:, :10])
     assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
 
 
-def test_ivf_recall_is_one_when_every_list_is_probed() -> None:
+@pytest.mark.parametrize("name", ["faiss_ivf", "ivf"])
+def test_ivf_recall_is_one_when_every_list_is_probed(name: str) -> None:
     db, q, brute = _codes(2000, 30, 36, seed=1)
     exact, _ = build_index("faiss", db, 36).search(q, 10)
-    ivf = build_index("faiss_ivf", db, 36, nlist=16, nprobe=16)
+    ivf = build_index(name, db, 36, nlist=16, nprobe=16)
     dist, ids = ivf.search(q, 10)
     assert recall_at(exact, dist) == 1.0
     assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
-    few, _ = build_index("faiss_ivf", db, 36, nlist=16, nprobe=1).search(q, 10)
+    few, _ = build_index(name, db, 36, nlist=16, nprobe=1).search(q, 10)
     assert recall_at(exact, few) < 1.0  # probing 1 of 16 lists misses neighbours
+
+
+def test_compiled_ivf_probes_the_same_lists_as_faiss_ivf() -> None:
+    # same trained quantiser (same seed and sample), nearest lists by exact Hamming distance to the
+    # centroids: the two back-ends see the same candidates, so the same recall
+    db, q, _ = _codes(3000, 40, 24, seed=4)
+    exact, _ = build_index("exact", db, 24).search(q, 10)
+    recalls = {
+        name: recall_at(exact, build_index(name, db, 24, nlist=32, nprobe=3).search(q, 10)[0])
+        for name in ("faiss_ivf", "ivf")
+    }
+    assert 0.3 < recalls["ivf"] < 1.0
+    assert abs(recalls["ivf"] - recalls["faiss_ivf"]) <= 0.05  # ties among centroids may differ
+
+
+def test_compiled_ivf_pads_when_the_probed_lists_hold_fewer_than_k_codes() -> None:
+    db, q, _ = _codes(64, 3, 16, seed=5)
+    dist, ids = build_index("ivf", db, 16, nlist=32, nprobe=1).search(q, 20)
+    assert (ids == -1).any()
+    assert (dist[ids == -1] == 17).all() and (dist[ids >= 0] <= 16).all()
+
+
+def test_compiled_ivf_checks_nprobe() -> None:
+    db, q, _ = _codes(200, 3, 16)
+    with pytest.raises(RetrievalError, match="nprobe=9 must be between 1 and nlist=8"):
+        build_index("ivf", db, 16, nlist=8, nprobe=9).search(q, 5)
 
 
 def test_hnsw_returns_the_exact_neighbours_at_high_ef() -> None:

@@ -1,0 +1,349 @@
+"""Exact Hamming top-k by a compiled linear scan (numba), ties broken by the smaller database id.
+
+Why not faiss' ``IndexBinaryFlat``: its top-k (``hammings_knn_hc``) computes one 64-bit popcount
+per code and query with scalar instructions and pushes through a heap, ~1.2 CPU ns per pair on the
+benchmark machine (``bench/RESULTS-retrieval.md``). This scan
+
+* computes a block of distances with one vector loop (XOR + popcount over 64-bit words, which LLVM
+  turns into ``vpopcntq`` where the CPU has AVX-512 VPOPCNTDQ and into a short SIMD sequence
+  elsewhere) for ``QUERY_BLOCK`` queries while a ``CHUNK``-code slice of the database stays in L1;
+* keeps, per query, only the items strictly closer than its current k-th distance: a vectorised
+  count over the block says whether any item qualifies, so a block with none costs one compare per
+  item. Candidates sit in a buffer with a per-distance histogram that gives the k-th distance.
+
+Tie rule: the result is the first ``k`` items in ``(distance, database id)`` order, so it does not
+depend on the thread count or on block sizes (faiss leaves the order among equal distances
+unspecified). Large ``k`` (``k > SMALL_K``, e.g. a re-ranking shortlist or ``k = N``) takes a
+two-pass counting route instead: all distances of a query, their histogram, then one pass that
+writes each kept item to its final slot (a counting sort, no candidate buffer).
+
+Queries are split across threads (:data:`threads`); the kernels release the GIL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit, types, uint64
+from numba.extending import intrinsic
+
+#: database codes per block: 4,096 one-word codes = 32 KiB, the L1 data cache of the bench machine
+CHUNK_WORDS = 4096
+#: queries that share one database block
+QUERY_BLOCK = 32
+#: largest k served by the candidate-buffer route; larger k uses the two-pass counting route
+SMALL_K = 256
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """LLVM ``ctpop`` on a 64-bit word (numba has no popcount of its own)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _distances(blk, q_row, out):  # pragma: no cover - compiled
+    """``out[j] = popcount(blk[j] ^ q_row)`` summed over words; ``blk uint64 [m, W]``."""
+    m, w = blk.shape
+    x = q_row[0]
+    for j in range(uint64(m)):
+        out[j] = _popcount(blk[j, 0] ^ x)
+    for t in range(1, w):
+        x = q_row[t]
+        for j in range(uint64(m)):
+            out[j] += _popcount(blk[j, t] ^ x)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _kth(hist, k, n_values):  # pragma: no cover - compiled
+    """Smallest distance ``t`` with ``hist[0] + ... + hist[t] >= k``; ``n_values`` if none."""
+    cum = 0
+    for t in range(n_values):
+        cum += hist[t]
+        if cum >= k:
+            return t
+    return n_values
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _select(a, dist, m, c0, src, k, n_values, thr, cand_d, cand_i, ncand, hist):  # pragma: no cover
+    """Offer ``dist[:m]`` (items ``c0 .. c0+m-1``, or ``src[c0 + j]`` when ``src`` is not empty)
+    to query ``a``'s candidate buffer; keeps every item strictly closer than its k-th distance.
+
+    Items arrive in increasing id order (flat scan), so an item tied with the k-th distance loses
+    to the k already held.
+    """
+    if ncand[a] == 0 and m >= k:
+        # first block of this query: start from the k-th distance within the block (found by a
+        # histogram), so only the ~k items at or below it enter the buffer, not every item that
+        # beats a threshold falling one step at a time (6 ns -> <1 ns per pair on short scans)
+        local = np.zeros(n_values, np.int64)
+        for j in range(m):
+            local[dist[j]] += 1
+        t = _kth(local, k, n_values)
+        if t + 1 < thr[a]:
+            thr[a] = t + 1
+    th = thr[a]
+    hits = 0
+    for j in range(uint64(m)):
+        hits += dist[j] < th
+    if hits == 0:
+        return
+    cap = cand_d.shape[1]
+    for j in range(m):
+        dj = dist[j]
+        if dj >= th:
+            continue
+        nc = ncand[a]
+        if nc == cap:
+            # keep the items closer than th, then ties at th in arrival order up to k in all
+            room = k
+            for u in range(nc):
+                if cand_d[a, u] < th:
+                    room -= 1
+            keep = 0
+            for u in range(nc):
+                du = cand_d[a, u]
+                if du < th or (du == th and room > 0):
+                    if du == th:
+                        room -= 1
+                    cand_d[a, keep] = du
+                    cand_i[a, keep] = cand_i[a, u]
+                    keep += 1
+            hist[a, :] = 0
+            for u in range(keep):
+                hist[a, cand_d[a, u]] += 1
+            nc = keep
+        cand_d[a, nc] = dj
+        cand_i[a, nc] = src[c0 + j] if src.shape[0] > 0 else c0 + j
+        ncand[a] = nc + 1
+        hist[a, dj] += 1
+        t = _kth(hist[a], k, n_values)
+        if t < th:
+            thr[a] = t  # through the array: th keeps the work dtype (vector compares)
+            th = thr[a]
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _emit(a, k, n_values, cand_d, cand_i, ncand, out_d, out_i):  # pragma: no cover - compiled
+    """Write query ``a``'s first k candidates in (distance, arrival) order; ``-1`` ids and
+    ``n_values`` distances pad a list with fewer than k candidates (approximate search only)."""
+    r = 0
+    for t in range(n_values):
+        for u in range(ncand[a]):
+            if r < k and cand_d[a, u] == t:
+                out_d[a, r] = t
+                out_i[a, r] = cand_i[a, u]
+                r += 1
+    while r < k:
+        out_d[a, r] = n_values
+        out_i[a, r] = -1
+        r += 1
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _topk_small(db, q, k, n_bits, chunk, dist, thr, out_d, out_i):  # pragma: no cover - compiled
+    """Top-k of every query row of ``q`` (candidate-buffer route, ``k <= SMALL_K``).
+
+    ``dist``: work buffer ``[chunk]`` (uint8 or uint16); ``thr``: ``[Q]`` of the same dtype, set
+    to ``n_bits + 1``. Writes ``out_d int32 [Q, k]`` and ``out_i int64 [Q, k]``.
+    """
+    n = db.shape[0]
+    nq = q.shape[0]
+    n_values = n_bits + 1
+    cap = 2 * k + 64
+    cand_d = np.empty((nq, cap), np.int32)
+    cand_i = np.empty((nq, cap), np.int64)
+    ncand = np.zeros(nq, np.int64)
+    hist = np.zeros((nq, n_values), np.int64)
+    no_src = np.empty(0, np.int64)
+    for c0 in range(0, n, chunk):
+        blk = db[c0 : c0 + chunk]
+        m = blk.shape[0]
+        for a in range(nq):
+            _distances(blk, q[a], dist)
+            _select(a, dist, m, c0, no_src, k, n_values, thr, cand_d, cand_i, ncand, hist)
+    for a in range(nq):
+        _emit(a, k, n_values, cand_d, cand_i, ncand, out_d, out_i)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _topk_lists(
+    db, ids, offsets, pair_list, pair_query, q, k, n_bits, chunk, dist, thr, out_d, out_i
+):  # pragma: no cover - compiled
+    """Top-k of every query over its probed inverted lists (approximate: IVF).
+
+    ``db`` / ``ids``: codes and their database ids grouped by list, list ``l`` at rows
+    ``offsets[l] .. offsets[l+1]-1``. ``(pair_list, pair_query)``: every (list, query) probe,
+    sorted by list, so a list is read once from memory and scanned for all its queries while it
+    sits in cache (list-major order, the batched IVF scan).
+    """
+    nq = q.shape[0]
+    n_values = n_bits + 1
+    cap = 2 * k + 64
+    cand_d = np.empty((nq, cap), np.int32)
+    cand_i = np.empty((nq, cap), np.int64)
+    ncand = np.zeros(nq, np.int64)
+    hist = np.zeros((nq, n_values), np.int64)
+    for e in range(pair_list.shape[0]):
+        lst = pair_list[e]
+        a = pair_query[e]
+        for c0 in range(offsets[lst], offsets[lst + 1], chunk):
+            blk = db[c0 : min(c0 + chunk, offsets[lst + 1])]
+            _distances(blk, q[a], dist)
+            _select(a, dist, blk.shape[0], c0, ids, k, n_values, thr, cand_d, cand_i, ncand, hist)
+    for a in range(nq):
+        _emit(a, k, n_values, cand_d, cand_i, ncand, out_d, out_i)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _topk_large(db, q, k, n_bits, dist, out_d, out_i):  # pragma: no cover - compiled
+    """Top-k by counting sort (any ``k``): ``dist`` is a work buffer ``[N]`` (uint8 or uint16)."""
+    n_values = n_bits + 1
+    hist = np.zeros(n_values, np.int64)
+    slot = np.zeros(n_values, np.int64)
+    for a in range(q.shape[0]):
+        _distances(db, q[a], dist)
+        hist[:] = 0
+        for j in range(db.shape[0]):
+            hist[dist[j]] += 1
+        kth = _kth(hist, k, n_values)
+        pos = 0
+        for t in range(n_values):
+            slot[t] = pos
+            pos += hist[t]
+        end_tied = k  # items at the k-th distance fill slots up to k, in id order
+        for j in range(db.shape[0]):
+            dj = dist[j]
+            if dj > kth:
+                continue
+            s = slot[dj]
+            if dj == kth and s >= end_tied:
+                continue
+            out_d[a, s] = dj
+            out_i[a, s] = j
+            slot[dj] = s + 1
+
+
+def _parallel(run, nq: int, n_threads: int | None) -> None:
+    """``run(slice)`` over contiguous query ranges, one per thread (the kernels release the GIL)."""
+    workers = max(1, min(n_threads or threads(), math.ceil(nq / QUERY_BLOCK)))
+    step = math.ceil(nq / workers)
+    parts = [slice(s, min(s + step, nq)) for s in range(0, nq, step)]
+    if len(parts) == 1:
+        run(parts[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            list(pool.map(run, parts))
+
+
+def _work_dtype(n_bits: int) -> type:
+    """uint8 while distances up to ``n_bits`` and the "no threshold yet" ``n_bits + 1`` fit."""
+    return np.uint8 if n_bits + 1 <= np.iinfo(np.uint8).max else np.uint16
+
+
+def threads() -> int:
+    """Threads used by :func:`hamming_topk`: ``HASHAUDIT_THREADS`` or the CPUs this process may
+    use."""
+    env = os.environ.get("HASHAUDIT_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def hamming_topk(
+    db_words: np.ndarray, q_words: np.ndarray, k: int, *, n_bits: int, n_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest codes: ``(distances int32 [Q, k], ids int64 [Q, k])``, ascending by
+    ``(distance, id)``.
+
+    ``db_words`` ``uint64 [N, W]`` and ``q_words`` ``uint64 [Q, W]`` hold codes of ``n_bits`` bits
+    with every bit past ``n_bits`` zero on both sides (:func:`retrieval.codes.pad_to_words`
+    viewed as ``uint64``). The caller checks ``1 <= k <= N`` (:func:`retrieval.search.check_k`).
+    """
+    db = np.ascontiguousarray(db_words, dtype=np.uint64)
+    q = np.ascontiguousarray(q_words, dtype=np.uint64)
+    n, w = db.shape
+    nq = len(q)
+    out_d = np.empty((nq, k), np.int32)
+    out_i = np.empty((nq, k), np.int64)
+    if nq == 0:
+        return out_d, out_i
+    dtype = _work_dtype(n_bits)
+    chunk = max(256, CHUNK_WORDS // w)
+
+    def run(sl: slice) -> None:
+        qs = q[sl]
+        if k <= SMALL_K:
+            for b0 in range(0, len(qs), QUERY_BLOCK):
+                qb = qs[b0 : b0 + QUERY_BLOCK]
+                thr = np.full(len(qb), n_bits + 1, dtype)
+                rows = slice(sl.start + b0, sl.start + b0 + len(qb))
+                _topk_small(
+                    db, qb, k, n_bits, chunk, np.empty(chunk, dtype), thr, out_d[rows], out_i[rows]
+                )
+        else:
+            _topk_large(db, qs, k, n_bits, np.empty(n, dtype), out_d[sl], out_i[sl])
+
+    _parallel(run, nq, n_threads)
+    return out_d, out_i
+
+
+def ivf_topk(
+    db_words: np.ndarray,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    probes: np.ndarray,
+    q_words: np.ndarray,
+    k: int,
+    *,
+    n_bits: int,
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k nearest codes over inverted lists: ``(distances int32 [Q, k], ids int64
+    [Q, k])``, each query scanning only its ``probes`` lists with the same kernels as
+    :func:`hamming_topk`.
+
+    ``db_words uint64 [N, W]`` / ``ids int64 [N]`` are grouped by list (list ``l`` at rows
+    ``offsets[l]:offsets[l+1]``); ``probes int64 [Q, nprobe]`` (``-1`` = none). Fewer than k
+    codes in the probed lists pad the result with id ``-1`` at distance ``n_bits + 1``. Ties are
+    kept in scan order (lists in increasing list number, ids ascending within a list).
+    """
+    db = np.ascontiguousarray(db_words, dtype=np.uint64)
+    q = np.ascontiguousarray(q_words, dtype=np.uint64)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    probes = np.ascontiguousarray(probes, dtype=np.int64)
+    nq, w = len(q), db.shape[1]
+    out_d = np.empty((nq, k), np.int32)
+    out_i = np.empty((nq, k), np.int64)
+    if nq == 0:
+        return out_d, out_i
+    dtype = _work_dtype(n_bits)
+    chunk = max(256, CHUNK_WORDS // w)
+
+    def run(sl: slice) -> None:
+        pr = probes[sl]
+        pair_list = pr.ravel()
+        pair_query = np.repeat(np.arange(len(pr), dtype=np.int64), pr.shape[1])
+        keep = pair_list >= 0
+        order = np.argsort(pair_list[keep], kind="stable")
+        thr = np.full(len(pr), n_bits + 1, dtype)
+        _topk_lists(
+            db, ids, offsets, pair_list[keep][order], pair_query[keep][order], q[sl], k, n_bits,
+            chunk, np.empty(chunk, dtype), thr, out_d[sl], out_i[sl],
+        )  # fmt: skip
+
+    _parallel(run, nq, n_threads)
+    return out_d, out_i
