@@ -34,14 +34,14 @@ from bench_utility import embeddings_for  # noqa: E402
 
 from hashers import registry  # noqa: E402
 from hashers.base import EmbeddingSet, HashingMethod  # noqa: E402
-from hashers.trainer import EpochSelector, TrainingPlugin, fit  # noqa: E402
+from hashers.trainer import SELECTION_SCORES, EpochSelector, TrainingPlugin, fit  # noqa: E402
 from pipeline.artifacts import load_embeddings  # noqa: E402
 from pipeline.common import parse_overrides  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.train import embedding_set, fit_config, head_spec  # noqa: E402
 from retrieval.codes import pack_bits  # noqa: E402
 from retrieval.knn import knn_float, knn_hamming  # noqa: E402
-from retrieval.metrics import balanced_accuracy  # noqa: E402
+from retrieval.metrics import accuracy, balanced_accuracy  # noqa: E402
 
 log = logging.getLogger("bench_bits")
 
@@ -86,6 +86,7 @@ class HeldOut(TrainingPlugin):
         flo = knn_float(u_h, u_tr, self.ytr, [self.k])[self.k]
         return {
             "held_hamming": balanced_accuracy(self.yh, ham),
+            "held_hamming_acc": accuracy(self.yh, ham),
             "held_float_u": balanced_accuracy(self.yh, flo),
         }
 
@@ -128,6 +129,58 @@ def replay(cells: list[dict[str, Any]], windows: list[int]) -> None:
                   f"{min(diff, default=0):+.3f} |")  # fmt: skip
 
 
+#: selection rules replayed by ``--replay F --rules``: each score of the trainer, and the mean of
+#: the class-balanced and the plain soft accuracy (a candidate that weighs the majority class too)
+RULES: dict[str, Any] = {
+    **{s: (lambda sc, s=s: sc[s]) for s in SELECTION_SCORES},
+    "mean_soft": lambda sc: [
+        (a + b) / 2 for a, b in zip(sc["balanced_soft_accuracy"], sc["soft_accuracy"], strict=True)
+    ],
+}
+
+
+def pick_with_patience(curve: list[float], patience: int) -> int:
+    """The epoch the trainer's plain rule picks on ``curve``, early stopping included."""
+    sel = EpochSelector(1)
+    for epoch, score in enumerate(curve):
+        sel.update(epoch, score, acc=score, module=None)
+        if sel.stale(epoch, patience):
+            break
+    sel.finish()
+    return sel.best_epoch
+
+
+def replay_rules(cells: list[dict[str, Any]], patience: int) -> None:
+    """Replay the selection rules of :data:`RULES` on curves recorded without early stopping
+    (run with ``--set train.patience=1000``): held-out balanced and plain accuracy at the pick,
+    cells (method x bits, mean over seeds) under 0.98 x the input float KNN on the same half, and
+    the mean 48 - 12 bits difference of balanced accuracy."""
+    print(
+        "| features | dataset | rule | held-out bal. acc | held-out acc | cells bal < 0.98 float "
+        "| cells acc < 0.98 float | mean 48 - 12 (bal.) |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
+        group = [r for r in cells if (r["features"], r["dataset"]) == fd]
+        for name, rule in RULES.items():
+            bal: dict[tuple, list[float]] = {}
+            acc: dict[tuple, list[float]] = {}
+            ref: dict[tuple, list[tuple[float, float]]] = {}
+            for r in group:
+                e = pick_with_patience(rule(r["sel_scores"]), patience)
+                key = (r["method"], r["bits"])
+                bal.setdefault(key, []).append(r["curve"][e])
+                acc.setdefault(key, []).append(r["curve_acc"][e])
+                ref.setdefault(key, []).append((r["input_float"], r["input_float_acc"]))
+            low_bal = sum(np.mean(bal[k]) < 0.98 * np.mean([f for f, _ in ref[k]]) for k in bal)
+            low_acc = sum(np.mean(acc[k]) < 0.98 * np.mean([a for _, a in ref[k]]) for k in acc)
+            diff = [np.mean(bal[(m, 48)]) - np.mean(bal[(m, 12)])
+                    for m in {k[0] for k in bal} if (m, 48) in bal and (m, 12) in bal]  # fmt: skip
+            print(f"| {fd[0]} | {fd[1]} | {name} | {np.mean([np.mean(v) for v in bal.values()]):.4f} "
+                  f"| {np.mean([np.mean(v) for v in acc.values()]):.4f} | {low_bal}/{len(bal)} "
+                  f"| {low_acc}/{len(acc)} | {np.mean(diff):+.4f} |")  # fmt: skip
+
+
 def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     emb = load_embeddings(Path(job["path"]))
@@ -152,8 +205,10 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "curve": [round(r["held_hamming"], 4) for r in h],
+        "curve_acc": [round(r["held_hamming_acc"], 4) for r in h],
         # the selection half's score per epoch: other selection rules are replayed on it
         "sel_curve": [r[f"val_{params.train.selection}"] for r in h],
+        "sel_scores": {s: [r[f"val_{s}"] for r in h] for s in SELECTION_SCORES},
     }
 
 
@@ -172,8 +227,13 @@ def main() -> None:
         "--replay", type=Path, default=None, help="a --json file: replay selection rules"
     )
     ap.add_argument("--windows", nargs="+", type=int, default=[1, 3, 5, 7])
+    ap.add_argument("--rules", action="store_true", help="with --replay: replay RULES instead")
+    ap.add_argument("--patience", type=int, default=10, help="--rules: early-stopping patience")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.replay and args.rules:
+        replay_rules(json.loads(args.replay.read_text())["cells"], args.patience)
+        return
     if args.replay:
         replay(json.loads(args.replay.read_text())["cells"], args.windows)
         return
@@ -196,6 +256,9 @@ def main() -> None:
                     floats[(features, dataset, seed)] = balanced_accuracy(
                         emb.y["val"][held_idx], pred[k]
                     )
+                    floats[(features, dataset, seed, "acc")] = accuracy(
+                        emb.y["val"][held_idx], pred[k]
+                    )
                 jobs += [
                     {"features": features, "dataset": dataset, "path": str(path), "method": m,
                      "bits": b, "seed": s, "base": base}
@@ -206,6 +269,9 @@ def main() -> None:
                 results = list(pool.imap_unordered(run_cell, jobs))
         else:
             results = [run_cell(j) for j in jobs]
+        for r in results:
+            r["input_float"] = floats[(r["features"], r["dataset"], r["seed"])]
+            r["input_float_acc"] = floats[(r["features"], r["dataset"], r["seed"], "acc")]
     print(
         "| features | dataset | method | bits | selected | oracle | last | float u | input float |"
     )
