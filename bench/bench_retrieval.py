@@ -189,20 +189,14 @@ def ann_indexes(args, db: np.ndarray):
             yield f"IndexBinaryHNSW M={m} efC={efc}", w, c, index, setters
             del index
     for nlist in args.nlist:
-        w, c, index = measured(lambda nlist=nlist: FaissIVF(db, 48, nlist=nlist, nprobe=1))
-        setters = [
-            (f"nprobe={p}", lambda p=p, index=index: setattr(index.index, "nprobe", p))
-            for p in args.nprobe
-        ]
-        yield f"IndexBinaryIVF nlist={nlist}", w, c, index, setters
-        del index
-        w, c, index = measured(lambda nlist=nlist: ScanIVF(db, 48, nlist=nlist, nprobe=1))
-        setters = [
-            (f"nprobe={p}", lambda p=p, index=index: setattr(index, "nprobe", p))
-            for p in args.nprobe
-        ]
-        yield f"ScanIVF (ours) nlist={nlist}", w, c, index, setters
-        del index
+        for cls, label in ((FaissIVF, "IndexBinaryIVF"), (ScanIVF, "ScanIVF (ours)")):
+            w, c, index = measured(lambda nlist=nlist, cls=cls: cls(db, 48, nlist=nlist, nprobe=1))
+            setters = [
+                (f"nprobe={p}", lambda p=p, index=index: setattr(index.index, "nprobe", p))
+                for p in args.nprobe
+            ]
+            yield f"{label} nlist={nlist}", w, c, index, setters
+            del index
 
 
 def part_ann(args, rng, lines: list[str]) -> None:

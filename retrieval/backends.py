@@ -107,8 +107,12 @@ class FaissIVF:
         self.n_bits = n_bits
         codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
         self.index = _trained_ivf(codes, nlist=nlist, train_size=train_size, seed=seed)
-        self.index.add(codes)
         self.index.nprobe = nprobe
+        self._populate(codes)
+
+    def _populate(self, codes: np.ndarray) -> None:
+        """Put the database into the trained index (here: faiss' own inverted lists)."""
+        self.index.add(codes)
 
     @property
     def ntotal(self) -> int:
@@ -155,34 +159,20 @@ class FaissHNSW:
         return _faiss_search(self.index, q_packed, self.n_bits, k)
 
 
-class ScanIVF:
+class ScanIVF(FaissIVF):
     """Approximate Hamming search: faiss' trained IVF coarse quantiser (as :class:`FaissIVF`), the
     inverted lists scanned by the compiled kernels of :mod:`retrieval.scan` (SIMD popcount over a
-    list held contiguously), which spend a fraction of faiss' per-code time on each probed list."""
+    list held contiguously), which spend a fraction of faiss' per-code time on each probed list.
+    ``index.nprobe`` is read at every search, as for :class:`FaissIVF`."""
 
-    def __init__(
-        self,
-        db_packed: np.ndarray,
-        n_bits: int,
-        *,
-        nlist: int | None = None,
-        nprobe: int = 16,
-        train_size: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        check_codes(None, db_packed, n_bits)
-        self.n_bits = n_bits
-        self.nprobe = nprobe
-        codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
-        self.ivf = _trained_ivf(codes, nlist=nlist, train_size=train_size, seed=seed)
-        quantizer = faiss.downcast_IndexBinary(self.ivf.quantizer)
-        width = codes.shape[1]
-        centroids = faiss.vector_to_array(quantizer.xb).reshape(-1, width)
+    def _populate(self, codes: np.ndarray) -> None:
+        quantizer = faiss.downcast_IndexBinary(self.index.quantizer)
+        centroids = faiss.vector_to_array(quantizer.xb).reshape(-1, codes.shape[1])
         self.centroids = np.ascontiguousarray(centroids).view(np.uint64)
         _, assign = quantizer.search(codes, 1)
         self.ids = np.argsort(assign[:, 0], kind="stable")  # grouped by list, ids ascending within
         self.words = np.ascontiguousarray(codes[self.ids]).view(np.uint64)
-        sizes = np.bincount(assign[:, 0], minlength=self.ivf.nlist)
+        sizes = np.bincount(assign[:, 0], minlength=self.index.nlist)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
     @property
@@ -194,14 +184,13 @@ class ScanIVF:
 
         check_k(k, self.ntotal)
         check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
-        if not 1 <= self.nprobe <= self.ivf.nlist:
-            raise RetrievalError(
-                f"nprobe={self.nprobe} must be between 1 and nlist={self.ivf.nlist}"
-            )
+        nprobe, nlist = int(self.index.nprobe), int(self.index.nlist)
+        if not 1 <= nprobe <= nlist:
+            raise RetrievalError(f"nprobe={nprobe} must be between 1 and nlist={nlist}")
         q = np.ascontiguousarray(pad_to_words(q_packed, self.n_bits))
         words = q.view(np.uint64)
         # the nprobe nearest centroids by the exact scan (a third of faiss' heap search time)
-        _, probes = hamming_topk(self.centroids, words, self.nprobe, n_bits=8 * q.shape[1])
+        _, probes = hamming_topk(self.centroids, words, nprobe, n_bits=8 * q.shape[1])
         return ivf_topk(self.words, self.ids, self.offsets, probes, words, k, n_bits=self.n_bits)
 
 

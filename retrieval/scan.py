@@ -150,6 +150,19 @@ def _emit(a, k, n_values, cand_d, cand_i, ncand, out_d, out_i):  # pragma: no co
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
+def _candidates(nq, k, n_values):  # pragma: no cover - compiled
+    """Per-query candidate buffers (``2k + 64`` slots: compaction keeps <= k, so at least 64
+    arrivals between compactions), their fill counts and per-distance histograms."""
+    cap = 2 * k + 64
+    return (
+        np.empty((nq, cap), np.int32),
+        np.empty((nq, cap), np.int64),
+        np.zeros(nq, np.int64),
+        np.zeros((nq, n_values), np.int64),
+    )
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
 def _topk_small(db, q, k, n_bits, chunk, dist, thr, out_d, out_i):  # pragma: no cover - compiled
     """Top-k of every query row of ``q`` (candidate-buffer route, ``k <= SMALL_K``).
 
@@ -159,11 +172,7 @@ def _topk_small(db, q, k, n_bits, chunk, dist, thr, out_d, out_i):  # pragma: no
     n = db.shape[0]
     nq = q.shape[0]
     n_values = n_bits + 1
-    cap = 2 * k + 64
-    cand_d = np.empty((nq, cap), np.int32)
-    cand_i = np.empty((nq, cap), np.int64)
-    ncand = np.zeros(nq, np.int64)
-    hist = np.zeros((nq, n_values), np.int64)
+    cand_d, cand_i, ncand, hist = _candidates(nq, k, n_values)
     no_src = np.empty(0, np.int64)
     for c0 in range(0, n, chunk):
         blk = db[c0 : c0 + chunk]
@@ -188,11 +197,7 @@ def _topk_lists(
     """
     nq = q.shape[0]
     n_values = n_bits + 1
-    cap = 2 * k + 64
-    cand_d = np.empty((nq, cap), np.int32)
-    cand_i = np.empty((nq, cap), np.int64)
-    ncand = np.zeros(nq, np.int64)
-    hist = np.zeros((nq, n_values), np.int64)
+    cand_d, cand_i, ncand, hist = _candidates(nq, k, n_values)
     for e in range(pair_list.shape[0]):
         lst = pair_list[e]
         a = pair_query[e]
@@ -245,9 +250,16 @@ def _parallel(run, nq: int, n_threads: int | None) -> None:
             list(pool.map(run, parts))
 
 
-def _work_dtype(n_bits: int) -> type:
-    """uint8 while distances up to ``n_bits`` and the "no threshold yet" ``n_bits + 1`` fit."""
-    return np.uint8 if n_bits + 1 <= np.iinfo(np.uint8).max else np.uint16
+def _prepare(db_words: np.ndarray, q_words: np.ndarray, k: int, n_bits: int) -> tuple:
+    """Contiguous ``uint64`` words, empty outputs ``[Q, k]``, the work dtype (uint8 while
+    distances up to ``n_bits`` and the "no threshold yet" ``n_bits + 1`` fit, else uint16) and the
+    database block length for codes of ``W`` words."""
+    db = np.ascontiguousarray(db_words, dtype=np.uint64)
+    q = np.ascontiguousarray(q_words, dtype=np.uint64)
+    out_d = np.empty((len(q), k), np.int32)
+    out_i = np.empty((len(q), k), np.int64)
+    dtype = np.uint8 if n_bits + 1 <= np.iinfo(np.uint8).max else np.uint16
+    return db, q, out_d, out_i, dtype, max(256, CHUNK_WORDS // db.shape[1])
 
 
 def threads() -> int:
@@ -272,16 +284,10 @@ def hamming_topk(
     with every bit past ``n_bits`` zero on both sides (:func:`retrieval.codes.pad_to_words`
     viewed as ``uint64``). The caller checks ``1 <= k <= N`` (:func:`retrieval.search.check_k`).
     """
-    db = np.ascontiguousarray(db_words, dtype=np.uint64)
-    q = np.ascontiguousarray(q_words, dtype=np.uint64)
-    n, w = db.shape
-    nq = len(q)
-    out_d = np.empty((nq, k), np.int32)
-    out_i = np.empty((nq, k), np.int64)
+    db, q, out_d, out_i, dtype, chunk = _prepare(db_words, q_words, k, n_bits)
+    n, nq = len(db), len(q)
     if nq == 0:
         return out_d, out_i
-    dtype = _work_dtype(n_bits)
-    chunk = max(256, CHUNK_WORDS // w)
 
     def run(sl: slice) -> None:
         qs = q[sl]
@@ -320,18 +326,13 @@ def ivf_topk(
     codes in the probed lists pad the result with id ``-1`` at distance ``n_bits + 1``. Ties are
     kept in scan order (lists in increasing list number, ids ascending within a list).
     """
-    db = np.ascontiguousarray(db_words, dtype=np.uint64)
-    q = np.ascontiguousarray(q_words, dtype=np.uint64)
+    db, q, out_d, out_i, dtype, chunk = _prepare(db_words, q_words, k, n_bits)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     probes = np.ascontiguousarray(probes, dtype=np.int64)
-    nq, w = len(q), db.shape[1]
-    out_d = np.empty((nq, k), np.int32)
-    out_i = np.empty((nq, k), np.int64)
+    nq = len(q)
     if nq == 0:
         return out_d, out_i
-    dtype = _work_dtype(n_bits)
-    chunk = max(256, CHUNK_WORDS // w)
 
     def run(sl: slice) -> None:
         pr = probes[sl]
