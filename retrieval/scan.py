@@ -348,3 +348,46 @@ def ivf_topk(
 
     _parallel(run, nq, n_threads)
     return out_d, out_i
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _class_counts(db, labels, q, chunk, dist, out):  # pragma: no cover - compiled
+    """``out[a, d, c]`` += database items of class ``c`` at Hamming distance ``d`` from query
+    ``a``; queries share each database block while it sits in L1, as in :func:`_topk_small`."""
+    n = db.shape[0]
+    for c0 in range(0, n, chunk):
+        blk = db[c0 : c0 + chunk]
+        lab = labels[c0 : c0 + chunk]
+        for a in range(q.shape[0]):
+            _distances(blk, q[a], dist)
+            h = out[a]
+            for j in range(blk.shape[0]):
+                h[dist[j], lab[j]] += 1
+
+
+def hamming_class_counts(
+    db_words: np.ndarray,
+    q_words: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int,
+    n_bits: int,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """``int64 [Q, n_bits + 1, n_classes]``: how many database items of each class lie at each
+    Hamming distance from each query (the input of tie-aware voting and ranking metrics), by the
+    same compiled scan as :func:`hamming_topk`. ``labels``: int class ids ``[N]`` in
+    ``0 .. n_classes - 1``."""
+    db, q, _, _, dtype, chunk = _prepare(db_words, q_words, 0, n_bits)
+    lab = np.ascontiguousarray(labels, dtype=np.int64)
+    out = np.zeros((len(q), n_bits + 1, n_classes), np.int64)
+    if len(q) == 0:
+        return out
+
+    def run(sl: slice) -> None:
+        for b0 in range(sl.start, sl.stop, QUERY_BLOCK):
+            rows = slice(b0, min(b0 + QUERY_BLOCK, sl.stop))
+            _class_counts(db, lab, q[rows], chunk, np.empty(chunk, dtype), out[rows])
+
+    _parallel(run, len(q), n_threads)
+    return out

@@ -11,7 +11,9 @@ engines that return the same distances:
   among equal distances.
 
 Per-distance counts and distance blocks run in query blocks so that memory stays bounded:
-``block_elems`` caps the number of query x database distances held at once.
+``block_elems`` caps the number of query x database distances held at once. Single-label counts
+with the ``"scan"`` engine come straight from :func:`retrieval.scan.hamming_class_counts` (no
+distance block at all); multi-label counts and the ``"faiss"`` engine use the route below.
 
 Tie-aware voting and tie-aware ranking metrics need, for every query, how many database items of
 each class lie at each Hamming distance (``K + 1`` possible values): :meth:`HammingIndex.counts`.
@@ -172,6 +174,9 @@ class HammingIndex:
                     f"query labels {q_labels.shape} and database labels {labels.shape} differ in "
                     "kind; give both as class ids [N] or both as multi-hot [N, C]"
                 )
+        if labels.ndim == 1 and self.engine == "scan":
+            yield from self._scan_counts(q_packed, labels, q_labels, block=block)
+            return
         dtype = np.uint8 if 2 * n_values + 1 < 256 else np.uint16
         if labels.ndim == 1:
             order = np.argsort(labels, kind="stable")
@@ -191,11 +196,7 @@ class HammingIndex:
             by_label = np.stack(list(parts), axis=2)
             if labels.ndim == 1:
                 tot = by_label.sum(axis=2)
-                rel = (
-                    None
-                    if q_labels is None
-                    else by_label[np.arange(len(d)), :, q_labels[sl]].astype(np.int64)
-                )
+                rel = None if q_labels is None else _same_class(by_label, q_labels[sl])
             elif q_labels is None:
                 tot, rel = _row_counts(d, n_values), None
             else:
@@ -205,6 +206,30 @@ class HammingIndex:
                 rel = both[:, 1::2]
             yield BlockCounts(sl, by_label, tot, rel)
         pool.shutdown()
+
+    def _scan_counts(
+        self,
+        q_packed: np.ndarray,
+        labels: np.ndarray,
+        q_labels: np.ndarray | None,
+        *,
+        block: int | None,
+    ) -> Iterator[BlockCounts]:
+        """Single-label counts by the compiled scan (:func:`retrieval.scan.hamming_class_counts`):
+        no distance block is materialised, only ``[b, K+1, C]`` counts per query block."""
+        from retrieval.scan import hamming_class_counts
+
+        q_words = self._queries(q_packed).view(np.uint64)
+        words = self.codes.view(np.uint64)
+        n_cls = int(labels.max()) + 1
+        step = block or max(1, min(4096, BLOCK_ELEMS // ((self.n_bits + 1) * n_cls)))
+        for start in range(0, len(q_words), step):
+            sl = slice(start, min(start + step, len(q_words)))
+            by_label = hamming_class_counts(
+                words, q_words[sl], labels, n_classes=n_cls, n_bits=self.n_bits
+            )
+            rel = None if q_labels is None else _same_class(by_label, q_labels[sl])
+            yield BlockCounts(sl, by_label, by_label.sum(axis=2), rel)
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,15 @@ class BlockCounts:
     by_label: np.ndarray
     tot: np.ndarray
     rel: np.ndarray | None
+
+
+def _same_class(by_label: np.ndarray, q_labels: np.ndarray) -> np.ndarray:
+    """``int64 [b, K+1]``: items of each query's own class at each distance (0 for a query class
+    the database lacks)."""
+    n_cls = by_label.shape[2]
+    own = np.minimum(q_labels, n_cls - 1)
+    rel = by_label[np.arange(len(by_label)), :, own].astype(np.int64)
+    return rel * (q_labels < n_cls)[:, None]
 
 
 def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray:

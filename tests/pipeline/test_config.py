@@ -38,7 +38,11 @@ def test_repo_params_load_with_resolved_types() -> None:
         ("train.epochs", "ten", r"train.epochs: expected an integer, got 'ten'"),
         ("train.selection_window", 4, r"train.selection_window: 4 must be an odd number"),
         ("train.ema_epochs", -1.0, r"train.ema_epochs: -1.0 must be 0 \(no weight averaging\)"),
-        ("retrieval.backend", "annoy", r"retrieval.backend: 'annoy' is not allowed; use one of 'exact'"),
+        (
+            "retrieval.backend",
+            "annoy",
+            r"retrieval.backend: 'annoy' is not allowed; use one of 'exact'",
+        ),
         (
             "backbone.resize",
             "crop",

@@ -123,3 +123,38 @@ def test_ivf_topk_is_the_exact_top_k_of_the_probed_lists() -> None:
         np.testing.assert_array_equal(dist[row], want)
         assert allowed[got[row]].all() and len(set(got[row])) == 8
         np.testing.assert_array_equal(full[row][got[row]], dist[row])
+
+
+def test_class_counts_equal_brute_force_and_the_faiss_engine() -> None:
+    g = np.random.default_rng(8)
+    n_bits = 10
+    db, q = g.random((700, n_bits)) > 0.5, g.random((70, n_bits)) > 0.5
+    y_db = g.integers(0, 4, 700)
+    counts = scan.hamming_class_counts(
+        _words(db), _words(q), y_db, n_classes=4, n_bits=n_bits, n_threads=2
+    )
+    full = (q[:, None, :] != db[None, :, :]).sum(-1)
+    for row in range(len(q)):
+        want = np.zeros((n_bits + 1, 4), dtype=np.int64)
+        np.add.at(want, (full[row], y_db), 1)
+        np.testing.assert_array_equal(counts[row], want)
+    # through HammingIndex.counts, in query blocks, with relevant counts: both engines agree, and
+    # a query class the database lacks (4) has no relevant items
+    y_q = g.integers(0, 5, 70)
+    got = {
+        engine: list(
+            HammingIndex(pack_bits(db), n_bits, engine=engine).counts(
+                pack_bits(q), y_db, y_q, block=16
+            )
+        )
+        for engine in ("scan", "faiss")
+    }
+    absent = y_q == 4
+    for a, b in zip(got["scan"], got["faiss"], strict=True):
+        assert a.sl == b.sl
+        np.testing.assert_array_equal(a.by_label, b.by_label)
+        np.testing.assert_array_equal(a.tot, b.tot)
+        rel_a, rel_b = a.rel, b.rel
+        assert rel_a is not None and rel_b is not None
+        np.testing.assert_array_equal(rel_a, rel_b)
+        assert (rel_a[absent[a.sl]] == 0).all() and rel_a[~absent[a.sl]].sum() > 0
