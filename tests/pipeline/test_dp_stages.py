@@ -248,6 +248,7 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.lr": None,
             "dp.batch_size": None,
             "dp.epochs": None,
+            "dp.patience": None,
             "train.ema_epochs": 0.0,
         },
     )
@@ -265,4 +266,5 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
     cfg = train_dp.dp_fit_config(tuned, progress=False)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
     assert cfg.ema_epochs == 0.0  # the DP schedule was chosen without weight averaging
+    assert cfg.patience == 10 != tuned.train.patience  # and with patience 10
     assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay
