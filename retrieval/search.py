@@ -109,7 +109,8 @@ class HammingIndex:
         """``(distances int32 [Q, k], ids int64 [Q, k])`` of the k nearest codes, ascending.
 
         Among equal distances: the smaller database id first (``"scan"``) or faiss' order
-        (``"faiss"``); use :meth:`counts` where ties matter.
+        (``"faiss"``); use :meth:`counts` where ties matter. ``block`` (queries per faiss call)
+        applies to ``"faiss"`` only: the scan's memory is ``O(k)`` per query whatever the count.
         """
         check_k(k, self.ntotal)
         q = self._queries(q_packed)
