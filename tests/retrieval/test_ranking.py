@@ -135,3 +135,23 @@ def test_float_groups_from_sorted_distances() -> None:
     assert math.isclose(
         expected_relevant_at(tot, r, 2)[0], _expected(lambda x: x[:2].sum(), dist[0], rel[0])
     )
+
+
+def test_hypergeometric_pmf_equals_scipy_and_sums_to_one() -> None:
+    from scipy.stats import hypergeom
+
+    from retrieval.ranking import hypergeom_pmf
+
+    g = np.random.default_rng(0)
+    total = g.integers(1, 300, 4000)
+    good, draws = g.integers(0, total + 1), g.integers(0, total + 1)
+    x = g.integers(-2, 300, 4000)  # off the support too: probability 0
+    ours = hypergeom_pmf(x, total, good, draws)
+    np.testing.assert_allclose(
+        ours, np.nan_to_num(hypergeom.pmf(x, total, good, draws)), atol=1e-12
+    )
+    # the whole support of one law, by hand: 5 items, 2 relevant, 3 drawn -> 1/10, 6/10, 3/10
+    np.testing.assert_allclose(hypergeom_pmf(np.arange(4), 5, 2, 3), [0.1, 0.6, 0.3, 0.0])
+    t = g.integers(1, 60, 50)
+    laws = (t[:, None], g.integers(0, t + 1)[:, None], g.integers(0, t + 1)[:, None])
+    np.testing.assert_allclose(hypergeom_pmf(np.arange(61)[None, :], *laws).sum(axis=1), 1.0)
