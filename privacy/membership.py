@@ -45,7 +45,10 @@ smaller than the target's; heads on frozen embeddings see every record each epoc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +80,9 @@ class MembershipConfig:
     score: str = "relaxed_margin"
     stability_queries: int = 16  # code_stability: noisy queries per candidate and head
     stability_snr_db: float = 20.0  # code_stability: their noise level
+    # processes that train shadow heads at once (each on one thread); None = the CPUs this process
+    # may use. Every shadow is seeded on its own, so the scores do not depend on this
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.shadow_heads < 2:
@@ -96,6 +102,38 @@ class MembershipConfig:
             )
         if self.candidates < 1:
             raise PrivacyError(f"membership: candidates={self.candidates} must be >= 1")
+        if self.workers is not None and self.workers < 1:
+            raise PrivacyError(f"membership: workers={self.workers} must be >= 1 (or None)")
+
+
+#: the shadow job a forked worker runs (set by the parent just before forking, read by the child)
+_SHADOW_JOB: dict[str, Callable[[int], np.ndarray]] = {}
+
+
+def _run_shadow(i: int) -> np.ndarray:
+    return _SHADOW_JOB["fn"](i)
+
+
+def map_shadows(fn: Callable[[int], np.ndarray], heads: int, workers: int | None) -> list:
+    """``[fn(0), ..., fn(heads - 1)]``, in forked processes when more than one worker is wanted
+    and allowed (not inside a daemonic pool worker, and only where ``fork`` exists): ``fn`` reaches
+    the children through the fork, so it may be a closure over unpicklable state."""
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            workers = os.cpu_count() or 1
+    workers = min(workers, heads)
+    bar = functools.partial(tqdm, total=heads, desc="shadow heads", leave=False)
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if workers <= 1 or not can_fork or multiprocessing.current_process().daemon:
+        return [fn(i) for i in bar(range(heads))]
+    _SHADOW_JOB["fn"] = fn
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return list(bar(pool.imap(_run_shadow, range(heads))))
+    finally:
+        _SHADOW_JOB.clear()
 
 
 def prototypes(codes: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -279,23 +317,26 @@ class MembershipInference(Attack):
             self._noise = rng_noise.normal(0.0, std, shape).astype(np.float32)
         heads = self.config.shadow_heads
         in_mask = shadow_splits(len(pool_x), heads, seed=self.seed)
-        shadow = np.zeros((2 * m, heads))
-        # tiny heads: a second OpenMP thread only spins on a busy machine (privacy/_learn.py)
+
+        def shadow_scores(i: int) -> np.ndarray:
+            rows = np.flatnonzero(in_mask[:, i])
+            out_rows = np.flatnonzero(
+                ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
+            )
+            head = self.make_head(self.seed + 1 + i)
+            cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
+            fit(
+                head,
+                EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),
+                EmbeddingSet.from_numpy(pool_x[out_rows], pool_yh[out_rows]),
+                config=cfg,
+            )
+            return self._score(CodeRelease.from_head(head), cand_x, cand_y)
+
+        # tiny heads: a second OpenMP thread only spins on a busy machine (privacy/_learn.py), so
+        # each shadow trains on one thread, several shadows at once in forked processes
         with one_thread():
-            for i in tqdm(range(heads), desc="shadow heads", leave=False):
-                rows = np.flatnonzero(in_mask[:, i])
-                out_rows = np.flatnonzero(
-                    ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
-                )
-                head = self.make_head(self.seed + 1 + i)
-                cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
-                fit(
-                    head,
-                    EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),
-                    EmbeddingSet.from_numpy(pool_x[out_rows], pool_yh[out_rows]),
-                    config=cfg,
-                )
-                shadow[:, i] = self._score(CodeRelease.from_head(head), cand_x, cand_y)
+            shadow = np.stack(map_shadows(shadow_scores, heads, self.config.workers), axis=1)
         assert isinstance(self.release, CodeRelease)
         target = self._score(self.release, cand_x, cand_y)
         cand_in = in_mask[len(aux.x) :]

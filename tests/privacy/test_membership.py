@@ -135,3 +135,36 @@ def test_overfit_head_on_tiny_train_set_leaks(score: str) -> None:
     )  # fmt: skip
     out = attack.fit(recs["val"]).run(_victims(recs))
     assert out["auc"] >= 0.7
+
+
+def test_shadow_scores_do_not_depend_on_the_worker_count() -> None:
+    """Shadows trained in 2 forked processes give the same LiRA numbers as one after the other
+    (each shadow is seeded on its own; fork hands the closure to the children)."""
+    recs = make_records(n=(40, 40, 40), dim=8)
+    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3, hidden_dims=(16,))
+    cfg = FitConfig(epochs=3, batch_size=16, val_queries=20, progress=False)
+    target = _trained("dpsh", recs["train"], recs["val"], spec=spec, cfg=cfg)
+
+    def run(workers: int) -> dict[str, float]:
+        attack = MembershipInference(
+            CodeRelease.from_head(target),
+            MembershipConfig(shadow_heads=4, candidates=30, workers=workers),
+            make_head=lambda s: methods.build("dpsh", spec, seed=s), fit_config=cfg, n_classes=3,
+        )  # fmt: skip
+        return attack.fit(recs["val"]).run(_victims(recs))
+
+    assert run(1) == run(2)
+
+
+def test_map_shadows_keeps_order_and_runs_in_children() -> None:
+    import os
+
+    from privacy.membership import map_shadows
+
+    parent = os.getpid()
+    out = map_shadows(lambda i: np.array([i, os.getpid() != parent]), 5, 2)
+    assert [int(r[0]) for r in out] == [0, 1, 2, 3, 4]
+    assert all(bool(r[1]) for r in out)  # trained in forked children, not in this process
+    assert [int(r[0]) for r in map_shadows(lambda i: np.array([i]), 3, 1)] == [0, 1, 2]
+    with pytest.raises(PrivacyError, match="workers=0"):
+        MembershipConfig(workers=0)
