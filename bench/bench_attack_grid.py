@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import attack, extract, train  # noqa: E402
+from pipeline.common import cpu_seconds  # noqa: E402
 from pipeline.common import stage_argv as cli  # noqa: E402
 
 METHODS = ("dsh", "cnnh", "dpsh", "dhn", "hashnet", "dsdh", "dnnh", "dshgan", "tcl", "saeh",
@@ -67,13 +68,13 @@ def random_backbone(path: Path, *, dim: int, image_size: int) -> Path:
 def timed(fn, argv: list[str], *, may_refuse: bool = False) -> tuple[float, float] | None:
     """Wall and CPU seconds of one stage run; None when a stage refused its params (exit 2) and
     ``may_refuse`` (a cell the method cannot have, e.g. ITQ bits > embedding dimension)."""
-    w, c = time.perf_counter(), time.process_time()
+    w, c = time.perf_counter(), cpu_seconds()
     rc = fn(argv)
     if rc == 2 and may_refuse:
         return None
     if rc != 0:
         raise SystemExit(f"stage failed: {' '.join(argv)}")
-    return time.perf_counter() - w, time.process_time() - c
+    return time.perf_counter() - w, cpu_seconds() - c
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from pipeline.artifacts import (
     write_bytes,
     write_csv,
 )
-from pipeline.common import base_parser, load, run_main
+from pipeline.common import base_parser, cpu_seconds, load, run_main
 from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, to_dict
 from pipeline.data import stratified_sample
 from pipeline.train import withhold_label
@@ -451,9 +450,9 @@ def run_attacks(
     rows: list[dict[str, Any]] = []
     for attack in todo:
         log.info("attack %s on %d aux records", attack.name, len(aux))
-        start = time.process_time()
+        start = cpu_seconds()
         result = attack.fit(aux).run(victims)
-        log.info("attack %s: %.1f s CPU", attack.name, time.process_time() - start)
+        log.info("attack %s: %.1f s CPU", attack.name, cpu_seconds() - start)
         numbers.update({f"{attack.name}/{k}": v for k, v in result.items()})
         rows += getattr(attack, "sweep_rows", [])
     return numbers, rows, skipped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -12,6 +13,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.config import Params, ParamsError, load_params, yaml_value
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all its threads, and its finished child
+    processes (the forked shadow-head trainers of the membership attack)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
 
 log = logging.getLogger("hashaudit")
 
