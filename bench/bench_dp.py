@@ -343,7 +343,10 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
     ap.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist"])
     ap.add_argument("--bits", nargs="+", type=int, default=[12, 48])
-    ap.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0, 8.0])
+    ap.add_argument(
+        "--epsilons", nargs="*", type=float, default=[1.0, 3.0, 8.0],
+        help="target ε of the DP heads; none: only the non-DP references",
+    )  # fmt: skip
     ap.add_argument("--kanon-methods", nargs="+", default=["csq", "tcl", "cnnh", "dpsh"])
     ap.add_argument("--sections", nargs="+", default=["dp", "audit", "ldp", "kanon"])
     ap.add_argument("--device", default="cpu")
