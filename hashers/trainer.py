@@ -356,16 +356,17 @@ def deterministic_on_cpu(device: torch.device) -> Any:
 
 
 class WeightAverage:
-    """Exponential moving average of trainable parameters (Polyak averaging; the exponential form
-    as in Polyak & Juditsky, SIAM J. Control Optim. 1992, and its common deep-learning use),
-    updated after every optimiser step.
+    """Exponential moving average of trainable parameters, updated after every optimiser step:
+    iterate averaging (Polyak & Juditsky, SIAM J. Control Optim. 1992, average the iterates
+    uniformly) in the exponential form common in deep learning.
 
     ``decay = exp(-1 / (epochs * steps_per_epoch))``: the average forgets with a time constant of
     ``epochs`` epochs whatever the batch count. Step ``n`` uses ``min(decay, 1 - 1/n)``, so the
     first steps form a plain running mean (no pull towards the initial weights). The trainer scores
     and selects the averaged weights (:meth:`swapped`), while the optimiser keeps stepping the raw
-    ones: on a small val split a single epoch's raw weights are a noisy sample of the trajectory,
-    their average is not (issue 12).
+    ones. The hypothesis (issue 12): on a small val split one epoch's raw weights are a noisy sample
+    of the trajectory and their average is less so. On val it did not pay off, so it is off by
+    default (bench/RESULTS-utility-val.md).
     """
 
     def __init__(self, params: list[torch.Tensor], *, epochs: float, steps_per_epoch: int) -> None:
