@@ -290,6 +290,7 @@ class MembershipInference(Attack):
 
     def run(self, victims: Mapping[str, Records]) -> dict[str, float]:
         from hashers.base import EmbeddingSet
+        from hashers.devices import resolve_device
         from hashers.trainer import fit
 
         if self.aux is None:
@@ -335,8 +336,11 @@ class MembershipInference(Attack):
 
         # tiny heads: a second OpenMP thread only spins on a busy machine (privacy/_learn.py), so
         # each shadow trains on one thread, several shadows at once in forked processes
+        # CUDA cannot be used again in a forked child: shadows on a GPU train one after the other
+        on_cpu = resolve_device(self.fit_config.device).type == "cpu"
+        workers = self.config.workers if on_cpu else 1
         with one_thread():
-            shadow = np.stack(map_shadows(shadow_scores, heads, self.config.workers), axis=1)
+            shadow = np.stack(map_shadows(shadow_scores, heads, workers), axis=1)
         assert isinstance(self.release, CodeRelease)
         target = self._score(self.release, cand_x, cand_y)
         cand_in = in_mask[len(aux.x) :]
