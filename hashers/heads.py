@@ -38,9 +38,8 @@ class InputStandardizer(nn.Module):
     def fit(self, x: Tensor) -> None:
         x = x.double()
         std = x.std(dim=0, unbiased=False)
-        floor = (
-            float(std.mean()) * 1e-3
-        )  # the mean, not the median: > 0 unless every column is constant
+        # the mean, not the median: > 0 unless every column is constant
+        floor = float(std.mean()) * 1e-3
         scale = std.clamp_min(floor) if floor > 0 else torch.ones_like(std)
         self.center.copy_(x.mean(dim=0).to(self.center))
         self.inv_scale.copy_((1.0 / scale).to(self.inv_scale))

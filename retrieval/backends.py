@@ -189,7 +189,7 @@ class ScanIVF(FaissIVF):
             raise RetrievalError(f"nprobe={nprobe} must be between 1 and nlist={nlist}")
         q = np.ascontiguousarray(pad_to_words(q_packed, self.n_bits))
         words = q.view(np.uint64)
-        # the nprobe nearest centroids by the exact scan (a third of faiss' heap search time)
+        # the nprobe nearest centroids, by the same exact scan
         _, probes = hamming_topk(self.centroids, words, nprobe, n_bits=8 * q.shape[1])
         return ivf_topk(self.words, self.ids, self.offsets, probes, words, k, n_bits=self.n_bits)
 

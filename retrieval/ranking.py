@@ -95,13 +95,13 @@ def hypergeom_pmf(
     ok = (x >= lo) & (x <= hi) & (draws <= total) & (bad >= 0)
     xs = np.clip(x, lo, hi)  # inside the support: every index below is >= 0 where ok
     log_fact = gammaln(np.arange(int(total.max(initial=0)) + 2, dtype=np.float64) + 1.0)
-    fact = log_fact.__getitem__
+    lf = log_fact
     # C(total, draws) only varies per law: computed on the laws' shape, not on x's grid
-    log_all = fact(total) - fact(draws) - fact(np.clip(total - draws, 0, None))
+    log_all = lf[total] - lf[draws] - lf[np.clip(total - draws, 0, None)]
     log_p = (
-        fact(np.clip(good, 0, None)) - fact(xs) - fact(np.clip(good - xs, 0, None))
-        + fact(np.clip(bad, 0, None)) - fact(np.clip(draws - xs, 0, None))
-        - fact(np.clip(bad - draws + xs, 0, None))
+        lf[np.clip(good, 0, None)] - lf[xs] - lf[np.clip(good - xs, 0, None)]
+        + lf[np.clip(bad, 0, None)] - lf[np.clip(draws - xs, 0, None)]
+        - lf[np.clip(bad - draws + xs, 0, None)]
         - log_all
     )  # fmt: skip
     return np.where(ok, np.exp(log_p), 0.0)

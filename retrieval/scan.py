@@ -1,12 +1,13 @@
 """Exact Hamming top-k by a compiled linear scan (numba), ties broken by the smaller database id.
 
 Why not faiss' ``IndexBinaryFlat``: its top-k (``hammings_knn_hc``) computes one 64-bit popcount
-per code and query with scalar instructions and pushes through a heap, ~1.2 CPU ns per pair on the
-benchmark machine (``bench/RESULTS-retrieval.md``). This scan
+per code and query with scalar instructions and pushes through a heap, ~1.3-1.6 CPU ns per pair
+on the benchmark machine against ~0.42 for this scan (``bench/RESULTS-retrieval.md`` section 1).
+This scan
 
 * computes a block of distances with one vector loop (XOR + popcount over 64-bit words, which LLVM
-  turns into ``vpopcntq`` where the CPU has AVX-512 VPOPCNTDQ and into a short SIMD sequence
-  elsewhere) for ``QUERY_BLOCK`` queries while a ``CHUNK``-code slice of the database stays in L1;
+  turns into ``vpopcntq`` where the CPU has AVX-512 VPOPCNTDQ, as on the benchmark machine, and
+  into the CPU's own popcount elsewhere) for ``QUERY_BLOCK`` queries while a ``CHUNK``-code slice of the database stays in L1;
 * keeps, per query, only the items strictly closer than its current k-th distance: a vectorised
   count over the block says whether any item qualifies, so a block with none costs one compare per
   item. Candidates sit in a buffer with a per-distance histogram that gives the k-th distance.
@@ -17,7 +18,7 @@ unspecified). Large ``k`` (``k > SMALL_K``, e.g. a re-ranking shortlist or ``k =
 two-pass counting route instead: all distances of a query, their histogram, then one pass that
 writes each kept item to its final slot (a counting sort, no candidate buffer).
 
-Queries are split across threads (:data:`threads`); the kernels release the GIL.
+Queries are split across threads (:func:`threads`); the kernels release the GIL.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 from numba import njit, types, uint64
 from numba.extending import intrinsic
 
-#: database codes per block: 4,096 one-word codes = 32 KiB, the L1 data cache of the bench machine
+#: database codes per block: 4,096 one-word codes = 32 KiB, inside the 48 KiB per-core L1 data
+#: cache of the bench machine
 CHUNK_WORDS = 4096
 #: queries that share one database block
 QUERY_BLOCK = 32
