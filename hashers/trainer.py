@@ -32,12 +32,20 @@ from hashers.devices import resolve_device
 from retrieval.codes import iter_hamming_chunks, pack_bits
 from retrieval.knn import tie_aware_votes
 from retrieval.metrics import accuracy, balanced_accuracy
+from retrieval.ranking import ap_all, harmonic
+from retrieval.search import HammingIndex
 
 log = logging.getLogger(__name__)
 
 
 #: val scores that can pick the epoch (``FitConfig.selection``); see :func:`val_scores`.
-SELECTION_SCORES = ("balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy")
+SELECTION_SCORES = (
+    "balanced_soft_accuracy",
+    "balanced_accuracy",
+    "soft_accuracy",
+    "accuracy",
+    "balanced_map",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,7 +293,12 @@ def val_scores(
       ``share`` over its positives and of ``1 - share`` over its negatives, then averaged over
       labels. It is continuous (does not jump by 1/n_val per query, which on BreastMNIST's 78
       val images lets plain accuracy pick lucky epochs) and class-balanced (an epoch that serves
-      only the majority class scores about 1/C, not the majority's share).
+      only the majority class scores about 1/C, not the majority's share);
+    - ``val_balanced_map``: tie-aware average precision of each val query over the whole ranked
+      ``train`` database (relevant = same class; multi-label: a shared label;
+      :func:`retrieval.ranking.ap_all`), averaged per class first (multi-label: over the queries
+      holding each label), then over the classes. It scores the whole ranking, not the k
+      nearest codes: the selection rule of most hashing papers, made class-balanced.
     """
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))
@@ -297,7 +310,36 @@ def val_scores(
     shares = np.zeros(y_val.shape, dtype=np.float64)
     for sl, dist in iter_hamming_chunks(q, db, method.spec.n_bits):
         shares[sl] = tie_aware_votes(dist, db_onehot, k) / k
-    return vote_share_scores(shares, y_val, multilabel=multilabel)
+    scores = vote_share_scores(shares, y_val, multilabel=multilabel)
+    scores["val_balanced_map"] = balanced_map(
+        q, db, method.spec.n_bits, y_val, db_onehot, multilabel=multilabel
+    )
+    return scores
+
+
+def balanced_map(
+    q: np.ndarray,
+    db: np.ndarray,
+    n_bits: int,
+    y_q: np.ndarray,
+    y_db: np.ndarray,
+    *,
+    multilabel: bool,
+) -> float:
+    """Class-balanced tie-aware mAP of packed query codes ``q`` against packed ``db`` codes, from
+    multi-hot labels ``y_q [Q, C]`` and ``y_db [N, C]`` (see :func:`val_scores`)."""
+    if len(q) == 0:
+        return 0.0
+    if multilabel:
+        q_lab, db_lab = y_q.astype(np.uint8), y_db.astype(np.uint8)
+    else:
+        q_lab, db_lab = y_q.argmax(axis=1), y_db.argmax(axis=1)
+    index = HammingIndex(db, n_bits)
+    harm = harmonic(index.ntotal)
+    ap = np.concatenate([ap_all(c.tot, c.rel, harm) for c in index.counts(q, db_lab, q_lab)])
+    holders = y_q.astype(bool)
+    per_class = [ap[holders[:, c]].mean() for c in range(holders.shape[1]) if holders[:, c].any()]
+    return float(np.mean(per_class))
 
 
 def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) -> dict[str, float]:

@@ -291,7 +291,7 @@ class TrainConfig:
     val_queries: int = 2000
     val_database: int = 20000
     selection: Literal[
-        "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy"
+        "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy", "balanced_map"
     ] = "balanced_soft_accuracy"
     selection_window: int = 1
     class_balance: float = 0.0

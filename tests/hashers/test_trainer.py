@@ -152,6 +152,40 @@ def test_vote_share_scores_hand_computed_multilabel() -> None:
     assert s["val_balanced_soft_accuracy"] == pytest.approx((0.725 + 0.625) / 2)
 
 
+def test_balanced_map_hand_computed() -> None:
+    from hashers.trainer import balanced_map
+    from retrieval.codes import pack_bits
+
+    # 2-bit codes. database: 00 (class 0), 00 (class 1), 11 (class 0)
+    db = pack_bits(torch.tensor([[False, False], [False, False], [True, True]]))
+    y_db = np.eye(2)[[0, 1, 0]]
+    q = pack_bits(torch.tensor([[False, False], [True, True], [True, True]]))
+    y_q = np.eye(2)[[0, 1, 0]]
+    # q0 (00, class 0): d = 0, 0, 2. Tie {rel, irr} at d=0, then rel: orders [r, i, r] -> AP
+    #   (1 + 2/3) / 2 = 5/6, [i, r, r] -> (1/2 + 2/3) / 2 = 7/12; expected 17/24
+    # q1 (11, class 1): d = 2, 2, 0. irr at d=0, tie {irr, rel} at d=2: P = 1/2 or 1/3 -> 5/12
+    # q2 (11, class 0): rel at d=0 (P = 1), tie {rel, irr}: P = 2/2 or 2/3 -> (1 + 5/6) / 2 = 11/12
+    # class 0: (17/24 + 22/24) / 2 = 39/48; class 1: 20/48 -> balanced (39 + 20) / 96
+    got = balanced_map(q, db, 2, y_q, y_db, multilabel=False)
+    assert got == pytest.approx(59 / 96)
+    # one-hot labels read as multi-label (relevant = a shared label, per-label means): the same
+    assert balanced_map(q, db, 2, y_q, y_db, multilabel=True) == pytest.approx(59 / 96)
+    # and the plain mean would have been 49/72: the per-class average is what balances it
+    assert got != pytest.approx(49 / 72)
+
+
+def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
+    db_x = torch.tensor([[1.0] * 8, [1.0] * 8, [-1.0] + [1.0] * 7])
+    db_y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    val_x = torch.tensor([[1.0] * 8, [-1.0] + [1.0] * 7])
+    val_y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    method = _Identity(HeadSpec(in_dim=8, n_bits=8, n_classes=2))
+    s = val_scores(method, EmbeddingSet(db_x, db_y), EmbeddingSet(val_x, val_y), k=2)
+    # q0: both class-0 items at d=0 rank first -> AP 1; q1: its class-1 item at d=0 -> AP 1
+    assert s["val_balanced_map"] == pytest.approx(1.0)
+    assert FitConfig(selection="balanced_map").selection == "balanced_map"
+
+
 def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) -> None:
     import hashers.trainer as trainer
 
