@@ -298,7 +298,7 @@ def val_scores(
       ``train`` database (relevant = same class; multi-label: a shared label;
       :func:`retrieval.ranking.ap_all`), averaged per class first (multi-label: over the queries
       holding each label), then over the classes. It scores the whole ranking, not the k
-      nearest codes: the selection rule of most hashing papers, made class-balanced.
+      nearest codes: the score most hashing papers report, made class-balanced.
     """
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))

@@ -33,14 +33,19 @@ class _Identity(HashingMethod):
         return {"loss": u.sum() * 0}
 
 
-def test_val_scores_hand_computed() -> None:
-    # database codes (8 bits): two of class 0 at the query's code, one of class 1 one bit away
+def _two_query_scores() -> dict[str, float]:
+    """Selection scores (k = 2) of the identity head on a hand-made 8-bit database: two items of
+    class 0 at query 0's code, one of class 1 one bit away (query 1's code)."""
     db_x = torch.tensor([[1.0] * 8, [1.0] * 8, [-1.0] + [1.0] * 7])
     db_y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     val_x = torch.tensor([[1.0] * 8, [-1.0] + [1.0] * 7])
     val_y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     method = _Identity(HeadSpec(in_dim=8, n_bits=8, n_classes=2))
-    s = val_scores(method, EmbeddingSet(db_x, db_y), EmbeddingSet(val_x, val_y), k=2)
+    return val_scores(method, EmbeddingSet(db_x, db_y), EmbeddingSet(val_x, val_y), k=2)
+
+
+def test_val_scores_hand_computed() -> None:
+    s = _two_query_scores()
     # query 0: nearest two are both class 0 -> correct, share 1.0
     # query 1: nearest is the class-1 item (d=0), then two class-0 items tie at d=1 sharing 1 vote
     #          -> votes class1 = 1, class0 = 1 -> tie goes to class 0 (wrong), share 0.5
@@ -175,12 +180,7 @@ def test_balanced_map_hand_computed() -> None:
 
 
 def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
-    db_x = torch.tensor([[1.0] * 8, [1.0] * 8, [-1.0] + [1.0] * 7])
-    db_y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    val_x = torch.tensor([[1.0] * 8, [-1.0] + [1.0] * 7])
-    val_y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    method = _Identity(HeadSpec(in_dim=8, n_bits=8, n_classes=2))
-    s = val_scores(method, EmbeddingSet(db_x, db_y), EmbeddingSet(val_x, val_y), k=2)
+    s = _two_query_scores()
     # q0: both class-0 items at d=0 rank first -> AP 1; q1: its class-1 item at d=0 -> AP 1
     assert s["val_balanced_map"] == pytest.approx(1.0)
     assert FitConfig(selection="balanced_map").selection == "balanced_map"
