@@ -161,12 +161,13 @@ def report(
     summary = [
         "| features | dataset | method | "
         + " | ".join(f"min ret. {SHORT[m]}" for m in METRICS)
-        + f" | {SHORT[HEADLINE]} 48 - 12 bits (images) | per seed |",
+        + f" | {SHORT[HEADLINE]} 48 - 12 bits (images, ± 1 SE) | per seed |",
         "|---|---|---|" + "---|" * (len(METRICS) + 2),
     ]
     means: dict[tuple, dict[str, float]] = {}
     # features -> SD over seeds of the 48 - 12 difference (images), supervised methods
     spreads: dict[str, list[float]] = {}
+    n_seeds: dict[str, list[int]] = {}  # features -> seeds behind each of those differences
     for key, rs in cells.items():
         f = floats[key[:2]]
         ok = [r for r in rs if "error" not in r]
@@ -204,8 +205,11 @@ def report(
             both = sorted(set(by_seed[12]) & set(by_seed[48]))
             diffs = [(by_seed[48][s] - by_seed[12][s]) / f["one_image"] for s in both]
             per_seed = " / ".join(f"{d:+.1f}" for d in diffs)
-            if len(diffs) > 1 and registry.get(method).supervised:
-                spreads.setdefault(feat, []).append(float(np.std(diffs, ddof=1)))
+            if len(diffs) > 1:
+                gap += f" ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}"
+                if registry.get(method).supervised:
+                    spreads.setdefault(feat, []).append(float(np.std(diffs, ddof=1)))
+                    n_seeds.setdefault(feat, []).append(len(diffs))
         kind = "" if registry.get(method).supervised else " (unsup.)"
         summary.append(
             f"| {feat} | {ds} | {method}{kind} | "
@@ -220,8 +224,8 @@ def report(
     ]
     resolution = [
         f"- {feat}: the 48 - 12 difference spreads by a median SD of {np.median(sd):.1f} images "
-        f"over seeds (supervised methods), so a mean of {len(args.seeds)} seeds resolves about "
-        f"±{np.median(sd) / np.sqrt(len(args.seeds)):.1f} images (1 SE)"
+        f"over seeds (supervised methods), so a mean of {np.median(n_seeds[feat]):.0f} seeds "
+        f"resolves about ±{np.median(sd) / np.sqrt(np.median(n_seeds[feat])):.1f} images (1 SE)"
         for feat, sd in spreads.items()
     ]
     return [*floats_md, "", *summary, "", *resolution, "", *lines]

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
 from hashers.devices import resolve_device
-from retrieval.codes import iter_hamming_chunks, pack_bits
-from retrieval.knn import tie_aware_votes
+from retrieval.codes import pack_bits
+from retrieval.knn import votes_from_counts
 from retrieval.metrics import accuracy, balanced_accuracy
 from retrieval.ranking import ap_all, harmonic
 from retrieval.search import HammingIndex
@@ -305,41 +305,57 @@ def val_scores(
     multilabel = bool(train.y.sum(dim=1).max() > 1 or val.y.sum(dim=1).max() > 1)
     if k > len(train):  # one rule with the knn stage: never lower k silently
         raise HashingError(f"k={k} exceeds the {len(train)} rows of the KNN database; lower k")
-    db_onehot = train.y.numpy()
     y_val = val.y.numpy()
-    shares = np.zeros(y_val.shape, dtype=np.float64)
-    for sl, dist in iter_hamming_chunks(q, db, method.spec.n_bits):
-        shares[sl] = tie_aware_votes(dist, db_onehot, k) / k
-    scores = vote_share_scores(shares, y_val, multilabel=multilabel)
-    scores["val_balanced_map"] = balanced_map(
-        q, db, method.spec.n_bits, y_val, db_onehot, multilabel=multilabel
+    votes, ap = ranked_votes(
+        q, db, method.spec.n_bits, y_val, train.y.numpy(), k=k, multilabel=multilabel
     )
+    shares = (votes / k).astype(np.float64)  # float32 votes, as the KNN stage computes them
+    scores = vote_share_scores(shares, y_val, multilabel=multilabel)
+    scores["val_balanced_map"] = class_balanced_mean(ap, y_val)
     return scores
 
 
-def balanced_map(
+def ranked_votes(
     q: np.ndarray,
     db: np.ndarray,
     n_bits: int,
     y_q: np.ndarray,
     y_db: np.ndarray,
     *,
+    k: int,
     multilabel: bool,
-) -> float:
-    """Class-balanced tie-aware mAP of packed query codes ``q`` against packed ``db`` codes, from
-    multi-hot labels ``y_q [Q, C]`` and ``y_db [N, C]`` (see :func:`val_scores`)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Hamming scan of packed query codes ``q`` against packed ``db`` codes, with multi-hot
+    labels ``y_q [Q, C]`` and ``y_db [N, C]``: the tie-aware k-NN votes ``[Q, C]``
+    (:func:`retrieval.knn.votes_from_counts`) and each query's tie-aware AP over the whole ranking
+    ``[Q]`` (:func:`retrieval.ranking.ap_all`; relevant = same class, multi-label: a shared label).
+    """
+    votes = np.zeros(y_q.shape, dtype=np.float32)
+    ap = np.zeros(len(q), dtype=np.float64)
     if len(q) == 0:
-        return 0.0
+        return votes, ap
     if multilabel:
         q_lab, db_lab = y_q.astype(np.uint8), y_db.astype(np.uint8)
     else:
         q_lab, db_lab = y_q.argmax(axis=1), y_db.argmax(axis=1)
     index = HammingIndex(db, n_bits)
     harm = harmonic(index.ntotal)
-    ap = np.concatenate([ap_all(c.tot, c.rel, harm) for c in index.counts(q, db_lab, q_lab)])
-    holders = y_q.astype(bool)
-    per_class = [ap[holders[:, c]].mean() for c in range(holders.shape[1]) if holders[:, c].any()]
-    return float(np.mean(per_class))
+    for c in index.counts(q, db_lab, q_lab):
+        by_label = c.by_label
+        if by_label.shape[2] < y_q.shape[1]:  # class ids past the database's largest one
+            pad = y_q.shape[1] - by_label.shape[2]
+            by_label = np.pad(by_label, ((0, 0), (0, 0), (0, pad)))
+        votes[c.sl] = votes_from_counts(by_label, c.tot, k)
+        ap[c.sl] = ap_all(c.tot, c.rel, harm)
+    return votes, ap
+
+
+def class_balanced_mean(per_query: np.ndarray, y: np.ndarray) -> float:
+    """Mean of ``per_query`` over the queries holding each class (multi-hot ``y [Q, C]``; a
+    multi-label query counts for each of its labels), then over the classes present."""
+    holders = y.astype(bool)
+    per_class = [per_query[holders[:, c]].mean() for c in range(y.shape[1]) if holders[:, c].any()]
+    return float(np.mean(per_class)) if per_class else 0.0
 
 
 def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) -> dict[str, float]:

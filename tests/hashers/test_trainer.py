@@ -157,8 +157,8 @@ def test_vote_share_scores_hand_computed_multilabel() -> None:
     assert s["val_balanced_soft_accuracy"] == pytest.approx((0.725 + 0.625) / 2)
 
 
-def test_balanced_map_hand_computed() -> None:
-    from hashers.trainer import balanced_map
+def test_ranked_votes_and_balanced_map_hand_computed() -> None:
+    from hashers.trainer import class_balanced_mean, ranked_votes
     from retrieval.codes import pack_bits
 
     # 2-bit codes. database: 00 (class 0), 00 (class 1), 11 (class 0)
@@ -170,13 +170,15 @@ def test_balanced_map_hand_computed() -> None:
     #   (1 + 2/3) / 2 = 5/6, [i, r, r] -> (1/2 + 2/3) / 2 = 7/12; expected 17/24
     # q1 (11, class 1): d = 2, 2, 0. irr at d=0, tie {irr, rel} at d=2: P = 1/2 or 1/3 -> 5/12
     # q2 (11, class 0): rel at d=0 (P = 1), tie {rel, irr}: P = 2/2 or 2/3 -> (1 + 5/6) / 2 = 11/12
-    # class 0: (17/24 + 22/24) / 2 = 39/48; class 1: 20/48 -> balanced (39 + 20) / 96
-    got = balanced_map(q, db, 2, y_q, y_db, multilabel=False)
-    assert got == pytest.approx(59 / 96)
-    # one-hot labels read as multi-label (relevant = a shared label, per-label means): the same
-    assert balanced_map(q, db, 2, y_q, y_db, multilabel=True) == pytest.approx(59 / 96)
-    # and the plain mean would have been 49/72: the per-class average is what balances it
-    assert got != pytest.approx(49 / 72)
+    # k = 1 votes: q0 splits its vote over the tie at d=0 (1/2, 1/2); q1, q2 vote class 0 (item 3)
+    for multilabel in (False, True):  # one-hot read as multi-label: relevant = a shared label
+        votes, ap = ranked_votes(q, db, 2, y_q, y_db, k=1, multilabel=multilabel)
+        np.testing.assert_allclose(ap, [17 / 24, 5 / 12, 11 / 12])
+        np.testing.assert_allclose(votes, [[0.5, 0.5], [1.0, 0.0], [1.0, 0.0]])
+        # class 0: (17/24 + 22/24) / 2 = 39/48; class 1: 20/48 -> balanced (39 + 20) / 96
+        assert class_balanced_mean(ap, y_q) == pytest.approx(59 / 96)
+    # the plain mean would be 49/72: the per-class average is what balances it
+    assert float(ap.mean()) == pytest.approx(49 / 72)
 
 
 def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
