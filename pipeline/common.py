@@ -14,6 +14,8 @@ from typing import Any
 
 from pipeline.config import Params, ParamsError, load_params, yaml_value
 
+log = logging.getLogger("hashaudit")
+
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process, all its threads, and its finished child
@@ -23,9 +25,6 @@ def cpu_seconds() -> float:
         r = resource.getrusage(who)
         total += r.ru_utime + r.ru_stime
     return total
-
-
-log = logging.getLogger("hashaudit")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -7,7 +7,8 @@ This scan
 
 * computes a block of distances with one vector loop (XOR + popcount over 64-bit words, which LLVM
   turns into ``vpopcntq`` where the CPU has AVX-512 VPOPCNTDQ, as on the benchmark machine, and
-  into the CPU's own popcount elsewhere) for ``QUERY_BLOCK`` queries while a ``CHUNK``-code slice of the database stays in L1;
+  into the CPU's own popcount elsewhere) for ``QUERY_BLOCK`` queries while a block of the
+  database (``CHUNK_WORDS`` 64-bit words) stays in L1;
 * keeps, per query, only the items strictly closer than its current k-th distance: a vectorised
   count over the block says whether any item qualifies, so a block with none costs one compare per
   item. Candidates sit in a buffer with a per-distance histogram that gives the k-th distance.

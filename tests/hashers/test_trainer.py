@@ -181,6 +181,19 @@ def test_ranked_votes_and_balanced_map_hand_computed() -> None:
     assert float(ap.mean()) == pytest.approx(49 / 72)
 
 
+def test_ranked_votes_keep_every_class_when_the_database_lacks_the_last_one() -> None:
+    from hashers.trainer import ranked_votes
+    from retrieval.codes import pack_bits
+
+    # the selection database (a subset of train) can miss a rare class: votes stay [Q, C]
+    db = pack_bits(torch.tensor([[False, False], [True, True]]))
+    y_db = np.eye(3)[[0, 1]]  # class 2 absent
+    q = pack_bits(torch.tensor([[False, False]]))
+    votes, ap = ranked_votes(q, db, 2, np.eye(3)[[2]], y_db, k=1, multilabel=False)
+    np.testing.assert_allclose(votes, [[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(ap, [0.0])  # nothing relevant in the database
+
+
 def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
     s = _two_query_scores()
     # q0: both class-0 items at d=0 rank first -> AP 1; q1: its class-1 item at d=0 -> AP 1
