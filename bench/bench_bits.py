@@ -10,6 +10,10 @@ seeds): ``selected`` (the epoch the trainer picked), ``oracle`` (the best epoch 
 gap is selection noise), ``last`` (the last epoch run: a fall from the oracle is over-fitting),
 ``float u`` (float KNN on the head's relaxed outputs at the selected epoch: the gap to
 ``selected`` is the quantisation loss) and the float KNN of the input features.
+
+``--json F`` keeps every curve; ``--replay F`` then replays smoothing windows, ``--rules`` the
+selection rules of :data:`RULES`, and ``--ceiling`` asks whether a shortfall is selection noise or
+the representation (:func:`replay_ceiling`), all without training.
 """
 
 from __future__ import annotations
@@ -181,6 +185,40 @@ def replay_rules(cells: list[dict[str, Any]], patience: int) -> None:
                   f"| {low_acc}/{len(acc)} | {np.mean(diff):+.4f} |")  # fmt: skip
 
 
+def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
+    """Is a head's shortfall selection noise or its representation? From curves recorded without
+    early stopping (``--set train.patience=1000``), held-out balanced accuracy per (features,
+    dataset), mean over cells: at the trainer's pick (``train.selection``, replayed with
+    ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the same
+    method and length, is highest (a population-optimal epoch, chosen without this run's own
+    held-out noise); at the one epoch that is best for the whole block on average (in
+    hindsight); at each run's own best epoch (oracle: also picks up the held-out half's noise);
+    and the input features' float KNN on the same halves."""
+    print(
+        "| features | dataset | trainer's pick | other seeds' best epoch | best fixed epoch "
+        "(epoch) | oracle | input float KNN |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
+        group = [r for r in cells if (r["features"], r["dataset"]) == fd]
+        by_key: dict[tuple, list[dict[str, Any]]] = {}
+        for r in group:
+            by_key.setdefault((r["method"], r["bits"]), []).append(r)
+        picked, cross = [], []
+        for runs in by_key.values():
+            for i, r in enumerate(runs):
+                picked.append(r["curve"][pick_with_patience(r["sel_curve"], patience)])
+                others = [o["curve"] for j, o in enumerate(runs) if j != i]
+                if others:
+                    cross.append(r["curve"][int(np.argmax(np.mean(others, axis=0)))])
+        length = min(len(r["curve"]) for r in group)
+        mean_curve = np.mean([r["curve"][:length] for r in group], axis=0)
+        print(f"| {fd[0]} | {fd[1]} | {np.mean(picked):.3f} | "
+              f"{np.mean(cross) if cross else float('nan'):.3f} | {mean_curve.max():.3f} "
+              f"({int(mean_curve.argmax())}) | {np.mean([max(r['curve']) for r in group]):.3f} | "
+              f"{np.mean([r['input_float'] for r in group]):.3f} |")  # fmt: skip
+
+
 def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     emb = load_embeddings(Path(job["path"]))
@@ -228,9 +266,19 @@ def main() -> None:
     )
     ap.add_argument("--windows", nargs="+", type=int, default=[1, 3, 5, 7])
     ap.add_argument("--rules", action="store_true", help="with --replay: replay RULES instead")
-    ap.add_argument("--patience", type=int, default=10, help="--rules: early-stopping patience")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="with --replay: selection noise vs representation (replay_ceiling)",
+    )
+    ap.add_argument(
+        "--patience", type=int, default=10, help="--rules, --ceiling: early-stopping patience"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.replay and args.ceiling:
+        replay_ceiling(json.loads(args.replay.read_text())["cells"], args.patience)
+        return
     if args.replay and args.rules:
         replay_rules(json.loads(args.replay.read_text())["cells"], args.patience)
         return

@@ -9,9 +9,14 @@ here: no learner below selects anything on val; scores are on the held-out half)
     python bench/probe_features.py --features pixels tiny-random --seeds 0 1 2
 
 Per (features, dataset), mean over seeds of balanced accuracy (plain accuracy in brackets):
-Euclidean KNN (``knn.k``) on the raw and on the standardised features, logistic regression (C =
-0.1, unweighted and with balanced class weights) and a 512-unit MLP classifier (the heads' hidden
-width; scikit-learn defaults otherwise) on the standardised features.
+Euclidean KNN (``knn.k``) on the raw and on the standardised features, and on the vectors the
+heads' first linear layer reads (``head input``: the per-sample LayerNorm of the standardised
+features, as in :class:`hashers.heads.MLPHead`) and on the LayerNorm of the centred features
+(``centred + LN``, the same without per-feature scaling); the raw-feature KNN with each vote
+divided by its class's training frequency (``knn prior-weighted``: a vote corrected for class
+imbalance); logistic regression (C = 0.1, unweighted and with balanced class weights) and a
+512-unit MLP classifier (the heads' hidden width; scikit-learn defaults otherwise) on the
+standardised features.
 """
 
 from __future__ import annotations
@@ -37,10 +42,34 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 
 from pipeline.artifacts import load_embeddings  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from retrieval.knn import knn_float  # noqa: E402
+from retrieval.knn import float_distance_chunks, knn_float, tie_aware_votes  # noqa: E402
 from retrieval.metrics import accuracy, balanced_accuracy  # noqa: E402
 
-LEARNERS = ("knn raw", "knn standardised", "logreg", "logreg balanced", "mlp")
+LEARNERS = (
+    "knn raw",
+    "knn standardised",
+    "knn head input",
+    "knn centred + LN",
+    "knn prior-weighted",
+    "logreg",
+    "logreg balanced",
+    "mlp",
+)
+
+
+def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Per-row LayerNorm without affine parameters (``torch.nn.LayerNorm`` at initialisation)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps)
+
+
+def prior_weighted_knn(x_tr, y_tr, x_q, k: int) -> np.ndarray:
+    """Tie-aware KNN whose vote for class c is divided by c's share of the training set."""
+    onehot = np.eye(int(y_tr.max()) + 1, dtype=np.float32)[y_tr]
+    votes = np.concatenate(
+        [tie_aware_votes(d, onehot, k) for _, d in float_distance_chunks(x_q, x_tr)]
+    )
+    return (votes / onehot.mean(axis=0)).argmax(axis=1)
 
 
 def scores(x_tr, y_tr, x_q, y_q, *, k: int, seed: int) -> dict[str, tuple[float, float]]:
@@ -51,6 +80,9 @@ def scores(x_tr, y_tr, x_q, y_q, *, k: int, seed: int) -> dict[str, tuple[float,
     preds = {
         "knn raw": knn_float(x_q, x_tr, y_tr, [k])[k],
         "knn standardised": knn_float(s_q, s_tr, y_tr, [k])[k],
+        "knn head input": knn_float(layer_norm(s_q), layer_norm(s_tr), y_tr, [k])[k],
+        "knn centred + LN": knn_float(layer_norm(x_q - mu), layer_norm(x_tr - mu), y_tr, [k])[k],
+        "knn prior-weighted": prior_weighted_knn(x_tr, y_tr, x_q, k),
     }
     for name, weights in (("logreg", None), ("logreg balanced", "balanced")):
         model = LogisticRegression(C=0.1, max_iter=3000, class_weight=weights)
