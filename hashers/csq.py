@@ -126,6 +126,11 @@ class CSQ(HashingMethod):
     - the quantisation term uses the paper's ``log cosh(|h| - 1)`` (DeepHash-pytorch uses
       ``(|h| - 1)²``), averaged over bits; ``λ = 1e-4`` follows the re-implementations' default,
       the value printed in the paper was not verified here.
+
+    Class imbalance: class-balanced batch sampling from the one trainer
+    (``hashers.trainer.ClassBalancedBatches``, on when ``train.class_balance > 0``). The loss is
+    not re-weighted, so it keeps its paper form. Per-sample class weights would also suit this
+    pointwise loss, but one mechanism serves every method.
     """
 
     name = "csq"
