@@ -11,7 +11,8 @@ here: no learner below selects anything on val; scores are on the held-out half)
 Per (features, dataset), mean over seeds of balanced accuracy (plain accuracy in brackets):
 Euclidean KNN (``knn.k``) on the raw and on the standardised features, and on the vectors the
 heads' first linear layer reads (``head input``: the per-sample LayerNorm of the standardised
-features, as in :class:`hashers.heads.MLPHead`) and on the LayerNorm of the centred features
+features, as in :class:`hashers.heads.MLPHead`, up to its floor on near-constant columns) and
+on the LayerNorm of the centred features
 (``centred + LN``, the same without per-feature scaling); the raw-feature KNN with each vote
 divided by its class's training frequency (``knn prior-weighted``: a vote corrected for class
 imbalance); logistic regression (C = 0.1, unweighted and with balanced class weights) and a
