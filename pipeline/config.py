@@ -275,6 +275,11 @@ class KnnConfig:
                 )
 
 
+Selection = Literal[
+    "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy", "balanced_map"
+]
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     methods: tuple[str, ...] = ("dpsh",)
@@ -290,9 +295,8 @@ class TrainConfig:
     standardize: bool = True  # per-feature input standardisation (train statistics in the head)
     val_queries: int = 2000
     val_database: int = 20000
-    selection: Literal[
-        "balanced_soft_accuracy", "balanced_accuracy", "soft_accuracy", "accuracy", "balanced_map"
-    ] = "balanced_soft_accuracy"
+    # the val score that picks the epoch (chosen on val: bench/RESULTS-utility-val.md)
+    selection: Selection = "balanced_map"
     selection_window: int = 1
     class_balance: float = 0.0
     ema_epochs: float = 0.0  # weight-average time constant (epochs) scored and selected; 0 = off
@@ -486,6 +490,9 @@ class DPParams:
     # input standardisation of DP heads (statistics of val); None = train.standardize. Off: the
     # DP schedule above was chosen on val without it
     standardize: bool | None = False
+    # epoch selection score of DP heads (on val alone); None = train.selection. The DP schedule
+    # above was chosen with balanced_soft_accuracy
+    selection: Selection | None = "balanced_soft_accuracy"
 
     def __post_init__(self) -> None:
         for i, eps in enumerate(self.epsilons):

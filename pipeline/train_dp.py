@@ -43,10 +43,17 @@ def dp_config(params: Params, epsilon: float) -> DPConfig:
 
 def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     """The train block's fit settings with DP-SGD's own schedule (``dp.lr``, ``dp.batch_size``,
-    ``dp.epochs``, ``dp.patience``) where set: a DP head is tuned apart from the non-private one (bench/RESULTS-dp-val.md)."""
+    ``dp.epochs``, ``dp.patience``, ``dp.selection``) where set: a DP head is tuned apart from the
+    non-private one (bench/RESULTS-dp-val.md)."""
     d = params.dp
     cfg = fit_config(params, progress=progress)
-    changes = {"lr": d.lr, "batch_size": d.batch_size, "epochs": d.epochs, "patience": d.patience}
+    changes = {
+        "lr": d.lr,
+        "batch_size": d.batch_size,
+        "epochs": d.epochs,
+        "patience": d.patience,
+        "selection": d.selection,
+    }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     # the DP schedule was chosen without weight averaging (it would be post-processing of the
     # private iterates, so the guarantee would hold, but it is untested for DP here)
