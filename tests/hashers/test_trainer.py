@@ -205,16 +205,17 @@ def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) ->
     import hashers.trainer as trainer
 
     # hand-made val history: epoch 1 serves the majority class (best plain accuracy), epoch 2
-    # has the best class-balanced score, epoch 3 is worse on both
+    # has the best class-balanced k-NN scores, epoch 3 the best class-balanced mAP of the whole
+    # ranking (the pipeline's default, train.selection: balanced_map)
     history = [
         {"val_accuracy": 0.70, "val_soft_accuracy": 0.60, "val_balanced_accuracy": 0.50,
-         "val_balanced_soft_accuracy": 0.50},
+         "val_balanced_soft_accuracy": 0.50, "val_balanced_map": 0.40},
         {"val_accuracy": 0.90, "val_soft_accuracy": 0.85, "val_balanced_accuracy": 0.55,
-         "val_balanced_soft_accuracy": 0.52},
+         "val_balanced_soft_accuracy": 0.52, "val_balanced_map": 0.45},
         {"val_accuracy": 0.80, "val_soft_accuracy": 0.75, "val_balanced_accuracy": 0.80,
-         "val_balanced_soft_accuracy": 0.78},
+         "val_balanced_soft_accuracy": 0.78, "val_balanced_map": 0.60},
         {"val_accuracy": 0.75, "val_soft_accuracy": 0.70, "val_balanced_accuracy": 0.60,
-         "val_balanced_soft_accuracy": 0.60},
+         "val_balanced_soft_accuracy": 0.60, "val_balanced_map": 0.65},
     ]  # fmt: skip
 
     class _Counter(HashingMethod):
@@ -247,7 +248,8 @@ def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) ->
     assert picks("balanced_soft_accuracy") == (2, 6.0)  # the weights of epoch 2 are restored
     assert picks("balanced_accuracy") == (2, 6.0)
     assert picks("accuracy") == (1, 4.0)
-    assert FitConfig().selection == "balanced_soft_accuracy"
+    assert picks("balanced_map") == (3, 8.0)
+    assert FitConfig().selection == "balanced_soft_accuracy"  # the library's own default
 
 
 def test_windowed_selection_picks_the_epoch_the_hand_computed_averages_say() -> None:

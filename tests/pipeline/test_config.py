@@ -25,6 +25,20 @@ def test_repo_params_load_with_resolved_types() -> None:
     assert p.method_config("dpsh").eta == pytest.approx(0.1)
 
 
+def test_selection_defaults_chosen_on_val_agree_in_params_and_config() -> None:
+    """train.selection is balanced_map (bench/RESULTS-utility-val.md); DP heads keep the score
+    their schedule was chosen with (dp.selection), and null falls back to train.selection."""
+    from pipeline.config import DPParams, TrainConfig
+    from pipeline.train_dp import dp_fit_config
+
+    p = load_params(REPO / "params.yaml")
+    assert p.train.selection == TrainConfig().selection == "balanced_map"
+    assert p.dp.selection == DPParams().selection == "balanced_soft_accuracy"
+    assert dp_fit_config(p, progress=False).selection == "balanced_soft_accuracy"
+    inherit = load_params(REPO / "params.yaml", {"dp.selection": None})
+    assert dp_fit_config(inherit, progress=False).selection == "balanced_map"
+
+
 @pytest.mark.parametrize(
     ("dotted", "value", "message"),
     [
@@ -37,6 +51,7 @@ def test_repo_params_load_with_resolved_types() -> None:
         ("train.bits", [2048], r"train.bits\[0\]: 2048 bits"),
         ("train.epochs", "ten", r"train.epochs: expected an integer, got 'ten'"),
         ("train.selection_window", 4, r"train.selection_window: 4 must be an odd number"),
+        ("dp.selection", "map", r"dp.selection: expected 'balanced_soft_accuracy' \| .* or null"),
         ("train.ema_epochs", -1.0, r"train.ema_epochs: -1.0 must be 0 \(no weight averaging\)"),
         (
             "retrieval.backend",
