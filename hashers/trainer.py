@@ -287,8 +287,8 @@ def val_scores(
     - ``val_soft_accuracy``: the mean share of the votes that agree with the true label(s);
     - ``val_balanced_accuracy``: :func:`retrieval.metrics.balanced_accuracy` of the predictions
       (mean per-class recall; multi-label: mean per-label (TPR + TNR) / 2);
-    - ``val_balanced_soft_accuracy`` (:class:`FitConfig`'s default selection score; the
-      pipeline's ``train.selection`` defaults to ``balanced_map``): the soft share averaged per
+    - ``val_balanced_soft_accuracy`` (the default selection score, also of the pipeline's
+      ``train.selection``): the soft share averaged per
       class first, then over the classes present in val — single-label
       ``mean_c mean_{i: y_i = c} share_ic``; multi-label, per label, the mean of
       ``share`` over its positives and of ``1 - share`` over its negatives, then averaged over

@@ -206,7 +206,7 @@ def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) ->
 
     # hand-made val history: epoch 1 serves the majority class (best plain accuracy), epoch 2
     # has the best class-balanced k-NN scores, epoch 3 the best class-balanced mAP of the whole
-    # ranking (the pipeline's default, train.selection: balanced_map)
+    # ranking
     history = [
         {"val_accuracy": 0.70, "val_soft_accuracy": 0.60, "val_balanced_accuracy": 0.50,
          "val_balanced_soft_accuracy": 0.50, "val_balanced_map": 0.40},
@@ -249,7 +249,7 @@ def test_balanced_selection_picks_the_epoch_the_val_history_says(monkeypatch) ->
     assert picks("balanced_accuracy") == (2, 6.0)
     assert picks("accuracy") == (1, 4.0)
     assert picks("balanced_map") == (3, 8.0)
-    assert FitConfig().selection == "balanced_soft_accuracy"  # the library's own default
+    assert FitConfig().selection == "balanced_soft_accuracy"
 
 
 def test_windowed_selection_picks_the_epoch_the_hand_computed_averages_say() -> None:

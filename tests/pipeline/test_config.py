@@ -25,17 +25,21 @@ def test_repo_params_load_with_resolved_types() -> None:
     assert p.method_config("dpsh").eta == pytest.approx(0.1)
 
 
-def test_selection_defaults_chosen_on_val_agree_in_params_and_config() -> None:
-    """train.selection is balanced_map (bench/RESULTS-utility-val.md); DP heads keep the score
-    their schedule was chosen with (dp.selection), and null falls back to train.selection."""
+def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> None:
+    """train.selection is balanced_soft_accuracy (bench/RESULTS-utility-val.md); DP heads pin the
+    score their schedule was chosen with (dp.selection) whatever train.selection says, and null
+    falls back to train.selection."""
     from pipeline.config import DPParams, TrainConfig
     from pipeline.train_dp import dp_fit_config
 
     p = load_params(REPO / "params.yaml")
-    assert p.train.selection == TrainConfig().selection == "balanced_map"
+    assert p.train.selection == TrainConfig().selection == "balanced_soft_accuracy"
     assert p.dp.selection == DPParams().selection == "balanced_soft_accuracy"
-    assert dp_fit_config(p, progress=False).selection == "balanced_soft_accuracy"
-    inherit = load_params(REPO / "params.yaml", {"dp.selection": None})
+    ranked = load_params(REPO / "params.yaml", {"train.selection": "balanced_map"})
+    assert dp_fit_config(ranked, progress=False).selection == "balanced_soft_accuracy"
+    inherit = load_params(
+        REPO / "params.yaml", {"train.selection": "balanced_map", "dp.selection": None}
+    )
     assert dp_fit_config(inherit, progress=False).selection == "balanced_map"
 
 

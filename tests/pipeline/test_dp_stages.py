@@ -262,12 +262,13 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.batch_size": 128,
             "dp.epochs": 3,
             "train.ema_epochs": 5.0,
+            "train.selection": "balanced_map",
         },
     )
     cfg = train_dp.dp_fit_config(tuned, progress=False)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
     assert cfg.ema_epochs == 0.0  # the DP schedule was chosen without weight averaging
     assert cfg.patience == 10 != tuned.train.patience  # and with patience 10
-    # and selected with the class-balanced vote share, not the non-DP heads' balanced_map
+    # and selected with the class-balanced vote share it was chosen with
     assert cfg.selection == "balanced_soft_accuracy" != tuned.train.selection
     assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay
