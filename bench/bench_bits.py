@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,12 @@ def pick_with_patience(curve: list[float], patience: int) -> int:
     return sel.best_epoch
 
 
+def blocks(cells: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """``((features, dataset), its cells)`` in first-seen order."""
+    for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
+        yield fd, [r for r in cells if (r["features"], r["dataset"]) == fd]
+
+
 def replay_rules(cells: list[dict[str, Any]], patience: int) -> None:
     """Replay the selection rules of :data:`RULES` on curves recorded without early stopping
     (run with ``--set train.patience=1000``): held-out balanced and plain accuracy at the pick,
@@ -164,8 +171,7 @@ def replay_rules(cells: list[dict[str, Any]], patience: int) -> None:
         "| cells acc < 0.98 float | mean 48 - 12 (bal.) |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
-        group = [r for r in cells if (r["features"], r["dataset"]) == fd]
+    for fd, group in blocks(cells):
         for name, rule in RULES.items():
             bal: dict[tuple, list[float]] = {}
             acc: dict[tuple, list[float]] = {}
@@ -188,8 +194,8 @@ def replay_rules(cells: list[dict[str, Any]], patience: int) -> None:
 def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
     """Is a head's shortfall selection noise or its representation? From curves recorded without
     early stopping (``--set train.patience=1000``), held-out balanced accuracy per (features,
-    dataset), mean over cells: at the trainer's pick (``train.selection``, replayed with
-    ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the same
+    dataset), mean over cells: at the trainer's pick (the run's own selection score, replayed
+    with ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the same
     method and length, is highest (a population-optimal epoch, chosen without this run's own
     held-out noise); at the one epoch that is best for the whole block on average (in
     hindsight); at each run's own best epoch (oracle: also picks up the held-out half's noise);
@@ -199,8 +205,7 @@ def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
         "(epoch) | oracle | input float KNN |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
-    for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
-        group = [r for r in cells if (r["features"], r["dataset"]) == fd]
+    for fd, group in blocks(cells):
         by_key: dict[tuple, list[dict[str, Any]]] = {}
         for r in group:
             by_key.setdefault((r["method"], r["bits"]), []).append(r)
