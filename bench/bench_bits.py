@@ -207,9 +207,9 @@ def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
     """Is a head's shortfall selection noise or its representation? From curves recorded without
     early stopping (``--set train.patience=1000``), held-out balanced accuracy per (features,
     dataset), mean over cells: at the trainer's pick (the run's own selection score, replayed
-    with ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the same
-    method and length, is highest (a population-optimal epoch, chosen without this run's own
-    held-out noise); at the one epoch that is best for the whole block on average (in
+    with ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the
+    same method and length, is highest (a population-optimal epoch, chosen without this run's
+    own held-out noise); at the one epoch that is best for the whole block on average (in
     hindsight); at each run's own best epoch (oracle: also picks up the held-out half's noise);
     and the input features' float KNN on the same halves."""
     print(

@@ -256,9 +256,7 @@ def block_summary(
         low_bal = sum(m[HEADLINE] < 0.98 * f[HEADLINE] for m in sup.values())
         low_acc = sum(m["accuracy"] < 0.98 * f["accuracy"] for m in sup.values())
         methods = dict.fromkeys(k[2] for k in sup)
-        pairs = [
-            m for m in methods if (*fd, m, 12) in sup and (*fd, m, 48) in sup
-        ]  # fmt: skip
+        pairs = [m for m in methods if (*fd, m, 12) in sup and (*fd, m, 48) in sup]
         short = sum(
             sup[(*fd, m, 48)][HEADLINE] - sup[(*fd, m, 12)][HEADLINE] < -f["one_image"]
             for m in pairs
