@@ -360,10 +360,10 @@ def class_balanced_mean(per_query: np.ndarray, y: np.ndarray) -> float:
 
 
 def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) -> dict[str, float]:
-    """The four selection scores of :func:`val_scores` from vote shares ``[Q, C]`` and multi-hot
-    truth ``y [Q, C]``."""
+    """The four vote-share selection scores of :func:`val_scores` (all but ``balanced_map``) from
+    vote shares ``[Q, C]`` and multi-hot truth ``y [Q, C]``."""
     if len(y) == 0:
-        return {f"val_{name}": 0.0 for name in SELECTION_SCORES}
+        return {f"val_{name}": 0.0 for name in SELECTION_SCORES if name != "balanced_map"}
     truth = y.astype(bool)
     if multilabel:
         pred = shares > 0.5
@@ -382,12 +382,11 @@ def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) ->
     true_cls = y.argmax(axis=1)
     pred_cls = shares.argmax(axis=1)
     true_share = shares[np.arange(len(y)), true_cls]
-    per_class = [true_share[true_cls == c].mean() for c in np.unique(true_cls)]
     return {
         "val_accuracy": accuracy(true_cls, pred_cls),
         "val_soft_accuracy": float(true_share.mean()),
         "val_balanced_accuracy": balanced_accuracy(true_cls, pred_cls),
-        "val_balanced_soft_accuracy": float(np.mean(per_class)),
+        "val_balanced_soft_accuracy": class_balanced_mean(true_share, y),
     }
 
 
