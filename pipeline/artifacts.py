@@ -310,6 +310,27 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
+def files_by_epsilon(
+    directory: Path, prefix: str, epsilons: Sequence[float], *, what: str = "ε"
+) -> dict[float, Path]:
+    """``{ε: <directory>/<prefix><ε>.json}`` for every ε of ``epsilons``, whichever way DVC wrote ε
+    into the file name (a DVC matrix writes ``4`` or ``4.0`` as params.yaml spells it); a missing
+    one is an error naming the file and the fix."""
+    found = {}
+    for path in directory.glob(f"{prefix}*.json"):
+        try:
+            found[float(path.stem[len(prefix) :])] = path
+        except ValueError:
+            continue
+    for eps in epsilons:
+        if eps not in found:
+            raise ArtifactError(
+                f"{directory / f'{prefix}{eps:g}.json'}: file not found; run the stages of "
+                f"{what} = {eps:g} first (dvc repro)"
+            )
+    return {eps: found[eps] for eps in epsilons}
+
+
 def canonical_safetensors(data: bytes) -> bytes:
     """The same safetensors file with its ``__metadata__`` keys sorted.
 

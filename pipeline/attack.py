@@ -326,7 +326,8 @@ ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the rel
 def load_release(
     release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
 ) -> tuple[MechanismRelease, dict[str, np.ndarray], str]:
-    """(the release as the attacker sees it, the published bool codes per victim split, a tag).
+    """(the release as the attacker sees it, the published bool codes per victim split, its
+    ``config.json``).
 
     The release directory must come from this head: same method and bits, and every split the
     mechanism did not touch identical to the head's released codes."""
@@ -368,7 +369,6 @@ def load_release(
         def mechanism(b: np.ndarray) -> np.ndarray:
             return randomized_response(b, eps, seed=seed)
 
-        tag = f"rr{eps:g}"
     else:
         k = int(info["k"])
         held = np.concatenate([published[s] for s in info["splits"]])
@@ -376,9 +376,8 @@ def load_release(
         def mechanism(b: np.ndarray) -> np.ndarray:
             return snap_to_k_anonymous(b, held, k)
 
-        tag = "kanon"
     release = MechanismRelease(CodeRelease.from_head(head), mechanism, name=info["mechanism"])
-    return release, published, tag
+    return release, published, config
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,10 +525,12 @@ def run_attack(
         head, head_config = rebuild_head(head_dir)
         check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
-    mech_release, tag = None, ""
+    mech_release, release_config = None, {}
     if release_dir is not None:
         assert head_dir is not None and bits is not None
-        mech_release, codes, tag = load_release(release_dir, head_dir, head, head_config, bits, cfg)
+        mech_release, codes, release_config = load_release(
+            release_dir, head_dir, head, head_config, bits, cfg
+        )
         published.update(codes)
     images = load_images(params, dataset, emb)
     names = select_attacks(cfg, images is not None)
@@ -559,14 +560,14 @@ def run_attack(
     if is_float:
         release, name = FloatRelease(), f"attack@{dataset}-float"
     elif mech_release is not None:
-        release, name = mech_release, f"attack_{tag}@{dataset}-{method_name}-{bits}"
+        name = tracking.head_run_name("attack", release_config, dataset, method_name, bits)
+        release = mech_release
     else:
         release, name = CodeRelease.from_head(head), f"attack@{dataset}-{method_name}-{bits}"
     tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
     if not is_float:
         tags.update(method=str(method_name), bits=str(bits))
-    if mech_release is not None:
-        tags["mechanism"] = tag
+        tags.update(tracking.defence_of(release_config)[2])
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"attack": to_dict(cfg), "seed": params.seed})
         attacks = make_attacks(

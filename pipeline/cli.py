@@ -15,6 +15,7 @@ STAGES = (
     "train_dp",
     "release",
     "release_curve",
+    "report",
     "index",
 )
 

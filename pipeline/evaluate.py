@@ -139,8 +139,11 @@ def run_evaluate(
     params.knn.check_database(len(emb.y["train"]))
     float_curve = None if float_pr is None else read_pr_curve(float_pr)
     ks = sorted({params.knn.k, *params.knn.k_sweep})
-    name = f"evaluate@{dataset}-{method_name}-{bits}"
-    tags = tracking.head_tags(dataset, method_name, bits, emb)
+    name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)
+    tags = {
+        **tracking.head_tags(dataset, method_name, bits, emb),
+        **tracking.defence_of(head_config)[2],
+    }
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method_name})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)

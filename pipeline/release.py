@@ -93,9 +93,12 @@ def run_release(
                 f"release.k={r.k} is larger than the {len(codes[split])} released {split} codes; "
                 "lower release.k"
             )
-    tag = f"rr-eps{epsilon_code:g}" if mechanism == "rr" else f"kanon-k{r.k}"
-    name = f"release@{config.get('dataset')}-{config.get('method')}-{n_bits}-{tag}"
-    with tracking.stage_run(params.tracking, name=name, tags={"mechanism": mechanism}) as run:
+    block = {"mechanism": mechanism, "epsilon_code": epsilon_code, "k": r.k}
+    dataset, method = str(config.get("dataset")), str(config.get("method"))
+    name = tracking.head_run_name("release", {"release": block}, dataset, method, n_bits)
+    tags = {"dataset": dataset, "method": method, "bits": n_bits, "mechanism": mechanism}
+    tags.update(tracking.defence_of({"release": block})[2])
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"release.apply_to": r.apply_to, "release.k": r.k, "release.seed": r.seed})
         released, figures = release_codes(
             codes,

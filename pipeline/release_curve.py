@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import ArtifactError, read_json, write_csv
+from pipeline.artifacts import files_by_epsilon, read_json, write_csv
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 
@@ -42,19 +42,7 @@ def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
 def rr_files(directory: Path, name: str, epsilons: tuple[float, ...]) -> dict[float, Path]:
     """``{ε: <directory>/<name>-rr<ε>.json}`` for every ε of ``epsilons``, whichever way DVC wrote ε
     into the file name (``4`` or ``4.0``); a missing one is an error naming the file and the fix."""
-    found = {}
-    for path in directory.glob(f"{name}-rr*.json"):
-        try:
-            found[float(path.stem[len(name) + 3 :])] = path
-        except ValueError:
-            continue
-    for eps in epsilons:
-        if eps not in found:
-            raise ArtifactError(
-                f"{directory / f'{name}-rr{eps:g}.json'}: file not found; run the stages of "
-                f"ε_code = {eps:g} first (dvc repro)"
-            )
-    return {eps: found[eps] for eps in epsilons}
+    return files_by_epsilon(directory, f"{name}-rr", epsilons, what="ε_code")
 
 
 def run_release_curve(

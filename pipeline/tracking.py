@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,40 @@ def stage_run(
     client.set_terminated(run.info.run_id, status="FINISHED")
 
 
+def adopt_runs(parent: StageRun, names: Iterable[str], *, dataset: str) -> list[str]:
+    """Nest the newest FINISHED run of each name in ``names`` (runs tagged ``dataset``) under
+    ``parent`` by setting MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` shows a study as one
+    expandable parent run. The newest run of a name is the one that wrote the stage's current
+    outputs (a stage DVC skips keeps its earlier run). Returns the names with no such run (a
+    stage run with tracking off, or tagged by an older hashaudit); nothing when ``parent`` is a
+    no-op."""
+    wanted = set(names)
+    if not parent.active or not wanted:
+        return []
+    client = parent.client
+    exp_id = client.get_run(parent.run_id).info.experiment_id
+    newest: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.dataset = '{dataset}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            name = run.info.run_name
+            if name in wanted and name not in newest and run.info.run_id != parent.run_id:
+                newest[name] = run.info.run_id
+        token = page.token
+        if not token:
+            break
+    for run_id in newest.values():
+        client.set_tag(run_id, "mlflow.parentRunId", parent.run_id)
+    return sorted(wanted - set(newest))
+
+
 def close_stale_runs(config: TrackingConfig) -> list[str]:
     """Mark KILLED every RUNNING run of this experiment that was started on this host by a process
     that no longer exists (a stage killed with SIGKILL cannot do it itself). Returns their names.
@@ -259,6 +293,47 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def defence_of(config: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """``(stage suffix, name suffix, tags)`` naming the defence behind a head's ``config.json``.
+
+    A DP-SGD head (a ``dp`` block) is ``_dp`` / ``-eps<target ε>``, a randomised-response release
+    (a ``release`` block, mechanism ``rr``) ``_rr`` / ``-eps<ε_code>``, a k-anonymous release
+    ``_kanon``, a plain head no suffix. MLflow run names are built from them, so that
+    ``evaluate_dp@breastmnist-csq-12-eps8`` reads like its DVC stage and no two stages of a study
+    share a run name; the ``defence`` tag lets ``mlflow ui`` filter and group by it.
+    """
+    info = config.get("release")
+    if isinstance(info, Mapping) and info.get("mechanism") == "rr":
+        eps = f"{float(info['epsilon_code']):g}"
+        return "_rr", f"-eps{eps}", {"defence": "rr", "epsilon_code": eps}
+    if isinstance(info, Mapping) and info.get("mechanism") == "kanon":
+        return "_kanon", "", {"defence": "kanon", "release_k": str(info.get("k"))}
+    dp = config.get("dp")
+    if isinstance(dp, Mapping) and "dp_target_epsilon" in dp:
+        eps = f"{float(dp['dp_target_epsilon']):g}"
+        return "_dp", f"-eps{eps}", {"defence": "dp", "dp_target_epsilon": eps}
+    return "", "", {"defence": "none"}
+
+
+def head_run_name(
+    stage: str, config: Mapping[str, Any], dataset: str, method: str, bits: int
+) -> str:
+    """The MLflow run name of ``stage`` working on one head or release (see :func:`defence_of`)."""
+    stage_suffix, name_suffix, _ = defence_of(config)
+    return f"{stage}{stage_suffix}@{dataset}-{method}-{bits}{name_suffix}"
+
+
+def head_tags(dataset: str, method_name: str, bits: int, emb: EmbeddingsFile) -> dict[str, Any]:
+    """The MLflow tags of every stage that works on one head (train, train_dp, evaluate)."""
+    return {
+        "dataset": dataset,
+        "method": method_name,
+        "bits": bits,
+        "backbone": emb.backbone,
+        "embeddings": emb.fingerprint,
+    }
 
 
 def record_metrics(
@@ -303,14 +378,3 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_main())
-
-
-def head_tags(dataset: str, method_name: str, bits: int, emb: EmbeddingsFile) -> dict[str, Any]:
-    """The MLflow tags of every stage that works on one head (train, train_dp, evaluate)."""
-    return {
-        "dataset": dataset,
-        "method": method_name,
-        "bits": bits,
-        "backbone": emb.backbone,
-        "embeddings": emb.fingerprint,
-    }

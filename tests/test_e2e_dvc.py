@@ -1,9 +1,9 @@
 """End to end: `dvc repro` on real BreastMNIST files with the tiny random backbone, offline.
 
 Copies the pipeline into a temporary git + DVC repo, points data.root at the shared MedMNIST files,
-runs every stage (extract -> knn -> train -> evaluate -> attack-float / attack) through DVC and checks
-the metrics files and the MLflow store. The attacks run small (2 shadow heads, one extra gallery
-strength) to keep the test fast.
+runs every stage (extract -> knn -> train -> evaluate -> attack-float / attack -> defences -> report)
+through DVC and checks the metrics files, the report and the MLflow store (one parent run per
+study). The attacks run small (2 shadow heads, one extra gallery strength) to keep the test fast.
 """
 
 from __future__ import annotations
@@ -96,6 +96,16 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     curve = (work / "plots/release_curve/breastmnist/dpsh-48.csv").read_text().splitlines()
     assert curve[0].startswith("epsilon_code,") and len(curve) == 1 + 2  # ε_code 4 and ∞
     assert curve[1].startswith("4") and curve[2].startswith("inf,")
+    # the report: every release of the study, the float embeddings first
+    rep = json.loads((work / "metrics/report/breastmnist.json").read_text())
+    assert rep["releases"] == 1 + 2 + 2 + 2 + 2  # float, codes, DP (csq ε 8), rr (ε 4), k-anon
+    table = (work / "reports/breastmnist/tradeoff.csv").read_text().splitlines()
+    assert len(table) == 1 + 9 and table[1].startswith("float,")
+    assert (work / "reports/breastmnist/pareto-linkage.png").is_file()
+    assert (
+        "# Privacy/utility report: breastmnist"
+        in (work / "reports/breastmnist/report.md").read_text()
+    )
     ex = json.loads((work / "metrics/extract/breastmnist.json").read_text())
     assert ex  # the extract stage reports its counts
     assert (work / "dvc.lock").is_file()
@@ -106,12 +116,26 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
 
     client = MlflowClient(tracking_uri=params["tracking"]["uri"])
     exp = client.get_experiment_by_name("hashaudit")
-    names = {r.info.run_name for r in client.search_runs([exp.experiment_id])}
-    assert {
+    runs = client.search_runs([exp.experiment_id])
+    names = {r.info.run_name for r in runs}
+    study = {
         "extract@breastmnist",
         "knn@breastmnist",
         "train@breastmnist-dpsh-12",
         "evaluate@breastmnist-dpsh-48",
         "attack@breastmnist-float",
         "attack@breastmnist-dpsh-12",
-    } <= names
+        "train_dp@breastmnist-csq-12-eps8",
+        "evaluate_dp@breastmnist-csq-12-eps8",
+        "release_rr@breastmnist-dpsh-12-eps4",
+        "evaluate_rr@breastmnist-dpsh-12-eps4",
+        "attack_rr@breastmnist-dpsh-12-eps4",
+        "evaluate_kanon@breastmnist-dpsh-48",
+        "attack_kanon@breastmnist-dpsh-48",
+    }
+    assert study | {"report@breastmnist"} <= names
+    assert len(runs) == len(names)  # one run per stage: no two stages share a name
+    # the report's run is the parent of the study's runs (nested in mlflow ui)
+    parent = next(r.info.run_id for r in runs if r.info.run_name == "report@breastmnist")
+    nested = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert study <= nested

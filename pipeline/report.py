@@ -1,0 +1,488 @@
+"""Stage ``report``: the privacy/utility trade-off of one dataset — tables, Pareto plots, MLflow parent.
+
+One row per *release* of the study, the float embeddings included, read from the metrics files the
+other stages wrote (which files is decided by ``params.yaml``, never by globbing, so a stale file
+of a removed method or ε is never reported; a missing one is an error naming its stage):
+
+========  ==========================================  =======================================
+release   utility (Hamming or float KNN)              privacy
+========  ==========================================  =======================================
+float     ``metrics/knn/<ds>.json``                   ``metrics/attack/<ds>/float.json``
+codes     ``metrics/evaluate/<ds>/<m>-<b>.json``      ``metrics/attack/<ds>/<m>-<b>.json``
+dp        ``metrics/evaluate_dp/…-eps<ε>.json``       the DP-SGD guarantee (ε, δ) of
+                                                      ``metrics/train_dp/…``; not attacked here
+rr        ``metrics/evaluate_rr/…-rr<ε>.json``        ``metrics/attack_rr/…-rr<ε>.json``
+kanon     ``metrics/evaluate_kanon/<m>-<b>.json``     ``metrics/attack_kanon/<m>-<b>.json``
+========  ==========================================  =======================================
+
+Each attack's headline number becomes a leakage share (0 = its code-blind baseline, 1 = the same
+attack on the float embeddings; :mod:`privacy.tradeoff`), utility the retention of the float KNN's
+balanced accuracy. Writes (``--out`` folder): ``tradeoff.csv`` (every row and raw number: value,
+baseline, float value, share, per victim group), ``report.md`` (the tables a reader needs), one
+``pareto-<attack>.png`` per attack (retention against leakage, the front marked); and ``--metrics``
+(headline numbers: releases per kind, the best retention of each kind, and per attack and group the
+least leakage share among releases that keep ``report.min_retention`` of the float utility).
+
+MLflow: the stage's run ``report@<ds>`` logs those metrics, the Markdown and the plots (aggregates
+only), and becomes the **parent run** of the study: with ``report.link_runs`` it nests the newest
+finished run of every stage behind the reported rows under itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import tracking
+from pipeline.artifacts import (
+    atomic_outputs,
+    atomic_path,
+    check_writable,
+    files_by_epsilon,
+    read_json,
+    write_csv,
+    write_text,
+)
+from pipeline.common import base_parser, load, run_main
+from pipeline.config import Params
+from privacy.tradeoff import (
+    LEAKAGE_NUMBERS,
+    LeakageNumber,
+    attack_triplet,
+    leakage_share,
+    least_leakage_at,
+    pareto_mask,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("float", "codes", "dp", "rr", "kanon")
+UTILITY = (
+    "balanced_accuracy",
+    "retention_balanced_accuracy",
+    "accuracy",
+    "retention_accuracy",
+    "macro_f1",
+    "map_all",
+)
+#: utility keys every evaluate/knn file must hold
+REQUIRED_UTILITY = ("balanced_accuracy", "accuracy", "macro_f1")
+GROUPS = ("train", "test")
+TITLES = {
+    "float": "float embeddings",
+    "codes": "hash codes",
+    "dp": "DP-SGD head",
+    "rr": "randomised response",
+    "kanon": "k-anonymous",
+}
+
+
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """Where one release's numbers live; ``run_names`` are the MLflow runs that made them."""
+
+    kind: str
+    method: str
+    bits: int | None
+    epsilon: float | None
+    utility: Path
+    attack: Path | None
+    extra: Path | None
+    run_names: tuple[str, ...]
+
+
+def plan_releases(params: Params, dataset: str, metrics_dir: Path) -> list[ReleaseFiles]:
+    """Every release the study's params ask for, in report order: float, codes, DP heads,
+    randomised response (ε_code ascending), k-anonymous."""
+    m = metrics_dir
+    run = tracking.head_run_name
+    out = [
+        ReleaseFiles(
+            "float",
+            "float",
+            None,
+            None,
+            m / "knn" / f"{dataset}.json",
+            m / "attack" / dataset / "float.json",
+            None,
+            (f"extract@{dataset}", f"knn@{dataset}", f"attack@{dataset}-float"),
+        )
+    ]
+    heads = [(meth, b) for meth in params.train.methods for b in sorted(params.train.bits)]
+    for meth, b in heads:
+        stem = f"{meth}-{b}"
+        names = tuple(run(s, {}, dataset, meth, b) for s in ("train", "evaluate", "attack"))
+        out.append(
+            ReleaseFiles(
+                "codes",
+                meth,
+                b,
+                None,
+                m / "evaluate" / dataset / f"{stem}.json",
+                m / "attack" / dataset / f"{stem}.json",
+                None,
+                names,
+            )
+        )
+    dp_eps = tuple(sorted(params.dp.epsilons))
+    for meth in params.dp.methods:
+        for b in sorted(params.train.bits):
+            stem = f"{meth}-{b}-eps"
+            ev = files_by_epsilon(m / "evaluate_dp" / dataset, stem, dp_eps, what="DP ε")
+            tr = files_by_epsilon(m / "train_dp" / dataset, stem, dp_eps, what="DP ε")
+            for eps in dp_eps:
+                cfg = {"dp": {"dp_target_epsilon": eps}}
+                names = tuple(run(s, cfg, dataset, meth, b) for s in ("train", "evaluate"))
+                out.append(ReleaseFiles("dp", meth, b, eps, ev[eps], None, tr[eps], names))
+    rr_eps = tuple(sorted(params.release.epsilons))
+    for meth, b in heads:
+        stem = f"{meth}-{b}-rr"
+        ev = files_by_epsilon(m / "evaluate_rr" / dataset, stem, rr_eps, what="ε_code")
+        at = files_by_epsilon(m / "attack_rr" / dataset, stem, rr_eps, what="ε_code")
+        rel = files_by_epsilon(m / "release" / dataset, stem, rr_eps, what="ε_code")
+        for eps in rr_eps:
+            cfg = {"release": {"mechanism": "rr", "epsilon_code": eps}}
+            names = tuple(run(s, cfg, dataset, meth, b) for s in ("release", "evaluate", "attack"))
+            out.append(ReleaseFiles("rr", meth, b, eps, ev[eps], at[eps], rel[eps], names))
+    for meth, b in heads:
+        stem = f"{meth}-{b}"
+        cfg = {"release": {"mechanism": "kanon"}}
+        names = tuple(run(s, cfg, dataset, meth, b) for s in ("release", "evaluate", "attack"))
+        out.append(
+            ReleaseFiles(
+                "kanon",
+                meth,
+                b,
+                None,
+                m / "evaluate_kanon" / dataset / f"{stem}.json",
+                m / "attack_kanon" / dataset / f"{stem}.json",
+                m / "release" / dataset / f"{stem}-kanon.json",
+                names,
+            )
+        )
+    return out
+
+
+def _num(value: Any) -> float:
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else math.nan
+    )
+
+
+def release_row(files: ReleaseFiles) -> dict[str, Any]:
+    """One flat row: identity, utility, then for every attack number and victim group its value,
+    code-blind baseline, float value and leakage share (NaN where not measured)."""
+    util = read_json(files.utility, require=REQUIRED_UTILITY)
+    row: dict[str, Any] = {
+        "release": files.kind,
+        "method": files.method,
+        "bits": files.bits,
+        "epsilon": files.epsilon,
+    }
+    for key in UTILITY:
+        row[key] = _num(util.get(key))
+    if files.kind == "float":  # the reference retains all of itself
+        row["retention_balanced_accuracy"] = row["retention_accuracy"] = 1.0
+    extra = read_json(files.extra) if files.extra is not None else {}
+    row["dp_epsilon"] = _num(extra.get("dp_epsilon"))
+    row["dp_delta"] = _num(extra.get("dp_delta"))
+    row["release_k"] = _num(extra.get("train/k", extra.get("test/k")))  # per release.apply_to
+    attack = read_json(files.attack) if files.attack is not None else {}
+    for number in LEAKAGE_NUMBERS:
+        for group in number.groups:
+            value, base, flt = attack_triplet(attack, number, group)
+            col = column(number, group)
+            row[f"{col}"] = value
+            row[f"{col}_baseline"] = base
+            row[f"{col}_float"] = flt
+            row[f"{col}_share"] = leakage_share(value, base, flt)
+    row["membership_tpr_at_fpr_1pct"] = _num(attack.get("membership/tpr_at_fpr_1pct"))
+    return row
+
+
+def column(number: LeakageNumber, group: str | None) -> str:
+    """CSV column stem of an attack number: ``linkage_test``, ``membership``."""
+    return number.attack if group is None else f"{number.attack}_{group}"
+
+
+def leakage_axis(number: LeakageNumber, group: str | None) -> tuple[str, str]:
+    """(CSV column, axis label) of an attack's leakage: the share where the attack has a float
+    counterpart, the raw number otherwise (membership: AUC; float embeddings are not trained)."""
+    col = column(number, group)
+    if number.groups == (None,):
+        return col, f"{number.key} (0.5 = chance)"
+    return f"{col}_share", f"{number.attack} leakage share (0 = code-blind, 1 = float)"
+
+
+def leakage_values(rows: list[dict[str, Any]], col: str) -> np.ndarray:
+    """The leakage axis of ``col`` over ``rows``. Shares are floored at 0: an attack that does worse
+    than its code-blind baseline (by chance; a negative share) shows no measurable leakage, and
+    releases tied there are ranked by utility. ``tradeoff.csv`` keeps the unfloored shares."""
+    leak = np.array([r[col] for r in rows], dtype=np.float64)
+    return np.maximum(leak, 0.0) if col.endswith("_share") else leak
+
+
+def summary_metrics(rows: list[dict[str, Any]], min_retention: float) -> dict[str, float]:
+    """The headline numbers of ``--metrics`` (and the MLflow parent run)."""
+    out: dict[str, float] = {"releases": float(len(rows))}
+    for kind in KINDS:
+        kind_rows = [r for r in rows if r["release"] == kind]
+        out[f"releases/{kind}"] = float(len(kind_rows))
+        ret = [r["retention_balanced_accuracy"] for r in kind_rows]
+        ret = [v for v in ret if not math.isnan(v)]
+        if ret and kind != "float":
+            out[f"best_retention/{kind}"] = max(ret)
+    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
+    for number in LEAKAGE_NUMBERS:
+        for group in number.groups:
+            col, _ = leakage_axis(number, group)
+            leak = leakage_values(rows, col)
+            name = column(number, group).replace("_", "/", 1) if group else number.attack
+            if np.isnan(leak).all():
+                continue
+            least, _ = least_leakage_at(utility, leak, min_utility=min_retention)
+            if not math.isnan(least):
+                out[f"least_leakage/{name}"] = least
+            out[f"pareto_size/{name}"] = float(pareto_mask(utility, leak).sum())
+    return out
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["release"] == "float":
+        return "float"
+    text = f"{row['method']}-{row['bits']}"
+    if row["release"] in ("dp", "rr"):
+        text += f" ε={row['epsilon']:g}"
+    return text if row["release"] in ("codes", "dp") else f"{text} ({row['release']})"
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown(
+    dataset: str, rows: list[dict[str, Any]], summary: dict[str, float], params: Params
+) -> str:
+    """The report a reader opens first: one table of every release, the headline, the fronts."""
+    flt = rows[0]
+    attacks = [n for n in LEAKAGE_NUMBERS if n.groups != (None,)]
+    present = [
+        n for n in attacks if any(not math.isnan(r[f"{column(n, 'test')}_share"]) for r in rows)
+    ]
+    lines = [
+        f"# Privacy/utility report: {dataset}",
+        "",
+        f"Float KNN (k = {params.knn.k}): balanced accuracy {_fmt(flt['balanced_accuracy'])}, "
+        f"accuracy {_fmt(flt['accuracy'])}. **Retention** is a release's Hamming-KNN balanced "
+        "accuracy over the float KNN's. **Leakage share** per attack: 0 = the attack's code-blind "
+        "baseline, 1 = the same attack on the float embeddings (privacy/tradeoff.py; a share "
+        "below 0, an attack doing worse than its baseline by chance, is shown as 0); each cell "
+        "is train (database, the head's training records) / test (queries) victims; – = not "
+        "measured (DP heads are not attacked by the pipeline: their guarantee is ε, δ; "
+        "membership is not run on released codes). Raw numbers, baselines and float values: "
+        "`tradeoff.csv`.",
+        "",
+    ]
+    head = ["release", "method", "bits", "ε", "bal. acc", "retention", "mAP@all"]
+    head += [n.attack for n in present] + ["membership AUC"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in rows:
+        eps = "" if r["epsilon"] is None else f"{r['epsilon']:g}"
+        cells = [
+            TITLES[r["release"]],
+            "" if r["release"] == "float" else r["method"],
+            "" if r["bits"] is None else str(r["bits"]),
+            eps,
+            _fmt(r["balanced_accuracy"]),
+            _fmt(r["retention_balanced_accuracy"]),
+            _fmt(r["map_all"]),
+        ]
+        for n in present:
+            pair = [max(r[f"{column(n, g)}_share"], 0.0) for g in GROUPS]
+            cells.append(
+                "–" if all(math.isnan(v) for v in pair) else " / ".join(_fmt(v, 2) for v in pair)
+            )
+        cells.append(_fmt(r["membership"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"## Least leakage among releases keeping ≥ {params.report.min_retention:g} of float "
+        "balanced accuracy",
+        "",
+        "| attack | victims | least leakage | release |",
+        "|---|---|---:|---|",
+    ]
+    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
+    for number in LEAKAGE_NUMBERS:
+        for group in number.groups:
+            col, _ = leakage_axis(number, group)
+            leak = leakage_values(rows, col)
+            if np.isnan(leak).all():
+                continue
+            least, i = least_leakage_at(utility, leak, min_utility=params.report.min_retention)
+            what = "AUC" if group is None else "share"
+            lines.append(
+                f"| {number.attack} | {group or 'train'} | {_fmt(least)} ({what}) | "
+                f"{_label(rows[i]) if i >= 0 else 'none reaches the bar'} |"
+            )
+    lines += [
+        "",
+        "## Pareto-optimal releases (test victims; membership: train)",
+        "",
+        "No other release keeps more utility with less leakage. Plots: `pareto-<attack>.png`.",
+        "",
+    ]
+    for number in LEAKAGE_NUMBERS:
+        group = number.groups[-1]
+        col, _ = leakage_axis(number, group)
+        leak = leakage_values(rows, col)
+        if np.isnan(leak).all():
+            continue
+        front = np.flatnonzero(pareto_mask(utility, leak))
+        front = front[np.argsort(leak[front], kind="stable")]
+        items = ", ".join(
+            f"{_label(rows[i])} ({_fmt(leak[i], 2)}, {_fmt(utility[i], 2)})" for i in front
+        )
+        lines.append(f"- **{number.attack}** (leakage, retention): {items}")
+    lines += ["", "## Headline numbers (`--metrics`, MLflow parent run)", ""]
+    lines += [f"- `{k}`: {v:.4g}" for k, v in summary.items()]
+    return "\n".join(lines) + "\n"
+
+
+def pareto_png(
+    path: Path, rows: list[dict[str, Any]], number: LeakageNumber, min_retention: float
+) -> bool:
+    """Retention against leakage for every release, one panel per victim group, the Pareto front
+    as a step line. Returns False (and writes nothing) when no release has this number."""
+    panels = [
+        g for g in number.groups if not all(math.isnan(r[leakage_axis(number, g)[0]]) for r in rows)
+    ]
+    if not panels:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    markers = {"float": "*", "codes": "o", "dp": "s", "rr": "^", "kanon": "D"}
+    for ax, group in zip(axes[0], panels, strict=True):
+        col, xlabel = leakage_axis(number, group)
+        leak = leakage_values(rows, col)
+        for kind in KINDS:
+            idx = [
+                i for i, r in enumerate(rows) if r["release"] == kind and not math.isnan(leak[i])
+            ]
+            if idx:
+                ax.scatter(
+                    leak[idx], utility[idx], marker=markers[kind], label=TITLES[kind], alpha=0.75
+                )
+        front = np.flatnonzero(pareto_mask(utility, leak))
+        front = front[np.argsort(leak[front], kind="stable")]
+        if front.size:
+            ax.scatter(leak[front], utility[front], s=110, facecolors="none", edgecolors="k")
+            ax.step(
+                leak[front],
+                utility[front],
+                where="post",
+                color="k",
+                linewidth=1,
+                label="Pareto front",
+            )
+        ax.axhline(min_retention, color="grey", linestyle=":", linewidth=1)
+        if group is not None:
+            for x in (0.0, 1.0):
+                ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel=xlabel, ylabel="retention of float balanced accuracy")
+        ax.set_title(f"{number.attack}: {group or 'members vs non-members'}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def run_report(
+    params: Params, *, dataset: str, metrics_dir: Path, out_dir: Path, metrics: Path
+) -> dict[str, float]:
+    check_writable(metrics, dirs=(out_dir,))
+    plan = plan_releases(params, dataset, metrics_dir)
+    rows = [release_row(f) for f in plan]
+    summary = summary_metrics(rows, params.report.min_retention)
+    name = f"report@{dataset}"
+    tags = {"dataset": dataset}
+    with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
+        run.log_params({"report": params.report, "knn.k": params.knn.k})
+        with atomic_outputs():
+            write_csv(
+                out_dir / "tradeoff.csv", [{k: _csv_value(v) for k, v in r.items()} for r in rows]
+            )
+            write_text(out_dir / "report.md", markdown(dataset, rows, summary, params))
+            plots = [
+                out_dir / f"pareto-{n.attack}.png"
+                for n in LEAKAGE_NUMBERS
+                if pareto_png(
+                    out_dir / f"pareto-{n.attack}.png", rows, n, params.report.min_retention
+                )
+            ]
+            tracking.record_metrics(metrics, summary, run)
+        run.log_artifact(out_dir / "report.md")
+        for png in plots:
+            run.log_artifact(png, "pareto")
+        if params.report.link_runs:
+            names = [n for f in plan for n in f.run_names]
+            missing = tracking.adopt_runs(run, names, dataset=dataset)
+            if missing:
+                log.info(
+                    "%d stage runs not found in MLflow (tracking off for them?): %s",
+                    len(missing),
+                    ", ".join(missing[:5]),
+                )
+    log.info("%s: %d releases reported -> %s", dataset, len(rows), out_dir)
+    return summary
+
+
+def _body(argv: list[str] | None) -> None:
+    parser = base_parser(
+        "Privacy/utility report of one dataset: tables, Pareto plots, MLflow parent run."
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument(
+        "--metrics-dir", type=Path, default=Path("metrics"), help="the stages' metrics root"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for report.md, tradeoff.csv, PNGs"
+    )
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="headline numbers (DVC metrics)"
+    )
+    args = parser.parse_args(argv)
+    run_report(
+        load(args),
+        dataset=args.dataset,
+        metrics_dir=args.metrics_dir,
+        out_dir=args.out,
+        metrics=args.metrics,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

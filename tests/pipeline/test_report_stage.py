@@ -1,0 +1,171 @@
+"""The report stage on a hand-made metrics tree: rows, shares, headline, fronts, MLflow parent."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline import report, tracking
+from pipeline.artifacts import write_json
+from pipeline.config import TrackingConfig
+from tests.conftest import REPO
+
+GROUPS = ("train", "test")
+
+
+def linkage(top1: float, *, float_value: float | None = 0.8) -> dict[str, float]:
+    out = {}
+    for g in GROUPS:
+        out[f"linkage/{g}/top1"] = top1
+        out[f"linkage/{g}/top1_baseline"] = 0.01
+        if float_value is not None:
+            out[f"linkage/{g}/top1_float"] = float_value
+    return out
+
+
+def utility(bal: float, retention: float) -> dict[str, float]:
+    return {
+        "balanced_accuracy": bal,
+        "retention_balanced_accuracy": retention,
+        "accuracy": bal + 0.1,
+        "macro_f1": bal,
+        "map_all": 0.5,
+    }
+
+
+def make_tree(root: Path) -> None:
+    """One study of dataset ``syn``: dpsh at 12 bits, one DP head (csq, ε 8), rr at ε_code 4
+    (files named the way DVC may write ε: ``4.0``), the k-anonymous release."""
+    m = root / "metrics"
+    write_json(m / "knn/syn.json", utility(0.6, 1.0))
+    write_json(m / "attack/syn/float.json", linkage(0.8, float_value=None))
+    write_json(m / "evaluate/syn/dpsh-12.json", utility(0.6, 1.0))
+    # share (0.405 - 0.01) / (0.8 - 0.01) = 0.5
+    write_json(
+        m / "attack/syn/dpsh-12.json",
+        {**linkage(0.405), "membership/auc": 0.7, "membership/auc_baseline": 0.5},
+    )
+    write_json(m / "train_dp/syn/csq-12-eps8.json", {"dp_epsilon": 7.9, "dp_delta": 1e-4})
+    write_json(m / "evaluate_dp/syn/csq-12-eps8.json", utility(0.54, 0.9))
+    write_json(m / "release/syn/dpsh-12-rr4.0.json", {"epsilon_code": 4.0})
+    write_json(m / "evaluate_rr/syn/dpsh-12-rr4.0.json", utility(0.594, 0.99))
+    write_json(m / "attack_rr/syn/dpsh-12-rr4.0.json", linkage(0.089))  # share 0.1
+    write_json(m / "release/syn/dpsh-12-kanon.json", {"train/k": 20.0})
+    write_json(m / "evaluate_kanon/syn/dpsh-12.json", utility(0.588, 0.98))
+    write_json(m / "attack_kanon/syn/dpsh-12.json", linkage(0.0))  # share -0.01/0.79 < 0
+
+
+SETS = (
+    "train.methods=[dpsh]",
+    "train.bits=[12]",
+    "dp.methods=[csq]",
+    "dp.epsilons=[8]",
+    "release.epsilons=[4]",
+)
+
+
+def argv(root: Path, *extra: str) -> list[str]:
+    out = ["--params", str(REPO / "params.yaml")]
+    for s in SETS + extra:
+        out += ["--set", s]
+    out += ["--dataset", "syn", "--metrics-dir", str(root / "metrics")]
+    return [*out, "--out", str(root / "reports/syn"), "--metrics", str(root / "report.json")]
+
+
+def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    with open(tmp_path / "reports/syn/tradeoff.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["release"], r["method"], r["bits"], r["epsilon"]) for r in rows] == [
+        ("float", "float", "", ""),
+        ("codes", "dpsh", "12", ""),
+        ("dp", "csq", "12", "8.0"),
+        ("rr", "dpsh", "12", "4.0"),
+        ("kanon", "dpsh", "12", ""),
+    ]
+    share = [r["linkage_test_share"] for r in rows]
+    assert float(share[0]) == 1.0 and float(share[1]) == pytest.approx(0.5)
+    assert share[2] == ""  # DP heads are not attacked by the pipeline
+    assert float(share[3]) == pytest.approx(0.1)
+    assert float(share[4]) == pytest.approx(-0.01 / 0.79)  # the CSV keeps the raw share
+    assert float(rows[2]["dp_epsilon"]) == 7.9 and float(rows[4]["release_k"]) == 20.0
+    assert float(rows[1]["membership"]) == 0.7 and rows[3]["membership"] == ""
+
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["releases"] == 5 and summary["releases/dp"] == 1
+    assert summary["best_retention/rr"] == 0.99 and "best_retention/float" not in summary
+    # retention >= 0.98: codes 0.5, rr 0.1, kanon floored to 0 -> kanon; float and dp excluded
+    assert summary["least_leakage/linkage/test"] == 0.0
+    # front (leakage floored, retention): kanon (0, 0.98), rr (0.1, 0.99), codes (0.5, 1.0);
+    # the float point (1, 1) is beaten by the codes (same utility, less leakage)
+    assert summary["pareto_size/linkage/test"] == 3
+    assert summary["least_leakage/membership"] == 0.7 and summary["pareto_size/membership"] == 1
+    assert not any("reconstruction" in k for k in summary)  # not measured: no headline
+
+    md = (tmp_path / "reports/syn/report.md").read_text()
+    # a negative share is shown as 0 (no measurable leakage); DP heads have no attack numbers
+    assert "| k-anonymous | dpsh | 12 |  | 0.588 | 0.980 | 0.500 | 0.00 / 0.00 | – |" in md
+    assert "| DP-SGD head | csq | 12 | 8 | 0.540 | 0.900 | 0.500 | – | – |" in md
+    assert "| linkage | test | 0.000 (share) | dpsh-12 (kanon) |" in md
+    assert "| randomised response | dpsh | 12 | 4 | 0.594 | 0.990 | 0.500 | 0.10 / 0.10 | – |" in md
+    assert "dpsh-12 (kanon) (0.00, 0.98), dpsh-12 ε=4 (rr) (0.10, 0.99), dpsh-12 (0.50, 1.00)" in md
+    pngs = sorted(p.name for p in (tmp_path / "reports/syn").glob("*.png"))
+    assert pngs == ["pareto-linkage.png", "pareto-membership.png"]  # only measured attacks
+
+
+def test_report_missing_file_names_the_stage_and_writes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_tree(tmp_path)
+    (tmp_path / "metrics/attack_rr/syn/dpsh-12-rr4.0.json").unlink()
+    with caplog.at_level(logging.ERROR):
+        assert report.main(argv(tmp_path, "tracking.enabled=false")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "attack_rr" in errors[0] and "ε_code = 4" in errors[0]
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
+
+
+def test_report_is_the_parent_run_of_the_newest_finished_stage_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    make_tree(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TrackingConfig(uri=uri)
+
+    def stage(name: str, dataset: str = "syn", fail: bool = False) -> str:
+        try:
+            with tracking.stage_run(cfg, name=name, tags={"dataset": dataset}) as run:
+                if fail:
+                    raise RuntimeError("stage failed")
+                return run.run_id
+        except RuntimeError:
+            return run.run_id
+
+    old = stage("train@syn-dpsh-12")
+    new = stage("train@syn-dpsh-12")  # the rerun wrote the current outputs
+    dp = stage("evaluate_dp@syn-csq-12-eps8")
+    failed = stage("evaluate@syn-dpsh-12", fail=True)
+    other = stage("train@other-dpsh-12", dataset="other")
+    assert report.main(argv(tmp_path, f"tracking.uri={uri}")) == 0
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("hashaudit")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "report@syn")
+    assert parent.data.metrics["releases"] == 5.0
+    assert parent.data.tags["dataset"] == "syn" and parent.data.tags["stage"] == "report"
+    children = {
+        r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert children == {new, dp}
+    assert not {old, failed, other} & children
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "pareto"} <= artifacts
