@@ -14,6 +14,9 @@ Two modes, one per DVC stage:
   mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
   attacker's own aux codes pass through the public mechanism (:class:`privacy.base.MechanismRelease`),
   the gallery is hashed by the head as before, membership on the (unchanged) head is skipped.
+* ``attack_dp@<ds>-<method>-<bits>-eps<ε>``: a DP-SGD head (``train_dp``'s output) attacked like any
+  head; its membership shadows train with DP-SGD at the head's recorded guarantee
+  (:func:`dp_shadow_trainer`).
 
 Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output is written only after
 every attack finished (no partial output); MLflow gets the aggregate numbers only — never images,
@@ -425,7 +428,35 @@ def shadow_context(head: Any, head_config: dict) -> dict[str, Any]:
     def make_head(seed: int) -> Any:
         return methods.build(name, head.spec, head.config, seed=seed)
 
-    return {"make_head": make_head, "fit_config": fit_cfg, "n_classes": head.spec.n_classes}
+    context = {"make_head": make_head, "fit_config": fit_cfg, "n_classes": head.spec.n_classes}
+    if isinstance(head_config.get("dp"), dict):
+        context["train_shadow"] = dp_shadow_trainer(head_config["dp"])
+    return context
+
+
+def dp_shadow_trainer(dp: dict[str, Any]) -> Any:
+    """Shadow heads of a DP-SGD target trained with DP-SGD at the target's recorded guarantee:
+    target ε, δ, clipping norm and accountant from its ``config.json`` (the schedule comes from its
+    ``fit`` block, like every shadow's). A missing key is an error naming the head's config."""
+    from privacy.dp import DPConfig, dp_fit
+
+    keys = ("dp_target_epsilon", "dp_delta", "dp_max_grad_norm", "dp_accountant")
+    missing = [k for k in keys if k not in dp]
+    if missing:
+        raise ArtifactError(
+            f"DP head config.json: dp block lacks {', '.join(missing)}; re-run its train_dp stage"
+        )
+    cfg = DPConfig(
+        epsilon=float(dp["dp_target_epsilon"]),
+        delta=float(dp["dp_delta"]),
+        max_grad_norm=float(dp["dp_max_grad_norm"]),
+        accountant=str(dp["dp_accountant"]),
+    )
+
+    def train(head: Any, train: Any, val: Any, *, config: Any) -> Any:
+        return dp_fit(head, train, val, config=config, dp=cfg)
+
+    return train
 
 
 def run_attacks(
@@ -563,11 +594,12 @@ def run_attack(
         name = tracking.head_run_name("attack", release_config, dataset, method_name, bits)
         release = mech_release
     else:
-        release, name = CodeRelease.from_head(head), f"attack@{dataset}-{method_name}-{bits}"
+        release = CodeRelease.from_head(head)
+        name = tracking.head_run_name("attack", head_config, dataset, method_name, bits)
     tags = {"dataset": dataset, "backbone": emb.backbone, "release": release.kind}
     if not is_float:
         tags.update(method=str(method_name), bits=str(bits))
-        tags.update(tracking.defence_of(release_config)[2])
+        tags.update(tracking.defence_of(release_config or head_config)[2])
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params({"attack": to_dict(cfg), "seed": params.seed})
         attacks = make_attacks(

@@ -35,6 +35,12 @@ fitted to its IN and OUT shadow scores and the target head's score gets the log 
 models (and its reference code's fixed-variance option), the variances are global — the standard
 deviation of all IN (resp. OUT) scores — unless every record has at least 32 IN and 32 OUT scores.
 
+Shadow heads are trained the way the target was: ``train_shadow(head, train, val, config)``
+defaults to :func:`hashers.trainer.fit`; for a DP-SGD target the attack stage passes DP-SGD at the
+target's (ε, δ, clipping norm, accountant) and schedule (:func:`privacy.dp.dp_fit`), since LiRA's
+IN/OUT score distributions are those of the training procedure — non-private shadows would model a
+head that memorises more than the target does.
+
 Reported: AUC and TPR at 1% and 0.1% FPR (members vs non-members by Λ), beside the blind baseline
 (AUC 0.5, TPR = FPR). An FPR below ``1 / n_nonmembers`` cannot be resolved: its flag
 ``..._resolvable`` is 0 and the TPR is left out. Deviation from the paper: the target head was
@@ -254,11 +260,13 @@ class MembershipInference(Attack):
         make_head: Callable[[int], Any] | None = None,
         fit_config: Any | None = None,
         n_classes: int | None = None,
+        train_shadow: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(release, config, seed=seed)
         self.make_head = make_head
         self.fit_config = fit_config
         self.n_classes = n_classes
+        self.train_shadow = train_shadow  # None: hashers.trainer.fit (the target's trainer)
 
     def skip_reason(self, aux: Records, victims: Mapping[str, Records]) -> str | None:
         if not isinstance(self.release, CodeRelease):
@@ -326,7 +334,7 @@ class MembershipInference(Attack):
             )
             head = self.make_head(self.seed + 1 + i)
             cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
-            fit(
+            (self.train_shadow or fit)(
                 head,
                 EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),
                 EmbeddingSet.from_numpy(pool_x[out_rows], pool_yh[out_rows]),

@@ -8,6 +8,7 @@ study). The attacks run small (2 shadow heads, one extra gallery strength) to ke
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -99,8 +100,14 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     # the report: every release of the study, the float embeddings first
     rep = json.loads((work / "metrics/report/breastmnist.json").read_text())
     assert rep["releases"] == 1 + 2 + 2 + 2 + 2  # float, codes, DP (csq ε 8), rr (ε 4), k-anon
-    table = (work / "reports/breastmnist/tradeoff.csv").read_text().splitlines()
-    assert len(table) == 1 + 9 and table[1].startswith("float,")
+    with open(work / "reports/breastmnist/tradeoff.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    kinds = [r["release"] for r in table]
+    assert kinds == ["float", "codes", "codes", "dp", "dp", "rr", "rr", "kanon", "kanon"]
+    # the DP heads are attacked too: DP-SGD bounds membership, not linkage
+    dp_at = json.loads((work / "metrics/attack_dp/breastmnist/csq-12-eps8.json").read_text())
+    assert "membership/auc" in dp_at and dp_at["membership/shadow_heads"] == 2
+    assert all(r["linkage_test_share"] != "" for r in table if r["release"] == "dp")
     assert (work / "reports/breastmnist/pareto-linkage.png").is_file()
     assert (
         "# Privacy/utility report: breastmnist"
@@ -127,6 +134,7 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
         "attack@breastmnist-dpsh-12",
         "train_dp@breastmnist-csq-12-eps8",
         "evaluate_dp@breastmnist-csq-12-eps8",
+        "attack_dp@breastmnist-csq-48-eps8",
         "release_rr@breastmnist-dpsh-12-eps4",
         "evaluate_rr@breastmnist-dpsh-12-eps4",
         "attack_rr@breastmnist-dpsh-12-eps4",

@@ -4,13 +4,14 @@ output written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import attack, train
+from pipeline import attack, train, train_dp
 from pipeline.artifacts import EmbeddingsFile, save_embeddings
 from pipeline.common import stage_argv
 from pipeline.synthetic import synthetic_embeddings
@@ -103,6 +104,52 @@ def test_membership_on_codes_only(study: Path) -> None:
     res = json.loads((study / "m/dpsh.json").read_text())
     assert 0.0 <= res["membership/auc"] <= 1.0 and res["membership/auc_baseline"] == 0.5
     assert res["membership/n_members"] == 40
+
+
+def test_attack_on_dp_head_trains_dp_shadows(study: Path) -> None:
+    """A DP-SGD head is attacked like any head; its membership shadows train with DP-SGD at the
+    head's recorded guarantee (LiRA models the target's training procedure)."""
+    from privacy.dp import DPReport
+
+    dp_sets = ("dp.epochs=2", "dp.batch_size=64", "dp.methods=[csq]")
+    assert train_dp.main(args(
+        study, sets=dp_sets, dataset="syn", method="csq", bits=16, epsilon=8,
+        embeddings=study / "syn.safetensors", out=study / "head_dp",
+        metrics=study / "m/train_dp.json", history=study / "p/train_dp.csv",
+    )) == 0  # fmt: skip
+    head, config = attack.rebuild_head(study / "head_dp")
+    context = attack.shadow_context(head, config)
+    assert "train_shadow" in context  # a plain head's shadows use the trainer: no key
+    assert "train_shadow" not in attack.shadow_context(*attack.rebuild_head(study / "head"))
+    from hashers.base import EmbeddingSet
+
+    x = np.random.default_rng(0).normal(size=(40, 16)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(40) % 3]
+    cfg = dataclasses.replace(context["fit_config"], epochs=1)
+    result = context["train_shadow"](context["make_head"](1), EmbeddingSet.from_numpy(x, y),
+                                     EmbeddingSet.from_numpy(x, y), config=cfg)  # fmt: skip
+    report = result[1]
+    assert isinstance(report, DPReport)
+    assert report.target_epsilon == config["dp"]["dp_target_epsilon"] == 8.0
+    assert report.delta == config["dp"]["dp_delta"]
+    assert report.max_grad_norm == config["dp"]["dp_max_grad_norm"]
+
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(args(
+        study, dataset="syn", method="csq", bits=16, embeddings=study / "syn.safetensors",
+        head=study / "head_dp", gallery=study / "gallery.safetensors",
+        float_metrics=study / "m/float.json", metrics=study / "m/csq_dp.json",
+        sweep=study / "p/csq_dp.csv",
+    )) == 0  # fmt: skip
+    res = json.loads((study / "m/csq_dp.json").read_text())
+    assert 0.0 <= res["membership/auc"] <= 1.0 and "linkage/test/top1_float" in res
+
+
+def test_dp_shadow_trainer_needs_the_recorded_guarantee() -> None:
+    from pipeline.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match="dp_delta, dp_max_grad_norm"):
+        attack.dp_shadow_trainer({"dp_target_epsilon": 8.0, "dp_accountant": "prv"})
 
 
 def _no_output(tmp: Path, name: str) -> bool:

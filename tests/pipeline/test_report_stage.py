@@ -51,6 +51,10 @@ def make_tree(root: Path) -> None:
     )
     write_json(m / "train_dp/syn/csq-12-eps8.json", {"dp_epsilon": 7.9, "dp_delta": 1e-4})
     write_json(m / "evaluate_dp/syn/csq-12-eps8.json", utility(0.54, 0.9))
+    write_json(
+        m / "attack_dp/syn/csq-12-eps8.json",
+        {**linkage(0.405), "membership/auc": 0.52, "membership/auc_baseline": 0.5},
+    )
     write_json(m / "release/syn/dpsh-12-rr4.0.json", {"epsilon_code": 4.0})
     write_json(m / "evaluate_rr/syn/dpsh-12-rr4.0.json", utility(0.594, 0.99))
     write_json(m / "attack_rr/syn/dpsh-12-rr4.0.json", linkage(0.089))  # share 0.1
@@ -90,7 +94,7 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     ]
     share = [r["linkage_test_share"] for r in rows]
     assert float(share[0]) == 1.0 and float(share[1]) == pytest.approx(0.5)
-    assert share[2] == ""  # DP heads are not attacked by the pipeline
+    assert float(share[2]) == pytest.approx(0.5)  # DP-SGD does not bound linkage
     assert float(share[3]) == pytest.approx(0.1)
     assert float(share[4]) == pytest.approx(-0.01 / 0.79)  # the CSV keeps the raw share
     assert float(rows[2]["dp_epsilon"]) == 7.9 and float(rows[4]["release_k"]) == 20.0
@@ -104,13 +108,14 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     # front (leakage floored, retention): kanon (0, 0.98), rr (0.1, 0.99), codes (0.5, 1.0);
     # the float point (1, 1) is beaten by the codes (same utility, less leakage)
     assert summary["pareto_size/linkage/test"] == 3
-    assert summary["least_leakage/membership"] == 0.7 and summary["pareto_size/membership"] == 1
+    # membership: codes (AUC 0.7, 1.0) and the DP head (0.52, 0.9) trade off
+    assert summary["least_leakage/membership"] == 0.7 and summary["pareto_size/membership"] == 2
     assert not any("reconstruction" in k for k in summary)  # not measured: no headline
 
     md = (tmp_path / "reports/syn/report.md").read_text()
-    # a negative share is shown as 0 (no measurable leakage); DP heads have no attack numbers
+    # a negative share is shown as 0 (no measurable leakage); no membership on released codes
     assert "| k-anonymous | dpsh | 12 |  | 0.588 | 0.980 | 0.500 | 0.00 / 0.00 | – |" in md
-    assert "| DP-SGD head | csq | 12 | 8 | 0.540 | 0.900 | 0.500 | – | – |" in md
+    assert "| DP-SGD head | csq | 12 | 8 | 0.540 | 0.900 | 0.500 | 0.50 / 0.50 | 0.520 |" in md
     assert "| linkage | test | 0.000 (share) | dpsh-12 (kanon) |" in md
     assert "| randomised response | dpsh | 12 | 4 | 0.594 | 0.990 | 0.500 | 0.10 / 0.10 | – |" in md
     assert "dpsh-12 (kanon) (0.00, 0.98), dpsh-12 ε=4 (rr) (0.10, 0.99), dpsh-12 (0.50, 1.00)" in md
