@@ -13,7 +13,9 @@ Two modes, one per DVC stage:
   ``release_kanon``): the same attacks with the victims' codes as published by the release
   mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
   attacker's own aux codes pass through the public mechanism (:class:`privacy.base.MechanismRelease`),
-  the gallery is hashed by the head as before, membership on the (unchanged) head is skipped.
+  the gallery is hashed by the head as before, membership on the (unchanged) head is skipped. Victims
+  whose codes the mechanism left untouched (``release.apply_to``) are attacked with clean aux codes
+  (:func:`attack_clean_splits`).
 * ``attack_dp@<ds>-<method>-<bits>-eps<ε>``: a DP-SGD head (``train_dp``'s output) attacked like any
   head; its membership shadows train with DP-SGD at the head's recorded guarantee
   (:func:`dp_shadow_trainer`).
@@ -488,6 +490,36 @@ def run_attacks(
     return numbers, rows, skipped
 
 
+#: attacks whose numbers depend on the whole release (anonymity sets span every published code) or
+#: on the head alone (membership, skipped on releases): never re-run per victim split
+WHOLE_RELEASE = ("anonymity", "membership")
+
+
+def attack_clean_splits(
+    numbers: dict[str, Any],
+    rows: list[dict[str, Any]],
+    names: list[str],
+    splits: list[str],
+    clean: CodeRelease,
+    params: Params,
+    linkage_default: float,
+    aux: Records,
+    victims: dict[str, Records],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Re-run ``names`` for the victims whose codes the release mechanism left untouched
+    (``release.apply_to`` = database leaves the test codes clean): their codes are published as the
+    head made them, so the strongest attacker trains on clean aux codes (the plain ``attack``
+    stage's numbers), not on codes passed through the mechanism. Their ``<attack>/<split>/...``
+    numbers and linkage sweep rows replace the first run's; anonymity stays the first run's."""
+    attacks = make_attacks(names, clean, params, linkage_default=linkage_default)
+    again, again_rows, _ = run_attacks(attacks, aux, {s: victims[s] for s in splits})
+    prefixes = tuple(f"{a}/{s}/" for a in names for s in splits)
+    kept = {k: v for k, v in numbers.items() if not k.startswith(prefixes)}
+    kept.update(again)
+    rows = [r for r in rows if r.get("group") not in splits] + again_rows
+    return kept, rows
+
+
 def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) -> dict[str, Any]:
     """Beside every number of the codes, the same attack's number on the float embeddings."""
     out = dict(numbers)
@@ -606,6 +638,14 @@ def run_attack(
             names, release, params, linkage_default=default, head=head, head_config=head_config
         )
         numbers, rows, skipped = run_attacks(attacks, aux, victims)
+        clean = [
+            s for s in victims if s not in release_config.get("release", {}).get("splits", VICTIMS)
+        ]
+        if mech_release is not None and clean:
+            numbers, rows = attack_clean_splits(
+                numbers, rows, [n for n in names if n not in WHOLE_RELEASE], clean,
+                CodeRelease.from_head(head), params, default, aux, victims,
+            )  # fmt: skip
         numbers["aux_size"] = float(len(aux))
         if shape is not None and "reconstruction" in names and "reconstruction" not in skipped:
             for key, value in zip(("height", "width", "channels"), shape, strict=True):

@@ -238,14 +238,16 @@ def adopt_runs(parent: StageRun, names: Iterable[str], *, dataset: str) -> list[
     while True:
         page = client.search_runs(
             [exp_id],
-            filter_string=f"tags.dataset = '{dataset}' and attributes.status = 'FINISHED'",
+            filter_string="attributes.status = 'FINISHED'",  # dataset compared below: any name
             order_by=["attributes.start_time DESC"],
             max_results=1000,
             page_token=token,
         )
         for run in page:
             name = run.info.run_name
-            if name in wanted and name not in newest and run.info.run_id != parent.run_id:
+            if run.data.tags.get("dataset") != dataset or run.info.run_id == parent.run_id:
+                continue
+            if name in wanted and name not in newest:
                 newest[name] = run.info.run_id
         token = page.token
         if not token:
