@@ -100,7 +100,6 @@ def plan_releases(params: Params, dataset: str, metrics_dir: Path) -> list[Relea
     """Every release the study's params ask for, in report order: float, codes, DP heads,
     randomised response (ε_code ascending), k-anonymous."""
     m = metrics_dir
-    run = tracking.head_run_name
     out = [
         ReleaseFiles(
             "float",
@@ -113,61 +112,46 @@ def plan_releases(params: Params, dataset: str, metrics_dir: Path) -> list[Relea
             (f"extract@{dataset}", f"knn@{dataset}", f"attack@{dataset}-float"),
         )
     ]
-    heads = [(meth, b) for meth in params.train.methods for b in sorted(params.train.bits)]
+
+    def add(kind: str, meth: str, b: int, eps: float | None, files: tuple, config: dict) -> None:
+        """One head's release: its (utility, attack, extra) files and the runs that wrote them."""
+        first = "release" if kind in ("rr", "kanon") else "train"
+        stages = (first, "evaluate", "attack")
+        names = tuple(tracking.head_run_name(s, config, dataset, meth, b) for s in stages)
+        out.append(ReleaseFiles(kind, meth, b, eps, *files, names))
+
+    bits = sorted(params.train.bits)
+    heads = [(meth, b) for meth in params.train.methods for b in bits]
     for meth, b in heads:
-        stem = f"{meth}-{b}"
-        names = tuple(run(s, {}, dataset, meth, b) for s in ("train", "evaluate", "attack"))
-        out.append(
-            ReleaseFiles(
-                "codes",
-                meth,
-                b,
-                None,
-                m / "evaluate" / dataset / f"{stem}.json",
-                m / "attack" / dataset / f"{stem}.json",
-                None,
-                names,
-            )
-        )
+        stem = f"{meth}-{b}.json"
+        files = (m / "evaluate" / dataset / stem, m / "attack" / dataset / stem, None)
+        add("codes", meth, b, None, files, {})
     dp_eps = tuple(sorted(params.dp.epsilons))
-    for meth in params.dp.methods:
-        for b in sorted(params.train.bits):
-            stem = f"{meth}-{b}-eps"
-            ev = files_by_epsilon(m / "evaluate_dp" / dataset, stem, dp_eps, what="DP ε")
-            tr = files_by_epsilon(m / "train_dp" / dataset, stem, dp_eps, what="DP ε")
-            at = files_by_epsilon(m / "attack_dp" / dataset, stem, dp_eps, what="DP ε")
-            for eps in dp_eps:
-                cfg = {"dp": {"dp_target_epsilon": eps}}
-                names = tuple(
-                    run(s, cfg, dataset, meth, b) for s in ("train", "evaluate", "attack")
-                )
-                out.append(ReleaseFiles("dp", meth, b, eps, ev[eps], at[eps], tr[eps], names))
+    for meth, b in [(meth, b) for meth in params.dp.methods for b in bits]:
+        found = [
+            files_by_epsilon(m / stage / dataset, f"{meth}-{b}-eps", dp_eps, what="DP ε")
+            for stage in ("evaluate_dp", "attack_dp", "train_dp")
+        ]
+        for eps in dp_eps:
+            files = tuple(f[eps] for f in found)
+            add("dp", meth, b, eps, files, {"dp": {"dp_target_epsilon": eps}})
     rr_eps = tuple(sorted(params.release.epsilons))
     for meth, b in heads:
-        stem = f"{meth}-{b}-rr"
-        ev = files_by_epsilon(m / "evaluate_rr" / dataset, stem, rr_eps, what="ε_code")
-        at = files_by_epsilon(m / "attack_rr" / dataset, stem, rr_eps, what="ε_code")
-        rel = files_by_epsilon(m / "release" / dataset, stem, rr_eps, what="ε_code")
+        found = [
+            files_by_epsilon(m / stage / dataset, f"{meth}-{b}-rr", rr_eps, what="ε_code")
+            for stage in ("evaluate_rr", "attack_rr", "release")
+        ]
         for eps in rr_eps:
-            cfg = {"release": {"mechanism": "rr", "epsilon_code": eps}}
-            names = tuple(run(s, cfg, dataset, meth, b) for s in ("release", "evaluate", "attack"))
-            out.append(ReleaseFiles("rr", meth, b, eps, ev[eps], at[eps], rel[eps], names))
+            files = tuple(f[eps] for f in found)
+            add("rr", meth, b, eps, files, {"release": {"mechanism": "rr", "epsilon_code": eps}})
     for meth, b in heads:
         stem = f"{meth}-{b}"
-        cfg = {"release": {"mechanism": "kanon"}}
-        names = tuple(run(s, cfg, dataset, meth, b) for s in ("release", "evaluate", "attack"))
-        out.append(
-            ReleaseFiles(
-                "kanon",
-                meth,
-                b,
-                None,
-                m / "evaluate_kanon" / dataset / f"{stem}.json",
-                m / "attack_kanon" / dataset / f"{stem}.json",
-                m / "release" / dataset / f"{stem}-kanon.json",
-                names,
-            )
+        files = (
+            m / "evaluate_kanon" / dataset / f"{stem}.json",
+            m / "attack_kanon" / dataset / f"{stem}.json",
+            m / "release" / dataset / f"{stem}-kanon.json",
         )
+        add("kanon", meth, b, None, files, {"release": {"mechanism": "kanon"}})
     return out
 
 
