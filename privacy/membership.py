@@ -55,6 +55,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,11 +136,25 @@ def map_shadows(fn: Callable[[int], np.ndarray], heads: int, workers: int | None
     if workers <= 1 or not can_fork or multiprocessing.current_process().daemon:
         return [fn(i) for i in bar(range(heads))]
     _SHADOW_JOB["fn"] = fn
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_shadow_worker_init)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return list(bar(pool.imap(_run_shadow, range(heads))))
+        out = list(bar(pool.imap(_run_shadow, range(heads))))
+        pool.close()  # workers leave on their own; no signal needed on success
+        pool.join()
+        return out
     finally:
+        pool.terminate()  # on an error or Ctrl-C: SIGTERM, at its default action in the workers
         _SHADOW_JOB.clear()
+
+
+def _shadow_worker_init() -> None:
+    """Restore the default signal actions in a forked shadow worker. It inherits the stage's
+    handlers (``pipeline.common`` turns SIGTERM into an exception so a stage unwinds cleanly);
+    in a pool worker that exception path could leave the worker blocked on a lock, and the
+    parent's ``Pool.terminate`` waiting for it forever (seen once in a 189-stage study: the
+    attack_dp stage hung after its last shadow head). Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def prototypes(codes: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,9 @@ a head that does not depend on its records, a wide margin on an overfit head (sl
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+
 import numpy as np
 import pytest
 from conftest import make_records
@@ -168,3 +171,21 @@ def test_map_shadows_keeps_order_and_runs_in_children() -> None:
     assert [int(r[0]) for r in map_shadows(lambda i: np.array([i]), 3, 1)] == [0, 1, 2]
     with pytest.raises(PrivacyError, match="workers=0"):
         MembershipConfig(workers=0)
+
+
+def _sigterm_is_default(i: int) -> np.ndarray:
+    return np.array([signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, i])
+
+
+def test_shadow_workers_restore_default_sigterm() -> None:
+    """Forked shadow workers must not inherit a stage's SIGTERM handler (pipeline.common raises
+    an exception on SIGTERM); the pool stops its workers with SIGTERM, at its default action."""
+    from privacy.membership import map_shadows
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        out = map_shadows(_sigterm_is_default, heads=4, workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [int(o[1]) for o in out] == [0, 1, 2, 3] and all(bool(o[0]) for o in out)
+    assert not multiprocessing.active_children()  # closed and joined: no worker left behind
