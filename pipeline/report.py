@@ -216,7 +216,40 @@ def leakage_values(rows: list[dict[str, Any]], col: str) -> np.ndarray:
     return np.maximum(leak, 0.0) if col.endswith("_share") else leak
 
 
-def summary_metrics(rows: list[dict[str, Any]], min_retention: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Tradeoff:
+    """One attack number (and victim group) across the releases: its leakage axis, the Pareto
+    front (indices, by leakage) and the least leakage among releases at the utility bar."""
+
+    number: LeakageNumber
+    group: str | None
+    leak: np.ndarray
+    front: np.ndarray
+    least: float
+    least_at: int  # -1: no release with this number reaches the bar
+
+
+def tradeoffs(rows: list[dict[str, Any]], min_retention: float) -> list[Tradeoff]:
+    """Every measured attack number's trade-off (an attack no release has is left out)."""
+    utility = retention(rows)
+    out = []
+    for number in LEAKAGE_NUMBERS:
+        for group in number.groups:
+            leak = leakage_values(rows, leakage_axis(number, group)[0])
+            if np.isnan(leak).all():
+                continue
+            front = np.flatnonzero(pareto_mask(utility, leak))
+            front = front[np.argsort(leak[front], kind="stable")]
+            least, at = least_leakage_at(utility, leak, min_utility=min_retention)
+            out.append(Tradeoff(number, group, leak, front, least, at))
+    return out
+
+
+def retention(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
+
+
+def summary_metrics(rows: list[dict[str, Any]], axes: list[Tradeoff]) -> dict[str, float]:
     """The headline numbers of ``--metrics`` (and the MLflow parent run)."""
     out: dict[str, float] = {"releases": float(len(rows))}
     for kind in KINDS:
@@ -226,18 +259,11 @@ def summary_metrics(rows: list[dict[str, Any]], min_retention: float) -> dict[st
         ret = [v for v in ret if not math.isnan(v)]
         if ret and kind != "float":
             out[f"best_retention/{kind}"] = max(ret)
-    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
-    for number in LEAKAGE_NUMBERS:
-        for group in number.groups:
-            col, _ = leakage_axis(number, group)
-            leak = leakage_values(rows, col)
-            name = column(number, group).replace("_", "/", 1) if group else number.attack
-            if np.isnan(leak).all():
-                continue
-            least, _ = least_leakage_at(utility, leak, min_utility=min_retention)
-            if not math.isnan(least):
-                out[f"least_leakage/{name}"] = least
-            out[f"pareto_size/{name}"] = float(pareto_mask(utility, leak).sum())
+    for t in axes:
+        name = t.number.attack if t.group is None else f"{t.number.attack}/{t.group}"
+        if not math.isnan(t.least):
+            out[f"least_leakage/{name}"] = t.least
+        out[f"pareto_size/{name}"] = float(t.front.size)
     return out
 
 
@@ -255,7 +281,11 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def markdown(
-    dataset: str, rows: list[dict[str, Any]], summary: dict[str, float], params: Params
+    dataset: str,
+    rows: list[dict[str, Any]],
+    axes: list[Tradeoff],
+    summary: dict[str, float],
+    params: Params,
 ) -> str:
     """The report a reader opens first: one table of every release, the headline, the fronts."""
     flt = rows[0]
@@ -307,19 +337,12 @@ def markdown(
         "| attack | victims | least leakage | release |",
         "|---|---|---:|---|",
     ]
-    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
-    for number in LEAKAGE_NUMBERS:
-        for group in number.groups:
-            col, _ = leakage_axis(number, group)
-            leak = leakage_values(rows, col)
-            if np.isnan(leak).all():
-                continue
-            least, i = least_leakage_at(utility, leak, min_utility=params.report.min_retention)
-            what = "AUC" if group is None else "share"
-            lines.append(
-                f"| {number.attack} | {group or 'train'} | {_fmt(least)} ({what}) | "
-                f"{_label(rows[i]) if i >= 0 else 'none reaches the bar'} |"
-            )
+    for t in axes:
+        release = _label(rows[t.least_at]) if t.least_at >= 0 else "none reaches the bar"
+        what = "AUC" if t.group is None else "share"
+        lines.append(
+            f"| {t.number.attack} | {t.group or 'train'} | {_fmt(t.least)} ({what}) | {release} |"
+        )
     lines += [
         "",
         "## Pareto-optimal releases (test victims; membership: train)",
@@ -327,44 +350,35 @@ def markdown(
         "No other release keeps more utility with less leakage. Plots: `pareto-<attack>.png`.",
         "",
     ]
-    for number in LEAKAGE_NUMBERS:
-        group = number.groups[-1]
-        col, _ = leakage_axis(number, group)
-        leak = leakage_values(rows, col)
-        if np.isnan(leak).all():
+    utility = retention(rows)
+    for t in axes:
+        if t.group not in ("test", None):
             continue
-        front = np.flatnonzero(pareto_mask(utility, leak))
-        front = front[np.argsort(leak[front], kind="stable")]
         items = ", ".join(
-            f"{_label(rows[i])} ({_fmt(leak[i], 2)}, {_fmt(utility[i], 2)})" for i in front
+            f"{_label(rows[i])} ({_fmt(t.leak[i], 2)}, {_fmt(utility[i], 2)})" for i in t.front
         )
-        lines.append(f"- **{number.attack}** (leakage, retention): {items}")
+        lines.append(f"- **{t.number.attack}** (leakage, retention): {items}")
     lines += ["", "## Headline numbers (`--metrics`, MLflow parent run)", ""]
     lines += [f"- `{k}`: {v:.4g}" for k, v in summary.items()]
     return "\n".join(lines) + "\n"
 
 
 def pareto_png(
-    path: Path, rows: list[dict[str, Any]], number: LeakageNumber, min_retention: float
-) -> bool:
-    """Retention against leakage for every release, one panel per victim group, the Pareto front
-    as a step line. Returns False (and writes nothing) when no release has this number."""
-    panels = [
-        g for g in number.groups if not all(math.isnan(r[leakage_axis(number, g)[0]]) for r in rows)
-    ]
-    if not panels:
-        return False
+    path: Path, rows: list[dict[str, Any]], panels: list[Tradeoff], min_retention: float
+) -> None:
+    """Retention against leakage for every release, one panel per victim group of one attack,
+    the Pareto front ringed and drawn as a step line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    utility = np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
+    utility = retention(rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     markers = {"float": "*", "codes": "o", "dp": "s", "rr": "^", "kanon": "D"}
-    for ax, group in zip(axes[0], panels, strict=True):
-        col, xlabel = leakage_axis(number, group)
-        leak = leakage_values(rows, col)
+    for ax, t in zip(axes[0], panels, strict=True):
+        group, leak, front = t.group, t.leak, t.front
+        xlabel = leakage_axis(t.number, group)[1]
         for kind in KINDS:
             idx = [
                 i for i, r in enumerate(rows) if r["release"] == kind and not math.isnan(leak[i])
@@ -373,8 +387,6 @@ def pareto_png(
                 ax.scatter(
                     leak[idx], utility[idx], marker=markers[kind], label=TITLES[kind], alpha=0.75
                 )
-        front = np.flatnonzero(pareto_mask(utility, leak))
-        front = front[np.argsort(leak[front], kind="stable")]
         if front.size:
             ax.scatter(leak[front], utility[front], s=110, facecolors="none", edgecolors="k")
             ax.step(
@@ -390,14 +402,13 @@ def pareto_png(
             for x in (0.0, 1.0):
                 ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
         ax.set(xlabel=xlabel, ylabel="retention of float balanced accuracy")
-        ax.set_title(f"{number.attack}: {group or 'members vs non-members'}", fontsize=10)
+        ax.set_title(f"{t.number.attack}: {group or 'members vs non-members'}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    return True
 
 
 def _csv_value(value: Any) -> Any:
@@ -410,7 +421,8 @@ def run_report(
     check_writable(metrics, dirs=(out_dir,))
     plan = plan_releases(params, dataset, metrics_dir)
     rows = [release_row(f) for f in plan]
-    summary = summary_metrics(rows, params.report.min_retention)
+    axes = tradeoffs(rows, params.report.min_retention)
+    summary = summary_metrics(rows, axes)
     name = f"report@{dataset}"
     tags = {"dataset": dataset}
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
@@ -419,14 +431,13 @@ def run_report(
             write_csv(
                 out_dir / "tradeoff.csv", [{k: _csv_value(v) for k, v in r.items()} for r in rows]
             )
-            write_text(out_dir / "report.md", markdown(dataset, rows, summary, params))
-            plots = [
-                out_dir / f"pareto-{n.attack}.png"
-                for n in LEAKAGE_NUMBERS
-                if pareto_png(
-                    out_dir / f"pareto-{n.attack}.png", rows, n, params.report.min_retention
-                )
-            ]
+            write_text(out_dir / "report.md", markdown(dataset, rows, axes, summary, params))
+            plots = []
+            for number in LEAKAGE_NUMBERS:  # one PNG per measured attack, a panel per group
+                panels = [t for t in axes if t.number == number]
+                if panels:
+                    plots.append(out_dir / f"pareto-{number.attack}.png")
+                    pareto_png(plots[-1], rows, panels, params.report.min_retention)
             tracking.record_metrics(metrics, summary, run)
         run.log_artifact(out_dir / "report.md")
         for png in plots:
