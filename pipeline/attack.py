@@ -15,7 +15,7 @@ Two modes, one per DVC stage:
   attacker's own aux codes pass through the public mechanism (:class:`privacy.base.MechanismRelease`),
   the gallery is hashed by the head as before, membership on the (unchanged) head is skipped. Victims
   whose codes the mechanism left untouched (``release.apply_to``) are attacked with clean aux codes
-  (:func:`attack_clean_splits`).
+  (:func:`attack_by_publication`).
 * ``attack_dp@<ds>-<method>-<bits>-eps<ε>``: a DP-SGD head (``train_dp``'s output) attacked like any
   head; its membership shadows train with DP-SGD at the head's recorded guarantee
   (:func:`dp_shadow_trainer`).
@@ -330,7 +330,7 @@ ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the rel
 
 def load_release(
     release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
-) -> tuple[MechanismRelease, dict[str, np.ndarray], str]:
+) -> tuple[MechanismRelease, dict[str, np.ndarray], dict[str, Any]]:
     """(the release as the attacker sees it, the published bool codes per victim split, its
     ``config.json``).
 
@@ -495,29 +495,34 @@ def run_attacks(
 WHOLE_RELEASE = ("anonymity", "membership")
 
 
-def attack_clean_splits(
-    numbers: dict[str, Any],
-    rows: list[dict[str, Any]],
-    names: list[str],
-    splits: list[str],
-    clean: CodeRelease,
+def attack_by_publication(
+    attacks: list[Attack],
+    clean: list[str],
+    head_release: CodeRelease,
     params: Params,
     linkage_default: float,
     aux: Records,
     victims: dict[str, Records],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Re-run ``names`` for the victims whose codes the release mechanism left untouched
-    (``release.apply_to`` = database leaves the test codes clean): their codes are published as the
-    head made them, so the strongest attacker trains on clean aux codes (the plain ``attack``
-    stage's numbers), not on codes passed through the mechanism. Their ``<attack>/<split>/...``
-    numbers and linkage sweep rows replace the first run's; anonymity stays the first run's."""
-    attacks = make_attacks(names, clean, params, linkage_default=linkage_default)
-    again, again_rows, _ = run_attacks(attacks, aux, {s: victims[s] for s in splits})
-    prefixes = tuple(f"{a}/{s}/" for a in names for s in splits)
-    kept = {k: v for k, v in numbers.items() if not k.startswith(prefixes)}
-    kept.update(again)
-    rows = [r for r in rows if r.get("group") not in splits] + again_rows
-    return kept, rows
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+    """Run the attacks on a release that touched only some victim splits (``release.apply_to``):
+    the victims in ``clean`` are published as the head made them (the test queries under
+    ``apply_to: database``), so the strongest attacker trains on clean aux codes for them (the
+    plain ``attack`` stage's numbers), and on aux codes passed through the mechanism for the
+    others. Anonymity runs once over the whole release, membership (skipped on releases) once."""
+    whole = [a for a in attacks if a.name in WHOLE_RELEASE]
+    per_split = [a for a in attacks if a.name not in WHOLE_RELEASE]
+    numbers, rows, skipped = run_attacks(whole, aux, victims)
+    released = {s: r for s, r in victims.items() if s not in clean}
+    again = make_attacks(
+        [a.name for a in per_split], head_release, params, linkage_default=linkage_default
+    )
+    for group, todo in ((released, per_split), ({s: victims[s] for s in clean}, again)):
+        if group:
+            more, more_rows, more_skipped = run_attacks(todo, aux, group)
+            numbers.update(more)
+            rows += more_rows
+            skipped.update(more_skipped)
+    return numbers, rows, skipped
 
 
 def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) -> dict[str, Any]:
@@ -637,15 +642,14 @@ def run_attack(
         attacks = make_attacks(
             names, release, params, linkage_default=default, head=head, head_config=head_config
         )
-        numbers, rows, skipped = run_attacks(attacks, aux, victims)
-        clean = [
-            s for s in victims if s not in release_config.get("release", {}).get("splits", VICTIMS)
-        ]
-        if mech_release is not None and clean:
-            numbers, rows = attack_clean_splits(
-                numbers, rows, [n for n in names if n not in WHOLE_RELEASE], clean,
-                CodeRelease.from_head(head), params, default, aux, victims,
-            )  # fmt: skip
+        touched = release_config.get("release", {}).get("splits", VICTIMS)
+        clean = [s for s in victims if s not in touched]
+        if mech_release is None or not clean:
+            numbers, rows, skipped = run_attacks(attacks, aux, victims)
+        else:
+            numbers, rows, skipped = attack_by_publication(
+                attacks, clean, CodeRelease.from_head(head), params, default, aux, victims
+            )
         numbers["aux_size"] = float(len(aux))
         if shape is not None and "reconstruction" in names and "reconstruction" not in skipped:
             for key, value in zip(("height", "width", "channels"), shape, strict=True):
