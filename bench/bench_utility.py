@@ -58,6 +58,7 @@ from pipeline.extract import extract_dataset  # noqa: E402
 from pipeline.train import encode_splits, train_one  # noqa: E402
 from retrieval.knn import knn_float, knn_hamming  # noqa: E402
 from retrieval.metrics import CLASSIFICATION_METRICS, HEADLINE, classification_metrics  # noqa: E402
+from retrieval.uncertainty import RetentionInterval, retention_bootstrap  # noqa: E402
 
 log = logging.getLogger("bench_utility")
 
@@ -107,7 +108,10 @@ def float_scores(path: Path, split: str, base: dict[str, Any]) -> dict[str, floa
     emb = load_embeddings(path)
     knn = load_params(REPO / "params.yaml", base).knn
     pred = knn_float(emb.x[split], emb.x["train"], emb.y["train"], [knn.k], metric=knn.metric)
-    return classification_metrics(emb.y[split], pred[knn.k])
+    out: dict[str, Any] = classification_metrics(emb.y[split], pred[knn.k])
+    if emb.y[split].ndim == 1:  # per-query predictions, for the bootstrap of the retention
+        out |= {"y": emb.y[split].tolist(), "pred": pred[knn.k].tolist()}
+    return out
 
 
 def run_cell(job: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +138,7 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         **out,
         **classification_metrics(emb.y[split], pred),
         "distinct_codes": len(np.unique(codes[split], axis=0)),
+        **({"pred": pred.tolist()} if pred.ndim == 1 else {}),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "best_val_balanced_accuracy": result.summary()["best_val_balanced_accuracy"],
@@ -161,8 +166,8 @@ def report(
     lines = [
         "| features | dataset | method | bits | "
         + " | ".join(f"{SHORT[m]} (retention)" for m in METRICS)
-        + " | distinct codes |",
-        "|---|---|---|---|" + "---|" * (len(METRICS) + 1),
+        + f" | {SHORT[HEADLINE]} retention, 95% CI | acc retention, 95% CI | distinct codes |",
+        "|---|---|---|---|" + "---|" * (len(METRICS) + 3),
     ]
     summary = [
         "| features | dataset | method | "
@@ -171,6 +176,7 @@ def report(
         "|---|---|---|" + "---|" * (len(METRICS) + 2),
     ]
     means: dict[tuple, dict[str, float]] = {}
+    cis: dict[tuple, dict[str, RetentionInterval]] = {}  # cells with per-query predictions
     # features -> SD over seeds of the 48 - 12 difference (images), supervised methods
     spreads: dict[str, list[float]] = {}
     n_seeds: dict[str, list[int]] = {}  # features -> seeds behind each of those differences
@@ -187,9 +193,15 @@ def report(
         means[key] = m
         parts = [f"{m[n]:.3f} ({100 * m[n] / f[n]:.1f}%)" for n in METRICS]
         dc = np.mean([r["distinct_codes"] for r in ok])
+        ci = query_intervals(ok, f)
+        if ci:
+            cis[key] = ci
+        shown = [
+            f"{100 * ci[n].low:.1f}–{100 * ci[n].high:.1f}%" if ci else "–" for n in BOOTSTRAPPED
+        ]
         lines.append(
             f"| {key[0]} (d={f['dim']}) | {key[1]} | {key[2]}{kind} | {key[3]} | "
-            + " | ".join(parts)
+            + " | ".join(parts + shown)
             + f" | {dc:.0f} |"
         )
     for feat, ds, method in dict.fromkeys(k[:3] for k in means):
@@ -222,7 +234,7 @@ def report(
             + " | ".join(f"{100 * v:.1f}%" for v in mins)
             + f" | {gap} | {per_seed} |"
         )
-    blocks = block_summary(means, floats)
+    blocks = block_summary(means, floats, cis)
     floats_md = [
         f"- float KNN {feat}/{ds} (d={f['dim']}): "
         + ", ".join(f"{SHORT[n]} {f[n]:.3f}" for n in METRICS)
@@ -238,15 +250,54 @@ def report(
     return [*floats_md, "", *blocks, "", *summary, "", *resolution, "", *lines]
 
 
+BOOTSTRAPPED = ("balanced_accuracy", "accuracy")  # retention intervals in the per-cell table
+
+
+_INTERVALS: dict[tuple, dict[str, RetentionInterval]] = {}  # the report is rebuilt per cell
+
+
+def query_intervals(
+    ok: list[dict[str, Any]], f: dict[str, Any]
+) -> dict[str, RetentionInterval] | None:
+    """Retention intervals of one cell over the query images (paired with the float KNN, class-
+    stratified, seeds averaged on each resample), or None where predictions were not kept."""
+    if "pred" not in f or any("pred" not in r for r in ok):
+        return None
+    key = tuple((r["features"], r["dataset"], r["method"], r["bits"], r["seed"]) for r in ok)
+    if key not in _INTERVALS:
+        codes = np.asarray([r["pred"] for r in ok])
+        _INTERVALS[key] = {
+            n: retention_bootstrap(np.asarray(f["y"]), np.asarray(f["pred"]), codes, metric=n)
+            for n in BOOTSTRAPPED
+        }
+    return _INTERVALS[key]
+
+
+def beyond(
+    cells: dict[tuple, Any], cis: dict[tuple, dict[str, RetentionInterval]], metric: str
+) -> str:
+    """`` (n)``: cells whose whole interval is under 0.98; empty unless every cell has one."""
+    got = [cis[k][metric] for k in cells if k in cis]
+    if len(got) < len(cells):
+        return ""
+    return f" ({sum(ci.verdict() == 'short' for ci in got)})"
+
+
 def block_summary(
-    means: dict[tuple, dict[str, float]], floats: dict[tuple[str, str], dict[str, Any]]
+    means: dict[tuple, dict[str, float]],
+    floats: dict[tuple[str, str], dict[str, Any]],
+    cis: dict[tuple, dict[str, RetentionInterval]] | None = None,
 ) -> list[str]:
     """Per (features, dataset), over the supervised cells (method x bits, seed means): the mean
-    balanced accuracy, the cells under 0.98 x float balanced and plain accuracy, and the methods
-    whose 48-bit balanced accuracy is below their 12-bit one by more than one image."""
+    balanced accuracy, the cells under 0.98 x float balanced and plain accuracy — and, where the
+    per-query predictions were kept, how many of those are under it beyond the noise of the query
+    set (the whole 95 % bootstrap interval under 0.98) — and the methods whose 48-bit balanced
+    accuracy is below their 12-bit one by more than one image."""
+    cis = cis or {}
     out = [
         f"| features | dataset | supervised cells | mean {SHORT[HEADLINE]} | cells {SHORT[HEADLINE]} "
-        "< 0.98 float | cells acc < 0.98 float | methods 48 < 12 bits by > 1 image |",
+        "< 0.98 float (beyond query noise) | cells acc < 0.98 float (beyond query noise) "
+        "| methods 48 < 12 bits by > 1 image |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for fd, f in floats.items():
@@ -263,8 +314,8 @@ def block_summary(
         )
         mean = np.mean([m[HEADLINE] for m in sup.values()])
         out.append(
-            f"| {fd[0]} | {fd[1]} | {len(sup)} | {mean:.3f} | {low_bal} | {low_acc} "
-            f"| {short} of {len(pairs)} |"
+            f"| {fd[0]} | {fd[1]} | {len(sup)} | {mean:.3f} | {low_bal}{beyond(sup, cis, HEADLINE)} "
+            f"| {low_acc}{beyond(sup, cis, 'accuracy')} | {short} of {len(pairs)} |"
         )
     return out
 

@@ -256,9 +256,15 @@ class KnnConfig:
     k: int = 7
     k_sweep: tuple[int, ...] = (3, 5, 7, 10, 15)
     metric: Literal["euclidean", "cosine"] = "euclidean"
+    # retention intervals: paired, class-stratified bootstrap over the test queries
+    # (retrieval.uncertainty); 0 resamples = no interval
+    ci_resamples: int = 2000
+    ci_level: float = 0.95
 
     def __post_init__(self) -> None:
         check(self.k >= 1, "k", f"{self.k} must be >= 1")
+        check(self.ci_resamples >= 0, "ci_resamples", f"{self.ci_resamples} must be >= 0 (0 = off)")
+        check(0 < self.ci_level < 1, "ci_level", f"{self.ci_level} must be in (0, 1), e.g. 0.95")
         for i, k in enumerate(self.k_sweep):
             check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
 

@@ -31,11 +31,12 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.common import base_parser, load, run_main
-from pipeline.config import Params
+from pipeline.config import KnnConfig, Params
 from pipeline.knn import knn_outputs, pr_outputs, sweep_metrics, write_knn_outputs
 from pipeline.retrieval_metrics import code_retrieval, read_pr_curve, write_pr_curve
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
+from retrieval.uncertainty import BOOTSTRAP_METRICS, retention_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,53 @@ def check_float_baseline(
         )
 
 
+def read_float_predictions(
+    path: Path, emb: EmbeddingsFile, config: KnnConfig, *, embeddings: Path
+) -> np.ndarray | None:
+    """The knn stage's test predictions (``--predictions``), checked to come from the same
+    embeddings and k; None for a multi-label set."""
+    record = read_json(path, require=("k", "embeddings_fingerprint", "pred"))
+    check_same_embeddings(
+        record["embeddings_fingerprint"], emb, embeddings_path=embeddings, recorded_in=path
+    )
+    if record["k"] != config.k:
+        raise ArtifactError(
+            f"{path}: float KNN predictions at k={record['k']}, params say knn.k={config.k}; "
+            "re-run the knn stage"
+        )
+    if record["pred"] is None:
+        return None
+    pred = np.asarray(record["pred"], dtype=np.int64)
+    if pred.shape != emb.y["test"].shape:
+        raise ArtifactError(
+            f"{path}: {len(pred)} predictions for {len(emb.y['test'])} test queries; re-run the "
+            "knn stage"
+        )
+    return pred
+
+
+def retention_intervals(
+    y_true: np.ndarray, float_pred: np.ndarray, code_pred: np.ndarray, config: KnnConfig
+) -> dict[str, float]:
+    """``retention_<metric>_low`` / ``_high``: the bootstrap interval of each retention over the
+    test queries (:func:`retrieval.uncertainty.retention_bootstrap`, seed 0, so a re-run writes
+    the same numbers)."""
+    out: dict[str, float] = {}
+    for metric in BOOTSTRAP_METRICS:
+        ci = retention_bootstrap(
+            y_true,
+            float_pred,
+            code_pred,
+            metric=metric,
+            n_boot=config.ci_resamples,
+            level=config.ci_level,
+        )
+        if np.isfinite(ci.low) and np.isfinite(ci.high):  # undefined where float scores 0
+            out[f"retention_{metric}_low"] = ci.low
+            out[f"retention_{metric}_high"] = ci.high
+    return out
+
+
 def hamming_knn(
     emb: EmbeddingsFile, codes: dict[str, np.ndarray], n_bits: int, ks: list[int]
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
@@ -114,11 +162,14 @@ def run_evaluate(
     pr: Path | None = None,
     float_pr: Path | None = None,
     latency: Path | None = None,
+    float_predictions: Path | None = None,
 ) -> dict[str, Any]:
     """``pr``: tie-aware PR curve CSV + PNG (with the two-stage search's and, from ``float_pr``,
     the float baseline's curve in the PNG); ``latency``: a JSON of measured ms/query of
     Hamming-only, two-stage and float-only search (a separate file: timings are never
-    byte-identical, and the metrics JSON is a dependency of the attack stage)."""
+    byte-identical, and the metrics JSON is a dependency of the attack stage);
+    ``float_predictions``: the knn stage's test predictions, for the retention intervals
+    (``knn.ci_resamples``; single-label sets)."""
     outputs = (*pr_outputs(pr), *(() if latency is None else (latency,)))
     check_writable(*knn_outputs(metrics, sweep, confusion_png_path), *outputs)
     head_config = read_json(head_dir / "config.json", require=HEAD_CONFIG_KEYS)
@@ -138,6 +189,11 @@ def run_evaluate(
     check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
     params.knn.check_database(len(emb.y["train"]))
     float_curve = None if float_pr is None else read_pr_curve(float_pr)
+    float_pred = (
+        None
+        if float_predictions is None or params.knn.ci_resamples == 0
+        else read_float_predictions(float_predictions, emb, params.knn, embeddings=embeddings)
+    )
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)
     tags = {
@@ -150,6 +206,10 @@ def run_evaluate(
         at_k = next(r for r in rows if r["k"] == params.knn.k)
         extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
         extra.update(retention(at_k, baseline))
+        if float_pred is not None:
+            extra.update(
+                retention_intervals(emb.y["test"], float_pred, preds[params.knn.k], params.knn)
+            )
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
         ranked = code_retrieval(params, emb, codes, n_bits, latency=latency is not None)
         extra.update(ranked.scalars)
@@ -226,6 +286,12 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument(
         "--latency", type=Path, default=None, help="JSON: ms/query of Hamming, two-stage, float"
     )
+    parser.add_argument(
+        "--float-predictions",
+        type=Path,
+        default=None,
+        help="the knn stage's predictions JSON: adds retention intervals (knn.ci_resamples)",
+    )
     args = parser.parse_args(argv)
     run_evaluate(
         load(args),
@@ -241,6 +307,7 @@ def _body(argv: list[str] | None) -> None:
         pr=args.pr,
         float_pr=args.float_pr,
         latency=args.latency,
+        float_predictions=args.float_predictions,
     )
 
 

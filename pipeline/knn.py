@@ -104,6 +104,18 @@ def pr_outputs(pr: Path | None) -> tuple[Path, ...]:
     return () if pr is None else (pr, pr.with_suffix(".png"))
 
 
+def predictions_record(emb: EmbeddingsFile, pred: np.ndarray, k: int) -> dict[str, Any]:
+    """The float KNN's test predictions at ``k``, for evaluate's retention intervals: one class id
+    per test query in file order (null for multi-label sets, which have no interval). Local file
+    only: never logged to MLflow."""
+    return {
+        "k": k,
+        "embeddings_fingerprint": emb.fingerprint,
+        "n_queries": len(emb.y["test"]),
+        "pred": None if emb.multilabel else pred.astype(np.int64).tolist(),
+    }
+
+
 def run_knn(
     params: Params,
     *,
@@ -113,8 +125,15 @@ def run_knn(
     sweep: Path,
     confusion_png_path: Path,
     pr: Path | None = None,
+    predictions: Path | None = None,
 ) -> dict[str, Any]:
-    check_writable(*knn_outputs(metrics, sweep, confusion_png_path), *pr_outputs(pr))
+    """``predictions``: a JSON of the test predictions at ``knn.k`` (:func:`predictions_record`),
+    which evaluate reads for the bootstrap interval of each retention."""
+    check_writable(
+        *knn_outputs(metrics, sweep, confusion_png_path),
+        *pr_outputs(pr),
+        *(() if predictions is None else (predictions,)),
+    )
     emb = load_embeddings(embeddings)
     params.knn.check_database(len(emb.y["train"]))
     tags = {"dataset": dataset, "backbone": emb.backbone, "embeddings": emb.fingerprint}
@@ -130,6 +149,13 @@ def run_knn(
             "embeddings_fingerprint": emb.fingerprint,
             **ranked.scalars,
         }
+
+        def write_more() -> None:
+            if pr is not None:
+                write_pr_curve(pr, ranked.curves, title=f"{dataset}: float PR")
+            if predictions is not None:
+                write_json(predictions, predictions_record(emb, preds[params.knn.k], params.knn.k))
+
         out = write_knn_outputs(
             emb=emb,
             rows=rows,
@@ -141,9 +167,7 @@ def run_knn(
             run=run,
             extra=extra,
             title=f"{dataset}: float KNN (k={params.knn.k})",
-            write_more=None
-            if pr is None
-            else (lambda: write_pr_curve(pr, ranked.curves, title=f"{dataset}: float PR")),
+            write_more=write_more,
         )
         # timing goes to MLflow only: the JSON is a dependency of evaluate and must be
         # byte-identical between identical runs, or DVC re-runs every evaluate stage
@@ -166,6 +190,12 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument(
         "--pr", type=Path, default=None, help="tie-aware PR curve CSV (DVC plot; PNG beside it)"
     )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="JSON of the test predictions at knn.k (evaluate's retention intervals read it)",
+    )
     args = parser.parse_args(argv)
     run_knn(
         load(args),
@@ -175,6 +205,7 @@ def _body(argv: list[str] | None) -> None:
         sweep=args.sweep,
         confusion_png_path=args.confusion,
         pr=args.pr,
+        predictions=args.predictions,
     )
 
 

@@ -65,6 +65,8 @@ KINDS = ("float", "codes", "dp", "rr", "kanon")
 UTILITY = (
     "balanced_accuracy",
     "retention_balanced_accuracy",
+    "retention_balanced_accuracy_low",  # bootstrap interval over the test queries (evaluate)
+    "retention_balanced_accuracy_high",
     "accuracy",
     "retention_accuracy",
     "macro_f1",
@@ -176,7 +178,9 @@ def release_row(files: ReleaseFiles) -> dict[str, Any]:
     for key in UTILITY:
         row[key] = _num(util.get(key))
     if files.kind == "float":  # the reference retains all of itself
-        row["retention_balanced_accuracy"] = row["retention_accuracy"] = 1.0
+        for key in ("", "_low", "_high"):
+            row[f"retention_balanced_accuracy{key}"] = 1.0
+        row["retention_accuracy"] = 1.0
     extra = read_json(files.extra) if files.extra is not None else {}
     row["dp_epsilon"] = _num(extra.get("dp_epsilon"))
     row["dp_delta"] = _num(extra.get("dp_delta"))
@@ -280,6 +284,15 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _retention_cell(row: dict[str, Any]) -> str:
+    """``0.973 (0.91–1.04)``: the retention and, where evaluate wrote one, its interval."""
+    low, high = row["retention_balanced_accuracy_low"], row["retention_balanced_accuracy_high"]
+    cell = _fmt(row["retention_balanced_accuracy"])
+    if row["release"] == "float" or math.isnan(low) or math.isnan(high):
+        return cell
+    return f"{cell} ({low:.2f}–{high:.2f})"
+
+
 def markdown(
     dataset: str,
     rows: list[dict[str, Any]],
@@ -298,7 +311,9 @@ def markdown(
         "",
         f"Float KNN (k = {params.knn.k}): balanced accuracy {_fmt(flt['balanced_accuracy'])}, "
         f"accuracy {_fmt(flt['accuracy'])}. **Retention** is a release's Hamming-KNN balanced "
-        "accuracy over the float KNN's. **Leakage share** per attack: 0 = the attack's code-blind "
+        "accuracy over the float KNN's; in brackets its bootstrap interval over the test queries "
+        "(`knn.ci_level`; paired with the float KNN, class-stratified: how much of a shortfall "
+        "the size of the test split can resolve). **Leakage share** per attack: 0 = the attack's code-blind "
         "baseline, 1 = the same attack on the float embeddings (privacy/tradeoff.py; a share "
         "below 0, an attack doing worse than its baseline by chance, is shown as 0); each cell "
         "is train (database, the head's training records) / test (queries) victims; – = not "
@@ -319,7 +334,7 @@ def markdown(
             "" if r["bits"] is None else str(r["bits"]),
             eps,
             _fmt(r["balanced_accuracy"]),
-            _fmt(r["retention_balanced_accuracy"]),
+            _retention_cell(r),
             _fmt(r["map_all"]),
         ]
         for n in present:

@@ -69,12 +69,17 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
             and ev["bits"] == bits
             and ev["float_accuracy"] == knn["accuracy"]
         )
+        # the retention's bootstrap interval over the 156 test queries (knn's predictions file)
+        for metric in ("balanced_accuracy", "accuracy"):
+            assert ev[f"retention_{metric}_low"] <= ev[f"retention_{metric}_high"]
         tr = json.loads((work / f"metrics/train/breastmnist/dpsh-{bits}.json").read_text())
         assert 1 <= tr["epochs_run"] <= 3
     dp = json.loads((work / "metrics/train_dp/breastmnist/csq-12-eps8.json").read_text())
     assert 0 < dp["dp_epsilon"] <= 8.0
     assert (work / "metrics/evaluate_rr/breastmnist/dpsh-48-rr4.json").is_file()
     assert (work / "metrics/evaluate_kanon/breastmnist/dpsh-12.json").is_file()
+    preds = json.loads((work / "artifacts/knn/breastmnist/predictions.json").read_text())
+    assert len(preds["pred"]) == 156 and preds["k"] == knn["k"]
     curves = (work / "plots/curves/breastmnist.csv").read_text().splitlines()
     assert len(curves) == 1 + 2  # header + dpsh at 12 and 48 bits
     fl = json.loads((work / "metrics/attack/breastmnist/float.json").read_text())

@@ -43,7 +43,8 @@ def make_tree(root: Path) -> None:
     m = root / "metrics"
     write_json(m / "knn/syn.json", utility(0.6, 1.0))
     write_json(m / "attack/syn/float.json", linkage(0.8, float_value=None))
-    write_json(m / "evaluate/syn/dpsh-12.json", utility(0.6, 1.0))
+    interval = {"retention_balanced_accuracy_low": 0.91, "retention_balanced_accuracy_high": 1.08}
+    write_json(m / "evaluate/syn/dpsh-12.json", {**utility(0.6, 1.0), **interval})
     # share (0.405 - 0.01) / (0.8 - 0.01) = 0.5
     write_json(
         m / "attack/syn/dpsh-12.json",
@@ -99,6 +100,9 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     assert float(share[4]) == pytest.approx(-0.01 / 0.79)  # the CSV keeps the raw share
     assert float(rows[2]["dp_epsilon"]) == 7.9 and float(rows[4]["release_k"]) == 20.0
     assert float(rows[1]["membership"]) == 0.7 and rows[3]["membership"] == ""
+    # the retention interval evaluate wrote; the float row retains all of itself; none for dp
+    assert [rows[i]["retention_balanced_accuracy_low"] for i in (0, 1, 2)] == ["1.0", "0.91", ""]
+    assert rows[1]["retention_balanced_accuracy_high"] == "1.08"
 
     summary = json.loads((tmp_path / "report.json").read_text())
     assert summary["releases"] == 5 and summary["releases/dp"] == 1
@@ -115,6 +119,7 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     md = (tmp_path / "reports/syn/report.md").read_text()
     # a negative share is shown as 0 (no measurable leakage); no membership on released codes
     assert "| k-anonymous | dpsh | 12 |  | 0.588 | 0.980 | 0.500 | 0.00 / 0.00 | – |" in md
+    assert "| hash codes | dpsh | 12 |  | 0.600 | 1.000 (0.91–1.08) | 0.500 | 0.50 / 0.50 |" in md
     assert "| DP-SGD head | csq | 12 | 8 | 0.540 | 0.900 | 0.500 | 0.50 / 0.50 | 0.520 |" in md
     assert "| linkage | test | 0.000 (share) | dpsh-12 (kanon) |" in md
     assert "| randomised response | dpsh | 12 | 4 | 0.594 | 0.990 | 0.500 | 0.10 / 0.10 | – |" in md
