@@ -102,10 +102,17 @@ class DSHGAN(HashingMethod):
     alone for the current G (noise from torch's global generator, so seeding makes it repeatable).
 
     Deviations for frozen embeddings, stated as the brief asks:
-    - the generator synthesises embeddings, not images; it outputs layer-normalised vectors and
-      the discriminator reads ``layer_norm(x)`` of real embeddings (the head's own LayerNorm makes
-      both inputs alike for the hash stream); G, D and the head are MLPs, and D does not share a
-      trunk with the hash stream (the paper's streams share one CNN) so the head stays a plain MLP;
+    - the generator synthesises embeddings, not images, in the space the head's input LayerNorm
+      reads: it outputs layer-normalised vectors, the discriminator compares them with
+      ``layer_norm(standardize(x))`` of real embeddings (:meth:`discriminator_view`; the head's
+      fixed per-feature standardisation, ``train.standardize``, identity when off), and synthetic
+      partners enter the head after its standardiser (:meth:`encode_synthetic`), so real and
+      synthetic inputs reach the head's LayerNorm alike. (Until 2026-11-27 D read
+      ``layer_norm(x)`` of the raw embeddings and the partners went through the standardiser as
+      if they were raw embeddings: with standardisation on, they reached the head shifted and
+      rescaled per feature, off the distribution of the real inputs.) G, D and the head are MLPs,
+      and D does not share a trunk with the hash stream (the paper's streams share one CNN) so
+      the head stays a plain MLP;
     - the classification stream reads the relaxed codes ``u``;
     - next to the synthetic triplets, the hash stream also uses in-batch triplets of real samples
       mined from the labels (``real_triplet_weight``, ours): an untrained generator gives the
@@ -142,6 +149,17 @@ class DSHGAN(HashingMethod):
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(0.5 * self.head(x))  # = 2σ(a) - 1
 
+    def encode_synthetic(self, z: Tensor) -> Tensor:
+        """Relaxed codes of synthetic embeddings, which live where the head's LayerNorm reads
+        (after its input standardisation), so they skip the standardiser."""
+        return torch.tanh(0.5 * self.head.from_standardized(z))
+
+    def discriminator_view(self, x: Tensor) -> Tensor:
+        """What the discriminator (and so the generator) sees of real embeddings:
+        ``layer_norm(standardize(x))``, the input of the head's LayerNorm, per-sample normalised."""
+        z = self.head.standardized(x)
+        return F.layer_norm(z, z.shape[-1:])
+
     # ---- synthesis ---------------------------------------------------------------------------
     def noise(self, n: int, like: Tensor) -> Tensor:
         return torch.randn(n, self.config.noise_dim, device=like.device, dtype=like.dtype)
@@ -164,7 +182,7 @@ class DSHGAN(HashingMethod):
         with torch.no_grad():
             pos, neg, keep = self.synthesise_partners(y)
         b = 0.5 * (u + 1.0)
-        b_syn = 0.5 * (self(torch.cat([pos, neg])) + 1.0)
+        b_syn = 0.5 * (self.encode_synthetic(torch.cat([pos, neg])) + 1.0)
         b_pos, b_neg = b_syn[:n], b_syn[n:]
         synthetic = functional.triplet_ranking_loss(b[keep], b_pos[keep], b_neg[keep], c.margin)
         a, p, q = functional.mine_triplets(y, c.triplets_per_anchor * n)
@@ -208,7 +226,7 @@ class DSHGAN(HashingMethod):
         x, y = batch.x, batch.y
         n = x.shape[0]
         ones, zeros = torch.ones(n, device=x.device), torch.zeros(n, device=x.device)
-        real = F.layer_norm(x, x.shape[-1:])
+        real = self.discriminator_view(x)
 
         # discriminator: real vs synthetic, and the class of real embeddings
         with torch.no_grad():

@@ -78,6 +78,18 @@ class MLPHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def _skip(self) -> int:
+        return 1 if isinstance(self.net[0], InputStandardizer) else 0
+
+    def standardized(self, x: Tensor) -> Tensor:
+        """``x`` as the input LayerNorm reads it: after the standardiser (``x`` without one)."""
+        return self.net[0](x) if self._skip() else x
+
+    def from_standardized(self, z: Tensor) -> Tensor:
+        """The head on an input that is already in :meth:`standardized` space (for synthetic
+        inputs made there); ``forward(x) == from_standardized(standardized(x))``."""
+        return self.net[self._skip() :](z)
+
 
 class DivideEncodeHead(nn.Module):
     """DNNH's divide-and-encode head (Lai et al., CVPR 2015), over an embedding.

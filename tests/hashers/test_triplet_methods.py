@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hashers import functional, registry
@@ -196,7 +197,8 @@ def test_tcl_centers_are_parameters_that_learn() -> None:
 # ---- DSH-GAN --------------------------------------------------------------------------------
 def test_dshgan_hash_stream_golden(monkeypatch: pytest.MonkeyPatch) -> None:
     method = DSHGAN(tiny_spec())
-    method.head = nn.Identity()  # u = tanh(x / 2); x = ±40 gives b = (u + 1) / 2 in {0, 1} exactly
+    # u = tanh(x / 2) for real and synthetic inputs; x = ±40 gives b = (u + 1) / 2 in {0, 1} exactly
+    method.head.net = nn.Sequential(nn.Identity())
     with torch.no_grad():
         method.classifier.weight.zero_()
         method.classifier.bias.zero_()
@@ -213,6 +215,32 @@ def test_dshgan_hash_stream_golden(monkeypatch: pytest.MonkeyPatch) -> None:
     assert math.isclose(value(terms["synthetic_triplets"]), 1.0, rel_tol=1e-6)
     assert math.isclose(value(terms["real_triplets"]), 2.0, rel_tol=1e-6)
     assert math.isclose(value(terms["loss"]), 1.0 + 2.0 + math.log(2.0), rel_tol=1e-6)
+
+
+def test_dshgan_synthetic_inputs_live_after_the_head_standardiser() -> None:
+    spec = HeadSpec(in_dim=6, n_bits=8, n_classes=3, hidden_dims=(8,), standardize=True)
+    method = registry.build("dshgan", spec)
+    ref = torch.randn(50, 6) * torch.tensor([1.0, 2, 3, 4, 5, 6]) + 10.0  # far from 0, unequal
+    method.head.net[0].fit(ref)
+    method.eval()  # no dropout: the two paths must agree exactly
+    x = torch.randn(5, 6) * 3 + 10.0
+    z = method.head.standardized(x)
+    assert torch.allclose(z, (x - ref.mean(0)) / ref.std(0, unbiased=False), atol=1e-4)
+    assert torch.allclose(method(x), method.encode_synthetic(z), atol=1e-6)  # same path after it
+    # the discriminator compares G's layer-normalised output with layer_norm(standardize(x))
+    assert torch.allclose(method.discriminator_view(x), F.layer_norm(z, (6,)), atol=1e-6)
+    seen: list[torch.Tensor] = []
+    method.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    method.train()
+    method.training_step(Batch(x, torch.eye(3)[torch.arange(5) % 3], torch.arange(5)), opt)
+    assert torch.allclose(seen[0], F.layer_norm(z, (6,)), atol=1e-6)  # D's real input
+    # a synthetic vector is never standardised again: moving the statistics does not change it
+    fake = F.layer_norm(torch.randn(4, 6), (6,))
+    method.eval()
+    before = method.encode_synthetic(fake)
+    method.head.net[0].fit(ref * 7 - 30)
+    assert torch.equal(method.encode_synthetic(fake), before)
 
 
 def test_dshgan_synthetic_partners_respect_labels() -> None:
