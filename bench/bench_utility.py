@@ -26,6 +26,12 @@ length, seed means): mean balanced accuracy, cells under 0.98 x float balanced a
 accuracy, and methods whose 48-bit figure is below their 12-bit one by more than one image. Then
 come the per-method summary and the per-cell table. ``--merge`` rebuilds all of it from ``--json``
 files, and also writes ``--out`` (default ``bench/RESULTS-utility.md``: pass ``--out``).
+
+Single-label cells also get the 95 % interval of each retention over the query images
+(:mod:`retrieval.uncertainty`: paired with the float KNN, class-stratified, seeds averaged per
+resample), the count of cells short of 0.98 beyond that noise, and per block the retention of the
+mean over its supervised cells with its interval. For that, ``--json`` files keep every query's
+prediction and the true labels: they are per-image data, keep them out of the repository.
 """
 
 from __future__ import annotations
@@ -234,7 +240,11 @@ def report(
             + " | ".join(f"{100 * v:.1f}%" for v in mins)
             + f" | {gap} | {per_seed} |"
         )
-    blocks = block_summary(means, floats, cis)
+    pooled = {
+        fd: block_interval([r for k, rs in cells.items() if k[:2] == fd for r in rs], f)
+        for fd, f in floats.items()
+    }
+    blocks = block_summary(means, floats, cis, pooled)
     floats_md = [
         f"- float KNN {feat}/{ds} (d={f['dim']}): "
         + ", ".join(f"{SHORT[n]} {f[n]:.3f}" for n in METRICS)
@@ -283,22 +293,42 @@ def beyond(
     return f" ({sum(ci.verdict() == 'short' for ci in got)})"
 
 
+def block_interval(
+    rows: list[dict[str, Any]], f: dict[str, Any]
+) -> dict[str, RetentionInterval] | None:
+    """The retention of a block's mean over its supervised cells (every seed of every method and
+    length), with its query-bootstrap interval: the float score is common to the cells, so the
+    ratio of the mean is the mean of the ratios, and stacking every cell's predictions as rows
+    of one bootstrap gives it on shared resamples (the cells are scored on the same images)."""
+    sup = [r for r in rows if "error" not in r and registry.get(r["method"]).supervised]
+    if not sup or "pred" not in f or any("pred" not in r for r in sup):
+        return None
+    codes = np.asarray([r["pred"] for r in sup])
+    return {
+        n: retention_bootstrap(np.asarray(f["y"]), np.asarray(f["pred"]), codes, metric=n)
+        for n in BOOTSTRAPPED
+    }
+
+
 def block_summary(
     means: dict[tuple, dict[str, float]],
     floats: dict[tuple[str, str], dict[str, Any]],
     cis: dict[tuple, dict[str, RetentionInterval]] | None = None,
+    pooled: dict[tuple[str, str], dict[str, RetentionInterval] | None] | None = None,
 ) -> list[str]:
     """Per (features, dataset), over the supervised cells (method x bits, seed means): the mean
     balanced accuracy, the cells under 0.98 x float balanced and plain accuracy — and, where the
     per-query predictions were kept, how many of those are under it beyond the noise of the query
     set (the whole 95 % bootstrap interval under 0.98) — and the methods whose 48-bit balanced
-    accuracy is below their 12-bit one by more than one image."""
-    cis = cis or {}
+    accuracy is below their 12-bit one by more than one image; with predictions, the retention of
+    the block's mean balanced and plain accuracy and its 95 % interval (:func:`block_interval`)."""
+    cis, pooled = cis or {}, pooled or {}
     out = [
         f"| features | dataset | supervised cells | mean {SHORT[HEADLINE]} | cells {SHORT[HEADLINE]} "
         "< 0.98 float (beyond query noise) | cells acc < 0.98 float (beyond query noise) "
-        "| methods 48 < 12 bits by > 1 image |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| methods 48 < 12 bits by > 1 image | block retention bal. acc (95% CI) "
+        "| block retention acc (95% CI) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for fd, f in floats.items():
         sup = {k: m for k, m in means.items() if k[:2] == fd and registry.get(k[2]).supervised}
@@ -315,7 +345,14 @@ def block_summary(
         mean = np.mean([m[HEADLINE] for m in sup.values()])
         out.append(
             f"| {fd[0]} | {fd[1]} | {len(sup)} | {mean:.3f} | {low_bal}{beyond(sup, cis, HEADLINE)} "
-            f"| {low_acc}{beyond(sup, cis, 'accuracy')} | {short} of {len(pairs)} |"
+            f"| {low_acc}{beyond(sup, cis, 'accuracy')} | {short} of {len(pairs)} | "
+            + " | ".join(
+                "–"
+                if not pooled.get(fd)
+                else f"{pooled[fd][n].point:.3f} ({pooled[fd][n].low:.3f}–{pooled[fd][n].high:.3f})"
+                for n in BOOTSTRAPPED
+            )
+            + " |"
         )
     return out
 
