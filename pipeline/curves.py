@@ -2,7 +2,9 @@
 
 Reads every evaluate metrics JSON of one dataset (``<method>-<bits>.json`` in ``--evaluate-dir``)
 and the float baseline's (``--float-metrics``), writes one CSV row per (method, bits) (DVC plot)
-and two PNGs: headline KNN score vs bits and mAP@all vs bits, the float baseline as a dashed line.
+and three PNGs: headline KNN score vs bits and mAP@all vs bits, the float baseline as a dashed
+line, and the retention of the float KNN's balanced accuracy vs bits with the bootstrap interval
+evaluate wrote (``retention_balanced_accuracy_low/_high``) as error bars where there is one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^(?P<method>.+)-(?P<bits>\d+)\.json$")
 COLUMNS = ("balanced_accuracy", "accuracy", "macro_f1", "map_all", "map_at_1000", "map_at_10")
+COLUMNS += (
+    "retention_balanced_accuracy",
+    "retention_balanced_accuracy_low",
+    "retention_balanced_accuracy_high",
+)
+RETENTION = "retention_balanced_accuracy"
 
 
 def collect(evaluate_dir: Path) -> list[dict[str, Any]]:
@@ -36,6 +44,10 @@ def collect(evaluate_dir: Path) -> list[dict[str, Any]]:
         raise ArtifactError(
             f"{evaluate_dir}: no <method>-<bits>.json evaluate metrics; run the evaluate stages first"
         )
+    present = [c for c in COLUMNS if any(c in r for r in rows)]  # one header for every row
+    rows = [
+        {"method": r["method"], "bits": r["bits"], **{c: r.get(c) for c in present}} for r in rows
+    ]
     return sorted(rows, key=lambda r: (r["method"], r["bits"]))
 
 
@@ -47,9 +59,17 @@ def curve_png(path: Path, rows: list[dict[str, Any]], key: str, baseline: Any, t
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r["method"] for r in rows}):
-        pts = [(r["bits"], r[key]) for r in rows if r["method"] == method and key in r]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+        pts = [r for r in rows if r["method"] == method and r.get(key) is not None]
+        if not pts:
+            continue
+        x, y = [r["bits"] for r in pts], [r[key] for r in pts]
+        low, high = (f"{key}_low", f"{key}_high")
+        if all(r.get(low) is not None and r.get(high) is not None for r in pts):
+            err = [[v - r[low] for v, r in zip(y, pts, strict=True)]]
+            err += [[r[high] - v for v, r in zip(y, pts, strict=True)]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+        else:
+            ax.plot(x, y, marker="o", label=method)
     if baseline is not None:
         ax.axhline(float(baseline), color="k", linestyle="--", label="float")
     ax.set(xlabel="bits", ylabel=key, title=title)
@@ -72,6 +92,9 @@ def run_curves(
         curve_png(
             out_dir / f"{key}_vs_bits.png", rows, key, base.get(key), f"{dataset}: {key} vs bits"
         )
+    if any(r.get(RETENTION) is not None for r in rows):
+        title = f"{dataset}: retention of float balanced accuracy (bars: test-query bootstrap)"
+        curve_png(out_dir / "retention_vs_bits.png", rows, RETENTION, 1.0, title)
     log.info("%s: %d (method, bits) runs plotted", dataset, len(rows))
     return rows
 

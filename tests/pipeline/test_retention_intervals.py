@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import evaluate, knn, train
+from pipeline import curves, evaluate, knn, train
 from pipeline.artifacts import load_codes, load_embeddings, save_embeddings
 from pipeline.synthetic import synthetic_embeddings
 from retrieval.knn import knn_hamming
@@ -102,3 +103,23 @@ def test_ci_params_are_validated(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     ):
         assert knn.main(knn_argv(FAST, emb_path, tmp_path, "--set", setting)) == 2
         assert message in caplog.text
+
+
+def test_curves_carry_the_interval_and_draw_it(tmp_path: Path) -> None:
+    emb_path, preds = _study(tmp_path)
+    assert _evaluate(tmp_path, emb_path, preds) == 0
+    ev_dir = tmp_path / "ev"
+    ev_dir.mkdir()
+    (ev_dir / "dpsh-12.json").write_text((tmp_path / "eval.json").read_text())
+    argv = ["--dataset", "syn", "--evaluate-dir", str(ev_dir)]
+    argv += ["--float-metrics", str(tmp_path / "knn.json")]
+    argv += ["--csv", str(tmp_path / "curves.csv"), "--out", str(tmp_path / "curves")]
+    assert curves.main(argv) == 0
+    (row,) = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    m = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("", "_low", "_high"):
+        assert (
+            float(row[f"retention_balanced_accuracy{key}"])
+            == m[f"retention_balanced_accuracy{key}"]
+        )
+    assert (tmp_path / "curves/retention_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
