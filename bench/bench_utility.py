@@ -164,8 +164,12 @@ def report(
     results: list[dict[str, Any]],
     floats: dict[tuple[str, str], dict[str, Any]],
     args: argparse.Namespace,
+    *,
+    complete: bool = True,
 ) -> list[str]:
-    """Markdown: per cell the mean over seeds of every metric with its retention, then a summary."""
+    """Markdown: per cell the mean over seeds of every metric with its retention, then a summary.
+    The block intervals (one bootstrap over every cell of a block) are left out of the partial
+    reports written while a run goes on (``complete=False``)."""
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
         cells.setdefault((r["features"], r["dataset"], r["method"], r["bits"]), []).append(r)
@@ -243,6 +247,7 @@ def report(
     pooled = {
         fd: block_interval([r for k, rs in cells.items() if k[:2] == fd for r in rs], f)
         for fd, f in floats.items()
+        if complete
     }
     blocks = block_summary(means, floats, cis, pooled)
     floats_md = [
@@ -500,7 +505,7 @@ def write_outputs(
     total = time.perf_counter() - t_start
     partial = "" if len(results) == n_jobs else f" PARTIAL: {len(results)} of {n_jobs} cells."
     text = (
-        "\n".join(report(results, floats, args))
+        "\n".join(report(results, floats, args, complete=len(results) == n_jobs))
         + f"\n\nHamming KNN (k=7, database = train codes) on the **{args.split}** split, mean over "
         + f"head seeds {args.seeds}; (x%) = retention, the share of the float-KNN value of the same "
         + "features and metric. Summary: the lowest retention over the bit lengths, and the 48-bit "
