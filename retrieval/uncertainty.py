@@ -10,7 +10,8 @@ cancels in the ratio. Several code predictions (one per head seed) are averaged 
 as the point estimate averages them.
 
 What it measures is the sampling noise of the *query set* only: seed-to-seed noise is averaged out,
-and the training set (the KNN database) is held fixed. Single-label predictions only.
+and the training set (the KNN database) is held fixed. Single-label predictions only. Time and
+memory grow as ``n_boot × n_queries × rows`` (every resample is drawn at once).
 """
 
 from __future__ import annotations
