@@ -182,8 +182,9 @@ def report(
     summary = [
         "| features | dataset | method | "
         + " | ".join(f"min ret. {SHORT[m]}" for m in METRICS)
-        + f" | {SHORT[HEADLINE]} 48 - 12 bits (images, ± 1 SE) | per seed |",
-        "|---|---|---|" + "---|" * (len(METRICS) + 2),
+        + f" | {SHORT[HEADLINE]} 48 - 12 bits (images, ± 1 SE) | per seed "
+        + f"| mean {SHORT[HEADLINE]} retention over lengths (95% CI) |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 3),
     ]
     means: dict[tuple, dict[str, float]] = {}
     cis: dict[tuple, dict[str, RetentionInterval]] = {}  # cells with per-query predictions
@@ -239,10 +240,21 @@ def report(
                     spreads.setdefault(feat, []).append(float(np.std(diffs, ddof=1)))
                     n_seeds.setdefault(feat, []).append(len(diffs))
         kind = "" if registry.get(method).supervised else " (unsup.)"
+        over = None
+        if complete:  # the method's mean over its lengths and seeds, one bootstrap
+            rows_m = [r for b in args.bits for r in cells.get((feat, ds, method, b), [])]
+            over = pooled_interval(rows_m, floats[(feat, ds)])
         summary.append(
             f"| {feat} | {ds} | {method}{kind} | "
             + " | ".join(f"{100 * v:.1f}%" for v in mins)
-            + f" | {gap} | {per_seed} |"
+            + f" | {gap} | {per_seed} | "
+            + (
+                "–"
+                if not over
+                else f"{over[HEADLINE].point:.3f} ({over[HEADLINE].low:.3f}–"
+                f"{over[HEADLINE].high:.3f})"
+            )
+            + " |"
         )
     pooled = {
         fd: block_interval([r for k, rs in cells.items() if k[:2] == fd for r in rs], f)
@@ -316,13 +328,21 @@ def block_interval(
     rows: list[dict[str, Any]], f: dict[str, Any]
 ) -> dict[str, RetentionInterval] | None:
     """The retention of a block's mean over its supervised cells (every seed of every method and
-    length), with its query-bootstrap interval: the float score is common to the cells, so the
-    ratio of the mean is the mean of the ratios, and stacking every cell's predictions as rows
-    of one bootstrap gives it on shared resamples (the cells are scored on the same images)."""
-    sup = [r for r in rows if "error" not in r and registry.get(r["method"]).supervised]
-    if not sup or "pred" not in f or any("pred" not in r for r in sup):
+    length), with its query-bootstrap interval (:func:`pooled_interval`)."""
+    return pooled_interval([r for r in rows if registry.get(r["method"]).supervised], f)
+
+
+def pooled_interval(
+    rows: list[dict[str, Any]], f: dict[str, Any]
+) -> dict[str, RetentionInterval] | None:
+    """The retention of the mean over ``rows`` (heads scored on the same queries), with its
+    query-bootstrap interval: the float score is common to the rows, so the ratio of the mean is
+    the mean of the ratios, and stacking every row's predictions in one bootstrap gives it on
+    shared resamples."""
+    ok = [r for r in rows if "error" not in r]
+    if not ok or "pred" not in f or any("pred" not in r for r in ok):
         return None
-    codes = np.asarray([r["pred"] for r in sup])
+    codes = np.asarray([r["pred"] for r in ok])
     return {
         n: retention_bootstrap(np.asarray(f["y"]), np.asarray(f["pred"]), codes, metric=n)
         for n in BOOTSTRAPPED
