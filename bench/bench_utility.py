@@ -64,7 +64,7 @@ from pipeline.extract import extract_dataset  # noqa: E402
 from pipeline.train import encode_splits, train_one  # noqa: E402
 from retrieval.knn import knn_float, knn_hamming  # noqa: E402
 from retrieval.metrics import CLASSIFICATION_METRICS, HEADLINE, classification_metrics  # noqa: E402
-from retrieval.uncertainty import RetentionInterval, retention_bootstrap  # noqa: E402
+from retrieval.uncertainty import RetentionInterval, bootstrap_retentions  # noqa: E402
 
 log = logging.getLogger("bench_utility")
 
@@ -292,23 +292,18 @@ def report(
 BOOTSTRAPPED = ("balanced_accuracy", "accuracy")  # retention intervals in the per-cell table
 
 
-_INTERVALS: dict[tuple, dict[str, RetentionInterval]] = {}  # the report is rebuilt per cell
+_INTERVALS: dict[tuple, dict[str, RetentionInterval] | None] = {}  # the report is rebuilt per cell
 
 
 def query_intervals(
     ok: list[dict[str, Any]], f: dict[str, Any]
 ) -> dict[str, RetentionInterval] | None:
-    """Retention intervals of one cell over the query images (paired with the float KNN, class-
-    stratified, seeds averaged on each resample), or None where predictions were not kept."""
-    if "pred" not in f or any("pred" not in r for r in ok):
-        return None
+    """Retention intervals of one cell over the query images (:func:`pooled_interval` of its
+    seeds), or None where predictions were not kept; cached, since the report is rebuilt after
+    every finished cell."""
     key = tuple((r["features"], r["dataset"], r["method"], r["bits"], r["seed"]) for r in ok)
     if key not in _INTERVALS:
-        codes = np.asarray([r["pred"] for r in ok])
-        _INTERVALS[key] = {
-            n: retention_bootstrap(np.asarray(f["y"]), np.asarray(f["pred"]), codes, metric=n)
-            for n in BOOTSTRAPPED
-        }
+        _INTERVALS[key] = pooled_interval(ok, f)
     return _INTERVALS[key]
 
 
@@ -343,10 +338,9 @@ def pooled_interval(
     if not ok or "pred" not in f or any("pred" not in r for r in ok):
         return None
     codes = np.asarray([r["pred"] for r in ok])
-    return {
-        n: retention_bootstrap(np.asarray(f["y"]), np.asarray(f["pred"]), codes, metric=n)
-        for n in BOOTSTRAPPED
-    }
+    return bootstrap_retentions(
+        np.asarray(f["y"]), np.asarray(f["pred"]), codes, metrics=BOOTSTRAPPED
+    )
 
 
 def block_summary(

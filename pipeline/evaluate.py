@@ -36,7 +36,7 @@ from pipeline.knn import knn_outputs, pr_outputs, sweep_metrics, write_knn_outpu
 from pipeline.retrieval_metrics import code_retrieval, read_pr_curve, write_pr_curve
 from retrieval.knn import knn_hamming
 from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
-from retrieval.uncertainty import BOOTSTRAP_METRICS, retention_bootstrap
+from retrieval.uncertainty import bootstrap_retentions
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,13 @@ def retention_intervals(
     y_true: np.ndarray, float_pred: np.ndarray, code_pred: np.ndarray, config: KnnConfig
 ) -> dict[str, float]:
     """``retention_<metric>_low`` / ``_high``: the bootstrap interval of each retention over the
-    test queries (:func:`retrieval.uncertainty.retention_bootstrap`, seed 0, so a re-run writes
+    test queries (:func:`retrieval.uncertainty.bootstrap_retentions`, seed 0, so a re-run writes
     the same numbers)."""
+    intervals = bootstrap_retentions(
+        y_true, float_pred, code_pred, n_boot=config.ci_resamples, level=config.ci_level
+    )
     out: dict[str, float] = {}
-    for metric in BOOTSTRAP_METRICS:
-        ci = retention_bootstrap(
-            y_true,
-            float_pred,
-            code_pred,
-            metric=metric,
-            n_boot=config.ci_resamples,
-            level=config.ci_level,
-        )
+    for metric, ci in intervals.items():
         if np.isfinite(ci.low) and np.isfinite(ci.high):  # undefined where float scores 0
             out[f"retention_{metric}_low"] = ci.low
             out[f"retention_{metric}_high"] = ci.high

@@ -62,15 +62,42 @@ def retention_bootstrap(
     threshold: float = 0.98,
     seed: int = 0,
 ) -> RetentionInterval:
-    """Paired, class-stratified bootstrap of ``metric(codes) / metric(float)`` over the queries.
+    """Paired, class-stratified bootstrap of ``metric(codes) / metric(float)`` over the queries
+    (one metric of :func:`bootstrap_retentions`; the same resamples for any ``metric``)."""
+    return bootstrap_retentions(
+        y_true,
+        float_pred,
+        code_preds,
+        metrics=(metric,),
+        n_boot=n_boot,
+        level=level,
+        threshold=threshold,
+        seed=seed,
+    )[metric]
+
+
+def bootstrap_retentions(
+    y_true: np.ndarray,
+    float_pred: np.ndarray,
+    code_preds: np.ndarray,
+    *,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    threshold: float = 0.98,
+    seed: int = 0,
+) -> dict[str, RetentionInterval]:
+    """Paired, class-stratified bootstrap of ``metric(codes) / metric(float)`` over the queries,
+    for every metric of ``metrics`` from one set of resamples.
 
     ``y_true`` and ``float_pred`` are ``[n]`` class ids; ``code_preds`` is ``[n]`` or ``[s, n]``
     (one row per head seed; the code score is the mean over rows, on every resample). The interval
     is the percentile interval of the resampled ratios at ``level``. Resamples whose float score is
     0 have no ratio and are dropped (counted out of ``n_boot``).
     """
-    if metric not in BOOTSTRAP_METRICS:
-        raise ValueError(f"metric {metric!r}: the bootstrap supports {list(BOOTSTRAP_METRICS)}")
+    for metric in metrics:
+        if metric not in BOOTSTRAP_METRICS:
+            raise ValueError(f"metric {metric!r}: the bootstrap supports {list(BOOTSTRAP_METRICS)}")
     y_true = np.asarray(y_true)
     if y_true.ndim != 1:
         raise ValueError(
@@ -87,29 +114,37 @@ def retention_bootstrap(
     classes, sizes = np.unique(y_true, return_counts=True)
     by_class = [np.flatnonzero(y_true == c) for c in classes]
     weights = sizes / sizes.sum()  # accuracy = class-size-weighted mean of the recalls
-
-    def score(recalls: np.ndarray) -> np.ndarray:
-        return recalls.mean(axis=-1) if metric == "balanced_accuracy" else recalls @ weights
-
     float_ok = (float_pred == y_true).astype(np.float64)
     code_ok = (codes == y_true).astype(np.float64)
     identity = [np.arange(len(idx))[None, :] for idx in by_class]
-    point_f = score(_per_class_recalls(float_ok, by_class, identity))[0]
-    point_c = score(_per_class_recalls(code_ok, by_class, identity))[:, 0].mean()
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(idx), size=(n_boot, len(idx))) for idx in by_class]
-    f = score(_per_class_recalls(float_ok, by_class, draws))  # [n_boot]
-    c = score(_per_class_recalls(code_ok, by_class, draws)).mean(axis=0)  # [n_boot]
-    ok = f > 0
-    ratios = c[ok] / f[ok]
+    # per-class recalls, once: [1, C] and [s, 1, C] as given, [n_boot, C] and [s, n_boot, C] resampled
+    point_rf = _per_class_recalls(float_ok, by_class, identity)
+    point_rc = _per_class_recalls(code_ok, by_class, identity)
+    boot_rf = _per_class_recalls(float_ok, by_class, draws)
+    boot_rc = _per_class_recalls(code_ok, by_class, draws)
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(ratios, [alpha, 1.0 - alpha]) if ratios.size else (np.nan, np.nan)
-    return RetentionInterval(
-        point=float(point_c / point_f) if point_f > 0 else float("nan"),
-        low=float(low),
-        high=float(high),
-        level=level,
-        share_below=float((ratios < threshold).mean()) if ratios.size else float("nan"),
-        threshold=threshold,
-        n_boot=int(ratios.size),
-    )
+    out: dict[str, RetentionInterval] = {}
+    for metric in metrics:
+
+        def score(recalls: np.ndarray, metric: str = metric) -> np.ndarray:
+            return recalls.mean(axis=-1) if metric == "balanced_accuracy" else recalls @ weights
+
+        point_f = score(point_rf)[0]
+        point_c = score(point_rc)[:, 0].mean()
+        f = score(boot_rf)  # [n_boot]
+        c = score(boot_rc).mean(axis=0)  # [n_boot]
+        ok = f > 0
+        ratios = c[ok] / f[ok]
+        low, high = np.quantile(ratios, [alpha, 1.0 - alpha]) if ratios.size else (np.nan, np.nan)
+        out[metric] = RetentionInterval(
+            point=float(point_c / point_f) if point_f > 0 else float("nan"),
+            low=float(low),
+            high=float(high),
+            level=level,
+            share_below=float((ratios < threshold).mean()) if ratios.size else float("nan"),
+            threshold=threshold,
+            n_boot=int(ratios.size),
+        )
+    return out

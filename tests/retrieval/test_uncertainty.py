@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from retrieval.metrics import accuracy, balanced_accuracy
-from retrieval.uncertainty import retention_bootstrap
+from retrieval.uncertainty import bootstrap_retentions, retention_bootstrap
 
 
 def test_point_is_the_plain_retention() -> None:
@@ -84,3 +84,14 @@ def test_multilabel_and_mismatched_shapes_are_refused() -> None:
         retention_bootstrap(np.eye(3, dtype=int), np.eye(3), np.eye(3))
     with pytest.raises(ValueError, match="do not match"):
         retention_bootstrap(np.array([0, 1, 1]), np.array([0, 1]), np.array([0, 1, 1]))
+
+
+def test_every_metric_comes_from_the_same_resamples() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 80)
+    float_pred = np.where(rng.random(80) < 0.7, y, (y + 1) % 3)
+    codes = np.where(rng.random((2, 80)) < 0.6, y, (y + 2) % 3)
+    both = bootstrap_retentions(y, float_pred, codes, n_boot=300, seed=5)
+    for metric in ("balanced_accuracy", "accuracy"):
+        alone = retention_bootstrap(y, float_pred, codes, metric=metric, n_boot=300, seed=5)
+        assert both[metric] == alone
