@@ -103,7 +103,12 @@ def read_float_predictions(
         )
     if record["pred"] is None:
         return None
-    pred = np.asarray(record["pred"], dtype=np.int64)
+    try:
+        pred = np.asarray(record["pred"], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise ArtifactError(
+            f"{path}: 'pred' is not a list of class ids; re-run the knn stage"
+        ) from None
     if pred.shape != emb.y["test"].shape:
         raise ArtifactError(
             f"{path}: {len(pred)} predictions for {len(emb.y['test'])} test queries; re-run the "

@@ -82,6 +82,7 @@ def test_multilabel_sets_have_no_interval(tmp_path: Path) -> None:
         ({"k": 5}, "predictions at k=5, params say knn.k=7"),
         ({"embeddings_fingerprint": "sha256:other"}, "was made from embeddings"),
         ({"pred": [0, 1]}, "2 predictions for 90 test queries"),
+        ({"pred": ["a", "b"]}, "'pred' is not a list of class ids"),
     ],
 )
 def test_predictions_from_another_run_are_refused(
