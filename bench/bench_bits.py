@@ -155,6 +155,16 @@ def pick_with_patience(curve: list[float], patience: int) -> int:
     return sel.best_epoch
 
 
+def truncated(cell: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """``cell`` as if trained for at most ``epochs`` epochs: every per-epoch curve cut there."""
+    if epochs < 1:
+        raise SystemExit(f"--max-epochs {epochs}: use 1 or more")
+    cut = {k: cell[k][:epochs] for k in ("curve", "curve_acc", "sel_curve") if k in cell}
+    if "sel_scores" in cell:
+        cut["sel_scores"] = {name: v[:epochs] for name, v in cell["sel_scores"].items()}
+    return {**cell, **cut}
+
+
 def blocks(cells: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str], list[dict[str, Any]]]]:
     """``((features, dataset), its cells)`` in first-seen order."""
     for fd in dict.fromkeys((r["features"], r["dataset"]) for r in cells):
@@ -295,9 +305,18 @@ def main() -> None:
     ap.add_argument(
         "--patience", type=int, default=10, help="--rules, --ceiling: early-stopping patience"
     )
+    ap.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="with --replay: cut every recorded curve to its first N epochs (a shorter "
+        "train.epochs, replayed)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cells = [c for f in args.replay or [] for c in json.loads(f.read_text())["cells"]]
+    if args.max_epochs is not None:
+        cells = [truncated(c, args.max_epochs) for c in cells]
     if args.replay and args.ceiling:
         replay_ceiling(cells, args.patience)
         return

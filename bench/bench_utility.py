@@ -30,8 +30,12 @@ files, and also writes ``--out`` (default ``bench/RESULTS-utility.md``: pass ``-
 Single-label cells also get the 95 % interval of each retention over the query images
 (:mod:`retrieval.uncertainty`: paired with the float KNN, class-stratified, seeds averaged per
 resample), the count of cells short of 0.98 beyond that noise, and per block the retention of the
-mean over its supervised cells with its interval. For that, ``--json`` files keep every query's
-prediction and the true labels: they are per-image data, keep them out of the repository.
+mean over its supervised cells with its interval. A second block table says what a per-cell bar
+can certify on these queries with these seeds (:func:`certify_table`): the spread of the cells
+beside the training noise of one cell, the probability that every cell clears 0.98 if every true
+retention were 1.00, the true retention needed for that, and the same for the 48 - 12 target.
+For that, ``--json`` files keep every query's prediction and the true labels: they are per-image
+data, keep them out of the repository.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -64,7 +69,12 @@ from pipeline.extract import extract_dataset  # noqa: E402
 from pipeline.train import encode_splits, train_one  # noqa: E402
 from retrieval.knn import knn_float, knn_hamming  # noqa: E402
 from retrieval.metrics import CLASSIFICATION_METRICS, HEADLINE, classification_metrics  # noqa: E402
-from retrieval.uncertainty import RetentionInterval, bootstrap_retentions  # noqa: E402
+from retrieval.uncertainty import (  # noqa: E402
+    RetentionInterval,
+    bootstrap_retentions,
+    clearing_retentions,
+    retention_draws,
+)
 
 log = logging.getLogger("bench_utility")
 
@@ -262,6 +272,7 @@ def report(
         if complete
     }
     blocks = block_summary(means, floats, cis, pooled)
+    certify = certify_table(cells, floats) if complete else []
     floats_md = [
         f"- float KNN {feat}/{ds} (d={f['dim']}): "
         + ", ".join(f"{SHORT[n]} {f[n]:.3f}" for n in METRICS)
@@ -286,7 +297,7 @@ def report(
                 f"retention is {np.median(widths):.3f} wide (median; {min(widths):.3f}–"
                 f"{max(widths):.3f})"
             )
-    return [*floats_md, "", *blocks, "", *summary, "", *resolution, "", *lines]
+    return [*floats_md, "", *blocks, "", *certify, "", *summary, "", *resolution, "", *lines]
 
 
 BOOTSTRAPPED = ("balanced_accuracy", "accuracy")  # retention intervals in the per-cell table
@@ -341,6 +352,97 @@ def pooled_interval(
     return bootstrap_retentions(
         np.asarray(f["y"]), np.asarray(f["pred"]), codes, metrics=BOOTSTRAPPED
     )
+
+
+def clearing(
+    sup: dict[tuple, list[dict[str, Any]]], f: dict[str, Any], metric: str, bar: float
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """For the cells ``sup`` of one block: their retentions of ``metric`` (seed means), the
+    training noise of one cell (the block's pooled SD over seeds / sqrt(seeds)), and the common
+    true retention each joint resample needs for every cell to clear ``bar``
+    (:func:`clearing_retentions` with query and training noise)."""
+    y, fpred = np.asarray(f["y"]), np.asarray(f["pred"])
+    per_seed = [np.array([r[metric] for r in rs]) / f[metric] for rs in sup.values()]
+    n_seeds = int(np.median([len(v) for v in per_seed]))
+    seed_se = float(np.sqrt(np.mean([np.var(v, ddof=1) for v in per_seed if len(v) > 1])))
+    seed_se /= np.sqrt(n_seeds)
+    drawn = [
+        retention_draws(y, fpred, np.asarray([r["pred"] for r in rs]), metrics=(metric,))[metric]
+        for rs in sup.values()
+    ]
+    points = np.array([pt for pt, _ in drawn])
+    ratios = np.stack([d for _, d in drawn])
+    return points, seed_se, clearing_retentions(points, ratios, threshold=bar, seed_se=seed_se)
+
+
+def certify_table(
+    cells: dict[tuple, list[dict[str, Any]]],
+    floats: dict[tuple[str, str], dict[str, Any]],
+    *,
+    bar: float = 0.98,
+    probs: tuple[float, ...] = (0.5, 0.8),
+) -> list[str]:
+    """Per block and metric (balanced, plain accuracy): what a per-cell bar can certify on this
+    query set with these seeds.
+
+    Over the supervised cells of a block (retentions of seed means): the spread of the cells (SD
+    of their retentions) beside the training noise of one cell (:func:`clearing`): when they are
+    alike, the cells differ by seed noise, not by method or length. Then, with query noise (joint
+    bootstrap) and that training noise: the probability that every cell's point estimate clears
+    ``bar`` if every cell's true retention were 1.00, and the common true retention needed for
+    ``probs``. And, on the balanced-accuracy row, the 48 - 12 target (no method's 48-bit figure
+    below its 12-bit one by more than one image), from the seed spread of the differences alone
+    (query noise left out, so optimistic): the probability that no pair falls below it if every
+    true difference were 0, and the true lead of 48 bits (in images) needed for ``probs[-1]``.
+    Empty without per-query predictions or with fewer than 2 seeds."""
+    normal = NormalDist()
+    out = [
+        "| features | dataset | metric | cells | SD of cell retentions | training noise of a cell "
+        f"(1 SE) | P(every cell >= {bar}) at true 1.00 | "
+        + " | ".join(f"true retention for P = {p:.0%}" for p in probs)
+        + " | 48 - 12 pairs | P(no pair < -1 image) at true 0 "
+        f"| true lead of 48 bits for P = {probs[-1]:.0%} (images) |",
+        "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(probs) + "---:|---:|---:|",
+    ]
+    for fd, f in floats.items():
+        sup = {
+            k: [r for r in rs if "error" not in r]
+            for k, rs in cells.items()
+            if k[:2] == fd and registry.get(k[2]).supervised
+        }
+        sup = {k: rs for k, rs in sup.items() if rs}
+        if (
+            not sup
+            or "pred" not in f
+            or any("pred" not in r for rs in sup.values() for r in rs)
+            or np.median([len(rs) for rs in sup.values()]) < 2
+        ):
+            continue
+        diffs = []  # the 48 - 12 difference per method and seed, in images
+        for method in dict.fromkeys(k[2] for k in sup):
+            a, b = sup.get((*fd, method, 12)), sup.get((*fd, method, 48))
+            if a and b:
+                s12 = {r["seed"]: r[HEADLINE] for r in a}
+                s48 = {r["seed"]: r[HEADLINE] for r in b}
+                both = sorted(set(s12) & set(s48))
+                if len(both) > 1:
+                    diffs.append([(s48[s] - s12[s]) / f["one_image"] for s in both])
+        for metric in BOOTSTRAPPED:
+            points, seed_se, needed = clearing(sup, f, metric, bar)
+            pair_cells = "– | – | –"
+            if diffs and metric == HEADLINE:
+                n = np.median([len(d) for d in diffs])
+                se = float(np.sqrt(np.mean([np.var(d, ddof=1) for d in diffs])) / np.sqrt(n))
+                m = len(diffs)
+                lead = se * normal.inv_cdf(probs[-1] ** (1.0 / m)) - 1.0
+                pair_cells = f"{m} | {normal.cdf(1.0 / se) ** m:.3f} | {lead:+.1f}"
+            out.append(
+                f"| {fd[0]} | {fd[1]} | {SHORT[metric]} | {len(sup)} | "
+                f"{np.std(points, ddof=1):.3f} | {seed_se:.3f} | {np.mean(needed <= 1.0):.3f} | "
+                + " | ".join(f"{np.quantile(needed, p):.3f}" for p in probs)
+                + f" | {pair_cells} |"
+            )
+    return out if len(out) > 2 else []
 
 
 def block_summary(

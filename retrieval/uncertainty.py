@@ -76,24 +76,22 @@ def retention_bootstrap(
     )[metric]
 
 
-def bootstrap_retentions(
+def retention_draws(
     y_true: np.ndarray,
     float_pred: np.ndarray,
     code_preds: np.ndarray,
     *,
     metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
     n_boot: int = 2000,
-    level: float = 0.95,
-    threshold: float = 0.98,
     seed: int = 0,
-) -> dict[str, RetentionInterval]:
-    """Paired, class-stratified bootstrap of ``metric(codes) / metric(float)`` over the queries,
-    for every metric of ``metrics`` from one set of resamples.
+) -> dict[str, tuple[float, np.ndarray]]:
+    """``{metric: (point, ratios [n_boot])}``: the retention on the queries as given and on each
+    paired, class-stratified resample of them (NaN where the resample's float score is 0).
 
     ``y_true`` and ``float_pred`` are ``[n]`` class ids; ``code_preds`` is ``[n]`` or ``[s, n]``
-    (one row per head seed; the code score is the mean over rows, on every resample). The interval
-    is the percentile interval of the resampled ratios at ``level``. Resamples whose float score is
-    0 have no ratio and are dropped (counted out of ``n_boot``).
+    (one row per head seed; the code score is the mean over rows, on every resample). The
+    resamples depend only on the class sizes of ``y_true``, ``n_boot`` and ``seed``: calls for
+    several releases scored on the same queries share them, so their draws are joint.
     """
     for metric in metrics:
         if metric not in BOOTSTRAP_METRICS:
@@ -109,8 +107,8 @@ def bootstrap_retentions(
         raise ValueError(
             f"predictions {float_pred.shape} and {codes.shape} do not match y_true {y_true.shape}"
         )
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"n_boot={n_boot} must be >= 1 and level={level} in (0, 1)")
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot} must be >= 1")
     classes, sizes = np.unique(y_true, return_counts=True)
     by_class = [np.flatnonzero(y_true == c) for c in classes]
     weights = sizes / sizes.sum()  # accuracy = class-size-weighted mean of the recalls
@@ -124,8 +122,7 @@ def bootstrap_retentions(
     point_rc = _per_class_recalls(code_ok, by_class, identity)
     boot_rf = _per_class_recalls(float_ok, by_class, draws)
     boot_rc = _per_class_recalls(code_ok, by_class, draws)
-    alpha = (1.0 - level) / 2.0
-    out: dict[str, RetentionInterval] = {}
+    out: dict[str, tuple[float, np.ndarray]] = {}
     for metric in metrics:
 
         def score(recalls: np.ndarray, metric: str = metric) -> np.ndarray:
@@ -135,11 +132,41 @@ def bootstrap_retentions(
         point_c = score(point_rc)[:, 0].mean()
         f = score(boot_rf)  # [n_boot]
         c = score(boot_rc).mean(axis=0)  # [n_boot]
-        ok = f > 0
-        ratios = c[ok] / f[ok]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(f > 0, c / np.where(f > 0, f, 1.0), np.nan)
+        out[metric] = (float(point_c / point_f) if point_f > 0 else float("nan"), ratios)
+    return out
+
+
+def bootstrap_retentions(
+    y_true: np.ndarray,
+    float_pred: np.ndarray,
+    code_preds: np.ndarray,
+    *,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    threshold: float = 0.98,
+    seed: int = 0,
+) -> dict[str, RetentionInterval]:
+    """Paired, class-stratified bootstrap of ``metric(codes) / metric(float)`` over the queries,
+    for every metric of ``metrics`` from one set of resamples (:func:`retention_draws`).
+
+    The interval is the percentile interval of the resampled ratios at ``level``. Resamples whose
+    float score is 0 have no ratio and are dropped (counted out of ``n_boot``).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level={level} must be in (0, 1)")
+    alpha = (1.0 - level) / 2.0
+    out: dict[str, RetentionInterval] = {}
+    drawn = retention_draws(
+        y_true, float_pred, code_preds, metrics=metrics, n_boot=n_boot, seed=seed
+    )
+    for metric, (point, all_ratios) in drawn.items():
+        ratios = all_ratios[~np.isnan(all_ratios)]
         low, high = np.quantile(ratios, [alpha, 1.0 - alpha]) if ratios.size else (np.nan, np.nan)
         out[metric] = RetentionInterval(
-            point=float(point_c / point_f) if point_f > 0 else float("nan"),
+            point=point,
             low=float(low),
             high=float(high),
             level=level,
@@ -148,3 +175,42 @@ def bootstrap_retentions(
             n_boot=int(ratios.size),
         )
     return out
+
+
+def clearing_retentions(
+    points: np.ndarray,
+    ratios: np.ndarray,
+    *,
+    threshold: float = 0.98,
+    seed_se: float | np.ndarray = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """What a per-release bar can certify on these queries: for each joint resample, the common
+    true retention every release would need for all their point estimates to clear ``threshold``.
+
+    ``points [m]`` are the releases' retentions and ``ratios [m, n_boot]`` their joint resampled
+    retentions (:func:`retention_draws` on the same queries and seed). By the basic bootstrap, a
+    release whose true retention is ``r`` is estimated as ``r + (ratio_b - point)`` plus, where
+    its figure is a mean over head seeds, a training-noise term ``N(0, seed_se²)`` (drawn here,
+    independently per release and resample, from ``seed``). Every estimate clears the bar iff
+    ``r >= threshold + max_m (point_m - ratio_mb - noise_mb)``, the value returned per resample
+    (resamples where any ratio is NaN are dropped). So ``np.mean(out <= r)`` is the probability
+    that releases all at true retention ``r`` pass a per-release bar, and ``np.quantile(out, p)``
+    the common true retention needed to pass it with probability ``p``. Approximations: the
+    bootstrap's spread stands for the query set's, and the noise terms are Gaussian and
+    independent of it.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    ratios = np.asarray(ratios, dtype=np.float64)
+    if points.ndim != 1 or ratios.ndim != 2 or ratios.shape[0] != points.shape[0]:
+        raise ValueError(
+            f"points {points.shape} and ratios {ratios.shape}: need points [m] and ratios "
+            "[m, n_boot] from retention_draws of the same m releases"
+        )
+    se = np.broadcast_to(np.asarray(seed_se, dtype=np.float64), points.shape)
+    if (se < 0).any() or not np.isfinite(se).all():
+        raise ValueError(f"seed_se={seed_se}: use standard errors >= 0 (0 = no training noise)")
+    keep = ~np.isnan(ratios).any(axis=0)
+    noise = np.random.default_rng(seed).standard_normal(ratios.shape) * se[:, None]
+    needed = threshold + (points[:, None] - ratios - noise).max(axis=0)
+    return needed[keep]

@@ -1,12 +1,20 @@
-"""The paired, class-stratified retention bootstrap: hand-computed points and exact intervals."""
+"""The paired, class-stratified retention bootstrap: hand-computed points and exact intervals;
+what a per-release bar can certify (:func:`clearing_retentions`)."""
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from retrieval.metrics import accuracy, balanced_accuracy
-from retrieval.uncertainty import bootstrap_retentions, retention_bootstrap
+from retrieval.uncertainty import (
+    bootstrap_retentions,
+    clearing_retentions,
+    retention_bootstrap,
+    retention_draws,
+)
 
 
 def test_point_is_the_plain_retention() -> None:
@@ -95,3 +103,57 @@ def test_every_metric_comes_from_the_same_resamples() -> None:
     for metric in ("balanced_accuracy", "accuracy"):
         alone = retention_bootstrap(y, float_pred, codes, metric=metric, n_boot=300, seed=5)
         assert both[metric] == alone
+
+
+def test_draws_are_joint_across_releases_and_nan_where_the_float_scores_zero() -> None:
+    # class 0 has 3 images and the float KNN gets only the first right: a resample that leaves it
+    # out scores the float at 0 (balanced accuracy (0 + 0) / 2), so that ratio is NaN
+    y = np.array([0, 0, 0, 1, 1, 1])
+    float_pred = np.array([0, 1, 1, 0, 0, 0])
+    a = np.array([0, 0, 1, 0, 0, 1])
+    got = retention_draws(y, float_pred, np.stack([a, a]), n_boot=2000, seed=4)
+    point, ratios = got["balanced_accuracy"]
+    assert point == pytest.approx(((2 / 3 + 1 / 3) / 2) / ((1 / 3) / 2))  # 3.0
+    assert np.isnan(ratios).mean() == pytest.approx((2 / 3) ** 3, abs=0.03)
+    # the same queries and seed give the same resamples, whatever the predictions
+    again = retention_draws(y, float_pred, a, n_boot=2000, seed=4)["balanced_accuracy"][1]
+    np.testing.assert_array_equal(again, ratios)
+    other = retention_draws(y, float_pred, float_pred, n_boot=2000, seed=4)["balanced_accuracy"][1]
+    np.testing.assert_array_equal(np.isnan(other), np.isnan(ratios))
+    assert np.nanmax(np.abs(other - 1.0)) == 0.0
+    # the interval drops those resamples and says how many it kept
+    r = retention_bootstrap(y, float_pred, a, n_boot=2000, seed=4)
+    assert r.n_boot == int((~np.isnan(ratios)).sum())
+    assert r.low == pytest.approx(np.nanquantile(ratios, 0.025))
+
+
+def test_clearing_retention_by_hand() -> None:
+    # one release at 1.00 with resampled retentions 0.9, 1.0, 1.1: an estimate is
+    # r + (ratio - 1), so r must be 0.98 + 0.1, 0.98 + 0 and 0.98 - 0.1 to clear 0.98
+    needed = clearing_retentions(np.array([1.0]), np.array([[0.9, 1.0, 1.1]]))
+    np.testing.assert_allclose(needed, [1.08, 0.98, 0.88])
+    assert np.mean(needed <= 1.0) == pytest.approx(2 / 3)
+    # two releases: per resample the worst one sets the bar; a NaN resample is dropped
+    points = np.array([1.0, 0.95])
+    ratios = np.array([[0.9, 1.0, 1.0], [0.95, 1.05, np.nan]])
+    np.testing.assert_allclose(clearing_retentions(points, ratios), [1.08, 0.98])
+
+
+def test_training_noise_alone_gives_the_normal_quantile_of_the_worst_release() -> None:
+    # no query noise (every ratio equals its point) and m releases with independent training
+    # noise of SE s: all clear the bar with probability p iff r >= bar + s * z(p ** (1 / m))
+    m, s = 10, 0.03
+    ratios = np.ones((m, 200_000))
+    needed = clearing_retentions(np.ones(m), ratios, seed_se=s, seed=1)
+    for p in (0.5, 0.8):
+        expected = 0.98 + s * NormalDist().inv_cdf(p ** (1 / m))
+        assert np.quantile(needed, p) == pytest.approx(expected, abs=0.001)
+    single = clearing_retentions(np.ones(1), np.ones((1, 200_000)), seed_se=s, seed=1)
+    assert np.quantile(single, 0.8) == pytest.approx(0.98 + s * 0.8416, abs=0.001)
+
+
+def test_clearing_retention_refuses_mismatched_shapes_and_negative_noise() -> None:
+    with pytest.raises(ValueError, match="points"):
+        clearing_retentions(np.ones(2), np.ones((3, 5)))
+    with pytest.raises(ValueError, match=r"seed_se=-0\.1"):
+        clearing_retentions(np.ones(2), np.ones((2, 5)), seed_se=-0.1)
