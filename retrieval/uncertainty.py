@@ -9,9 +9,14 @@ the code predictions on the *same* resample each time: the two are paired, so th
 cancels in the ratio. Several code predictions (one per head seed) are averaged on each resample,
 as the point estimate averages them.
 
-What it measures is the sampling noise of the *query set* only: seed-to-seed noise is averaged out,
-and the training set (the KNN database) is held fixed. Single-label predictions only. Time and
-memory grow as ``n_boot × n_queries × rows`` (every resample is drawn at once).
+What it measures is the sampling noise of the *query set* only: seed-to-seed noise is averaged
+out, and the training set (the KNN database) is held fixed. Single-label predictions only. Time
+and memory grow as ``n_boot × n_queries × rows`` (every resample is drawn at once).
+
+:func:`retention_draws` returns the resampled ratios themselves. Draws of several releases on the
+same queries are joint, and :func:`clearing_retentions` turns them (plus an optional
+training-noise term) into what a per-release bar can certify: the common true retention every
+release would need for all of them to clear it with a given probability.
 """
 
 from __future__ import annotations
