@@ -24,6 +24,7 @@ from pipeline.synthetic import gaussian_clusters
 from retrieval.codes import pack_bits
 from retrieval.knn import knn_float, knn_hamming
 from retrieval.metrics import classification_metrics
+from retrieval.uncertainty import bootstrap_retentions
 
 PAIRWISE = ["dsh", "cnnh", "dhn", "hashnet", "dsdh"]
 
@@ -408,29 +409,46 @@ def pixel_pca_features(name: str, dim: int = 128) -> tuple[dict[str, EmbeddingSe
 @pytest.mark.parametrize("dataset", ["breastmnist", "retinamnist"])
 @pytest.mark.parametrize("name", PAIRWISE)
 def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
+    """No pairwise head is resolvably worse than the float KNN on real images, at 12 or 48 bits.
+
+    "Resolvably": the 95 % paired bootstrap interval of the retention (3 head seeds, over the test
+    queries; :mod:`retrieval.uncertainty`) lies wholly under 0.98 — the project's ``short``
+    verdict — for balanced or plain accuracy. A collapsed head (the reference thesis's CNNH reached
+    27.9 % on PathMNIST against its float KNN's 75.6 %) is short; so is one that gives every query
+    the majority class, which the test checks first on each split. A
+    point estimate against 0.98 is not used: on these 156- and 400-image test splits a cell's
+    interval spans about ±0.1, so heads exactly as good as the float KNN miss such a bar by chance
+    (`bench/RESULTS-utility.md`, "What a per-cell bar can certify")."""
     if not (MEDMNIST / f"{dataset}.npz").is_file():
         pytest.skip(f"{dataset}.npz not found under {MEDMNIST}")
     sets, n_classes = pixel_pca_features(dataset)
     train, val, test = sets["train"], sets["val"], sets["test"]
     ytr, yte = train.y.argmax(1).numpy(), test.y.argmax(1).numpy()
-    float_acc = classification_metrics(
-        yte, knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7]
-    )["accuracy"]
-    for bits, ratio in ((12, 0.95), (48, 0.98)):
-        accs = []
+    float_pred = knn_float(test.x.numpy(), train.x.numpy(), ytr, [7])[7]
+    majority = np.full_like(yte, np.bincount(ytr).argmax())
+    assert bootstrap_retentions(yte, float_pred, majority)["balanced_accuracy"].verdict() == "short"
+    for bits in (12, 48):
+        preds = []
         for seed in (0, 1, 2):
             spec = HeadSpec(
                 in_dim=128, n_bits=bits, n_classes=n_classes, hidden_dims=(512,), dropout=0.1
             )
             method = registry.build(name, spec, seed=seed)
             fit(method, train, val, config=FitConfig(epochs=30, progress=False, seed=seed))
-            pred = knn_hamming(
-                pack_bits(method.encode(test.x)), pack_bits(method.encode(train.x)), bits, ytr, [7]
-            )[7]
-            accs.append(classification_metrics(yte, pred)["accuracy"])
-        assert np.mean(accs) >= ratio * float_acc, (
-            f"{name}-{bits} on {dataset}: {accs} vs float {float_acc:.3f}"
-        )
+            preds.append(
+                knn_hamming(
+                    pack_bits(method.encode(test.x)),
+                    pack_bits(method.encode(train.x)),
+                    bits,
+                    ytr,
+                    [7],
+                )[7]
+            )
+        for metric, ci in bootstrap_retentions(yte, float_pred, np.stack(preds)).items():
+            assert ci.verdict() != "short", (
+                f"{name}-{bits} on {dataset}: {metric} retention {ci.point:.3f} "
+                f"({ci.low:.3f}-{ci.high:.3f}) is short of 0.98 beyond the test split's noise"
+            )
 
 
 # ---- DPSH in-batch (η > 0), DSDH's discrete step end to end, CNNH's weighted objective --------
