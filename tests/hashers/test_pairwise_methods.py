@@ -418,7 +418,7 @@ def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
     the majority class, which the test checks first on each split. A point estimate against 0.98
     is not used: on these 156- and 400-image test splits a cell's interval spans about ±0.1, so
     heads exactly as good as the float KNN miss such a bar by chance (`bench/RESULTS-utility.md`,
-    "What a per-cell bar can certify")."""
+    "What a per-cell bar can certify here")."""
     if not (MEDMNIST / f"{dataset}.npz").is_file():
         pytest.skip(f"{dataset}.npz not found under {MEDMNIST}")
     sets, n_classes = pixel_pca_features(dataset)
