@@ -8,8 +8,11 @@ list. Adding a metric = one function + one line in the table.
 Class sets: single-label macro-F1 and balanced accuracy average over the classes that occur in the
 truth or the predictions (macro-F1) and in the truth (balanced accuracy, as scikit-learn defines
 it); a class id that never occurs is not counted as a zero. Multi-label (0/1 ``[N, C]``):
-``accuracy`` is exact-match (subset) accuracy, ``macro_f1`` the mean per-label F1 and
-``balanced_accuracy`` the mean over labels of (TPR + TNR) / 2.
+``accuracy`` is exact-match (subset) accuracy, ``macro_f1`` the mean F1 over the labels that occur
+in the truth or the predictions, and ``balanced_accuracy`` the mean over labels of their balanced
+accuracy, (TPR + TNR) / 2 — a label with no positives (or no negatives) among the queries counts by
+its TNR (or TPR) alone, as scikit-learn scores one binary label, never as a zero recall. The same
+rule as the single-label class sets, and as the trainer's soft selection score.
 
 ``balanced_accuracy`` is the headline (:data:`HEADLINE`): on imbalanced medical sets a head that
 predicts the majority class scores a high plain accuracy and a balanced accuracy of 1/C.
@@ -31,23 +34,30 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Unweighted mean F1 over the classes present in truth or predictions (multi-label: labels)."""
+    """Unweighted mean F1 over the classes present in truth or predictions (multi-label: labels;
+    1.0 when no label occurs in either)."""
     from sklearn.metrics import f1_score
 
     if y_true.ndim == 2:
-        return float(
-            f1_score(y_true.astype(bool), y_pred.astype(bool), average="macro", zero_division=0)
-        )
+        yt, yp = y_true.astype(bool), y_pred.astype(bool)
+        labels = np.flatnonzero(yt.any(axis=0) | yp.any(axis=0))
+        if labels.size == 0:  # no label in truth or predictions: nothing was got wrong
+            return 1.0
+        return float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0))
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes in the truth (multi-label: mean (TPR + TNR) / 2)."""
+    """Mean per-class recall over the classes in the truth (multi-label: the mean over labels of
+    (TPR + TNR) / 2, or of the one rate defined where a label has no positives or no negatives)."""
     if y_true.ndim == 2:
         yt, yp = y_true.astype(bool), y_pred.astype(bool)
-        tpr = (yt & yp).sum(0) / np.maximum(yt.sum(0), 1)
-        tnr = (~yt & ~yp).sum(0) / np.maximum((~yt).sum(0), 1)
-        return float(((tpr + tnr) / 2).mean())
+        pos, neg = yt.sum(0), (~yt).sum(0)
+        tpr = (yt & yp).sum(0) / np.maximum(pos, 1)
+        tnr = (~yt & ~yp).sum(0) / np.maximum(neg, 1)
+        # a recall with nothing to recall is undefined, not 0: such a label counts by the other
+        per_label = np.where((pos > 0) & (neg > 0), (tpr + tnr) / 2, np.where(pos > 0, tpr, tnr))
+        return float(per_label.mean())
     classes = np.unique(y_true)
     recalls = [(y_pred[y_true == c] == c).mean() for c in classes]
     return float(np.mean(recalls))

@@ -66,3 +66,20 @@ def test_metrics_hand_computed() -> None:
     assert confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
     ml = classification_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [1, 0]]))
     assert ml["accuracy"] == pytest.approx(0.5)
+
+
+def test_multilabel_metrics_skip_undefined_rates_as_single_label_skips_absent_classes() -> None:
+    # label 0 is positive in every query (no TNR), label 2 in none (no TPR, and no F1 unless
+    # predicted): each counts by the rate it has, never as a zero
+    y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0]])
+    perfect = classification_metrics(y, y.copy())
+    assert perfect == {"balanced_accuracy": 1.0, "accuracy": 1.0, "macro_f1": 1.0}
+    p = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0]])
+    m = classification_metrics(y, p)
+    # label 0: TPR 3/4; label 1: TPR 1/2, TNR 1/2; label 2: TNR 3/4
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 3 / 4) / 3)
+    # F1: label 0 = 2·3/(2·3 + 1) = 6/7, label 1 = 2·1/(2·1 + 1 + 1) = 1/2, label 2 (predicted
+    # once, never true) = 0
+    assert m["macro_f1"] == pytest.approx((6 / 7 + 1 / 2 + 0) / 3)
+    none = np.zeros((3, 2), dtype=int)
+    assert classification_metrics(none, none)["macro_f1"] == 1.0
