@@ -69,7 +69,14 @@ import torch
 from torch import Tensor, nn
 
 from hashers.base import Batch, EmbeddingSet, HashingMethod
-from hashers.trainer import FitConfig, FitResult, TrainingPlugin, fit, val_scores
+from hashers.trainer import (
+    FitConfig,
+    FitResult,
+    TrainingPlugin,
+    fit,
+    steps_per_epoch,
+    val_scores,
+)
 from privacy.errors import PrivacyError
 
 log = logging.getLogger(__name__)
@@ -165,10 +172,6 @@ class PoissonBatches:
         n = len(train)
         for _ in range(self.steps):
             yield torch.nonzero(torch.rand(n, generator=generator) < self.sample_rate).squeeze(1)
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / min(batch_size, n_train))
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,7 +13,7 @@ from opacus.accountants import RDPAccountant
 
 from hashers import registry
 from hashers.base import EmbeddingSet, HeadSpec
-from hashers.trainer import FitConfig
+from hashers.trainer import FitConfig, steps_per_epoch
 from pipeline.synthetic import gaussian_clusters
 from privacy.dp import (
     DPConfig,
@@ -117,6 +117,19 @@ def test_calibrated_noise_reaches_the_target_epsilon() -> None:
         noise_multiplier=sigma, sample_rate=0.1, steps=100, delta=1e-5, accountant="rdp"
     )
     assert 2.98 <= eps <= 3.0
+
+
+def test_a_dp_epoch_has_the_trainers_step_count_so_max_steps_means_the_same() -> None:
+    # 65 rows at batch 32: the trainer folds the lone 65th row (2 steps an epoch, not 3), so
+    # max_steps = 4 allows 2 epochs = 4 DP steps, all accounted
+    config = FitConfig(epochs=10, batch_size=32, max_steps=4, progress=False, val_queries=20)
+    assert steps_per_epoch(65, 32) == 2 and config.epoch_budget(65) == 2
+    method = registry.build("csq", spec(), seed=0)
+    result, report = dp_fit(
+        method, data(65, 1), data(40, 2), config=config,
+        dp=DPConfig(noise_multiplier=1.0, accountant="rdp"),
+    )  # fmt: skip
+    assert result.epochs_run == 2 and report.steps == 4
 
 
 def test_empty_poisson_batches_are_noise_steps_and_are_accounted() -> None:
