@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import RetrievalError
-from retrieval.knn import _decide, _empty_predictions, votes_from_counts
+from retrieval.knn import _empty_predictions, tally_from_counts
 from retrieval.ranking import RankingAccumulator, RankingReport, RankingSpec, float_ranking
 from retrieval.search import HammingIndex, check_k
 
@@ -70,8 +70,7 @@ def hamming_report(
     acc = RankingAccumulator(index.ntotal, spec or RankingSpec(), hamming=True)
     for c in index.counts(q_packed, db_labels, q_labels):
         for k in ks:
-            votes = votes_from_counts(c.by_label, c.tot, k)
-            preds[k][c.sl] = _decide(votes, k, db_labels.ndim == 2)
+            preds[k][c.sl] = tally_from_counts(c.by_label, c.tot, k).decide(k, db_labels.ndim == 2)
         acc.update(c.tot, c.rel if c.rel is not None else np.zeros_like(c.tot))
     ranking = acc.result()
     scalars: dict[str, Any] = dict(ranking.scalars)

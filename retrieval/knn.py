@@ -8,7 +8,9 @@ database item strictly closer than the k-th distance ``d_k`` casts one vote, and
 ``d_k`` share the remaining ``k - n_closer`` votes equally (each casts ``(k - n_closer) / n_tied``).
 That equals the expected vote of a uniformly random tie order, so the result does not change when
 the database is permuted. A remaining tie between classes goes to the lowest class index.
-Multi-label: a label is predicted when its vote share exceeds one half.
+Multi-label: a label is predicted when its vote share exceeds one half. Both decisions compare the
+exact integer tallies behind the votes (:class:`TieTally`), never rounded float32 votes: equal
+expected votes reached by different sums (4 + 2/3 and 2 + 4·2/3) can round apart.
 
 Where the distances come from
 -----------------------------
@@ -27,6 +29,7 @@ Scores of the predictions live in :mod:`retrieval.metrics`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -39,19 +42,59 @@ from retrieval.search import FloatIndex, HammingIndex, check_k
 Metric = Literal["euclidean", "cosine"]
 
 
+@dataclass(frozen=True)
+class TieTally:
+    """The integer counts behind tie-aware votes (numpy arrays, integer-valued).
+
+    Per query and class, the database items strictly closer than the k-th distance (``closer
+    [Q, C]``) and at it (``tied [Q, C]``); per query, how many items are closer (``n_closer
+    [Q, 1]``) and tied (``n_tied [Q, 1]``). Class c's vote is ``closer + (k - n_closer) / n_tied
+    · tied``.
+    """
+
+    closer: np.ndarray
+    tied: np.ndarray
+    n_closer: np.ndarray
+    n_tied: np.ndarray
+
+    def votes(self, k: int) -> np.ndarray:
+        """Float32 votes ``[Q, C]`` (vote shares for model selection; not for decisions)."""
+        f32 = np.float32
+        share = (f32(k) - self.n_closer.astype(f32)) / self.n_tied.astype(f32)
+        return self.closer.astype(f32) + share * self.tied.astype(f32)
+
+    def decide(self, k: int, multilabel: bool) -> np.ndarray:
+        """Class ids ``[Q]`` (lowest index among equal votes) or labels ``[Q, C]`` (vote share >
+        1/2), decided on the exact numerators ``vote · n_tied``, which are integers."""
+        n_tied = self.n_tied.astype(np.int64)
+        num = self.closer.astype(np.int64) * n_tied + (
+            k - self.n_closer.astype(np.int64)
+        ) * self.tied.astype(np.int64)
+        return 2 * num > k * n_tied if multilabel else num.argmax(axis=1)
+
+
+def tie_tally(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> TieTally:
+    """:class:`TieTally` of the k nearest database items from dense distances ``[Q, N]`` and
+    one- or multi-hot labels ``[N, C]``."""
+    check_k(k, dist.shape[1])
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
+    closer = (dist < kth).astype(np.float32)
+    tied = (dist == kth).astype(np.float32)
+    labels = db_onehot.astype(np.float32)
+    return TieTally(
+        closer @ labels,
+        tied @ labels,
+        closer.sum(axis=1, keepdims=True),
+        tied.sum(axis=1, keepdims=True),
+    )
+
+
 def tie_aware_votes(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> np.ndarray:
     """Votes ``[Q, C]`` of the k nearest database items, splitting ties at the k-th distance.
 
     ``dist``: ``[Q, N]`` distances; ``db_onehot``: ``[N, C]`` one- or multi-hot labels.
     """
-    check_k(k, dist.shape[1])
-    kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
-    closer = (dist < kth).astype(np.float32)
-    tied = (dist == kth).astype(np.float32)
-    n_closer = closer.sum(axis=1, keepdims=True)
-    share = (k - n_closer) / tied.sum(axis=1, keepdims=True)
-    labels = db_onehot.astype(np.float32)
-    return closer @ labels + share * (tied @ labels)
+    return tie_tally(dist, db_onehot, k).votes(k)
 
 
 def float_distance_chunks(
@@ -103,23 +146,26 @@ def knn_predict(
     }
     for sl, dist in chunks:
         for k in ks:
-            votes = tie_aware_votes(dist, onehot, k)
-            out[k][sl] = votes > 0.5 * k if multilabel else votes.argmax(axis=1)
+            out[k][sl] = tie_tally(dist, onehot, k).decide(k, multilabel)
     return out
 
 
-def votes_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> np.ndarray:
-    """:func:`tie_aware_votes` from per-distance counts: ``by_label [Q, G, C]`` items of each
-    class at each distance group (ascending), ``tot [Q, G]`` all items there. Same float32
-    arithmetic as the dense path, so the votes are bit-identical."""
+def tally_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> TieTally:
+    """:class:`TieTally` from per-distance counts: ``by_label [Q, G, C]`` items of each class at
+    each distance group (ascending), ``tot [Q, G]`` all items there."""
     cum = np.cumsum(tot, axis=1)
     check_k(k, int(cum[0, -1]))
     g = np.argmax(cum >= k, axis=1)  # the group holding the k-th item
     rows = np.arange(len(tot))
-    n_closer = (cum[rows, g] - tot[rows, g]).astype(np.float32)[:, None]
-    share = (np.float32(k) - n_closer) / tot[rows, g].astype(np.float32)[:, None]
+    n_closer = (cum[rows, g] - tot[rows, g])[:, None]
     closer = np.cumsum(by_label, axis=1)[rows, g] - by_label[rows, g]
-    return closer.astype(np.float32) + share * by_label[rows, g].astype(np.float32)
+    return TieTally(closer, by_label[rows, g], n_closer, tot[rows, g][:, None])
+
+
+def votes_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> np.ndarray:
+    """:func:`tie_aware_votes` from per-distance counts (:func:`tally_from_counts`); the same
+    float32 arithmetic as the dense path, so the votes are bit-identical."""
+    return tally_from_counts(by_label, tot, k).votes(k)
 
 
 def _onehot(db_labels: np.ndarray) -> np.ndarray:
@@ -139,10 +185,6 @@ def _empty_predictions(
         raise RetrievalError("no k given; pass at least one k")
     shape = (n_queries, db_labels.shape[1]) if db_labels.ndim == 2 else (n_queries,)
     return {k: np.zeros(shape, dtype=bool if db_labels.ndim == 2 else np.int64) for k in ks}
-
-
-def _decide(votes: np.ndarray, k: int, multilabel: bool) -> np.ndarray:
-    return votes > 0.5 * k if multilabel else votes.argmax(axis=1)
 
 
 def knn_float(
@@ -178,24 +220,27 @@ def knn_float(
         for row in np.flatnonzero(overflow):
             d_all, i_all = index.search(queries[sl][row : row + 1], index.ntotal)
             for k in ks:
-                votes = tie_aware_votes(d_all, onehot[i_all[0]], k)
-                out[k][start + row] = _decide(votes, k, multilabel)[0]
+                tally = tie_tally(d_all, onehot[i_all[0]], k)
+                out[k][start + row] = tally.decide(k, multilabel)[0]
         keep = ~overflow
         for k in ks:
-            votes = _votes_from_sorted(dist[keep], onehot[ids[keep]], k)
-            out[k][np.arange(sl.start, sl.stop)[keep]] = _decide(votes, k, multilabel)
+            tally = tally_from_sorted(dist[keep], onehot[ids[keep]], k)
+            out[k][np.arange(sl.start, sl.stop)[keep]] = tally.decide(k, multilabel)
     return out
 
 
-def _votes_from_sorted(dist: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Tie-aware votes from each query's nearest items (ascending ``dist [b, m]``, their labels
+def tally_from_sorted(dist: np.ndarray, labels: np.ndarray, k: int) -> TieTally:
+    """:class:`TieTally` from each query's nearest items (ascending ``dist [b, m]``, their labels
     ``[b, m, C]``), valid when the tie group at the k-th distance ends inside the list."""
     kth = dist[:, k - 1 : k]
     closer = (dist < kth).astype(np.float32)
     tied = (dist == kth).astype(np.float32)
-    n_closer = closer.sum(axis=1, keepdims=True)
-    share = (k - n_closer) / tied.sum(axis=1, keepdims=True)
-    return np.einsum("bm,bmc->bc", closer, labels) + share * np.einsum("bm,bmc->bc", tied, labels)
+    return TieTally(
+        np.einsum("bm,bmc->bc", closer, labels),
+        np.einsum("bm,bmc->bc", tied, labels),
+        closer.sum(axis=1, keepdims=True),
+        tied.sum(axis=1, keepdims=True),
+    )
 
 
 def knn_hamming(
@@ -216,5 +261,5 @@ def knn_hamming(
         check_k(k, index.ntotal)
     for c in index.counts(q_packed, db_labels):
         for k in ks:
-            out[k][c.sl] = _decide(votes_from_counts(c.by_label, c.tot, k), k, db_labels.ndim == 2)
+            out[k][c.sl] = tally_from_counts(c.by_label, c.tot, k).decide(k, db_labels.ndim == 2)
     return out

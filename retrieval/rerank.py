@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.errors import RetrievalError
-from retrieval.knn import _decide, _empty_predictions, _onehot, _votes_from_sorted
+from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
 from retrieval.search import HammingIndex, check_k
 
@@ -86,8 +86,9 @@ def rerank_knn(result: Reranked, db_labels: np.ndarray, ks: Sequence[int]) -> di
             raise RetrievalError(
                 f"k={k} exceeds the shortlist R={result.ids.shape[1]}; raise retrieval.shortlist"
             )
-        votes = _votes_from_sorted(result.dist, onehot[result.ids], k)
-        out[k] = _decide(votes, k, db_labels.ndim == 2)
+        out[k] = tally_from_sorted(result.dist, onehot[result.ids], k).decide(
+            k, db_labels.ndim == 2
+        )
     return out
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from retrieval.codes import pack_bits
-from retrieval.knn import knn_float, knn_hamming, tie_aware_votes
+from retrieval.evaluation import hamming_report
+from retrieval.knn import knn_float, knn_hamming, knn_predict, tally_from_sorted, tie_aware_votes
 from retrieval.metrics import classification_metrics, confusion
+from retrieval.ranking import RankingSpec
 
 
 def test_votes_split_ties_at_kth_distance() -> None:
@@ -83,3 +85,28 @@ def test_multilabel_metrics_skip_undefined_rates_as_single_label_skips_absent_cl
     assert m["macro_f1"] == pytest.approx((6 / 7 + 1 / 2 + 0) / 3)
     none = np.zeros((3, 2), dtype=int)
     assert classification_metrics(none, none)["macro_f1"] == 1.0
+
+
+def test_equal_votes_reached_by_different_sums_go_to_the_lowest_class() -> None:
+    # k = 10: 6 items at distance 0 (classes 1, 2, 2, 1, 1, 1) are closer than the k-th distance
+    # and 6 at distance 1 (classes 0, 2, 1, 2, 2, 2) share the other 4 votes (2/3 each). Exact
+    # votes: class 0 2/3, class 1 4 + 2/3 = 14/3, class 2 2 + 4 * 2/3 = 14/3, so the tie goes to
+    # class 1. In float32 the two sums round apart (4.6666665 < 4.666667), which picked class 2.
+    dist = np.array(
+        [1, 0, 0, 2, 2, 1, 3, 2, 1, 1, 1, 0, 3, 2, 0, 2, 2, 1, 0, 2, 3, 0], dtype=np.float32
+    )
+    y = np.array([0, 1, 2, 0, 1, 2, 2, 0, 1, 2, 2, 2, 2, 0, 1, 0, 0, 2, 1, 0, 1, 1])
+    onehot = np.eye(3, dtype=np.float32)[y]
+    votes = tie_aware_votes(dist[None], onehot, 10)[0]
+    assert votes[2] > votes[1]  # the float votes alone would decide wrongly
+    assert knn_predict([(slice(0, 1), dist[None])], y, [10], n_queries=1)[10].tolist() == [1]
+    order = np.argsort(dist, kind="stable")
+    tally = tally_from_sorted(dist[order][None], onehot[order][None], 10)
+    assert tally.decide(10, multilabel=False).tolist() == [1]
+    # the same distances as Hamming codes of 4 bits from an all-zero query
+    codes = pack_bits(np.arange(4)[None, :] < dist[:, None])
+    query = pack_bits(np.zeros((1, 4), dtype=bool))
+    assert knn_hamming(query, codes, 4, y, [10])[10].tolist() == [1]
+    spec = RankingSpec(map_at=(10,), precision_at=(10,))
+    report = hamming_report(query, codes, 4, np.array([1]), y, [10], spec=spec)
+    assert report.predictions[10].tolist() == [1]
