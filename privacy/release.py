@@ -25,9 +25,11 @@ therefore ranks raw distances.
 **k-anonymous release** (Sweeney, "k-anonymity: a model for protecting privacy", IJUFKS 2002):
 every released code is held by at least ``k`` records of the release. Codes held by fewer than
 ``k`` records are replaced by the nearest code (Hamming) held by ``k`` or more records; ties go to
-the code with more holders, then to the smaller code in lexicographic bit order, so the result is
-deterministic and independent of record order. If no code has ``k`` holders, every record receives
-the most frequent code (ties as above). It bounds linkage *by the code alone* to ``1/k``; it does
+the smaller code in lexicographic bit order, so the result is deterministic and independent of
+record order. The rule reads nothing but the candidate codes, which the release publishes, so an
+attacker can apply it exactly (:func:`snap_to_k_anonymous`; a tie broken by the codes' pre-release
+holder counts, as before, could not be). If no code has ``k`` holders, every record receives the
+most frequent code (the smaller one among equally frequent codes). It bounds linkage *by the code alone* to ``1/k``; it does
 not stop attribute inference when a whole anonymity set shares one label, and it is not DP.
 """
 
@@ -87,22 +89,20 @@ def debiased_hamming(observed: np.ndarray, n_bits: int, flip_rate: float) -> np.
     return (np.asarray(observed, dtype=np.float64) - n_bits * flip_rate) / (1.0 - 2.0 * flip_rate)
 
 
-def nearest_held(codes: np.ndarray, held: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def nearest_held(codes: np.ndarray, held: np.ndarray) -> np.ndarray:
     """Row of ``held`` (distinct codes in lexicographic bit order, as ``np.unique`` returns them)
-    nearest in Hamming distance to each row of ``codes``; ties go to more ``counts`` (holders),
-    then to the earlier (smaller) code — the k-anonymous release's deterministic rule."""
+    nearest in Hamming distance to each row of ``codes``; ties go to the earlier (smaller) code —
+    the k-anonymous release's deterministic rule, which reads only public codes."""
     out = np.empty(len(codes), dtype=np.int64)
-    rank = np.arange(len(held))
     for i, code in enumerate(codes):
-        dist = (held != code).sum(axis=1)
-        # lexsort: the last key is primary -> distance, then more holders, then smaller code
-        out[i] = np.lexsort((rank, -counts, dist))[0]
+        out[i] = int(np.argmin((held != code).sum(axis=1)))  # argmin: the first among ties
     return out
 
 
 def snap_to_k_anonymous(bits: np.ndarray, released: np.ndarray, k: int) -> np.ndarray:
     """Map codes onto a k-anonymous release the way :func:`k_anonymize` maps its outliers: every
-    code becomes the nearest code held by ``>= k`` records of ``released`` (itself if it is one).
+    code becomes the nearest code held by ``>= k`` records of ``released`` (itself if it is one),
+    ties to the smaller code. Applied to the release's own input codes it reproduces the release.
 
     The attacker's side of the k-anonymous release: ``released`` is public, so an attacker can pass
     their own codes through the same rule before training on them (THREAT_MODEL.md).
@@ -112,9 +112,9 @@ def snap_to_k_anonymous(bits: np.ndarray, released: np.ndarray, k: int) -> np.nd
     keep = counts >= k
     if not keep.any():  # the release fell back to its most frequent code
         keep = counts == counts.max()
-    held, counts = held[keep], counts[keep]
+    held = held[keep]
     uniq, inverse = np.unique(arr, axis=0, return_inverse=True)
-    return held[nearest_held(uniq, held, counts)][inverse.reshape(-1)]
+    return held[nearest_held(uniq, held)][inverse.reshape(-1)]
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def k_anonymize(bits: np.ndarray, k: int) -> KAnonymousRelease:
     mapping = np.arange(len(uniq))
     unsafe = np.setdiff1d(np.arange(len(uniq)), safe)
     if len(unsafe):
-        mapping[unsafe] = safe[nearest_held(uniq[unsafe], uniq[safe], counts[safe])]
+        mapping[unsafe] = safe[nearest_held(uniq[unsafe], uniq[safe])]
     new_inverse = mapping[inverse]
     released = uniq[new_inverse]
     after = np.bincount(new_inverse, minlength=len(uniq))

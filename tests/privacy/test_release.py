@@ -15,6 +15,7 @@ from privacy.release import (
     keep_probability,
     pair_flip_rate,
     randomized_response,
+    snap_to_k_anonymous,
 )
 
 
@@ -57,12 +58,13 @@ def test_replacement_is_the_nearest_safe_code_with_deterministic_ties() -> None:
     a = np.array([0, 0, 0, 0], bool)
     b = np.array([1, 1, 0, 0], bool)
     c = np.array([1, 1, 1, 1], bool)
-    lone_ab = np.array([1, 0, 0, 0], bool)  # 1 from a, 1 from b: tie -> more holders (b)
-    lone_near_c = np.array([1, 1, 1, 0], bool)  # 1 from c, 1 from b: tie, b and c both 3 holders
+    lone_ab = np.array([1, 0, 0, 0], bool)  # 1 from a, 1 from b: tie
+    lone_near_c = np.array([1, 1, 1, 0], bool)  # 1 from c, 1 from b: tie
     codes = np.array([a] * 2 + [b] * 3 + [c] * 3 + [lone_ab, lone_near_c])
     out = k_anonymize(codes, 2)
-    assert np.array_equal(out.codes[8], b)  # same distance 1: b has 3 holders, a only 2
-    # b and c: distance 1 each, both 3 holders -> the lexicographically smaller code (b)
+    # ties go to the lexicographically smaller code, whatever the holder counts (b has 3, a 2):
+    # the rule must read only what the release publishes
+    assert np.array_equal(out.codes[8], a)
     assert np.array_equal(out.codes[9], b)
     # record order does not matter
     perm = np.random.default_rng(0).permutation(len(codes))
@@ -133,3 +135,14 @@ def test_debiased_hamming_is_unbiased() -> None:
     assert debiased_hamming(observed, bits, f).mean() == pytest.approx(10.0, abs=0.1)
     f2 = pair_flip_rate(eps, bits, both_released=True)
     assert f2 == pytest.approx(2 * f * (1 - f))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_attackers_snap_reproduces_the_release_from_public_codes(seed: int) -> None:
+    # clustered codes with many equal-distance candidates; the snap sees only the released codes
+    rng = np.random.default_rng(seed)
+    centres = rng.random((6, 5)) < 0.5
+    codes = centres[rng.integers(0, 6, 120)] ^ (rng.random((120, 5)) < 0.15)
+    for k in (2, 5, 12):
+        out = k_anonymize(codes, k)
+        assert np.array_equal(snap_to_k_anonymous(codes, out.codes, k), out.codes)
