@@ -7,7 +7,9 @@ attribute is the class label by default; for multi-label sources it is one findi
 beyond its task (Song & Shmatikov, ICLR 2020, "Overlearning reveals sensitive attributes").
 
 Reported per victim group: accuracy, balanced accuracy and AUC (binary AUC, or the macro mean of
-one-vs-rest AUCs over the classes present among the victims), beside the prior-only baseline: the
+one-vs-rest AUCs over the classes the attack model knows from aux that are present, with both
+positives and negatives, among the victims; a victim class absent from aux has no score column and
+is not scored), beside the prior-only baseline: the
 aux majority class for accuracy, ``1 / classes present`` for balanced accuracy, 0.5 for AUC.
 """
 
@@ -28,7 +30,8 @@ class AttributeConfig:
 
 
 def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
-    """Binary AUC, or the mean one-vs-rest AUC over classes with both positives and negatives."""
+    """Binary AUC, or the mean one-vs-rest AUC over ``classes`` (the attack model's, from aux)
+    with both positives and negatives in ``y``."""
     from sklearn.metrics import roc_auc_score
 
     aucs = []
