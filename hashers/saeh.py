@@ -40,8 +40,12 @@ class SAEH(HashingMethod):
         L = CE(W u + b, y) + λ1 · L_sim(u, S) + λ2 · mean ‖x̂ - t(x)‖²
 
     with ``L_sim`` the pairwise likelihood of DPSH (:func:`hashers.functional.pairwise_likelihood_loss`
-    on ``Θ = ½ u uᵀ``) and ``t(x) = layer_norm(x)`` (no affine; ``normalize_target``) so the
-    reconstruction has the same scale for every backbone, or ``t(x) = x``.
+    on ``Θ = ½ u uᵀ``) and ``t(x) = layer_norm(s(x))`` (no affine; ``normalize_target``) so the
+    reconstruction has the same scale for every backbone, or ``t(x) = s(x)``. ``s`` is the head's
+    per-feature input standardiser (``train.standardize``; the identity without it), so the decoder
+    rebuilds what the head reads: a target of the raw embedding would be dominated by an offset
+    shared by every row, which the decoder's bias fits alone (the standardiser exists because of
+    such offsets; ``hashers/heads.py``).
 
     Where ``x`` comes from: :meth:`batch_loss` computes every term from ``batch.x`` through
     :meth:`loss_terms`. :meth:`compute_loss` receives only ``u``; it takes the reconstruction target
@@ -82,7 +86,11 @@ class SAEH(HashingMethod):
         return torch.tanh(self.head(x))
 
     def reconstruction_target(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:]) if self.config.normalize_target else x
+        """What the decoder rebuilds from the code: the head's input as its LayerNorm reads it,
+        ``layer_norm(s(x))`` (or ``s(x)`` without ``normalize_target``), with ``s`` the head's
+        input standardiser (the identity when ``standardize`` is off)."""
+        z = self.head.standardized(x)
+        return F.layer_norm(z, z.shape[-1:]) if self.config.normalize_target else z
 
     def loss_terms(self, u: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
         """All loss terms from codes ``u``, labels ``y`` and the embeddings ``x`` they encode."""

@@ -6,6 +6,7 @@ code under test a second time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -314,6 +315,19 @@ def test_saeh_normalised_target_is_layer_norm_of_the_embedding() -> None:
     # layer_norm([1, 3]) = [-1, 1] / sqrt(1 + 1e-5): mean square 1 / (1 + 1e-5)
     terms = method.loss_terms(torch.zeros(1, 2), torch.tensor([A]), torch.tensor([[1.0, 3.0]]))
     assert math.isclose(value(terms["reconstruction"]), 1.0 / (1.0 + 1e-5), rel_tol=1e-6)
+
+
+def test_saeh_target_is_what_the_standardising_head_reads() -> None:
+    # with standardize, the head reads s(x) = (x - mean) / std of the reference rows; the target
+    # is layer_norm(s(x)), not layer_norm(x): here s maps [[0, 10], [2, 30]] to [[-1, -1], [1, 1]]
+    spec = dataclasses.replace(tiny_spec(), standardize=True)
+    ref = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
+    for normalize in (False, True):
+        method = SAEH(spec, SAEHConfig(normalize_target=normalize))
+        method.fit_input_statistics(ref)
+        target = method.reconstruction_target(torch.tensor([[2.0, 10.0]]))  # s(x) = [1, -1]
+        want = torch.tensor([[1.0, -1.0]]) / (math.sqrt(1 + 1e-5) if normalize else 1.0)
+        torch.testing.assert_close(target, want)
 
 
 def test_saeh_compute_loss_reconstructs_the_last_forward_input() -> None:
