@@ -253,7 +253,9 @@ def test_huge_but_finite_embeddings_get_the_right_advice(tmp_path: Path, caplog)
 
 def test_large_inputs_that_break_a_loss_are_not_blamed_on_the_lr(tmp_path: Path, caplog) -> None:
     """1e17 passes the file check (LayerNorm heads train fine on it), but SAEH reconstructing the
-    raw embedding overflows: the message names the inputs' scale, not train.lr."""
+    raw embedding (no input standardisation, no normalised target) overflows: the message names
+    the inputs' scale, not train.lr. (With standardisation, the default, SAEH rebuilds the
+    standardised input and trains on such inputs.)"""
     emb = synthetic_embeddings()
     big = EmbeddingsFile(
         x={s: v * np.float32(1e17) for s, v in emb.x.items()}, y=emb.y, meta=emb.meta
@@ -264,11 +266,15 @@ def test_large_inputs_that_break_a_loss_are_not_blamed_on_the_lr(tmp_path: Path,
         tmp_path / "t",
         "--set",
         "methods.saeh.normalize_target=false",
+        "--set",
+        "train.standardize=false",
         method="saeh",
     )
     assert train.main(argv) == 2
     assert "loss became non-finite" in caplog.text and "rescale them" in caplog.text
     assert "train.lr" not in caplog.text and not (tmp_path / "t").exists()
+    i = argv.index("train.standardize=false")  # drop it and its "--set": the default standardises
+    assert train.main(argv[: i - 1] + argv[i + 1 :]) == 0
 
 
 # ------------------------------------------------------------------------------------------
