@@ -27,10 +27,11 @@ every released code is held by at least ``k`` records of the release. Codes held
 ``k`` records are replaced by the nearest code (Hamming) held by ``k`` or more records; ties go to
 the smaller code in lexicographic bit order, so the result is deterministic and independent of
 record order. The rule reads nothing but the candidate codes, which the release publishes, so an
-attacker can apply it exactly (:func:`snap_to_k_anonymous`; a tie broken by the codes' pre-release
-holder counts, as before, could not be). If no code has ``k`` holders, every record receives the
-most frequent code (the smaller one among equally frequent codes). It bounds linkage *by the code alone* to ``1/k``; it does
-not stop attribute inference when a whole anonymity set shares one label, and it is not DP.
+attacker can apply it exactly (:func:`snap_to_k_anonymous`; a tie broken by the codes'
+pre-release holder counts, as before, could not be). If no code has ``k`` holders, every record
+receives the most frequent code (the smaller one among equally frequent codes). It bounds linkage
+*by the code alone* to ``1/k``; it does not stop attribute inference when a whole anonymity set
+shares one label, and it is not DP.
 """
 
 from __future__ import annotations
