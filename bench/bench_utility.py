@@ -235,14 +235,7 @@ def report(
         if 12 in rows and 48 in rows:
             gap = f"{(rows[48][HEADLINE] - rows[12][HEADLINE]) / f['one_image']:+.1f}"
             # the same difference seed by seed: its spread is the resolution of the mean
-            by_seed = {
-                b: {
-                    r["seed"]: r[HEADLINE] for r in cells[(feat, ds, method, b)] if "error" not in r
-                }
-                for b in (12, 48)
-            }
-            both = sorted(set(by_seed[12]) & set(by_seed[48]))
-            diffs = [(by_seed[48][s] - by_seed[12][s]) / f["one_image"] for s in both]
+            diffs = seed_diffs(cells[(feat, ds, method, 12)], cells[(feat, ds, method, 48)], f)
             per_seed = " / ".join(f"{d:+.1f}" for d in diffs)
             if len(diffs) > 1:
                 gap += f" ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}"
@@ -354,22 +347,32 @@ def pooled_interval(
     )
 
 
+def seed_diffs(
+    rows12: list[dict[str, Any]], rows48: list[dict[str, Any]], f: dict[str, Any]
+) -> list[float]:
+    """The 48 - 12 bits difference of the headline metric, seed by seed (seeds run at both
+    lengths), in images of the smallest class."""
+    s12 = {r["seed"]: r[HEADLINE] for r in rows12 if "error" not in r}
+    s48 = {r["seed"]: r[HEADLINE] for r in rows48 if "error" not in r}
+    return [(s48[s] - s12[s]) / f["one_image"] for s in sorted(set(s12) & set(s48))]
+
+
 def clearing(
-    sup: dict[tuple, list[dict[str, Any]]], f: dict[str, Any], metric: str, bar: float
+    sup: dict[tuple, list[dict[str, Any]]],
+    f: dict[str, Any],
+    drawn: list[tuple[float, np.ndarray]],
+    metric: str,
+    bar: float,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """For the cells ``sup`` of one block: their retentions of ``metric`` (seed means), the
-    training noise of one cell (the block's pooled SD over seeds / sqrt(seeds)), and the common
-    true retention each joint resample needs for every cell to clear ``bar``
-    (:func:`clearing_retentions` with query and training noise)."""
-    y, fpred = np.asarray(f["y"]), np.asarray(f["pred"])
+    """For the cells ``sup`` of one block and their joint draws of ``metric`` (``drawn``, from
+    :func:`retention_draws`): their retentions (seed means), the training noise of one cell (the
+    block's pooled SD over seeds / sqrt(seeds)), and the common true retention each joint
+    resample needs for every cell to clear ``bar`` (:func:`clearing_retentions` with query and
+    training noise)."""
     per_seed = [np.array([r[metric] for r in rs]) / f[metric] for rs in sup.values()]
     n_seeds = int(np.median([len(v) for v in per_seed]))
     seed_se = float(np.sqrt(np.mean([np.var(v, ddof=1) for v in per_seed if len(v) > 1])))
     seed_se /= np.sqrt(n_seeds)
-    drawn = [
-        retention_draws(y, fpred, np.asarray([r["pred"] for r in rs]), metrics=(metric,))[metric]
-        for rs in sup.values()
-    ]
     points = np.array([pt for pt, _ in drawn])
     ratios = np.stack([d for _, d in drawn])
     return points, seed_se, clearing_retentions(points, ratios, threshold=bar, seed_se=seed_se)
@@ -421,14 +424,15 @@ def certify_table(
         diffs = []  # the 48 - 12 difference per method and seed, in images
         for method in dict.fromkeys(k[2] for k in sup):
             a, b = sup.get((*fd, method, 12)), sup.get((*fd, method, 48))
-            if a and b:
-                s12 = {r["seed"]: r[HEADLINE] for r in a}
-                s48 = {r["seed"]: r[HEADLINE] for r in b}
-                both = sorted(set(s12) & set(s48))
-                if len(both) > 1:
-                    diffs.append([(s48[s] - s12[s]) / f["one_image"] for s in both])
+            if a and b and len(d := seed_diffs(a, b, f)) > 1:
+                diffs.append(d)
+        y, fpred = np.asarray(f["y"]), np.asarray(f["pred"])
+        drawn = [  # every cell's resamples once, for both metrics
+            retention_draws(y, fpred, np.asarray([r["pred"] for r in rs]), metrics=BOOTSTRAPPED)
+            for rs in sup.values()
+        ]
         for metric in BOOTSTRAPPED:
-            points, seed_se, needed = clearing(sup, f, metric, bar)
+            points, seed_se, needed = clearing(sup, f, [d[metric] for d in drawn], metric, bar)
             pair_cells = "– | – | –"
             if diffs and metric == HEADLINE:
                 n = np.median([len(d) for d in diffs])
