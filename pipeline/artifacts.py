@@ -154,14 +154,16 @@ def _make_parent(path: Path, staged: _Staged | None) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, stage: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
     Inside an :func:`atomic_outputs` block the file is only staged: it lands together with the
-    block's other outputs when the block succeeds. A failure names ``path``, never the temp file.
+    block's other outputs when the block succeeds. ``stage=False`` opts out for a file that is not
+    one of the block's outputs (a downloaded input that the block reads back at once): it lands
+    as soon as its own write succeeds. A failure names ``path``, never the temp file.
     """
     path = Path(path)
-    staged = _STAGED.get()
+    staged = _STAGED.get() if stage else None
     _make_parent(path, staged)
     try:
         tmp_path = _temp_beside(path)

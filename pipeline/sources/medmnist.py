@@ -145,10 +145,14 @@ def file_md5(path: Path) -> str:
 
 
 def download_file(url: str, dest: Path, *, md5: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Download ``url`` to ``dest`` atomically: a temporary file, an MD5 check, then a rename."""
+    """Download ``url`` to ``dest`` atomically: a temporary file, an MD5 check, then a rename.
+
+    The file is a cached input, not a stage output: it lands at once even inside an
+    :func:`~pipeline.artifacts.atomic_outputs` block (the extract stage's), which reads it next.
+    """
     log.info("downloading %s -> %s", url, dest)
     try:
-        with atomic_path(dest) as tmp:
+        with atomic_path(dest, stage=False) as tmp:
             h = hashlib.md5()
             with urllib.request.urlopen(url, timeout=timeout) as resp, tmp.open("wb") as f:
                 while chunk := resp.read(_CHUNK):

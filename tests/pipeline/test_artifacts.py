@@ -11,6 +11,7 @@ import torch
 
 from pipeline.artifacts import (
     ArtifactError,
+    atomic_outputs,
     atomic_path,
     load_codes,
     load_embeddings,
@@ -101,6 +102,20 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_json(target, {"x": float("nan")})
     assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_unstaged_file_lands_at_once_inside_an_output_block(tmp_path: Path) -> None:
+    """``stage=False`` (a downloaded input): readable inside the block, kept when the block
+    fails, while the block's staged output is neither written early nor kept."""
+    cache, out = tmp_path / "cache" / "in.bin", tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_outputs():
+        with atomic_path(cache, stage=False) as tmp:
+            tmp.write_bytes(b"data")
+        assert cache.read_bytes() == b"data"
+        write_json(out, {"a": 1})
+        assert not out.exists()
+        raise RuntimeError("the stage fails later")
+    assert cache.read_bytes() == b"data" and not out.exists()
 
 
 def test_head_and_codes_round_trip(tmp_path: Path) -> None:

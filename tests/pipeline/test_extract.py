@@ -75,6 +75,23 @@ def test_main_breastmnist_tiny_random(tmp_path: Path, shared_medmnist: Path) -> 
     assert metrics["images_per_s"] > 0 and metrics["seconds"] > 0
 
 
+def test_missing_medmnist_file_is_downloaded_by_the_stage(
+    tmp_path: Path, shared_medmnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download lands inside the stage's all-or-nothing output block (which only stages
+    outputs): the verified file is in data.root and read back, the embeddings are written."""
+    from pipeline.sources.medmnist import _medmnist_info_table
+
+    info = _medmnist_info_table()["breastmnist"]
+    monkeypatch.setitem(info, "url", (shared_medmnist / "breastmnist.npz").as_uri())
+    root = tmp_path / "cache"
+    argv = medmnist_args(tmp_path, root, "breastmnist", "--set", "data.download=true")
+    assert main(argv) == 0
+    assert [p.name for p in root.iterdir()] == ["breastmnist.npz"]
+    assert (root / "breastmnist.npz").read_bytes() == (shared_medmnist / "breastmnist.npz").read_bytes()
+    assert load_embeddings(tmp_path / "emb.safetensors").x["train"].shape == (40, 32)
+
+
 def test_extract_dataset_pad_cls_mean_rgb(tmp_path: Path, shared_medmnist: Path) -> None:
     overrides = {
         "backbone.name": "tiny-random", "backbone.image_size": 42, "backbone.resize": "pad",
