@@ -273,7 +273,11 @@ def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavai
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    """A name that can only be a local folder; ``owner/model`` counts too when ``owner`` is a local
+    folder (e.g. ``models/dinov2-base``, the layout :func:`_unavailable` recommends)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -285,6 +289,31 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - very old huggingface_hub
         pass
     return tuple(errors)
+
+
+def _safetensors_error() -> type[BaseException]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency of transformers
+        return RuntimeError
+    return SafetensorError
+
+
+def _check_complete(name: str, info: dict[str, Any]) -> None:
+    """Refuse a checkpoint that leaves weights of the model unset: transformers would only log them
+    and initialise those layers at random, i.e. a silently partly random backbone."""
+    missing = list(info.get("missing_keys") or [])
+    mismatched = [
+        str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []
+    ]
+    if missing or mismatched:
+        unset = sorted(set(missing + mismatched))
+        shown = ", ".join(unset[:5]) + (f" and {len(unset) - 5} more" if len(unset) > 5 else "")
+        raise BackboneUnavailableError(
+            f"backbone {name!r}: the checkpoint does not set {len(unset)} weight(s) of the model "
+            f"({shown}); they would be random. Re-download the model, or re-save a complete one "
+            "with save_pretrained"
+        )
 
 
 def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
@@ -323,13 +352,22 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
         {"add_pooling_layer": False} if config.model_type == "vit" else {}
     )
     try:
-        model = AutoModel.from_pretrained(source, config=config, **hub_kwargs, **model_kwargs)
+        model, info = AutoModel.from_pretrained(
+            source, config=config, output_loading_info=True, **hub_kwargs, **model_kwargs
+        )
     except _hub_errors() as err:
         if is_local:
             raise BackboneUnavailableError(
                 f"backbone.name: {source}: cannot load the weights ({err}); re-save the model with save_pretrained"
             ) from err
         raise _unavailable(name, revision, err) from err
+    except (RuntimeError, _safetensors_error()) as err:  # corrupt file, or weights of another shape
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise BackboneUnavailableError(
+            f"backbone {name!r}: its weights are unreadable or do not fit its config.json "
+            f"({type(err).__name__}: {first}); re-download the model, or re-save it with save_pretrained"
+        ) from err
+    _check_complete(name, info)
     if is_local:
         resolved = str(local.resolve())
     else:

@@ -231,6 +231,58 @@ def test_bad_local_directories_and_model_types(tmp_path: Path) -> None:
         load_backbone(BackboneConfig(name=str(tmp_path / "bert"), device="cpu"))
 
 
+def test_incomplete_or_corrupt_weights_are_refused_never_partly_random(tmp_path: Path) -> None:
+    """transformers only logs weights a checkpoint lacks and initialises them at random: refused."""
+    from safetensors.torch import load_file, save_file
+
+    load_backbone(tiny(), seed=3).model.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    full = load_file(weights)
+    dropped = sorted(full)[0]
+    save_file({k: v for k, v in full.items() if k != dropped}, weights, metadata={"format": "pt"})
+    cfg = BackboneConfig(name=str(tmp_path / "m"), image_size=28, device="cpu")
+    with pytest.raises(
+        BackboneUnavailableError, match=rf"does not set 1 weight\(s\) .*{dropped}.*would be random"
+    ):
+        load_backbone(cfg)
+    save_file(
+        {k: v[..., :1].contiguous() if v.ndim else v for k, v in full.items()},
+        weights,
+        metadata={"format": "pt"},
+    )
+    with pytest.raises(
+        BackboneUnavailableError, match=r"unreadable or do not fit its config\.json"
+    ):
+        load_backbone(cfg)
+    weights.write_bytes(b"\xff" * 64)
+    with pytest.raises(BackboneUnavailableError, match=r"unreadable .*SafetensorError"):
+        load_backbone(cfg)
+
+
+def test_extra_checkpoint_weights_are_ignored(tmp_path: Path) -> None:
+    """A ViT checkpoint with a pooler (unused: CLS / mean tokens are read) loads."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    ViTModel(config, add_pooling_layer=True).save_pretrained(tmp_path / "vit")
+    bb = load_backbone(BackboneConfig(name=str(tmp_path / "vit"), image_size=28, device="cpu"))
+    assert bb.embed_images(np.zeros((1, 28, 28), np.uint8)).shape == (1, 16)
+
+
+def test_missing_folder_under_a_local_parent_is_named_as_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        BackboneUnavailableError, match=r"local model directory 'models/dinov2-base' does not exist"
+    ):
+        load_backbone(BackboneConfig(name="models/dinov2-base", device="cpu"))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_extraction_matches_cpu_in_fp32_and_bf16() -> None:
