@@ -222,6 +222,10 @@ class DataConfig:
                 raise ParamsError(
                     f"datasets[{i}]: {name!r} may hold only letters, digits, '_' and '.' (it names files and DVC stages)"
                 )
+            try:  # the kind's name-dependent checks (e.g. a MedMNIST flag) now, not in a stage
+                self.source(name)
+            except ParamsError as err:  # its message names data.sources...; _build adds "data."
+                raise ParamsError(str(err).removeprefix("data.")) from None
 
     def source(self, name: str) -> SourceConfig:
         """The source of dataset ``name``: its ``data.sources`` entry, completed by the kind's ``resolve`` hook

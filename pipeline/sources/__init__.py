@@ -11,6 +11,8 @@ A source module (see :class:`Source`) defines
 
 and optionally
 
+* ``KEYS``: the entry's keys the kind reads besides ``kind``; a key outside it set to anything but
+  its default is refused when ``params.yaml`` is parsed (it would be silently ignored);
 * ``check_config(source)``: kind-specific checks of the params entry, run when ``params.yaml`` is
   parsed (raise :class:`pipeline.config.ParamsError`, e.g. through ``pipeline.config.check``);
 * ``resolve(name, source)``: the entry completed with defaults that depend on the dataset name.
@@ -67,8 +69,23 @@ def yields_images(kind: str) -> bool:
 
 
 def check_config(source: SourceConfig) -> None:
-    """Run the source module's optional ``check_config`` hook on a params entry."""
-    hook = getattr(get(source.kind), "check_config", None)
+    """Refuse keys the kind does not read (its ``KEYS``), then run its ``check_config`` hook."""
+    import dataclasses
+
+    from pipeline.config import ParamsError
+
+    module = get(source.kind)
+    keys = getattr(module, "KEYS", None)
+    if keys is not None:
+        for f in dataclasses.fields(source):
+            if f.name == "kind" or f.name in keys or getattr(source, f.name) == f.default:
+                continue
+            reads = ", ".join(keys) if keys else "nothing else"
+            raise ParamsError(
+                f"{f.name}: the {source.kind} source does not read {f.name} (it reads kind, {reads}); "
+                f"remove {f.name}: {getattr(source, f.name)!r}"
+            )
+    hook = getattr(module, "check_config", None)
     if hook is not None:
         hook(source)
 

@@ -30,6 +30,9 @@ YIELDS = "embeddings"
 USER_SUPPLIED = "user-supplied"
 
 
+KEYS = ("path",)  # the params keys this kind reads (pipeline.sources.check_config)
+
+
 def check_config(source: SourceConfig) -> None:
     check(bool(source.path), "path", "an embeddings source needs path: <.safetensors or .npz file>")
 

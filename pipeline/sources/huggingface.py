@@ -20,6 +20,13 @@ from pipeline.data import DataError, ImageDataset, ImageSplit, image_dataset, no
 YIELDS = "images"
 
 
+KEYS = (
+    "id",
+    "image_column",
+    "label_column",
+)  # the params keys this kind reads (pipeline.sources.check_config)
+
+
 def check_config(source: SourceConfig) -> None:
     check(
         bool(source.id),

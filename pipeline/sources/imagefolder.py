@@ -12,6 +12,9 @@ from pipeline.sources.huggingface import from_dataset_dict
 YIELDS = "images"
 
 
+KEYS = ("path",)  # the params keys this kind reads (pipeline.sources.check_config)
+
+
 def check_config(source: SourceConfig) -> None:
     check(bool(source.path), "path", "an imagefolder source needs path: <folder>")
 

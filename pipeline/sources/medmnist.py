@@ -48,6 +48,9 @@ DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
 
+KEYS = ("flag", "size")  # the params keys this kind reads (pipeline.sources.check_config)
+
+
 def check_config(source: SourceConfig) -> None:
     """``size`` is a MedMNIST size; ``flag``, when given, a MedMNIST 2D flag."""
     check(

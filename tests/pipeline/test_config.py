@@ -84,6 +84,32 @@ def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> 
             r"data.sources.y.id: a huggingface source needs the dataset id",
         ),
         (
+            "data.sources.cifar10",
+            {"kind": "huggingface", "id": "uoft-cs/cifar10", "size": 224},
+            r"data.sources.cifar10.size: the huggingface source does not read size \(it reads "
+            r"kind, id, image_column, label_column\); remove size: 224",
+        ),
+        (
+            "data.sources.z",
+            {"kind": "imagefolder", "path": "/data", "label_column": "y"},
+            r"data.sources.z.label_column: the imagefolder source does not read label_column",
+        ),
+        (
+            "data.sources.breastmnist",
+            {"kind": "medmnist", "path": "/data/b.npz"},
+            r"data.sources.breastmnist.path: the medmnist source does not read path",
+        ),
+        (
+            "data.sources.breastmnist",
+            {"kind": "embeddings", "path": "/e.npz", "flag": "breastmnist"},
+            r"data.sources.breastmnist.flag: the embeddings source does not read flag",
+        ),
+        (
+            "data.sources.breastmnist",
+            {"kind": "medmnist", "flag": "mybreast"},
+            r"data.sources.breastmnist.flag: 'mybreast' is not a MedMNIST 2D dataset",
+        ),
+        (
             "train.methods",
             ["dpsh", "nope"],
             r"train.methods\[1\]: unknown hashing method 'nope'; registered: .*dpsh",
@@ -109,6 +135,19 @@ def test_bad_params_name_key_and_fix(dotted: str, value: object, message: str) -
     node[last] = value
     with pytest.raises(ParamsError, match=message):
         parse_params(tree)
+
+
+def test_medmnist_dataset_without_a_flag_is_refused_when_params_are_read() -> None:
+    tree = raw()
+    tree["data"]["sources"]["mybreast"] = {"kind": "medmnist"}
+    tree["data"]["datasets"] = ["mybreast"]
+    with pytest.raises(
+        ParamsError,
+        match=r"^data.sources.mybreast.flag: 'mybreast' is not a MedMNIST flag; set flag",
+    ):
+        parse_params(tree)
+    tree["data"]["sources"]["mybreast"]["flag"] = "breastmnist"
+    assert parse_params(tree).data.source("mybreast").flag == "breastmnist"
 
 
 def test_unknown_top_level_section() -> None:

@@ -115,4 +115,4 @@ def test_complete_splits_carves_test_then_val_and_keeps_every_row() -> None:
 def _medmnist_entry():
     from pipeline.config import SourceConfig
 
-    return SourceConfig(kind="medmnist")
+    return SourceConfig(kind="medmnist", flag="breastmnist")
