@@ -77,13 +77,18 @@ def write_knn_outputs(
         write_csv(sweep_path, rows)
         if write_more is not None:
             write_more()
+        names = class_names_from_meta(emb.meta, emb.n_classes)
         if not emb.multilabel:
             cm = confusion(emb.y["test"], pred, emb.n_classes)
-            names = class_names_from_meta(emb.meta, emb.n_classes)
             write_json(
                 confusion_path.with_suffix(".json"), {"labels": names, "matrix": cm.tolist()}
             )
             confusion_png(confusion_path, cm, names, title=title)
+        else:  # the JSON is still written: DVC declares the confusion folder as an output
+            write_json(
+                confusion_path.with_suffix(".json"),
+                {"labels": names, "matrix": None, "why": MULTILABEL_NO_CONFUSION},
+            )
         tracking.record_metrics(metrics_path, metrics, run)
         for r in rows:
             run.log_metrics(
@@ -92,6 +97,9 @@ def write_knn_outputs(
     if confusion_path.is_file():
         run.log_artifact(confusion_path)
     return metrics
+
+
+MULTILABEL_NO_CONFUSION = "multi-label: a query holds several labels, so no confusion matrix"
 
 
 def knn_outputs(metrics: Path, sweep: Path, confusion_png_path: Path) -> tuple[Path, ...]:

@@ -88,7 +88,9 @@ def test_missing_medmnist_file_is_downloaded_by_the_stage(
     argv = medmnist_args(tmp_path, root, "breastmnist", "--set", "data.download=true")
     assert main(argv) == 0
     assert [p.name for p in root.iterdir()] == ["breastmnist.npz"]
-    assert (root / "breastmnist.npz").read_bytes() == (shared_medmnist / "breastmnist.npz").read_bytes()
+    assert (root / "breastmnist.npz").read_bytes() == (
+        shared_medmnist / "breastmnist.npz"
+    ).read_bytes()
     assert load_embeddings(tmp_path / "emb.safetensors").x["train"].shape == (40, 32)
 
 
