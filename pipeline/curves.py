@@ -1,7 +1,9 @@
 """Stage ``curves``: accuracy and mAP against code length, one line per method (thesis-style).
 
-Reads every evaluate metrics JSON of one dataset (``<method>-<bits>.json`` in ``--evaluate-dir``)
-and the float baseline's (``--float-metrics``), writes one CSV row per (method, bits) (DVC plot)
+Reads the evaluate metrics JSON (``<method>-<bits>.json`` in ``--evaluate-dir``) of every head the
+params ask for (``train.methods`` x ``train.bits``, as the report does: never by globbing, so a
+head dropped from the params leaves the plot) and the float baseline's (``--float-metrics``),
+writes one CSV row per (method, bits) (DVC plot)
 and three PNGs: headline KNN score vs bits and mAP@all vs bits, the float baseline as a dashed
 line, and the retention of the float KNN's balanced accuracy vs bits with the bootstrap interval
 evaluate wrote (``retention_balanced_accuracy_low/_high``) as error bars where there is one.
@@ -10,16 +12,22 @@ evaluate wrote (``retention_balanced_accuracy_low/_high``) as error bars where t
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import ArtifactError, atomic_path, read_json, write_csv
-from pipeline.common import base_parser, run_main
+from pipeline.artifacts import (
+    ArtifactError,
+    atomic_outputs,
+    atomic_path,
+    check_writable,
+    read_json,
+    write_csv,
+)
+from pipeline.common import base_parser, load, run_main
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"^(?P<method>.+)-(?P<bits>\d+)\.json$")
 COLUMNS = ("balanced_accuracy", "accuracy", "macro_f1", "map_all", "map_at_1000", "map_at_10")
 COLUMNS += (
     "retention_balanced_accuracy",
@@ -29,20 +37,27 @@ COLUMNS += (
 RETENTION = "retention_balanced_accuracy"
 
 
-def collect(evaluate_dir: Path) -> list[dict[str, Any]]:
-    """One row per ``<method>-<bits>.json`` in ``evaluate_dir``, sorted by method then bits."""
+def collect(
+    evaluate_dir: Path, methods: Sequence[str], bits: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One row per head ``<method>-<bits>.json`` in ``evaluate_dir``, sorted by method then bits;
+    a missing file is an error naming the evaluate stage to run."""
     rows = []
-    for path in sorted(evaluate_dir.glob("*.json")):
-        m = NAME.match(path.name)
-        if not m:
-            continue
-        metrics = read_json(path)
-        row: dict[str, Any] = {"method": m["method"], "bits": int(m["bits"])}
-        row.update({c: metrics[c] for c in COLUMNS if c in metrics})
-        rows.append(row)
-    if not rows:
+    missing = []
+    for method in methods:
+        for b in bits:
+            path = evaluate_dir / f"{method}-{b}.json"
+            if not path.is_file():
+                missing.append(path.name)
+                continue
+            metrics = read_json(path)
+            row: dict[str, Any] = {"method": method, "bits": int(b)}
+            row.update({c: metrics[c] for c in COLUMNS if c in metrics})
+            rows.append(row)
+    if missing:
         raise ArtifactError(
-            f"{evaluate_dir}: no <method>-<bits>.json evaluate metrics; run the evaluate stages first"
+            f"{evaluate_dir}: no evaluate metrics for {', '.join(missing)} (train.methods x "
+            "train.bits); run their evaluate stages first (dvc repro)"
         )
     present = [c for c in COLUMNS if any(c in r for r in rows)]  # one header for every row
     rows = [
@@ -82,19 +97,32 @@ def curve_png(path: Path, rows: list[dict[str, Any]], key: str, baseline: Any, t
 
 
 def run_curves(
-    *, dataset: str, evaluate_dir: Path, float_metrics: Path, csv: Path, out_dir: Path
+    *,
+    dataset: str,
+    evaluate_dir: Path,
+    float_metrics: Path,
+    csv: Path,
+    out_dir: Path,
+    methods: Sequence[str],
+    bits: Sequence[int],
 ) -> list[dict[str, Any]]:
-    rows = collect(evaluate_dir)
+    """Rows of the heads ``methods`` x ``bits``; the CSV and the PNGs land together or not at all."""
+    check_writable(csv, dirs=[out_dir])
+    rows = collect(evaluate_dir, methods, bits)
     base = read_json(float_metrics)
-    write_csv(csv, rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for key in ("balanced_accuracy", "map_all"):
-        curve_png(
-            out_dir / f"{key}_vs_bits.png", rows, key, base.get(key), f"{dataset}: {key} vs bits"
-        )
-    if any(r.get(RETENTION) is not None for r in rows):
-        title = f"{dataset}: retention of float balanced accuracy (bars: test-query bootstrap)"
-        curve_png(out_dir / "retention_vs_bits.png", rows, RETENTION, 1.0, title)
+    with atomic_outputs():
+        write_csv(csv, rows)
+        for key in ("balanced_accuracy", "map_all"):
+            curve_png(
+                out_dir / f"{key}_vs_bits.png",
+                rows,
+                key,
+                base.get(key),
+                f"{dataset}: {key} vs bits",
+            )
+        if any(r.get(RETENTION) is not None for r in rows):
+            title = f"{dataset}: retention of float balanced accuracy (bars: test-query bootstrap)"
+            curve_png(out_dir / "retention_vs_bits.png", rows, RETENTION, 1.0, title)
     log.info("%s: %d (method, bits) runs plotted", dataset, len(rows))
     return rows
 
@@ -107,7 +135,10 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--csv", type=Path, required=True, help="plot data (DVC plot)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
+    params = load(args)
     run_curves(
+        methods=params.train.methods,
+        bits=sorted(params.train.bits),
         dataset=args.dataset,
         evaluate_dir=args.evaluate_dir,
         float_metrics=args.float_metrics,

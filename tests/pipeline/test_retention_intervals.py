@@ -15,6 +15,7 @@ from pipeline.synthetic import synthetic_embeddings
 from retrieval.knn import knn_hamming
 from retrieval.metrics import accuracy
 from retrieval.uncertainty import retention_bootstrap
+from tests.conftest import REPO
 from tests.stage_cli import FAST, eval_argv, knn_argv, train_argv
 
 INTERVAL_KEYS = {
@@ -112,7 +113,8 @@ def test_curves_carry_the_interval_and_draw_it(tmp_path: Path) -> None:
     ev_dir = tmp_path / "ev"
     ev_dir.mkdir()
     (ev_dir / "dpsh-12.json").write_text((tmp_path / "eval.json").read_text())
-    argv = ["--dataset", "syn", "--evaluate-dir", str(ev_dir)]
+    argv = ["--params", str(REPO / "params.yaml"), "--set", "train.bits=[12]"]
+    argv += ["--dataset", "syn", "--evaluate-dir", str(ev_dir)]
     argv += ["--float-metrics", str(tmp_path / "knn.json")]
     argv += ["--csv", str(tmp_path / "curves.csv"), "--out", str(tmp_path / "curves")]
     assert curves.main(argv) == 0

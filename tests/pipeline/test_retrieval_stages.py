@@ -125,6 +125,8 @@ def test_curves_stage_writes_csv_and_pngs(study: Path) -> None:
     assert (
         curves.main(
             [
+                *("--params", str(REPO / "params.yaml")),
+                *("--set", "train.methods=[lsh]", "--set", "train.bits=[24, 12]"),
                 "--dataset",
                 "syn",
                 "--evaluate-dir",

@@ -1,0 +1,70 @@
+"""Stage ``curves``: exactly the heads the params ask for, all outputs or none."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline import curves
+from tests.conftest import REPO
+
+
+def _study(tmp: Path, heads: dict[str, float]) -> tuple[Path, Path]:
+    """Evaluate metrics ``<method>-<bits>.json`` with the given balanced accuracies, and a float
+    baseline."""
+    ev = tmp / "ev"
+    ev.mkdir()
+    for stem, bal in heads.items():
+        (ev / f"{stem}.json").write_text(json.dumps({"balanced_accuracy": bal, "map_all": 0.5}))
+    flt = tmp / "knn.json"
+    flt.write_text(json.dumps({"balanced_accuracy": 0.8, "map_all": 0.6}))
+    return ev, flt
+
+
+def _argv(tmp: Path, ev: Path, flt: Path, *sets: str, out: Path | None = None) -> list[str]:
+    argv = ["--params", str(REPO / "params.yaml")]
+    for s in sets:
+        argv += ["--set", s]
+    argv += ["--dataset", "syn", "--evaluate-dir", str(ev), "--float-metrics", str(flt)]
+    return [*argv, "--csv", str(tmp / "c.csv"), "--out", str(out or tmp / "png")]
+
+
+def test_a_head_dropped_from_the_params_leaves_the_plot(tmp_path: Path) -> None:
+    """A metrics file left from an earlier run (dpsh-24, csq-12) is not plotted."""
+    ev, flt = _study(tmp_path, {"dpsh-12": 0.7, "dpsh-24": 0.6, "dpsh-48": 0.75, "csq-12": 0.1})
+    sets = ("train.methods=[dpsh]", "train.bits=[48, 12]")
+    assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert [(r["method"], r["bits"], r["balanced_accuracy"]) for r in rows] == [
+        ("dpsh", "12", "0.7"),
+        ("dpsh", "48", "0.75"),
+    ]
+    assert (tmp_path / "png" / "balanced_accuracy_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_head_is_named_and_nothing_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev, flt = _study(tmp_path, {"dpsh-12": 0.7})
+    caplog.set_level(logging.ERROR)
+    assert (
+        curves.main(_argv(tmp_path, ev, flt, "train.methods=[dpsh, csq]", "train.bits=[12]")) == 2
+    )
+    assert "no evaluate metrics for csq-12.json" in caplog.text
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "png").exists()
+
+
+def test_an_unwritable_png_folder_is_refused_before_the_csv_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev, flt = _study(tmp_path, {"dpsh-12": 0.7})
+    blocker = tmp_path / "png"
+    blocker.write_text("a file where the PNG folder goes")
+    sets = ("train.methods=[dpsh]", "train.bits=[12]")
+    assert curves.main(_argv(tmp_path, ev, flt, *sets, out=blocker)) == 2
+    assert str(blocker) in caplog.text
+    assert not (tmp_path / "c.csv").exists() and blocker.read_text().startswith("a file")
