@@ -436,6 +436,11 @@ def validate_embeddings(
             raise ArtifactError(f"{where}: {s}_x must be a 2-D [N, D] matrix, got shape {xs.shape}")
         if not np.issubdtype(xs.dtype, np.floating):
             raise ArtifactError(f"{where}: {s}_x must hold floats, got {xs.dtype}")
+        if xs.shape[1] == 0:
+            raise ArtifactError(
+                f"{where}: {s}_x has shape {xs.shape}: embeddings of dimension 0; every row needs "
+                "at least one value, re-extract the embeddings or fix how the file is written"
+            )
         if dim is None:
             dim = xs.shape[1]
         elif xs.shape[1] != dim:
@@ -527,9 +532,24 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             f"{path}: not a readable .npz file ({err}); it may be truncated, re-create it"
         ) from err
     meta = {}
-    if "meta" in tensors:  # optional JSON string array
-        meta = json.loads(str(tensors.pop("meta")))
-    return tensors, {k: str(v) for k, v in meta.items()}
+    if "meta" in tensors:  # optional JSON object, stored as a string array
+        text = str(tensors.pop("meta"))
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ArtifactError(
+                f"{path}: its 'meta' entry is not JSON ({err}: {text[:80]!r}); store a JSON "
+                "object of strings, e.g. meta=np.array(json.dumps({'task': 'multi-class'})), "
+                "or leave meta out"
+            ) from err
+        if not isinstance(meta, dict):
+            raise ArtifactError(
+                f"{path}: its 'meta' entry is JSON {type(meta).__name__} {text[:80]!r}, not an "
+                "object; store a JSON object of strings, e.g. "
+                "meta=np.array(json.dumps({'task': 'multi-class'})), or leave meta out"
+            )
+    # metadata values are strings (as in safetensors); a JSON list or number is kept as JSON text
+    return tensors, {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
 def read_embeddings_raw(

@@ -131,3 +131,13 @@ def test_head_and_codes_round_trip(tmp_path: Path) -> None:
         save_codes(tmp_path / "c2.safetensors", codes, n_bits=24, meta={})
     with pytest.raises(ArtifactError, match="no trained head"):
         load_head(tmp_path / "nothing")
+
+
+def test_zero_dimension_embeddings_are_refused_when_loaded(tmp_path: Path) -> None:
+    arrays = {f"{s}_x": np.zeros((10, 0), dtype=np.float32) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_y": np.arange(10) % 2 for s in ("train", "val", "test")})
+    np.savez(tmp_path / "flat.npz", **arrays)
+    with pytest.raises(
+        ArtifactError, match=r"train_x has shape \(10, 0\): embeddings of dimension 0"
+    ):
+        load_embeddings(tmp_path / "flat.npz")

@@ -97,3 +97,44 @@ def test_refusals_name_the_file_and_the_fix(tmp_path: Path) -> None:
         load(config(tmp_path / "m.npz"))
     with pytest.raises(Exception, match="embeddings source needs path"):
         SourceConfig(kind="embeddings")
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ("task=multi-class", r"'meta' entry is not JSON .*'task=multi-class'"),
+        ('["a"]', r"'meta' entry is JSON list .*not an object"),
+        ("3", r"'meta' entry is JSON int .*not an object"),
+    ],
+)
+def test_npz_meta_that_is_not_a_json_object_is_refused(
+    tmp_path: Path, meta: str, message: str
+) -> None:
+    arrays = write_npz(tmp_path / "e.npz", val=False)
+    np.savez(tmp_path / "e.npz", **arrays, meta=np.array(meta))
+    with pytest.raises(ArtifactError, match=rf"e\.npz: its {message}.*store a JSON object"):
+        load(config(tmp_path / "e.npz"))
+
+
+def test_npz_meta_values_that_are_not_strings_are_kept_as_json(tmp_path: Path) -> None:
+    arrays = write_npz(tmp_path / "e.npz", val=False)
+    meta = json.dumps({"class_names": ["a", "b", "c"], "n_classes": 3, "backbone": "mine"})
+    np.savez(tmp_path / "e.npz", **arrays, meta=np.array(meta))
+    emb = load(config(tmp_path / "e.npz"))
+    assert json.loads(emb.meta["class_names"]) == ["a", "b", "c"]
+    assert emb.meta["n_classes"] == "3" and emb.meta["backbone"] == "mine"
+
+
+def test_zero_dimension_embeddings_are_refused(tmp_path: Path) -> None:
+    labels = np.arange(30) % 3
+    np.savez(
+        tmp_path / "e.npz",
+        train_x=np.zeros((30, 0), np.float32),
+        train_y=labels,
+        test_x=np.zeros((30, 0), np.float32),
+        test_y=labels,
+    )
+    with pytest.raises(
+        ArtifactError, match=r"e\.npz: train_x has shape \(30, 0\): embeddings of dimension 0"
+    ):
+        load(config(tmp_path / "e.npz"))
