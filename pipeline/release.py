@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import tracking
-from pipeline.artifacts import load_codes, read_json, save_codes, write_json
+from pipeline.artifacts import (
+    atomic_outputs,
+    check_writable,
+    load_codes,
+    read_json,
+    save_codes,
+    write_json,
+)
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, ParamsError
 from privacy.errors import PrivacyError
@@ -84,6 +91,7 @@ def run_release(
     if epsilon_code is not None and (math.isnan(epsilon_code) or not epsilon_code > 0):
         raise PrivacyError(f"--epsilon-code {epsilon_code}: the code budget must be > 0")
     r = params.release
+    check_writable(metrics, out / "codes.safetensors", out / "config.json", dirs=[out])
     config = read_json(head_dir / "config.json")
     codes, n_bits, meta = load_codes(head_dir / "codes.safetensors")
     splits = SPLITS_OF[r.apply_to]
@@ -118,9 +126,10 @@ def run_release(
             "seed": r.seed,
             "source": str(head_dir),
         }
-        save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=meta)
-        write_json(out / "config.json", {**config, "release": info})
-        tracking.record_metrics(metrics, figures, run)
+        with atomic_outputs():  # the released codes, their config and metrics land together
+            save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=meta)
+            write_json(out / "config.json", {**config, "release": info})
+            tracking.record_metrics(metrics, figures, run)
     log.info("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
     return figures
 
