@@ -235,18 +235,40 @@ def _stable_id(text: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def infer_task(labels: np.ndarray, n_classes: int, declared: str | None = None) -> str:
+def infer_task(
+    labels: np.ndarray, n_classes: int, declared: str | None = None, *, where: str = "the dataset"
+) -> str:
     """The task of a dataset: the one place that decides single- vs multi-label.
 
     ``[N, C]`` labels are ``multi-label``; ``[N]`` labels keep a ``declared`` single-label task
     (e.g. MedMNIST's ``ordinal-regression``) and are otherwise ``binary-class`` or ``multi-class`` by
     ``n_classes``.
+
+    A declared task that the labels contradict is refused with a :class:`DataError` naming
+    ``where``: a single-label task (``binary-class``, ``multi-class``, ``ordinal-regression``) with
+    ``[N, C]`` multi-hot labels, and ``binary-class`` with more than 2 classes. A declared
+    ``multi-label`` task with ``[N]`` labels is not believed (a one-column multi-hot matrix reads as
+    ``[N]`` class ids), and a declaration that is not one of :data:`TASKS` (MedMNIST's
+    ``"multi-label, binary-class"``) is ignored: the task is then inferred.
     """
+    inferred = (
+        "multi-label" if labels.ndim == 2 else ("binary-class" if n_classes == 2 else "multi-class")
+    )
+    if declared not in TASKS or declared == "multi-label":
+        return inferred
     if labels.ndim == 2:
-        return "multi-label"
-    if declared in TASKS and declared != "multi-label":
-        return declared
-    return "binary-class" if n_classes == 2 else "multi-class"
+        raise DataError(
+            f"{where}: declares task {declared!r} (one label per sample) but its labels are a "
+            f"multi-hot matrix {list(labels.shape)}; store class ids [N] for a single-label task, "
+            "or declare task 'multi-label' (or drop the task to have it inferred)"
+        )
+    if declared == "binary-class" and n_classes > 2:
+        raise DataError(
+            f"{where}: declares task 'binary-class' but has {n_classes} classes (class ids up to "
+            f"{n_classes - 1}, or the n_classes it declares); binary-class needs exactly 2: fix the "
+            f"labels, or declare task {inferred!r} (or drop the task to have it inferred)"
+        )
+    return declared
 
 
 def normalize_labels(
@@ -358,7 +380,9 @@ def image_dataset(
     ds = ImageDataset(
         name=name,
         splits=splits,
-        task=infer_task(splits["train"].labels, len(class_names), declared_task),
+        task=infer_task(
+            splits["train"].labels, len(class_names), declared_task, where=f"dataset {name!r}"
+        ),
         class_names=class_names,
         source_info=source_info,
     )

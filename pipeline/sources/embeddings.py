@@ -98,7 +98,7 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
     out.update(
         {
             "dataset": name,
-            "task": infer_task(y["train"], n_classes, meta.get("task")),
+            "task": infer_task(y["train"], n_classes, meta.get("task"), where=where),
             "class_names": json.dumps(class_names_from_meta(meta, n_classes)),
             "n_classes": str(n_classes),
             "backbone": meta.get("backbone", USER_SUPPLIED),

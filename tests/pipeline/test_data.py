@@ -69,12 +69,33 @@ def test_image_split_subset_keeps_order() -> None:
 
 
 def test_infer_task_decides_multilabel_from_the_label_layout() -> None:
-    assert infer_task(np.zeros((4, 3), dtype=np.uint8), 3, "multi-class") == "multi-label"
+    assert infer_task(np.zeros((4, 3), dtype=np.uint8), 3, "multi-label") == "multi-label"
+    assert infer_task(np.zeros((4, 3), dtype=np.uint8), 3, "multi-label, binary-class") == (
+        "multi-label"
+    )
     assert infer_task(np.zeros(4, dtype=np.int64), 2) == "binary-class"
     assert infer_task(np.zeros(4, dtype=np.int64), 5) == "multi-class"
     assert infer_task(np.zeros(4, dtype=np.int64), 5, "ordinal-regression") == "ordinal-regression"
     # a declared multi-label task with [N] labels is not believed
     assert infer_task(np.zeros(4, dtype=np.int64), 5, "multi-label") == "multi-class"
+
+
+def test_infer_task_refuses_a_declared_task_the_labels_contradict() -> None:
+    three = np.array([0, 1, 2, 1])
+    with pytest.raises(
+        DataError, match=r"f\.npz: declares task 'binary-class' but has 3 classes.*'multi-class'"
+    ):
+        infer_task(three, 3, "binary-class", where="f.npz")
+    hot = np.array([[1, 0, 0], [0, 1, 1]], dtype=np.uint8)
+    for single in ("multi-class", "binary-class", "ordinal-regression"):
+        with pytest.raises(
+            DataError, match=rf"w: declares task '{single}' .*multi-hot matrix \[2, 3\].*class ids"
+        ):
+            infer_task(hot, 3, single, where="w")
+    # what the labels allow is kept
+    assert infer_task(np.array([0, 1, 1]), 2, "binary-class") == "binary-class"
+    assert infer_task(three, 3, "ordinal-regression") == "ordinal-regression"
+    assert infer_task(np.array([0, 1, 1]), 2, "multi-class") == "multi-class"
 
 
 def test_normalize_labels_layouts_and_errors() -> None:

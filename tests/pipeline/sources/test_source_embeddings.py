@@ -15,6 +15,7 @@ from safetensors.numpy import save_file
 from pipeline import sources
 from pipeline.artifacts import ArtifactError, EmbeddingsFile
 from pipeline.config import DataConfig, SourceConfig
+from pipeline.data import DataError
 
 
 def config(path: Path, **data: object) -> DataConfig:
@@ -138,3 +139,24 @@ def test_zero_dimension_embeddings_are_refused(tmp_path: Path) -> None:
         ArtifactError, match=r"e\.npz: train_x has shape \(30, 0\): embeddings of dimension 0"
     ):
         load(config(tmp_path / "e.npz"))
+
+
+def test_a_declared_task_the_labels_contradict_is_refused(tmp_path: Path) -> None:
+    arrays = write_npz(tmp_path / "e.npz", val=False)  # class ids 0, 1, 2
+    np.savez(tmp_path / "bin.npz", **arrays, meta=np.array(json.dumps({"task": "binary-class"})))
+    with pytest.raises(
+        DataError,
+        match=r"bin\.npz: declares task 'binary-class' but has 3 classes.*declare task "
+        r"'multi-class'",
+    ):
+        load(config(tmp_path / "bin.npz"))
+    multi = write_npz(tmp_path / "m.npz", val=False, multi=True)
+    np.savez(tmp_path / "m.npz", **multi, meta=np.array(json.dumps({"task": "multi-class"})))
+    with pytest.raises(
+        DataError, match=r"m\.npz: declares task 'multi-class' .*multi-hot matrix \[27, 3\]"
+    ):
+        load(config(tmp_path / "m.npz"))
+    np.savez(
+        tmp_path / "ord.npz", **arrays, meta=np.array(json.dumps({"task": "ordinal-regression"}))
+    )
+    assert load(config(tmp_path / "ord.npz")).meta["task"] == "ordinal-regression"
