@@ -6,7 +6,8 @@ Issue 10 asks for the utility/ε_code curve and the linkage rate against ε_code
 writes it: ``4`` or ``4.0``) and, for
 ε = ∞, the unreleased head's ``evaluate`` and ``attack`` metrics, and writes one CSV row per ε_code:
 Hamming-KNN balanced accuracy and its retention of the float figure, and linkage top-1 of the train
-(database) and test (query) victims beside chance. The ∞ row is written last with ``epsilon_code``
+(database) and test (query) victims beside chance (empty where the study runs no linkage attack).
+The ∞ row is written last with ``epsilon_code``
 ``inf``. Aggregates only; nothing goes to MLflow (the numbers are already tracked by their stages).
 """
 
@@ -30,12 +31,19 @@ LINKAGE = tuple(
 
 
 def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
-    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s."""
+    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s.
+
+    A study that does not run the linkage attack (``attack.attacks`` without ``linkage``, or
+    linkage skipped: its attack files hold no ``linkage/`` number) gets empty linkage columns;
+    a file with some linkage numbers but not all is an error."""
     util = read_json(evaluate, require=UTILITY)
-    link = read_json(attack, require=LINKAGE)
+    link = read_json(attack)
+    ran = any(str(key).startswith("linkage/") for key in link)
+    if ran:
+        link = read_json(attack, require=LINKAGE)
     row: dict[str, Any] = {"epsilon_code": "inf" if math.isinf(epsilon) else epsilon}
     row.update({key: util[key] for key in UTILITY})
-    row.update({key.replace("/", "_"): link[key] for key in LINKAGE})
+    row.update({key.replace("/", "_"): link[key] if ran else None for key in LINKAGE})
     return row
 
 

@@ -1,0 +1,57 @@
+"""Stage ``release_curve`` when the study runs no linkage attack."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline import release_curve
+from pipeline.artifacts import write_json
+from tests.conftest import REPO
+
+LINK = [f"linkage/{g}/top1{t}" for g in ("train", "test") for t in ("", "_baseline")]
+
+
+def _cli(tmp: Path) -> list[str]:
+    return [
+        *("--params", str(REPO / "params.yaml"), "--set", "release.epsilons=[1]"),
+        *("--name", "lsh-16", "--evaluate", str(tmp / "ev/lsh-16.json")),
+        *("--attack", str(tmp / "at/lsh-16.json"), "--evaluate-rr-dir", str(tmp / "ev")),
+        *("--attack-rr-dir", str(tmp / "at"), "--csv", str(tmp / "curve.csv")),
+    ]
+
+
+def _write(tmp: Path, attack_numbers: dict[str, float]) -> None:
+    for stem, acc in (("lsh-16-rr1", 0.5), ("lsh-16", 0.8)):
+        write_json(
+            tmp / f"ev/{stem}.json", {"balanced_accuracy": acc, "retention_balanced_accuracy": acc}
+        )
+        write_json(tmp / f"at/{stem}.json", {"anonymity/all/unique": 0.1, **attack_numbers})
+
+
+def test_no_linkage_attack_gives_empty_linkage_columns(tmp_path: Path) -> None:
+    """attack.attacks without linkage: the curve keeps its utility, linkage left empty (it used
+    to fail with an error asking to re-run the attack stage, which wrote the same file)."""
+    _write(tmp_path, {})
+    assert release_curve.main(_cli(tmp_path)) == 0
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [(r["epsilon_code"], r["balanced_accuracy"]) for r in rows] == [
+        ("1.0", "0.5"),
+        ("inf", "0.8"),
+    ]
+    assert all(
+        r["linkage_train_top1"] == "" and r["linkage_test_top1_baseline"] == "" for r in rows
+    )
+
+
+def test_some_linkage_numbers_but_not_all_is_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path, {LINK[0]: 0.3})
+    caplog.set_level(logging.ERROR)
+    assert release_curve.main(_cli(tmp_path)) == 2
+    assert "missing 'linkage/train/top1_baseline'" in caplog.text
+    assert not (tmp_path / "curve.csv").exists()
