@@ -5,9 +5,9 @@ with the training split and then only evaluates. Labels are ignored. Their fitte
 registered buffers allocated in ``__init__`` from ``spec.in_dim`` and ``spec.n_bits``, so a saved
 ``state_dict`` loads into a freshly built instance (safetensors, no pickle).
 
-Privacy note: unlike the MLP heads (which hold no statistics of the training set, see
-:mod:`hashers.heads`), these heads store the training mean and, for ITQ / PCA, the top principal
-directions of the training embeddings. Both are aggregates over the whole split, but they are part of
+Privacy note: these heads store the training mean and, for ITQ / PCA, the top principal
+directions of the training embeddings (as the MLP heads with ``train.standardize`` on, the
+default, store the training split's per-feature mean and scale: :mod:`hashers.heads`). Both are aggregates over the whole split, but they are part of
 what an attacker holding the head holds.
 
 Every routine here is deterministic given its config ``seed``: random hyperplanes and rotations come

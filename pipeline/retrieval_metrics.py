@@ -88,8 +88,8 @@ def search_latency(
     max_queries: int = LATENCY_QUERIES,
 ) -> dict[str, Any]:
     """Measured ms per query of top-``knn.k`` search for the first ``max_queries`` test queries
-    (all in one call each, one after the other in this process): Hamming only (faiss
-    ``IndexBinaryFlat``), two-stage (shortlist of ``retrieval.shortlist`` by Hamming + cosine
+    (all in one call each, one after the other in this process): Hamming only (the
+    :class:`retrieval.search.HammingIndex` the stage built), two-stage (shortlist of ``retrieval.shortlist`` by Hamming + cosine
     re-rank, :func:`retrieval.rerank.rerank`) and float only (cosine, faiss ``IndexFlatIP``).
     Index builds are not timed. Timings depend on the machine and its load: never
     byte-identical, so they go to their own JSON, not the metrics one."""

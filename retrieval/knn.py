@@ -14,8 +14,10 @@ expected votes reached by different sums (4 + 2/3 and 2 + 4·2/3) can round apar
 
 Where the distances come from
 -----------------------------
-:func:`knn_hamming` and :func:`knn_float` search through faiss (:mod:`retrieval.search`) in
-bounded-memory query blocks and never build a ``[Q, N]`` matrix. Codes: the per-distance class
+:func:`knn_hamming` searches the codes with :class:`retrieval.search.HammingIndex` (its default
+engine, the compiled scan of :mod:`retrieval.scan`; faiss only with ``engine="faiss"``) and
+:func:`knn_float` the floats with faiss, both in bounded-memory query blocks, never building a
+``[Q, N]`` matrix. Codes: the per-distance class
 counts of :meth:`retrieval.search.HammingIndex.counts` give the k-th distance (the first distance
 whose cumulative count reaches k), the closer items and the tied ones at once, for every k of a
 sweep (:func:`votes_from_counts`). Floats: the ``k_max + pad`` nearest from faiss give the k-th
@@ -253,7 +255,8 @@ def knn_hamming(
     index: HammingIndex | None = None,
 ) -> dict[int, np.ndarray]:
     """KNN predictions on packed binary codes (Hamming distance) for each k in ``ks``, from the
-    per-distance class counts of a faiss ``IndexBinaryFlat`` (:class:`HammingIndex`)."""
+    per-distance class counts of :class:`HammingIndex` (the compiled scan by default; a faiss
+    ``IndexBinaryFlat`` with ``engine="faiss"``)."""
     index = index or HammingIndex(db_packed, n_bits)
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(q_packed), db_labels)

@@ -1,12 +1,13 @@
 """Two-stage retrieval: a Hamming shortlist of R candidates re-ranked by cosine on float embeddings.
 
-Stage 1 searches the codes (:class:`retrieval.search.HammingIndex`, faiss ``IndexBinaryFlat``) for
+Stage 1 searches the codes (:class:`retrieval.search.HammingIndex`, its default compiled scan) for
 the R nearest; stage 2 ranks those R by cosine distance between the float query and the float
 database embeddings (the SAEH proposal's stage 2). KNN votes over the re-ranked list follow the
 tie rule of :mod:`retrieval.knn`; with ``R = N`` the result is float (cosine) KNN.
 
-Deviation / limit: items tied with the R-th Hamming distance enter the shortlist in faiss' order,
-so when such a tie straddles R the shortlist (not the re-ranking) depends on faiss' tie order.
+Deviation / limit: items tied with the R-th Hamming distance enter the shortlist by database id
+(the scan's tie rule: deterministic, but a tie that straddles R keeps the smaller ids, not the
+ones nearest in float; an index built with ``engine="faiss"`` uses faiss' tie order instead).
 Privacy cost: stage 2 needs float embeddings of the database at query time, so the deployment
 stores (and can leak) the very vectors that the codes were meant to replace.
 """
