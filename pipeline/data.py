@@ -173,7 +173,13 @@ def stratified_sample(
 
     With ``at_least_one`` every stratum present keeps at least one sample (needs ``n`` >= strata).
     """
-    strata = strata_of(labels)
+    return _sample_strata(strata_of(labels), n, rng=rng, at_least_one=at_least_one)
+
+
+def _sample_strata(
+    strata: np.ndarray, n: int, *, rng: np.random.Generator, at_least_one: bool
+) -> np.ndarray:
+    """:func:`stratified_sample` over given per-sample strata."""
     if n >= len(strata):
         return np.arange(len(strata))
     classes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
@@ -206,7 +212,14 @@ def carve(
 def apply_limit(
     labels: Mapping[str, np.ndarray], limit: int | None, *, seed: int
 ) -> dict[str, np.ndarray]:
-    """Positions kept in each split under ``data.limit`` (seeded, stratified, every class kept)."""
+    """Positions kept in each split under ``data.limit`` (seeded, stratified, every class kept).
+
+    Single-label splits are stratified by class; a limit below the number of classes present is a
+    :class:`DataError`. Multi-hot splits are stratified by each row's rarest positive label and then
+    topped up (:func:`_limit_multilabel`), so every label with a positive in the full split keeps
+    one in the limited split whenever ``limit`` is at least the number of such labels. Below that
+    it cannot be guaranteed: the labels left without a positive are logged as a warning.
+    """
     out: dict[str, np.ndarray] = {}
     for split, y in labels.items():
         if limit is None or limit >= len(y):
@@ -221,8 +234,61 @@ def apply_limit(
                     f"set data.limit to at least {n_present} (or null for all samples)"
                 )
         rng = np.random.default_rng([seed, _stable_id(f"limit:{split}")])
-        out[split] = stratified_sample(y, limit, rng=rng, at_least_one=True)
+        if y.ndim == 1:
+            out[split] = stratified_sample(y, limit, rng=rng, at_least_one=True)
+        else:
+            out[split] = _limit_multilabel(y, limit, rng=rng, split=split)
     return out
+
+
+def _limit_multilabel(
+    y: np.ndarray, limit: int, *, rng: np.random.Generator, split: str
+) -> np.ndarray:
+    """Sorted positions of ``limit`` multi-hot rows that keep a positive of every label present.
+
+    Rows are stratified by their rarest positive label (fewest positives in the split, lowest id on
+    ties; rows without positives form one stratum), so a label that only co-occurs with commoner
+    ones still has a stratum of its own. A label still without a positive is then topped up: one of
+    its rows (seeded choice) replaces a picked row whose labels all stay covered without it, taken
+    from the stratum with the most picked rows. Such a row always exists while ``limit`` is at
+    least the number of labels present (rarest first, each swap keeps every covered label).
+    """
+    pos = y.astype(bool)
+    counts = pos.sum(axis=0)
+    rarity = np.where(pos, counts[None, :], np.iinfo(np.int64).max)
+    strata = np.where(pos.any(axis=1), rarity.argmin(axis=1), -1).astype(np.int64)
+    picked = _sample_strata(strata, limit, rng=rng, at_least_one=True)
+    in_pick = np.zeros(len(y), dtype=bool)
+    in_pick[picked] = True
+    cover = pos[picked].sum(axis=0)
+    present = np.flatnonzero(counts)
+    for label in present[np.argsort(counts[present], kind="stable")]:
+        if cover[label]:
+            continue
+        add = int(rng.choice(np.flatnonzero(pos[:, label])))
+        rows = np.flatnonzero(in_pick)
+        with_add = cover + pos[add]
+        removable = rows[~(pos[rows] & (with_add < 2)).any(axis=1)]
+        if removable.size == 0:
+            continue
+        sizes = np.bincount(strata[rows] + 1, minlength=y.shape[1] + 1)
+        fullest = removable[sizes[strata[removable] + 1] == sizes[strata[removable] + 1].max()]
+        drop = int(rng.choice(fullest))
+        in_pick[drop], in_pick[add] = False, True
+        cover = with_add - pos[drop]
+    missing = present[cover[present] == 0]
+    if missing.size:
+        log.warning(
+            "data.limit: the %d rows kept of the %r split hold no positive of labels %s (%d "
+            "labels have positives in the full split); set data.limit to at least %d to keep "
+            "every label",
+            limit,
+            split,
+            missing.tolist(),
+            len(present),
+            len(present),
+        )
+    return np.flatnonzero(in_pick)
 
 
 def _stable_id(text: str) -> int:

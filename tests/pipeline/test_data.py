@@ -62,6 +62,42 @@ def test_stratified_sample_and_carve() -> None:
     assert apply_limit({"train": labels}, None, seed=0)["train"].tolist() == list(range(100))
 
 
+def test_limit_keeps_every_multilabel_class() -> None:
+    # classes 0-2 are primary findings; class 3 only co-occurs with class 0, in two rows
+    y = np.zeros((300, 4), np.uint8)
+    y[np.arange(300), np.arange(300) % 3] = 1
+    y[[0, 3], 3] = 1
+    kept = [apply_limit({"train": y}, 30, seed=seed)["train"] for seed in range(20)]
+    for keep in kept:
+        assert len(keep) == 30 and np.all(np.diff(keep) > 0)
+        assert y[keep].any(axis=0).tolist() == [True] * 4
+        assert np.all(np.abs(y[keep, :3].sum(axis=0) - 10) <= 1)  # proportions still followed
+    again = apply_limit({"train": y}, 30, seed=7)["train"]
+    assert np.array_equal(again, kept[7]) and not np.array_equal(kept[0], kept[1])
+
+
+def test_limit_keeps_every_multilabel_class_of_random_splits() -> None:
+    g = np.random.default_rng(0)
+    for trial in range(200):
+        n, c = int(g.integers(5, 120)), int(g.integers(1, 12))
+        y = (g.random((n, c)) < g.random(c) ** 3 * 0.5).astype(np.uint8)
+        present = y.any(axis=0)
+        limit = int(g.integers(max(int(present.sum()), 1), n + 1))
+        keep = apply_limit({"test": y}, limit, seed=trial)["test"]
+        assert len(keep) == limit and len(np.unique(keep)) == limit
+        assert np.array_equal(y[keep].any(axis=0), present), trial
+
+
+def test_limit_below_multilabel_class_count_warns(caplog: pytest.LogCaptureFixture) -> None:
+    y = np.eye(5, dtype=np.uint8).repeat(4, axis=0)  # 20 rows, one positive each
+    with caplog.at_level("WARNING", logger="pipeline.data"):
+        keep = apply_limit({"train": y}, 3, seed=0)["train"]
+    assert len(keep) == 3 and int(y[keep].any(axis=0).sum()) == 3
+    missing = np.flatnonzero(~y[keep].any(axis=0)).tolist()
+    assert f"hold no positive of labels {missing}" in caplog.text
+    assert "set data.limit to at least 5" in caplog.text
+
+
 def test_image_split_subset_keeps_order() -> None:
     images = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2)
     split = ImageSplit(labels=np.arange(5), images=images).subset([3, 1])
