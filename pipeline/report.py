@@ -349,6 +349,11 @@ def markdown(
         f"## Least leakage among releases keeping ≥ {params.report.min_retention:g} of float "
         "balanced accuracy",
         "",
+        "The release in each row is picked on the same test numbers the row reports, so the "
+        "least leakage is optimistic (the smallest of many noisy estimates): it describes the "
+        "study, it does not certify the release. To choose one to deploy, pick on val and confirm "
+        "on test.",
+        "",
         "| attack | victims | least leakage | release |",
         "|---|---|---:|---|",
     ]

@@ -122,6 +122,7 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     assert "| hash codes | dpsh | 12 |  | 0.600 | 1.000 (0.91–1.08) | 0.500 | 0.50 / 0.50 |" in md
     assert "| DP-SGD head | csq | 12 | 8 | 0.540 | 0.900 | 0.500 | 0.50 / 0.50 | 0.520 |" in md
     assert "| linkage | test | 0.000 (share) | dpsh-12 (kanon) |" in md
+    assert "picked on the same test numbers the row reports" in md  # the selection caveat
     assert "| randomised response | dpsh | 12 | 4 | 0.594 | 0.990 | 0.500 | 0.10 / 0.10 | – |" in md
     assert "dpsh-12 (kanon) (0.00, 0.98), dpsh-12 ε=4 (rr) (0.10, 0.99), dpsh-12 (0.50, 1.00)" in md
     pngs = sorted(p.name for p in (tmp_path / "reports/syn").glob("*.png"))
