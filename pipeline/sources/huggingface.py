@@ -83,22 +83,40 @@ class _HFImageReader:
         return out
 
 
+def _label_column(ds: Any, label_column: str, *, where: str) -> np.ndarray:
+    """The label column of one split as int64, refusing rows without a label (None)."""
+    values = list(ds[label_column])
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise DataError(
+            f"{where}: {len(missing)} of {len(values)} rows have no label in column "
+            f"{label_column!r} (first: row {missing[0]}); unlabelled rows are not supported: drop "
+            f"them (e.g. ds.filter(lambda r: r[{label_column!r}] is not None)) or set label_column "
+            "to a fully labelled column"
+        )
+    return np.asarray(values, dtype=np.int64)
+
+
 def _label_names(
     dsd: Mapping[str, Any], label_column: str, *, where: str
-) -> tuple[list[str], bool]:
-    """Class names from the label column's ClassLabel feature (else ``0..C-1``), and whether named."""
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Class names from the label column's ClassLabel feature (else ``0..C-1``), and the int64
+    labels of every split (read once, rows without a label refused)."""
     from datasets import ClassLabel, Value
 
     feature = next(iter(dsd.values())).features.get(label_column)
+    if not isinstance(feature, ClassLabel) and not (
+        isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
+    ):
+        raise DataError(
+            f"{where}: label column {label_column!r} has type {feature}; hashaudit needs integer "
+            "class ids (a ClassLabel or an integer column); set label_column to such a column"
+        )
+    labels = {s: _label_column(d, label_column, where=f"{where} [{s}]") for s, d in dsd.items()}
     if isinstance(feature, ClassLabel):
-        return list(feature.names), True
-    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
-        top = max(int(max(d[label_column], default=-1)) for d in dsd.values())
-        return [str(i) for i in range(top + 1)], False
-    raise DataError(
-        f"{where}: label column {label_column!r} has type {feature}; hashaudit needs integer class ids "
-        f"(a ClassLabel or an integer column); set label_column to such a column"
-    )
+        return list(feature.names), labels
+    top = max(int(y.max(initial=-1)) for y in labels.values())
+    return [str(i) for i in range(top + 1)], labels
 
 
 def from_dataset_dict(
@@ -133,14 +151,11 @@ def from_dataset_dict(
                     f"{where}: split {s!r} has no column {col!r} (columns: {ds.column_names}); set {key} "
                     "in the source to the right column"
                 )
-    class_names, _ = _label_names(chosen, label_column, where=where)
+    class_names, raw = _label_names(chosen, label_column, where=where)
     splits: dict[str, ImageSplit] = {}
     for s, ds in chosen.items():
         labels = normalize_labels(
-            np.asarray(ds[label_column], dtype=np.int64),
-            multilabel=False,
-            n_classes=len(class_names),
-            where=f"{where} [{s}]",
+            raw[s], multilabel=False, n_classes=len(class_names), where=f"{where} [{s}]"
         )
         splits[s] = ImageSplit(
             labels=labels, reader=_HFImageReader(ds, image_column, where=f"{where} [{s}]")

@@ -61,3 +61,29 @@ def test_huggingface_wrong_column_and_offline_hub(tmp_path: Path) -> None:
         DataError, match=r"'hashaudit-test/not-cached' is not available.*save_to_disk"
     ):
         load("toy", data_config(tmp_path, toy=src))
+
+
+@pytest.mark.parametrize("integer_column", [True, False])
+def test_huggingface_rows_without_a_label_are_refused(tmp_path: Path, integer_column: bool) -> None:
+    import datasets
+
+    label = (
+        datasets.Value("int64") if integer_column else datasets.ClassLabel(names=["a", "b", "c"])
+    )
+    features = datasets.Features({"img": datasets.Image(), "label": label})
+
+    def split(labels: list) -> datasets.Dataset:
+        imgs = [Image.new("L", (8, 8), i) for i in range(len(labels))]
+        return datasets.Dataset.from_dict({"img": imgs, "label": labels}, features=features)
+
+    labels = [i % 3 for i in range(12)]
+    labels[4] = labels[9] = None
+    parts = {"train": split([i % 3 for i in range(30)]), "validation": split(labels)}
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "hf"))
+    src = SourceConfig(kind="huggingface", id=str(tmp_path / "hf"), image_column="img")
+    with pytest.raises(
+        DataError,
+        match=r"hf \[val\]: 2 of 12 rows have no label in column 'label' \(first: row 4\); "
+        r"unlabelled rows are not supported: drop them",
+    ):
+        load("toy", data_config(tmp_path, toy=src))
