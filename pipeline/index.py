@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.artifacts import load_codes, write_json
 from pipeline.common import base_parser, load, run_main
-from pipeline.config import Params
+from pipeline.config import Params, ParamsError
 from retrieval.backends import BACKENDS, build_index, recall_at
 from retrieval.search import HammingIndex
 
@@ -38,6 +38,12 @@ def run_index(
     uri: str | None = None,
 ) -> dict[str, Any]:
     codes, n_bits, _ = load_codes(head_dir / "codes.safetensors")
+    n_db = len(codes["train"])
+    if not 1 <= k <= n_db:
+        raise ParamsError(
+            f"--k {k}: must be between 1 and the {n_db} database codes of {head_dir}; "
+            "choose a k in that range"
+        )
     r = params.retrieval
     name = backend or r.backend
     options: dict[str, Any] = {}
