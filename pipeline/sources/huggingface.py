@@ -37,12 +37,13 @@ def check_config(source: SourceConfig) -> None:
 
 def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndarray:
     """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = path or where
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # as viewers (and datasets) show it
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
                 arr = np.asarray(img, dtype=np.float64)
                 lo, hi = float(arr.min()), float(arr.max())

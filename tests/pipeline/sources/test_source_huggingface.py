@@ -87,3 +87,31 @@ def test_huggingface_rows_without_a_label_are_refused(tmp_path: Path, integer_co
         r"unlabelled rows are not supported: drop them",
     ):
         load("toy", data_config(tmp_path, toy=src))
+
+
+def _with_orientation(arr: np.ndarray, orientation: int, fmt: str) -> bytes:
+    import io
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # EXIF Orientation
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_decode_image_applies_the_exif_orientation() -> None:
+    from pipeline.sources.huggingface import decode_image
+
+    arr = np.zeros((2, 3), np.uint8)
+    arr[0] = [10, 20, 30]
+    arr[1] = [40, 50, 60]
+    # 6: rotate 90 degrees clockwise to view; 3: rotate 180 degrees; 1: as stored
+    rotated = decode_image(_with_orientation(arr, 6, "PNG"), None, where="x")
+    assert rotated.tolist() == [[40, 10], [50, 20], [60, 30]]
+    upside_down = decode_image(_with_orientation(arr, 3, "PNG"), None, where="x")
+    assert upside_down.tolist() == [[60, 50, 40], [30, 20, 10]]
+    assert decode_image(_with_orientation(arr, 1, "PNG"), None, where="x").tolist() == arr.tolist()
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band on the left, stored 20 x 40
+    jpeg = decode_image(_with_orientation(rgb, 6, "JPEG"), None, where="x")
+    assert jpeg.shape == (40, 20, 3) and jpeg[:10].mean() > 240 and jpeg[12:].mean() < 15

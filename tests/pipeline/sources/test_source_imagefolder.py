@@ -76,3 +76,19 @@ def test_imagefolder_corrupt_image_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot read image .*broken\.png.*replace or remove"):
         for s in ("train", "val", "test"):
             ds.splits[s].get_batch(range(len(ds.splits[s])))
+
+
+def test_imagefolder_applies_the_exif_orientation(tmp_path: Path) -> None:
+    root = image_folder(tmp_path / "imgs", per_class=4)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 degrees counter-clockwise to view
+    arr = np.zeros((10, 12), np.uint8)
+    arr[:, 0] = 200  # a bright first column: the bottom row once viewed
+    for cls in ("benign", "malignant"):
+        for i in range(4):
+            Image.fromarray(arr).save(root / cls / f"{i}.png", exif=exif.tobytes())
+    ds = load("mine", folder_config(root))
+    for s in ("train", "val", "test"):
+        for img in ds.splits[s].get_batch(range(len(ds.splits[s]))):
+            assert img.shape == (12, 10)
+            assert img[-1].tolist() == [200] * 10 and img[:-1].max() == 0
