@@ -2,10 +2,11 @@
 
 The sources themselves (MedMNIST files, Hugging Face datasets, image folders, bring-your-own
 embeddings) live in :mod:`pipeline.sources`, one module per kind. Every source ends in
-:func:`complete_splits`: missing val/test splits are carved from train (seeded, stratified; each takes
-``data.val_fraction`` of train) and ``data.limit`` caps every split the same way, keeping every class
-present. The task (single- or multi-label) is decided once, by :func:`infer_task`, from the label
-layout: ``[N]`` class ids are single-label, a ``[N, C]`` 0/1 matrix is multi-label.
+:func:`complete_splits`: missing test/val splits are carved from train, in that order (seeded,
+stratified; each takes ``data.val_fraction`` of the train rows left at that point) and
+``data.limit`` caps every split the same way, keeping every class present (for multi-label splits
+see :func:`apply_limit`). The task (single- or multi-label) is decided once, by :func:`infer_task`,
+from the label layout: ``[N]`` class ids are single-label, a ``[N, C]`` 0/1 matrix is multi-label.
 
 Every problem raises :class:`DataError` with a message naming the bad value and how to fix it.
 """
@@ -401,7 +402,15 @@ R = TypeVar("R", bound=Rows)
 def complete_splits(
     name: str, splits: dict[str, R], *, data: DataConfig, seed: int, where: str = "the source"
 ) -> dict[str, R]:
-    """Carve missing test/val splits from train, apply ``data.limit``, refuse empty splits."""
+    """Carve missing test/val splits from train, apply ``data.limit``, refuse empty splits.
+
+    A missing test split is carved first: ``round(data.val_fraction * N)`` of the ``N`` train rows.
+    A missing val split is carved next from what train holds then: ``round(data.val_fraction * M)``
+    rows, where ``M`` is ``N`` minus the rows just carved for test (``N`` when test was given). Both
+    are seeded and stratified (see :func:`carve`); e.g. 100 rows, fraction 0.1 and neither split
+    given: test 10, val round(0.1 * 90) = 9, train 81. ``data.limit`` then caps each split
+    (:func:`apply_limit`).
+    """
     splits = dict(splits)
     if "train" not in splits:
         raise DataError(

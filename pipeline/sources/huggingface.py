@@ -36,7 +36,16 @@ def check_config(source: SourceConfig) -> None:
 
 
 def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndarray:
-    """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else)."""
+    """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else).
+
+    The EXIF orientation is applied first, so images come out the way a viewer shows them.
+    High-bit-depth images (modes ``I``, ``I;16*``, ``F``: 16-bit PNG/TIFF, float TIFF) are mapped to
+    8 bit by a min-max stretch over each image's own range (its minimum becomes 0, its maximum 255).
+    There is no fixed scale (such files differ in bit depth and value range), so absolute
+    intensity is not comparable across images: two scans of different brightness can come out
+    alike, and a constant image becomes all 0. Other modes are converted: ``1`` and ``LA`` to
+    ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...) to ``RGB``.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = path or where
