@@ -7,8 +7,9 @@ Two modes, one per DVC stage:
   re-embedded by the backbone, or for embeddings-only sources seeded noise at an SNR) — writes it to
   ``--gallery``, and runs every attack on the float embeddings (the leaky control).
 * ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
-  codes out), checks it against the embeddings and its released codes, runs every attack on the
-  codes and puts the float control's number beside each (``<name>_float``).
+  codes out), checks it against the embeddings and its released codes (and the label it was
+  trained without against ``attack.withhold_label``), runs every attack on the codes and puts the
+  float control's number beside each (``<name>_float``).
 * ``attack_rr@…`` / ``attack_kanon@…`` (``--release``, the output of ``release_rr`` /
   ``release_kanon``): the same attacks with the victims' codes as published by the release
   mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
@@ -41,6 +42,7 @@ from pipeline.artifacts import (
     ArtifactError,
     EmbeddingsFile,
     check_head_embeddings,
+    check_same_embeddings,
     load_codes,
     load_embeddings,
     load_head,
@@ -307,7 +309,13 @@ def check_head(
     fingerprint, as evaluate checks), and the codes the head gives the embeddings must be the
     released ones."""
     check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings_path)
-    codes, n_bits, _ = load_codes(head_dir / "codes.safetensors")
+    codes, n_bits, codes_meta = load_codes(head_dir / "codes.safetensors")
+    check_same_embeddings(
+        codes_meta.get("fingerprint"),
+        emb,
+        embeddings_path=embeddings_path,
+        recorded_in=head_dir / "codes.safetensors",
+    )
     if n_bits != bits or method.spec.n_bits != bits:
         raise ArtifactError(
             f"{head_dir}: the head has {method.spec.n_bits} bits, --bits says {bits}"
@@ -319,6 +327,30 @@ def check_head(
                 f"{head_dir}: the head does not reproduce its released {split} codes from these "
                 "embeddings (head and embeddings come from different runs); re-run train (dvc repro)"
             )
+
+
+def _withheld_name(emb: EmbeddingsFile, column: int | None) -> str:
+    if column is None:
+        return "no label withheld"
+    names = json.loads(emb.meta["class_names"]) if "class_names" in emb.meta else []
+    name = f" ({names[column]!r})" if 0 <= column < len(names) else ""
+    return f"label column {column}{name} withheld"
+
+
+def check_withheld(
+    head_config: dict, emb: EmbeddingsFile, column: int | None, label: Any, *, head_dir: Path
+) -> None:
+    """The head must have been trained with the label withheld that ``attack.withhold_label``
+    (``label``, resolved to ``column``) names: its shadow heads train on the same label columns
+    and the attribute attack predicts the finding the head never saw."""
+    recorded = (head_config.get("embeddings") or {}).get("withheld_label")
+    if recorded != column:
+        raise ArtifactError(
+            f"{head_dir / 'config.json'}: the head was trained with "
+            f"{_withheld_name(emb, recorded)}, but attack.withhold_label={label!r} means "
+            f"{_withheld_name(emb, column)}; set attack.withhold_label to the head's setting, or "
+            "re-run its train / train_dp stage with this one (dvc repro)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,11 +619,13 @@ def run_attack(
         raise ParamsError("--release needs --method, --bits and --head (the head it was made from)")
     emb = load_embeddings(embeddings)
     cfg = params.attack
+    _, withheld = withhold_label(emb, cfg.withhold_label)
     head = head_config = None
     if not is_float:
         assert head_dir is not None and bits is not None
         head, head_config = rebuild_head(head_dir)
         check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
+        check_withheld(head_config, emb, withheld, cfg.withhold_label, head_dir=head_dir)
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
     if release_dir is not None:

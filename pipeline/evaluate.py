@@ -7,6 +7,10 @@ Inputs are checked before any work: the embeddings file must be the one the head
 (same content fingerprint, :func:`pipeline.artifacts.check_head_embeddings`), the float-metrics
 file must come from the same embeddings and k, and ``--dataset/--method/--bits`` (optional) must
 match the head's ``config.json``, which is where they are read from otherwise.
+
+A head trained with a finding withheld (``attack.withhold_label``, recorded in its ``config.json``)
+is scored on every label column of the file, like the float baseline it is compared with: a
+retention over the head's own columns would divide by a float number over other columns.
 """
 
 from __future__ import annotations

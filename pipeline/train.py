@@ -113,9 +113,22 @@ def embedding_set(emb: EmbeddingsFile, split: str) -> EmbeddingSet:
 
 
 def resolved_config(
-    *, dataset: str, method: HashingMethod, params: Params, emb: EmbeddingsFile, fit_cfg: FitConfig
+    *,
+    dataset: str,
+    method: HashingMethod,
+    params: Params,
+    emb: EmbeddingsFile,
+    fit_cfg: FitConfig,
+    source: EmbeddingsFile | None = None,
+    withheld: int | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to rebuild the head and to check later inputs against it."""
+    """Everything needed to rebuild the head and to check later inputs against it.
+
+    ``source``: the embeddings file as read, where ``emb`` is it with the ``withheld`` label column
+    removed (:func:`withhold_label`): the head records the file's fingerprint (what evaluate and
+    attack are given and check) and the withheld column (so they can apply the same withholding).
+    """
+    source = emb if source is None else source
     return {
         "format": "hashaudit.head/1",
         "dataset": dataset,
@@ -130,7 +143,8 @@ def resolved_config(
                 for k in ("backbone", "revision", "pooling", "image_size", "resize", "dataset")
             },
             "dim": emb.dim,
-            "fingerprint": emb.fingerprint,  # later stages refuse other embeddings
+            "fingerprint": source.fingerprint,  # later stages refuse other embeddings
+            "withheld_label": withheld,  # label column hidden from training (attack.withhold_label)
         },
     }
 
@@ -209,41 +223,58 @@ class HeadJob:
         history: list[dict[str, float]],
         summary: dict[str, Any],
         run: tracking.StageRun,
+        source: EmbeddingsFile,
+        withheld: int | None,
         extra_config: dict[str, Any] | None = None,
         logged_as_history: tuple[str, ...] = (),
     ) -> None:
         """Head + resolved config (plus ``extra_config``), codes of every split (with the
         embeddings' fingerprint), history CSV and metrics of a trained head: they land together,
         only after training succeeded, or none does. The per-epoch history also goes to MLflow,
-        one step per epoch."""
+        one step per epoch. ``emb``: what the head trained on; ``source``: the embeddings file it
+        came from, ``withheld``: the label column removed from it (:func:`training_embeddings`)."""
         for row in history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         config = resolved_config(
-            dataset=self.dataset, method=method, params=params, emb=emb, fit_cfg=fit_cfg
+            dataset=self.dataset,
+            method=method,
+            params=params,
+            emb=emb,
+            fit_cfg=fit_cfg,
+            source=source,
+            withheld=withheld,
         )
         config.update(extra_config or {})
         codes = encode_splits(method, emb)
+        meta = {
+            "dataset": self.dataset,
+            "method": method.name,
+            "backbone": emb.backbone,
+            "fingerprint": source.fingerprint,
+        }
+        if withheld is not None:
+            meta["withheld_label"] = withheld
         with atomic_outputs():
             save_head(self.out, method.state_dict(), config)
-            save_codes(
-                self.out / "codes.safetensors",
-                codes,
-                n_bits=method.spec.n_bits,
-                meta={
-                    "dataset": self.dataset,
-                    "method": method.name,
-                    "backbone": emb.backbone,
-                    "fingerprint": emb.fingerprint,
-                },
-            )
+            save_codes(self.out / "codes.safetensors", codes, n_bits=method.spec.n_bits, meta=meta)
             write_csv(self.history, history)
             tracking.record_metrics(self.metrics, summary, run, logged_as_history=logged_as_history)
         run.log_artifact(self.out / "config.json")
 
 
+def training_embeddings(
+    params: Params, path: Path
+) -> tuple[EmbeddingsFile, EmbeddingsFile, int | None]:
+    """(the embeddings a head trains on, the file as read, the withheld label column or None):
+    ``attack.withhold_label`` applied (:func:`withhold_label`), for train and train_dp alike."""
+    source = load_embeddings(path)
+    emb, withheld = withhold_label(source, params.attack.withhold_label)
+    return emb, source, withheld
+
+
 def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
     job.check_writable()
-    emb, _ = withhold_label(load_embeddings(job.embeddings), params.attack.withhold_label)
+    emb, source, withheld = training_embeddings(params, job.embeddings)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{job.dataset}-{job.method_name}-{job.bits}"
     tags = {**tracking.head_tags(job.dataset, job.method_name, job.bits, emb), "defence": "none"}
@@ -261,6 +292,8 @@ def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
             params=params,
             fit_cfg=cfg,
             emb=emb,
+            source=source,
+            withheld=withheld,
             history=result.history,
             summary=summary,
             run=run,

@@ -4,6 +4,7 @@ Writes the same files as ``train`` (head + config + codes, metrics JSON, per-epo
 the ε spent so far in ``dp_epsilon``), so ``evaluate`` and ``attack`` read a DP head like any other.
 The metrics hold the final ``dp_epsilon`` / ``dp_delta`` and the mechanism's parameters; MLflow gets
 the same numbers. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
+The finding ``attack.withhold_label`` names is withheld from training as in ``train``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hashers import registry
 from hashers.base import HeadSpec
 from hashers.trainer import FitConfig
 from pipeline import tracking
-from pipeline.artifacts import EmbeddingsFile, load_embeddings
+from pipeline.artifacts import EmbeddingsFile
 from pipeline.common import run_main
 from pipeline.config import MAX_BITS, MIN_BITS, Params, ParamsError, to_dict
 from pipeline.train import (
@@ -28,6 +29,7 @@ from pipeline.train import (
     head_parser,
     head_spec,
     parse_head_args,
+    training_embeddings,
 )
 from privacy.dp import DPConfig, check_dp_capable, dp_fit
 
@@ -75,7 +77,9 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
         raise ParamsError("--epsilon inf: the non-private head is the train stage's output")
     dp = dp_config(params, epsilon)  # bad ε -> PrivacyError before any file is read
     job.check_writable()
-    emb = load_embeddings(job.embeddings)
+    # the finding withheld from train's heads is withheld here too: the attribute attack compares
+    # heads that never saw it
+    emb, source, withheld = training_embeddings(params, job.embeddings)
     spec = dp_head_spec(emb, params, job.bits)
     method = registry.build(
         job.method_name, spec, params.method_config(job.method_name), seed=params.seed
@@ -97,6 +101,8 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
             fit_cfg=cfg,
             extra_config={"dp": report.summary()},
             emb=emb,
+            source=source,
+            withheld=withheld,
             history=result.history,
             summary=summary,
             run=run,

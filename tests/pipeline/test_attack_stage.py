@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import attack, train, train_dp
-from pipeline.artifacts import EmbeddingsFile, save_embeddings
+from pipeline import attack, evaluate, knn, train, train_dp
+from pipeline.artifacts import EmbeddingsFile, load_codes, load_embeddings, save_embeddings
 from pipeline.common import stage_argv
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
@@ -196,6 +196,104 @@ def test_withheld_label_multilabel(tmp_path: Path, one_thread) -> None:
     kept, col = withhold_label(emb, 2)
     assert col == 2 and np.array_equal(kept.y["test"], emb.y["test"][:, :2])
     assert isinstance(kept, EmbeddingsFile) and kept.n_classes == 2
+
+
+WITHHOLD = ("attack.withhold_label=c1",)
+DP_FAST = ("dp.epochs=2", "dp.batch_size=64", "dp.methods=[csq]", "dp.accountant=rdp")
+
+
+def withheld_study(tmp: Path) -> str:
+    """A 3-finding multi-label file under ``tmp`` (its fingerprint): c1 is held by exactly the
+    rows of class 1 (a third of each split), c0 and c2 by half of each split."""
+    emb = synthetic_embeddings(n=(160, 60, 60), dim=16, multilabel=True)
+    y = {s: v.copy() for s, v in emb.y.items()}
+    for v in y.values():
+        v[np.arange(len(v)) % 3 != 1, 1] = 0
+    save_embeddings(tmp / "syn.safetensors", EmbeddingsFile(x=emb.x, y=y, meta=emb.meta))
+    return load_embeddings(tmp / "syn.safetensors").fingerprint
+
+
+def test_withheld_label_train_evaluate_attack(tmp_path: Path, one_thread, caplog) -> None:
+    """With attack.withhold_label set the head records the fingerprint of the file train read
+    (not of the file less the withheld column) and the withheld column, so evaluate and attack
+    accept it with the file dvc.yaml gives them; attack withholds the same column (the attribute
+    attack predicts c1, the shadow heads train on c0 and c2) and refuses another setting."""
+    fingerprint = withheld_study(tmp_path)
+    emb_path = tmp_path / "syn.safetensors"
+    assert train_head(tmp_path, sets=WITHHOLD) == 0
+    cfg = json.loads((tmp_path / "head/config.json").read_text())
+    assert cfg["embeddings"]["fingerprint"] == fingerprint
+    assert cfg["embeddings"]["withheld_label"] == 1 and cfg["head_spec"]["n_classes"] == 2
+    _, _, codes_meta = load_codes(tmp_path / "head/codes.safetensors")
+    assert codes_meta["fingerprint"] == fingerprint and codes_meta["withheld_label"] == "1"
+
+    assert knn.main(args(
+        tmp_path, sets=WITHHOLD, dataset="syn", embeddings=emb_path, metrics=tmp_path / "m/knn.json",
+        sweep=tmp_path / "p/knn.csv", confusion=tmp_path / "a/knn/confusion.png",
+    )) == 0  # fmt: skip
+    assert evaluate.main(args(
+        tmp_path, sets=WITHHOLD, embeddings=emb_path, head=tmp_path / "head",
+        float_metrics=tmp_path / "m/knn.json", metrics=tmp_path / "m/eval.json",
+        sweep=tmp_path / "p/eval.csv", confusion=tmp_path / "a/eval/confusion.png",
+    )) == 0  # fmt: skip
+    ev = json.loads((tmp_path / "m/eval.json").read_text())
+    assert ev["embeddings_fingerprint"] == fingerprint and ev["bits"] == 16
+
+    assert attack.main(float_args(tmp_path, WITHHOLD)) == 0
+    fl = json.loads((tmp_path / "m/float.json").read_text())
+    # the attack stage refuses a head trained with another label withheld (before any attack)
+    assert attack.main(head_args(tmp_path, ("attack.withhold_label=c2",))) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "label column 1 ('c1') withheld" in errors[0], errors
+    assert "attack.withhold_label='c2' means label column 2 ('c2') withheld" in errors[0]
+    assert _no_output(tmp_path, "dpsh")
+    assert attack.main(head_args(tmp_path, WITHHOLD)) == 0
+    res = json.loads((tmp_path / "m/dpsh.json").read_text())
+    # the attribute attack predicts c1 (20 of 60 val and test rows): its prior-only baseline
+    # guesses the aux majority 0, right for 40 of 60 test rows (c0 or c2 would give 30 of 60)
+    assert res["attribute/test/accuracy_baseline"] == pytest.approx(40 / 60)
+    assert res["attribute/test/accuracy_float"] == fl["attribute/test/accuracy"]
+    assert 0.0 <= res["membership/auc"] <= 1.0 and res["bits"] == 16
+
+
+def test_withheld_label_dp_head(tmp_path: Path, one_thread, caplog) -> None:
+    """train_dp withholds attack.withhold_label as train does, so the attribute attack compares
+    heads that never saw the finding; a DP head trained on every label is refused by the attack
+    stage with the reason (it crashed on a shape mismatch in the shadow heads)."""
+    fingerprint = withheld_study(tmp_path)
+
+    def dp(out: str, sets: tuple[str, ...]) -> int:
+        return train_dp.main(args(
+            tmp_path, sets=(*DP_FAST, *sets), dataset="syn", method="csq", bits=16, epsilon=8,
+            embeddings=tmp_path / "syn.safetensors", out=tmp_path / out,
+            metrics=tmp_path / f"m/{out}.json", history=tmp_path / f"p/{out}.csv",
+        ))  # fmt: skip
+
+    def attack_dp(out: str, sets: tuple[str, ...]) -> int:
+        return attack.main(args(
+            tmp_path, sets=sets, dataset="syn", method="csq", bits=16,
+            embeddings=tmp_path / "syn.safetensors", head=tmp_path / out,
+            gallery=tmp_path / "gallery.safetensors", float_metrics=tmp_path / "m/float.json",
+            metrics=tmp_path / f"m/at_{out}.json", sweep=tmp_path / f"p/at_{out}.csv",
+        ))  # fmt: skip
+
+    assert dp("dp_withheld", WITHHOLD) == 0
+    cfg = json.loads((tmp_path / "dp_withheld/config.json").read_text())
+    assert cfg["head_spec"]["n_classes"] == 2  # c1 hidden from DP-SGD training too
+    assert cfg["embeddings"]["withheld_label"] == 1
+    assert cfg["embeddings"]["fingerprint"] == fingerprint
+    assert attack.main(float_args(tmp_path, WITHHOLD)) == 0
+    assert attack_dp("dp_withheld", WITHHOLD) == 0
+    res = json.loads((tmp_path / "m/at_dp_withheld.json").read_text())
+    assert 0.0 <= res["membership/auc"] <= 1.0 and "attribute/test/accuracy_float" in res
+
+    assert dp("dp_all", ()) == 0
+    assert json.loads((tmp_path / "dp_all/config.json").read_text())["head_spec"]["n_classes"] == 3
+    caplog.clear()
+    assert attack_dp("dp_all", WITHHOLD) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "trained with no label withheld" in errors[0], errors
+    assert not (tmp_path / "m/at_dp_all.json").exists()
 
 
 # --------------------------------------------------------------------------------------------
