@@ -106,6 +106,9 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
             history=result.history,
             summary=summary,
             run=run,
+            # dp_epsilon went to MLflow once per epoch (the ε spent so far, the last one the final
+            # ε): not again at step 0
+            logged_as_history=("dp_epsilon",),
         )
     log.info(
         "%s: ε=%.3f (δ=%.2g, σ=%.3f), best val accuracy %.4f at epoch %d",

@@ -147,6 +147,30 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
     assert 0.0 <= json.loads((tmp_path / "m/eval_rr.json").read_text())["accuracy"] <= 1.0
 
 
+def test_dp_epsilon_history_in_mlflow_once_per_epoch(
+    tmp_path: Path, emb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's dp_epsilon history holds the ε spent after each epoch, one value per step, its
+    last the final ε of the metrics JSON: the summary does not log it again at step 0."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = ["--set", "tracking.enabled=true", "--set", f"tracking.uri={uri}"]
+    assert train_dp.main([*dp_args(tmp_path, emb_path), *tracked, "--set", "dp.epochs=3"]) == 0
+    m = json.loads((tmp_path / "m/train_dp.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "p/train_dp.csv").open()))
+    assert m["epochs_run"] == len(rows) == 3
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("hashaudit").experiment_id])
+    history = sorted(client.get_metric_history(run.info.run_id, "dp_epsilon"), key=lambda h: h.step)
+    assert [h.step for h in history] == [0, 1, 2]
+    assert [h.value for h in history] == pytest.approx([float(r["dp_epsilon"]) for r in rows])
+    assert history[-1].value == pytest.approx(m["dp_epsilon"])
+    assert run.data.metrics["dp_delta"] == pytest.approx(m["dp_delta"])  # the rest: once, step 0
+
+
 @pytest.mark.parametrize(
     ("method", "eps", "sets", "message"),
     [
