@@ -255,22 +255,42 @@ def save_gallery(
     write_bytes(path, save(tensors, metadata=md))
 
 
-def load_gallery(path: Path) -> tuple[str, dict[str, dict[float, np.ndarray]], dict[str, str]]:
-    from safetensors import safe_open
+def load_gallery(
+    path: Path, dataset: str = "<dataset>"
+) -> tuple[str, dict[str, dict[float, np.ndarray]], dict[str, str]]:
+    """(kind, ``{split: {strength: embeddings}}``, metadata) of a gallery :func:`save_gallery`
+    wrote. A missing, truncated or corrupt file, or one that lacks an entry, is an ArtifactError
+    naming the file and the stage that rebuilds it."""
+    from safetensors import SafetensorError, safe_open
 
+    fix = f"re-run the attack@{dataset}-float stage (dvc repro) to rebuild it"
     if not path.is_file():
         raise ArtifactError(
-            f"{path}: gallery not found; run the attack@<dataset>-float stage first"
+            f"{path}: gallery not found; run the attack@{dataset}-float stage first"
         )
-    with safe_open(str(path), framework="numpy") as f:
-        md = dict(f.metadata() or {})
-        if md.get("format") != GALLERY_FORMAT:
-            raise ArtifactError(f"{path}: not an attack gallery (format={md.get('format')!r})")
-        strengths = json.loads(md["strengths"])
-        gallery = {
-            split: {float(s): f.get_tensor(f"{split}_{i}") for i, s in enumerate(ss)}
-            for split, ss in strengths.items()
-        }
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            md = dict(f.metadata() or {})
+            if md.get("format") != GALLERY_FORMAT:
+                raise ArtifactError(
+                    f"{path}: not an attack gallery (format={md.get('format')!r}); {fix}"
+                )
+            if "kind" not in md or "strengths" not in md:
+                raise ArtifactError(f"{path}: gallery metadata lacks 'kind' or 'strengths'; {fix}")
+            strengths = json.loads(md["strengths"])
+            if not isinstance(strengths, dict) or not all(
+                isinstance(ss, list) and all(isinstance(v, (int, float)) for v in ss)
+                for ss in strengths.values()
+            ):
+                raise ArtifactError(f"{path}: malformed gallery 'strengths' metadata; {fix}")
+            gallery = {
+                split: {float(s): f.get_tensor(f"{split}_{i}") for i, s in enumerate(ss)}
+                for split, ss in strengths.items()
+            }
+    except ArtifactError:
+        raise
+    except (SafetensorError, OSError, ValueError) as err:  # truncated, corrupt, a missing tensor
+        raise ArtifactError(f"{path}: unreadable attack gallery ({err}); {fix}") from err
     return md["kind"], gallery, md
 
 
@@ -643,7 +663,7 @@ def run_attack(
     if is_float:
         kind, gal = build_gallery(params, victims, images)
     else:
-        kind, gal, _ = load_gallery(gallery)
+        kind, gal, _ = load_gallery(gallery, dataset)
         for split, rec in victims.items():
             if split not in gal or any(g.shape != rec.x.shape for g in gal[split].values()):
                 raise ArtifactError(

@@ -297,6 +297,38 @@ def test_withheld_label_dp_head(tmp_path: Path, one_thread, caplog) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the float control's gallery
+# --------------------------------------------------------------------------------------------
+
+LINKAGE = ("attack.attacks=[linkage]",)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing_tensor", "no_strengths"])
+def test_corrupt_gallery_one_line_exit_2(study: Path, caplog, damage: str) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    assert attack.main(float_args(study, LINKAGE)) == 0
+    path = study / "gallery.safetensors"
+    _, _, meta = attack.load_gallery(path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:3000])
+    else:
+        tensors = load_file(str(path))
+        if damage == "missing_tensor":
+            del tensors["test_0"]
+        else:
+            del meta["strengths"]
+        save_file(tensors, str(path), metadata=meta)
+    caplog.clear()
+    assert attack.main(head_args(study, LINKAGE)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert errors[0].startswith(f"{path}: ")
+    assert errors[0].endswith("re-run the attack@syn-float stage (dvc repro) to rebuild it")
+    assert _no_output(study, "dpsh")
+
+
+# --------------------------------------------------------------------------------------------
 # attacks on released codes (release_rr / release_kanon outputs)
 # --------------------------------------------------------------------------------------------
 
