@@ -5,11 +5,13 @@ Two modes, one per DVC stage:
 * ``attack@<ds>-float`` (no ``--method``): builds the linkage gallery once per dataset — the victims
   (train and test records) re-acquired at every perturbation strength (images perturbed and
   re-embedded by the backbone, or for embeddings-only sources seeded noise at an SNR) — writes it to
-  ``--gallery``, and runs every attack on the float embeddings (the leaky control).
+  ``--gallery``, and runs every attack on the float embeddings (the leaky control). The gallery's
+  metadata and the metrics JSON record the embeddings' fingerprint.
 * ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
   codes out), checks it against the embeddings and its released codes (and the label it was
-  trained without against ``attack.withhold_label``), runs every attack on the codes and puts the
-  float control's number beside each (``<name>_float``).
+  trained without against ``attack.withhold_label``), checks that the float control (metrics and
+  gallery) comes from the same embeddings, runs every attack on the codes and puts the float
+  control's number beside each (``<name>_float``).
 * ``attack_rr@…`` / ``attack_kanon@…`` (``--release``, the output of ``release_rr`` /
   ``release_kanon``): the same attacks with the victims' codes as published by the release
   mechanism (randomised response at ε_code, or k-anonymised) instead of the head's output; the
@@ -21,8 +23,9 @@ Two modes, one per DVC stage:
   head; its membership shadows train with DP-SGD at the head's recorded guarantee
   (:func:`dp_shadow_trainer`).
 
-Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output is written only after
-every attack finished (no partial output); MLflow gets the aggregate numbers only — never images,
+Threat model and metric meanings: ``privacy/THREAT_MODEL.md``. Every output path is checked
+writable before any work, and the outputs land together only after every attack finished (no
+partial output); MLflow gets the aggregate numbers only — never images,
 embeddings, codes or per-record values. Reconstructed images are written only with
 ``attack.save_reconstructions: true``, to ``--reconstructions`` (not tracked by DVC, never MLflow).
 """
@@ -41,8 +44,10 @@ from pipeline import sources, tracking
 from pipeline.artifacts import (
     ArtifactError,
     EmbeddingsFile,
+    atomic_outputs,
     check_head_embeddings,
     check_same_embeddings,
+    check_writable,
     load_codes,
     load_embeddings,
     load_head,
@@ -373,6 +378,28 @@ def check_withheld(
         )
 
 
+def check_float_control(
+    float_numbers: dict[str, Any],
+    gallery_meta: dict[str, str],
+    emb: EmbeddingsFile,
+    *,
+    dataset: str,
+    embeddings: Path,
+    float_metrics: Path,
+    gallery: Path,
+) -> None:
+    """The float control's numbers and linkage gallery must come from ``emb``: otherwise every
+    ``_float`` number is another data set's and linkage matches victims against other records."""
+    for recorded, path in (
+        (float_numbers.get("embeddings_fingerprint"), float_metrics),
+        (gallery_meta.get("fingerprint"), gallery),
+    ):
+        try:
+            check_same_embeddings(recorded, emb, embeddings_path=embeddings, recorded_in=path)
+        except ArtifactError as err:
+            raise ArtifactError(f"{err} [the float control: attack@{dataset}-float]") from None
+
+
 # --------------------------------------------------------------------------------------------
 # released codes (release_rr / release_kanon outputs)
 # --------------------------------------------------------------------------------------------
@@ -637,15 +664,32 @@ def run_attack(
         raise ParamsError("--method needs --bits, --head and --float-metrics")
     if is_float and release_dir is not None:
         raise ParamsError("--release needs --method, --bits and --head (the head it was made from)")
-    emb = load_embeddings(embeddings)
     cfg = params.attack
+    grid = reconstructions if cfg.save_reconstructions else None  # written only on request
+    check_writable(
+        metrics, sweep, *((gallery,) if is_float else ()), *(() if grid is None else (grid,))
+    )
+    emb = load_embeddings(embeddings)
     _, withheld = withhold_label(emb, cfg.withhold_label)
     head = head_config = None
+    float_numbers: dict[str, Any] = {}
     if not is_float:
-        assert head_dir is not None and bits is not None
+        assert head_dir is not None and bits is not None and float_metrics is not None
         head, head_config = rebuild_head(head_dir)
         check_head(head_dir, head_config, emb, head, bits, embeddings_path=embeddings)
         check_withheld(head_config, emb, withheld, cfg.withhold_label, head_dir=head_dir)
+        # the float control (its numbers and the linkage gallery) must come from these embeddings
+        float_numbers = read_json(float_metrics)
+        kind, gal, gallery_meta = load_gallery(gallery, dataset)
+        check_float_control(
+            float_numbers,
+            gallery_meta,
+            emb,
+            dataset=dataset,
+            embeddings=embeddings,
+            float_metrics=float_metrics,
+            gallery=gallery,
+        )
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
     if release_dir is not None:
@@ -663,7 +707,6 @@ def run_attack(
     if is_float:
         kind, gal = build_gallery(params, victims, images)
     else:
-        kind, gal, _ = load_gallery(gallery, dataset)
         for split, rec in victims.items():
             if split not in gal or any(g.shape != rec.x.shape for g in gal[split].values()):
                 raise ArtifactError(
@@ -709,23 +752,25 @@ def run_attack(
             for key, value in zip(("height", "width", "channels"), shape, strict=True):
                 numbers[f"reconstruction/image_{key}"] = float(value)
         if not is_float:
-            assert float_metrics is not None
-            numbers = add_float_control(numbers, read_json(float_metrics))
+            numbers = add_float_control(numbers, float_numbers)
             numbers["bits"] = bits
+        # the head stage refuses a float control made from other embeddings (check_float_control)
+        numbers["embeddings_fingerprint"] = emb.fingerprint
         for row in rows:
             row["perturbation"] = kind
         sweep_rows = rows or [{"group": "none", "strength": default, "perturbation": kind}]
-        # every attack finished: now write (each write atomic)
-        if is_float:
-            save_gallery(
-                gallery, kind, gal, {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
-            )
-        write_csv(sweep, sweep_rows)
         out = {**numbers, "skipped": skipped} if skipped else numbers
-        tracking.record_metrics(metrics, out, run)
-        if cfg.save_reconstructions and reconstructions is not None:
-            save_reconstruction_grid(reconstructions, attacks, victims)
-            log.warning("%s: reconstructed patient images written to %s", name, reconstructions)
+        # every attack finished: now write, all files together or none
+        with atomic_outputs():
+            if is_float:
+                meta = {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
+                save_gallery(gallery, kind, gal, {**meta, "fingerprint": emb.fingerprint})
+            write_csv(sweep, sweep_rows)
+            tracking.record_metrics(metrics, out, run)
+            if grid is not None:
+                save_reconstruction_grid(grid, attacks, victims)
+        if grid is not None:
+            log.warning("%s: reconstructed patient images written to %s", name, grid)
     log.info("%s: %d numbers written to %s", name, len(numbers), metrics)
     return out
 

@@ -249,6 +249,7 @@ def test_withheld_label_train_evaluate_attack(tmp_path: Path, one_thread, caplog
     assert _no_output(tmp_path, "dpsh")
     assert attack.main(head_args(tmp_path, WITHHOLD)) == 0
     res = json.loads((tmp_path / "m/dpsh.json").read_text())
+    assert res["embeddings_fingerprint"] == fingerprint
     # the attribute attack predicts c1 (20 of 60 val and test rows): its prior-only baseline
     # guesses the aux majority 0, right for 40 of 60 test rows (c0 or c2 would give 30 of 60)
     assert res["attribute/test/accuracy_baseline"] == pytest.approx(40 / 60)
@@ -297,10 +298,44 @@ def test_withheld_label_dp_head(tmp_path: Path, one_thread, caplog) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# the float control's gallery
+# the float control: checked against the embeddings, written all together
 # --------------------------------------------------------------------------------------------
 
 LINKAGE = ("attack.attacks=[linkage]",)
+
+
+def test_float_control_from_other_embeddings_is_refused(study: Path, caplog) -> None:
+    """The float numbers and the linkage gallery record the embeddings' fingerprint; the head's
+    stage refuses either one made from other embeddings of the same layout."""
+    fingerprint = load_embeddings(study / "syn.safetensors").fingerprint
+    assert attack.main(float_args(study, LINKAGE)) == 0
+    assert json.loads((study / "m/float.json").read_text())["embeddings_fingerprint"] == fingerprint
+    _, _, meta = attack.load_gallery(study / "gallery.safetensors")
+    assert meta["fingerprint"] == fingerprint
+    save_embeddings(
+        study / "other.safetensors", synthetic_embeddings(n=(160, 60, 60), dim=16, seed=5)
+    )
+    other = args(
+        study, sets=LINKAGE, dataset="syn", embeddings=study / "other.safetensors",
+        gallery=study / "other_gallery.safetensors", metrics=study / "m/other.json",
+        sweep=study / "p/other.csv",
+    )  # fmt: skip
+    assert attack.main(other) == 0
+    for swap, named in (
+        (("m/float.json", "m/other.json"), "m/float.json"),
+        (("gallery.safetensors", "other_gallery.safetensors"), "gallery.safetensors"),
+    ):
+        kept = (study / swap[0]).read_bytes()
+        (study / swap[0]).write_bytes((study / swap[1]).read_bytes())
+        caplog.clear()
+        assert attack.main(head_args(study, LINKAGE)) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "\n" not in errors[0], errors
+        assert errors[0].startswith(f"{study / named} was made from embeddings with fingerprint")
+        assert "attack@syn-float" in errors[0]
+        assert _no_output(study, "dpsh")
+        (study / swap[0]).write_bytes(kept)
+    assert attack.main(head_args(study, LINKAGE)) == 0
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing_tensor", "no_strengths"])
@@ -326,6 +361,31 @@ def test_corrupt_gallery_one_line_exit_2(study: Path, caplog, damage: str) -> No
     assert errors[0].startswith(f"{path}: ")
     assert errors[0].endswith("re-run the attack@syn-float stage (dvc repro) to rebuild it")
     assert _no_output(study, "dpsh")
+
+
+def test_unwritable_output_refused_before_any_attack(study: Path, caplog, monkeypatch) -> None:
+    """A bad output path is refused before any attack runs; a failure while writing leaves none
+    of the gallery, sweep and metrics (they land together)."""
+    (study / "m/float.json").mkdir(parents=True)  # a folder where the metrics file goes
+    ran = []
+    monkeypatch.setattr(attack, "run_attacks", lambda *a: ran.append(1))
+    assert attack.main(float_args(study, LINKAGE)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(f"{study / 'm/float.json'}: an output file")
+    assert not ran and not (study / "gallery.safetensors").exists()
+    assert not (study / "p/float.csv").exists()
+    monkeypatch.undo()
+    (study / "m/float.json").rmdir()
+
+    def broken(*a: object, **k: object) -> None:  # the metrics write fails (a full disk)
+        from pipeline.artifacts import ArtifactError
+
+        raise ArtifactError(f"{study / 'm/float.json'}: cannot write this output (disk full)")
+
+    monkeypatch.setattr(attack.tracking, "record_metrics", broken)
+    assert attack.main(float_args(study, LINKAGE)) == 2
+    assert not (study / "gallery.safetensors").exists() and not (study / "p/float.csv").exists()
+    assert not list(study.glob("**/.*.tmp"))  # no staged file left behind
 
 
 # --------------------------------------------------------------------------------------------
