@@ -171,7 +171,7 @@ def run_evaluate(
     """``pr``: tie-aware PR curve CSV + PNG (with the two-stage search's and, from ``float_pr``,
     the float baseline's curve in the PNG); ``latency``: a JSON of measured ms/query of
     Hamming-only, two-stage and float-only search (a separate file: timings are never
-    byte-identical, and the metrics JSON is a dependency of the attack stage);
+    byte-identical, and the metrics JSON is a dependency of later stages: curves, report, ...);
     ``float_predictions``: the knn stage's test predictions, for the retention intervals
     (``knn.ci_resamples``; single-label sets)."""
     outputs = (*pr_outputs(pr), *(() if latency is None else (latency,)))
