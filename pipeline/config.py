@@ -498,7 +498,6 @@ class DPParams:
     lr: float | None = 0.01
     batch_size: int | None = 512  # expected Poisson batch: sampling rate q = batch_size / N
     epochs: int | None = 30  # still capped by train.max_steps
-    patience: int | None = 10  # early stopping of DP heads (the schedule above was chosen with 10)
     # input standardisation of DP heads (statistics of val); None = train.standardize. Off: the
     # DP schedule above was chosen on val without it
     standardize: bool | None = False
@@ -509,7 +508,7 @@ class DPParams:
     def __post_init__(self) -> None:
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
-        for name in ("lr", "batch_size", "epochs", "patience"):
+        for name in ("lr", "batch_size", "epochs"):
             value = getattr(self, name)
             check(value is None or value > 0, name, f"{value} must be > 0 (or null = train.{name})")
         check(

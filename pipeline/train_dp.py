@@ -45,15 +45,15 @@ def dp_config(params: Params, epsilon: float) -> DPConfig:
 
 def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     """The train block's fit settings with DP-SGD's own schedule (``dp.lr``, ``dp.batch_size``,
-    ``dp.epochs``, ``dp.patience``, ``dp.selection``) where set: a DP head is tuned apart from the
-    non-private one (bench/RESULTS-dp-val.md)."""
+    ``dp.epochs``, ``dp.selection``) where set: a DP head is tuned apart from the
+    non-private one (bench/RESULTS-dp-val.md). ``train.patience`` passes through but has no
+    effect: :func:`privacy.dp.dp_fit` trains every planned epoch (no early stopping)."""
     d = params.dp
     cfg = fit_config(params, progress=progress)
     changes = {
         "lr": d.lr,
         "batch_size": d.batch_size,
         "epochs": d.epochs,
-        "patience": d.patience,
         "selection": d.selection,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

@@ -122,6 +122,7 @@ def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> 
         ("methods.dpsh", {"eta": -1.0}, r"methods.dpsh.eta: -1.0 must be >= 0"),
         ("methods.nope", {}, r"methods.nope: no hashing method is registered as 'nope'"),
         ("knn.k", 0, r"knn.k: 0 must be >= 1"),
+        ("dp.patience", 10, r"dp: unknown key 'patience'"),  # DP heads never stop early
         ("seed", True, r"seed: expected an integer, got True"),
         ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
     ],

@@ -272,7 +272,6 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.lr": None,
             "dp.batch_size": None,
             "dp.epochs": None,
-            "dp.patience": None,
             "dp.selection": None,
             "train.ema_epochs": 0.0,
         },
@@ -292,7 +291,7 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
     cfg = train_dp.dp_fit_config(tuned, progress=False)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
     assert cfg.ema_epochs == 0.0  # the DP schedule was chosen without weight averaging
-    assert cfg.patience == 10 != tuned.train.patience  # and with patience 10
+    assert cfg.patience == tuned.train.patience  # passed through: dp_fit never stops early
     # and selected with the class-balanced vote share it was chosen with
     assert cfg.selection == "balanced_soft_accuracy" != tuned.train.selection
     assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay

@@ -132,6 +132,18 @@ def test_a_dp_epoch_has_the_trainers_step_count_so_max_steps_means_the_same() ->
     assert result.epochs_run == 2 and report.steps == 4
 
 
+def test_dp_heads_train_every_planned_epoch_whatever_the_patience() -> None:
+    """No early stopping (its timing would depend on train-database scores): patience 1 still
+    runs all 6 epochs, each accounted."""
+    config = FitConfig(epochs=6, batch_size=32, patience=1, progress=False, val_queries=20)
+    method = registry.build("csq", spec(), seed=0)
+    result, report = dp_fit(
+        method, data(64, 1), data(40, 2), config=config,
+        dp=DPConfig(noise_multiplier=1.0, accountant="rdp"),
+    )  # fmt: skip
+    assert result.epochs_run == 6 and report.steps == 6 * 2 and len(result.history) == 6
+
+
 def test_empty_poisson_batches_are_noise_steps_and_are_accounted() -> None:
     plan = PoissonBatches(sample_rate=0.02, steps=400)
     sizes = [len(i) for i in plan.batches(data(50, 1), 1, torch.Generator().manual_seed(0))]
