@@ -8,6 +8,7 @@ Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its sp
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,26 @@ def check_config(source: SourceConfig) -> None:
     )
 
 
+#: EXIF orientation (tag 0x0112) -> the transpose that makes the image upright (EXIF 2.3, as
+#: Pillow's ``ImageOps.exif_transpose`` maps it); 1 and unknown values: as stored
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
+
+
+def _upright(img: Any) -> Any:
+    """``img`` turned as its EXIF orientation says. Only the tag is read: Pillow's
+    ``exif_transpose`` also rewrites the whole EXIF block, which fails on camera files with a
+    malformed unrelated tag; an unreadable EXIF block leaves the image as stored."""
+    from PIL import Image
+
+    try:
+        orientation = img.getexif().get(0x0112)
+    except (OSError, ValueError, TypeError, SyntaxError, struct.error, ZeroDivisionError):
+        return img
+    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    return img if method is None else img.transpose(getattr(Image.Transpose, method))
+
+
 def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndarray:
     """Decode one image file to uint8 ``HxW`` (grayscale) or ``HxWx3`` (everything else).
 
@@ -46,13 +67,13 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
     alike, and a constant image becomes all 0. Other modes are converted: ``1`` and ``LA`` to
     ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...) to ``RGB``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     label = path or where
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as img:
             img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # as viewers (and datasets) show it
+            img = _upright(img)  # as viewers (and datasets) show it
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
                 arr = np.asarray(img, dtype=np.float64)
                 lo, hi = float(arr.min()), float(arr.max())

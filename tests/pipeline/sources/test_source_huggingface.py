@@ -99,6 +99,27 @@ def _with_orientation(arr: np.ndarray, orientation: int, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def test_a_malformed_unrelated_exif_tag_does_not_stop_the_rotation() -> None:
+    """Orientation 6 beside an ImageWidth tag stored as text: Pillow decodes such camera files,
+    but its exif_transpose fails rewriting the EXIF block (struct.error); only the tag is read."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    from pipeline.sources.huggingface import decode_image
+
+    entries = [
+        struct.pack("<HHII", 256, 2, 4, int.from_bytes(b"Cam\x00", "little")),  # ASCII width
+        struct.pack("<HHIHH", 274, 3, 1, 6, 0),  # orientation 6
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(buf, "JPEG", exif=exif)
+    assert decode_image(buf.getvalue(), None, where="x").shape == (6, 4, 3)
+
+
 def test_decode_image_applies_the_exif_orientation() -> None:
     from pipeline.sources.huggingface import decode_image
 
