@@ -12,7 +12,8 @@ A source module (see :class:`Source`) defines
 and optionally
 
 * ``KEYS``: the entry's keys the kind reads besides ``kind``; a key outside it set to anything but
-  its default is refused when ``params.yaml`` is parsed (it would be silently ignored);
+  its default is refused when ``params.yaml`` is parsed (it would be silently ignored; a key set
+  to its default value cannot be told from an absent one and is accepted);
 * ``check_config(source)``: kind-specific checks of the params entry, run when ``params.yaml`` is
   parsed (raise :class:`pipeline.config.ParamsError`, e.g. through ``pipeline.config.check``);
 * ``resolve(name, source)``: the entry completed with defaults that depend on the dataset name.
