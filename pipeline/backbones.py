@@ -263,8 +263,16 @@ def tiny_random_model(image_size: int, *, seed: int) -> torch.nn.Module:
 
 def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavailableError:
     local = f"models/{name.rsplit('/', 1)[-1]}"
+    # `owner/model` is a hub id; when `owner` is a local folder it may have been meant as a path
+    # (e.g. models/dinov2-base, the layout recommended below): say that it is not there either
+    owner = name.split("/", 1)[0] if name.count("/") == 1 else ""
+    folder = (
+        f"there is no local folder {name!r} (from {Path.cwd()}), and "
+        if owner and Path(owner).is_dir()
+        else ""
+    )
     return BackboneUnavailableError(
-        f"backbone {name!r} (revision {revision!r}) could not be loaded: it is not in the Hugging Face "
+        f"backbone {name!r} (revision {revision!r}) could not be loaded: {folder}it is not in the Hugging Face "
         f"cache and the hub is not reachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
         f"Fix: run once with network access to fill the cache, or download it elsewhere with "
         f"`huggingface-cli download {name} --revision {revision} --local-dir {local}` and set "
@@ -273,11 +281,7 @@ def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavai
 
 
 def _looks_like_path(name: str) -> bool:
-    """A name that can only be a local folder; ``owner/model`` counts too when ``owner`` is a local
-    folder (e.g. ``models/dinov2-base``, the layout :func:`_unavailable` recommends)."""
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        return True
-    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:

@@ -275,12 +275,22 @@ def test_extra_checkpoint_weights_are_ignored(tmp_path: Path) -> None:
 def test_missing_folder_under_a_local_parent_is_named_as_a_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``owner/model`` stays a hub id (an ``owner`` folder in the working directory does not make
+    it a path), but when the hub fails the message says the folder is missing too."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        BackboneUnavailableError, match=r"local model directory 'models/dinov2-base' does not exist"
+        BackboneUnavailableError, match=r"there is no local folder 'models/dinov2-base'"
     ):
         load_backbone(BackboneConfig(name="models/dinov2-base", device="cpu"))
+    with pytest.raises(BackboneUnavailableError) as err:  # no such folder: the hub message only
+        load_backbone(BackboneConfig(name="facebook/dinov2-base", device="cpu"))
+    assert "no local folder" not in str(err.value)
 
 
 @pytest.mark.gpu
