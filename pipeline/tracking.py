@@ -328,7 +328,9 @@ def head_run_name(
 
 
 def head_tags(dataset: str, method_name: str, bits: int, emb: EmbeddingsFile) -> dict[str, Any]:
-    """The MLflow tags of every stage that works on one head (train, train_dp, evaluate)."""
+    """The MLflow tags of every stage that works on one head (train, train_dp, evaluate);
+    ``emb``: the embeddings file as read (before ``attack.withhold_label``), so the ``embeddings``
+    tag is the fingerprint the head's config records."""
     return {
         "dataset": dataset,
         "method": method_name,

@@ -277,7 +277,7 @@ def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
     emb, source, withheld = training_embeddings(params, job.embeddings)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{job.dataset}-{job.method_name}-{job.bits}"
-    tags = {**tracking.head_tags(job.dataset, job.method_name, job.bits, emb), "defence": "none"}
+    tags = {**tracking.head_tags(job.dataset, job.method_name, job.bits, source), "defence": "none"}
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(job.run_params(params))
         method, result, cfg = train_one(
