@@ -366,6 +366,8 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
             ) from err
         raise _unavailable(name, revision, err) from err
     except (RuntimeError, _safetensors_error()) as err:  # corrupt file, or weights of another shape
+        if not isinstance(err, _safetensors_error()) and "mismatch" not in str(err).lower():
+            raise  # any other RuntimeError (out of memory, a bug) keeps its traceback
         first = str(err).splitlines()[0] if str(err) else ""
         raise BackboneUnavailableError(
             f"backbone {name!r}: its weights are unreadable or do not fit its config.json "

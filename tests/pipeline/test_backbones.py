@@ -259,6 +259,22 @@ def test_incomplete_or_corrupt_weights_are_refused_never_partly_random(tmp_path:
         load_backbone(cfg)
 
 
+def test_other_runtime_errors_while_loading_keep_their_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only unreadable or mismatched weights are bad input; e.g. running out of memory is not."""
+    import transformers
+
+    load_backbone(tiny(), seed=3).model.save_pretrained(tmp_path / "m")
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        load_backbone(BackboneConfig(name=str(tmp_path / "m"), image_size=28, device="cpu"))
+
+
 def test_extra_checkpoint_weights_are_ignored(tmp_path: Path) -> None:
     """A ViT checkpoint with a pooler (unused: CLS / mean tokens are read) loads."""
     from transformers import ViTConfig, ViTModel
