@@ -98,6 +98,10 @@ def test_resize_matches_pil_bicubic() -> None:
     down = pixels(preprocess(big, image_size=28, resize="resize")).permute(0, 2, 3, 1)[0]
     ref = np.asarray(Image.fromarray(big[0]).resize((28, 28), Image.BICUBIC))
     assert (down - torch.tensor(ref).float()).abs().max() <= 1.01
+    mid = g.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)  # non-integer scale: up to 2 levels
+    up = pixels(preprocess(mid, image_size=224, resize="resize")).permute(0, 2, 3, 1)[0]
+    ref = np.asarray(Image.fromarray(mid[0]).resize((224, 224), Image.BICUBIC))
+    assert (up - torch.tensor(ref).float()).abs().max() <= 2.01
 
 
 def test_preprocess_list_of_mixed_shapes_and_bad_input() -> None:
