@@ -378,6 +378,11 @@ def check_withheld(
         )
 
 
+def _withheld_tag(column: int | None) -> str:
+    """The withheld label column as the gallery's (string) metadata records it."""
+    return "none" if column is None else str(column)
+
+
 def check_float_control(
     float_numbers: dict[str, Any],
     gallery_meta: dict[str, str],
@@ -387,9 +392,12 @@ def check_float_control(
     embeddings: Path,
     float_metrics: Path,
     gallery: Path,
+    withheld: int | None,
 ) -> None:
     """The float control's numbers and linkage gallery must come from ``emb``: otherwise every
-    ``_float`` number is another data set's and linkage matches victims against other records."""
+    ``_float`` number is another data set's and linkage matches victims against other records.
+    And from the same ``attack.withhold_label`` (recorded in the gallery, written together with
+    the numbers): otherwise the attribute attack's ``_float`` numbers predict another finding."""
     for recorded, path in (
         (float_numbers.get("embeddings_fingerprint"), float_metrics),
         (gallery_meta.get("fingerprint"), gallery),
@@ -398,6 +406,14 @@ def check_float_control(
             check_same_embeddings(recorded, emb, embeddings_path=embeddings, recorded_in=path)
         except ArtifactError as err:
             raise ArtifactError(f"{err} [the float control: attack@{dataset}-float]") from None
+    recorded = gallery_meta.get("withheld_label")
+    if recorded != _withheld_tag(withheld):
+        then = "no record" if recorded is None else f"withheld_label={recorded}"
+        raise ArtifactError(
+            f"{gallery}: the float control ran with {then}, but this run withholds "
+            f"{_withheld_tag(withheld)} (attack.withhold_label); re-run attack@{dataset}-float "
+            "with the same attack.withhold_label (dvc repro)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,6 +705,7 @@ def run_attack(
             embeddings=embeddings,
             float_metrics=float_metrics,
             gallery=gallery,
+            withheld=withheld,
         )
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
@@ -764,7 +781,8 @@ def run_attack(
         with atomic_outputs():
             if is_float:
                 meta = {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
-                save_gallery(gallery, kind, gal, {**meta, "fingerprint": emb.fingerprint})
+                meta |= {"fingerprint": emb.fingerprint, "withheld_label": _withheld_tag(withheld)}
+                save_gallery(gallery, kind, gal, meta)
             write_csv(sweep, sweep_rows)
             tracking.record_metrics(metrics, out, run)
             if grid is not None:

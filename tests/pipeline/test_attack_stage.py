@@ -255,6 +255,14 @@ def test_withheld_label_train_evaluate_attack(tmp_path: Path, one_thread, caplog
     assert res["attribute/test/accuracy_baseline"] == pytest.approx(40 / 60)
     assert res["attribute/test/accuracy_float"] == fl["attribute/test/accuracy"]
     assert 0.0 <= res["membership/auc"] <= 1.0 and res["bits"] == 16
+    # a float control run without the withheld label predicts another finding: refused
+    cheap = ("attack.attacks=[linkage, attribute]",)
+    assert attack.main(float_args(tmp_path, cheap)) == 0
+    caplog.clear()
+    assert attack.main(head_args(tmp_path, (*WITHHOLD, *cheap))) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "float control ran with withheld_label=none" in errors[0], errors
+    assert "this run withholds 1 (attack.withhold_label)" in errors[0]
 
 
 def test_withheld_label_dp_head(tmp_path: Path, one_thread, caplog) -> None:
