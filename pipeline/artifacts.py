@@ -292,13 +292,18 @@ def read_json(path: str | Path, *, require: Sequence[str] = ()) -> Any:
             f"{path}: expected a JSON object, got {type(obj).__name__}; re-run the stage that "
             "writes it (dvc repro)"
         )
-    missing = [k for k in require if k not in obj]
+    require_keys(obj, require, path=path)
+    return obj
+
+
+def require_keys(obj: Mapping[str, Any], keys: Sequence[str], *, path: str | Path) -> None:
+    """Refuse a stage's JSON object ``obj`` (read from ``path``) that lacks a key of ``keys``."""
+    missing = [k for k in keys if k not in obj]
     if missing:
         raise ArtifactError(
             f"{path}: missing {', '.join(map(repr, missing))}; re-run the stage that writes it "
             "(dvc repro)"
         )
-    return obj
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -356,6 +356,7 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
     model_kwargs: dict[str, Any] = (
         {"add_pooling_layer": False} if config.model_type == "vit" else {}
     )
+    unreadable = _safetensors_error()
     try:
         model, info = AutoModel.from_pretrained(
             source, config=config, output_loading_info=True, **hub_kwargs, **model_kwargs
@@ -366,8 +367,8 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
                 f"backbone.name: {source}: cannot load the weights ({err}); re-save the model with save_pretrained"
             ) from err
         raise _unavailable(name, revision, err) from err
-    except (RuntimeError, _safetensors_error()) as err:  # corrupt file, or weights of another shape
-        if not isinstance(err, _safetensors_error()) and "mismatch" not in str(err).lower():
+    except (RuntimeError, unreadable) as err:  # corrupt file, or weights of another shape
+        if not isinstance(err, unreadable) and "mismatch" not in str(err).lower():
             raise  # any other RuntimeError (out of memory, a bug) keeps its traceback
         first = str(err).splitlines()[0] if str(err) else ""
         raise BackboneUnavailableError(

@@ -138,7 +138,7 @@ def _body(argv: list[str] | None) -> None:
     params = load(args)
     run_curves(
         methods=params.train.methods,
-        bits=sorted(params.train.bits),
+        bits=params.train.bits,
         dataset=args.dataset,
         evaluate_dir=args.evaluate_dir,
         float_metrics=args.float_metrics,

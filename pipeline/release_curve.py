@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import files_by_epsilon, read_json, write_csv
+from pipeline.artifacts import files_by_epsilon, read_json, require_keys, write_csv
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 
@@ -40,7 +40,7 @@ def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
     link = read_json(attack)
     ran = any(str(key).startswith("linkage/") for key in link)
     if ran:
-        link = read_json(attack, require=LINKAGE)
+        require_keys(link, LINKAGE, path=attack)
     row: dict[str, Any] = {"epsilon_code": "inf" if math.isinf(epsilon) else epsilon}
     row.update({key: util[key] for key in UTILITY})
     row.update({key.replace("/", "_"): link[key] if ran else None for key in LINKAGE})

@@ -119,8 +119,8 @@ def resolved_config(
     params: Params,
     emb: EmbeddingsFile,
     fit_cfg: FitConfig,
-    source: EmbeddingsFile | None = None,
-    withheld: int | None = None,
+    source: EmbeddingsFile,
+    withheld: int | None,
 ) -> dict[str, Any]:
     """Everything needed to rebuild the head and to check later inputs against it.
 
@@ -128,7 +128,6 @@ def resolved_config(
     removed (:func:`withhold_label`): the head records the file's fingerprint (what evaluate and
     attack are given and check) and the withheld column (so they can apply the same withholding).
     """
-    source = emb if source is None else source
     return {
         "format": "hashaudit.head/1",
         "dataset": dataset,

@@ -24,6 +24,7 @@ so the params check (``SourceConfig.kind`` reads this table) stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -71,8 +72,6 @@ def yields_images(kind: str) -> bool:
 
 def check_config(source: SourceConfig) -> None:
     """Refuse keys the kind does not read (its ``KEYS``), then run its ``check_config`` hook."""
-    import dataclasses
-
     from pipeline.config import ParamsError
 
     module = get(source.kind)
