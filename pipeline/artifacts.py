@@ -265,12 +265,14 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the pretty JSON text the stages write; NaN/inf are refused (not valid JSON)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as pretty JSON; NaN/inf are refused (they are not valid JSON)."""
-    write_text(
-        path,
-        json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n",
-    )
+    """Atomically write ``obj`` as pretty JSON (:func:`json_text`)."""
+    write_text(path, json_text(obj))
 
 
 def read_json(path: str | Path, *, require: Sequence[str] = ()) -> Any:

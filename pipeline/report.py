@@ -25,7 +25,9 @@ least leakage share among releases that keep ``report.min_retention`` of the flo
 
 MLflow: the stage's run ``report@<ds>`` logs those metrics, the Markdown and the plots (aggregates
 only), and becomes the **parent run** of the study: with ``report.link_runs`` it nests the newest
-finished run of every stage behind the reported rows under itself.
+finished run of every stage behind the reported rows whose tagged SHA-256 is that of the file it
+reports (:func:`pipeline.tracking.adopt_runs`): a later hand run of the same stage name that wrote
+other numbers is never nested in its place.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ TITLES = {
 
 @dataclass(frozen=True)
 class ReleaseFiles:
-    """Where one release's numbers live; ``run_names`` are the MLflow runs that made them."""
+    """Where one release's numbers live; ``runs``: each MLflow run that made them, with the
+    metrics file that run wrote (by which the report's parent run finds it)."""
 
     kind: str
     method: str
@@ -95,7 +98,7 @@ class ReleaseFiles:
     utility: Path
     attack: Path | None
     extra: Path | None
-    run_names: tuple[str, ...]
+    runs: tuple[tuple[str, Path], ...]
 
 
 def plan_releases(params: Params, dataset: str, metrics_dir: Path) -> list[ReleaseFiles]:
@@ -111,16 +114,26 @@ def plan_releases(params: Params, dataset: str, metrics_dir: Path) -> list[Relea
             m / "knn" / f"{dataset}.json",
             m / "attack" / dataset / "float.json",
             None,
-            (f"extract@{dataset}", f"knn@{dataset}", f"attack@{dataset}-float"),
+            (
+                (f"extract@{dataset}", m / "extract" / f"{dataset}.json"),
+                (f"knn@{dataset}", m / "knn" / f"{dataset}.json"),
+                (f"attack@{dataset}-float", m / "attack" / dataset / "float.json"),
+            ),
         )
     ]
 
     def add(kind: str, meth: str, b: int, eps: float | None, files: tuple, config: dict) -> None:
-        """One head's release: its (utility, attack, extra) files and the runs that wrote them."""
+        """One head's release: its (utility, attack, extra) files and the runs that wrote them
+        (the head's or release's own run wrote ``extra``; a plain head's, its train metrics)."""
         first = "release" if kind in ("rr", "kanon") else "train"
-        stages = (first, "evaluate", "attack")
-        names = tuple(tracking.head_run_name(s, config, dataset, meth, b) for s in stages)
-        out.append(ReleaseFiles(kind, meth, b, eps, *files, names))
+        utility, attack, extra = files
+        own = m / "train" / dataset / f"{meth}-{b}.json" if extra is None else extra
+        written = (own, utility, attack)
+        runs = tuple(
+            (tracking.head_run_name(s, config, dataset, meth, b), path)
+            for s, path in zip((first, "evaluate", "attack"), written, strict=True)
+        )
+        out.append(ReleaseFiles(kind, meth, b, eps, *files, runs))
 
     bits = sorted(params.train.bits)
     heads = [(meth, b) for meth in params.train.methods for b in bits]
@@ -463,11 +476,12 @@ def run_report(
         for png in plots:
             run.log_artifact(png, "pareto")
         if params.report.link_runs:
-            names = [n for f in plan for n in f.run_names]
-            missing = tracking.adopt_runs(run, names, dataset=dataset)
+            runs = {name: path for f in plan for name, path in f.runs}
+            missing = tracking.adopt_runs(run, runs, dataset=dataset)
             if missing:
                 log.info(
-                    "%d stage runs not found in MLflow (tracking off for them?): %s",
+                    "%d stage runs that wrote the reported files not found in MLflow (tracking off, or "
+                    "a file rewritten without it?): %s",
                     len(missing),
                     ", ".join(missing[:5]),
                 )

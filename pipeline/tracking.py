@@ -5,7 +5,9 @@
 * A run is named like its DVC stage (``train@breastmnist-dpsh-12``) and tagged with dataset, method,
   bits and the git commit.
 * :func:`record_metrics` writes the stage's flat metrics JSON (the DVC metrics file) *and* logs the
-  same numbers to MLflow in one call, so DVC and MLflow never disagree.
+  same numbers to MLflow in one call, so DVC and MLflow never disagree, and tags the run with the
+  file's SHA-256 (:data:`METRICS_TAG`): the report's parent run nests exactly the runs whose files
+  it reports (:func:`adopt_runs`).
 * Privacy: only parameters, aggregate metrics and small plots/configs are logged — never images,
   embeddings, codes or per-sample values.
 * ``tracking.enabled: false`` (or ``HASHAUDIT_TRACKING=0``) turns every call into a no-op.
@@ -28,11 +30,11 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import EmbeddingsFile, write_json
+from pipeline.artifacts import EmbeddingsFile, json_text, write_text
 from pipeline.config import ParamsError, TrackingConfig, to_dict
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,10 @@ class StageRun:
         if self.active:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def set_tag(self, key: str, value: str) -> None:
+        if self.active:
+            self.client.set_tag(self.run_id, key, value)
+
 
 def tracking_enabled(config: TrackingConfig) -> bool:
     return config.enabled and os.environ.get("HASHAUDIT_TRACKING", "1") != "0"
@@ -124,6 +130,8 @@ def tracking_enabled(config: TrackingConfig) -> bool:
 
 #: seconds to wait for a remote tracking server's TCP port before giving up
 CONNECT_TIMEOUT_S = 3.0
+# SHA-256 of the metrics file a run wrote (record_metrics); the report nests the run by it
+METRICS_TAG = "hashaudit.metrics_sha256"
 
 
 def check_reachable(uri: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -221,19 +229,27 @@ def stage_run(
     client.set_terminated(run.info.run_id, status="FINISHED")
 
 
-def adopt_runs(parent: StageRun, names: Iterable[str], *, dataset: str) -> list[str]:
-    """Nest the newest FINISHED run of each name in ``names`` (runs tagged ``dataset``) under
-    ``parent`` by setting MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` shows a study as one
-    expandable parent run. The newest run of a name is the one that wrote the stage's current
-    outputs (a stage DVC skips keeps its earlier run). Returns the names with no such run (a
-    stage run with tracking off, or tagged by an older hashaudit); nothing when ``parent`` is a
-    no-op."""
-    wanted = set(names)
-    if not parent.active or not wanted:
+def adopt_runs(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str) -> list[str]:
+    """Nest under ``parent`` the run that wrote each metrics file of ``runs`` (run name -> the
+    metrics file that run writes), by setting MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui``
+    shows a study as one expandable parent run.
+
+    The run that wrote a file is the newest FINISHED run of that name (tagged ``dataset``) whose
+    :data:`METRICS_TAG` is the SHA-256 of the file as it is now (:func:`record_metrics` tags it).
+    A run of the same name that wrote other numbers (a hand run after ``dvc repro``, an older
+    parameter setting) is therefore never nested in its place. Returns the names with no such run
+    (a missing file, a stage run with tracking off, or a run by a hashaudit that did not tag its
+    file); nothing when ``parent`` is a no-op."""
+    if not parent.active or not runs:
         return []
+    wanted: dict[str, str] = {}
+    for name, path in runs.items():
+        path = Path(path)
+        if path.is_file():
+            wanted[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     client = parent.client
     exp_id = client.get_run(parent.run_id).info.experiment_id
-    newest: dict[str, str] = {}
+    found: dict[str, str] = {}
     token = None
     while True:
         page = client.search_runs(
@@ -247,14 +263,15 @@ def adopt_runs(parent: StageRun, names: Iterable[str], *, dataset: str) -> list[
             name = run.info.run_name
             if run.data.tags.get("dataset") != dataset or run.info.run_id == parent.run_id:
                 continue
-            if name in wanted and name not in newest:
-                newest[name] = run.info.run_id
+            tagged = run.data.tags.get(METRICS_TAG)
+            if name in wanted and name not in found and tagged == wanted[name]:
+                found[name] = run.info.run_id
         token = page.token
         if not token:
             break
-    for run_id in newest.values():
+    for run_id in found.values():
         client.set_tag(run_id, "mlflow.parentRunId", parent.run_id)
-    return sorted(wanted - set(newest))
+    return sorted(set(runs) - set(found))
 
 
 def close_stale_runs(config: TrackingConfig) -> list[str]:
@@ -347,15 +364,18 @@ def record_metrics(
     *,
     logged_as_history: tuple[str, ...] = (),
 ) -> None:
-    """Write the flat metrics JSON (DVC metrics) and log the same numbers to MLflow.
+    """Write the flat metrics JSON (DVC metrics), log the same numbers to MLflow and tag the run
+    with the file's SHA-256 (:data:`METRICS_TAG`, read by :func:`adopt_runs`).
 
     Keys in ``logged_as_history`` were already logged to MLflow step by step (e.g. the per-epoch
     ``loss``); logging their final value again at step 0 would put two values at step 0 of that
     history, so they go to the JSON only (MLflow's latest value of the history is the same number).
     """
     flat = flatten(metrics)
-    write_json(path, flat)
+    text = json_text(flat)
+    write_text(path, text)
     run.log_metrics({k: v for k, v in flat.items() if k not in logged_as_history})
+    run.set_tag(METRICS_TAG, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 def _main(argv: list[str] | None = None) -> int:

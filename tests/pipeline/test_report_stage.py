@@ -141,28 +141,40 @@ def test_report_missing_file_names_the_stage_and_writes_nothing(
     assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
 
 
-def test_report_is_the_parent_run_of_the_newest_finished_stage_runs(
+def test_report_is_the_parent_run_of_the_runs_that_wrote_its_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
     make_tree(tmp_path)
+    m = tmp_path / "metrics"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = TrackingConfig(uri=uri)
 
-    def stage(name: str, dataset: str = "syn", fail: bool = False) -> str:
+    def stage(
+        name: str, path: Path | None, numbers: dict, dataset: str = "syn", fail: bool = False
+    ) -> str:
+        """A stage run that writes ``numbers`` to ``path`` with record_metrics (None: an older
+        hashaudit's run, which wrote no tag)."""
         try:
             with tracking.stage_run(cfg, name=name, tags={"dataset": dataset}) as run:
+                if path is not None:
+                    tracking.record_metrics(path, numbers, run)
                 if fail:
                     raise RuntimeError("stage failed")
                 return run.run_id
         except RuntimeError:
             return run.run_id
 
-    old = stage("train@syn-dpsh-12")
-    new = stage("train@syn-dpsh-12")  # the rerun wrote the current outputs
-    dp = stage("evaluate_dp@syn-csq-12-eps8")
-    failed = stage("evaluate@syn-dpsh-12", fail=True)
-    other = stage("train@other-dpsh-12", dataset="other")
+    train = m / "train/syn/dpsh-12.json"
+    old = stage("train@syn-dpsh-12", train, {"loss": 2.0})
+    new = stage("train@syn-dpsh-12", train, {"loss": 1.0})  # the rerun wrote the current file
+    dp_numbers = json.loads((m / "evaluate_dp/syn/csq-12-eps8.json").read_text())
+    dp = stage("evaluate_dp@syn-csq-12-eps8", m / "evaluate_dp/syn/csq-12-eps8.json", dp_numbers)
+    # started after the runs that wrote the reported files, same names, other numbers:
+    hand = stage("train@syn-dpsh-12", tmp_path / "elsewhere.json", {"loss": 0.5})
+    untagged = stage("evaluate_dp@syn-csq-12-eps8", None, {})
+    failed = stage("evaluate@syn-dpsh-12", tmp_path / "failed.json", {"x": 1}, fail=True)
+    other = stage("train@other-dpsh-12", tmp_path / "other.json", {"loss": 1.0}, dataset="other")
     assert report.main(argv(tmp_path, f"tracking.uri={uri}")) == 0
 
     from mlflow.tracking import MlflowClient
@@ -177,6 +189,6 @@ def test_report_is_the_parent_run_of_the_newest_finished_stage_runs(
         r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     assert children == {new, dp}
-    assert not {old, failed, other} & children
+    assert not {old, hand, untagged, failed, other} & children
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "pareto"} <= artifacts
