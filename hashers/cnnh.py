@@ -115,8 +115,8 @@ class CNNH(HashingMethod):
     label sets of sizes ``n_a`` and codes ``c_a``,
     ``‖S - H Hᵀ/q‖² = Σ_ab n_a n_b (S_ab - c_a·c_b/q)²`` (the within-set terms are constant because
     ``c_a·c_a = q``), an ``m × m`` problem (m = number of classes for single-label data; samples
-    without any label form one set, which the shared ``label_similarity`` makes dissimilar to every
-    other set). It is minimised by discrete coordinate descent directly on ±1 entries (exact best
+    without any label form one set, which the shared ``label_similarity`` makes similar within
+    itself and dissimilar to every other set). It is minimised by discrete coordinate descent directly on ±1 entries (exact best
     single-bit flips per row, rows in random order, ``restarts`` random initialisations, lowest
     objective kept) instead of the paper's relaxation to real values followed by thresholding. If there are more
     than ``max_label_sets`` distinct label sets (multi-label data), the most frequent ones are

@@ -53,8 +53,8 @@ class DNNH(HashingMethod):
     Head: divide-and-encode (:class:`hashers.heads.DivideEncodeHead`): a shared trunk, its feature
     vector split into ``n_bits`` slices, each slice encoded to one sigmoid unit ``s_k``. In training
     the piece-wise threshold layer snaps ``s`` to 0/1 outside ``0.5 ± ε``. Loss (the paper's
-    triplet ranking loss) on in-batch triplets ``(q, +, -)``, ``q, +`` sharing a label and
-    ``q, -`` sharing none::
+    triplet ranking loss) on in-batch triplets ``(q, +, -)``, ``q, +`` similar and ``q, -`` not
+    (:func:`hashers.functional.label_similarity`: a shared label, or both without any label)::
 
         ℓ = max(0, margin - (‖b_q - b_-‖² - ‖b_q - b_+‖²)),   b = codes in [0, 1].
 

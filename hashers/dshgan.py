@@ -89,7 +89,10 @@ class DSHGAN(HashingMethod):
     - hash stream (the head): ``u = 2σ(head(x)) - 1``, codes ``b = (u + 1) / 2 ∈ [0, 1]``, trained
       with the triplet ranking loss ``max(0, m - (‖b_q - b_-‖² - ‖b_q - b_+‖²))`` on triplets of a
       real anchor, a synthetic positive ``G(z, y_q)`` and a synthetic negative ``G(z', c)`` of a
-      class ``c`` the anchor does not hold;
+      class ``c`` the anchor does not hold (an anchor without any label gets the positive
+      ``G(z, 0)``, conditioned on the empty label set, and a negative of any class, as
+      :func:`hashers.functional.label_similarity` makes unlabelled samples similar to each other
+      and dissimilar to every labelled one);
     - classification stream: a linear softmax classifier on ``u``.
 
     Alternating updates (:meth:`training_step`): one discriminator step, one generator step, then

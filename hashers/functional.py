@@ -1,8 +1,16 @@
 """Shared maths of the hashing losses; every method calls these instead of re-deriving them.
 
 All functions are pure, batched and differentiable. Conventions: relaxed codes ``u`` are
-``[B, K]``; labels are multi-hot float ``[B, C]``; a similarity matrix ``S`` is ``{0, 1}`` with
-``S_ij = 1`` when samples i and j share at least one label.
+``[B, K]``; labels are multi-hot float ``[B, C]``; a similarity matrix ``S`` is ``{0, 1}``.
+
+The similarity rule (:func:`label_similarity`, used by every pairwise and triplet loss here):
+``S_ij = 1`` when samples i and j share at least one label, **or when both hold no label at
+all**; otherwise 0. Multi-label sets keep rows without any label (ChestMNIST's "no finding"
+rows are all-zero), and two such rows have the same (empty) label set: the multi-label KNN
+evaluation scores an unlabelled query right exactly when it predicts the empty set, so for
+training these rows form one group of their own, similar to each other and dissimilar to every
+labelled row. In particular ``S_ii = 1`` for every row, so losses that keep the self pairs
+(DPSH, DHN, HashNet, DSDH, SAEH) never push a sample's code away from itself.
 """
 
 from __future__ import annotations
@@ -13,13 +21,22 @@ from torch import Tensor
 
 
 def label_similarity(y1: Tensor, y2: Tensor | None = None) -> Tensor:
-    """``S_ij = 1`` if ``y1[i]`` and ``y2[j]`` share a label, else 0 (float ``[B1, B2]``)."""
+    """``S_ij = 1`` if ``y1[i]`` and ``y2[j]`` share a label or both hold none, else 0.
+
+    Float ``[B1, B2]``; the rule is the module's (two empty label sets are the same label set, so
+    ``S_ii = 1`` always).
+    """
     y2 = y1 if y2 is None else y2
-    return (y1 @ y2.T > 0).to(y1.dtype)
+    shared = (y1 @ y2.T) > 0
+    empty1 = ~(y1 > 0).any(dim=1)
+    empty2 = ~(y2 > 0).any(dim=1)
+    return (shared | (empty1.unsqueeze(1) & empty2.unsqueeze(0))).to(y1.dtype)
 
 
 def inner_product_logits(u1: Tensor, u2: Tensor | None = None) -> Tensor:
-    """``Θ_ij = ½ u1_i · u2_j`` — the pairwise logit of DPSH/DHN/HashNet/DSDH."""
+    """``Θ_ij = ½ u1_i · u2_j`` — the pairwise logit of DPSH, DSDH (its ``Ψ``) and SAEH's
+    similarity term. DHN (``logit_scale · u_iᵀu_j``, the paper's plain inner product by
+    default) and HashNet (``α ⟨h_i, h_j⟩``) form their own logits and do not call this."""
     u2 = u1 if u2 is None else u2
     return 0.5 * (u1 @ u2.T)
 
@@ -87,8 +104,8 @@ def mine_triplets(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sample ``n_triplets`` in-batch triplets ``(a, p, n)`` uniformly, with replacement.
 
-    Valid triplets: ``p != a`` shares a label with ``a`` (``S_ap = 1``) and ``n`` shares none
-    (``S_an = 0``, ``n != a``). Drawing the anchor with probability ``∝ |P_a|·|N_a|`` and then ``p``
+    Valid triplets: ``p != a`` is similar to ``a`` (``S_ap = 1`` under :func:`label_similarity`:
+    a shared label, or both unlabelled) and ``n`` is not (``S_an = 0``, ``n != a``). Drawing the anchor with probability ``∝ |P_a|·|N_a|`` and then ``p``
     and ``n`` uniformly is uniform over the set of all valid triplets, without enumerating it
     (``B³`` of them). Returns three ``long`` index tensors, empty when the batch holds none.
     ``generator=None`` draws from torch's global generator (seeded by the trainer).

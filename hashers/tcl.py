@@ -68,7 +68,10 @@ class TCL(HashingMethod):
       accounting;
     - multi-label samples average the hinge over their positive labels, the negative distance is
       the nearest center of a label they do not hold, and the softmax loss uses the target
-      distribution ``y / Σy`` (:func:`hashers.functional.soft_label_cross_entropy`);
+      distribution ``y / Σy`` (:func:`hashers.functional.soft_label_cross_entropy`); a sample
+      without any label has no center and no softmax target, so only the quantisation term
+      reaches it (unlike the pairwise methods, where unlabelled samples are similar to each other,
+      :func:`hashers.functional.label_similarity`; TCL has no center for the empty label set);
     - a mild quantisation term ``η‖u - sign(u)‖²`` (``η = 0.01``, per element; 0 gives the paper's
       loss) keeps the relaxed codes near ``±1`` so their signs preserve the learned geometry.
 

@@ -15,6 +15,18 @@ def test_label_similarity_multi_hot() -> None:
     assert S.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
 
 
+def test_label_similarity_unlabelled_rows_are_one_group() -> None:
+    # rows 1 and 2 hold no label (ChestMNIST's "no finding"): the same, empty, label set, so they
+    # are similar to each other and to themselves, and dissimilar to every labelled row
+    y = torch.tensor([[1.0, 0], [0, 0], [0, 0], [0, 1]])
+    S = functional.label_similarity(y)
+    assert S.tolist() == [[1, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]]
+    assert torch.equal(S.diagonal(), torch.ones(4))  # S_ii = 1 for every row
+    # two sides (a batch against memory-bank rows): the same rule
+    cross = functional.label_similarity(y[:2], torch.tensor([[0.0, 0], [1, 1]]))
+    assert cross.tolist() == [[0, 1], [1, 0]]
+
+
 def test_pairwise_likelihood_golden() -> None:
     # theta = [[0, 2], [2, 0]], S = [[1, 0], [0, 1]]
     theta = torch.tensor([[0.0, 2.0], [2.0, 0.0]])

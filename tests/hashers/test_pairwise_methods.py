@@ -454,6 +454,37 @@ def test_real_medmnist_pixel_features(name: str, dataset: str) -> None:
 # ---- DPSH in-batch (η > 0), DSDH's discrete step end to end, CNNH's weighted objective --------
 
 
+@pytest.mark.parametrize(
+    ("name", "logit"),
+    # Θ of a +1^4 code with itself: DPSH / DSDH / SAEH ½·4 = 2, DHN 1·4 = 4, HashNet (10/4)·4 = 10
+    [("dpsh", 2.0), ("dsdh", 2.0), ("saeh", 2.0), ("dhn", 4.0), ("hashnet", 10.0)],
+)
+def test_unlabelled_row_is_similar_to_itself(name: str, logit: float) -> None:
+    """A row without labels (ChestMNIST's "no finding") is its own similar pair: at a binary code
+    its self-pair costs softplus(-Θ) (→ 0 at long codes), and the gradient grows |u|, not shrinks it."""
+    m = build(name, 4, 2)
+    if name == "dsdh":
+        m.B = torch.ones(1, 4)
+    u = torch.ones(1, 4, requires_grad=True)
+    y = torch.zeros(1, 2)
+    if name == "saeh":
+        nll = m.loss_terms(u, y, torch.zeros(1, 4))["similarity"]
+    else:
+        nll = m.compute_loss(u, y, torch.arange(1))["likelihood"]
+    # S_ii = 0 would give softplus(Θ); float32 softplus(Θ) - Θ loses ~1e-6 at Θ = 10
+    assert math.isclose(float(nll.detach()), sp(-logit), rel_tol=1e-5, abs_tol=2e-6)
+    nll.backward()
+    assert bool((u.grad < 0).all())  # descent pushes the entries further towards +1
+
+
+def test_dsh_unlabelled_rows_are_a_similar_pair() -> None:
+    m = build("dsh", 2, 2, DSHConfig(alpha=0.0, balance_pairs=False))
+    u = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # D = 0
+    # similar: ½ · 0 = 0 (as dissimilar they would cost ½ · max(m - 0, 0) = ½ · 4 = 2)
+    out = m.compute_loss(u, torch.zeros(2, 2), torch.arange(2))
+    assert float(out["contrastive"]) == 0.0
+
+
 def test_dpsh_in_batch_golden_with_quantisation() -> None:
     from hashers.dpsh import DPSHConfig
 

@@ -84,12 +84,22 @@ def test_mine_triplets_returns_exactly_the_valid_triplets_uniformly() -> None:
 
 
 def test_mine_triplets_multi_hot_and_unlabelled_rows() -> None:
-    # 0 ~ 1 (label 0), 1 ~ 2 (label 1), 0 !~ 2; row 3 holds no label, so it is similar to none:
+    # 0 ~ 1 (label 0), 1 ~ 2 (label 1), 0 !~ 2; row 3 holds no label and is the only such row,
+    # so it is similar to no other row:
     # anchor 0: (0,1,2), (0,1,3); anchor 1: (1,0,3), (1,2,3); anchor 2: (2,1,0), (2,1,3); 3: none
     y = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
     a, p, n = functional.mine_triplets(y, 3000, torch.Generator().manual_seed(1))
     triplets = set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
     assert triplets == {(0, 1, 2), (0, 1, 3), (2, 1, 0), (2, 1, 3), (1, 0, 3), (1, 2, 3)}
+
+
+def test_mine_triplets_pairs_unlabelled_rows_with_each_other() -> None:
+    # rows 1 and 2 hold no label: the same (empty) label set, so each is the other's positive and
+    # the labelled row 0 their negative; row 0 has no positive
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    a, p, n = functional.mine_triplets(y, 1000, torch.Generator().manual_seed(2))
+    triplets = set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
+    assert triplets == {(1, 2, 0), (2, 1, 0)}
 
 
 def test_mine_triplets_without_valid_triplets_is_empty() -> None:
