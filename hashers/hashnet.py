@@ -14,9 +14,10 @@ from hashers.base import HashingMethod, HeadSpec
 @dataclass(frozen=True, kw_only=True)
 class HashNetConfig:
     alpha: float | None = None  # adaptive sigmoid θ = α⟨h_i, h_j⟩; None = 10 / n_bits (paper)
-    beta0: float = 1.0  # initial scale of tanh(β z) (paper: 1)
-    gamma: float = 1.0  # continuation rate per epoch: β_e = β0 (1 + γ e)^power
-    power: float = 0.5  # continuation exponent (paper: 0.5)
+    beta0: float = 1.0  # initial scale of tanh(β z) (authors' code: init_scale 1)
+    gamma: float = 0.005  # continuation rate per iteration of the authors' run (their gamma)
+    power: float = 0.5  # continuation exponent (authors' code: power 0.5)
+    iterations: int = 10000  # length of the authors' run, mapped onto the whole training budget
     balance_pairs: bool = True  # weighted maximum likelihood, w = |S|/|S1| or |S|/|S0| (paper)
 
     def __post_init__(self) -> None:
@@ -28,6 +29,8 @@ class HashNetConfig:
             raise ValueError(f"gamma: {self.gamma} must be >= 0")
         if self.power < 0:
             raise ValueError(f"power: {self.power} must be >= 0")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: {self.iterations} must be >= 1")
 
 
 class HashNet(HashingMethod):
@@ -42,15 +45,34 @@ class HashNet(HashingMethod):
     class-balance weights ``w_ij = |S|/|S1|`` (similar) or ``|S|/|S0|`` (dissimilar). There is no
     quantisation term: continuation replaces it. Binary codes are ``z > 0`` (= ``h > 0``).
 
-    Convention: ``θ = α ⟨h_i, h_j⟩`` is the *full* inner product, not the ``½`` convention of
-    DPSH/DHN/DSDH; ``α = 10 / K`` for ``K`` bits (the setting of the authors' PyTorch training
+    Convention: ``θ = α ⟨h_i, h_j⟩`` is the *full* inner product scaled by ``α``, not the ``½``
+    convention of DPSH/DSDH (DHN's default is the plain inner product, ``logit_scale = 1``);
+    ``α = 10 / K`` for ``K`` bits (the setting of the authors' PyTorch training
     script, ``sigmoid_param = 10 / hash_bit``) bounds ``|θ| ≤ 10`` because ``|h| ≤ 1``, i.e.
     ``½``-convention ``α' = 2α``.
 
-    Continuation schedule: ``β_e = β0 (1 + γ e)^power`` at the start of epoch ``e`` (the authors'
-    per-iteration ``β_t = (1 + 0.005 t)^0.5``, updated every 200 iterations, re-expressed per
-    epoch: with ``γ = 1`` the scale reaches ≈ 5.5 after 30 epochs and ≈ 7.7 after 60, the range
-    the paper's 10 000 iterations reach). ``β`` is a buffer and round-trips with the saved state.
+    Continuation schedule: the authors' released code sets ``β_t = β0 (1 + γ t)^power`` at
+    iteration ``t`` of a run of ``T`` iterations, with ``β0 = 1``, ``γ = 0.005``, ``power = 0.5``
+    and ``T = 10 000`` (github.com/thuml/HashNet: the Caffe ``ScaleTanH`` layer's
+    ``scale_tanh_param {init_scale: 1.0 step_size: 200 gamma: 0.005 power: 0.5}`` in
+    ``models/train/imagenet/train_val.prototxt`` (commit 239484f) with ``max_iter: 10000`` in its
+    ``solver.prototxt`` (5d53971); the PyTorch ``pytorch/src/network.py`` (48652bf),
+    ``init_scale = 1.0``, ``step_size = 200``, ``gamma = 0.005``, ``power = 0.5``, with
+    ``num_iterations = 10000`` in ``pytorch/src/train.py`` (48652bf); both set
+    ``β = init_scale · (1 + gamma · t)^power`` every ``step_size = 200`` iterations), so ``β`` ends at
+    ``(1 + 0.005 · 10 000)^0.5 = √51 ≈ 7.14``. Here the authors' run is mapped onto the whole
+    training budget: at the start of epoch ``e`` of ``E`` (``n_epochs``, the trainer's budget,
+    already capped by ``train.max_steps``)::
+
+        β_e = β0 · (1 + γ · T · e / (E - 1))^power      (β_e = β0 when E = 1)
+
+    so the first epoch trains at ``β0`` and the last at ``β0 (1 + γT)^power`` (√51 ≈ 7.14 with
+    the defaults) whatever the number of epochs: a 3-epoch budget (PathMNIST at
+    ``max_steps: 1200``) runs ``1, √26 ≈ 5.10, √51``, a 60-epoch one ``√(1 + 50 e / 59)``,
+    e.g. ≈ 5.14 at ``e = 30`` (until 2026-11-27 the schedule was ``β0 (1 + e)^0.5`` per epoch,
+    ≈ 5.57 at ``e = 30`` and ≈ 7.7 at ``e = 59``, but only ``√3 ≈ 1.73`` at the end of a 3-epoch
+    budget). An early stop ends the schedule before its end value. ``β`` is a buffer and
+    round-trips with the saved state.
 
     Where ``α`` enters: here ``θ = α⟨h_i, h_j⟩`` enters both terms of the likelihood
     (``softplus(θ) - S θ``: a proper negative log-likelihood, ``≥ 0``, computed with softplus),
@@ -75,8 +97,9 @@ class HashNet(HashingMethod):
       the weighted mean (``hashers.functional.balanced_pair_weights``, normalised to mean 1) instead
       of the weighted sum; the pair weights are the class-balance weights only (the paper's
       continuous multi-label similarity ``c_ij`` is not used);
-    - the continuation schedule is per epoch (above), since the trainer's unit of progress is the
-      epoch and the per-iteration count depends on the dataset size.
+    - the continuation schedule is per epoch (above), since the trainer's hook is per epoch:
+      ``β`` steps once per epoch along the authors' curve (their steps are every 200
+      iterations), which is coarse when the budget holds only a few epochs.
     """
 
     name = "hashnet"
@@ -95,9 +118,14 @@ class HashNet(HashingMethod):
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(self.beta * self.head(x))
 
-    def on_epoch_start(self, epoch: int, n_epochs: int) -> None:
+    def beta_at(self, epoch: int, n_epochs: int) -> float:
+        """``β`` for epoch ``epoch`` of ``n_epochs`` (the class docstring's schedule)."""
         c = self.config
-        self.beta.fill_(c.beta0 * (1.0 + c.gamma * epoch) ** c.power)
+        progress = epoch / (n_epochs - 1) if n_epochs > 1 else 0.0
+        return c.beta0 * (1.0 + c.gamma * c.iterations * progress) ** c.power
+
+    def on_epoch_start(self, epoch: int, n_epochs: int) -> None:
+        self.beta.fill_(self.beta_at(epoch, n_epochs))
 
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         S = functional.label_similarity(y)

@@ -140,16 +140,54 @@ def test_hashnet_golden_weighted_likelihood() -> None:
 
 
 def test_hashnet_continuation_schedule_and_activation() -> None:
-    m = build("hashnet", 4, 2, HashNetConfig(beta0=1.5, gamma=1.0, power=0.5))
-    m.on_epoch_start(0, 10)
+    # β_e = β0 (1 + γ T e / (E - 1))^power; γT = 0.003 · 2000 = 6
+    m = build("hashnet", 4, 2, HashNetConfig(beta0=1.5, gamma=0.003, iterations=2000, power=0.5))
+    m.on_epoch_start(0, 7)
     assert math.isclose(float(m.beta), 1.5)
-    m.on_epoch_start(3, 10)  # 1.5 · (1 + 3)^0.5 = 3
+    m.on_epoch_start(3, 7)  # halfway: 1.5 · (1 + 6 · 3/6)^0.5 = 1.5 · 2 = 3
     assert math.isclose(float(m.beta), 3.0, rel_tol=1e-6)
     x = torch.randn(5, 4)
     z = m.head(x)
     assert torch.allclose(m(x), torch.tanh(3.0 * z))
     assert torch.equal(m.encode(x), z > 0)
     assert "beta" in m.state_dict()  # β round-trips with the saved head
+
+
+def test_hashnet_continuation_reaches_the_authors_end_value_within_any_budget() -> None:
+    """The authors' β_t = (1 + 0.005 t)^0.5 over 10 000 iterations, mapped onto the budget."""
+    m = build("hashnet", 4, 2)  # defaults: β0 = 1, γ = 0.005, power 0.5, T = 10 000
+    end = math.sqrt(1.0 + 0.005 * 10_000)  # √51 ≈ 7.1414
+    for n_epochs in (3, 60):  # PathMNIST under max_steps: 1200 runs 3 epochs; small sets 60
+        m.on_epoch_start(0, n_epochs)
+        assert float(m.beta) == 1.0
+        m.on_epoch_start(n_epochs - 1, n_epochs)
+        assert math.isclose(float(m.beta), end, rel_tol=1e-6), n_epochs
+    m.on_epoch_start(1, 3)  # halfway: t = 5000 -> √26
+    assert math.isclose(float(m.beta), math.sqrt(26.0), rel_tol=1e-6)
+    m.on_epoch_start(30, 60)  # t = 10 000 · 30/59 -> √(1 + 50 · 30/59) ≈ 5.14 (was √31 ≈ 5.57)
+    assert math.isclose(float(m.beta), math.sqrt(1.0 + 50.0 * 30 / 59), rel_tol=1e-6)
+    m.on_epoch_start(0, 1)  # a one-epoch budget cannot continue: β stays β0
+    assert float(m.beta) == 1.0
+
+
+def test_hashnet_continuation_follows_the_trainers_step_capped_budget() -> None:
+    """fit caps the epochs by max_steps and passes that budget on, so β still ends at √51."""
+    train = gaussian_clusters(64, seed=0, dim=4, n_classes=2)
+    val = gaussian_clusters(32, seed=1, dim=4, n_classes=2)
+    m = build("hashnet", 4, 2)
+    seen: list[tuple[int, int, float]] = []
+    schedule = m.on_epoch_start
+
+    def record(epoch: int, n_epochs: int) -> None:
+        schedule(epoch, n_epochs)
+        seen.append((epoch, n_epochs, float(m.beta)))
+
+    m.on_epoch_start = record  # type: ignore[method-assign]
+    # 64 rows at batch 16: 4 steps per epoch, so max_steps = 12 allows 3 of the 60 epochs
+    cfg = FitConfig(epochs=60, max_steps=12, batch_size=16, patience=100, progress=False)
+    fit(m, train, val, config=cfg)
+    assert [(e, n) for e, n, _ in seen] == [(0, 3), (1, 3), (2, 3)]
+    assert math.isclose(seen[-1][2], math.sqrt(51.0), rel_tol=1e-6)
 
 
 def test_hashnet_likelihood_is_a_proper_nll_at_long_codes() -> None:
