@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hashers import functional as HF
+from hashers import functional
 from hashers.base import HashingMethod, HeadSpec
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,12 @@ class CSQ(HashingMethod):
     matrix and their negations when ``K`` is a power of two and ``C <= 2K``, else the best
     separated of ``center_draws`` Bernoulli(0.5) draws). A multi-label sample's center is the sign
     of the sum of its labels' centers, with zero entries taken from a fixed random ±1 vector (the
-    paper's centroid rule). The loss per sample is the binary cross-entropy of the relaxed code
-    ``h = tanh(u)`` (read as probabilities ``(1 + h) / 2``) against ``(1 + c) / 2``, mean over bits,
-    plus ``λ`` times the quantisation term ``mean log cosh(|h| - 1)``; batch loss = mean over samples.
+    paper's centroid rule); a sample without any label has a zero sum, so every unlabelled sample
+    gets that fixed random vector as its center: they share one center, as
+    :func:`hashers.functional.label_similarity` makes them similar to each other. The loss per
+    sample is the binary cross-entropy of the relaxed code ``h = tanh(u)`` (read as probabilities
+    ``(1 + h) / 2``) against ``(1 + c) / 2``, mean over bits, plus ``λ`` times the quantisation
+    term ``mean log cosh(|h| - 1)``; batch loss = mean over samples.
 
     Privacy: the centers depend on the seed, ``C`` and ``K`` only, never on the data, and sample i's
     loss depends on sample i and the head alone, so ``per_sample_loss = True`` and DP-SGD
@@ -158,6 +161,6 @@ class CSQ(HashingMethod):
     def compute_loss(self, u: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         target01 = (self.targets(y) + 1) / 2
         center = F.binary_cross_entropy_with_logits(2 * u, target01)
-        quantization = HF.quantization_logcosh(torch.tanh(u))
+        quantization = functional.quantization_logcosh(torch.tanh(u))
         loss = center + self.config.lambda_q * quantization
         return {"loss": loss, "center": center, "quantization": quantization}

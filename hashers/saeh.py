@@ -15,7 +15,7 @@ from hashers.base import Batch, HashingError, HashingMethod, HeadSpec
 @dataclass(frozen=True, kw_only=True)
 class SAEHConfig:
     lambda_sim: float = 1.0  # λ1: weight of the pairwise similarity (likelihood) loss
-    lambda_rec: float = 1.0  # λ2: weight of the reconstruction loss (Le et al. weigh it 1)
+    lambda_rec: float = 1.0  # λ2: weight of the reconstruction loss (per-element mean scale)
     normalize_target: bool = True  # reconstruct layer_norm(x) (true) or the raw embedding x
 
     def __post_init__(self) -> None:
@@ -37,10 +37,16 @@ class SAEH(HashingMethod):
     Encoder: the MLP head, ``u = tanh(head(x))``. Decoder: an MLP mirroring the head's hidden
     widths, ``x̂ = dec(u)``. Loss::
 
-        L = CE(W u + b, y) + λ1 · L_sim(u, S) + λ2 · mean ‖x̂ - t(x)‖²
+        L = CE(W u + b, y) + λ1 · L_sim(u, S) + λ2 · (1 / (B·D)) Σ_i ‖x̂_i - t(x_i)‖²
 
-    with ``L_sim`` the pairwise likelihood of DPSH (:func:`hashers.functional.pairwise_likelihood_loss`
-    on ``Θ = ½ u uᵀ``) and ``t(x) = layer_norm(s(x))`` (no affine; ``normalize_target``) so the
+    (``B`` rows, ``D`` embedding features: ``F.mse_loss``, the mean over rows *and* features, so
+    the reconstruction term is a per-element squared error and ``λ2`` weighs it on that scale,
+    independent of ``D``; with the default layer-normalised target an all-zero reconstruction
+    scores ≈ 1). ``λ2 = 1`` is our default on this scale, not a value taken from Le et al.
+    (their weighting of the reconstruction error was not verified here). ``L_sim`` is the
+    pairwise likelihood of DPSH (:func:`hashers.functional.pairwise_likelihood_loss` on
+    ``Θ = ½ u uᵀ``, ``S`` from :func:`hashers.functional.label_similarity`) and
+    ``t(x) = layer_norm(s(x))`` (no affine; ``normalize_target``) so the
     reconstruction has the same scale for every backbone, or ``t(x) = s(x)``. ``s`` is the head's
     per-feature input standardiser (``train.standardize``; the identity without it), so the decoder
     rebuilds what the head reads: a target of the raw embedding would be dominated by an offset
