@@ -504,8 +504,17 @@ class DPParams:
     # epoch selection score of DP heads (on val alone); None = train.selection. Pinned because
     # the DP schedule above was chosen with balanced_soft_accuracy
     selection: Selection | None = "balanced_soft_accuracy"
+    # seed of the Poisson sampling, the Gaussian noise and dropout: None = OS entropy, recorded
+    # nowhere (the ε guarantee holds against everyone); an int = reproducible, recorded, and the
+    # guarantee holds only against someone without it. Initialisation stays seeded by `seed`.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
+        check(
+            self.seed is None or self.seed >= 0,
+            "seed",
+            f"{self.seed} must be >= 0 (or null = secret OS entropy)",
+        )
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
         for name in ("lr", "batch_size", "epochs"):
@@ -526,13 +535,19 @@ class ReleaseParams:
     apply_to: Literal["database", "query", "both"] = "database"  # train codes, test codes, both
     epsilons: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0)  # ε_code per released code (matrix)
     k: int = 20  # every released code is held by >= k records
-    seed: int = 0  # seed of the bit flips
+    # seed of the bit flips: None = OS entropy, recorded nowhere (the ε_code guarantee holds
+    # against everyone); an int = reproducible, recorded, and whoever holds it can undo the flips
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε_code = ∞: no release noise)")
         check(self.k >= 1, "k", f"{self.k} must be >= 1 (default 20)")
-        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+        check(
+            self.seed is None or self.seed >= 0,
+            "seed",
+            f"{self.seed} must be >= 0 (or null = secret OS entropy)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,10 @@
 """Stage ``release``: turn a head's codes into released codes (:mod:`privacy.release`).
 
-``--mechanism rr``: ε-LDP randomised response on every bit (``--epsilon-code``, seeded);
+``--mechanism rr``: ε-LDP randomised response on every bit (``--epsilon-code``). The flips come
+from OS entropy unless ``release.seed`` is an integer (then reproducible, derived per release from
+the seed and what is released, :func:`privacy.release.release_stream`); the config.json records
+``"randomness": "secret"`` (no seed anywhere) or ``"seeded"`` with the seed, under which the ε_code
+guarantee holds only against someone without it.
 ``--mechanism kanon``: k-anonymous release (``release.k``). ``release.apply_to`` picks the split(s)
 released: ``database`` (train codes), ``query`` (test codes) or ``both``; the other splits are
 copied unchanged (val stays the attacker's auxiliary data). The output directory holds
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ from pipeline.artifacts import (
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, ParamsError
 from privacy.errors import PrivacyError
-from privacy.release import k_anonymize, keep_probability, randomized_response
+from privacy.release import k_anonymize, keep_probability, randomized_response, release_stream
 from retrieval.codes import pack_bits, unpack_bits
 
 log = logging.getLogger(__name__)
@@ -44,16 +49,32 @@ def release_codes(
     splits: tuple[str, ...],
     epsilon_code: float | None,
     k: int,
-    seed: int,
+    seed: int | None,
+    context: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Released packed codes per split and the release's aggregate figures."""
+    """Released packed codes per split and the release's aggregate figures.
+
+    Randomised response: ``seed=None`` draws every split's flips from fresh OS entropy; an integer
+    seed derives each split's stream from (seed, ``context``, bits, split, mechanism, ε_code)
+    (:func:`privacy.release.release_stream`), so no two splits, heads or releases share a mask.
+    """
     out = dict(codes)
     figures: dict[str, float] = {}
-    for i, split in enumerate(splits):
+    for split in splits:
         bits = unpack_bits(codes[split], n_bits)
         if mechanism == "rr":
             assert epsilon_code is not None
-            released = randomized_response(bits, epsilon_code, seed=seed + i)
+            stream = release_stream(
+                seed,
+                {
+                    **(context or {}),
+                    "bits": n_bits,
+                    "split": split,
+                    "mechanism": mechanism,
+                    "epsilon_code": epsilon_json(epsilon_code),
+                },
+            )
+            released = randomized_response(bits, epsilon_code, seed=stream)
             figures[f"{split}/share_bits_flipped"] = float((released != bits).mean())
         else:
             result = k_anonymize(bits, k)
@@ -66,6 +87,19 @@ def release_codes(
             figures["epsilon_code"] = epsilon_code
         figures["keep_probability"] = keep_probability(epsilon_code, n_bits)
     return out, figures
+
+
+def release_context(head_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies the released head in a seeded release's stream (with bits, split,
+    mechanism and ε_code, added per split): heads of other datasets, methods, training seeds or DP
+    targets get other flip masks under the same ``release.seed``."""
+    dp = head_config.get("dp")
+    return {
+        "dataset": head_config.get("dataset"),
+        "method": head_config.get("method"),
+        "head_seed": head_config.get("seed"),
+        "head_dp_target_epsilon": dp.get("dp_target_epsilon") if isinstance(dp, dict) else None,
+    }
 
 
 def epsilon_json(epsilon_code: float | None) -> float | str | None:
@@ -106,8 +140,19 @@ def run_release(
     name = tracking.head_run_name("release", {"release": block}, dataset, method, n_bits)
     tags = {"dataset": dataset, "method": method, "bits": n_bits, "mechanism": mechanism}
     tags.update(tracking.defence_of({"release": block})[2])
+    # randomness: "secret" (OS entropy, recorded nowhere) or "seeded" (the seed is recorded, and
+    # whoever holds it can undo the flips); the k-anonymous release draws nothing
+    randomness = "none" if mechanism == "kanon" else "secret" if r.seed is None else "seeded"
+    seed_record = {"seed": r.seed} if randomness == "seeded" else {}
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params({"release.apply_to": r.apply_to, "release.k": r.k, "release.seed": r.seed})
+        run.log_params(
+            {
+                "release.apply_to": r.apply_to,
+                "release.k": r.k,
+                "release.randomness": randomness,
+                **{f"release.{k}": v for k, v in seed_record.items()},
+            }
+        )
         released, figures = release_codes(
             codes,
             n_bits,
@@ -116,6 +161,7 @@ def run_release(
             epsilon_code=epsilon_code,
             k=r.k,
             seed=r.seed,
+            context=release_context(config),
         )
         info = {
             "mechanism": mechanism,
@@ -123,7 +169,8 @@ def run_release(
             "splits": list(splits),
             "epsilon_code": epsilon_json(epsilon_code),
             "k": r.k if mechanism == "kanon" else None,
-            "seed": r.seed,
+            "randomness": randomness,
+            **seed_record,
             "source": str(head_dir),
         }
         with atomic_outputs():  # the released codes, their config and metrics land together

@@ -9,11 +9,28 @@ Korolova, "RAPPOR", CCS 2014): every bit of a K-bit code is kept with probabilit
 ``p_keep = e^{ε/K} / (1 + e^{ε/K})`` and flipped otherwise, independently. For any two codes and any
 output, the probability ratio is ``∏_{differing bits} (p_keep / (1 - p_keep)) <= e^{ε}`` (equality
 when they differ in every bit), so the released code is ε-locally differentially private: the
-guarantee holds for each record on its own, needs no trust in the curator and survives any
-post-processing (KNN, attacks). The budget is split evenly over bits (basic composition), which is
-tight for this mechanism; mechanisms that do better for high-dimensional binary vectors (e.g.
-sampling a subset of bits) trade the per-bit noise for missing bits and were not adopted here.
-Flips are drawn from ``numpy.random.default_rng(seed)``: reproducible, not cryptographic.
+guarantee holds for each record on its own and survives any post-processing (KNN, attacks), as
+long as the flips are unknown to the attacker (*Randomness* below). The budget is split evenly
+over bits (basic composition), which is tight for this mechanism; mechanisms that do better for
+high-dimensional binary vectors (e.g. sampling a subset of bits) trade the per-bit noise for missing bits and were not adopted here.
+
+*Randomness.* The guarantee holds only against someone who cannot recompute the flips: whoever
+knows the generator's seed regenerates the flip mask and removes every flip. Flips are drawn from
+numpy's PCG64 (:func:`flip_generator`), seeded by default (``seed=None``) from OS entropy through
+``numpy.random.SeedSequence()``, which is recorded nowhere. An integer seed makes a release
+reproducible (experiments, tests); each release's stream is then derived from the seed *and* what
+is being released (:func:`release_stream`: dataset, method, bits, split, mechanism, ε_code, DP
+target of the head), so two heads, two splits or two releases never share a flip mask (XOR of two
+releases sharing a mask would be the XOR of their true codes), and the guarantee holds only
+against someone without the seed. PCG64 is not a cryptographically secure generator, even when
+seeded from OS entropy: the guarantee also assumes that nobody reconstructs its state from what is
+published (the published bits are its outputs, thresholded and XORed with the unknown true codes);
+that is not analysed here.
+
+The curator who runs it: in the pipeline the release stage computes the true codes and applies
+randomised response centrally, so it sees every true code (it must be trusted with them); the
+*output* is per-record randomised, so each published code is ε-LDP on its own and nothing later
+(any analysis of the published codes, any other record's code) weakens it.
 
 *Debiasing.* With flip rate ``f`` per bit on a pair (``f = 1 - p_keep`` when one side is released,
 ``2 p_keep (1 - p_keep)`` when both are), ``E[d_obs] = d (1 - 2f) + K f``, so
@@ -36,8 +53,12 @@ shares one label, and it is not DP.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,13 +88,47 @@ def keep_probability(epsilon: float, n_bits: int) -> float:
     return 1.0 / (1.0 + math.exp(-epsilon / n_bits))
 
 
-def randomized_response(bits: np.ndarray, epsilon: float, *, seed: int) -> np.ndarray:
-    """ε-LDP release of ``bool [N, K]`` codes: each bit flipped with probability ``1 - p_keep``."""
+Seed = int | np.random.SeedSequence | None
+
+
+def release_stream(seed: int | None, context: Mapping[str, Any]) -> np.random.SeedSequence:
+    """The seed sequence of one release: OS entropy for ``seed=None`` (never recorded), else
+    derived from ``seed`` and ``context`` (what is released: dataset, method, bits, split,
+    mechanism, ε_code, ...), so releases that differ in any of these never share a stream.
+
+    The context is hashed (SHA-256 of its canonical JSON) into 32-bit words appended to the seed:
+    the same (seed, context) gives the same stream on every platform.
+    """
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PrivacyError(f"release seed {seed!r}: use a non-negative integer or None (secret)")
+    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    words = np.frombuffer(digest, dtype="<u4").tolist()
+    return np.random.SeedSequence([int(seed), *words])
+
+
+def flip_generator(seed: Seed) -> np.random.Generator:
+    """numpy PCG64 over ``seed``: an int or a :class:`numpy.random.SeedSequence` (reproducible),
+    ``None`` = fresh OS entropy (module doc, *Randomness*)."""
+    if seed is None:
+        seed = np.random.SeedSequence()
+    return np.random.default_rng(seed)
+
+
+def randomized_response(bits: np.ndarray, epsilon: float, *, seed: Seed) -> np.ndarray:
+    """ε-LDP release of ``bool [N, K]`` codes: each bit flipped with probability ``1 - p_keep``.
+
+    ``seed``: ``None`` draws the flips from OS entropy (the only choice under which the guarantee
+    holds against everyone); an int or a :class:`numpy.random.SeedSequence` makes them
+    reproducible, and anyone who knows it can undo them (module doc, *Randomness*).
+    """
     arr = _check_bits(bits)
     keep = keep_probability(epsilon, arr.shape[1])
     if keep == 1.0:
         return arr.copy()
-    flip = np.random.default_rng(seed).random(arr.shape) >= keep
+    flip = flip_generator(seed).random(arr.shape) >= keep
     return arr ^ flip
 
 

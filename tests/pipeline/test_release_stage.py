@@ -56,3 +56,65 @@ def test_an_unwritable_metrics_path_leaves_no_release_behind(
     assert release.main(_argv(head, out, metrics)) == 2
     assert "an output file is expected here but a folder exists" in caplog.text
     assert not out.exists()
+
+
+def _released_train(out: Path) -> np.ndarray:
+    return load_codes(out / "codes.safetensors")[0]["train"]
+
+
+def test_default_release_randomness_is_secret_and_recorded_nowhere(
+    tmp_path: Path, head: Path
+) -> None:
+    """release.seed: null (the default) draws the flips from OS entropy: two runs differ, and
+    neither config.json nor the metrics hold a seed from which the flips could be replayed (the
+    old default, seed 0 written to config.json, let anyone undo every flip)."""
+    outs = [tmp_path / f"rel{i}" for i in range(2)]
+    for i, out in enumerate(outs):
+        assert release.main(_argv(head, out, tmp_path / "m" / f"rel{i}.json")) == 0
+    assert not np.array_equal(_released_train(outs[0]), _released_train(outs[1]))
+    for i, out in enumerate(outs):
+        info = json.loads((out / "config.json").read_text())["release"]
+        assert info["randomness"] == "secret" and "seed" not in info
+        text = (out / "config.json").read_text() + (tmp_path / "m" / f"rel{i}.json").read_text()
+        assert "seed" not in text
+
+
+def test_a_seeded_release_is_reproducible_recorded_and_its_masks_are_independent(
+    tmp_path: Path, head: Path
+) -> None:
+    """release.seed: an int reproduces the release and is recorded ("seeded"); the train and test
+    splits, two heads of the same bits and two ε_code get independent flip masks (the old
+    seed + split index gave every head of one bit width the same mask: XOR of two releases was
+    the XOR of their true codes)."""
+    seeded = ["--set", "release.seed=5", "--set", "release.apply_to=both"]
+
+    def run(head_dir: Path, name: str, eps: str = "4") -> tuple[dict, dict]:
+        out = tmp_path / name
+        argv = [*seeded, "--head", str(head_dir), "--mechanism", "rr", "--epsilon-code", eps,
+                "--out", str(out), "--metrics", str(tmp_path / "m" / f"{name}.json")]  # fmt: skip
+        assert release.main([*ARGS, *argv]) == 0
+        before = load_codes(head_dir / "codes.safetensors")[0]
+        after = load_codes(out / "codes.safetensors")[0]
+        masks = {s: np.unpackbits(before[s] ^ after[s], axis=1)[:, :12] for s in ("train", "test")}
+        return masks, json.loads((out / "config.json").read_text())["release"]
+
+    masks, info = run(head, "a")
+    again, _ = run(head, "a_again")
+    assert all(np.array_equal(masks[s], again[s]) for s in masks)  # reproducible
+    assert info["randomness"] == "seeded" and info["seed"] == 5
+    # the same codes in both splits: equal masks would show as equal releases
+    same = tmp_path / "same"
+    codes = load_codes(head / "codes.safetensors")[0]
+    save_codes(same / "codes.safetensors", {"train": codes["train"], "test": codes["train"]},
+               n_bits=12, meta={"method": "dpsh"})  # fmt: skip
+    write_json(same / "config.json", {"dataset": "syn", "method": "dpsh"})
+    split_masks, _ = run(same, "splits")
+    assert not np.array_equal(split_masks["train"], split_masks["test"])
+    # another head (other method) of the same bit width, and another ε_code
+    other = tmp_path / "other"
+    save_codes(other / "codes.safetensors", codes, n_bits=12, meta={"method": "csq"})
+    write_json(other / "config.json", {"dataset": "syn", "method": "csq"})
+    other_masks, _ = run(other, "b")
+    assert not np.array_equal(masks["train"], other_masks["train"])
+    eps_masks, _ = run(head, "c", eps="3.9")
+    assert (masks["train"] != eps_masks["train"]).mean() > 0.2  # not one mask thresholded twice
