@@ -229,7 +229,15 @@ class TrainingPlugin:
     :meth:`setup` may wrap the method's head and replace the optimiser before the first step;
     :meth:`epoch_end` returns extra numbers for the epoch's history row (e.g. the ε spent so far);
     :meth:`teardown` undoes any wrapping before the best weights are restored and returned.
+
+    ``reports_training_numbers = False`` (DP-SGD) marks the training records private: the loop then
+    neither computes nor reports any number from them outside the plugin's steps — no training
+    losses in the history or the progress bar, no train-database selection scores (the plugin's
+    :meth:`epoch_end` supplies the epoch's scores and the plugin selects the epoch), and a
+    divergence is detected on the weights, whose message quotes no training value.
     """
+
+    reports_training_numbers: bool = True
 
     def setup(
         self, method: HashingMethod, optimizer: torch.optim.Optimizer, train: EmbeddingSet
@@ -243,6 +251,11 @@ class TrainingPlugin:
         """The rows whose per-feature statistics an input-standardising head stores (default the
         training split; DP-SGD uses val, whose statistics cost no privacy of the training records)."""
         return train.x
+
+    def batch_generator(self, default: torch.Generator) -> torch.Generator:
+        """The generator of the batch draws (default the fit's seeded one; DP-SGD's Poisson draws
+        use their own, secret unless ``dp.seed`` is set)."""
+        return default
 
     def teardown(self, method: HashingMethod) -> None:
         return None
@@ -614,12 +627,14 @@ def _fit(
         disable=not config.progress,
         leave=False,
     )
+    private = not plugin.reports_training_numbers
+    batch_gen = plugin.batch_generator(gen)
     for epoch in bar:
         method.train()
         method.on_epoch_start(epoch, n_epochs)
         sums: dict[str, float] = defaultdict(float)
         n_steps = 0
-        for idx in batches.batches(train, bs, gen):
+        for idx in batches.batches(train, bs, batch_gen):
             idx_dev = idx.to(device)
             terms = method.training_step(Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer)
             if average is not None:
@@ -627,6 +642,20 @@ def _fit(
             for name, value in terms.items():
                 sums[name] += float(value)
             n_steps += 1
+        if private:  # no training loss leaves the loop (TrainingPlugin)
+            row = {"epoch": float(epoch)}
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                raise HashingError(
+                    f"{method.name}: the weights became non-finite at epoch {epoch} of private "
+                    "training; lower dp.lr or dp.max_grad_norm"
+                )
+            row.update(plugin.epoch_end(epoch))  # the plugin's own (val-only) scores
+            method.to(device)
+            history.append(row)
+            bar.set_postfix(
+                {k: f"{row[k]:.4f}" for k in ("val_accuracy", "dp_epsilon") if k in row}
+            )
+            continue
         row = {
             "epoch": float(epoch),
             **{

@@ -2,8 +2,12 @@
 
 Writes the same files as ``train`` (head + config + codes, metrics JSON, per-epoch history CSV with
 the ε spent so far in ``dp_epsilon``), so ``evaluate`` and ``attack`` read a DP head like any other.
-The metrics hold the final ``dp_epsilon`` / ``dp_delta`` and the mechanism's parameters; MLflow gets
-the same numbers. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
+The history holds no training loss (only ``dp_epsilon`` and the val-only ``val_*`` scores: nothing
+un-noised from the training records). The metrics hold the final ``dp_epsilon`` / ``dp_delta`` and
+the mechanism's parameters; MLflow gets the same numbers. ``dp.seed: null`` (default) draws the
+Poisson sampling, noise and dropout from OS entropy and records no seed (``config.json``'s ``dp``
+block: ``"randomness": "secret"``); an integer is recorded (``"seeded"``) and the ε then holds only
+against someone without it. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
 The finding ``attack.withhold_label`` names is withheld from training as in ``train``.
 """
 
@@ -39,8 +43,30 @@ log = logging.getLogger(__name__)
 def dp_config(params: Params, epsilon: float) -> DPConfig:
     d = params.dp
     return DPConfig(
-        epsilon=epsilon, delta=d.delta, max_grad_norm=d.max_grad_norm, accountant=d.accountant
+        epsilon=epsilon,
+        delta=d.delta,
+        max_grad_norm=d.max_grad_norm,
+        accountant=d.accountant,
+        seed=d.seed,
     )
+
+
+def dp_record(dp: DPConfig) -> dict[str, Any]:
+    """The DP settings as MLflow params: the seed only when one was set (``"randomness":
+    "seeded"``); a secret run records ``"randomness": "secret"`` and no seed."""
+    out = {k: v for k, v in to_dict(dp).items() if k != "seed"}
+    out["randomness"] = dp.randomness
+    if dp.seed is not None:
+        out["seed"] = dp.seed
+    return out
+
+
+def randomness_record(dp: DPConfig) -> dict[str, Any]:
+    """``{"dp_randomness": "secret"}``, or ``"seeded"`` with ``dp_seed`` (config.json's dp block)."""
+    out: dict[str, Any] = {"dp_randomness": dp.randomness}
+    if dp.seed is not None:
+        out["dp_seed"] = dp.seed
+    return out
 
 
 def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
@@ -89,17 +115,22 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     tags = tracking.head_tags(job.dataset, job.method_name, job.bits, source)
     tags.update(defence="dp", dp_target_epsilon=f"{epsilon:g}")
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params(job.run_params(params, dp=to_dict(dp)))
+        run.log_params(job.run_params(params, dp=dp_record(dp)))
         cfg = dp_fit_config(params)
         result, report = dp_fit(
-            method, embedding_set(emb, "train"), embedding_set(emb, "val"), config=cfg, dp=dp
+            method,
+            embedding_set(emb, "train"),
+            embedding_set(emb, "val"),
+            config=cfg,
+            dp=dp,
+            context={"dataset": job.dataset},
         )
         summary = {**result.summary(), "bits": job.bits, **report.summary()}
         job.write_outputs(
             method=method,
             params=params,
             fit_cfg=cfg,
-            extra_config={"dp": report.summary()},
+            extra_config={"dp": {**report.summary(), **randomness_record(dp)}},
             emb=emb,
             source=source,
             withheld=withheld,

@@ -32,8 +32,21 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   per-sample losses are each a record's own loss, not scaled by the realised batch size).
 - **Noise.** σ is calibrated by Opacus' ``get_noise_multiplier`` so that the planned
   ``epochs x steps`` reach at most the target ε at δ; unreachable targets are a
-  :class:`PrivacyError`. The noise is drawn from torch's seeded generator (reproducible; not a
-  cryptographically secure source: Opacus' ``secure_mode`` needs torchcsprng).
+  :class:`PrivacyError`.
+- **Randomness.** The ε holds only against someone who cannot replay the Poisson draws and the
+  noise: with their seed, an adversary who knows every record but one retrains on both
+  neighbouring datasets and matches the weights bit for bit. ``DPConfig.seed=None`` (the default)
+  therefore seeds the Poisson sampling, the Gaussian noise and dropout from OS entropy
+  (``numpy.random.SeedSequence()``), recorded nowhere; an integer seed makes a run reproducible
+  (tests, benches) and the guarantee then holds only against someone without it. Each stream is
+  derived from the seed and the run (method, bits, ε target or σ, N, and the caller's context such
+  as the dataset), so two DP heads never share noise (XOR-like cancellation of shared noise would
+  otherwise reveal the difference of their clean gradients). Initialisation and the val halves of
+  model selection stay seeded by the trainer's seed: they read no training record, so knowing them
+  costs no privacy. The generators are torch's (Philox on CUDA, Mersenne Twister on the CPU), not
+  cryptographically secure even when seeded from OS entropy: Opacus' ``secure_mode`` needs
+  torchcsprng, which is not installed; the guarantee also assumes nobody reconstructs their state
+  from the published head.
 - **Label-derived state.** CSQ's centers and TCL's initial centers come from the seed only. CNNH's
   step-1 target codes would be solved on the training label sets and ordered by class frequency
   (read outside the accounted steps); under DP they are recomputed on the *public label space*
@@ -49,6 +62,13 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   iterates), writes those val-only scores into the history, and disables early stopping (its
   stopping time would depend on the train-based scores). Model selection on val therefore spends
   no privacy of the training records; the val records themselves are not protected by this ε.
+- **What the DP path reports.** The plugin marks the training data private
+  (``TrainingPlugin.reports_training_numbers = False``), so the trainer neither computes nor writes
+  the per-epoch training losses nor the train-database selection scores; the history holds the
+  epoch, ``dp_epsilon`` and the val-only ``val_*`` scores, the progress bar shows those, and a
+  divergence is detected on the (noised) weights, not on the loss. Not covered: the run's wall time
+  and peak memory in the metrics (they vary with the realised Poisson batch sizes) and the
+  pre-training check that the training labels hold two classes.
 - **Saved state.** Methods with a memory bank are refused; the saved head holds the same keys as
   without DP (nothing is wrapped), so it round-trips through ``pipeline/artifacts.py``.
 """
@@ -61,10 +81,11 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -78,6 +99,7 @@ from hashers.trainer import (
     val_scores,
 )
 from privacy.errors import PrivacyError
+from privacy.release import release_stream
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +112,10 @@ class DPConfig:
 
     ``noise_multiplier``: an explicit σ instead of calibrating it to ``epsilon`` (audits, tests);
     ``epsilon`` is then only reported, never targeted.
+
+    ``seed``: ``None`` = Poisson sampling, noise and dropout from OS entropy, recorded nowhere (the
+    ε holds against everyone); an int = reproducible, and the ε holds only against someone who
+    does not know it (module doc, *Randomness*).
     """
 
     epsilon: float = 8.0
@@ -97,8 +123,17 @@ class DPConfig:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     noise_multiplier: float | None = None
+    seed: int | None = None
+
+    @property
+    def randomness(self) -> str:
+        """``"secret"`` (OS entropy, recorded nowhere) or ``"seeded"`` (reproducible by anyone who
+        knows ``seed``)."""
+        return "secret" if self.seed is None else "seeded"
 
     def __post_init__(self) -> None:
+        if self.seed is not None and (isinstance(self.seed, bool) or self.seed < 0):
+            raise PrivacyError(f"dp.seed={self.seed}: use a non-negative integer or null (secret)")
         if not self.epsilon > 0 or math.isnan(self.epsilon):
             raise PrivacyError(
                 f"dp.epsilon={self.epsilon}: the privacy budget must be > 0 (e.g. 1, 3, 8)"
@@ -281,8 +316,31 @@ def public_label_targets(method: HashingMethod, train: EmbeddingSet) -> None:
     method.targets = class_codes[train.y.argmax(dim=1).to(class_codes.device)].to(device)
 
 
+@dataclass(frozen=True, repr=False)
+class DPStreams:
+    """Seeds of the three private random streams of one DP-SGD run: Poisson sampling, Gaussian
+    noise, dropout. Held in memory only (``repr`` hides them); see the module doc, *Randomness*."""
+
+    sampling: int
+    noise: int
+    dropout: int
+
+    @classmethod
+    def derive(cls, seed: int | None, context: Mapping[str, Any]) -> DPStreams:
+        """OS entropy for ``seed=None``, else derived from ``seed`` and ``context``."""
+        children = release_stream(seed, {"use": "dp-sgd", **context}).spawn(3)
+        words = [int(c.generate_state(1, np.uint64)[0]) & (2**63 - 1) for c in children]
+        return cls(*words)
+
+    def __repr__(self) -> str:
+        return "DPStreams(<hidden>)"
+
+
 class DPSGD(TrainingPlugin):
     """The trainer plugin: DP optimiser + accountant + val-only model selection (module doc)."""
+
+    #: the training records are private: the trainer reports no number computed from them
+    reports_training_numbers = False
 
     def __init__(
         self,
@@ -295,12 +353,15 @@ class DPSGD(TrainingPlugin):
         k: int,
         selection: str,
         seed: int,
+        streams: DPStreams,
     ) -> None:
         self.config = config
         self.noise_multiplier = noise_multiplier
         self.sample_rate = sample_rate
         self.delta = delta
         self.k, self.selection, self.seed = k, selection, seed
+        self.streams = streams
+        # val halves: seeded by the trainer's seed (public: they read no training record)
         perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
         half = max(1, len(val) // 2)
         self.val_db, self.val_q = val.subset(perm[:half]), val.subset(perm[half:])
@@ -327,8 +388,11 @@ class DPSGD(TrainingPlugin):
             max_grad_norm=self.config.max_grad_norm,
             expected_batch_size=expected,
             loss_reduction="mean",
-            generator=torch.Generator(device=device).manual_seed(self.seed + 1),
+            generator=torch.Generator(device=device).manual_seed(self.streams.noise),
         )
+        # dropout draws (inside the per-sample vmap) come from torch's global generators: secret
+        # too, or a known seed would fix which mask each record of a batch gets
+        torch.manual_seed(self.streams.dropout)
         self.accountant = create_accountant(mechanism=self.config.accountant)
         self.optimizer.attach_step_hook(
             self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
@@ -340,6 +404,9 @@ class DPSGD(TrainingPlugin):
 
     def input_reference(self, train: EmbeddingSet, val: EmbeddingSet) -> Tensor:
         return val.x  # statistics of val: no training record read outside the accounted steps
+
+    def batch_generator(self, default: torch.Generator) -> torch.Generator:
+        return torch.Generator().manual_seed(self.streams.sampling)  # the Poisson draws
 
     def _step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         method = self._method
@@ -385,7 +452,7 @@ class DPSGD(TrainingPlugin):
                 {k: v.detach().cpu() for k, v in method.state_dict().items()}
             )
         self.val_history.append(scores)
-        return {"dp_epsilon": self.spent()}
+        return {"dp_epsilon": self.spent(), **scores}
 
     def teardown(self, method: HashingMethod) -> None:
         if "training_step" in vars(method):
@@ -423,8 +490,13 @@ def dp_fit(
     *,
     config: FitConfig,
     dp: DPConfig,
+    context: Mapping[str, Any] | None = None,
 ) -> tuple[FitResult, DPReport]:
-    """Train ``method`` with DP-SGD through the one trainer; see the module docstring."""
+    """Train ``method`` with DP-SGD through the one trainer; see the module docstring.
+
+    ``context`` (e.g. the dataset) joins the derivation of a seeded run's streams (``dp.seed``),
+    so heads that differ in it never share noise; it is unused when ``dp.seed`` is ``None``.
+    """
     check_dp_capable(method)
     n = len(train)
     if n < 2:
@@ -469,6 +541,18 @@ def dp_fit(
         k=config.k,
         selection=config.selection,
         seed=config.seed,
+        streams=DPStreams.derive(
+            dp.seed,
+            {
+                **(context or {}),
+                "method": method.name,
+                "bits": method.spec.n_bits,
+                "target_epsilon": target,
+                "noise_multiplier": sigma,
+                "n_train": n,
+                "fit_seed": config.seed,
+            },
+        ),
     )
     # no early stopping: the trainer's stopping time would depend on train-database scores
     cfg = dataclasses.replace(config, patience=epochs + 1)
@@ -483,9 +567,7 @@ def dp_fit(
     if plugin.best_state is not None:
         method.load_state_dict(plugin.best_state)
     method.eval()
-    # replace the trainer's selection scores (train codes as database) by the val-only ones
-    for row, scores in zip(result.history, plugin.val_history, strict=True):
-        row.update(scores)
+    # the history rows hold the val-only scores (DPSGD.epoch_end); the selection is the plugin's
     result = dataclasses.replace(
         result,
         best_epoch=plugin.best[1],

@@ -169,6 +169,31 @@ def test_dp_epsilon_history_in_mlflow_once_per_epoch(
     assert [h.value for h in history] == pytest.approx([float(r["dp_epsilon"]) for r in rows])
     assert history[-1].value == pytest.approx(m["dp_epsilon"])
     assert run.data.metrics["dp_delta"] == pytest.approx(m["dp_delta"])  # the rest: once, step 0
+    # no un-noised training number: no loss column in the CSV, no loss metric in MLflow
+    assert not [k for k in rows[0] if k.startswith("loss")], rows[0]
+    assert not [k for k in run.data.metrics if k.startswith("loss")], run.data.metrics
+    # dp.seed: null (default) -> secret randomness, recorded nowhere
+    dp_params = {k: v for k, v in run.data.params.items() if k.startswith("dp")}
+    assert dp_params and not [k for k in dp_params if "seed" in k], dp_params
+    assert "secret" in dp_params.values(), dp_params
+    _, cfg = load_head(tmp_path / "a/head_dp")
+    assert cfg["dp"]["dp_randomness"] == "secret" and "dp_seed" not in cfg["dp"]
+
+
+@pytest.mark.slow  # two train_dp runs (~15 s)
+def test_a_seeded_dp_head_is_reproducible_and_records_its_seed(
+    tmp_path: Path, emb_path: Path
+) -> None:
+    """dp.seed: an int reproduces the head bit for bit and config.json records it ("seeded": the ε
+    then holds only against someone without it)."""
+    states = []
+    for i in range(2):
+        run_dir = tmp_path / str(i)
+        assert train_dp.main([*dp_args(run_dir, emb_path), "--set", "dp.seed=7"]) == 0
+        state, cfg = load_head(run_dir / "a/head_dp")
+        assert cfg["dp"]["dp_randomness"] == "seeded" and cfg["dp"]["dp_seed"] == 7
+        states.append(state)
+    assert all((states[0][k] == states[1][k]).all() for k in states[0])
 
 
 @pytest.mark.parametrize(

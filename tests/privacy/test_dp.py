@@ -12,8 +12,8 @@ import torch
 from opacus.accountants import RDPAccountant
 
 from hashers import registry
-from hashers.base import EmbeddingSet, HeadSpec
-from hashers.trainer import FitConfig, steps_per_epoch
+from hashers.base import EmbeddingSet, HashingError, HeadSpec
+from hashers.trainer import SELECTION_SCORES, FitConfig, steps_per_epoch
 from pipeline.synthetic import gaussian_clusters
 from privacy.dp import (
     DPConfig,
@@ -282,3 +282,67 @@ def test_standardizing_head_takes_its_statistics_from_val_under_dp() -> None:
     (st,) = [m for m in method.modules() if isinstance(m, InputStandardizer)]
     assert torch.allclose(st.center, val.x.mean(0), atol=1e-5)
     assert not torch.allclose(st.center, train.x.mean(0), atol=1.0)
+
+
+def _weights(method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in method.state_dict().items()}
+
+
+def _dp_run(dp: DPConfig, *, train: EmbeddingSet | None = None, name: str = "csq", **kw):
+    method = registry.build(name, spec(dropout=0.1), seed=0)
+    result, _ = dp_fit(method, train or data(60, 1), data(40, 2), config=FAST, dp=dp, **kw)
+    return _weights(method), result
+
+
+def test_dp_randomness_is_secret_by_default_and_reproducible_only_with_a_seed() -> None:
+    """dp.seed=None: the Poisson draws, noise and dropout come from OS entropy, so two runs on the
+    same data differ (the old generators were seeded by the fit seed, which config.json records:
+    whoever held it replayed training on both neighbouring datasets and matched the weights bit for
+    bit). An explicit seed reproduces the run; another seed, or another dataset context, does not."""
+    base = DPConfig(noise_multiplier=1.0, accountant="rdp")
+    assert base.seed is None and base.randomness == "secret"
+    a, _ = _dp_run(base)
+    b, _ = _dp_run(base)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    seeded = dataclasses.replace(base, seed=3)
+    assert seeded.randomness == "seeded"
+    s1, _ = _dp_run(seeded)
+    s2, _ = _dp_run(seeded)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    s3, _ = _dp_run(dataclasses.replace(base, seed=4))
+    assert any(not torch.equal(s1[k], s3[k]) for k in s1)
+    s4, _ = _dp_run(seeded, context={"dataset": "other"})
+    assert any(not torch.equal(s1[k], s4[k]) for k in s1)
+    with pytest.raises(PrivacyError, match=r"dp\.seed"):
+        DPConfig(seed=-1)
+
+
+def test_dp_history_holds_no_training_loss_and_the_bar_no_train_number(capsys) -> None:
+    """Under DP the history carries the epoch, dp_epsilon and val-only scores, never the per-epoch
+    mean training losses (un-noised functions of the private records: with σ = 1000 they still
+    told neighbouring datasets apart); the progress bar shows none of them either."""
+    train = data(30, 1)
+    cfg = dataclasses.replace(FAST, epochs=2, batch_size=10, progress=True)
+    method = registry.build("csq", spec(), seed=0)
+    result, _ = dp_fit(
+        method, train, data(40, 2), config=cfg,
+        dp=DPConfig(noise_multiplier=1000.0, accountant="rdp", seed=0),
+    )  # fmt: skip
+    for row in result.history:
+        assert not [k for k in row if k.startswith("loss")], row
+        assert set(row) - {"epoch", "dp_epsilon"} <= {f"val_{s}" for s in SELECTION_SCORES}, row
+    bar = capsys.readouterr().err
+    assert "dp_epsilon" in bar and "loss" not in bar
+
+
+def test_non_finite_weights_under_dp_quote_no_training_value() -> None:
+    """A divergence under DP is found on the weights; its message holds no training number (the
+    non-private message quotes max|train.x|)."""
+    big = EmbeddingSet(data(40, 1).x * 1e30, data(40, 1).y)
+    method = registry.build("csq", spec(), seed=0)
+    with pytest.raises(HashingError, match="weights became non-finite") as err:
+        dp_fit(
+            method, big, data(40, 2), config=dataclasses.replace(FAST, lr=1e30),
+            dp=DPConfig(noise_multiplier=1e30, accountant="rdp", seed=0),
+        )  # fmt: skip
+    assert "inputs reach" not in str(err.value) and "e+3" not in str(err.value)
