@@ -425,12 +425,17 @@ ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the rel
 
 def load_release(
     release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
-) -> tuple[MechanismRelease, dict[str, np.ndarray], dict[str, Any]]:
-    """(the release as the attacker sees it, the published bool codes per victim split, its
-    ``config.json``).
+) -> tuple[dict[str, MechanismRelease], dict[str, np.ndarray], dict[str, Any]]:
+    """(the release as the attacker sees it for each split the mechanism touched, the published
+    bool codes per victim split, its ``config.json``).
 
     The release directory must come from this head: same method and bits, and every split the
-    mechanism did not touch identical to the head's released codes."""
+    mechanism did not touch identical to the head's released codes.
+
+    The attacker's mechanism per released split: randomised response with the public ε_code and
+    the attacker's own seed (the same for every split); the k-anonymous snap onto *that split's*
+    published codes, the rule :func:`pipeline.release.release_codes` applied (it k-anonymises each
+    split on its own), so snapping a split's true codes reproduces its release exactly."""
     from privacy.release import randomized_response, snap_to_k_anonymous
 
     config_path, codes_path = release_dir / "config.json", release_dir / "codes.safetensors"
@@ -463,21 +468,23 @@ def load_release(
             )
         published[split] = unpack_bits(codes[split], n_bits)
     seed = cfg.seed + ATTACKER_SEED_OFFSET
-    if info["mechanism"] == "rr":
+    name = info["mechanism"]
+    if name == "rr":
         eps = float(info["epsilon_code"])
 
         def mechanism(b: np.ndarray) -> np.ndarray:
             return randomized_response(b, eps, seed=seed)
 
-    else:
-        k = int(info["k"])
-        held = np.concatenate([published[s] for s in info["splits"]])
+        rr = MechanismRelease(CodeRelease.from_head(head), mechanism, name=name)
+        return dict.fromkeys(info["splits"], rr), published, config
+    k = int(info["k"])
 
-        def mechanism(b: np.ndarray) -> np.ndarray:
-            return snap_to_k_anonymous(b, held, k)
+    def snap(held: np.ndarray) -> MechanismRelease:
+        return MechanismRelease(
+            CodeRelease.from_head(head), lambda b: snap_to_k_anonymous(b, held, k), name=name
+        )
 
-    release = MechanismRelease(CodeRelease.from_head(head), mechanism, name=info["mechanism"])
-    return release, published, config
+    return {s: snap(published[s]) for s in info["splits"]}, published, config
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +558,11 @@ def dp_shadow_trainer(dp: dict[str, Any]) -> Any:
     )
 
     def train(head: Any, train: Any, val: Any, *, config: Any) -> Any:
-        return dp_fit(head, train, val, config=config, dp=cfg)
+        # the shadows are the attacker's: their DP randomness is seeded by the shadow's own fit
+        # seed (reproducible), never by the target's (secret unless dp.seed was set)
+        return dp_fit(
+            head, train, val, config=config, dp=dataclasses.replace(cfg, seed=config.seed)
+        )
 
     return train
 
@@ -592,31 +603,44 @@ WHOLE_RELEASE = ("anonymity", "membership")
 
 def attack_by_publication(
     attacks: list[Attack],
-    clean: list[str],
-    head_release: CodeRelease,
+    attacks_release: Release,
+    releases: dict[str, Release],
     params: Params,
     linkage_default: float,
     aux: Records,
     victims: dict[str, Records],
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
-    """Run the attacks on a release that touched only some victim splits (``release.apply_to``):
-    the victims in ``clean`` are published as the head made them (the test queries under
-    ``apply_to: database``), so the strongest attacker trains on clean aux codes for them (the
-    plain ``attack`` stage's numbers), and on aux codes passed through the mechanism for the
-    others. Anonymity runs once over the whole release, membership (skipped on releases) once."""
+    """Run the attacks on a release whose victim splits were published differently
+    (``release.apply_to``): ``releases`` names, per victim split, the release the attacker models
+    for it. A split the mechanism did not touch maps to the head's own release (the test queries
+    under ``apply_to: database``), so the strongest attacker trains on clean aux codes for it (the
+    plain ``attack`` stage's numbers); a released split maps to the mechanism as it acted on that
+    split (the k-anonymous release snaps each split onto its own published codes). ``attacks``
+    were made for ``attacks_release`` and serve the splits mapped to it. Anonymity runs once over
+    the whole release, membership (skipped on releases) once."""
     whole = [a for a in attacks if a.name in WHOLE_RELEASE]
     per_split = [a for a in attacks if a.name not in WHOLE_RELEASE]
     numbers, rows, skipped = run_attacks(whole, aux, victims)
-    released = {s: r for s, r in victims.items() if s not in clean}
-    again = make_attacks(
-        [a.name for a in per_split], head_release, params, linkage_default=linkage_default
-    )
-    for group, todo in ((released, per_split), ({s: victims[s] for s in clean}, again)):
-        if group:
-            more, more_rows, more_skipped = run_attacks(todo, aux, group)
-            numbers.update(more)
-            rows += more_rows
-            skipped.update(more_skipped)
+    groups: list[tuple[Release, dict[str, Records]]] = [(attacks_release, {})]
+    for split, rec in victims.items():
+        group = next((g for r, g in groups if r is releases[split]), None)
+        if group is None:
+            groups.append((releases[split], group := {}))
+        group[split] = rec
+    for rel, group in groups:
+        if not group:
+            continue
+        todo = (
+            per_split
+            if rel is attacks_release
+            else make_attacks(
+                [a.name for a in per_split], rel, params, linkage_default=linkage_default
+            )
+        )
+        more, more_rows, more_skipped = run_attacks(todo, aux, group)
+        numbers.update(more)
+        rows += more_rows
+        skipped.update(more_skipped)
     return numbers, rows, skipped
 
 
@@ -709,11 +733,13 @@ def run_attack(
         )
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
+    split_releases: dict[str, MechanismRelease] = {}
     if release_dir is not None:
         assert head_dir is not None and bits is not None
-        mech_release, codes, release_config = load_release(
+        split_releases, codes, release_config = load_release(
             release_dir, head_dir, head, head_config, bits, cfg
         )
+        mech_release = next(iter(split_releases.values()))
         published.update(codes)
     images = load_images(params, dataset, emb)
     names = select_attacks(cfg, images is not None)
@@ -756,13 +782,14 @@ def run_attack(
         attacks = make_attacks(
             names, release, params, linkage_default=default, head=head, head_config=head_config
         )
-        touched = release_config.get("release", {}).get("splits", VICTIMS)
-        clean = [s for s in victims if s not in touched]
-        if mech_release is None or not clean:
+        by_split = {s: split_releases.get(s) for s in victims}
+        if mech_release is None or all(r is mech_release for r in by_split.values()):
             numbers, rows, skipped = run_attacks(attacks, aux, victims)
         else:
+            head_release = CodeRelease.from_head(head)
+            releases = {s: head_release if r is None else r for s, r in by_split.items()}
             numbers, rows, skipped = attack_by_publication(
-                attacks, clean, CodeRelease.from_head(head), params, default, aux, victims
+                attacks, mech_release, releases, params, default, aux, victims
             )
         numbers["aux_size"] = float(len(aux))
         if shape is not None and "reconstruction" in names and "reconstruction" not in skipped:

@@ -467,6 +467,51 @@ def test_attack_on_k_anonymous_release(study: Path) -> None:
     assert res["linkage/train/top1"] <= 1 / 40 + 1e-9
 
 
+def test_k_anonymous_attacker_snaps_each_split_onto_its_own_release(tmp_path: Path) -> None:
+    """release.apply_to: both k-anonymises train and test each on its own; the attacker's snap
+    (load_release) uses the same rule per split, so passing a split's true codes through the
+    attacker's mechanism reproduces that split's release exactly. (The old attacker snapped onto
+    train + test concatenated, whose holder counts are not a split's own: codes held by fewer
+    than k records of a split but k or more overall were kept, and, on these codes, 23 of 60 test codes came out differently.)"""
+    from hashers import registry
+    from hashers.base import HeadSpec
+    from pipeline import release as release_stage
+    from pipeline.artifacts import save_codes, write_json
+    from pipeline.config import AttackConfig
+    from retrieval.codes import pack_bits, unpack_bits
+
+    g = np.random.default_rng(1)
+    centres = g.random((8, 6)) < 0.5
+    true = {
+        s: centres[g.integers(0, 8, n)] ^ (g.random((n, 6)) < 0.1)
+        for s, n in (("train", 150), ("val", 40), ("test", 60))
+    }
+    head_dir, rel_dir = tmp_path / "head", tmp_path / "rel"
+    packed = {s: pack_bits(b) for s, b in true.items()}
+    save_codes(head_dir / "codes.safetensors", packed, n_bits=6, meta={"method": "lsh"})
+    write_json(head_dir / "config.json", {"dataset": "syn", "method": "lsh"})
+    sets = ("release.k=5", "release.apply_to=both")
+    cli = ["--head", str(head_dir), "--mechanism", "kanon", "--out", str(rel_dir),
+           "--metrics", str(tmp_path / "m/rel.json")]  # fmt: skip
+    assert release_stage.main(args(tmp_path, *cli, sets=sets)) == 0
+    head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
+    cfg = {"method": "lsh"}
+    by_split, published, _ = attack.load_release(rel_dir, head_dir, head, cfg, 6, AttackConfig())
+    assert set(by_split) == {"train", "test"}
+    released = load_codes(rel_dir / "codes.safetensors")[0]
+    changed = 0
+    for split in ("train", "test"):
+        assert np.array_equal(published[split], unpack_bits(released[split], 6))
+        assert np.array_equal(by_split[split].mechanism(true[split]), published[split])
+        changed += int((published[split] != true[split]).any(axis=1).sum())
+    assert changed > 0  # the release did replace codes
+    # the union rule would not reproduce it on this data (what the old attacker did)
+    from privacy.release import snap_to_k_anonymous
+
+    union = np.concatenate([published["train"], published["test"]])
+    assert not np.array_equal(snap_to_k_anonymous(true["test"], union, 5), published["test"])
+
+
 def test_released_codes_bad_input_exit_2(study: Path, caplog) -> None:
     assert attack.main(float_args(study)) == 0
     assert attack.main(released_args(study, "nowhere", "bad")) == 2
