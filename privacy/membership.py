@@ -43,9 +43,14 @@ head that memorises more than the target does.
 
 Reported: AUC and TPR at 1% and 0.1% FPR (members vs non-members by Λ), beside the blind baseline
 (AUC 0.5, TPR = FPR). An FPR below ``1 / n_nonmembers`` cannot be resolved: its flag
-``..._resolvable`` is 0 and the TPR is left out. Deviation from the paper: the target head was
+``..._resolvable`` is 0 and the TPR is left out. Deviations from Carlini et al.: the target head was
 trained on the whole train split, not on a random half of the pool, so shadow training sets are
-smaller than the target's; heads on frozen embeddings see every record each epoch either way.
+smaller than the target's (heads on frozen embeddings see every record each epoch either way); the
+centre of each record's IN / OUT Gaussian is the mean of its shadow scores (:func:`lira_scores`),
+where the authors' reference code takes the median (``np.median`` in its scoring script); and the
+Gaussians are fitted to the scores above as they are (``relaxed_margin``'s mean ``|tanh(u)|`` lies
+in [0, 1)), without the logit scaling the paper applies to a classifier's confidence. None of these
+was measured against the original choice.
 """
 
 from __future__ import annotations
