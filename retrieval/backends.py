@@ -9,7 +9,8 @@ A back-end holds a database of packed codes and answers ``search(q_packed, k) ->
 - ``ivf``: approximate, the same trained IVF coarse quantiser as ``faiss_ivf`` with its lists
   scanned by the compiled kernels of :mod:`retrieval.scan` (:class:`ScanIVF`).
 - ``faiss_ivf``: approximate, faiss ``IndexBinaryIVF`` (inverted lists over a binary k-means
-  coarse quantiser, the inverted-file idea of Jégou, Douze & Schmid, TPAMI 2011; ``nlist`` lists,
+  coarse quantiser, the IVF of Jégou, Douze & Schmid, TPAMI 2011 (inverted files themselves are
+  older: Sivic & Zisserman, ICCV 2003); ``nlist`` lists,
   ``nprobe`` visited per query). Compare it with exact search by
   :func:`recall_at`.
 - ``faiss_hnsw``: approximate, faiss ``IndexBinaryHNSW`` (hierarchical navigable small-world graph,

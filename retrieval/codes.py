@@ -16,11 +16,16 @@ from torch import Tensor
 
 
 def pack_bits(bits: np.ndarray | Tensor) -> np.ndarray:
-    """``bool [N, K]`` -> ``uint8 [N, ceil(K/8)]``."""
+    """``bool [N, K]`` -> ``uint8 [N, ceil(K/8)]``.
+
+    Only booleans: ``±1`` signs or real outputs ``u`` would otherwise pack every non-zero value
+    as 1 (the bit rule is ``u > 0``: :func:`to_signs`, ``HashingMethod.encode``)."""
     arr = bits.cpu().numpy() if isinstance(bits, Tensor) else np.asarray(bits)
     if arr.ndim != 2:
         raise ValueError(f"codes must be [N, K], got shape {arr.shape}")
-    return np.packbits(arr.astype(bool), axis=1, bitorder="little")
+    if arr.dtype != np.bool_:
+        raise TypeError(f"pack_bits takes bool codes, got {arr.dtype}; binarise first (u > 0)")
+    return np.packbits(arr, axis=1, bitorder="little")
 
 
 def unpack_bits(packed: np.ndarray, n_bits: int) -> np.ndarray:

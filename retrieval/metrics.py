@@ -43,7 +43,11 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         labels = np.flatnonzero(yt.any(axis=0) | yp.any(axis=0))
         if labels.size == 0:  # no label in truth or predictions: nothing was got wrong
             return 1.0
-        return float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0))
+        # per label as a binary problem: sklearn reads an [N, 1] indicator matrix as a binary
+        # target, and labels=[0] would then score the negative class
+        return float(
+            np.mean([f1_score(yt[:, j], yp[:, j], zero_division=0) for j in labels.tolist()])
+        )
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 

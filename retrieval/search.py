@@ -91,7 +91,8 @@ class HammingIndex:
         if engine == "faiss":
             self.index = _faiss().IndexBinaryFlat(8 * self.codes.shape[1])
             # faiss scans the database once per batch of queries: its default batch of 32 re-reads
-            # a 1M-code database 32x more often than a batch of 1024 (3-4x slower in bench_retrieval)
+            # a 1M-code database 16x more often than QUERY_BATCH = 512 (3-4x slower than a batch
+            # of 1024 in bench_retrieval)
             self.index.query_batch_size = QUERY_BATCH
             self.index.add(self.codes)
 

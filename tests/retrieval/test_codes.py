@@ -50,3 +50,12 @@ def test_to_signs_one_zero_rule_for_bits_and_reals() -> None:
     assert signs.tolist() == [[1.0, -1.0, -1.0, -1.0]] and signs.dtype == torch.float64  # 0 -> -1
     # the bits of a real code (u > 0) have the same signs as the code itself
     assert torch.equal(to_signs((reals > 0).numpy()).double(), signs)
+
+
+@pytest.mark.parametrize(
+    "values", [np.array([[1, -1, -1, 1]]), np.array([[0.3, -0.2, -1e-3, 0.0]]), np.eye(2, 4)]
+)
+def test_pack_refuses_signs_reals_and_integers(values: np.ndarray) -> None:
+    # np.packbits would pack every non-zero as 1: [1, -1, -1, 1] would become 1111, not 1001
+    with pytest.raises(TypeError, match="bool codes"):
+        pack_bits(values)

@@ -24,3 +24,16 @@ def test_macro_f1_over_classes_in_truth_or_predictions() -> None:
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # recall over truth classes
     assert m["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_multilabel_macro_f1_of_one_label_scores_the_label_not_its_absence() -> None:
+    from retrieval.metrics import macro_f1
+
+    truth = np.array([[1], [1], [1], [0], [0]], dtype=bool)
+    pred = np.array([[1], [1], [0], [1], [0]], dtype=bool)
+    # the label: TP 2, FP 1, FN 1 -> F1 = 2·2 / (2·2 + 1 + 1) = 2/3 (its absence would score 1/2)
+    assert macro_f1(truth, pred) == pytest.approx(2 / 3)
+    two = np.array([[1, 0], [1, 1], [1, 0], [0, 1], [0, 0]], dtype=bool)
+    two_pred = np.array([[1, 0], [1, 1], [0, 0], [1, 1], [0, 0]], dtype=bool)
+    # label 0 as above (2/3); label 1: TP 2, FP 0, FN 0 -> 1
+    assert macro_f1(two, two_pred) == pytest.approx((2 / 3 + 1) / 2)
