@@ -33,6 +33,16 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((y_true == y_pred).mean())
 
 
+def multilabel_relevance(q_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
+    """``bool [Q, N]``: database item n is relevant to query q when they share a label **or both
+    hold none** (a "no finding" image is the right answer to a "no finding" query, as the empty
+    label set is the right KNN prediction for it, and as the heads are trained:
+    :func:`hashers.functional.label_similarity`)."""
+    q, db = q_labels.astype(np.float32), db_labels.astype(np.float32)
+    shared = (q @ db.T) > 0
+    return shared | (~q.any(axis=1))[:, None] & (~db.any(axis=1))[None, :]
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean F1 over the classes present in truth or predictions (multi-label: labels;
     1.0 when no label occurs in either)."""

@@ -8,7 +8,8 @@ it does not depend on database order (Hamming distances take only ``K + 1`` valu
 would let the storage order decide). Input per query: the database split into distance groups in
 ascending order, ``tot[g]`` items and ``rel[g]`` relevant ones in group ``g`` (from
 :meth:`retrieval.search.HammingIndex.counts`, or from sorted float distances). Relevant = same
-class; multi-label: at least one shared label.
+class; multi-label: at least one shared label, or both without any
+(:func:`retrieval.metrics.multilabel_relevance`).
 
 Definitions (per query; means over all queries, a query without relevant items scores 0):
 ``AP@all = (1/R) sum_{relevant i} P@rank(i)`` over the whole database (no item dropped),
@@ -48,6 +49,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from retrieval.errors import RetrievalError
+from retrieval.metrics import multilabel_relevance
 
 
 def harmonic(n: int) -> np.ndarray:
@@ -284,7 +286,7 @@ def groups_from_sorted(dist: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarr
 
 def _relevance(q_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
     if db_labels.ndim == 2:
-        return (q_labels.astype(np.float32) @ db_labels.T.astype(np.float32)) > 0
+        return multilabel_relevance(q_labels, db_labels)
     return q_labels[:, None] == db_labels[None, :]
 
 

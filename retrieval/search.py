@@ -40,6 +40,7 @@ import numpy as np
 
 from retrieval.codes import check_codes, pad_to_words
 from retrieval.errors import RetrievalError
+from retrieval.metrics import multilabel_relevance
 
 Metric = Literal["euclidean", "cosine"]
 Engine = Literal["scan", "faiss"]
@@ -163,7 +164,8 @@ class HammingIndex:
 
         ``db_labels``: int ``[N]`` class ids or 0/1 ``[N, C]`` multi-hot labels; ``q_labels`` (same
         kind, ``[Q]`` / ``[Q, C]``) adds the relevant counts used by the ranking metrics
-        (relevant = same class; multi-label: at least one shared label).
+        (relevant = same class; multi-label: at least one shared label, or both without any:
+        :func:`retrieval.metrics.multilabel_relevance`).
         """
         n_values = self.n_bits + 1
         labels = _check_labels(db_labels, self.ntotal, "database")
@@ -202,7 +204,7 @@ class HammingIndex:
             elif q_labels is None:
                 tot, rel = _row_counts(d, n_values), None
             else:
-                shares = (q_labels[sl].astype(np.float32) @ labels.T.astype(np.float32)) > 0
+                shares = multilabel_relevance(q_labels[sl], labels)
                 both = _row_counts(d * 2 + shares.astype(dtype), 2 * n_values)
                 tot = both[:, 0::2] + both[:, 1::2]
                 rel = both[:, 1::2]

@@ -155,3 +155,22 @@ def test_hypergeometric_pmf_equals_scipy_and_sums_to_one() -> None:
     t = g.integers(1, 60, 50)
     laws = (t[:, None], g.integers(0, t + 1)[:, None], g.integers(0, t + 1)[:, None])
     np.testing.assert_allclose(hypergeom_pmf(np.arange(61)[None, :], *laws).sum(axis=1), 1.0)
+
+
+def test_unlabelled_multilabel_query_finds_unlabelled_items_relevant() -> None:
+    from retrieval.ranking import RankingSpec, float_ranking, hamming_ranking
+
+    spec = RankingSpec(map_at=(3,), precision_at=(1,), radius=1, pr_points=3)
+    # database: 0000 (no label), 1111 (label 0), 0001 (no label); query 0000 (no label)
+    bits = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=bool)
+    y_db = np.array([[0, 0], [1, 0], [0, 0]], dtype=np.uint8)
+    q, y_q = bits[:1], np.array([[0, 0]], dtype=np.uint8)
+    # relevant: items 0 (distance 0) and 2 (distance 1) -> AP@all = (1/1 + 2/2) / 2 = 1
+    ham = hamming_ranking(pack_bits(q), pack_bits(bits), 4, y_q, y_db, spec=spec)
+    assert ham.scalars["map_all"] == pytest.approx(1.0)
+    flt = float_ranking(q.astype(np.float32), bits.astype(np.float32), y_q, y_db, spec=spec)
+    assert flt.scalars["map_all"] == pytest.approx(1.0)
+    # a labelled query is still relevant only to items sharing its label: item 1 alone
+    ham1 = hamming_ranking(pack_bits(bits[1:2]), pack_bits(bits), 4, y_db[1:2], y_db, spec=spec)
+    assert ham1.scalars["map_all"] == pytest.approx(1.0)
+    assert ham1.scalars["precision_at_1"] == pytest.approx(1.0)

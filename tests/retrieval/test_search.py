@@ -49,7 +49,12 @@ def test_counts_match_brute_force_histograms(multilabel: bool) -> None:
     d = _brute(q, db)
     [c] = list(HammingIndex(pack_bits(db), 5).counts(pack_bits(q), y_db, y_q))
     onehot = y_db.astype(int) if multilabel else np.eye(4, dtype=int)[y_db]
-    rel = (y_q.astype(int) @ y_db.T.astype(int) > 0) if multilabel else y_q[:, None] == y_db
+    if multilabel:  # a shared label, or neither holds any
+        none = ~y_q.any(1)[:, None] & ~y_db.any(1)[None, :]
+        rel = (y_q.astype(int) @ y_db.T.astype(int) > 0) | none
+        assert none.any()  # the case is exercised
+    else:
+        rel = y_q[:, None] == y_db
     for i in range(9):
         for dist in range(6):
             at = d[i] == dist
