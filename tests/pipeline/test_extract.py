@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -239,6 +240,7 @@ class RecordingRun:
         self.params: dict = {}
         self.metrics: dict = {}
         self.artifacts: list = []
+        self.tags: dict = {}
 
     def log_params(self, params) -> None:
         self.params.update(params)
@@ -248,6 +250,9 @@ class RecordingRun:
 
     def log_artifact(self, path, artifact_path=None) -> None:
         self.artifacts.append(path)
+
+    def set_tag(self, key, value) -> None:
+        self.tags[key] = value
 
 
 def test_tracking_logs_params_and_metrics_only(
@@ -272,6 +277,9 @@ def test_tracking_logs_params_and_metrics_only(
     assert run.params["data"]["source"]["kind"] == "embeddings" and "backbone" not in run.params
     assert run.metrics["n_val"] == 6 and run.metrics["dim"] == 8 and not run.artifacts
     assert json.loads((tmp_path / "metrics.json").read_text())["n_val"] == 6
+    # the run is tagged with the SHA-256 of the file it wrote (the report nests it by that)
+    digest = hashlib.sha256((tmp_path / "metrics.json").read_bytes()).hexdigest()
+    assert run.tags == {tracking.METRICS_TAG: digest}
 
 
 @pytest.mark.gpu

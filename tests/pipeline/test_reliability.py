@@ -321,14 +321,14 @@ def test_failed_write_after_training_leaves_no_output(
     before it, must not stay, and the error names metrics' path, not a temp file."""
     import pipeline.tracking as tracking
 
-    def disk_full(path, obj):
+    def disk_full(path, text):
         with atomic_path(path) as tmp:
             tmp.write_text("{")
             raise OSError(28, "No space left on device")
 
     emb = tmp_path / "e.safetensors"
     save_embeddings(emb, synthetic_embeddings())
-    monkeypatch.setattr(tracking, "write_json", disk_full)
+    monkeypatch.setattr(tracking, "write_text", disk_full)
     assert train.main(train_argv(emb, tmp_path / "run")) == 2
     target = tmp_path / "run" / "train.json"
     assert f"{target}: cannot write this output (No space left on device)" in caplog.text
@@ -346,10 +346,10 @@ def test_failed_rerun_keeps_the_previous_outputs(
     shutil.copytree(study["root"], run)
     before = {p: (run / p).read_bytes() for p in files_under(run)}
 
-    def disk_full(path, obj):
+    def disk_full(path, text):
         raise ArtifactError(f"{path}: cannot write this output (No space left on device)")
 
-    monkeypatch.setattr(tracking, "write_json", disk_full)
+    monkeypatch.setattr(tracking, "write_text", disk_full)
     assert train.main(train_argv(run / "emb.safetensors", run, "--set", "seed=3")) == 2
     assert {p: (run / p).read_bytes() for p in files_under(run)} == before
     assert no_stray_temp_files(run)
