@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
 from hashers.devices import resolve_device
 from retrieval.codes import pack_bits
-from retrieval.knn import votes_from_counts
+from retrieval.knn import tally_from_counts
 from retrieval.metrics import accuracy, balanced_accuracy
 from retrieval.ranking import ap_all, harmonic
 from retrieval.search import HammingIndex
@@ -92,11 +92,16 @@ class FitConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
+        if self.batch_size < 2:
+            raise HashingError(
+                f"batch_size={self.batch_size}: use at least 2 (a batch of one row has no pairs "
+                "and is skipped, so nothing would be trained)"
+            )
 
     def epoch_budget(self, n_train: int) -> int:
         """Epochs to run on ``n_train`` rows: ``epochs``, capped by the ``max_steps`` budget.
 
-        An epoch has ``ceil(n / batch_size)`` steps (a lone last row is folded away). The cap is
+        An epoch has ``ceil(n / batch_size)`` steps (a lone last row is dropped). The cap is
         ``max(1, max_steps // steps_per_epoch)`` whole epochs, so small sets run all ``epochs`` and
         a large one (PathMNIST's 90k rows: 352 steps at batch 256) a few passes of many steps.
         """
@@ -107,8 +112,9 @@ class FitConfig:
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps in one epoch of the default batches: ``ceil(n / batch_size)``, a lone last
-    row folded into the previous batch."""
+    """Optimiser steps in one epoch of the default batches: ``ceil(n / batch_size)``, less one
+    when the last batch would hold a lone row, which is dropped (a batch of one has no pairs; the
+    permutation changes every epoch, so no row is left out every time)."""
     return max(
         -(-n_train // batch_size) - (1 if n_train % batch_size == 1 and n_train >= 2 else 0), 1
     )
@@ -151,7 +157,8 @@ class BatchPlan(Protocol):
 @dataclass(frozen=True)
 class ShuffledBatches:
     """A seeded permutation of the training rows cut into ``batch_size`` batches. A lone last row
-    is folded away (a batch of one has no pairs), unless the training set has a single row."""
+    is dropped for that epoch (a batch of one has no pairs), unless the training set has a single
+    row."""
 
     def batches(
         self, train: EmbeddingSet, batch_size: int, generator: torch.Generator
@@ -309,22 +316,22 @@ def val_scores(
       val images lets plain accuracy pick lucky epochs) and class-balanced (an epoch that serves
       only the majority class scores about 1/C, not the majority's share);
     - ``val_balanced_map``: tie-aware average precision of each val query over the whole ranked
-      ``train`` database (relevant = same class; multi-label: a shared label;
+      ``train`` database (relevant = same class; multi-label: a shared label or none on both;
       :func:`retrieval.ranking.ap_all`), averaged per class first (multi-label: over the queries
       holding each label), then over the classes. It scores the whole ranking, not the k
       nearest codes: the score most hashing papers report, made class-balanced.
     """
     db = pack_bits(method.encode(train.x))
     q = pack_bits(method.encode(val.x))
-    multilabel = bool(train.y.sum(dim=1).max() > 1 or val.y.sum(dim=1).max() > 1)
+    multilabel = method.spec.multilabel  # declared, not guessed from which rows hold two labels
     if k > len(train):  # one rule with the knn stage: never lower k silently
         raise HashingError(f"k={k} exceeds the {len(train)} rows of the KNN database; lower k")
     y_val = val.y.numpy()
-    votes, ap = ranked_votes(
+    votes, pred, ap = ranked_votes(
         q, db, method.spec.n_bits, y_val, train.y.numpy(), k=k, multilabel=multilabel
     )
     shares = (votes / k).astype(np.float64)  # float32 votes, as the KNN stage computes them
-    scores = vote_share_scores(shares, y_val, multilabel=multilabel)
+    scores = vote_share_scores(shares, y_val, multilabel=multilabel, pred=pred)
     scores["val_balanced_map"] = class_balanced_mean(ap, y_val)
     return scores
 
@@ -338,16 +345,19 @@ def ranked_votes(
     *,
     k: int,
     multilabel: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Hamming scan of packed query codes ``q`` against packed ``db`` codes, with multi-hot
-    labels ``y_q [Q, C]`` and ``y_db [N, C]``: the tie-aware k-NN votes ``[Q, C]``
-    (:func:`retrieval.knn.votes_from_counts`) and each query's tie-aware AP over the whole ranking
-    ``[Q]`` (:func:`retrieval.ranking.ap_all`; relevant = same class, multi-label: a shared label).
+    labels ``y_q [Q, C]`` and ``y_db [N, C]``: the tie-aware k-NN votes ``[Q, C]`` (float32, for
+    the soft scores), the KNN predictions decided on the exact integer tallies as the KNN stage
+    decides them (:meth:`retrieval.knn.TieTally.decide`: class ids ``[Q]`` or labels ``[Q, C]``),
+    and each query's tie-aware AP over the whole ranking ``[Q]`` (:func:`retrieval.ranking.ap_all`;
+    relevant = same class, multi-label: a shared label or both without any).
     """
     votes = np.zeros(y_q.shape, dtype=np.float32)
+    pred = np.zeros(y_q.shape if multilabel else (len(q),), dtype=bool if multilabel else np.int64)
     ap = np.zeros(len(q), dtype=np.float64)
     if len(q) == 0:
-        return votes, ap
+        return votes, pred, ap
     if multilabel:
         q_lab, db_lab = y_q.astype(np.uint8), y_db.astype(np.uint8)
     else:
@@ -359,9 +369,11 @@ def ranked_votes(
         if by_label.shape[2] < y_q.shape[1]:  # class ids past the database's largest one
             pad = y_q.shape[1] - by_label.shape[2]
             by_label = np.pad(by_label, ((0, 0), (0, 0), (0, pad)))
-        votes[c.sl] = votes_from_counts(by_label, c.tot, k)
+        tally = tally_from_counts(by_label, c.tot, k)
+        votes[c.sl] = tally.votes(k)
+        pred[c.sl] = tally.decide(k, multilabel)
         ap[c.sl] = ap_all(c.tot, c.rel, harm)
-    return votes, ap
+    return votes, pred, ap
 
 
 def class_balanced_mean(per_query: np.ndarray, y: np.ndarray) -> float:
@@ -372,14 +384,18 @@ def class_balanced_mean(per_query: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(per_class)) if per_class else 0.0
 
 
-def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) -> dict[str, float]:
+def vote_share_scores(
+    shares: np.ndarray, y: np.ndarray, *, multilabel: bool, pred: np.ndarray | None = None
+) -> dict[str, float]:
     """The four vote-share selection scores of :func:`val_scores` (all but ``balanced_map``) from
-    vote shares ``[Q, C]`` and multi-hot truth ``y [Q, C]``."""
+    vote shares ``[Q, C]`` and multi-hot truth ``y [Q, C]``. ``pred``: the KNN predictions decided
+    on exact tallies (:func:`ranked_votes`); without it they are read off the float shares, where
+    two classes with equal votes can differ in the last bit."""
     if len(y) == 0:
         return {f"val_{name}": 0.0 for name in SELECTION_SCORES if name != "balanced_map"}
     truth = y.astype(bool)
     if multilabel:
-        pred = shares > 0.5
+        pred = shares > 0.5 if pred is None else pred.astype(bool)
         soft_el = np.where(truth, shares, 1.0 - shares)
         pos, neg = truth.sum(axis=0), (~truth).sum(axis=0)
         soft_pos = (shares * truth).sum(axis=0) / np.maximum(pos, 1)
@@ -393,7 +409,7 @@ def vote_share_scores(shares: np.ndarray, y: np.ndarray, *, multilabel: bool) ->
             "val_balanced_soft_accuracy": float(per_label.mean()),
         }
     true_cls = y.argmax(axis=1)
-    pred_cls = shares.argmax(axis=1)
+    pred_cls = shares.argmax(axis=1) if pred is None else pred
     true_share = shares[np.arange(len(y)), true_cls]
     return {
         "val_accuracy": accuracy(true_cls, pred_cls),

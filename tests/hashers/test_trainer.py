@@ -172,9 +172,14 @@ def test_ranked_votes_and_balanced_map_hand_computed() -> None:
     # q2 (11, class 0): rel at d=0 (P = 1), tie {rel, irr}: P = 2/2 or 2/3 -> (1 + 5/6) / 2 = 11/12
     # k = 1 votes: q0 splits its vote over the tie at d=0 (1/2, 1/2); q1, q2 vote class 0 (item 3)
     for multilabel in (False, True):  # one-hot read as multi-label: relevant = a shared label
-        votes, ap = ranked_votes(q, db, 2, y_q, y_db, k=1, multilabel=multilabel)
+        votes, pred, ap = ranked_votes(q, db, 2, y_q, y_db, k=1, multilabel=multilabel)
         np.testing.assert_allclose(ap, [17 / 24, 5 / 12, 11 / 12])
         np.testing.assert_allclose(votes, [[0.5, 0.5], [1.0, 0.0], [1.0, 0.0]])
+        # decided as the KNN stage decides: a tie goes to the lowest class; a label needs > 1/2
+        if multilabel:
+            assert pred.tolist() == [[False, False], [True, False], [True, False]]
+        else:
+            assert pred.tolist() == [0, 0, 0]
         # class 0: (17/24 + 22/24) / 2 = 39/48; class 1: 20/48 -> balanced (39 + 20) / 96
         assert class_balanced_mean(ap, y_q) == pytest.approx(59 / 96)
     # the plain mean would be 49/72: the per-class average is what balances it
@@ -189,9 +194,49 @@ def test_ranked_votes_keep_every_class_when_the_database_lacks_the_last_one() ->
     db = pack_bits(torch.tensor([[False, False], [True, True]]))
     y_db = np.eye(3)[[0, 1]]  # class 2 absent
     q = pack_bits(torch.tensor([[False, False]]))
-    votes, ap = ranked_votes(q, db, 2, np.eye(3)[[2]], y_db, k=1, multilabel=False)
+    votes, _, ap = ranked_votes(q, db, 2, np.eye(3)[[2]], y_db, k=1, multilabel=False)
     np.testing.assert_allclose(votes, [[1.0, 0.0, 0.0]])
     np.testing.assert_allclose(ap, [0.0])  # nothing relevant in the database
+
+
+def test_val_scores_decide_exact_vote_ties_as_the_knn_stage_does() -> None:
+    from retrieval.knn import knn_hamming
+
+    # k = 7; query code 00000000. One class-1 item at distance 0; 30 items at distance 1:
+    # 14 of class 0, 9 of class 1, one each of classes 2..8. Votes: class 0 14·6/30 = 2.8,
+    # class 1 1 + 9·6/30 = 2.8, an exact tie that the KNN stage gives to class 0 (the lower id);
+    # in float32 class 1 comes out 2.8000002
+    near = [-1.0] * 8
+    one_off = [1.0] + [-1.0] * 7
+    labels = [1] + [0] * 14 + [1] * 9 + list(range(2, 9))
+    db_x = torch.tensor([near] + [one_off] * 30)
+    db_y = torch.eye(9)[labels]
+    method = _Identity(HeadSpec(in_dim=8, n_bits=8, n_classes=9))
+    val = EmbeddingSet(torch.tensor([near]), torch.eye(9)[[0]])
+    codes = np.packbits(db_x.numpy() > 0, axis=1, bitorder="little")
+    query = np.packbits(val.x.numpy() > 0, axis=1, bitorder="little")
+    assert knn_hamming(query, codes, 8, np.array(labels), [7])[7].tolist() == [0]
+    s = val_scores(method, EmbeddingSet(db_x, db_y), val, k=7)
+    assert s["val_accuracy"] == 1.0 and s["val_balanced_accuracy"] == 1.0
+
+
+def test_val_scores_read_multilabel_from_the_spec_not_from_the_rows() -> None:
+    # a multi-label set whose rows hold at most one label each: query 0 (label 0) has only
+    # unlabelled rows near it -> predicted no label -> exact match fails; query 1 (label 1) is
+    # right. Read as single-label, the unlabelled rows would vote for class 0 and both be right.
+    a, b, c = [1.0] * 4, [-1.0] * 4, [1.0, -1.0, 1.0, -1.0]
+    db_x = torch.tensor([a] * 8 + [b] * 8 + [c] * 8)
+    db_y = torch.tensor([[0.0, 0.0]] * 8 + [[0.0, 1.0]] * 8 + [[1.0, 0.0]] * 8)
+    val = EmbeddingSet(torch.tensor([a, b]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    method = _Identity(HeadSpec(in_dim=4, n_bits=4, n_classes=2, multilabel=True))
+    s = val_scores(method, EmbeddingSet(db_x, db_y), val, k=7)
+    assert s["val_accuracy"] == 0.5
+
+
+def test_batch_size_of_one_is_refused() -> None:
+    # one-row batches have no pairs and are skipped: nothing would train
+    with pytest.raises(HashingError, match="batch_size=1"):
+        FitConfig(batch_size=1)
 
 
 def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
