@@ -201,7 +201,9 @@ def release_row(files: ReleaseFiles) -> dict[str, Any]:
     attack = read_json(files.attack) if files.attack is not None else {}
     for number in LEAKAGE_NUMBERS:
         for group in number.groups:
-            value, base, flt = attack_triplet(attack, number, group)
+            value, base, flt = attack_triplet(
+                attack, number, group, float_control=files.kind == "float"
+            )
             col = column(number, group)
             row[f"{col}"] = value
             row[f"{col}_baseline"] = base

@@ -74,23 +74,18 @@ def leakage_share(value: float, baseline: float, float_value: float) -> float:
 
 
 def attack_triplet(
-    metrics: Mapping[str, float], number: LeakageNumber, group: str | None
+    metrics: Mapping[str, float], number: LeakageNumber, group: str | None, *, float_control: bool
 ) -> tuple[float, float, float]:
     """``(value, baseline, float value)`` of ``number`` in one attack metrics file, NaN where the
     file lacks it (an attack skipped, e.g. reconstruction without images, membership on a
-    release). A float-control file (no ``_float`` keys) is its own float value."""
+    release). ``float_control``: the file is the attack on the float embeddings, its own float
+    value; the caller says so (a head's file that happens to hold no ``_float`` key, such as a
+    membership-only attack, is not the control)."""
     key = number.name(group)
     value = float(metrics.get(key, math.nan))
     baseline = float(metrics.get(number.baseline_name(group), math.nan))
-    float_value = float(
-        metrics.get(f"{key}_float", value if _is_float_control(metrics) else math.nan)
-    )
+    float_value = value if float_control else float(metrics.get(f"{key}_float", math.nan))
     return value, baseline, float_value
-
-
-def _is_float_control(metrics: Mapping[str, float]) -> bool:
-    """The float control's file has no ``*_float`` counterparts (it *is* the float attack)."""
-    return not any(k.endswith("_float") for k in metrics)
 
 
 def pareto_mask(utility: np.ndarray, leakage: np.ndarray) -> np.ndarray:

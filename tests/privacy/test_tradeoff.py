@@ -52,14 +52,33 @@ def test_attack_triplet_reads_head_and_float_control_files() -> None:
         "membership/auc": 0.61,
         "membership/auc_baseline": 0.5,
     }
-    assert attack_triplet(head, BY_ATTACK["linkage"], "test") == (0.2, 0.01, 0.6)
-    assert attack_triplet(head, BY_ATTACK["uniqueness"], "train") == (0.3, 0.0, 0.9)
-    value, base, flt = attack_triplet(head, BY_ATTACK["membership"], None)
+    assert attack_triplet(head, BY_ATTACK["linkage"], "test", float_control=False) == (
+        0.2,
+        0.01,
+        0.6,
+    )
+    assert attack_triplet(head, BY_ATTACK["uniqueness"], "train", float_control=False) == (
+        0.3,
+        0.0,
+        0.9,
+    )
+    value, base, flt = attack_triplet(head, BY_ATTACK["membership"], None, float_control=False)
     assert (value, base) == (0.61, 0.5) and math.isnan(flt)  # floats are not trained
-    value, base, flt = attack_triplet(head, BY_ATTACK["reconstruction"], "test")
+    value, base, flt = attack_triplet(
+        head, BY_ATTACK["reconstruction"], "test", float_control=False
+    )
     assert all(math.isnan(v) for v in (value, base, flt))  # not measured
     control = {"linkage/test/top1": 0.6, "linkage/test/top1_baseline": 0.01}
-    assert attack_triplet(control, BY_ATTACK["linkage"], "test") == (0.6, 0.01, 0.6)
+    assert attack_triplet(control, BY_ATTACK["linkage"], "test", float_control=True) == (
+        0.6,
+        0.01,
+        0.6,
+    )
+    # a head's membership-only file has no _float key, yet it is not the float control: no share
+    member_only = {"membership/auc": 0.62, "membership/auc_baseline": 0.5}
+    triplet = attack_triplet(member_only, BY_ATTACK["membership"], None, float_control=False)
+    assert triplet[:2] == (0.62, 0.5) and math.isnan(triplet[2])
+    assert math.isnan(leakage_share(*triplet))
 
 
 def test_pareto_mask_hand_case() -> None:
