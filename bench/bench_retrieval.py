@@ -11,8 +11,9 @@ Questions it answers (issue 11), every ratio measured in one run on the same mac
 3. The ANN indexes (faiss ``IndexBinaryHNSW``: ``--hnsw-m``, ``--ef-construction``,
    ``--ef-search``; ``IndexBinaryIVF`` and our ``ScanIVF`` (the same trained lists scanned by the
    compiled kernels): ``--nlist``, ``--nprobe``): tie-aware recall@10 >= 0.95 at
-   >= 5x the exact throughput on the 1M set? Exact search is re-timed right before each ANN
-   setting, and CPU time is reported beside wall time (the load of other jobs moves both).
+   >= 5x the exact throughput on the 1M set? Exact and ANN search are timed alternately for
+   each ANN setting and the speed-up is the median of the paired ratios; CPU time is reported
+   beside wall time (the load of other jobs moves both).
 4. Two-stage search (Hamming shortlist R, cosine re-rank) vs Hamming-only vs float-only on
    synthetic embeddings: KNN accuracy, mAP@1000 and query latency.
 
@@ -166,6 +167,22 @@ def measured(fn, repeat: int = 1):
     return best
 
 
+def paired(fn_a, fn_b, repeat: int):
+    """Time ``fn_a`` and ``fn_b`` alternately ``repeat`` times (a, b, a, b, ...), so that both see
+    the same load. Returns ``(wall a, wall b, CPU a, CPU b, ratios wall, ratios CPU, output of
+    fn_b)``: the medians of the times, and the per-pair ratios a / b sorted (their median is the
+    speed-up; one slow run of either no longer decides it)."""
+    times = []
+    out = None
+    for _ in range(repeat):
+        wa, ca, _ = measured(fn_a)
+        wb, cb, out = measured(fn_b)
+        times.append((wa, wb, ca, cb))
+    t = np.array(times)
+    med = np.median(t, axis=0)
+    return (*med, np.sort(t[:, 0] / t[:, 1]), np.sort(t[:, 2] / t[:, 3]), out)
+
+
 def million_codes(kind: str, args, rng) -> tuple[np.ndarray, np.ndarray]:
     """Packed ``(database, queries)`` of the 1M x 48-bit set, ``kind`` uniform or clustered."""
     n, nq, bits = args.n, args.queries, 48
@@ -205,12 +222,14 @@ def part_ann(args, rng, lines: list[str]) -> None:
         f"## 3. ANN indexes on the {args.n:,} x 48-bit set, {args.queries:,} queries, k = {k}",
         "",
         "Recall@10 is tie-aware (`retrieval.backends.recall_at`): the share of returned items "
-        "whose distance is within the exact 10th distance. Exact = our `HammingIndex` (compiled scan), timed "
-        f"right before each ANN setting; both best of {args.repeat} (wall), with that run's CPU "
-        "time; load = 1-min load average.",
+        "whose distance is within the exact 10th distance. Exact = our `HammingIndex` (compiled scan). "
+        f"For each ANN setting, exact and ANN search are timed alternately, {args.repeat} pairs "
+        "(`paired`): times are medians, the speed-up is the median of the per-pair ratios (their "
+        "range in brackets), so one slow run of either side does not decide it; CPU = user + "
+        "system time of the process; load = 1-min load average.",
         "",
         "| data | index | search | build s (wall / CPU) | exact s (wall / CPU) | "
-        "ANN s (wall / CPU) | speed-up wall | speed-up CPU | recall@10 | load |",
+        "ANN s (wall / CPU) | speed-up wall (range) | speed-up CPU (range) | recall@10 | load |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind in args.kinds:
@@ -221,11 +240,15 @@ def part_ann(args, rng, lines: list[str]) -> None:
             for label, set_param in setters:
                 set_param()
                 index.search(q[:8], k)  # numba kernels compiled / loaded outside the timing
-                ew, ec, _ = measured(lambda e=exact, q=q: e.search(q, k), args.repeat)
-                aw, ac, (d, _) = measured(lambda i=index, q=q: i.search(q, k), args.repeat)
+                ew, aw, ec, ac, rw, rc, (d, _) = paired(
+                    lambda e=exact, q=q: e.search(q, k),
+                    lambda i=index, q=q: i.search(q, k),
+                    args.repeat,
+                )
                 lines.append(
                     f"| {kind} | {name} | {label} | {bw:.1f} / {bc:.1f} | {ew:.3f} / {ec:.3f} | "
-                    f"{aw:.3f} / {ac:.3f} | {ew / aw:.1f} | {ec / ac:.1f} | "
+                    f"{aw:.3f} / {ac:.3f} | {np.median(rw):.1f} ({rw[0]:.1f}-{rw[-1]:.1f}) | "
+                    f"{np.median(rc):.1f} ({rc[0]:.1f}-{rc[-1]:.1f}) | "
                     f"{recall_at(exact_d, d):.4f} | {os.getloadavg()[0]:.1f} |"
                 )
                 log.info(lines[-1])
