@@ -92,11 +92,8 @@ class FitConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
-        if self.batch_size < 2:
-            raise HashingError(
-                f"batch_size={self.batch_size}: use at least 2 (a batch of one row has no pairs "
-                "and is skipped, so nothing would be trained)"
-            )
+        if self.batch_size < 1:
+            raise HashingError(f"batch_size={self.batch_size}: use a positive batch size")
 
     def epoch_budget(self, n_train: int) -> int:
         """Epochs to run on ``n_train`` rows: ``epochs``, capped by the ``max_steps`` budget.
@@ -224,7 +221,14 @@ class ClassBalancedBatches:
 
 def default_batches(method: HashingMethod, config: FitConfig) -> BatchPlan:
     """The plan :func:`fit` uses when none is given: class-balanced sampling for supervised
-    methods when ``config.class_balance > 0``, otherwise a seeded shuffle."""
+    methods when ``config.class_balance > 0``, otherwise a seeded shuffle. Both cut batches of
+    ``batch_size`` rows and skip a batch of one, so ``batch_size`` must be at least 2 (DP-SGD's
+    Poisson plan reads it as the *expected* batch size, where 1 is allowed)."""
+    if config.batch_size < 2:
+        raise HashingError(
+            f"batch_size={config.batch_size}: use at least 2 (a batch of one row has no pairs "
+            "and is skipped, so nothing would be trained)"
+        )
     if method.supervised and config.class_balance > 0:
         return ClassBalancedBatches(config.class_balance)
     return ShuffledBatches()

@@ -233,10 +233,16 @@ def test_val_scores_read_multilabel_from_the_spec_not_from_the_rows() -> None:
     assert s["val_accuracy"] == 0.5
 
 
-def test_batch_size_of_one_is_refused() -> None:
-    # one-row batches have no pairs and are skipped: nothing would train
+def test_batch_size_of_one_is_refused_by_the_default_batches() -> None:
+    # one-row batches have no pairs and are skipped: nothing would train (DP's Poisson plan reads
+    # batch_size as an expected size and accepts 1: tests/privacy/test_dp.py)
+    train = gaussian_clusters(20, seed=0, dim=8, n_classes=2)
+    val = gaussian_clusters(10, seed=1, dim=8, n_classes=2)
+    method = registry.build("dpsh", HeadSpec(in_dim=8, n_bits=8, n_classes=2), seed=0)
     with pytest.raises(HashingError, match="batch_size=1"):
-        FitConfig(batch_size=1)
+        fit(method, train, val, config=FitConfig(batch_size=1, epochs=1, progress=False))
+    with pytest.raises(HashingError, match="batch_size=0"):
+        FitConfig(batch_size=0)
 
 
 def test_val_scores_report_balanced_map_and_selection_accepts_it() -> None:
