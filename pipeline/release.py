@@ -14,6 +14,8 @@ copied unchanged (val stays the attacker's auxiliary data). The output directory
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -91,14 +93,18 @@ def release_codes(
 
 def release_context(head_config: Mapping[str, Any]) -> dict[str, Any]:
     """What identifies the released head in a seeded release's stream (with bits, split,
-    mechanism and ε_code, added per split): heads of other datasets, methods, training seeds or DP
-    targets get other flip masks under the same ``release.seed``."""
+    mechanism and ε_code, added per split): its whole ``config.json`` (dataset, method and its
+    settings, training settings and seed, DP block, embeddings fingerprint), so heads that differ
+    in any of these get other flip masks under the same ``release.seed``."""
     dp = head_config.get("dp")
     return {
         "dataset": head_config.get("dataset"),
         "method": head_config.get("method"),
         "head_seed": head_config.get("seed"),
         "head_dp_target_epsilon": dp.get("dp_target_epsilon") if isinstance(dp, dict) else None,
+        "head_config_sha256": hashlib.sha256(
+            json.dumps(head_config, sort_keys=True, default=str).encode("utf-8")
+        ).hexdigest(),
     }
 
 

@@ -39,9 +39,11 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   therefore seeds the Poisson sampling, the Gaussian noise and dropout from OS entropy
   (``numpy.random.SeedSequence()``), recorded nowhere; an integer seed makes a run reproducible
   (tests, benches) and the guarantee then holds only against someone without it. Each stream is
-  derived from the seed and the run (method, bits, ε target or σ, N, and the caller's context such
-  as the dataset), so two DP heads never share noise (XOR-like cancellation of shared noise would
-  otherwise reveal the difference of their clean gradients). Initialisation and the val halves of
+  derived from the seed and every setting of the run (the DP block, the training settings, the
+  method's settings and head shape, σ, N, and the caller's context such as the dataset), so two
+  DP heads that differ in any setting never share noise (cancellation of shared noise would
+  otherwise reveal the difference of their clean gradients); two runs with the same seed and the
+  same settings are the same run, so a seed must not be reused for heads that are published apart. Initialisation and the val halves of
   model selection stay seeded by the trainer's seed: they read no training record, so knowing them
   costs no privacy. The generators are torch's (Philox on CUDA, Mersenne Twister on the CPU), not
   cryptographically secure even when seeded from OS entropy: Opacus' ``secure_mode`` needs
@@ -563,6 +565,18 @@ def dp_fit(
                 "noise_multiplier": sigma,
                 "n_train": n,
                 "fit_seed": config.seed,
+                # every other setting too: heads that differ in any of them (C, lr, a method
+                # weight, ...) never share sampling, noise or dropout under one dp.seed
+                "dp": {k: v for k, v in dataclasses.asdict(dp).items() if k != "seed"},
+                "fit": {
+                    k: v
+                    for k, v in dataclasses.asdict(config).items()
+                    if k not in ("progress", "device")
+                },
+                "method_config": dataclasses.asdict(method.config)
+                if dataclasses.is_dataclass(method.config)
+                else repr(method.config),
+                "head_spec": dataclasses.asdict(method.spec),
             },
         ),
     )

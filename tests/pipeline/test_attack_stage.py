@@ -431,8 +431,10 @@ def test_attack_on_released_codes(study: Path) -> None:
     same = {k: v for k, v in plain.items() if not k.startswith("membership/")}
     assert {k: inf[k] for k in same} == same
     assert plain["linkage/train/top1"] >= 10 / 160  # the unreleased codes link (>= 10 x chance)
-    # tiny ε: every released (train) bit is a coin flip, linkage falls to chance (1/160)
-    assert release(study, "rr", "rel_tiny", eps=0.01) == 0
+    # tiny ε: every released (train) bit is a coin flip, linkage falls to chance (1/160); seeded,
+    # so that the bound below is checked on one fixed draw (with secret flips it would fail about
+    # once in 3,000 runs)
+    assert release(study, "rr", "rel_tiny", eps=0.01, sets=("release.seed=0",)) == 0
     assert attack.main(released_args(study, "rel_tiny", "rr_tiny")) == 0
     tiny = json.loads((study / "m/rr_tiny.json").read_text())
     assert set(tiny) == set(inf)  # regular names: the same keys as the unreleased file

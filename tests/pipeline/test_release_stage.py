@@ -118,3 +118,17 @@ def test_a_seeded_release_is_reproducible_recorded_and_its_masks_are_independent
     assert not np.array_equal(masks["train"], other_masks["train"])
     eps_masks, _ = run(head, "c", eps="3.9")
     assert (masks["train"] != eps_masks["train"]).mean() > 0.2  # not one mask thresholded twice
+
+
+def test_seeded_release_masks_differ_for_heads_that_differ_in_any_setting() -> None:
+    """Two heads of one dataset, method, length and seed that differ only in a training setting
+    (here lr) get other flip masks under the same release.seed."""
+    from pipeline.release import release_context
+    from privacy.release import release_stream
+
+    head = {"dataset": "d", "method": "dpsh", "seed": 0, "fit": {"lr": 0.001}}
+    other = {**head, "fit": {"lr": 0.002}}
+    a = np.random.default_rng(release_stream(0, release_context(head))).random(64)
+    b = np.random.default_rng(release_stream(0, release_context(other))).random(64)
+    again = np.random.default_rng(release_stream(0, release_context(dict(head)))).random(64)
+    assert not np.array_equal(a, b) and np.array_equal(a, again)

@@ -317,6 +317,37 @@ def test_dp_randomness_is_secret_by_default_and_reproducible_only_with_a_seed() 
         DPConfig(seed=-1)
 
 
+def test_seeded_dp_heads_that_differ_in_any_setting_get_other_streams(monkeypatch) -> None:
+    """Under one dp.seed, heads that differ only in the clipping norm, the DP learning rate or a
+    method setting must not share sampling, noise or dropout (shared noise cancels in their
+    difference); the same settings give the same streams (reproducible)."""
+    from privacy import dp as dp_module
+
+    seen = []
+    derive = dp_module.DPStreams.derive.__func__
+
+    def spy(cls, seed, context):
+        out = derive(cls, seed, context)
+        seen.append((out.sampling, out.noise, out.dropout))
+        return out
+
+    monkeypatch.setattr(dp_module.DPStreams, "derive", classmethod(spy))
+    base = DPConfig(noise_multiplier=1.0, accountant="rdp", seed=3)
+    _dp_run(base)
+    _dp_run(base)
+    _dp_run(dataclasses.replace(base, max_grad_norm=0.5))
+    fast_lr = dataclasses.replace(FAST, lr=FAST.lr * 2)
+    method = registry.build("csq", spec(dropout=0.1), seed=0)
+    dp_fit(method, data(60, 1), data(40, 2), config=fast_lr, dp=base)
+    from hashers.csq import CSQConfig
+
+    method = registry.build("csq", spec(dropout=0.1), CSQConfig(lambda_q=0.5), seed=0)
+    dp_fit(method, data(60, 1), data(40, 2), config=FAST, dp=base)
+    assert seen[0] == seen[1]
+    for other in seen[2:]:
+        assert not set(other) & set(seen[0]), other
+
+
 def test_dp_history_holds_no_training_loss_and_the_bar_no_train_number(capsys) -> None:
     """Under DP the history carries the epoch, dp_epsilon and val-only scores, never the per-epoch
     mean training losses (un-noised functions of the private records: with σ = 1000 they still
