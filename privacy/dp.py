@@ -80,8 +80,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import math
 import warnings
@@ -103,6 +101,7 @@ from hashers.trainer import (
     val_scores,
 )
 from privacy.errors import PrivacyError
+from privacy.streams import seed_sequence
 
 log = logging.getLogger(__name__)
 
@@ -319,17 +318,6 @@ def public_label_targets(method: HashingMethod, train: EmbeddingSet) -> None:
     method.targets = class_codes[train.y.argmax(dim=1).to(class_codes.device)].to(device)
 
 
-def _seed_sequence(seed: int | None, context: Mapping[str, Any]) -> np.random.SeedSequence:
-    """OS entropy for ``seed=None``; else ``seed`` followed by the SHA-256 words of ``context``'s
-    canonical JSON (the rule of :func:`privacy.release.release_stream`, kept here so that the
-    train_dp stage does not import the release module)."""
-    if seed is None:
-        return np.random.SeedSequence()
-    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
-    words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype="<u4").tolist()
-    return np.random.SeedSequence([int(seed), *words])
-
-
 @dataclass(frozen=True, repr=False)
 class DPStreams:
     """Seeds of the three private random streams of one DP-SGD run: Poisson sampling, Gaussian
@@ -342,7 +330,7 @@ class DPStreams:
     @classmethod
     def derive(cls, seed: int | None, context: Mapping[str, Any]) -> DPStreams:
         """OS entropy for ``seed=None``, else derived from ``seed`` and ``context``."""
-        children = _seed_sequence(seed, {"use": "dp-sgd", **context}).spawn(3)
+        children = seed_sequence(seed, {"use": "dp-sgd", **context}).spawn(3)
         words = [int(c.generate_state(1, np.uint64)[0]) & (2**63 - 1) for c in children]
         return cls(*words)
 

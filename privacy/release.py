@@ -53,8 +53,6 @@ shares one label, and it is not DP.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from privacy.errors import PrivacyError
+from privacy.streams import seed_sequence
 
 
 def _check_bits(bits: np.ndarray) -> np.ndarray:
@@ -96,17 +95,14 @@ def release_stream(seed: int | None, context: Mapping[str, Any]) -> np.random.Se
     derived from ``seed`` and ``context`` (what is released: dataset, method, bits, split,
     mechanism, ε_code, ...), so releases that differ in any of these never share a stream.
 
-    The context is hashed (SHA-256 of its canonical JSON) into 32-bit words appended to the seed:
-    the same (seed, context) gives the same stream on every platform.
+    The context is hashed into the seed (:func:`privacy.streams.seed_sequence`): the same (seed,
+    context) gives the same stream on every platform.
     """
     if seed is None:
         return np.random.SeedSequence()
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PrivacyError(f"release seed {seed!r}: use a non-negative integer or None (secret)")
-    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    words = np.frombuffer(digest, dtype="<u4").tolist()
-    return np.random.SeedSequence([int(seed), *words])
+    return seed_sequence(seed, context)
 
 
 def flip_generator(seed: Seed) -> np.random.Generator:

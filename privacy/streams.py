@@ -1,0 +1,26 @@
+"""Seed sequences of the defences' private randomness (DP-SGD heads, randomised response).
+
+One rule for both: ``seed=None`` draws fresh OS entropy (``numpy.random.SeedSequence()``), which is
+recorded nowhere; an integer seed is followed by the SHA-256 words of ``context``'s canonical JSON
+(what is being protected: dataset, method, settings, split, ...), so two runs that differ in any
+entry of the context never share a stream, and the same (seed, context) gives the same stream on
+every platform. See privacy/DEFENCES.md for what a recorded seed costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def seed_sequence(seed: int | None, context: Mapping[str, Any]) -> np.random.SeedSequence:
+    """OS entropy for ``seed=None``; else ``seed`` followed by the SHA-256 words of ``context``."""
+    if seed is None:
+        return np.random.SeedSequence()
+    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
+    words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype="<u4").tolist()
+    return np.random.SeedSequence([int(seed), *words])
