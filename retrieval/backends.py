@@ -181,7 +181,7 @@ class ScanIVF(FaissIVF):
         return len(self.ids)
 
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from retrieval.scan import hamming_topk, ivf_topk
+        from retrieval.scan import ivf_topk
 
         check_k(k, self.ntotal)
         check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
@@ -190,9 +190,11 @@ class ScanIVF(FaissIVF):
             raise RetrievalError(f"nprobe={nprobe} must be between 1 and nlist={nlist}")
         q = np.ascontiguousarray(pad_to_words(q_packed, self.n_bits))
         words = q.view(np.uint64)
-        # the nprobe nearest centroids, by the same exact scan
-        _, probes = hamming_topk(self.centroids, words, nprobe, n_bits=8 * q.shape[1])
-        return ivf_topk(self.words, self.ids, self.offsets, probes, words, k, n_bits=self.n_bits)
+        # each query probes its nprobe nearest centroids (scan.nearest_lists), ties by list number
+        return ivf_topk(
+            self.words, self.ids, self.offsets, None, words, k, n_bits=self.n_bits,
+            centroids=self.centroids, nprobe=nprobe, centroid_bits=8 * q.shape[1],
+        )  # fmt: skip
 
 
 def _import_milvus() -> Any:

@@ -125,6 +125,72 @@ def test_ivf_topk_is_the_exact_top_k_of_the_probed_lists() -> None:
         np.testing.assert_array_equal(full[row][got[row]], dist[row])
 
 
+def _grouped(g, n: int, n_lists: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random list assignment (one list left empty), ids grouped by list, and list offsets."""
+    assign = g.integers(1, n_lists, n)
+    ids = np.argsort(assign, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=n_lists))])
+    return assign, ids, offsets
+
+
+@pytest.mark.parametrize("n_bits", [4, 48, 64, 70])
+@pytest.mark.parametrize("k", [1, 9, 500])
+def test_ivf_topk_keeps_the_first_k_in_distance_then_scan_order(n_bits: int, k: int) -> None:
+    """The documented ties rule on both list kernels (one-word mask scan, several words): the
+    first k codes of the probed lists in (distance, row of the grouped database) order, i.e. lists
+    in increasing list number and ids ascending within a list, whatever the probes' order; ids -1
+    at distance n_bits + 1 pad. Few bits = heavy ties and buffer compactions; lists longer than
+    and not multiples of MASK_BITS."""
+    g = np.random.default_rng(n_bits * 10 + k)
+    n, n_lists = 1500, 7
+    db, q = g.random((n, n_bits)) > 0.5, g.random((40, n_bits)) > 0.5
+    assign, ids, offsets = _grouped(g, n, n_lists)
+    probes = np.stack([g.permutation(n_lists)[:3] for _ in range(len(q))])
+    probes[0, 1] = -1  # an unused probe slot
+    probes[1] = [0, -1, -1]  # only the empty list: all padding
+    dist, got = scan.ivf_topk(
+        _words(db)[ids], ids, offsets, probes, _words(q), k, n_bits=n_bits, n_threads=2
+    )
+    full = (q[:, None, :] != db[ids][None, :, :]).sum(-1)  # rows of the grouped database
+    for row in range(len(q)):
+        rows = np.flatnonzero(np.isin(assign[ids], probes[row]))
+        order = rows[np.lexsort((rows, full[row, rows]))][:k]
+        want_d = np.full(k, n_bits + 1)
+        want_i = np.full(k, -1)
+        want_d[: len(order)], want_i[: len(order)] = full[row, order], ids[order]
+        np.testing.assert_array_equal(dist[row], want_d)
+        np.testing.assert_array_equal(got[row], want_i)
+
+
+@pytest.mark.parametrize("n_bits", [3, 48, 70])
+@pytest.mark.parametrize("nprobe", [1, 5, 17, 64])
+def test_nearest_lists_equal_brute_force_distance_then_row(n_bits: int, nprobe: int) -> None:
+    g = np.random.default_rng(n_bits + nprobe)
+    cents, q = g.random((64, n_bits)) > 0.5, g.random((50, n_bits)) > 0.5
+    cents[10:20] = cents[3]  # duplicated centroids: ties at every distance
+    got = scan.nearest_lists(_words(cents), _words(q), nprobe, n_bits=n_bits, n_threads=2)
+    np.testing.assert_array_equal(got, _brute(q, cents, nprobe)[1])
+
+
+def test_ivf_topk_from_centroids_equals_ivf_topk_of_their_nearest_lists() -> None:
+    g = np.random.default_rng(11)
+    n_bits, n, n_lists = 9, 2000, 12
+    db, q = g.random((n, n_bits)) > 0.5, g.random((60, n_bits)) > 0.5
+    cents = g.random((n_lists, n_bits)) > 0.5
+    cents[5] = cents[2]
+    _, ids, offsets = _grouped(g, n, n_lists)
+    words = _words(db)[ids]
+    for nprobe in (1, 4, n_lists):
+        probes = _brute(q, cents, nprobe)[1]
+        want = scan.ivf_topk(words, ids, offsets, probes, _words(q), 6, n_bits=n_bits)
+        got = scan.ivf_topk(
+            words, ids, offsets, None, _words(q), 6, n_bits=n_bits, n_threads=3,
+            centroids=_words(cents), nprobe=nprobe, centroid_bits=n_bits,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_class_counts_equal_brute_force_and_the_faiss_engine() -> None:
     g = np.random.default_rng(8)
     n_bits = 10
