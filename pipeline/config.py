@@ -505,8 +505,9 @@ class DPParams:
     # the DP schedule above was chosen with balanced_soft_accuracy
     selection: Selection | None = "balanced_soft_accuracy"
     # seed of the Poisson sampling, the Gaussian noise and dropout: None = OS entropy, recorded
-    # nowhere (the ε guarantee holds against everyone); an int = reproducible, recorded, and the
-    # guarantee holds only against someone without it. Initialisation stays seeded by `seed`.
+    # nowhere (no seed to replay; the generators are not cryptographic: privacy/DEFENCES.md); an
+    # int = reproducible, recorded, and the guarantee holds only against someone without it.
+    # Initialisation stays seeded by `seed`.
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -535,8 +536,9 @@ class ReleaseParams:
     apply_to: Literal["database", "query", "both"] = "database"  # train codes, test codes, both
     epsilons: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0)  # ε_code per released code (matrix)
     k: int = 20  # every released code is held by >= k records
-    # seed of the bit flips: None = OS entropy, recorded nowhere (the ε_code guarantee holds
-    # against everyone); an int = reproducible, recorded, and whoever holds it can undo the flips
+    # seed of the bit flips: None = OS entropy, recorded nowhere (no seed to replay; not a
+    # cryptographic generator: privacy/DEFENCES.md); an int = reproducible, recorded, and whoever
+    # holds it can undo the flips
     seed: int | None = None
 
     def __post_init__(self) -> None:

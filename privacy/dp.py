@@ -43,9 +43,9 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   method's settings and head shape, σ, N, and the caller's context such as the dataset), so two
   DP heads that differ in any setting never share noise (cancellation of shared noise would
   otherwise reveal the difference of their clean gradients); two runs with the same seed and the
-  same settings are the same run, so a seed must not be reused for heads that are published apart. Initialisation and the val halves of
-  model selection stay seeded by the trainer's seed: they read no training record, so knowing them
-  costs no privacy. The generators are torch's (Philox on CUDA, Mersenne Twister on the CPU), not
+  same settings are the same run, so a seed must not be reused for heads that are published
+  apart. Initialisation and the val halves of model selection stay seeded by the trainer's seed:
+  they read no training record, so knowing them costs no privacy. The generators are torch's (Philox on CUDA, Mersenne Twister on the CPU), not
   cryptographically secure even when seeded from OS entropy: Opacus' ``secure_mode`` needs
   torchcsprng, which is not installed; the guarantee also assumes nobody reconstructs their state
   from the published head.
@@ -115,8 +115,8 @@ class DPConfig:
     ``noise_multiplier``: an explicit σ instead of calibrating it to ``epsilon`` (audits, tests);
     ``epsilon`` is then only reported, never targeted.
 
-    ``seed``: ``None`` = Poisson sampling, noise and dropout from OS entropy, recorded nowhere (the
-    ε holds against everyone); an int = reproducible, and the ε holds only against someone who
+    ``seed``: ``None`` = Poisson sampling, noise and dropout from OS entropy, recorded nowhere (no
+    seed to replay; the generators are not cryptographic: module doc); an int = reproducible, and the ε holds only against someone who
     does not know it (module doc, *Randomness*).
     """
 

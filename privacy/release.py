@@ -116,8 +116,8 @@ def flip_generator(seed: Seed) -> np.random.Generator:
 def randomized_response(bits: np.ndarray, epsilon: float, *, seed: Seed) -> np.ndarray:
     """ε-LDP release of ``bool [N, K]`` codes: each bit flipped with probability ``1 - p_keep``.
 
-    ``seed``: ``None`` draws the flips from OS entropy (the only choice under which the guarantee
-    holds against everyone); an int or a :class:`numpy.random.SeedSequence` makes them
+    ``seed``: ``None`` draws the flips from OS entropy (the only choice that leaves no seed to
+    replay; the generator is still not cryptographic: module doc); an int or a :class:`numpy.random.SeedSequence` makes them
     reproducible, and anyone who knows it can undo them (module doc, *Randomness*).
     """
     arr = _check_bits(bits)
