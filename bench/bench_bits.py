@@ -277,6 +277,31 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def replay_blocks(files: list[Path]) -> None:
+    """Per file and (features, dataset) block: the mean over its cells of the held-out balanced
+    accuracy and accuracy at the selected epoch, beside the input's float KNN on the same halves
+    and their ratio (the retention). One row per file, so runs that differ in one ``--set`` (the
+    file's ``overrides``) compare block by block."""
+    print(
+        "| overrides | features | dataset | cells | bal. acc | float | retention "
+        "| acc | float | retention |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for f in files:
+        data = json.loads(f.read_text())
+        blocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for c in data["cells"]:
+            blocks.setdefault((c["features"], c["dataset"]), []).append(c)
+        for (features, dataset), cs in sorted(blocks.items()):
+            bal = np.mean([c["selected"] for c in cs])
+            acc = np.mean([c["curve_acc"][c["best_epoch"]] for c in cs])
+            fl = np.mean([c["input_float"] for c in cs])
+            fl_acc = np.mean([c["input_float_acc"] for c in cs])
+            print(f"| {' '.join(data['overrides']) or 'defaults'} | {features} | {dataset} "
+                  f"| {len(cs)} | {bal:.3f} | {fl:.3f} | {bal / fl:.3f} | {acc:.3f} "
+                  f"| {fl_acc:.3f} | {acc / fl_acc:.3f} |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
@@ -298,6 +323,11 @@ def main() -> None:
     ap.add_argument("--windows", nargs="+", type=int, default=[1, 3, 5, 7])
     ap.add_argument("--rules", action="store_true", help="with --replay: replay RULES instead")
     ap.add_argument(
+        "--blocks",
+        action="store_true",
+        help="with --replay: block means and retentions, one row per file (replay_blocks)",
+    )
+    ap.add_argument(
         "--ceiling",
         action="store_true",
         help="with --replay: selection noise vs representation (replay_ceiling)",
@@ -317,6 +347,9 @@ def main() -> None:
     cells = [c for f in args.replay or [] for c in json.loads(f.read_text())["cells"]]
     if args.max_epochs is not None:
         cells = [truncated(c, args.max_epochs) for c in cells]
+    if args.replay and args.blocks:
+        replay_blocks(args.replay)
+        return
     if args.replay and args.ceiling:
         replay_ceiling(cells, args.patience)
         return

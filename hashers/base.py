@@ -10,6 +10,7 @@ paper needs it. The single training loop lives in :mod:`hashers.trainer`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -110,6 +111,10 @@ class HashingMethod(nn.Module, abc.ABC):
     per_sample_loss: ClassVar[bool] = False
     supervised: ClassVar[bool] = True
     trainable: ClassVar[bool] = True
+    #: the neighbourhood term ``(u, x) -> scalar`` and its weight (:meth:`with_geometry`); the
+    #: trainer installs them for one fit when ``FitConfig.geometry > 0`` (None = the paper's loss)
+    geometry_term: Callable[[Tensor, Tensor], Tensor] | None = None
+    geometry_weight: float = 0.0
 
     def __init__(self, spec: HeadSpec, config: Any | None = None) -> None:
         super().__init__()
@@ -176,8 +181,20 @@ class HashingMethod(nn.Module, abc.ABC):
 
     def batch_loss(self, batch: Batch) -> dict[str, Tensor]:
         """Loss terms of a training batch; override when the loss needs more than ``u``
-        (e.g. SAEH reconstructs ``batch.x``)."""
-        return self.compute_loss(self(batch.x), batch.y, batch.idx)
+        (e.g. SAEH reconstructs ``batch.x``), and pass the result through :meth:`with_geometry`."""
+        u = self(batch.x)
+        return self.with_geometry(self.compute_loss(u, batch.y, batch.idx), u, batch.x)
+
+    def with_geometry(self, terms: dict[str, Tensor], u: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """``terms`` plus ``geometry_weight × geometry_term(u, x)``, added to ``"loss"`` and
+        reported as ``"geometry"``; unchanged when no term is installed. The trainer installs
+        :func:`~hashers.functional.neighbourhood_loss` (the codes' in-batch neighbourhoods against
+        the embeddings' Euclidean ones, the geometry the float KNN votes in), which couples the
+        rows of a batch (not a per-sample loss)."""
+        if self.geometry_term is None or self.geometry_weight <= 0.0:
+            return terms
+        g = self.geometry_term(u, x)
+        return {**terms, "loss": terms["loss"] + self.geometry_weight * g, "geometry": g}
 
     def training_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         """One optimisation step; override only for alternating schemes (e.g. GAN updates)."""

@@ -251,7 +251,8 @@ class DSHGAN(HashingMethod):
         self._step(self.generator, opt_g, g_loss)
 
         # hash + classification streams with fixed synthetic partners
-        terms = self.compute_loss(self(x), y, batch.idx)
+        u = self(x)
+        terms = self.with_geometry(self.compute_loss(u, y, batch.idx), u, x)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

@@ -144,3 +144,53 @@ def triplet_ranking_loss(anchor: Tensor, pos: Tensor, neg: Tensor, margin: float
     d_pos = (anchor - pos).pow(2).sum(dim=1)
     d_neg = (anchor - neg).pow(2).sum(dim=1)
     return F.relu(margin - (d_neg - d_pos)).mean()
+
+
+def neighbour_distribution(x: Tensor, perplexity: float, *, iters: int = 24) -> Tensor:
+    """SNE's neighbour distribution ``P [B, B]`` of the rows of ``x`` (no gradient).
+
+    ``P_ij = exp(-β_i d_ij) / Σ_{l≠i} exp(-β_i d_il)`` for ``j ≠ i`` (``P_ii = 0``) with ``d_ij``
+    the squared Euclidean distance, and each row's precision ``β_i`` set by bisection so that the
+    row's perplexity ``exp(H(P_i))`` equals ``perplexity`` (Hinton & Roweis 2002, "Stochastic
+    Neighbor Embedding", NIPS 15, sec. 2; natural-log entropy here, so ``perplexity`` counts
+    effective neighbours directly). ``perplexity`` is clipped to ``B - 1``. Distances are scaled by
+    each row's mean off-diagonal distance first, so the bisection range of ``log β``,
+    ``[-30, 30]``, does not depend on the features' scale; ``iters`` halvings leave ``log β``
+    within ``60 / 2^iters`` (4e-6 at the default 24).
+    """
+    with torch.no_grad():
+        b = x.shape[0]
+        xc = x.float() - x.float().mean(dim=0)  # a shared offset would cost float32 precision
+        d = torch.cdist(xc, xc).pow(2)
+        eye = torch.eye(b, dtype=torch.bool, device=x.device)
+        scale = d.masked_fill(eye, 0.0).sum(dim=1, keepdim=True) / max(b - 1, 1)
+        d = (d / scale.clamp_min(torch.finfo(d.dtype).tiny)).masked_fill(eye, float("inf"))
+        target = torch.log(torch.tensor(min(float(perplexity), b - 1.0), dtype=d.dtype))
+        lo = torch.full((b, 1), -30.0, dtype=d.dtype, device=x.device)
+        hi = torch.full((b, 1), 30.0, dtype=d.dtype, device=x.device)
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            logp = torch.log_softmax(-mid.exp() * d, dim=1)
+            entropy = -(logp.exp() * logp.masked_fill(eye, 0.0)).sum(dim=1, keepdim=True)
+            too_flat = entropy > target  # entropy falls as β grows
+            lo = torch.where(too_flat, mid, lo)
+            hi = torch.where(too_flat, hi, mid)
+        p = torch.softmax(-(0.5 * (lo + hi)).exp() * d, dim=1)
+        return p.to(x.dtype)
+
+
+def neighbourhood_loss(u: Tensor, x: Tensor, perplexity: float) -> Tensor:
+    """``mean_i KL(P_i ‖ Q_i)``: how far the codes' neighbourhoods are from the inputs'.
+
+    ``P`` is :func:`neighbour_distribution` of the embeddings ``x`` (the float KNN's Euclidean
+    geometry); ``Q_i = softmax_{j≠i}(-d_ij)`` with ``d_ij = (K - u_i·u_j) / 2`` the relaxed
+    Hamming distance of the codes, one bit per unit of the logit. Zero for a batch of one row.
+    """
+    if u.shape[0] < 2:
+        return u.sum() * 0.0
+    p = neighbour_distribution(x, perplexity)
+    eye = torch.eye(u.shape[0], dtype=torch.bool, device=u.device)
+    d = 0.5 * (u.shape[1] - u @ u.T)
+    logq = torch.log_softmax((-d).masked_fill(eye, float("-inf")), dim=1)
+    logp = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+    return (p * (logp - logq.masked_fill(eye, 0.0))).sum(dim=1).mean()

@@ -125,4 +125,5 @@ class SAEH(HashingMethod):
         return self.loss_terms(u, y, x)
 
     def batch_loss(self, batch: Batch) -> dict[str, Tensor]:
-        return self.loss_terms(self(batch.x), batch.y, batch.x)
+        u = self(batch.x)
+        return self.with_geometry(self.loss_terms(u, batch.y, batch.x), u, batch.x)

@@ -13,6 +13,7 @@ bit-identical codes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import resource
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hashers import functional
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
 from hashers.devices import resolve_device
 from retrieval.codes import pack_bits
@@ -65,6 +67,9 @@ class FitConfig:
     class_balance: float = 0.0  # 0 = natural class rates per batch, 1 = every class equally often
     # time constant (epochs) of the exponential weight average that is scored and selected; 0 = off
     ema_epochs: float = 0.0
+    # weight of the neighbourhood term added to every trainable method's loss
+    # (HashingMethod.with_geometry; perplexity k); 0 = the method's own loss alone
+    geometry: float = 0.0
     k: int = 7
     seed: int = 0
     device: str = "cpu"
@@ -89,6 +94,10 @@ class FitConfig:
             raise HashingError(
                 f"ema_epochs={self.ema_epochs}: use 0 (no weight averaging) or a positive number "
                 "of epochs"
+            )
+        if not (self.geometry >= 0.0 and math.isfinite(self.geometry)):
+            raise HashingError(
+                f"geometry={self.geometry}: use 0 (the method's own loss) or a positive weight"
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
@@ -555,17 +564,37 @@ def fit(
     ``batches`` chooses the rows of each step (default :func:`default_batches`); ``plugin`` adds
     hooks around the loop (default none). On the CPU, training runs under
     :func:`deterministic_on_cpu`: the same seed gives bit-identical codes from run to run, whatever
-    the thread scheduling.
+    the thread scheduling. Torch's global CPU generator (and the CUDA device's, when training
+    there) is seeded inside the fit and restored afterwards: no state derived from the fit's
+    seeds, a DP run's secret streams included, outlives it.
     """
-    with deterministic_on_cpu(resolve_device(config.device)):
-        return _fit(
-            method,
-            train,
-            val,
-            config=config,
-            batches=batches or default_batches(method, config),
-            plugin=plugin or TrainingPlugin(),
+    device = resolve_device(config.device)
+    forked: list[int] = []
+    if device.type == "cuda":
+        forked = [device.index if device.index is not None else torch.cuda.current_device()]
+    if config.geometry > 0.0:
+        method.geometry_term = functools.partial(
+            functional.neighbourhood_loss, perplexity=float(config.k)
         )
+        method.geometry_weight = config.geometry
+    try:
+        # the fit seeds torch's global generators (from ``seed``, or a DP run's secret dropout
+        # stream); the caller's generator states come back afterwards
+        with (
+            torch.random.fork_rng(devices=forked),
+            deterministic_on_cpu(device),
+        ):
+            return _fit(
+                method,
+                train,
+                val,
+                config=config,
+                batches=batches or default_batches(method, config),
+                plugin=plugin or TrainingPlugin(),
+            )
+    finally:  # the term belongs to this fit only
+        vars(method).pop("geometry_term", None)
+        vars(method).pop("geometry_weight", None)
 
 
 def _fit(

@@ -311,6 +311,8 @@ class TrainConfig:
     selection_window: int = 1
     class_balance: float = 0.0
     ema_epochs: float = 0.0  # weight-average time constant (epochs) scored and selected; 0 = off
+    # weight of the neighbourhood term (codes keep the embeddings' Euclidean neighbourhoods)
+    geometry: float = 0.0
     device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
 
     def __post_init__(self) -> None:
@@ -350,6 +352,11 @@ class TrainConfig:
             self.ema_epochs >= 0.0 and math.isfinite(self.ema_epochs),
             "ema_epochs",
             f"{self.ema_epochs} must be 0 (no weight averaging) or a positive number of epochs",
+        )
+        check(
+            self.geometry >= 0.0 and math.isfinite(self.geometry),
+            "geometry",
+            f"{self.geometry} must be 0 (the method's own loss) or a positive weight",
         )
         for i, h in enumerate(self.hidden_dims):
             check(h >= 1, f"hidden_dims[{i}]", f"{h} must be >= 1")

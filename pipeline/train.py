@@ -65,6 +65,7 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
         selection_window=t.selection_window,
         class_balance=t.class_balance,
         ema_epochs=t.ema_epochs,
+        geometry=t.geometry,
         k=params.knn.k,
         seed=params.seed,
         device=t.device,

@@ -84,8 +84,9 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     # the DP schedule was chosen without weight averaging (it would be post-processing of the
-    # private iterates, so the guarantee would hold, but it is untested for DP here)
-    return dataclasses.replace(cfg, ema_epochs=0.0)
+    # private iterates, so the guarantee would hold, but it is untested for DP here); the
+    # neighbourhood term couples the records of a batch, so DP-SGD's clipping forbids it
+    return dataclasses.replace(cfg, ema_epochs=0.0, geometry=0.0)
 
 
 def dp_head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:

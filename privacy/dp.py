@@ -500,6 +500,12 @@ def dp_fit(
     so heads that differ in it never share noise; it is unused when ``dp.seed`` is ``None``.
     """
     check_dp_capable(method)
+    if config.geometry > 0.0:
+        raise PrivacyError(
+            f"geometry={config.geometry}: the neighbourhood term couples the records of a batch, "
+            "so per-sample clipping would not bound one record's influence; DP heads train with "
+            "geometry 0 (pipeline.train_dp.dp_fit_config sets it)"
+        )
     n = len(train)
     if n < 2:
         raise PrivacyError(f"DP-SGD needs at least 2 training records, got {n}")

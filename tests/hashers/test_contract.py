@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
 import torch
 
-from hashers import registry
+from hashers import functional, registry
 from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, HeadSpec
 from hashers.trainer import FitConfig, fit
 from pipeline.synthetic import gaussian_clusters
@@ -200,3 +201,27 @@ def test_standardizing_head_ignores_a_shared_input_offset(name: str, tmp_path) -
     fresh = registry.build(name, sspec, seed=99)
     fresh.load_state_dict(load_head(tmp_path)[0])
     assert torch.equal(fresh.encode(val.x + shift), codes[1])
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
+def test_the_geometry_term_joins_every_trainable_methods_loss(name: str) -> None:
+    """With the neighbourhood term installed (as the trainer does when ``FitConfig.geometry > 0``),
+    the step's loss is the method's own plus ``weight × neighbourhood_loss(u, x)``, whatever hook
+    the method overrides (SAEH's batch loss, DSH-GAN's alternating step)."""
+    method, train = ready(name)
+    method.eval()  # no dropout: both passes see the same u
+    idx = torch.arange(12)
+    batch = Batch(train.x[idx], train.y[idx], idx)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        own = method.batch_loss(batch)
+        method.geometry_term = functools.partial(functional.neighbourhood_loss, perplexity=5.0)
+        method.geometry_weight = 2.5
+        torch.manual_seed(3)
+        both = method.batch_loss(batch)
+        g = functional.neighbourhood_loss(method(batch.x), batch.x, 5.0)
+    assert float(both["geometry"]) == pytest.approx(float(g), rel=1e-5)
+    assert float(both["loss"]) == pytest.approx(float(own["loss"]) + 2.5 * float(g), rel=1e-5)
+    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
+    out = method.training_step(batch, opt)
+    assert "geometry" in out and bool(torch.isfinite(out["geometry"]))

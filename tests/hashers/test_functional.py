@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from hashers import functional
@@ -78,3 +79,41 @@ def test_quantization_terms_golden() -> None:
     assert math.isclose(float(functional.quantization_logcosh(u)), expected, rel_tol=1e-6)
     big = torch.tensor([[1e4]])
     assert torch.isfinite(functional.quantization_logcosh(big))
+
+
+def test_neighbour_distribution_meets_the_perplexity_and_prefers_near_rows() -> None:
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0], [8.0]])
+    p = functional.neighbour_distribution(x, 2.5)
+    assert torch.allclose(p.sum(dim=1), torch.ones(5), atol=1e-6)
+    assert float(p.diag().abs().max()) == 0.0
+    logp = torch.log(p.clamp_min(1e-30))
+    perplexity = torch.exp(-(p * logp).sum(dim=1))
+    assert torch.allclose(perplexity, torch.full((5,), 2.5), atol=1e-4)
+    # row 0: 1 is nearer than 3, nearer than 7, nearer than 8
+    assert p[0, 1] > p[0, 2] > p[0, 3] > p[0, 4]
+    # a shift and a scale of the features change no row (distances are scaled per row)
+    assert torch.allclose(functional.neighbour_distribution(10.0 * x - 4.0, 2.5), p, atol=1e-5)
+    # and a large shared offset costs no precision (the rows are centred first)
+    assert torch.allclose(functional.neighbour_distribution(x + 1e4, 2.5), p, atol=1e-3)
+
+
+def test_neighbour_distribution_clips_the_perplexity_to_the_batch() -> None:
+    """Three rows hold at most two neighbours: any perplexity >= 2 gives 1/2 and 1/2."""
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    p = functional.neighbour_distribution(x, 7.0)
+    expected = torch.full((3, 3), 0.5).fill_diagonal_(0.0)
+    assert torch.allclose(p, expected, atol=1e-4)
+
+
+def test_neighbourhood_loss_golden() -> None:
+    """P = 1/2, 1/2 (three rows, clipped perplexity); codes u = (1, 1), (1, -1), (-1, -1):
+    relaxed Hamming distances d01 = 1, d02 = 2, d12 = 1, so Q_0 = (e^-1, e^-2) / Z =
+    (0.7311, 0.2689), Q_1 = (1/2, 1/2), Q_2 = (0.2689, 0.7311); KL_0 = KL_2 =
+    ½ ln(0.5 / 0.7311) + ½ ln(0.5 / 0.2689) = 0.12011, KL_1 = 0; mean 0.080076."""
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    u = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]], requires_grad=True)
+    loss = functional.neighbourhood_loss(u, x, 7.0)
+    assert float(loss.detach()) == pytest.approx(0.0800763, abs=1e-5)
+    loss.backward()
+    assert u.grad is not None and bool(torch.isfinite(u.grad).all())
+    assert float(functional.neighbourhood_loss(u[:1], x[:1], 7.0).detach()) == 0.0

@@ -57,6 +57,7 @@ def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> 
         ("train.selection_window", 4, r"train.selection_window: 4 must be an odd number"),
         ("dp.selection", "map", r"dp.selection: expected 'balanced_soft_accuracy' \| .* or null"),
         ("train.ema_epochs", -1.0, r"train.ema_epochs: -1.0 must be 0 \(no weight averaging\)"),
+        ("train.geometry", -0.5, r"train.geometry: -0.5 must be 0 \(the method's own loss\)"),
         (
             "retrieval.backend",
             "annoy",

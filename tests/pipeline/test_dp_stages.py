@@ -299,6 +299,7 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.epochs": None,
             "dp.selection": None,
             "train.ema_epochs": 0.0,
+            "train.geometry": 0.0,
         },
     )
     assert train_dp.dp_fit_config(plain, progress=False) == fit_config(plain, progress=False)
@@ -310,12 +311,15 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
             "dp.batch_size": 128,
             "dp.epochs": 3,
             "train.ema_epochs": 5.0,
+            "train.geometry": 1.0,
             "train.selection": "balanced_map",
         },
     )
     cfg = train_dp.dp_fit_config(tuned, progress=False)
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (0.01, 128, 3)
     assert cfg.ema_epochs == 0.0  # the DP schedule was chosen without weight averaging
+    assert cfg.geometry == 0.0  # the neighbourhood term couples records: no DP-SGD with it
+    assert fit_config(tuned, progress=False).geometry == 1.0  # the non-private heads keep it
     assert cfg.patience == tuned.train.patience  # passed through: dp_fit never stops early
     # and selected with the class-balanced vote share it was chosen with
     assert cfg.selection == "balanced_soft_accuracy" != tuned.train.selection

@@ -73,6 +73,25 @@ def test_coupled_or_closed_form_methods_are_refused(name: str) -> None:
         assert "couples records" in str(err.value) and "ε would be false" in str(err.value)
 
 
+def test_no_state_of_the_secret_streams_outlives_a_dp_fit() -> None:
+    """DP training seeds torch's global generator from its secret dropout stream; the trainer
+    restores the caller's state, so later global draws carry nothing of that stream."""
+    method = registry.build("csq", spec(dropout=0.2), seed=0)
+    torch.manual_seed(321)
+    expected = torch.rand(5)
+    torch.manual_seed(321)
+    dp_fit(method, data(60, 1), data(20, 2), config=FAST, dp=DPConfig(noise_multiplier=1.0))
+    assert torch.equal(torch.rand(5), expected)
+
+
+def test_the_neighbourhood_term_is_refused_under_dp() -> None:
+    """It couples the records of a batch, so per-sample clipping would not bound one record."""
+    method = registry.build("csq", spec(), seed=0)
+    cfg = dataclasses.replace(FAST, geometry=0.5)
+    with pytest.raises(PrivacyError, match=r"geometry=0.5: the neighbourhood term couples"):
+        dp_fit(method, data(60, 1), data(20, 2), config=cfg, dp=DPConfig(noise_multiplier=1.0))
+
+
 @pytest.mark.parametrize("name", ["dsh", "dpsh", "dsdh"])
 def test_memory_bank_variants_are_refused(name: str) -> None:
     cfg = registry.get(name).Config(memory_bank=True)
