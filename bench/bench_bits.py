@@ -348,6 +348,8 @@ def main() -> None:
     if args.max_epochs is not None:
         cells = [truncated(c, args.max_epochs) for c in cells]
     if args.replay and args.blocks:
+        if args.max_epochs is not None:
+            ap.error("--blocks reads the selected epochs as recorded; drop --max-epochs")
         replay_blocks(args.replay)
         return
     if args.replay and args.ceiling:

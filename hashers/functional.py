@@ -151,9 +151,9 @@ def neighbour_distribution(x: Tensor, perplexity: float, *, iters: int = 24) -> 
 
     ``P_ij = exp(-β_i d_ij) / Σ_{l≠i} exp(-β_i d_il)`` for ``j ≠ i`` (``P_ii = 0``) with ``d_ij``
     the squared Euclidean distance, and each row's precision ``β_i`` set by bisection so that the
-    row's perplexity ``exp(H(P_i))`` equals ``perplexity`` (Hinton & Roweis 2002, "Stochastic
-    Neighbor Embedding", NIPS 15, sec. 2; natural-log entropy here, so ``perplexity`` counts
-    effective neighbours directly). ``perplexity`` is clipped to ``B - 1``. Distances are scaled by
+    row's perplexity equals ``perplexity`` (Hinton & Roweis 2002, "Stochastic Neighbor
+    Embedding", NIPS 15, sec. 2: ``2^H(P_i)`` with the entropy in bits, computed here as the
+    equal ``exp(H(P_i))`` with the entropy in nats; either counts effective neighbours). ``perplexity`` is clipped to ``B - 1``. Distances are scaled by
     each row's mean off-diagonal distance first, so the bisection range of ``log β``,
     ``[-30, 30]``, does not depend on the features' scale; ``iters`` halvings leave ``log β``
     within ``60 / 2^iters`` (4e-6 at the default 24).
@@ -161,7 +161,9 @@ def neighbour_distribution(x: Tensor, perplexity: float, *, iters: int = 24) -> 
     with torch.no_grad():
         b = x.shape[0]
         xc = x.float() - x.float().mean(dim=0)  # a shared offset would cost float32 precision
-        d = torch.cdist(xc, xc).pow(2)
+        # the direct difference, not the ‖a‖² + ‖b‖² − 2ab matmul form: far-apart clusters
+        # would cancel a small within-cluster distance away in float32
+        d = torch.cdist(xc, xc, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
         eye = torch.eye(b, dtype=torch.bool, device=x.device)
         scale = d.masked_fill(eye, 0.0).sum(dim=1, keepdim=True) / max(b - 1, 1)
         d = (d / scale.clamp_min(torch.finfo(d.dtype).tiny)).masked_fill(eye, float("inf"))

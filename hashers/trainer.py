@@ -549,6 +549,16 @@ class EpochSelector:
             self.best_state = self.states.get(epoch)
 
 
+def seed_global_generators(seed: int, device: torch.device) -> None:
+    """Seed torch's global CPU generator and, when training there, the CUDA device's; only these
+    (``torch.manual_seed`` would also seed every other GPU and MPS, which :func:`fit` does not
+    restore afterwards)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 def fit(
     method: HashingMethod,
     train: EmbeddingSet,
@@ -564,9 +574,10 @@ def fit(
     ``batches`` chooses the rows of each step (default :func:`default_batches`); ``plugin`` adds
     hooks around the loop (default none). On the CPU, training runs under
     :func:`deterministic_on_cpu`: the same seed gives bit-identical codes from run to run, whatever
-    the thread scheduling. Torch's global CPU generator (and the CUDA device's, when training
-    there) is seeded inside the fit and restored afterwards: no state derived from the fit's
-    seeds, a DP run's secret streams included, outlives it.
+    the thread scheduling. Only torch's global CPU generator (and the CUDA device's, when
+    training there) is seeded inside the fit (:func:`seed_global_generators`), and both are
+    restored afterwards: no state derived from the fit's seeds, a DP run's secret streams
+    included, outlives it (on MPS the global generator is neither seeded nor restored).
     """
     device = resolve_device(config.device)
     forked: list[int] = []
@@ -613,7 +624,7 @@ def _fit(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    torch.manual_seed(config.seed)
+    seed_global_generators(config.seed, device)
     gen = torch.Generator().manual_seed(config.seed)
     n_val = min(config.val_queries, len(val))
     val_sel = (

@@ -97,6 +97,7 @@ from hashers.trainer import (
     FitResult,
     TrainingPlugin,
     fit,
+    seed_global_generators,
     steps_per_epoch,
     val_scores,
 )
@@ -394,7 +395,7 @@ class DPSGD(TrainingPlugin):
         )
         # dropout draws (inside the per-sample vmap) come from torch's global generators: secret
         # too, or a known seed would fix which mask each record of a batch gets
-        torch.manual_seed(self.streams.dropout)
+        seed_global_generators(self.streams.dropout, device)
         self.accountant = create_accountant(mechanism=self.config.accountant)
         self.optimizer.attach_step_hook(
             self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)

@@ -117,3 +117,14 @@ def test_neighbourhood_loss_golden() -> None:
     loss.backward()
     assert u.grad is not None and bool(torch.isfinite(u.grad).all())
     assert float(functional.neighbourhood_loss(u[:1], x[:1], 7.0).detach()) == 0.0
+
+
+def test_neighbour_distribution_keeps_small_distances_between_far_clusters() -> None:
+    """Four clusters 100 apart, rows 0.01 apart inside each: the matmul form of the distances
+    would cancel the within-cluster ones away in float32 (perplexities of 20-50 instead of 7)."""
+    g = torch.Generator().manual_seed(0)
+    centres = 100.0 * torch.randn(4, 768, generator=g)
+    x = centres[torch.arange(256) % 4] + 0.01 * torch.randn(256, 768, generator=g)
+    p = functional.neighbour_distribution(x, 7.0)
+    perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum(dim=1))
+    assert torch.allclose(perplexity, torch.full((256,), 7.0), atol=1e-2)

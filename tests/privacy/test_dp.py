@@ -84,6 +84,19 @@ def test_no_state_of_the_secret_streams_outlives_a_dp_fit() -> None:
     assert torch.equal(torch.rand(5), expected)
 
 
+def test_a_cpu_dp_fit_seeds_no_generator_it_does_not_restore(monkeypatch) -> None:
+    """``torch.manual_seed`` would also seed every GPU (lazily, even before CUDA starts), which
+    the trainer's restore does not cover; a CPU fit seeds the CPU generator only."""
+    method = registry.build("csq", spec(dropout=0.2), seed=0)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("torch.manual_seed seeds every device")
+
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    dp_fit(method, data(60, 1), data(20, 2), config=FAST, dp=DPConfig(noise_multiplier=1.0))
+
+
 def test_the_neighbourhood_term_is_refused_under_dp() -> None:
     """It couples the records of a batch, so per-sample clipping would not bound one record."""
     method = registry.build("csq", spec(), seed=0)
