@@ -153,10 +153,11 @@ def neighbour_distribution(x: Tensor, perplexity: float, *, iters: int = 24) -> 
     the squared Euclidean distance, and each row's precision ``β_i`` set by bisection so that the
     row's perplexity equals ``perplexity`` (Hinton & Roweis 2002, "Stochastic Neighbor
     Embedding", NIPS 15, sec. 2: ``2^H(P_i)`` with the entropy in bits, computed here as the
-    equal ``exp(H(P_i))`` with the entropy in nats; either counts effective neighbours). ``perplexity`` is clipped to ``B - 1``. Distances are scaled by
-    each row's mean off-diagonal distance first, so the bisection range of ``log β``,
-    ``[-30, 30]``, does not depend on the features' scale; ``iters`` halvings leave ``log β``
-    within ``60 / 2^iters`` (4e-6 at the default 24).
+    equal ``exp(H(P_i))`` with the entropy in nats; either counts effective neighbours).
+    ``perplexity`` is clipped to ``B - 1``. Distances are scaled by each row's mean off-diagonal
+    distance first, so the bisection range of ``log β``, ``[-30, 30]``, does not depend on the
+    features' scale; ``iters`` halvings leave ``log β`` within ``60 / 2^iters`` (4e-6 at the
+    default 24).
     """
     with torch.no_grad():
         b = x.shape[0]
