@@ -583,7 +583,8 @@ def fit(
     forked: list[int] = []
     if device.type == "cuda":
         forked = [device.index if device.index is not None else torch.cuda.current_device()]
-    if config.geometry > 0.0:
+    installed = config.geometry > 0.0
+    if installed:
         method.geometry_term = functools.partial(
             functional.neighbourhood_loss, perplexity=float(config.k)
         )
@@ -600,12 +601,14 @@ def fit(
                 train,
                 val,
                 config=config,
+                device=device,
                 batches=batches or default_batches(method, config),
                 plugin=plugin or TrainingPlugin(),
             )
-    finally:  # the term belongs to this fit only
-        vars(method).pop("geometry_term", None)
-        vars(method).pop("geometry_weight", None)
+    finally:  # the term this fit installed belongs to it only; a caller's own is left alone
+        if installed:
+            vars(method).pop("geometry_term", None)
+            vars(method).pop("geometry_weight", None)
 
 
 def _fit(
@@ -614,13 +617,13 @@ def _fit(
     val: EmbeddingSet,
     *,
     config: FitConfig,
+    device: torch.device,
     batches: BatchPlan,
     plugin: TrainingPlugin,
 ) -> FitResult:
     check_labels(train, method)
     if val.dim != train.dim:
         raise HashingError(f"val embeddings have dimension {val.dim}, train {train.dim}")
-    device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()

@@ -501,11 +501,15 @@ def dp_fit(
     so heads that differ in it never share noise; it is unused when ``dp.seed`` is ``None``.
     """
     check_dp_capable(method)
-    if config.geometry > 0.0:
+    # the trainer's term (config.geometry) or one a caller put on the method by hand
+    own = method.geometry_weight if method.geometry_term is not None else 0.0
+    geometry = config.geometry if config.geometry > 0.0 else own
+    if geometry > 0.0:
         raise PrivacyError(
-            f"geometry={config.geometry}: the neighbourhood term couples the records of a batch, "
+            f"geometry={geometry}: the neighbourhood term couples the records of a batch, "
             "so per-sample clipping would not bound one record's influence; DP heads train with "
-            "geometry 0 (pipeline.train_dp.dp_fit_config sets it)"
+            "geometry 0 (pipeline.train_dp.dp_fit_config sets it; a term set on the method by "
+            "hand must be removed)"
         )
     n = len(train)
     if n < 2:

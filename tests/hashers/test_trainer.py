@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hashers import registry
+from hashers import functional, registry
 from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
 from hashers.trainer import EpochSelector, FitConfig, fit, val_scores
 from pipeline.synthetic import gaussian_clusters
@@ -512,6 +513,18 @@ def test_geometry_term_keeps_the_float_neighbourhoods_and_belongs_to_one_fit() -
         assert "geometry_term" not in vars(method) and method.geometry_term is None
         overlap[weight] = _neighbour_overlap(method, train, val, 7)
     assert overlap[3.0] > overlap[0.0] + 0.2, overlap
+
+
+def test_a_term_the_caller_set_by_hand_is_used_and_kept_when_geometry_is_off() -> None:
+    """With ``geometry`` 0 the fit installs nothing, so it removes nothing: a term put on the
+    method by the caller trains (``loss_geometry`` in the history) and is still there after."""
+    train = gaussian_clusters(60, seed=1, dim=8, n_classes=2)
+    method = registry.build("dpsh", HeadSpec(in_dim=8, n_bits=8, n_classes=2), seed=0)
+    term = functools.partial(functional.neighbourhood_loss, perplexity=5.0)
+    method.geometry_term, method.geometry_weight = term, 0.5
+    result = fit(method, train, train, config=FitConfig(epochs=2, batch_size=16, progress=False))
+    assert "loss_geometry" in result.history[0]
+    assert method.geometry_term is term and method.geometry_weight == 0.5
 
 
 def test_fit_restores_the_callers_global_generator() -> None:

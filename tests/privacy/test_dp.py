@@ -105,6 +105,15 @@ def test_the_neighbourhood_term_is_refused_under_dp() -> None:
         dp_fit(method, data(60, 1), data(20, 2), config=cfg, dp=DPConfig(noise_multiplier=1.0))
 
 
+def test_a_neighbourhood_term_set_on_the_method_by_hand_is_refused_under_dp() -> None:
+    """``fit`` leaves a caller's own term in place, so ``dp_fit`` checks the method too."""
+    method = registry.build("csq", spec(), seed=0)
+    method.geometry_term = lambda u, x: (u[:, None] - u[None]).pow(2).mean()
+    method.geometry_weight = 0.25
+    with pytest.raises(PrivacyError, match=r"geometry=0.25: the neighbourhood term couples"):
+        dp_fit(method, data(60, 1), data(20, 2), config=FAST, dp=DPConfig(noise_multiplier=1.0))
+
+
 @pytest.mark.parametrize("name", ["dsh", "dpsh", "dsdh"])
 def test_memory_bank_variants_are_refused(name: str) -> None:
     cfg = registry.get(name).Config(memory_bank=True)
