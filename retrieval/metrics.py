@@ -43,6 +43,14 @@ def multilabel_relevance(q_labels: np.ndarray, db_labels: np.ndarray) -> np.ndar
     return shared | (~q.any(axis=1))[:, None] & (~db.any(axis=1))[None, :]
 
 
+def multilabel_relevance_rows(q_labels: np.ndarray, db_rows: np.ndarray) -> np.ndarray:
+    """:func:`multilabel_relevance` of each query against its own database rows: ``q_labels``
+    ``[Q, C]``, ``db_rows`` ``[Q, R, C]`` (e.g. ``db_labels[ids]`` of a shortlist) -> ``bool [Q, R]``."""
+    q, db = q_labels.astype(bool), db_rows.astype(bool)
+    shared = (q[:, None, :] & db).any(axis=2)
+    return shared | (~q.any(axis=1))[:, None] & ~db.any(axis=2)
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean F1 over the classes present in truth or predictions (multi-label: labels;
     1.0 when no label occurs in either)."""

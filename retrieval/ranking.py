@@ -199,6 +199,8 @@ class RankingAccumulator:
         tot, rel = np.asarray(tot, dtype=np.int64), np.asarray(rel, dtype=np.int64)
         if np.any(tot.sum(axis=1) != self.n_db):
             raise RetrievalError("group counts do not add up to the database size")
+        if np.any((rel < 0) | (rel > tot)):
+            raise RetrievalError("a group's relevant count lies outside 0 .. its size")
         total = rel.sum(axis=1)
         has = total > 0
         self.n += len(tot)

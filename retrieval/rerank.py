@@ -21,6 +21,7 @@ import numpy as np
 
 from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
+from retrieval.metrics import multilabel_relevance_rows
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
 from retrieval.search import HammingIndex, check_k
 
@@ -110,9 +111,7 @@ def rerank_ranking(
         for c in index.counts(q_packed, db_labels, q_labels):
             ids, ham = result.ids[c.sl], result.hamming[c.sl]
             if db_labels.ndim == 2:
-                rel_sl = (
-                    np.einsum("bc,brc->br", q_labels[c.sl].astype(np.int64), db_labels[ids]) > 0
-                )
+                rel_sl = multilabel_relevance_rows(q_labels[c.sl], db_labels[ids])
             else:
                 rel_sl = db_labels[ids] == q_labels[c.sl][:, None]
             head_tot, head_rel = groups_from_sorted(result.dist[c.sl], rel_sl)

@@ -8,6 +8,7 @@ import pytest
 from retrieval.codes import pack_bits, unpack_bits
 from retrieval.errors import RetrievalError
 from retrieval.knn import knn_float
+from retrieval.metrics import multilabel_relevance, multilabel_relevance_rows
 from retrieval.ranking import RankingSpec, float_ranking
 from retrieval.rerank import rerank, rerank_knn, rerank_ranking
 from retrieval.search import HammingIndex
@@ -41,6 +42,39 @@ def test_full_shortlist_equals_float_cosine_knn_and_ranking() -> None:
     b = float_ranking(q, db, y_q, y_db, metric="cosine", spec=spec).scalars
     for name in ("map_all", "map_at_10", "precision_at_5"):
         assert a[name] == pytest.approx(b[name], abs=1e-6), name
+
+
+@pytest.mark.parametrize("shortlist", [120, 30])
+def test_multilabel_two_stage_ranking_counts_empty_label_pairs_as_relevant(shortlist: int) -> None:
+    """Multi-label relevance is one rule everywhere: a shared label, or no label on either side
+    (``multilabel_relevance``). With R = N the two-stage ranking is the float cosine ranking,
+    queries without a label included; with R < N every group stays consistent."""
+    g, db, q, cdb, cq, _, _ = _data(2)
+    y_db = (g.random((120, 3)) < 0.3).astype(np.int64)
+    y_q = (g.random((15, 3)) < 0.3).astype(np.int64)
+    y_db[:10], y_q[:3] = 0, 0  # "no finding" images on both sides
+    res = rerank(cq, cdb, 6, q, db, shortlist=shortlist)
+    spec = RankingSpec(map_at=(10,), precision_at=(5,), radius=None)
+    a = rerank_ranking(res, HammingIndex(cdb, 6), cq, y_q, y_db, spec=spec).scalars
+    if shortlist == 120:
+        b = float_ranking(q, db, y_q, y_db, metric="cosine", spec=spec).scalars
+        for name in ("map_all", "map_at_10", "precision_at_5"):
+            assert a[name] == pytest.approx(b[name], abs=1e-6), name
+    # the first 5 are the shortlist's 5 cosine-nearest (continuous distances: no ties)
+    top = res.ids[:, :5]
+    hand = np.take_along_axis(multilabel_relevance(y_q, y_db), top, axis=1).mean()
+    assert a["precision_at_5"] == pytest.approx(hand, abs=1e-9)
+
+
+def test_relevance_rows_match_the_full_relevance_matrix() -> None:
+    g = np.random.default_rng(3)
+    y_q, y_db = (g.random((6, 4)) < 0.3), (g.random((20, 4)) < 0.3)
+    y_q[0], y_db[:4] = False, False
+    ids = g.integers(0, 20, size=(6, 7))
+    full = multilabel_relevance(y_q, y_db)
+    assert np.array_equal(
+        multilabel_relevance_rows(y_q, y_db[ids]), np.take_along_axis(full, ids, axis=1)
+    )
 
 
 def test_shortlist_is_the_hamming_nearest_then_cosine_order() -> None:
