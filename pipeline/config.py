@@ -602,7 +602,7 @@ class RetrievalConfig:
     backend: Literal["exact", "faiss", "ivf", "faiss_ivf", "faiss_hnsw", "milvus"] = (
         "exact"  # `hashaudit index`
     )
-    ivf_nlist: int | None = None  # ivf / faiss_ivf: inverted lists; null = 4 * sqrt(database size)
+    ivf_nlist: int | None = None  # ivf / faiss_ivf: inverted lists; null = 4 * sqrt(N), at most N
     ivf_nprobe: int = 16  # ivf / faiss_ivf: lists visited per query
     hnsw_m: int = 32  # faiss_hnsw: graph links per node
     hnsw_ef_construction: int = 40  # faiss_hnsw: candidate list while building

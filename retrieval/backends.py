@@ -77,7 +77,8 @@ def _faiss_search(
 def _trained_ivf(codes: np.ndarray, *, nlist: int | None, train_size: int | None, seed: int) -> Any:
     """A faiss ``IndexBinaryIVF`` over word-padded ``codes`` with its coarse quantiser trained
     (binary k-means on ``train_size`` codes, default 64 per list) and nothing added."""
-    nlist = nlist or max(1, int(4 * math.sqrt(len(codes))))
+    # the default, 4 sqrt(N), exceeds N below 16 codes: there every code gets its own list
+    nlist = nlist or min(len(codes), max(1, int(4 * math.sqrt(len(codes)))))
     if nlist > len(codes):
         raise RetrievalError(f"nlist={nlist} exceeds the {len(codes)} database codes")
     quantizer = faiss.IndexBinaryFlat(8 * codes.shape[1])
@@ -105,10 +106,14 @@ class FaissIVF:
         seed: int = 0,
     ) -> None:
         check_codes(None, db_packed, n_bits)
+        if nprobe < 1:
+            raise RetrievalError(f"nprobe={nprobe} must be >= 1 (retrieval.ivf_nprobe)")
         self.n_bits = n_bits
         codes = np.ascontiguousarray(pad_to_words(db_packed, n_bits))
         self.index = _trained_ivf(codes, nlist=nlist, train_size=train_size, seed=seed)
-        self.index.nprobe = nprobe
+        if nprobe > self.index.nlist:  # a small database: probe every list (both back-ends alike)
+            log.info("nprobe=%d > nlist=%d: every list is probed", nprobe, self.index.nlist)
+        self.index.nprobe = min(nprobe, int(self.index.nlist))
         self._populate(codes)
 
     def _populate(self, codes: np.ndarray) -> None:

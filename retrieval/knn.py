@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from retrieval.errors import RetrievalError
-from retrieval.search import FloatIndex, HammingIndex, check_k
+from retrieval.search import FloatIndex, HammingIndex, check_finite, check_k
 
 Metric = Literal["euclidean", "cosine"]
 
@@ -105,6 +105,8 @@ def float_distance_chunks(
     """Yield ``(query slice, distances [chunk, N])`` for float vectors (squared Euclidean or cosine)."""
     db = torch.as_tensor(database, dtype=torch.float32)
     q_all = torch.as_tensor(queries, dtype=torch.float32)
+    check_finite(db.numpy(), "database")
+    check_finite(q_all.numpy(), "query")
     if metric == "cosine":
         db = torch.nn.functional.normalize(db, dim=1)
         q_all = torch.nn.functional.normalize(q_all, dim=1)

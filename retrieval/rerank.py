@@ -23,7 +23,7 @@ from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
 from retrieval.metrics import multilabel_relevance_rows
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
-from retrieval.search import HammingIndex, check_k
+from retrieval.search import HammingIndex, check_finite, check_k
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,17 @@ def rerank(
             "(raise retrieval.shortlist)"
         )
     ham, ids = index.search(q_packed, shortlist)
-    qn, dbn = _unit(queries), _unit(database)
+    queries = np.asarray(queries, dtype=np.float32)
+    check_finite(queries, "query")
+    qn = _unit(queries)
+    database = np.asarray(database)
     dist = np.empty(ids.shape, dtype=np.float32)
     for start in range(0, len(ids), block):
         sl = slice(start, min(start + block, len(ids)))
-        dist[sl] = 1.0 - np.einsum("bd,brd->br", qn[sl], dbn[ids[sl]])
+        rows = np.asarray(database[ids[sl]], dtype=np.float32)  # only the shortlisted rows
+        check_finite(rows, "shortlisted database")
+        rows /= np.maximum(np.linalg.norm(rows, axis=2, keepdims=True), 1e-12)
+        dist[sl] = 1.0 - np.einsum("bd,brd->br", qn[sl], rows)
     order = np.argsort(dist, axis=1, kind="stable")
     take = np.take_along_axis
     return Reranked(take(ids, order, axis=1), take(dist, order, axis=1), take(ham, order, axis=1))

@@ -74,6 +74,18 @@ def check_k(k: int, n_db: int) -> None:
         )
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite float vectors: faiss answers them with id -1 and a distance of
+    FLT_MAX, and a vote or ranking over those would be silently wrong."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1)) if x.ndim else np.array([0])
+        raise RetrievalError(
+            f"{len(rows)} {what} vector(s) hold NaN or infinite values (first row {int(rows[0])}); "
+            "fix or drop them before searching (e.g. re-run the extract stage)"
+        )
+
+
 class HammingIndex:
     """Exact Hamming search over packed codes (``uint8 [N, ceil(K/8)]``, little bit order).
 
@@ -296,6 +308,7 @@ class FloatIndex:
             )
         if metric not in ("euclidean", "cosine"):
             raise RetrievalError(f"metric={metric!r}: use 'euclidean' or 'cosine'")
+        check_finite(db, "database")
         self.metric = metric
         if metric == "cosine":
             db = _normalise(db)
@@ -316,6 +329,7 @@ class FloatIndex:
             )
         if len(q) == 0:
             raise RetrievalError("the query set is empty; pass at least one query")
+        check_finite(q, "query")
         return _normalise(q) if self.metric == "cosine" else q
 
     def search(

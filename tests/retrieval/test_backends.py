@@ -61,8 +61,27 @@ def test_compiled_ivf_pads_when_the_probed_lists_hold_fewer_than_k_codes() -> No
 
 def test_compiled_ivf_checks_nprobe() -> None:
     db, q, _ = _codes(200, 3, 16)
+    index = build_index("ivf", db, 16, nlist=8, nprobe=2)
+    index.index.nprobe = 9  # set by hand after the build: refused, not clamped
     with pytest.raises(RetrievalError, match="nprobe=9 must be between 1 and nlist=8"):
-        build_index("ivf", db, 16, nlist=8, nprobe=9).search(q, 5)
+        index.search(q, 5)
+    for name in ("ivf", "faiss_ivf"):
+        with pytest.raises(RetrievalError, match=r"nprobe=0 must be >= 1 \(retrieval.ivf_nprobe\)"):
+            build_index(name, db, 16, nlist=8, nprobe=0)
+
+
+@pytest.mark.parametrize("name", ["faiss_ivf", "ivf"])
+@pytest.mark.parametrize("n", [1, 10, 15, 16])
+def test_ivf_defaults_serve_databases_smaller_than_their_list_count(name: str, n: int) -> None:
+    """4 sqrt(N) lists exceed N below 16 codes, and nprobe 16 exceeds the lists below 64: the
+    defaults then give every code a list and probe every list, so search is exact."""
+    db, q, brute = _codes(n, 4, 12, seed=6)
+    index = build_index(name, db, 12, nprobe=16)
+    assert index.index.nlist == min(n, int(4 * np.sqrt(n)))
+    assert index.index.nprobe == index.index.nlist
+    dist, ids = index.search(q, n)
+    assert np.array_equal(dist, np.sort(brute, axis=1))
+    assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
 
 
 def test_hnsw_returns_the_exact_neighbours_at_high_ef() -> None:

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from retrieval.codes import pack_bits
+from retrieval.errors import RetrievalError
 from retrieval.evaluation import hamming_report
 from retrieval.knn import knn_float, knn_hamming, knn_predict, tally_from_sorted, tie_aware_votes
 from retrieval.metrics import classification_metrics, confusion
 from retrieval.ranking import RankingSpec
+from retrieval.rerank import rerank
+from retrieval.search import FloatIndex
 
 
 def test_votes_split_ties_at_kth_distance() -> None:
@@ -50,6 +53,31 @@ def test_cosine_and_multilabel_votes() -> None:
     labels = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], dtype=np.uint8)
     pred = knn_float(np.array([[1.0, 0.05]]), db, labels, [2], metric="cosine")[2]
     assert pred.tolist() == [[True, False]]  # label 0: 2/2 votes, label 1: 1/2 (not a majority)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_float_vectors_are_refused_by_every_float_search(bad: float) -> None:
+    """faiss answers a NaN row with id -1 (distance FLT_MAX), which voted with the label of the
+    last database item; every float path now names the bad row instead."""
+    g = np.random.default_rng(4)
+    db, q = g.normal(size=(5, 3)), g.normal(size=(2, 3))
+    labels = np.array([1, 0, 0, 0, 0])
+    db_bad, q_bad = db.copy(), q.copy()
+    db_bad[3, 1], q_bad[1, 0] = bad, bad
+    for metric in ("euclidean", "cosine"):
+        with pytest.raises(RetrievalError, match=r"1 database vector\(s\) .* \(first row 3\)"):
+            knn_float(q, db_bad, labels, [5], metric=metric)
+        with pytest.raises(RetrievalError, match=r"1 query vector\(s\) .* \(first row 1\)"):
+            knn_float(q_bad, db, labels, [5], metric=metric)
+        with pytest.raises(RetrievalError, match="database vector"):
+            FloatIndex(db_bad, metric=metric)
+        with pytest.raises(RetrievalError, match="query vector"):
+            FloatIndex(db, metric=metric).search(q_bad, 2)
+    codes = pack_bits(np.ones((5, 4), dtype=bool))  # all tied: the shortlist is every row
+    with pytest.raises(RetrievalError, match="shortlisted database vector"):
+        rerank(codes[:2], codes, 4, q, db_bad, shortlist=5)
+    with pytest.raises(RetrievalError, match="query vector"):
+        rerank(codes[:2], codes, 4, q_bad, db, shortlist=5)
 
 
 def test_k_larger_than_database_is_an_error() -> None:
