@@ -429,8 +429,10 @@ def load_release(
     """(the release as the attacker sees it for each split the mechanism touched, the published
     bool codes per victim split, its ``config.json``).
 
-    The release directory must come from this head: same method and bits, and every split the
-    mechanism did not touch identical to the head's released codes.
+    The release directory must come from this head: its recorded head config equal to the head's
+    ``config.json`` (the release block aside), every split the mechanism did not touch identical
+    to the head's codes, and, for k-anonymity, each released split reproduced by snapping the
+    head's codes onto it.
 
     The attacker's mechanism per released split: randomised response with the public ε_code and
     the attacker's own seed (the same for every split); the k-anonymous snap onto *that split's*
@@ -456,6 +458,16 @@ def load_release(
             f"{release_dir}: released {config.get('method')} codes of {n_bits} bits, but the head is "
             f"{head_config.get('method')} with --bits {bits}; pass the release made from this head"
         )
+    # the release stage writes the head's config.json plus its release block: anything else
+    # differing (seed, fit settings, DP budget, embeddings) means another head's release
+    recorded = {key: value for key, value in config.items() if key != "release"}
+    if recorded != head_config:
+        keys = sorted(k for k in {*recorded, *head_config} if recorded.get(k) != head_config.get(k))
+        raise ArtifactError(
+            f"{release_dir}: made from another head: its recorded head config differs from "
+            f"{head_dir / 'config.json'} in {', '.join(keys)}; pass the release made from this "
+            "head (re-run the release stage: dvc repro)"
+        )
     head_codes, _, _ = load_codes(head_dir / "codes.safetensors")
     published = {}
     for split in VICTIMS:
@@ -478,6 +490,13 @@ def load_release(
         rr = MechanismRelease(CodeRelease.from_head(head), mechanism, name=name)
         return dict.fromkeys(info["splits"], rr), published, config
     k = int(info["k"])
+    for split in info["splits"]:  # the k-anonymous release is a function of the head's codes
+        true = unpack_bits(head_codes[split], n_bits)
+        if not np.array_equal(snap_to_k_anonymous(true, published[split], k), published[split]):
+            raise ArtifactError(
+                f"{release_dir}: its {split} codes are not this head's k={k} release (snapping "
+                f"the codes of {head_dir} does not reproduce them); re-run the release stage"
+            )
 
     def snap(held: np.ndarray) -> MechanismRelease:
         return MechanismRelease(

@@ -189,6 +189,21 @@ def code_margin(
     return (other - own) / k
 
 
+def check_trained_classes(*groups: Records) -> None:
+    """``code_margin`` compares a code with the prototype of the class the head trained on, read
+    from ``y``: that holds when every record has one training label (``y_multihot`` one-hot) and
+    ``y`` is it. On a multi-label source ``y`` is a finding, possibly withheld from training, so
+    the margin would measure nothing the head memorised."""
+    for g in groups:
+        yh = np.asarray(g.y_multihot)
+        if not ((yh.sum(axis=1) == 1).all() and np.array_equal(yh.argmax(axis=1), g.y)):
+            raise PrivacyError(
+                f"membership score 'code_margin' needs single-label training classes, but the "
+                f"{g.split} records' training labels are multi-label or not the attacked "
+                "attribute; use attack.mi_score relaxed_margin or code_stability"
+            )
+
+
 def code_stability(
     encode: Callable[[np.ndarray], np.ndarray], x: np.ndarray, noise: np.ndarray
 ) -> np.ndarray:
@@ -329,6 +344,8 @@ class MembershipInference(Attack):
             raise PrivacyError(
                 "membership: shadow heads need multi-hot training labels (y_multihot)"
             )
+        if self.config.score == "code_margin":
+            check_trained_classes(aux, members, others)
         rng = np.random.default_rng(self.seed)
         m = min(self.config.candidates, len(members), len(others))
         mem = members.subset(np.sort(rng.choice(len(members), m, replace=False)))

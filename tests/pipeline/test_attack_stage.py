@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from pipeline import attack, evaluate, knn, train, train_dp
-from pipeline.artifacts import EmbeddingsFile, load_codes, load_embeddings, save_embeddings
+from pipeline.artifacts import (
+    ArtifactError,
+    EmbeddingsFile,
+    load_codes,
+    load_embeddings,
+    save_embeddings,
+)
 from pipeline.common import stage_argv
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
@@ -497,7 +503,7 @@ def test_k_anonymous_attacker_snaps_each_split_onto_its_own_release(tmp_path: Pa
            "--metrics", str(tmp_path / "m/rel.json")]  # fmt: skip
     assert release_stage.main(args(tmp_path, *cli, sets=sets)) == 0
     head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
-    cfg = {"method": "lsh"}
+    cfg = {"dataset": "syn", "method": "lsh"}  # the head's config.json
     by_split, published, _ = attack.load_release(rel_dir, head_dir, head, cfg, 6, AttackConfig())
     assert set(by_split) == {"train", "test"}
     released = load_codes(rel_dir / "codes.safetensors")[0]
@@ -512,6 +518,65 @@ def test_k_anonymous_attacker_snaps_each_split_onto_its_own_release(tmp_path: Pa
 
     union = np.concatenate([published["train"], published["test"]])
     assert not np.array_equal(snap_to_k_anonymous(true["test"], union, 5), published["test"])
+
+
+def _two_heads_and_a_release_of_b(tmp_path: Path, mechanism: str, config_b: dict):
+    """Heads A and B (6-bit LSH codes of the same sizes, B's config ``config_b``) and B's release
+    with ``release.apply_to: both``, so no split is left to compare codes on."""
+    from pipeline import release as release_stage
+    from pipeline.artifacts import save_codes, write_json
+    from retrieval.codes import pack_bits
+
+    heads = {}
+    for name, seed, config in (("a", 1, {"dataset": "syn", "method": "lsh", "seed": 0}),
+                               ("b", 2, config_b)):  # fmt: skip
+        g = np.random.default_rng(seed)
+        centres = g.random((8, 6)) < 0.5
+        codes = {s: pack_bits(centres[g.integers(0, 8, n)] ^ (g.random((n, 6)) < 0.1))
+                 for s, n in (("train", 150), ("val", 40), ("test", 60))}  # fmt: skip
+        heads[name] = tmp_path / name
+        save_codes(heads[name] / "codes.safetensors", codes, n_bits=6, meta={"method": "lsh"})
+        write_json(heads[name] / "config.json", config)
+    sets = ("release.k=5", "release.apply_to=both")
+    cli = ["--head", str(heads["b"]), "--mechanism", mechanism, "--out", str(tmp_path / "rel"),
+           "--metrics", str(tmp_path / "m/rel.json")]  # fmt: skip
+    if mechanism == "rr":
+        cli += ["--epsilon-code", "4"]
+    assert release_stage.main(args(tmp_path, *cli, sets=sets)) == 0
+    return heads["a"], tmp_path / "rel"
+
+
+@pytest.mark.parametrize("mechanism", ["rr", "kanon"])
+def test_a_release_of_another_head_is_refused_when_it_covers_every_split(
+    tmp_path: Path, mechanism: str
+) -> None:
+    """Same method and bits, another seed: with train and test both released no code is left
+    to compare, so the recorded head config is (before, such a release was attacked as this
+    head's, and linkage fell toward chance, reading as protection)."""
+    from hashers import registry
+    from hashers.base import HeadSpec
+    from pipeline.config import AttackConfig
+
+    config_b = {"dataset": "syn", "method": "lsh", "seed": 1}
+    head_a, rel = _two_heads_and_a_release_of_b(tmp_path, mechanism, config_b)
+    head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
+    cfg_a = {"dataset": "syn", "method": "lsh", "seed": 0}
+    with pytest.raises(ArtifactError, match=r"made from another head: .* differs from .* in seed;"):
+        attack.load_release(rel, head_a, head, cfg_a, 6, AttackConfig())
+
+
+def test_a_k_anonymous_release_must_be_reproduced_by_this_heads_codes(tmp_path: Path) -> None:
+    """Equal configs, other codes (e.g. a head trained again elsewhere): snapping this head's
+    codes onto the release does not reproduce it, so it is refused."""
+    from hashers import registry
+    from hashers.base import HeadSpec
+    from pipeline.config import AttackConfig
+
+    cfg = {"dataset": "syn", "method": "lsh", "seed": 0}
+    head_a, rel = _two_heads_and_a_release_of_b(tmp_path, "kanon", cfg)
+    head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
+    with pytest.raises(ArtifactError, match=r"its (train|test) codes are not this head's k=5"):
+        attack.load_release(rel, head_a, head, cfg, 6, AttackConfig())
 
 
 def test_released_codes_bad_input_exit_2(study: Path, caplog) -> None:

@@ -3,6 +3,7 @@ a head that does not depend on its records, a wide margin on an overfit head (sl
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import signal
 
@@ -109,6 +110,33 @@ def test_head_independent_of_records_gives_chance(score: str) -> None:
     )  # fmt: skip
     out = attack.fit(recs["val"]).run(_victims(recs))
     assert abs(out["auc"] - 0.5) <= 0.12 and out["n_members"] == 80
+
+
+def test_code_margin_is_refused_where_the_attacked_attribute_is_not_the_trained_class() -> None:
+    """Multi-label sources attack a finding (maybe withheld from training), not a training class:
+    class prototypes of it would measure nothing the head memorised."""
+    recs = make_records(n=(40, 30, 40), dim=8)
+    multi = dict(recs)
+    for split in ("train", "test"):
+        r = recs[split]
+        yh = np.eye(3, dtype=np.float32)[r.y]
+        yh[::2, 0] = 1.0  # a second finding on every other record
+        multi[split] = dataclasses.replace(r, y_multihot=yh)
+    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
+    head = methods.build("lsh", spec, seed=0)
+    attack = MembershipInference(
+        CodeRelease.from_head(head), MembershipConfig(shadow_heads=2, candidates=20,
+                                                      score="code_margin"),
+        make_head=lambda seed: methods.build("lsh", spec, seed=0),
+        fit_config=FitConfig(epochs=1, progress=False), n_classes=3,
+    )  # fmt: skip
+    with pytest.raises(PrivacyError, match=r"'code_margin' needs single-label training classes, "
+                       r"but the train records'.*use attack.mi_score relaxed_margin"):  # fmt: skip
+        attack.fit(recs["val"]).run(_victims(multi))
+    # one-hot training labels but another attribute than the class: refused as well
+    other = {s: dataclasses.replace(recs[s], y=(recs[s].y + 1) % 3) for s in ("train", "test")}
+    with pytest.raises(PrivacyError, match="'code_margin' needs single-label training classes"):
+        attack.run(_victims({**recs, **other}))
 
 
 @pytest.mark.slow
