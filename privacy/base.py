@@ -188,7 +188,11 @@ class CodeRelease(Release):
         return cls(encoder, method.spec.n_bits, relaxed)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        bits = np.asarray(self.encoder(x)).astype(bool)
+        bits = np.asarray(self.encoder(x))
+        if bits.dtype != np.bool_:  # a cast would make every ±1 or real-valued entry True
+            raise PrivacyError(
+                f"the encoder returned {bits.dtype} codes; it must return bool codes (e.g. u > 0)"
+            )
         if bits.ndim != 2 or bits.shape[1] != self.n_bits:
             raise PrivacyError(
                 f"the head returned codes of shape {bits.shape}, expected [N, {self.n_bits}]"

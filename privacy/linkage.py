@@ -56,7 +56,8 @@ class Linkage(Attack):
         for s in sorted(victims.reacquired):
             rates = self.link(victims, s)
             row: dict[str, float | str] = {"group": victims.split, "strength": s}
-            for k_req, k in zip(self.config.ks, rates, strict=True):
+            for k_req in self.config.ks:  # a k beyond the gallery is read at the gallery's size
+                k = min(k_req, n)
                 row[f"top{k_req}"] = rates[k]
                 row[f"top{k_req}_baseline"] = k / n
                 if s == self.config.strength:

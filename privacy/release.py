@@ -66,9 +66,11 @@ from privacy.streams import seed_sequence
 
 def _check_bits(bits: np.ndarray) -> np.ndarray:
     arr = np.asarray(bits)
+    if arr.dtype != np.bool_:  # a cast would make every ±1 or real-valued entry True
+        raise PrivacyError(f"codes must be bool [N, K], got {arr.dtype} (pass u > 0, not signs)")
     if arr.ndim != 2:
         raise PrivacyError(f"codes must be bool [N, K], got shape {arr.shape}")
-    return arr.astype(bool)
+    return arr
 
 
 def _check_epsilon(epsilon: float) -> None:

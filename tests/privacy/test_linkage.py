@@ -36,6 +36,21 @@ def test_hand_computed_rates() -> None:
     assert attack.sweep_rows[0]["top1"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_ks_beyond_the_gallery_read_the_whole_gallery(n: int) -> None:
+    """k >= n: every victim's own record is among its top k, so the rate and the baseline are 1
+    (ks=(1, 5, 10) on 3 records used to raise in the zip of requested and clipped ks)."""
+    codes = np.array([_pm(c) for c in ("1100", "0011", "1010")][:n], dtype=np.float32)
+    victims = Records(split="test", index=np.arange(n), x=codes, y=np.zeros(n, dtype=np.int64),
+                      reacquired={0.5: codes})  # fmt: skip
+    aux = Records(split="val", index=np.arange(1), x=codes[:1], y=np.zeros(1, dtype=np.int64))
+    attack = Linkage(CodeRelease(lambda x: x > 0, 4), LinkageConfig(strength=0.5, ks=(1, 5, 10)))
+    out = attack.fit(aux).run({"test": victims})
+    assert out["test/top1"] == 1.0 and out["test/top1_baseline"] == 1 / n
+    for k in (5, 10):
+        assert out[f"test/top{k}"] == 1.0 and out[f"test/top{k}_baseline"] == 1.0
+
+
 def _victims(recs, snr=20.0):
     return {
         s: replace(recs[s], reacquired={snr: noisy_embeddings(recs[s].x, snr, seed=7)})

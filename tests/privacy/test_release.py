@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from privacy.base import CodeRelease
 from privacy.errors import PrivacyError
 from privacy.release import (
     debiased_hamming,
@@ -146,3 +147,18 @@ def test_the_attackers_snap_reproduces_the_release_from_public_codes(seed: int) 
     for k in (2, 5, 12):
         out = k_anonymize(codes, k)
         assert np.array_equal(snap_to_k_anonymous(codes, out.codes, k), out.codes)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_non_bool_codes_are_refused_not_cast(dtype) -> None:
+    """±1 signs cast to bool are all True: every code would collapse to one and k-anonymity
+    would look perfect. The release functions and ``CodeRelease`` take bool codes only."""
+    signs = np.where(np.random.default_rng(0).random((6, 4)) < 0.5, -1, 1).astype(dtype)
+    for call in (
+        lambda: k_anonymize(signs, 1),
+        lambda: randomized_response(signs, math.inf, seed=0),
+        lambda: snap_to_k_anonymous(signs, signs > 0, 1),
+        lambda: CodeRelease(lambda x: signs, 4).encode(np.zeros((6, 2))),
+    ):
+        with pytest.raises(PrivacyError, match=f"{np.dtype(dtype)}"):
+            call()
