@@ -122,7 +122,14 @@ def test_dvc_repro_breastmnist_tiny_backbone(tmp_path: Path, shared_medmnist: Pa
     assert ex  # the extract stage reports its counts
     assert (work / "dvc.lock").is_file()
     status = _run([sys.executable, "-m", "dvc", "status"], work, env)
-    assert "changed" not in status.stdout  # everything up to date after repro
+    # everything up to date after repro, but the source digests, which run on every repro
+    lines = [ln.strip() for ln in status.stdout.splitlines() if ln.strip()]
+    assert lines == ["source@breastmnist:", "always changed"], status.stdout
+    stamp = json.loads((work / "artifacts/sources/breastmnist.json").read_text())
+    assert stamp == {"dataset": "breastmnist", "kind": "medmnist", "inputs": []}
+    rerun = _run([sys.executable, "-m", "dvc", "repro"], work, env)
+    assert "Running stage 'source@breastmnist'" in rerun.stdout
+    assert "Running stage 'extract@breastmnist'" not in rerun.stdout  # same digest: skipped
 
     from mlflow.tracking import MlflowClient
 

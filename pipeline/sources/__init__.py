@@ -16,7 +16,10 @@ and optionally
   to its default value cannot be told from an absent one and is accepted);
 * ``check_config(source)``: kind-specific checks of the params entry, run when ``params.yaml`` is
   parsed (raise :class:`pipeline.config.ParamsError`, e.g. through ``pipeline.config.check``);
-* ``resolve(name, source)``: the entry completed with defaults that depend on the dataset name.
+* ``resolve(name, source)``: the entry completed with defaults that depend on the dataset name;
+* ``inputs(name, source, data)``: the local files or folders ``load`` reads that params cannot
+  pin (a user's own data), digested by the ``source`` stage so that DVC re-runs extract when
+  they change (:mod:`pipeline.source_stamp`); none when absent.
 
 Adding a source = one module here + one line in :data:`SOURCES` + tests. Modules are imported lazily,
 so the params check (``SourceConfig.kind`` reads this table) stays cheap.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -94,6 +98,12 @@ def resolve(name: str, source: SourceConfig) -> SourceConfig:
     """The entry of dataset ``name`` completed by the module's optional ``resolve`` hook."""
     hook = getattr(get(source.kind), "resolve", None)
     return source if hook is None else hook(name, source)
+
+
+def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
+    """The local inputs of dataset ``name`` (its module's optional ``inputs`` hook; else none)."""
+    hook = getattr(get(source.kind), "inputs", None)
+    return [] if hook is None else [Path(p) for p in hook(name, source, data)]
 
 
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Any:

@@ -65,6 +65,11 @@ def _check_keys(x: dict, y: dict, where: str) -> None:
         )
 
 
+def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
+    """The user's embeddings file (digested by the ``source`` stage)."""
+    return [Path(str(source.path)).expanduser()]
+
+
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> EmbeddingsFile:
     """Read, validate and complete a user's embeddings file (val carved from train when missing)."""
     path = Path(str(source.path)).expanduser()

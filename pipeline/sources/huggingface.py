@@ -205,6 +205,13 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
+def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
+    """A local folder given as ``id`` (``save_to_disk`` or a data dir); a hub id has none (it is
+    pinned by its id in params; the local cache is not digested)."""
+    local = Path(str(source.id)).expanduser()
+    return [local] if local.is_dir() else []
+
+
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
     """A Hugging Face dataset: a hub id (cached or online), a ``save_to_disk`` dir or a local data dir."""
     import datasets

@@ -25,6 +25,11 @@ _LAYOUT = (
 )
 
 
+def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
+    """The image folder (its listing is digested by the ``source`` stage)."""
+    return [Path(str(source.path)).expanduser()]
+
+
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
     """Images in class sub-folders, read through ``datasets``' imagefolder builder."""
     import datasets
