@@ -78,16 +78,63 @@ def resolve_uri(config: TrackingConfig) -> str:
     return config.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+#: MLflow error codes of a request the client got wrong: a hashaudit bug, which keeps its traceback
+CLIENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
+
+
+def is_store_fault(err: BaseException) -> bool:
+    """Whether ``err`` from an MLflow call is the tracking store failing (a server error or
+    restart, a lost connection, a locked database) rather than a request hashaudit got wrong."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.error_code not in CLIENT_ERROR_CODES
+    if isinstance(err, OSError):  # connection errors (requests' included) derive from OSError
+        return True
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
+        return False
+    return isinstance(err, OperationalError)
+
+
 class StageRun:
-    """Handle on one MLflow run (or a no-op when tracking is disabled)."""
+    """Handle on one MLflow run (or a no-op when tracking is disabled).
+
+    MLflow is bookkeeping: a store fault after the run started (:func:`is_store_fault`) never
+    costs a stage its result. The failed call is logged as a warning, later calls are skipped,
+    and the run is marked FAILED at the end (so :func:`adopt_runs` never nests an incomplete run),
+    while the stage's files are written and it exits 0. A request hashaudit got wrong raises.
+    """
 
     def __init__(self, client: Any | None, run_id: str | None) -> None:
         self.client = client
         self.run_id = run_id
+        self.fault: str | None = None  # the first store fault, if any
 
     @property
     def active(self) -> bool:
-        return self.client is not None
+        return self.client is not None and self.fault is None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:
+            if not is_store_fault(err):
+                raise
+            self.record_fault(what, err)
+
+    def record_fault(self, what: str, err: BaseException) -> None:
+        """Note a store fault of ``what``: warn once, skip every later call, end the run FAILED."""
+        self.fault = f"{what}: {type(err).__name__}: {err}"
+        log.warning(
+            "MLflow %s failed (%s: %s); the stage's files are complete, its MLflow run %s "
+            "is incomplete and will be marked FAILED",
+            what,
+            type(err).__name__,
+            err,
+            self.run_id,
+        )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.active:
@@ -97,7 +144,11 @@ class StageRun:
         flat = flatten(to_dict(params))
         items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self._call(
+                "log_batch (params)", self.client.log_batch, self.run_id, params=items[i : i + 100]
+            )
+            if not self.active:
+                return
 
     def log_metrics(self, metrics: Mapping[str, Any], *, step: int = 0) -> None:
         if not self.active:
@@ -113,15 +164,24 @@ class StageRun:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
         for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+            self._call(
+                "log_batch (metrics)",
+                self.client.log_batch,
+                self.run_id,
+                metrics=items[i : i + 500],
+            )
+            if not self.active:
+                return
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.active:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._call(
+                "log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+            )
 
     def set_tag(self, key: str, value: str) -> None:
         if self.active:
-            self.client.set_tag(self.run_id, key, value)
+            self._call("set_tag", self.client.set_tag, self.run_id, key, value)
 
 
 def tracking_enabled(config: TrackingConfig) -> bool:
@@ -218,15 +278,24 @@ def stage_run(
     run = client.create_run(exp_id, run_name=name, tags=all_tags)
     log.info("MLflow run %s (%s) in %s", name, run.info.run_id, uri)
     handle = StageRun(client, run.info.run_id)
+
+    def end(status: str) -> None:
+        try:
+            client.set_terminated(run.info.run_id, status=status)
+        except Exception as err:  # the files are written: a store fault must not fail the stage
+            if not is_store_fault(err):
+                raise
+            log.warning("MLflow could not mark run %s %s (%s)", run.info.run_id, status, err)
+
     try:
         yield handle
     except KeyboardInterrupt:  # Ctrl-C, and SIGTERM via pipeline.common.StageTerminated
-        client.set_terminated(run.info.run_id, status="KILLED")
+        end("KILLED")
         raise
     except BaseException:
-        client.set_terminated(run.info.run_id, status="FAILED")
+        end("FAILED")
         raise
-    client.set_terminated(run.info.run_id, status="FINISHED")
+    end("FINISHED" if handle.fault is None else "FAILED")
 
 
 def adopt_runs(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str) -> list[str]:
@@ -242,6 +311,16 @@ def adopt_runs(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str
     file); nothing when ``parent`` is a no-op."""
     if not parent.active or not runs:
         return []
+    try:
+        return _adopt(parent, runs, dataset=dataset)
+    except Exception as err:
+        if not is_store_fault(err):
+            raise
+        parent.record_fault("adopt_runs", err)
+        return sorted(runs)
+
+
+def _adopt(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str) -> list[str]:
     wanted: dict[str, str] = {}
     for name, path in runs.items():
         path = Path(path)

@@ -272,3 +272,63 @@ def test_die_with_parent_only_under_dvc(env: dict[str, str], expected: int) -> N
         check=True,
     )
     assert int(res.stdout.strip()) == expected
+
+
+class FlakyClient(FakeClient):
+    """A store that fails on the first metrics batch, with a store fault or a client error."""
+
+    error_code = "TEMPORARILY_UNAVAILABLE"  # a name of mlflow.protos.databricks_pb2
+    tags: ClassVar[list[tuple[str, str]]] = []
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos import databricks_pb2
+
+        if metrics:
+            code = getattr(databricks_pb2, self.error_code)
+            raise MlflowException("503 Service Unavailable", error_code=code)
+
+    def set_tag(self, run_id, key, value):
+        FlakyClient.tags.append((key, value))
+
+
+def test_a_store_fault_while_logging_keeps_the_stages_files(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """MLflow is bookkeeping: the metrics JSON (and every file of the atomic block) is written, the
+    stage ends normally, later MLflow calls are skipped and the run is marked FAILED."""
+    import mlflow.tracking
+
+    from pipeline.artifacts import atomic_outputs, write_json
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", FlakyClient)
+    FakeClient.ended, FlakyClient.tags = [], []
+    config = TrackingConfig(uri="sqlite:///unused.db")
+    with tracking.stage_run(config, name="attack@x") as run, atomic_outputs():
+        write_json(tmp_path / "big-result.json", {"hours": 5})
+        tracking.record_metrics(tmp_path / "m.json", {"auc": 0.5}, run)
+    assert (tmp_path / "big-result.json").is_file() and (tmp_path / "m.json").is_file()
+    assert FakeClient.ended == ["FAILED"] and FlakyClient.tags == []  # the tag call was skipped
+    assert "MLflow log_batch (metrics) failed" in caplog.text and "marked FAILED" in caplog.text
+
+
+def test_a_request_hashaudit_got_wrong_keeps_its_traceback(tmp_path: Path, monkeypatch) -> None:
+    """An invalid request is a bug, not a store fault: it propagates and nothing is written."""
+    import mlflow.tracking
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.artifacts import atomic_outputs
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    monkeypatch.setattr(FlakyClient, "error_code", "INVALID_PARAMETER_VALUE")
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", FlakyClient)
+    FakeClient.ended = []
+    config = TrackingConfig(uri="sqlite:///unused.db")
+    with (
+        pytest.raises(MlflowException, match="503"),
+        tracking.stage_run(config, name="attack@x") as run,
+        atomic_outputs(),
+    ):
+        tracking.record_metrics(tmp_path / "m.json", {"auc": 0.5}, run)
+    assert not (tmp_path / "m.json").exists() and FakeClient.ended == ["FAILED"]
