@@ -228,11 +228,16 @@ def leakage_axis(number: LeakageNumber, group: str | None) -> tuple[str, str]:
 
 
 def leakage_values(rows: list[dict[str, Any]], col: str) -> np.ndarray:
-    """The leakage axis of ``col`` over ``rows``. Shares are floored at 0: an attack that does worse
-    than its code-blind baseline (by chance; a negative share) shows no measurable leakage, and
-    releases tied there are ranked by utility. ``tradeoff.csv`` keeps the unfloored shares."""
+    """The leakage axis of ``col`` over ``rows``, floored at the code-blind baseline: an attack
+    that does worse than its baseline (by chance) shows no measurable leakage, and releases tied
+    there are ranked by utility. Shares are floored at 0; a raw number (membership AUC) at its
+    row's ``<col>_baseline`` (0.5), where one is recorded, so an AUC of 0.46 is not read as less
+    leakage than one of 0.49. ``tradeoff.csv`` keeps the unfloored values."""
     leak = np.array([r[col] for r in rows], dtype=np.float64)
-    return np.maximum(leak, 0.0) if col.endswith("_share") else leak
+    if col.endswith("_share"):
+        return np.maximum(leak, 0.0)
+    base = np.array([r.get(f"{col}_baseline", math.nan) for r in rows], dtype=np.float64)
+    return np.where(np.isnan(base), leak, np.fmax(leak, base))
 
 
 @dataclass(frozen=True)
@@ -318,8 +323,10 @@ def markdown(
     """The report a reader opens first: one table of every release, the headline, the fronts."""
     flt = rows[0]
     attacks = [n for n in LEAKAGE_NUMBERS if n.groups != (None,)]
-    present = [
-        n for n in attacks if any(not math.isnan(r[f"{column(n, 'test')}_share"]) for r in rows)
+    present = [  # a column where either victim group has a defined share ("–" for the other)
+        n
+        for n in attacks
+        if any(not math.isnan(r[f"{column(n, g)}_share"]) for r in rows for g in n.groups)
     ]
     lines = [
         f"# Privacy/utility report: {dataset}",
@@ -330,7 +337,8 @@ def markdown(
         "(`knn.ci_level`; paired with the float KNN, class-stratified: how much of a shortfall "
         "the size of the test split can resolve). **Leakage share** per attack: 0 = the attack's code-blind "
         "baseline, 1 = the same attack on the float embeddings (privacy/tradeoff.py; a share "
-        "below 0, an attack doing worse than its baseline by chance, is shown as 0); each cell "
+        "below 0, an attack doing worse than its baseline by chance, is shown as 0; a membership "
+        "AUC below chance counts as 0.5 in the fronts and least leakage); each cell "
         "is train (database, the head's training records) / test (queries) victims; – = not "
         "measured (membership is not run on released codes: a release mechanism does not change "
         "the head). DP-SGD heads bound membership by their (ε, δ) (`tradeoff.csv`: `dp_epsilon`, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,41 @@ def test_report_is_the_parent_run_of_the_runs_that_wrote_its_files(
     assert not {old, hand, untagged, failed, other} & children
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "pareto"} <= artifacts
+
+
+def test_membership_auc_below_chance_is_no_less_leakage_than_chance() -> None:
+    """The reviewer's case from the BreastMNIST study: DP heads at AUC 0.459 and 0.466 (noise under
+    chance) sat on the front and were the 'least leakage', though a head at 0.494 with more
+    utility dominates both once every AUC is floored at its 0.5 baseline, as shares are at 0."""
+    rows = [
+        {"membership": auc, "membership_baseline": 0.5, "retention_balanced_accuracy": ret}
+        for auc, ret in ((0.459, 1.023), (0.466, 1.025), (0.494, 1.054), (0.60, 1.10))
+    ]
+    assert report.leakage_values(rows, "membership").tolist() == [0.5, 0.5, 0.5, 0.60]
+    rows.append({"membership": 0.45, "retention_balanced_accuracy": 1.0})  # no baseline: as is
+    assert report.leakage_values(rows, "membership")[-1] == 0.45
+    unmeasured = {  # every other attack: not measured in these rows
+        report.leakage_axis(n, g)[0]: math.nan for n in report.LEAKAGE_NUMBERS for g in n.groups
+    }
+    full = [{**unmeasured, **r} for r in rows[:4]]
+    (t,) = report.tradeoffs(full, 1.0)  # only membership is measured
+    assert t.front.tolist() == [2, 3] and t.least == 0.5 and t.least_at == 2
+
+
+def test_an_attack_measured_only_on_the_train_victims_keeps_its_column(tmp_path: Path) -> None:
+    """The float linkage does not beat its baseline on the test queries (every test share
+    undefined) but does on the train victims: the column stays, test cells read "–" (it was
+    dropped whole, while the least-leakage table still listed linkage/train)."""
+    make_tree(tmp_path)
+    m = tmp_path / "metrics"
+    fl = json.loads((m / "attack/syn/float.json").read_text())
+    fl["linkage/test/top1"] = 0.005  # under the 0.01 baseline
+    write_json(m / "attack/syn/float.json", fl)
+    for path in m.glob("attack*/syn/*.json"):
+        numbers = json.loads(path.read_text())
+        if "linkage/test/top1_float" in numbers:
+            write_json(path, {**numbers, "linkage/test/top1_float": 0.005})
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    md = (tmp_path / "reports/syn/report.md").read_text()
+    assert "| release | method | bits | ε | bal. acc | retention | mAP@all | linkage |" in md
+    assert "| hash codes | dpsh | 12 |  | 0.600 | 1.000 (0.91–1.08) | 0.500 | 0.50 / – |" in md
