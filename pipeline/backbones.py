@@ -17,12 +17,15 @@ padding (MedMNIST+ style). :meth:`Backbone.embed` runs the frozen model under ``
 returns float32 ``[B, dim]`` embeddings (CLS token, or CLS concatenated with the mean patch token).
 
 Device ``auto`` picks cuda, then mps, then cpu. Precision ``auto`` picks bf16 (autocast) on a CUDA
-device that supports it and fp32 everywhere else; bf16 on CPU must be asked for (``precision: bf16``).
+device with native bf16 (compute capability 8.0 or later; torch only emulates it on older cards) and
+fp32 everywhere else; bf16 on CPU must be asked for (``precision: bf16``). Weights are always loaded
+in float32, whatever dtype a checkpoint was saved in: the precision setting alone decides bf16.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,10 +167,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
-    """``auto`` -> bf16 on a CUDA device with bf16 support, fp32 everywhere else.
+    """``auto`` -> bf16 on a CUDA device with native bf16 support, fp32 everywhere else.
 
     bf16 on CPU is not chosen automatically (it is slower than fp32 on many CPUs without AMX);
-    ask for it with ``precision: bf16``.
+    ask for it with ``precision: bf16``. Neither is bf16 on a CUDA card that only emulates it
+    (compute capability below 8.0, e.g. T4, V100: ``is_bf16_supported()`` counts emulation unless
+    told not to), where it is slower than fp32.
     """
     if precision == "fp32":
         return "fp32"
@@ -177,7 +182,8 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
                 "backbone.precision: bf16 is not supported by this GPU; set backbone.precision: auto or fp32"
             )
         return "bf16"
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native else "fp32"
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,8 +364,15 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
     )
     unreadable = _safetensors_error()
     try:
+        # float32 whatever the checkpoint's dtype (transformers 5 loads a fp16/bf16 save as such):
+        # backbone.precision alone decides bf16, through autocast in Backbone.embed
         model, info = AutoModel.from_pretrained(
-            source, config=config, output_loading_info=True, **hub_kwargs, **model_kwargs
+            source,
+            config=config,
+            output_loading_info=True,
+            dtype=torch.float32,
+            **hub_kwargs,
+            **model_kwargs,
         )
     except _hub_errors() as err:
         if is_local:
@@ -377,14 +390,36 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
         ) from err
     _check_complete(name, info)
     if is_local:
-        resolved = str(local.resolve())
-    else:
-        resolved = (
-            getattr(model.config, "_commit_hash", None)
-            or getattr(config, "_commit_hash", None)
-            or revision
+        return model, str(local.resolve())
+    commit = (
+        getattr(model.config, "_commit_hash", None)
+        or getattr(config, "_commit_hash", None)
+        or _cached_commit(name, revision)
+    )
+    if not commit:
+        log.warning(
+            "backbone %s: no commit found for revision %r in the Hugging Face cache; recording the "
+            "revision as given",
+            name,
+            revision,
         )
-    return model, str(resolved)
+    return model, str(commit or revision)
+
+
+def _cached_commit(name: str, revision: str) -> str | None:
+    """The commit of hub model ``name`` at ``revision`` in the local Hugging Face cache: the snapshot
+    folder its ``config.json`` was loaded from (``.../snapshots/<commit>/config.json``); transformers 5
+    no longer records it as ``config._commit_hash``. None when the cache does not tell."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id=name, filename="config.json", revision=revision)
+    if not isinstance(path, str):  # None (not cached) or the "known not to exist" marker
+        return None
+    folder = Path(path).parent
+    commit = folder.name
+    if folder.parent.name != "snapshots" or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return None
+    return commit
 
 
 def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
@@ -405,6 +440,12 @@ def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
     mcfg = model.config
     patch = mcfg.patch_size if isinstance(mcfg.patch_size, int) else int(mcfg.patch_size[0])
     native = mcfg.image_size if isinstance(mcfg.image_size, int) else int(mcfg.image_size[0])
+    if config.image_size < patch:
+        raise BackboneUnavailableError(
+            f"backbone.image_size: {config.image_size} is smaller than the {patch}-pixel patch of "
+            f"backbone {config.name!r}, so the model would see no patch; set backbone.image_size to "
+            f"at least {patch}, best a multiple of {patch}"
+        )
     if config.image_size % patch:
         log.warning(
             "backbone.image_size %d is not a multiple of the patch size %d: the last %d pixel rows/columns "

@@ -167,6 +167,27 @@ def test_precision_and_device_resolution() -> None:
             resolve_device("cuda")
 
 
+def test_auto_precision_skips_bf16_that_the_gpu_only_emulates() -> None:
+    """A compute-capability 7.x card (T4, V100) only emulates bf16: ``is_bf16_supported()`` says
+    True by default there, but ``auto`` must pick fp32; from 8.0 (A100, H100) it picks bf16."""
+    import types
+    from unittest import mock
+
+    cuda = torch.device("cuda")
+    for major, minor, expected in ((7, 5, "fp32"), (8, 0, "bf16")):
+        props = types.SimpleNamespace(major=major, minor=minor, name=f"mocked cc {major}.{minor}")
+        with (
+            mock.patch("torch.cuda.is_available", return_value=True),
+            mock.patch("torch.cuda.current_device", return_value=0),
+            mock.patch("torch.cuda.get_device_properties", return_value=props),
+            mock.patch("torch.cuda._check_bf16_tensor_supported", return_value=True),
+            mock.patch.object(torch.version, "hip", None),
+        ):
+            assert torch.cuda.is_bf16_supported()  # emulation counts by default
+            assert resolve_precision("auto", cuda) == expected, (major, minor)
+            assert resolve_precision("bf16", cuda) == "bf16"  # asked for: allowed, emulated
+
+
 # --------------------------------------------------------------------------------------------
 # hub ids and local directories
 # --------------------------------------------------------------------------------------------
@@ -199,6 +220,85 @@ def test_local_directory_round_trip(tmp_path: Path) -> None:
     local = load_backbone(BackboneConfig(name=str(tmp_path / "model"), image_size=28, device="cpu"))
     assert local.revision == str((tmp_path / "model").resolve())
     assert torch.allclose(local.embed_images(images), ref.embed_images(images), atol=1e-6)
+
+
+@pytest.mark.parametrize("saved", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_loads_in_float32(tmp_path: Path, saved: torch.dtype) -> None:
+    """transformers 5 loads a checkpoint in the dtype it was saved in; hashaudit loads float32 and
+    leaves bf16 to ``backbone.precision`` (the embeddings metadata records that precision)."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8)
+    model = load_backbone(tiny(), seed=3).model
+    model.to(saved).save_pretrained(tmp_path / "half")
+    model.to(torch.float32).save_pretrained(tmp_path / "full")  # the same, half-rounded weights
+    half, full = (
+        load_backbone(BackboneConfig(name=str(tmp_path / d), image_size=28, device="cpu"))
+        for d in ("half", "full")
+    )
+    assert half.dtype == "fp32"
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}
+    assert torch.allclose(half.embed_images(images), full.embed_images(images), atol=1e-6)
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offline Hugging Face cache holding ``fake/dinov2`` at commit COMMIT, ``main`` -> COMMIT."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--fake--dinov2"
+    load_backbone(tiny(), seed=3).model.save_pretrained(repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+def test_hub_model_records_the_cached_commit_not_the_branch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5 no longer sets ``config._commit_hash``: the commit comes from the snapshot
+    folder of the Hugging Face cache the model was loaded from."""
+    fake_hub_cache(tmp_path, monkeypatch)
+    for revision in ("main", COMMIT):
+        bb = load_backbone(
+            BackboneConfig(name="fake/dinov2", revision=revision, image_size=28, device="cpu")
+        )
+        assert bb.revision == COMMIT, revision
+
+
+def test_hub_model_without_a_known_commit_records_the_revision_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline import backbones
+
+    fake_hub_cache(tmp_path, monkeypatch)
+    assert backbones._cached_commit("fake/dinov2", "v1") is None  # no such ref cached
+    assert backbones._cached_commit("fake/other", "main") is None  # no such model cached
+    monkeypatch.setattr(backbones, "_cached_commit", lambda name, revision: None)
+    with caplog.at_level("WARNING"):
+        bb = load_backbone(BackboneConfig(name="fake/dinov2", image_size=28, device="cpu"))
+    assert bb.revision == "main" and "no commit found for revision 'main'" in caplog.text
+
+
+def test_image_size_below_the_patch_size_is_refused(tmp_path: Path) -> None:
+    """A patch-16 ViT at image_size 14 or 15 sees no patch: refused at load, not a conv2d crash."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        image_size=32, patch_size=16,
+    )  # fmt: skip
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    for size in (14, 15):
+        with pytest.raises(
+            BackboneUnavailableError,
+            match=rf"backbone\.image_size: {size} is smaller than the 16-pixel patch .*at least 16",
+        ):
+            load_backbone(BackboneConfig(name=str(tmp_path / "vit"), image_size=size, device="cpu"))
+    bb = load_backbone(BackboneConfig(name=str(tmp_path / "vit"), image_size=16, device="cpu"))
+    assert bb.embed_images(np.zeros((1, 28, 28), np.uint8)).shape == (1, 16)
 
 
 def test_vit_directory_with_interpolated_positions(tmp_path: Path) -> None:
