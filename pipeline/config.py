@@ -160,6 +160,21 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ParamsError(f"{key}: {message}")
 
 
+SEED_LIMIT = 2**63  # seeds reach torch.manual_seed / numpy generators as signed 64-bit integers
+
+
+def check_seed(seed: int | None, key: str, *, nullable: bool = False) -> None:
+    """A seed must be an integer in ``[0, 2**63)`` (or null where ``nullable``)."""
+    if seed is None and nullable:
+        return
+    null = " (or null = secret OS entropy)" if nullable else ""
+    check(
+        seed is not None and 0 <= seed < SEED_LIMIT,
+        key,
+        f"{seed} is out of range; use an integer from 0 to 2**63 - 1 = {SEED_LIMIT - 1}{null}",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------------------------
@@ -218,9 +233,10 @@ class DataConfig:
                     f"datasets[{i}]: unknown dataset {name!r}{hint}; define it under data.sources "
                     f"(defined: {', '.join(sorted(self.sources))}), e.g. {name}: {{kind: medmnist, size: 28}}"
                 )
-            if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
                 raise ParamsError(
-                    f"datasets[{i}]: {name!r} may hold only letters, digits, '_' and '.' (it names files and DVC stages)"
+                    f"datasets[{i}]: {name!r} must start with a letter or digit and hold only letters, "
+                    "digits, '_' and '.' (it names files and DVC stages; '..' would leave their folders)"
                 )
             try:  # the kind's name-dependent checks (e.g. a MedMNIST flag) now, not in a stage
                 self.source(name)
@@ -385,7 +401,7 @@ class Params:
     report: ReportParams = field(default_factory=lambda: ReportParams())
 
     def __post_init__(self) -> None:
-        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+        check_seed(self.seed, "seed")
 
     def method_config(self, name: str) -> Any:
         """The resolved, typed hyper-parameters of hashing method ``name``."""
@@ -518,11 +534,7 @@ class DPParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        check(
-            self.seed is None or self.seed >= 0,
-            "seed",
-            f"{self.seed} must be >= 0 (or null = secret OS entropy)",
-        )
+        check_seed(self.seed, "seed", nullable=True)
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
         for name in ("lr", "batch_size", "epochs"):
@@ -552,11 +564,7 @@ class ReleaseParams:
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε_code = ∞: no release noise)")
         check(self.k >= 1, "k", f"{self.k} must be >= 1 (default 20)")
-        check(
-            self.seed is None or self.seed >= 0,
-            "seed",
-            f"{self.seed} must be >= 0 (or null = secret OS entropy)",
-        )
+        check_seed(self.seed, "seed", nullable=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -691,7 +699,7 @@ class AttackConfig:
             "aux_size",
             f"{self.aux_size} must be >= 1 or null",
         )
-        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+        check_seed(self.seed, "seed")
         for i, s in enumerate((self.strength, *self.strength_sweep)):
             where = "strength" if i == 0 else f"strength_sweep[{i - 1}]"
             check(0.0 <= s <= 1.0, where, f"{s} must be in [0, 1]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> 
         REPO / "params.yaml", {"train.selection": "balanced_map", "dp.selection": None}
     )
     assert dp_fit_config(inherit, progress=False).selection == "balanced_map"
+
+
+SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 9223372036854775807"
 
 
 @pytest.mark.parametrize(
@@ -125,6 +129,12 @@ def test_selection_defaults_agree_in_params_and_config_and_dp_pins_its_own() -> 
         ("knn.k", 0, r"knn.k: 0 must be >= 1"),
         ("dp.patience", 10, r"dp: unknown key 'patience'"),  # DP heads never stop early
         ("seed", True, r"seed: expected an integer, got True"),
+        # 2**64 passed and then crashed torch.manual_seed with a bare ValueError in a stage
+        ("seed", 2**64, rf"^seed: {2**64} {SEED_RANGE}$"),
+        ("seed", -1, rf"^seed: -1 {SEED_RANGE}$"),
+        ("attack.seed", 2**63, rf"^attack.seed: {2**63} {SEED_RANGE}$"),
+        ("dp.seed", 2**64, rf"^dp.seed: {2**64} {SEED_RANGE} \(or null = secret OS entropy\)$"),
+        ("release.seed", -1, rf"^release.seed: -1 {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
     ],
 )
@@ -137,6 +147,46 @@ def test_bad_params_name_key_and_fix(dotted: str, value: object, message: str) -
     node[last] = value
     with pytest.raises(ParamsError, match=message):
         parse_params(tree)
+
+
+@pytest.mark.parametrize("key", ["seed", "attack.seed", "dp.seed", "release.seed"])
+def test_seed_range_ends_below_2_63_and_null_means_os_entropy(key: str) -> None:
+    tree = raw()
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = 2**63 - 1
+    assert parse_params(tree)
+    node[last] = 2**63
+    with pytest.raises(ParamsError, match=rf"^{re.escape(key)}: {2**63} {SEED_RANGE}"):
+        parse_params(tree)
+    node[last] = None
+    if key in ("dp.seed", "release.seed"):
+        assert getattr(getattr(parse_params(tree), parents[0]), last) is None
+    else:
+        with pytest.raises(ParamsError, match=rf"^{re.escape(key)}: expected an integer"):
+            parse_params(tree)
+
+
+def test_dataset_names_must_start_with_a_letter_or_digit() -> None:
+    """'..' matched [A-Za-z0-9_.]+: artifacts/heads/../dpsh-12 left the heads folder."""
+    for name, ok in [
+        ("..", False), (".", False), (".hidden", False), ("_x", False), ("..breastmnist", False),
+        ("b", True), ("7x", True), ("chest_xray.v2", True), ("a.b", True),
+    ]:  # fmt: skip
+        tree = raw()
+        tree["data"]["sources"][name] = {"kind": "embeddings", "path": "x.npz"}
+        tree["data"]["datasets"] = [name]
+        if ok:
+            assert parse_params(tree).data.datasets == (name,)
+            continue
+        with pytest.raises(
+            ParamsError,
+            match=rf"^data.datasets\[0\]: {re.escape(repr(name))} must start with a letter or "
+            r"digit and hold only letters, digits, '_' and '\.'",
+        ):
+            parse_params(tree)
 
 
 def test_medmnist_dataset_without_a_flag_is_refused_when_params_are_read() -> None:
