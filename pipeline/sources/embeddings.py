@@ -65,6 +65,24 @@ def _check_keys(x: dict, y: dict, where: str) -> None:
         )
 
 
+def _check_float32_range(v: np.ndarray, what: str) -> None:
+    """Refuse finite values beyond float32's range in a wider float array: the cast to float32
+    would turn them into inf, and the file would be blamed for NaN/inf it does not hold."""
+    if not np.issubdtype(v.dtype, np.floating) or v.dtype.itemsize <= 4 or v.size == 0:
+        return
+    f32_max = float(np.finfo(np.float32).max)
+    big = np.isfinite(v) & (np.abs(v) > f32_max)
+    if big.any():
+        first = np.argwhere(big)[0]
+        peak = float(np.max(np.abs(v[big])))
+        row = f" (first in row {int(first[0])})" if v.ndim > 1 else ""
+        raise ArtifactError(
+            f"{what} holds {int(big.sum())} finite {v.dtype} value(s) up to {peak:.3g} in magnitude"
+            f"{row}, beyond float32's range (about {f32_max:.3g}) in which hashaudit computes; "
+            "rescale the embeddings (e.g. standardise each feature)"
+        )
+
+
 def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
     """The user's embeddings file (digested by the ``source`` stage)."""
     return [Path(str(source.path)).expanduser()]
@@ -76,6 +94,8 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
     x, y, meta = read_embeddings_raw(path)
     where = str(path)
     _check_keys(x, y, where)
+    for s, v in x.items():
+        _check_float32_range(v, f"{where}: {s}_x")
     x = {
         s: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for s, v in x.items()
     }

@@ -160,3 +160,33 @@ def test_a_declared_task_the_labels_contradict_is_refused(tmp_path: Path) -> Non
         tmp_path / "ord.npz", **arrays, meta=np.array(json.dumps({"task": "ordinal-regression"}))
     )
     assert load(config(tmp_path / "ord.npz")).meta["task"] == "ordinal-regression"
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_float64_values_beyond_float32_range_are_named_not_called_nan(
+    tmp_path: Path, split: str
+) -> None:
+    """A finite 1e39 in a float64 file became inf in the cast to float32 and was reported as
+    'NaN/inf values', which the file does not hold."""
+    arrays = write_npz(tmp_path / "e.npz", val=True)
+    arrays[f"{split}_x"][3, 1] = -1e39
+    arrays[f"{split}_x"][5, 0] = 2e39
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(
+        ArtifactError,
+        match=rf"e\.npz: {split}_x holds 2 finite float64 value\(s\) up to 2e\+39 in magnitude "
+        r"\(first in row 3\), beyond float32's range .*rescale the embeddings",
+    ) as err:
+        load(config(tmp_path / "e.npz"))
+    assert "NaN" not in str(err.value)
+    # values within float32's range, and real NaN, are judged as before (after the cast)
+    arrays[f"{split}_x"][3, 1] = arrays[f"{split}_x"][5, 0] = 3e38
+    np.savez(tmp_path / "big.npz", **arrays)
+    with pytest.raises(ArtifactError, match=rf"{split}_x holds values up to 3e\+38 .*rescale"):
+        load(config(tmp_path / "big.npz"))
+    arrays[f"{split}_x"][3, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(
+        ArtifactError, match=rf"{split}_x holds 1 NaN/inf values \(first in row 3\)"
+    ):
+        load(config(tmp_path / "nan.npz"))
