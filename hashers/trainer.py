@@ -660,96 +660,108 @@ def _fit(
 
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    optimizer = plugin.setup(method, optimizer, train)
-    x_dev, y_dev = train.x.to(device), train.y.to(device)
-    history: list[dict[str, float]] = []
-    selector = EpochSelector(config.selection_window)
-    bs = min(config.batch_size, len(train))
-    n_epochs = config.epoch_budget(len(train))
-    average = (
-        WeightAverage(
-            params, epochs=config.ema_epochs, steps_per_epoch=steps_per_epoch(len(train), bs)
-        )
-        if config.ema_epochs > 0
-        else None
-    )
-    if n_epochs < config.epochs:
-        log.info(
-            "%s-%d: %d epochs (max_steps=%d at %d rows, batch %d) instead of %d",
-            method.name,
-            method.spec.n_bits,
-            n_epochs,
-            config.max_steps,
-            len(train),
-            bs,
-            config.epochs,
-        )
-    bar = tqdm(
-        range(n_epochs),
-        desc=f"train {method.name}-{method.spec.n_bits}",
-        disable=not config.progress,
-        leave=False,
-    )
-    private = not plugin.reports_training_numbers
-    batch_gen = plugin.batch_generator(gen)
-    for epoch in bar:
-        method.train()
-        method.on_epoch_start(epoch, n_epochs)
-        sums: dict[str, float] = defaultdict(float)
-        n_steps = 0
-        for idx in batches.batches(train, bs, batch_gen):
-            idx_dev = idx.to(device)
-            terms = method.training_step(Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer)
-            if average is not None:
-                average.update()
-            for name, value in terms.items():
-                sums[name] += float(value)
-            n_steps += 1
-        if private:  # no training loss leaves the loop (TrainingPlugin)
-            row = {"epoch": float(epoch)}
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                raise HashingError(
-                    f"{method.name}: the weights became non-finite at epoch {epoch} of private "
-                    "training; lower dp.lr or dp.max_grad_norm"
-                )
-            row.update(plugin.epoch_end(epoch))  # the plugin's own (val-only) scores
-            method.to(device)
-            history.append(row)
-            bar.set_postfix(
-                {k: f"{row[k]:.4f}" for k in ("val_accuracy", "dp_epsilon") if k in row}
+    # the plugin's patches (a DP step, per-sample gradients) are undone even when training fails
+    try:
+        optimizer = plugin.setup(method, optimizer, train)
+        x_dev, y_dev = train.x.to(device), train.y.to(device)
+        history: list[dict[str, float]] = []
+        selector = EpochSelector(config.selection_window)
+        bs = min(config.batch_size, len(train))
+        n_epochs = config.epoch_budget(len(train))
+        average = (
+            WeightAverage(
+                params, epochs=config.ema_epochs, steps_per_epoch=steps_per_epoch(len(train), bs)
             )
-            continue
-        row = {
-            "epoch": float(epoch),
-            **{
-                f"loss_{k}" if k != "loss" else "loss": v / max(n_steps, 1) for k, v in sums.items()
-            },
-        }
-        if not np.isfinite(row.get("loss", 0.0)):
-            scale = float(train.x.abs().max())  # huge inputs overflow whatever the lr
-            fix = "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
-            raise HashingError(f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}")
-        row.update(plugin.epoch_end(epoch))
-        with average.swapped() if average is not None else contextlib.nullcontext():
-            method.cpu()
-            scores = val_scores(method, db_sel, val_sel, k=config.k)
-            method.to(device)
-            score = scores[f"val_{config.selection}"]
-            selector.update(epoch, score, scores["val_accuracy"], method)
-        row.update(scores)
-        history.append(row)
-        bar.set_postfix(loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{scores['val_accuracy']:.4f}")
-        if selector.stale(epoch, config.patience):
+            if config.ema_epochs > 0
+            else None
+        )
+        if n_epochs < config.epochs:
             log.info(
-                "%s-%d: early stop at epoch %d (best %d)",
+                "%s-%d: %d epochs (max_steps=%d at %d rows, batch %d) instead of %d",
                 method.name,
                 method.spec.n_bits,
-                epoch,
-                selector.best_epoch,
+                n_epochs,
+                config.max_steps,
+                len(train),
+                bs,
+                config.epochs,
             )
-            break
-    selector.finish()
-    plugin.teardown(method)
+        bar = tqdm(
+            range(n_epochs),
+            desc=f"train {method.name}-{method.spec.n_bits}",
+            disable=not config.progress,
+            leave=False,
+        )
+        private = not plugin.reports_training_numbers
+        batch_gen = plugin.batch_generator(gen)
+        for epoch in bar:
+            method.train()
+            method.on_epoch_start(epoch, n_epochs)
+            sums: dict[str, float] = defaultdict(float)
+            n_steps = 0
+            for idx in batches.batches(train, bs, batch_gen):
+                idx_dev = idx.to(device)
+                terms = method.training_step(
+                    Batch(x_dev[idx_dev], y_dev[idx_dev], idx_dev), optimizer
+                )
+                if average is not None:
+                    average.update()
+                for name, value in terms.items():
+                    sums[name] += float(value)
+                n_steps += 1
+            if private:  # no training loss leaves the loop (TrainingPlugin)
+                row = {"epoch": float(epoch)}
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    raise HashingError(
+                        f"{method.name}: the weights became non-finite at epoch {epoch} of private "
+                        "training; lower dp.lr or dp.max_grad_norm"
+                    )
+                row.update(plugin.epoch_end(epoch))  # the plugin's own (val-only) scores
+                method.to(device)
+                history.append(row)
+                bar.set_postfix(
+                    {k: f"{row[k]:.4f}" for k in ("val_accuracy", "dp_epsilon") if k in row}
+                )
+                continue
+            row = {
+                "epoch": float(epoch),
+                **{
+                    f"loss_{k}" if k != "loss" else "loss": v / max(n_steps, 1)
+                    for k, v in sums.items()
+                },
+            }
+            if not np.isfinite(row.get("loss", 0.0)):
+                scale = float(train.x.abs().max())  # huge inputs overflow whatever the lr
+                fix = (
+                    "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
+                )
+                raise HashingError(
+                    f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}"
+                )
+            row.update(plugin.epoch_end(epoch))
+            with average.swapped() if average is not None else contextlib.nullcontext():
+                method.cpu()
+                scores = val_scores(method, db_sel, val_sel, k=config.k)
+                method.to(device)
+                score = scores[f"val_{config.selection}"]
+                selector.update(epoch, score, scores["val_accuracy"], method)
+            row.update(scores)
+            history.append(row)
+            bar.set_postfix(
+                loss=f"{row.get('loss', 0.0):.4f}", val_acc=f"{scores['val_accuracy']:.4f}"
+            )
+            if selector.stale(epoch, config.patience):
+                log.info(
+                    "%s-%d: early stop at epoch %d (best %d)",
+                    method.name,
+                    method.spec.n_bits,
+                    epoch,
+                    selector.best_epoch,
+                )
+                break
+        selector.finish()
+    finally:
+        plugin.teardown(method)
     method.cpu()
     if selector.best_state is not None:
         method.load_state_dict(selector.best_state)

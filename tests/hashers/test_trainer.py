@@ -410,6 +410,46 @@ def test_fit_sets_input_statistics_from_train_and_plugins_can_choose_val() -> No
         assert torch.allclose(st.center, ref.mean(0), atol=1e-5)
 
 
+def test_plugin_teardown_runs_when_training_fails_mid_fit() -> None:
+    """A plugin patches the method in ``setup`` (DP-SGD: its step, per-sample gradients); an error
+    in the loop (here the batch plan's, after one step) must still undo the patch, or the method
+    keeps training with the plugin's step after the failed fit."""
+    from hashers.trainer import ShuffledBatches, TrainingPlugin
+
+    data = gaussian_clusters(40, seed=0, n_classes=2)
+    spec = HeadSpec(in_dim=data.dim, n_bits=8, n_classes=2, hidden_dims=(16,))
+    method = registry.build("csq", spec, seed=0)
+    calls: list[str] = []
+
+    class Patching(TrainingPlugin):
+        def setup(self, method, optimizer, train):
+            step = method.training_step
+            method.training_step = lambda batch, opt: (calls.append("step"), step(batch, opt))[1]
+            return optimizer
+
+        def teardown(self, method):
+            calls.append("teardown")
+            del method.training_step
+
+    class FailsAfterOneStep:
+        def batches(self, train, batch_size, generator):
+            it = ShuffledBatches().batches(train, batch_size, generator)
+            yield next(it)
+            raise RuntimeError("batch plan failed")
+
+    with pytest.raises(RuntimeError, match="batch plan failed"):
+        fit(
+            method,
+            data,
+            data,
+            config=FitConfig(epochs=1, batch_size=8, progress=False),
+            batches=FailsAfterOneStep(),
+            plugin=Patching(),
+        )
+    assert calls == ["step", "teardown"]
+    assert "training_step" not in vars(method)  # the class's own step again
+
+
 def test_weight_average_is_a_running_mean_then_an_ema_hand_computed() -> None:
     from hashers.trainer import WeightAverage
 
