@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from hashers import registry
-from hashers.base import HeadSpec
+from hashers.base import HashingMethod, HeadSpec
 from hashers.trainer import FitConfig
 from pipeline import tracking
 from pipeline.artifacts import EmbeddingsFile
@@ -33,6 +33,7 @@ from pipeline.train import (
     head_parser,
     head_spec,
     parse_head_args,
+    resolved_config,
     training_embeddings,
 )
 from privacy.dp import DPConfig, check_dp_capable, dp_fit
@@ -73,7 +74,13 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     """The train block's fit settings with DP-SGD's own schedule (``dp.lr``, ``dp.batch_size``,
     ``dp.epochs``, ``dp.selection``) where set: a DP head is tuned apart from the
     non-private one (bench/RESULTS-dp-val.md). ``train.patience`` passes through but has no
-    effect: :func:`privacy.dp.dp_fit` trains every planned epoch (no early stopping)."""
+    effect: :func:`privacy.dp.dp_fit` trains every planned epoch (no early stopping).
+
+    Forced, whatever the train block says (so ``config.json``'s ``fit`` block records what the DP
+    fit did): ``ema_epochs=0`` and ``geometry=0`` (below), ``class_balance=0`` (DP-SGD's Poisson
+    batches include every record with the same probability; class-balanced draws are not the
+    sampling the accountant analyses) and ``selection_window=1`` (the DP plugin picks the best
+    single epoch on val, :class:`privacy.dp.DPSGD`)."""
     d = params.dp
     cfg = fit_config(params, progress=progress)
     changes = {
@@ -85,8 +92,11 @@ def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     # the DP schedule was chosen without weight averaging (it would be post-processing of the
     # private iterates, so the guarantee would hold, but it is untested for DP here); the
-    # neighbourhood term couples the records of a batch, so DP-SGD's clipping forbids it
-    return dataclasses.replace(cfg, ema_epochs=0.0, geometry=0.0)
+    # neighbourhood term couples the records of a batch, so DP-SGD's clipping forbids it; the
+    # Poisson batches and the plugin's per-epoch selection apply neither class_balance nor a window
+    return dataclasses.replace(
+        cfg, ema_epochs=0.0, geometry=0.0, class_balance=0.0, selection_window=1
+    )
 
 
 def dp_head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:
@@ -95,6 +105,32 @@ def dp_head_spec(emb: EmbeddingsFile, params: Params, bits: int) -> HeadSpec:
     if params.dp.standardize is None:
         return spec
     return dataclasses.replace(spec, standardize=params.dp.standardize)
+
+
+def stream_context(
+    dataset: str,
+    *,
+    method: HashingMethod,
+    params: Params,
+    fit_cfg: FitConfig,
+    emb: EmbeddingsFile,
+    source: EmbeddingsFile,
+    withheld: int | None,
+) -> dict[str, Any]:
+    """What a seeded DP run's streams are derived from besides the settings ``dp_fit`` adds: the
+    dataset and the ``embeddings`` block of the head's ``config.json`` (backbone, revision,
+    pooling, image size, resize, dim, content fingerprint, withheld label), so two DP heads trained
+    on different embeddings of one dataset never share sampling, noise or dropout."""
+    head = resolved_config(
+        dataset=dataset,
+        method=method,
+        params=params,
+        emb=emb,
+        fit_cfg=fit_cfg,
+        source=source,
+        withheld=withheld,
+    )
+    return {"dataset": dataset, "embeddings": head["embeddings"]}
 
 
 def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, Any]:
@@ -124,7 +160,15 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
             embedding_set(emb, "val"),
             config=cfg,
             dp=dp,
-            context={"dataset": job.dataset},
+            context=stream_context(
+                job.dataset,
+                method=method,
+                params=params,
+                fit_cfg=cfg,
+                emb=emb,
+                source=source,
+                withheld=withheld,
+            ),
         )
         summary = {**result.summary(), "bits": job.bits, **report.summary()}
         job.write_outputs(

@@ -20,8 +20,10 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   ``q = batch_size / N`` at every step, which is the sampling the accountants analyse. An empty draw
   is still a step: Opacus' ``DPOptimizer`` adds the Gaussian noise to a zero sum, applies the update
   and the accountant counts it, exactly as the analysis assumes (skipping it would change the
-  number of steps the ε was computed for). Each epoch has ``ceil(N / batch_size)`` steps, the
-  trainer's step count, so ``train.max_steps`` and ``train.epochs`` mean the same with DP.
+  number of steps the ε was computed for). Each epoch has the trainer's step count
+  (:func:`hashers.trainer.steps_per_epoch`): ``ceil(N / B)`` with ``B = min(batch_size, N)``, less
+  one when ``N mod B == 1`` (the trainer drops a lone last row), so ``train.max_steps`` and
+  ``train.epochs`` mean the same with DP; the accountant counts exactly these steps.
 - **Per-sample gradients.** ``torch.func`` (``vmap`` of ``grad`` over ``functional_call`` of the
   whole method: head, learned centers, classifier) gives each record's gradient of its own loss.
   Opacus' module hooks (``GradSampleModule``) would miss parameters used only inside the loss, such
@@ -40,7 +42,8 @@ How :func:`dp_fit` keeps the ε honest, step by step:
   (``numpy.random.SeedSequence()``), recorded nowhere; an integer seed makes a run reproducible
   (tests, benches) and the guarantee then holds only against someone without it. Each stream is
   derived from the seed and every setting of the run (the DP block, the training settings, the
-  method's settings and head shape, σ, N, and the caller's context such as the dataset), so two
+  method's settings and head shape, σ, N, and the caller's context: the pipeline passes the
+  dataset and the embeddings the head trains on, backbone and content fingerprint), so two
   DP heads that differ in any setting never share noise (cancellation of shared noise would
   otherwise reveal the difference of their clean gradients); two runs with the same seed and the
   same settings are the same run, so a seed must not be reused for heads that are published
@@ -60,7 +63,8 @@ How :func:`dp_fit` keeps the ε honest, step by step:
 - **Model selection.** The trainer selects epochs with the training codes as KNN database, which
   reads the training records outside the accounted steps. Under DP that selection is discarded:
   :class:`DPSGD` scores each epoch by KNN between two fixed halves of the *validation* split
-  (no training record is read), keeps the best epoch's weights (post-processing of the DP
+  (no training record is read; :func:`check_val_halves` refuses a ``k`` above half the val rows
+  before training), keeps the best epoch's weights (post-processing of the DP
   iterates), writes those val-only scores into the history, and disables early stopping (its
   stopping time would depend on the train-based scores). Model selection on val therefore spends
   no privacy of the training records; the val records themselves are not protected by this ε.
@@ -319,6 +323,23 @@ def public_label_targets(method: HashingMethod, train: EmbeddingSet) -> None:
     method.targets = class_codes[train.y.argmax(dim=1).to(class_codes.device)].to(device)
 
 
+def check_val_halves(n_val: int, k: int) -> None:
+    """Refuse a KNN ``k`` larger than the val half that DP-SGD's model selection uses as database.
+
+    :class:`DPSGD` scores each epoch by KNN between two halves of val (``n_val // 2`` rows each, the
+    odd row joins the queries), so it needs ``k <= n_val // 2``; checked before σ is calibrated and
+    any step is taken, instead of failing after the first epoch.
+    """
+    half = n_val // 2
+    if k > half:
+        lower = f"lower knn.k to at most {half} or " if half >= 1 else ""
+        raise PrivacyError(
+            f"k={k} (knn.k) exceeds the {half} rows of the val half that DP-SGD's model selection "
+            f"uses as KNN database (half of {n_val} val rows; the other half are the queries): "
+            f"{lower}use a validation split of at least {2 * k} rows"
+        )
+
+
 @dataclass(frozen=True, repr=False)
 class DPStreams:
     """Seeds of the three private random streams of one DP-SGD run: Poisson sampling, Gaussian
@@ -497,10 +518,14 @@ def dp_fit(
 ) -> tuple[FitResult, DPReport]:
     """Train ``method`` with DP-SGD through the one trainer; see the module docstring.
 
-    ``context`` (e.g. the dataset) joins the derivation of a seeded run's streams (``dp.seed``),
-    so heads that differ in it never share noise; it is unused when ``dp.seed`` is ``None``.
+    ``context`` (the dataset, the embeddings' backbone and fingerprint, ...) joins the derivation
+    of a seeded run's streams (``dp.seed``), so heads that differ in it never share noise; it is
+    unused when ``dp.seed`` is ``None``. The settings of ``method``, ``config`` and ``dp`` join it
+    here; what the head trains on is the caller's to pass (``pipeline.train_dp`` passes the
+    embeddings block of the head's ``config.json``).
     """
     check_dp_capable(method)
+    check_val_halves(len(val), config.k)
     # the trainer's term (config.geometry) or one a caller put on the method by hand
     own = method.geometry_weight if method.geometry_term is not None else 0.0
     geometry = config.geometry if config.geometry > 0.0 else own

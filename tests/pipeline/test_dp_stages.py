@@ -196,6 +196,36 @@ def test_a_seeded_dp_head_is_reproducible_and_records_its_seed(
     assert all((states[0][k] == states[1][k]).all() for k in states[0])
 
 
+def test_seeded_dp_heads_on_other_embeddings_of_one_dataset_get_other_streams(
+    tmp_path: Path, emb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under one dp.seed, two heads of dataset "syn" trained on different embeddings (another
+    backbone, resize or revision: same dim, same N, same settings) must not share sampling, noise
+    or dropout: the streams are derived from the embeddings' fingerprint too. The same embeddings
+    give the same streams."""
+    from privacy import dp as dp_module
+
+    class Derived(Exception):
+        pass
+
+    seen: list[tuple[int, int, int]] = []
+    derive = dp_module.DPStreams.derive.__func__
+
+    def spy(cls, seed, context):
+        out = derive(cls, seed, context)
+        seen.append((out.sampling, out.noise, out.dropout))
+        raise Derived  # the streams are all this test needs: no training
+
+    monkeypatch.setattr(dp_module.DPStreams, "derive", classmethod(spy))
+    other = tmp_path / "other.safetensors"
+    save_embeddings(other, synthetic_embeddings(seed=1))
+    for i, path in enumerate((emb_path, emb_path, other)):
+        with pytest.raises(Derived):
+            train_dp.main([*dp_args(tmp_path / str(i), path), "--set", "dp.seed=7"])
+    assert len(seen) == 3 and seen[0] == seen[1]
+    assert not set(seen[2]) & set(seen[0]), (seen[0], seen[2])
+
+
 @pytest.mark.parametrize(
     ("method", "eps", "sets", "message"),
     [
@@ -324,3 +354,19 @@ def test_dp_schedule_overrides_the_train_block_only_where_set() -> None:
     # and selected with the class-balanced vote share it was chosen with
     assert cfg.selection == "balanced_soft_accuracy" != tuned.train.selection
     assert cfg.max_steps == tuned.train.max_steps and cfg.weight_decay == tuned.train.weight_decay
+
+
+def test_dp_fit_config_records_the_class_balance_and_window_the_dp_fit_applies() -> None:
+    """Poisson batches draw every record alike and the DP plugin picks the best single epoch:
+    train.class_balance and train.selection_window do nothing under DP, so the DP fit config (the
+    ``fit`` block of a DP head's config.json) holds their neutral values, not the train block's."""
+    from pipeline.config import load_params
+    from pipeline.train import fit_config
+
+    params = load_params(
+        REPO / "params.yaml", {"train.class_balance": 1.0, "train.selection_window": 5}
+    )
+    cfg = train_dp.dp_fit_config(params, progress=False)
+    assert (cfg.class_balance, cfg.selection_window) == (0.0, 1)
+    plain = fit_config(params, progress=False)  # the non-private heads keep them
+    assert (plain.class_balance, plain.selection_window) == (1.0, 5)

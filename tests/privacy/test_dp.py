@@ -185,6 +185,47 @@ def test_dp_heads_train_every_planned_epoch_whatever_the_patience() -> None:
     assert result.epochs_run == 6 and report.steps == 6 * 2 and len(result.history) == 6
 
 
+def test_a_knn_k_beyond_the_val_half_is_refused_before_any_training(monkeypatch) -> None:
+    """DP-SGD selects epochs by KNN between two halves of val, so k must fit in a half: 12 val rows
+    and k=7 are refused before σ is calibrated or a step is taken (it failed after a whole epoch,
+    which the non-private trainer, selecting against train, does not)."""
+    from privacy import dp as dp_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrated or trained before refusing k")
+
+    monkeypatch.setattr(dp_module, "calibrate_noise", never)
+    monkeypatch.setattr(dp_module, "fit", never)
+    method = registry.build("csq", spec(), seed=0)
+    config = dataclasses.replace(FAST, k=7)
+    with pytest.raises(PrivacyError, match=r"k=7 .*the 6 rows of the val half.*at most 6"):
+        dp_fit(method, data(60, 1), data(12, 2), config=config, dp=DPConfig(accountant="rdp"))
+    with pytest.raises(PrivacyError, match=r"k=1 .*the 0 rows.*at least 2 rows"):
+        dp_fit(
+            method, data(60, 1), data(1, 2), config=dataclasses.replace(FAST, k=1), dp=DPConfig()
+        )
+    assert "training_step" not in vars(method)
+
+
+def test_a_dp_fit_that_fails_mid_training_leaves_the_method_unpatched(monkeypatch) -> None:
+    """The DP plugin patches its step and per-sample gradients into the method; an error after
+    training began (here in the epoch's val scoring) must still remove them."""
+    from privacy import dp as dp_module
+
+    def fails(self, epoch):
+        raise RuntimeError("val scoring failed")
+
+    monkeypatch.setattr(dp_module.DPSGD, "epoch_end", fails)
+    method = registry.build("csq", spec(), seed=0)
+    with pytest.raises(RuntimeError, match="val scoring failed"):
+        dp_fit(
+            method, data(60, 1), data(40, 2), config=FAST,
+            dp=DPConfig(noise_multiplier=1.0, accountant="rdp"),
+        )  # fmt: skip
+    assert "training_step" not in vars(method)
+    assert not [n for n, p in method.named_parameters() if hasattr(p, "grad_sample")]
+
+
 def test_empty_poisson_batches_are_noise_steps_and_are_accounted() -> None:
     plan = PoissonBatches(sample_rate=0.02, steps=400)
     sizes = [len(i) for i in plan.batches(data(50, 1), 1, torch.Generator().manual_seed(0))]
