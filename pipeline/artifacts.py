@@ -379,6 +379,25 @@ def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
     return "sha256:" + h.hexdigest()
 
 
+def public_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the val and test splits' embeddings and labels, with the train split's names,
+    dtypes and shapes but not its content: what a DP-SGD head records in its ``config.json``. The
+    full :func:`content_fingerprint` is a deterministic function of every training record, which an
+    adversary knowing all records but one could recompute for each candidate (ε = ∞ for that
+    field); the training split's size is public anyway (privacy/DEFENCES.md)."""
+    h = hashlib.sha256()
+    for s in SPLITS:
+        ys = y[s]
+        for name, arr in (
+            (f"{s}_x", np.ascontiguousarray(x[s], dtype=np.float32)),
+            (f"{s}_y", np.ascontiguousarray(ys, dtype=np.uint8 if ys.ndim == 2 else np.int64)),
+        ):
+            h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
+            if s != "train":
+                h.update(memoryview(arr).cast("B"))
+    return "sha256-public:" + h.hexdigest()
+
+
 @dataclass(frozen=True)
 class EmbeddingsFile:
     """The contents of one embeddings file: per-split embeddings and labels of one dataset, with
@@ -399,6 +418,11 @@ class EmbeddingsFile:
     def fingerprint(self) -> str:
         """Content digest of every split (see :func:`content_fingerprint`)."""
         return content_fingerprint(self.x, self.y)
+
+    @cached_property
+    def public_fingerprint(self) -> str:
+        """Digest of val and test and of the train split's shape (:func:`public_fingerprint`)."""
+        return public_fingerprint(self.x, self.y)
 
     @property
     def multilabel(self) -> bool:
@@ -637,23 +661,35 @@ def load_embeddings(path: str | Path) -> EmbeddingsFile:
 
 
 def check_same_embeddings(
-    expected: str | None, emb: EmbeddingsFile, *, embeddings_path: Path, recorded_in: Path
+    expected: str | None,
+    emb: EmbeddingsFile,
+    *,
+    embeddings_path: Path,
+    recorded_in: Path,
+    public: bool = False,
 ) -> None:
     """Refuse an embeddings file whose content fingerprint differs from the one recorded in
     another artifact (a head's ``config.json``, a float-metrics JSON, ...): pairing codes or
     metrics with other rows or labels gives silently wrong numbers. Every stage that combines an
-    artifact with an embeddings file calls this (evaluate, and the attack stage)."""
+    artifact with an embeddings file calls this (evaluate, and the attack stage). ``public``: the
+    artifact records the :func:`public_fingerprint` (a DP head), which cannot see a change of the
+    training rows that keeps their number."""
     if expected is None:
         raise ArtifactError(
             f"{recorded_in}: records no embeddings fingerprint (written by an older hashaudit); "
             f"re-run the stage that writes it (dvc repro) before combining it with {embeddings_path}"
         )
-    if expected != emb.fingerprint:
+    got = emb.public_fingerprint if public else emb.fingerprint
+    if expected != got:
+        what = (
+            "val/test rows or labels, or the train split's size"
+            if public
+            else "other rows, labels or order"
+        )
         raise ArtifactError(
-            f"{recorded_in} was made from embeddings with fingerprint {expected[:19]}..., but "
-            f"{embeddings_path} has fingerprint {emb.fingerprint[:19]}... (other rows, labels "
-            "or order); pass the embeddings file it was made from, or re-run its stage on this "
-            "file (dvc repro)"
+            f"{recorded_in} was made from embeddings with fingerprint {expected[:26]}..., but "
+            f"{embeddings_path} has fingerprint {got[:26]}... ({what}); pass the embeddings file "
+            "it was made from, or re-run its stage on this file (dvc repro)"
         )
 
 
@@ -661,7 +697,8 @@ def check_head_embeddings(
     head_config: Mapping[str, Any], emb: EmbeddingsFile, *, head_dir: Path, embeddings_path: Path
 ) -> None:
     """A trained head (its ``config.json``) must have been trained on exactly ``emb``: same
-    backbone, pooling and dimension, and the same content fingerprint."""
+    backbone, pooling and dimension, and the same content fingerprint (a DP head: the same
+    :func:`public_fingerprint`)."""
     trained = head_config.get("embeddings") or {}
     for key in ("backbone", "pooling", "dim"):
         want = str(trained.get(key))
@@ -672,11 +709,13 @@ def check_head_embeddings(
                 f"but {embeddings_path} has {key}={got!r}; re-run the train stage on these "
                 "embeddings (dvc repro) or pass the file the head was trained on"
             )
+    public = "fingerprint" not in trained and "public_fingerprint" in trained  # a DP head
     check_same_embeddings(
-        trained.get("fingerprint"),
+        trained.get("public_fingerprint" if public else "fingerprint"),
         emb,
         embeddings_path=embeddings_path,
         recorded_in=head_dir / "config.json",
+        public=public,
     )
 
 

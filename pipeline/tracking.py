@@ -423,16 +423,19 @@ def head_run_name(
     return f"{stage}{stage_suffix}@{dataset}-{method}-{bits}{name_suffix}"
 
 
-def head_tags(dataset: str, method_name: str, bits: int, emb: EmbeddingsFile) -> dict[str, Any]:
+def head_tags(
+    dataset: str, method_name: str, bits: int, emb: EmbeddingsFile, *, public: bool = False
+) -> dict[str, Any]:
     """The MLflow tags of every stage that works on one head (train, train_dp, evaluate);
     ``emb``: the embeddings file as read (before ``attack.withhold_label``), so the ``embeddings``
-    tag is the fingerprint the head's config records."""
+    tag is the fingerprint the head's config records (``public``: a DP head's
+    :func:`pipeline.artifacts.public_fingerprint`)."""
     return {
         "dataset": dataset,
         "method": method_name,
         "bits": bits,
         "backbone": emb.backbone,
-        "embeddings": emb.fingerprint,
+        "embeddings": emb.public_fingerprint if public else emb.fingerprint,
     }
 
 

@@ -227,12 +227,16 @@ class HeadJob:
         withheld: int | None,
         extra_config: dict[str, Any] | None = None,
         logged_as_history: tuple[str, ...] = (),
+        public_provenance: bool = False,
     ) -> None:
         """Head + resolved config (plus ``extra_config``), codes of every split (with the
         embeddings' fingerprint), history CSV and metrics of a trained head: they land together,
         only after training succeeded, or none does. The per-epoch history also goes to MLflow,
         one step per epoch. ``emb``: what the head trained on; ``source``: the embeddings file it
-        came from, ``withheld``: the label column removed from it (:func:`training_embeddings`)."""
+        came from, ``withheld``: the label column removed from it (:func:`training_embeddings`).
+        ``public_provenance`` (DP heads): ``config.json`` records the embeddings'
+        :func:`pipeline.artifacts.public_fingerprint` instead of their content fingerprint; the
+        codes file, outside the head's guarantee, keeps the full one."""
         for row in history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         config = resolved_config(
@@ -245,6 +249,11 @@ class HeadJob:
             withheld=withheld,
         )
         config.update(extra_config or {})
+        if public_provenance:  # a DP head: no digest of the training records' content
+            config["embeddings"] = {
+                **{k: v for k, v in config["embeddings"].items() if k != "fingerprint"},
+                "public_fingerprint": source.public_fingerprint,
+            }
         codes = encode_splits(method, emb)
         meta = {
             "dataset": self.dataset,

@@ -149,7 +149,7 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     )
     check_dp_capable(method)
     name = f"train_dp@{job.dataset}-{job.method_name}-{job.bits}-eps{epsilon:g}"
-    tags = tracking.head_tags(job.dataset, job.method_name, job.bits, source)
+    tags = tracking.head_tags(job.dataset, job.method_name, job.bits, source, public=True)
     tags.update(defence="dp", dp_target_epsilon=f"{epsilon:g}")
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(job.run_params(params, dp=dp_record(dp)))
@@ -185,6 +185,7 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
             # dp_epsilon went to MLflow once per epoch (the ε spent so far, the last one the final
             # ε): not again at step 0
             logged_as_history=("dp_epsilon",),
+            public_provenance=True,  # no digest of the training records in what the head ships
         )
     log.info(
         "%s: ε=%.3f (δ=%.2g, σ=%.3f), best val accuracy %.4f at epoch %d",

@@ -296,7 +296,9 @@ def test_withheld_label_dp_head(tmp_path: Path, one_thread, caplog) -> None:
     cfg = json.loads((tmp_path / "dp_withheld/config.json").read_text())
     assert cfg["head_spec"]["n_classes"] == 2  # c1 hidden from DP-SGD training too
     assert cfg["embeddings"]["withheld_label"] == 1
-    assert cfg["embeddings"]["fingerprint"] == fingerprint
+    public = load_embeddings(tmp_path / "syn.safetensors").public_fingerprint  # a DP head's
+    assert cfg["embeddings"]["public_fingerprint"] == public != fingerprint
+    assert "fingerprint" not in cfg["embeddings"]
     assert attack.main(float_args(tmp_path, WITHHOLD)) == 0
     assert attack_dp("dp_withheld", WITHHOLD) == 0
     res = json.loads((tmp_path / "m/at_dp_withheld.json").read_text())

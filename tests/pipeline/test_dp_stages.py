@@ -370,3 +370,40 @@ def test_dp_fit_config_records_the_class_balance_and_window_the_dp_fit_applies()
     assert (cfg.class_balance, cfg.selection_window) == (0.0, 1)
     plain = fit_config(params, progress=False)  # the non-private heads keep them
     assert (plain.class_balance, plain.selection_window) == (1.0, 5)
+
+
+def test_a_dp_head_records_no_digest_of_its_training_records(
+    tmp_path: Path, emb_path: Path
+) -> None:
+    """The content fingerprint hashes every training record: an adversary who knows all records but
+    one recomputes it for each candidate and tells neighbouring datasets apart (ε = ∞ for that
+    field). A DP head's config.json (and MLflow tag) records the public fingerprint instead: val,
+    test and the train split's shape; later stages check that."""
+    import numpy as np
+
+    from pipeline import tracking
+    from pipeline.artifacts import (
+        ArtifactError,
+        EmbeddingsFile,
+        check_head_embeddings,
+        load_embeddings,
+    )
+
+    assert train_dp.main(dp_args(tmp_path, emb_path)) == 0
+    _, cfg = load_head(tmp_path / "a/head_dp")
+    emb = load_embeddings(emb_path)
+    assert "fingerprint" not in cfg["embeddings"]
+    assert cfg["embeddings"]["public_fingerprint"] == emb.public_fingerprint
+    tags = tracking.head_tags("syn", "csq", 12, emb, public=True)
+    assert tags["embeddings"] == emb.public_fingerprint != emb.fingerprint
+    # a neighbouring dataset (training record 0 replaced): same public digest, other full one
+    x = {s: np.array(v) for s, v in emb.x.items()}
+    x["train"][0] += 1.0
+    neighbour = EmbeddingsFile(x, emb.y, dict(emb.meta))
+    assert neighbour.public_fingerprint == emb.public_fingerprint
+    assert neighbour.fingerprint != emb.fingerprint
+    check_head_embeddings(cfg, emb, head_dir=tmp_path, embeddings_path=emb_path)  # accepted
+    x["val"][0] += 1.0  # other val rows: refused, naming what the public digest covers
+    other = EmbeddingsFile(x, emb.y, dict(emb.meta))
+    with pytest.raises(ArtifactError, match="val/test rows or labels, or the train split's size"):
+        check_head_embeddings(cfg, other, head_dir=tmp_path, embeddings_path=emb_path)
