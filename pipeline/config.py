@@ -188,6 +188,9 @@ class SourceConfig:
     flag: str | None = None  # medmnist: the MedMNIST flag (default: the dataset's name)
     size: int = 28  # medmnist: 28 | 64 | 128 | 224
     id: str | None = None  # huggingface: dataset id on the hub (or a local dataset dir)
+    revision: str | None = (
+        None  # huggingface hub id: branch, tag or commit (null = the default branch)
+    )
     image_column: str = "image"
     label_column: str = "label"
     path: str | None = None  # imagefolder: root dir; embeddings: .safetensors / .npz file

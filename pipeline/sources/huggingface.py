@@ -23,6 +23,7 @@ YIELDS = "images"
 
 KEYS = (
     "id",
+    "revision",
     "image_column",
     "label_column",
 )  # the params keys this kind reads (pipeline.sources.check_config)
@@ -33,6 +34,12 @@ def check_config(source: SourceConfig) -> None:
         bool(source.id),
         "id",
         "a huggingface source needs the dataset id, e.g. id: uoft-cs/cifar10",
+    )
+    local = Path(str(source.id)).expanduser().is_dir()
+    check(
+        source.revision is None or not local,
+        "revision",
+        f"{source.revision!r}: id {source.id!r} is a local folder, which has no revisions; remove revision",
     )
 
 
@@ -222,9 +229,13 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Ima
         if local.is_dir() and _is_saved_dataset(local):
             dsd = datasets.load_from_disk(str(local))
             info = {"source": "huggingface", "hf_path": str(local.resolve())}
-        else:
-            dsd = datasets.load_dataset(ds_id)
-            info = {"source": "huggingface", "hf_id": ds_id}
+        else:  # a pinned revision (a commit) keeps a cached or re-downloaded dataset the same
+            dsd = datasets.load_dataset(ds_id, revision=source.revision)
+            info = {
+                "source": "huggingface",
+                "hf_id": ds_id,
+                "hf_revision": source.revision or "default",
+            }
     except (OSError, ConnectionError, ValueError) as err:
         raise DataError(
             f"Hugging Face dataset {ds_id!r} is not available ({type(err).__name__}: {err}); run once with "

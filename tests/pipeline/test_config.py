@@ -92,7 +92,7 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
             "data.sources.cifar10",
             {"kind": "huggingface", "id": "uoft-cs/cifar10", "size": 224},
             r"data.sources.cifar10.size: the huggingface source does not read size \(it reads "
-            r"kind, id, image_column, label_column\); remove size: 224",
+            r"kind, id, revision, image_column, label_column\); remove size: 224",
         ),
         (
             "data.sources.z",

@@ -136,3 +136,31 @@ def test_decode_image_applies_the_exif_orientation() -> None:
     rgb[:, :10] = 255  # a white band on the left, stored 20 x 40
     jpeg = decode_image(_with_orientation(rgb, 6, "JPEG"), None, where="x")
     assert jpeg.shape == (40, 20, 3) and jpeg[:10].mean() > 240 and jpeg[12:].mean() < 15
+
+
+def test_a_hub_dataset_is_loaded_at_its_pinned_revision(tmp_path: Path, monkeypatch) -> None:
+    """``revision`` (a commit, tag or branch) reaches ``datasets.load_dataset`` and the metadata;
+    a local folder has no revisions, and a kind that does not read it refuses it."""
+    import datasets
+
+    from pipeline.config import ParamsError
+
+    seen: list[dict] = []
+
+    def fake_load_dataset(ds_id, **kwargs):
+        seen.append({"id": ds_id, **kwargs})
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    src = SourceConfig(
+        kind="huggingface", id="uoft-cs/cifar10", revision=commit, image_column="img"
+    )
+    with pytest.raises(DataError, match="is not available"):
+        load("toy", data_config(tmp_path, toy=src))
+    assert seen == [{"id": "uoft-cs/cifar10", "revision": commit}]
+    path = hf_dataset_dir(tmp_path, validation=False)
+    with pytest.raises(ParamsError, match=r"revision: 'v1': id .* is a local folder"):
+        SourceConfig(kind="huggingface", id=str(path), revision="v1", image_column="img")
+    with pytest.raises(ParamsError, match="the medmnist source does not read revision"):
+        SourceConfig(kind="medmnist", revision="v1")
