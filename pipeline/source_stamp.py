@@ -16,7 +16,8 @@ What is digested (each source module's optional ``inputs`` hook names the paths)
   folder on every repro would cost minutes; a file rewritten with the same size and time stamp
   is not seen);
 * nothing for MedMNIST (the official file is fixed by its MD5, checked by extract on every use) and
-  for a Hugging Face hub id (recorded by id in params; its local cache is not digested).
+  for a Hugging Face hub id (pinned by `id` and `revision` in params; its local cache is not
+  digested).
 
 A path that does not exist is recorded as missing; extract then stops with the clear error. No
 MLflow run: the stage is bookkeeping that runs on every repro.
