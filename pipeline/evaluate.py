@@ -201,7 +201,14 @@ def run_evaluate(
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)
     tags = {
-        **tracking.head_tags(dataset, method_name, bits, emb),
+        # the same ``embeddings`` tag as the head's train run (a DP head's is the public one)
+        **tracking.head_tags(
+            dataset,
+            method_name,
+            bits,
+            emb,
+            public="public_fingerprint" in head_config["embeddings"],
+        ),
         **tracking.defence_of(head_config)[2],
     }
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:

@@ -74,16 +74,33 @@ def check_k(k: int, n_db: int) -> None:
         )
 
 
+# Largest squared L2 norm a vector may have so that a float32 squared distance between two such
+# vectors (at most 2 * (|q|^2 + |d|^2)) and a float32 norm stay finite: FLT_MAX / 4.
+MAX_SQ_NORM = float(np.finfo(np.float32).max) / 4.0
+
+
 def check_finite(x: np.ndarray, what: str) -> None:
-    """Refuse NaN or infinite float vectors: faiss answers them with id -1 and a distance of
-    FLT_MAX, and a vote or ranking over those would be silently wrong."""
-    bad = ~np.isfinite(x)
+    """Refuse NaN or infinite float vectors, and vectors so large that a float32 squared distance
+    or norm overflows: faiss answers those with id -1 and a distance of FLT_MAX, a float32 norm
+    becomes inf (a cosine vector of zeros), and a vote or ranking over them would be silently
+    wrong."""
+    arr = np.asarray(x)
+    bad = ~np.isfinite(arr)
     if bad.any():
-        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1)) if x.ndim else np.array([0])
+        rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1)) if arr.ndim else np.array([0])
         raise RetrievalError(
             f"{len(rows)} {what} vector(s) hold NaN or infinite values (first row {int(rows[0])}); "
             "fix or drop them before searching (e.g. re-run the extract stage)"
         )
+    if arr.ndim == 2 and arr.size:
+        sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
+        big = np.flatnonzero(sq > MAX_SQ_NORM)
+        if big.size:
+            raise RetrievalError(
+                f"{big.size} {what} vector(s) have an L2 norm of {float(np.sqrt(sq[big[0]])):.3g} "
+                f"(first row {int(big[0])}), beyond {float(np.sqrt(MAX_SQ_NORM)):.3g}, where float32 "
+                "distances overflow; rescale the embeddings (e.g. standardise them) before searching"
+            )
 
 
 class HammingIndex:
@@ -343,9 +360,16 @@ class FloatIndex:
         for start in range(0, len(q), block):
             sl = slice(start, min(start + block, len(q)))
             d, i = self.index.search(q[sl], k)
+            if (i < 0).any():  # faiss found fewer than k finite distances: never vote on id -1
+                row = sl.start + int(np.flatnonzero((i < 0).any(axis=1))[0])
+                raise RetrievalError(
+                    f"faiss returned no neighbour (id -1) for query row {row}: its distances are "
+                    "not finite in float32; rescale the embeddings before searching"
+                )
             dist[sl], ids[sl] = (1.0 - d if self.metric == "cosine" else d), i
         return dist, ids
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # no float32 overflow
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)

@@ -407,3 +407,63 @@ def test_a_dp_head_records_no_digest_of_its_training_records(
     other = EmbeddingsFile(x, emb.y, dict(emb.meta))
     with pytest.raises(ArtifactError, match="val/test rows or labels, or the train split's size"):
         check_head_embeddings(cfg, other, head_dir=tmp_path, embeddings_path=emb_path)
+
+
+def test_evaluate_tags_a_dp_head_with_its_public_fingerprint(
+    tmp_path: Path, emb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate's MLflow ``embeddings`` tag is the one the head's train run carries: the public
+    fingerprint for a DP head (it was the full one, so the two runs of one head did not group)."""
+    from pipeline import tracking
+    from pipeline.artifacts import load_embeddings
+
+    assert train_dp.main(dp_args(tmp_path, emb_path)) == 0
+    common = [*BASE, "--dataset", "syn", "--method", "csq", "--bits", "12"]
+    assert (
+        knn.main(
+            [
+                *BASE,
+                "--dataset",
+                "syn",
+                "--embeddings",
+                str(emb_path),
+                "--metrics",
+                str(tmp_path / "m/knn.json"),
+                "--sweep",
+                str(tmp_path / "p/knn.csv"),
+                "--confusion",
+                str(tmp_path / "a/knn/c.png"),
+            ]
+        )
+        == 0
+    )
+
+    class Tagged(Exception):
+        pass
+
+    def capture(cfg: object, *, name: str, tags: dict[str, str]) -> None:
+        raise Tagged(tags)
+
+    monkeypatch.setattr(tracking, "stage_run", capture)
+    with pytest.raises(Tagged) as caught:
+        evaluate.main(
+            [
+                *common,
+                "--embeddings",
+                str(emb_path),
+                "--head",
+                str(tmp_path / "a/head_dp"),
+                "--float-metrics",
+                str(tmp_path / "m/knn.json"),
+                "--metrics",
+                str(tmp_path / "m/eval_dp.json"),
+                "--sweep",
+                str(tmp_path / "p/eval_dp.csv"),
+                "--confusion",
+                str(tmp_path / "a/eval_dp/c.png"),
+            ]
+        )
+    tags = caught.value.args[0]
+    emb = load_embeddings(emb_path)
+    assert tags["embeddings"] == emb.public_fingerprint != emb.fingerprint
+    assert tags["defence"] == "dp"

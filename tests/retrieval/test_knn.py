@@ -8,7 +8,14 @@ import pytest
 from retrieval.codes import pack_bits
 from retrieval.errors import RetrievalError
 from retrieval.evaluation import hamming_report
-from retrieval.knn import knn_float, knn_hamming, knn_predict, tally_from_sorted, tie_aware_votes
+from retrieval.knn import (
+    float_distance_chunks,
+    knn_float,
+    knn_hamming,
+    knn_predict,
+    tally_from_sorted,
+    tie_aware_votes,
+)
 from retrieval.metrics import classification_metrics, confusion
 from retrieval.ranking import RankingSpec
 from retrieval.rerank import rerank
@@ -78,6 +85,47 @@ def test_non_finite_float_vectors_are_refused_by_every_float_search(bad: float) 
         rerank(codes[:2], codes, 4, q, db_bad, shortlist=5)
     with pytest.raises(RetrievalError, match="query vector"):
         rerank(codes[:2], codes, 4, q_bad, db, shortlist=5)
+
+
+def test_huge_finite_vectors_are_refused_before_float32_distances_overflow() -> None:
+    """A finite row of 3e19 overflows a float32 squared distance: faiss answered every query with
+    id -1 (voting with the last item's label), and a float32 norm of inf made the cosine row all
+    zeros (distance 1 to everything). Every float path now names the row and the fix."""
+    g = np.random.default_rng(5)
+    db, q = g.normal(size=(5, 3)), g.normal(size=(2, 3))
+    labels = np.array([1, 0, 0, 0, 0])
+    db_big, q_big = db.copy(), q.copy()
+    db_big[2], q_big[1] = 3e19, -3e19
+    for metric in ("euclidean", "cosine"):
+        with pytest.raises(RetrievalError, match=r"1 database vector\(s\) .*first row 2.*rescale"):
+            knn_float(q, db_big, labels, [5], metric=metric)
+        with pytest.raises(RetrievalError, match=r"1 query vector\(s\) .*first row 1"):
+            FloatIndex(db, metric=metric).search(q_big, 2)
+        with pytest.raises(RetrievalError, match="database vector"):
+            list(float_distance_chunks(q, db_big, metric=metric))
+    # just below the bound both metrics still search correctly
+    db_ok = np.array([[9e18, 0, 0], [0, 9e18, 0]], dtype=np.float32)
+    d, i = FloatIndex(db_ok, metric="cosine").search(np.array([[0, 2.0, 0]]), 1)
+    assert i.tolist() == [[1]] and d[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert FloatIndex(db_ok).search(np.array([[0, 9e18, 0]]), 2)[1].tolist() == [[1, 0]]
+
+
+def test_a_faiss_answer_of_id_minus_one_is_refused() -> None:
+    """Defence in depth: should faiss still find fewer than k neighbours, the search names the
+    query row instead of indexing labels with -1."""
+    index = FloatIndex(np.eye(3))
+
+    class Short:
+        d, ntotal = 3, 3
+
+        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            ids = np.zeros((len(q), k), dtype=np.int64)
+            ids[-1, -1] = -1
+            return np.zeros((len(q), k), dtype=np.float32), ids
+
+    index.index = Short()
+    with pytest.raises(RetrievalError, match=r"id -1.*query row 1"):
+        index.search(np.eye(3)[:2], 2)
 
 
 def test_k_larger_than_database_is_an_error() -> None:
