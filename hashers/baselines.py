@@ -187,9 +187,14 @@ class _ClosedForm(HashingMethod):
             )
 
 
+SEED_LIMIT = 2**63  # torch / numpy generators take the seed as a signed 64-bit integer
+
+
 def _check_seed(seed: int) -> None:
-    if seed < 0:
-        raise ValueError(f"seed: {seed} must be >= 0")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(
+            f"seed: {seed} is out of range; use an integer from 0 to 2**63 - 1 = {SEED_LIMIT - 1}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ def hash_centers(
     ``[H; -H]`` are pairwise ``n_bits / 2`` apart (or ``n_bits`` for a row and its negation).
     Otherwise the candidates are the Hadamard matrix of the next power of two truncated to
     ``n_bits`` columns (when ``n_classes`` rows exist) and ``draws`` sets of i.i.d. Bernoulli(0.5)
-    centers; the set with the largest minimum pairwise distance (then the largest mean) is kept; duplicate centers only
-    remain when ``n_classes > 2**n_bits`` forces them. This never fails at any length, unlike the
+    centers; the set with the largest minimum pairwise distance (then the largest mean) is kept.
+    Duplicate centers therefore remain only when every candidate holds a duplicate pair: certain
+    when ``n_classes > 2**n_bits``, and likely for Bernoulli draws once ``n_classes`` nears
+    ``2**(n_bits / 2)`` (birthday bound) without a Hadamard candidate. This never fails at any length, unlike the
     widely copied implementation that calls ``scipy.linalg.hadamard(bits)`` first and so raises
     for every length that is not a power of two (12, 24, 48, ...). Depends only on the seed.
     """

@@ -75,6 +75,6 @@ def get(name: str) -> type[HashingMethod]:
 def build(name: str, spec: HeadSpec, config: Any | None = None, *, seed: int = 0) -> HashingMethod:
     """Instantiate method ``name`` with its parameters initialised from ``seed`` (reproducible)."""
     cls = get(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
+        torch.default_generator.manual_seed(seed)  # so seed only it (torch.manual_seed: CUDA too)
         return cls(spec, config)

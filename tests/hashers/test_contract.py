@@ -126,6 +126,20 @@ def test_same_seed_same_codes_and_state_round_trip(name: str, tmp_path) -> None:
     assert torch.equal(fresh.encode(val.x), codes[1])
 
 
+def test_build_seeds_and_restores_only_the_cpu_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() ran torch.manual_seed, which also (re)seeds every CUDA generator and fork_rng(devices=[])
+    does not restore those: building a head reset a caller's GPU random stream. Now only the CPU
+    generator is seeded, and it is restored afterwards."""
+    seeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
+    before = torch.random.get_rng_state()
+    a = registry.build(METHODS[0], spec(), seed=7).state_dict()
+    b = registry.build(METHODS[0], spec(), seed=7).state_dict()
+    assert seeded == []
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).supervised])
 def test_single_class_training_set_is_rejected(name: str) -> None:
     method = registry.build(name, spec(), seed=0)

@@ -133,6 +133,9 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
         ("seed", 2**64, rf"^seed: {2**64} {SEED_RANGE}$"),
         ("seed", -1, rf"^seed: -1 {SEED_RANGE}$"),
         ("attack.seed", 2**63, rf"^attack.seed: {2**63} {SEED_RANGE}$"),
+        # a method's own seed (the LSH hyperplanes, ITQ/PCA rotations) follows the same rule
+        ("methods.lsh", {"seed": 2**64}, rf"^methods.lsh.seed: {2**64} {SEED_RANGE}$"),
+        ("methods.itq", {"seed": -1}, rf"^methods.itq.seed: -1 {SEED_RANGE}$"),
         ("dp.seed", 2**64, rf"^dp.seed: {2**64} {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("release.seed", -1, rf"^release.seed: -1 {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
