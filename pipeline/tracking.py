@@ -82,6 +82,11 @@ def resolve_uri(config: TrackingConfig) -> str:
 CLIENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
 
 
+# OSErrors about a path hashaudit hands MLflow (a file to log that does not exist): bugs, never a
+# store fault, so they keep their traceback
+LOCAL_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
 def is_store_fault(err: BaseException) -> bool:
     """Whether ``err`` from an MLflow call is the tracking store failing (a server error or
     restart, a lost connection, a locked database) rather than a request hashaudit got wrong."""
@@ -89,8 +94,10 @@ def is_store_fault(err: BaseException) -> bool:
 
     if isinstance(err, MlflowException):
         return err.error_code not in CLIENT_ERROR_CODES
-    if isinstance(err, OSError):  # connection errors (requests' included) derive from OSError
-        return True
+    if isinstance(err, LOCAL_PATH_ERRORS):  # a path hashaudit passed that is not there: a bug
+        return False
+    if isinstance(err, OSError):  # connection errors (requests' included), a full or read-only
+        return True  # artifact store, I/O errors: all derive from OSError
     try:
         from sqlalchemy.exc import OperationalError
     except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
@@ -174,6 +181,8 @@ class StageRun:
                 return
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if not Path(path).exists():  # checked even when tracking is off: a bug either way
+            raise FileNotFoundError(f"log_artifact: {path} does not exist")
         if self.active:
             self._call(
                 "log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
@@ -311,8 +320,12 @@ def adopt_runs(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str
     file); nothing when ``parent`` is a no-op."""
     if not parent.active or not runs:
         return []
+    wanted: dict[str, str] = {}  # local files read outside the store-fault net: errors are bugs
+    for name, path in runs.items():
+        if Path(path).is_file():
+            wanted[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     try:
-        return _adopt(parent, runs, dataset=dataset)
+        return _adopt(parent, runs, wanted, dataset=dataset)
     except Exception as err:
         if not is_store_fault(err):
             raise
@@ -320,12 +333,9 @@ def adopt_runs(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str
         return sorted(runs)
 
 
-def _adopt(parent: StageRun, runs: Mapping[str, str | Path], *, dataset: str) -> list[str]:
-    wanted: dict[str, str] = {}
-    for name, path in runs.items():
-        path = Path(path)
-        if path.is_file():
-            wanted[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+def _adopt(
+    parent: StageRun, runs: Mapping[str, str | Path], wanted: Mapping[str, str], *, dataset: str
+) -> list[str]:
     client = parent.client
     exp_id = client.get_run(parent.run_id).info.experiment_id
     found: dict[str, str] = {}

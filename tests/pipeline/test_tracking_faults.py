@@ -332,3 +332,35 @@ def test_a_request_hashaudit_got_wrong_keeps_its_traceback(tmp_path: Path, monke
     ):
         tracking.record_metrics(tmp_path / "m.json", {"auc": 0.5}, run)
     assert not (tmp_path / "m.json").exists() and FakeClient.ended == ["FAILED"]
+
+
+def test_local_path_errors_are_bugs_not_store_faults(tmp_path: Path) -> None:
+    """Every OSError counted as a store fault, so logging a file that was never written (a bug in
+    a stage) became a warning and a FAILED run. Only the store's faults are tolerated now:
+    connection, timeout, a full or read-only store; a missing local path keeps its traceback."""
+    import errno
+
+    assert tracking.is_store_fault(ConnectionError("reset by peer"))
+    assert tracking.is_store_fault(TimeoutError("read timed out"))
+    assert tracking.is_store_fault(OSError(errno.ENOSPC, "No space left on device"))
+    assert not tracking.is_store_fault(FileNotFoundError(errno.ENOENT, "no such file"))
+    assert not tracking.is_store_fault(IsADirectoryError(errno.EISDIR, "is a directory"))
+
+    logged: list[str] = []
+
+    class Client:
+        def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
+            if not Path(path).exists():  # what MlflowClient does with a missing local file
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+            logged.append(Path(path).name)
+
+    run = tracking.StageRun(Client(), "r1")
+    with pytest.raises(FileNotFoundError, match=r"never-written\.png"):
+        run.log_artifact(tmp_path / "never-written.png")
+    assert run.fault is None and run.active
+    (tmp_path / "plot.png").write_bytes(b"png")
+    run.log_artifact(tmp_path / "plot.png")
+    assert logged == ["plot.png"]
+    # tracking off: the same bug is still caught
+    with pytest.raises(FileNotFoundError, match=r"never-written\.png"):
+        tracking.StageRun(None, None).log_artifact(tmp_path / "never-written.png")
