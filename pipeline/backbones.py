@@ -182,8 +182,15 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
                 "backbone.precision: bf16 is not supported by this GPU; set backbone.precision: auto or fp32"
             )
         return "bf16"
-    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bf16" if native else "fp32"
+    return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` runs bf16 natively (not emulated through fp32)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the keyword: native bf16 needs compute capability 8.0+
+        return torch.version.hip is not None or torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 # --------------------------------------------------------------------------------------------

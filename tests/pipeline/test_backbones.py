@@ -186,6 +186,14 @@ def test_auto_precision_skips_bf16_that_the_gpu_only_emulates() -> None:
             assert torch.cuda.is_bf16_supported()  # emulation counts by default
             assert resolve_precision("auto", cuda) == expected, (major, minor)
             assert resolve_precision("bf16", cuda) == "bf16"  # asked for: allowed, emulated
+        # a torch whose is_bf16_supported has no including_emulation keyword: the same answer
+        # from the compute capability
+        with (
+            mock.patch("torch.cuda.is_bf16_supported", lambda: True),
+            mock.patch("torch.cuda.get_device_capability", return_value=(major, minor)),
+            mock.patch.object(torch.version, "hip", None),
+        ):
+            assert resolve_precision("auto", cuda) == expected, ("no keyword", major, minor)
 
 
 # --------------------------------------------------------------------------------------------
