@@ -40,7 +40,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -379,12 +379,27 @@ def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
     return "sha256:" + h.hexdigest()
 
 
-def public_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over the val and test splits' embeddings and labels, with the train split's names,
-    dtypes and shapes but not its content: what a DP-SGD head records in its ``config.json``. The
-    full :func:`content_fingerprint` is a deterministic function of every training record, which an
-    adversary knowing all records but one could recompute for each candidate (ε = ∞ for that
-    field); the training split's size is public anyway (privacy/DEFENCES.md)."""
+PUBLIC_PREFIX = "sha256-public"
+
+
+def public_fingerprint(
+    x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, private: Iterable[str] = ("train",)
+) -> str:
+    """SHA-256 over the embeddings and labels of the splits not in ``private``, with every split's
+    names, dtypes and shapes but not the private splits' content.
+
+    What an artifact under a privacy guarantee records instead of the full
+    :func:`content_fingerprint`, a deterministic function of every record, which an adversary
+    knowing all records but one could recompute for each candidate (ε = ∞ for that field): a
+    DP-SGD head's ``config.json`` (private: train) and a randomised-response or k-anonymous code
+    release (private: the released splits, and train for a DP head's release). The split sizes
+    are public anyway (privacy/DEFENCES.md). The digest names its private splits, so a check
+    recomputes it from the same splits: ``sha256-public:<hex>`` (train private, as DP heads record
+    it) or ``sha256-public(test,train):<hex>``."""
+    hidden = set(private)
+    unknown = hidden - set(SPLITS)
+    if unknown:
+        raise ValueError(f"private splits {sorted(unknown)}: use some of {', '.join(SPLITS)}")
     h = hashlib.sha256()
     for s in SPLITS:
         ys = y[s]
@@ -393,9 +408,24 @@ def public_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray])
             (f"{s}_y", np.ascontiguousarray(ys, dtype=np.uint8 if ys.ndim == 2 else np.int64)),
         ):
             h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
-            if s != "train":
+            if s not in hidden:
                 h.update(memoryview(arr).cast("B"))
-    return "sha256-public:" + h.hexdigest()
+    label = "" if hidden == {"train"} else "(" + ",".join(sorted(hidden)) + ")"
+    return f"{PUBLIC_PREFIX}{label}:{h.hexdigest()}"
+
+
+def private_splits(digest: str) -> tuple[str, ...] | None:
+    """The splits whose content a :func:`public_fingerprint` leaves out, read from its prefix;
+    ``None`` for a full content fingerprint."""
+    head = digest.partition(":")[0]
+    if not head.startswith(PUBLIC_PREFIX):
+        return None
+    label = head[len(PUBLIC_PREFIX) :]
+    if label == "":
+        return ("train",)
+    if not (label.startswith("(") and label.endswith(")")):
+        raise ArtifactError(f"unreadable embeddings fingerprint {digest[:40]!r}")
+    return tuple(label[1:-1].split(",")) if label != "()" else ()
 
 
 @dataclass(frozen=True)
@@ -423,6 +453,14 @@ class EmbeddingsFile:
     def public_fingerprint(self) -> str:
         """Digest of val and test and of the train split's shape (:func:`public_fingerprint`)."""
         return public_fingerprint(self.x, self.y)
+
+    def digest_like(self, recorded: str) -> str:
+        """This file's digest of the kind ``recorded`` is: the full content fingerprint, or the
+        :func:`public_fingerprint` over the same private splits."""
+        hidden = private_splits(recorded)
+        if hidden is None:
+            return self.fingerprint
+        return public_fingerprint(self.x, self.y, private=hidden)
 
     @property
     def multilabel(self) -> bool:
@@ -666,31 +704,39 @@ def check_same_embeddings(
     *,
     embeddings_path: Path,
     recorded_in: Path,
-    public: bool = False,
 ) -> None:
-    """Refuse an embeddings file whose content fingerprint differs from the one recorded in
-    another artifact (a head's ``config.json``, a float-metrics JSON, ...): pairing codes or
-    metrics with other rows or labels gives silently wrong numbers. Every stage that combines an
-    artifact with an embeddings file calls this (evaluate, and the attack stage). ``public``: the
-    artifact records the :func:`public_fingerprint` (a DP head), which cannot see a change of the
-    training rows that keeps their number."""
+    """Refuse an embeddings file whose fingerprint differs from the one recorded in another
+    artifact (a head's ``config.json``, a float-metrics JSON, ...): pairing codes or metrics with
+    other rows or labels gives silently wrong numbers. Every stage that combines an artifact with
+    an embeddings file calls this (evaluate, and the attack stage). A recorded
+    :func:`public_fingerprint` (a DP head, a code release) is compared with this file's digest over
+    the same private splits, which cannot see a change of their rows that keeps their number."""
     if expected is None:
         raise ArtifactError(
             f"{recorded_in}: records no embeddings fingerprint (written by an older hashaudit); "
             f"re-run the stage that writes it (dvc repro) before combining it with {embeddings_path}"
         )
-    got = emb.public_fingerprint if public else emb.fingerprint
+    got = emb.digest_like(expected)
     if expected != got:
-        what = (
-            "val/test rows or labels, or the train split's size"
-            if public
-            else "other rows, labels or order"
-        )
+        hidden = private_splits(expected)
+        if hidden is None:
+            what = "other rows, labels or order"
+        else:
+            shown = [s for s in SPLITS if s not in hidden]
+            what = "/".join(shown) + " rows or labels, or " if shown else ""
+            what += f"the {'/'.join(s for s in SPLITS if s in hidden)} split's size"
         raise ArtifactError(
             f"{recorded_in} was made from embeddings with fingerprint {expected[:26]}..., but "
             f"{embeddings_path} has fingerprint {got[:26]}... ({what}); pass the embeddings file "
             "it was made from, or re-run its stage on this file (dvc repro)"
         )
+
+
+def recorded_fingerprint(config: Mapping[str, Any]) -> str | None:
+    """The embeddings fingerprint a head's or release's ``config.json`` records: its content
+    ``fingerprint``, or the ``public_fingerprint`` of a DP head or a code release."""
+    block = config.get("embeddings") or {}
+    return block.get("fingerprint", block.get("public_fingerprint"))
 
 
 def check_head_embeddings(
@@ -709,13 +755,11 @@ def check_head_embeddings(
                 f"but {embeddings_path} has {key}={got!r}; re-run the train stage on these "
                 "embeddings (dvc repro) or pass the file the head was trained on"
             )
-    public = "fingerprint" not in trained and "public_fingerprint" in trained  # a DP head
     check_same_embeddings(
-        trained.get("public_fingerprint" if public else "fingerprint"),
+        recorded_fingerprint(head_config),
         emb,
         embeddings_path=embeddings_path,
         recorded_in=head_dir / "config.json",
-        public=public,
     )
 
 

@@ -58,6 +58,7 @@ from pipeline.artifacts import (
 from pipeline.common import base_parser, cpu_seconds, load, run_main
 from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, to_dict
 from pipeline.data import stratified_sample
+from pipeline.release import release_provenance
 from pipeline.train import withhold_label
 from privacy import registry
 from privacy.base import Attack, CodeRelease, FloatRelease, MechanismRelease, Records, Release
@@ -424,7 +425,14 @@ ATTACKER_SEED_OFFSET = 7919  # the attacker's flips are their own, never the rel
 
 
 def load_release(
-    release_dir: Path, head_dir: Path, head: Any, head_config: dict, bits: int, cfg: AttackConfig
+    release_dir: Path,
+    head_dir: Path,
+    head: Any,
+    head_config: dict,
+    bits: int,
+    cfg: AttackConfig,
+    *,
+    emb: EmbeddingsFile | None,
 ) -> tuple[dict[str, MechanismRelease], dict[str, np.ndarray], dict[str, Any]]:
     """(the release as the attacker sees it for each split the mechanism touched, the published
     bool codes per victim split, its ``config.json``).
@@ -458,11 +466,14 @@ def load_release(
             f"{release_dir}: released {config.get('method')} codes of {n_bits} bits, but the head is "
             f"{head_config.get('method')} with --bits {bits}; pass the release made from this head"
         )
-    # the release stage writes the head's config.json plus its release block: anything else
-    # differing (seed, fit settings, DP budget, embeddings) means another head's release
+    # the release stage writes the head's config.json (its fingerprint made public,
+    # pipeline.release.release_provenance) plus its release block: anything else differing
+    # (seed, fit settings, DP budget, embeddings) means another head's release
     recorded = {key: value for key, value in config.items() if key != "release"}
-    if recorded != head_config:
-        keys = sorted(k for k in {*recorded, *head_config} if recorded.get(k) != head_config.get(k))
+    splits = tuple(info.get("splits") or ())
+    expected, _ = release_provenance(head_config, {}, emb=emb, splits=splits, head_dir=head_dir)
+    if recorded != expected:
+        keys = sorted(k for k in {*recorded, *expected} if recorded.get(k) != expected.get(k))
         raise ArtifactError(
             f"{release_dir}: made from another head: its recorded head config differs from "
             f"{head_dir / 'config.json'} in {', '.join(keys)}; pass the release made from this "
@@ -756,7 +767,7 @@ def run_attack(
     if release_dir is not None:
         assert head_dir is not None and bits is not None
         split_releases, codes, release_config = load_release(
-            release_dir, head_dir, head, head_config, bits, cfg
+            release_dir, head_dir, head, head_config, bits, cfg, emb=emb
         )
         mech_release = next(iter(split_releases.values()))
         published.update(codes)

@@ -32,6 +32,7 @@ from pipeline.artifacts import (
     load_codes,
     load_embeddings,
     read_json,
+    recorded_fingerprint,
     write_json,
 )
 from pipeline.common import base_parser, load, run_main
@@ -201,13 +202,9 @@ def run_evaluate(
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)
     tags = {
-        # the same ``embeddings`` tag as the head's train run (a DP head's is the public one)
+        # the same ``embeddings`` tag as the head's train run (a DP head's or release's: public)
         **tracking.head_tags(
-            dataset,
-            method_name,
-            bits,
-            emb,
-            public="public_fingerprint" in head_config["embeddings"],
+            dataset, method_name, bits, emb, fingerprint=recorded_fingerprint(head_config)
         ),
         **tracking.defence_of(head_config)[2],
     }

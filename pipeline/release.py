@@ -9,7 +9,9 @@ guarantee holds only against someone without it.
 released: ``database`` (train codes), ``query`` (test codes) or ``both``; the other splits are
 copied unchanged (val stays the attacker's auxiliary data). The output directory holds
 ``codes.safetensors`` and the head's ``config.json`` extended by a ``release`` block, i.e. the files
-``evaluate`` (and ``attack``) read from a head directory, so they run on released codes unchanged.
+``evaluate`` (and ``attack``) read from a head directory, so they run on released codes unchanged,
+except that the embeddings fingerprint the head records becomes a public one that leaves out the
+released splits' content (:func:`release_provenance`; ``--embeddings`` is the head's file).
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ from typing import Any
 
 from pipeline import tracking
 from pipeline.artifacts import (
+    EmbeddingsFile,
     atomic_outputs,
+    check_head_embeddings,
+    check_same_embeddings,
     check_writable,
     load_codes,
+    load_embeddings,
+    private_splits,
+    public_fingerprint,
     read_json,
+    recorded_fingerprint,
     save_codes,
     write_json,
 )
@@ -108,6 +117,42 @@ def release_context(head_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def release_provenance(
+    head_config: Mapping[str, Any],
+    codes_meta: Mapping[str, str],
+    *,
+    emb: EmbeddingsFile | None,
+    splits: tuple[str, ...],
+    head_dir: Path,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The head ``config.json`` and codes metadata a release publishes: the head's, with its
+    embeddings fingerprint replaced by :func:`pipeline.artifacts.public_fingerprint` over every
+    split but the released ones (and those the head's own record already leaves out, train for a
+    DP head).
+
+    The full content fingerprint is a SHA-256 of every record, the released ones included: an
+    adversary who knows all records but one recomputes it for each candidate and learns the
+    target's record outright, whatever ε_code (or k) protects its code. A head that records no
+    fingerprint is published as it is. ``emb``: the embeddings file the head was trained on,
+    needed when the head records a fingerprint."""
+    recorded = recorded_fingerprint(head_config)
+    if recorded is None and "fingerprint" not in codes_meta:
+        return dict(head_config), dict(codes_meta)
+    if emb is None:
+        raise ParamsError(
+            f"--embeddings: {head_dir} records a fingerprint of its embeddings; pass the "
+            "embeddings file it was trained on, so the release records a public fingerprint "
+            "that leaves out the released splits"
+        )
+    already = (private_splits(recorded) or ()) if recorded else ()  # train, for a DP head
+    hidden = {*splits, *already}
+    digest = public_fingerprint(emb.x, emb.y, private=hidden)
+    config = dict(head_config)
+    block = {k: v for k, v in (config.get("embeddings") or {}).items() if k != "fingerprint"}
+    config["embeddings"] = {**block, "public_fingerprint": digest}
+    return config, {**codes_meta, "fingerprint": digest}
+
+
 def epsilon_json(epsilon_code: float | None) -> float | str | None:
     """ε_code as JSON holds it: ``"inf"`` for ∞ (JSON has no infinity; ``float("inf")`` reads it)."""
     if epsilon_code is not None and math.isinf(epsilon_code):
@@ -123,6 +168,7 @@ def run_release(
     epsilon_code: float | None,
     out: Path,
     metrics: Path,
+    embeddings: Path | None = None,
 ) -> dict[str, Any]:
     if mechanism not in MECHANISMS:
         raise ParamsError(f"--mechanism {mechanism!r}: use one of {', '.join(MECHANISMS)}")
@@ -135,6 +181,18 @@ def run_release(
     config = read_json(head_dir / "config.json")
     codes, n_bits, meta = load_codes(head_dir / "codes.safetensors")
     splits = SPLITS_OF[r.apply_to]
+    emb = None if embeddings is None else load_embeddings(embeddings)
+    if emb is not None:  # the head's own provenance first: a release of other rows is refused
+        check_head_embeddings(config, emb, head_dir=head_dir, embeddings_path=embeddings)
+        check_same_embeddings(
+            meta.get("fingerprint"),
+            emb,
+            embeddings_path=embeddings,
+            recorded_in=head_dir / "codes.safetensors",
+        )
+    public_config, public_meta = release_provenance(
+        config, meta, emb=emb, splits=splits, head_dir=head_dir
+    )
     for split in splits:
         if mechanism == "kanon" and r.k > len(codes[split]):
             raise PrivacyError(
@@ -180,8 +238,8 @@ def run_release(
             "source": str(head_dir),
         }
         with atomic_outputs():  # the released codes, their config and metrics land together
-            save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=meta)
-            write_json(out / "config.json", {**config, "release": info})
+            save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=public_meta)
+            write_json(out / "config.json", {**public_config, "release": info})
             tracking.record_metrics(metrics, figures, run)
     log.info("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
     return figures
@@ -192,6 +250,13 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--head", type=Path, required=True, help="a train/train_dp output dir")
     parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
     parser.add_argument("--epsilon-code", type=float, default=None)
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="the embeddings file the head was trained on (needed when the head records its "
+        "fingerprint: the release records a public one instead)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -202,6 +267,7 @@ def _body(argv: list[str] | None) -> None:
         epsilon_code=args.epsilon_code,
         out=args.out,
         metrics=args.metrics,
+        embeddings=args.embeddings,
     )
 
 

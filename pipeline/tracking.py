@@ -434,18 +434,24 @@ def head_run_name(
 
 
 def head_tags(
-    dataset: str, method_name: str, bits: int, emb: EmbeddingsFile, *, public: bool = False
+    dataset: str,
+    method_name: str,
+    bits: int,
+    emb: EmbeddingsFile,
+    *,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """The MLflow tags of every stage that works on one head (train, train_dp, evaluate);
-    ``emb``: the embeddings file as read (before ``attack.withhold_label``), so the ``embeddings``
-    tag is the fingerprint the head's config records (``public``: a DP head's
-    :func:`pipeline.artifacts.public_fingerprint`)."""
+    ``emb``: the embeddings file as read (before ``attack.withhold_label``). The ``embeddings`` tag
+    is ``fingerprint`` where given (what the head's or release's config records: a DP head's or a
+    release's :func:`pipeline.artifacts.public_fingerprint`), else the file's content
+    fingerprint."""
     return {
         "dataset": dataset,
         "method": method_name,
         "bits": bits,
         "backbone": emb.backbone,
-        "embeddings": emb.public_fingerprint if public else emb.fingerprint,
+        "embeddings": fingerprint or emb.fingerprint,
     }
 
 

@@ -149,7 +149,9 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     )
     check_dp_capable(method)
     name = f"train_dp@{job.dataset}-{job.method_name}-{job.bits}-eps{epsilon:g}"
-    tags = tracking.head_tags(job.dataset, job.method_name, job.bits, source, public=True)
+    tags = tracking.head_tags(
+        job.dataset, job.method_name, job.bits, source, fingerprint=source.public_fingerprint
+    )
     tags.update(defence="dp", dp_target_epsilon=f"{epsilon:g}")
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         run.log_params(job.run_params(params, dp=dp_record(dp)))

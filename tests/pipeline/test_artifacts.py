@@ -141,3 +141,40 @@ def test_zero_dimension_embeddings_are_refused_when_loaded(tmp_path: Path) -> No
         ArtifactError, match=r"train_x has shape \(10, 0\): embeddings of dimension 0"
     ):
         load_embeddings(tmp_path / "flat.npz")
+
+
+def test_public_fingerprints_name_the_splits_they_leave_out() -> None:
+    """A public fingerprint hashes every split's shape but only the content of the splits it does
+    not name as private; its prefix names them, so a check recomputes the same kind."""
+    import numpy as np
+
+    from pipeline.artifacts import (
+        ArtifactError,
+        EmbeddingsFile,
+        check_same_embeddings,
+        private_splits,
+        public_fingerprint,
+    )
+    from pipeline.synthetic import synthetic_embeddings
+
+    emb = synthetic_embeddings()
+    dp = public_fingerprint(emb.x, emb.y)  # a DP head's kind: train private
+    assert dp == emb.public_fingerprint and dp.startswith("sha256-public:")
+    assert private_splits(dp) == ("train",) and private_splits(emb.fingerprint) is None
+    both = public_fingerprint(emb.x, emb.y, private=["train", "test"])
+    assert both.startswith("sha256-public(test,train):")
+    assert private_splits(both) == ("test", "train") and emb.digest_like(both) == both
+    x = {s: np.array(v) for s, v in emb.x.items()}
+    x["test"][3] *= 2.0  # a test record changed: same digest when test is private
+    changed = EmbeddingsFile(x, emb.y, dict(emb.meta))
+    assert changed.digest_like(both) == both and changed.digest_like(dp) != dp
+    fewer = EmbeddingsFile({**emb.x, "test": emb.x["test"][:-1]},
+                           {**emb.y, "test": emb.y["test"][:-1]}, dict(emb.meta))  # fmt: skip
+    with pytest.raises(
+        ArtifactError, match=r"\(val rows or labels, or the train/test split's size\)"
+    ):
+        check_same_embeddings(both, fewer, embeddings_path=Path("e"), recorded_in=Path("r"))
+    with pytest.raises(ValueError, match="private splits \\['query'\\]"):
+        public_fingerprint(emb.x, emb.y, private=["query"])
+    with pytest.raises(ArtifactError, match="unreadable embeddings fingerprint"):
+        private_splits("sha256-publicX:00")

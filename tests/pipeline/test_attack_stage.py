@@ -414,7 +414,7 @@ def release(tmp: Path, mechanism: str, out: str, *, eps: float | None = None, he
     from pipeline import release as release_stage
 
     extra = ["--head", str(tmp / head), "--mechanism", mechanism, "--out", str(tmp / out)]
-    extra += ["--metrics", str(tmp / f"m/{out}.json")]
+    extra += ["--metrics", str(tmp / f"m/{out}.json"), "--embeddings", str(tmp / "syn.safetensors")]
     if eps is not None:
         extra += ["--epsilon-code", str(eps)]
     return release_stage.main(args(tmp, *extra, sets=sets))
@@ -506,7 +506,9 @@ def test_k_anonymous_attacker_snaps_each_split_onto_its_own_release(tmp_path: Pa
     assert release_stage.main(args(tmp_path, *cli, sets=sets)) == 0
     head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
     cfg = {"dataset": "syn", "method": "lsh"}  # the head's config.json
-    by_split, published, _ = attack.load_release(rel_dir, head_dir, head, cfg, 6, AttackConfig())
+    by_split, published, _ = attack.load_release(
+        rel_dir, head_dir, head, cfg, 6, AttackConfig(), emb=None
+    )
     assert set(by_split) == {"train", "test"}
     released = load_codes(rel_dir / "codes.safetensors")[0]
     changed = 0
@@ -564,7 +566,7 @@ def test_a_release_of_another_head_is_refused_when_it_covers_every_split(
     head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
     cfg_a = {"dataset": "syn", "method": "lsh", "seed": 0}
     with pytest.raises(ArtifactError, match=r"made from another head: .* differs from .* in seed;"):
-        attack.load_release(rel, head_a, head, cfg_a, 6, AttackConfig())
+        attack.load_release(rel, head_a, head, cfg_a, 6, AttackConfig(), emb=None)
 
 
 def test_a_k_anonymous_release_must_be_reproduced_by_this_heads_codes(tmp_path: Path) -> None:
@@ -578,7 +580,7 @@ def test_a_k_anonymous_release_must_be_reproduced_by_this_heads_codes(tmp_path: 
     head_a, rel = _two_heads_and_a_release_of_b(tmp_path, "kanon", cfg)
     head = registry.build("lsh", HeadSpec(in_dim=4, n_bits=6, n_classes=2), seed=0)
     with pytest.raises(ArtifactError, match=r"its (train|test) codes are not this head's k=5"):
-        attack.load_release(rel, head_a, head, cfg, 6, AttackConfig())
+        attack.load_release(rel, head_a, head, cfg, 6, AttackConfig(), emb=None)
 
 
 def test_released_codes_bad_input_exit_2(study: Path, caplog) -> None:
@@ -690,3 +692,49 @@ def test_common_images_stated_size_and_native_arrays_untouched() -> None:
     assert (out["train"][1] == 200).all()  # a flat gray image stays flat gray in RGB
     same, shape = attack.common_images({"val": mixed["val"]}, None)
     assert shape == (10, 12, 3) and same["val"] is mixed["val"]  # nothing to resize: untouched
+
+
+@pytest.mark.parametrize("mechanism", ["rr", "kanon"])
+def test_a_release_publishes_no_digest_of_the_released_records(
+    study: Path, mechanism: str, caplog
+) -> None:
+    """The release copied the head's config.json and codes metadata, both holding the SHA-256 of
+    every embedding: an adversary who knows all records but one recomputes it per candidate and
+    learns the target's record outright, whatever ε_code protects its code. The release now
+    records a public fingerprint that leaves out the released splits (train and test here), and
+    the attack stage still ties the release to its head and embeddings."""
+    import numpy as np
+
+    from pipeline.artifacts import EmbeddingsFile, check_head_embeddings, load_embeddings
+
+    eps = 4.0 if mechanism == "rr" else None
+    both = ("release.apply_to=both", "release.k=5")
+    assert release(study, mechanism, "rel_both", eps=eps, sets=both) == 0
+    emb = load_embeddings(study / "syn.safetensors")
+    cfg = json.loads((study / "rel_both/config.json").read_text())
+    _, _, meta = load_codes(study / "rel_both/codes.safetensors")
+    public = cfg["embeddings"]["public_fingerprint"]
+    assert "fingerprint" not in cfg["embeddings"] and public == meta["fingerprint"]
+    assert public.startswith("sha256-public(test,train):")
+    text = (study / "rel_both/config.json").read_text() + json.dumps(meta)
+    assert emb.fingerprint not in text and emb.fingerprint.split(":")[1] not in text
+    # neighbouring datasets (a train or a test record replaced) give the same published digest;
+    # other val rows (copied unreleased, the attacker's auxiliary split) do not
+    x = {s: np.array(v) for s, v in emb.x.items()}
+    for split, same in (("train", True), ("test", True), ("val", False)):
+        changed = {**x, split: x[split].copy()}
+        changed[split][0] += 1.0
+        other = EmbeddingsFile(changed, emb.y, dict(emb.meta))
+        assert (other.digest_like(public) == public) is same, split
+    check_head_embeddings(cfg, emb, head_dir=study / "rel_both", embeddings_path=study)
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(released_args(study, "rel_both", "rel_both")) == 0
+    # the head records a fingerprint: without its embeddings file the release is refused
+    caplog.clear()
+    rel_args = ["--head", str(study / "head"), "--mechanism", mechanism, "--out",
+                str(study / "rel_none"), "--metrics", str(study / "m/rel_none.json")]  # fmt: skip
+    rel_args += [] if eps is None else ["--epsilon-code", "4"]
+    from pipeline import release as release_stage
+
+    assert release_stage.main(args(study, *rel_args)) == 2
+    assert "--embeddings:" in caplog.text and not (study / "rel_none").exists()

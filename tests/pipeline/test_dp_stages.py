@@ -90,6 +90,8 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
                 str(out),
                 "--metrics",
                 str(tmp_path / f"m/rel_{mech}.json"),
+                "--embeddings",
+                str(emb_path),
             ]
         )
         assert code == 0
@@ -306,6 +308,8 @@ def test_bad_release_input_exits_2(
             str(tmp_path / "a/rel"),
             "--metrics",
             str(tmp_path / "m/rel.json"),
+            "--embeddings",
+            str(emb_path),
         ]
     )
     assert code == 2
@@ -394,7 +398,7 @@ def test_a_dp_head_records_no_digest_of_its_training_records(
     emb = load_embeddings(emb_path)
     assert "fingerprint" not in cfg["embeddings"]
     assert cfg["embeddings"]["public_fingerprint"] == emb.public_fingerprint
-    tags = tracking.head_tags("syn", "csq", 12, emb, public=True)
+    tags = tracking.head_tags("syn", "csq", 12, emb, fingerprint=emb.public_fingerprint)
     assert tags["embeddings"] == emb.public_fingerprint != emb.fingerprint
     # a neighbouring dataset (training record 0 replaced): same public digest, other full one
     x = {s: np.array(v) for s, v in emb.x.items()}
