@@ -423,9 +423,14 @@ def private_splits(digest: str) -> tuple[str, ...] | None:
     label = head[len(PUBLIC_PREFIX) :]
     if label == "":
         return ("train",)
-    if not (label.startswith("(") and label.endswith(")")):
-        raise ArtifactError(f"unreadable embeddings fingerprint {digest[:40]!r}")
-    return tuple(label[1:-1].split(",")) if label != "()" else ()
+    hidden = tuple(label[1:-1].split(",")) if label != "()" else ()
+    if not (label.startswith("(") and label.endswith(")")) or set(hidden) - set(SPLITS):
+        raise ArtifactError(
+            f"unreadable embeddings fingerprint {digest[:40]!r}: a public fingerprint names its "
+            f"private splits as sha256-public(<some of {','.join(SPLITS)}>):<hex>; re-run the "
+            "stage that wrote it"
+        )
+    return hidden
 
 
 @dataclass(frozen=True)
@@ -737,6 +742,15 @@ def recorded_fingerprint(config: Mapping[str, Any]) -> str | None:
     ``fingerprint``, or the ``public_fingerprint`` of a DP head or a code release."""
     block = config.get("embeddings") or {}
     return block.get("fingerprint", block.get("public_fingerprint"))
+
+
+def reported_fingerprint(emb: EmbeddingsFile, config: Mapping[str, Any] | None) -> str:
+    """The embeddings digest an output about a head or release (its metrics file) records: of the
+    kind its ``config.json`` records (:func:`recorded_fingerprint`), so a file about a DP head or
+    a code release carries no digest of the records its guarantee covers; the full content
+    fingerprint for a plain head, or without a ``config``."""
+    recorded = None if config is None else recorded_fingerprint(config)
+    return emb.fingerprint if recorded is None else emb.digest_like(recorded)
 
 
 def check_head_embeddings(

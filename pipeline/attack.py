@@ -52,6 +52,7 @@ from pipeline.artifacts import (
     load_embeddings,
     load_head,
     read_json,
+    reported_fingerprint,
     write_bytes,
     write_csv,
 )
@@ -600,8 +601,8 @@ def dp_shadow_trainer(dp: dict[str, Any]) -> Any:
 def run_attacks(
     attacks: list[Attack], aux: Records, victims: dict[str, Records]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
-    """Numbers (``<attack>/...``), linkage sweep rows and skip reasons. Aux sizes are checked for
-    every attack before any is trained."""
+    """Numbers (``<attack>/...``), linkage sweep rows and skip reasons. Every attack's inputs
+    (``check_inputs``) and aux size are checked before any is trained."""
     skipped: dict[str, str] = {}
     todo = []
     for attack in attacks:
@@ -610,6 +611,7 @@ def run_attacks(
             log.info("%s skipped: %s", attack.name, reason)
             skipped[attack.name] = reason
             continue
+        attack.check_inputs(aux, victims)
         need = attack.required_aux(aux)
         if len(aux) < need:
             attack.fit(aux)  # raises the PrivacyError naming how many records it needs
@@ -828,8 +830,11 @@ def run_attack(
         if not is_float:
             numbers = add_float_control(numbers, float_numbers)
             numbers["bits"] = bits
-        # the head stage refuses a float control made from other embeddings (check_float_control)
-        numbers["embeddings_fingerprint"] = emb.fingerprint
+        # the head stage refuses a float control made from other embeddings (check_float_control);
+        # a DP head's or a release's numbers carry the public digest its config records
+        numbers["embeddings_fingerprint"] = reported_fingerprint(
+            emb, None if is_float else (release_config or head_config)
+        )
         for row in rows:
             row["perturbation"] = kind
         sweep_rows = rows or [{"group": "none", "strength": default, "perturbation": kind}]

@@ -186,11 +186,13 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the CUDA ``device`` runs bf16 natively (not emulated through fp32)."""
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # a torch without the keyword: native bf16 needs compute capability 8.0+
-        return torch.version.hip is not None or torch.cuda.get_device_capability(device) >= (8, 0)
+    """Whether the CUDA ``device`` runs bf16 natively (not emulated through fp32): compute
+    capability 8.0 or more, or any ROCm device. The same rule as torch's
+    ``is_bf16_supported(including_emulation=False)``, applied to ``device`` itself (torch asks
+    the current device, which need not be the one the backbone runs on)."""
+    if torch.version.hip is not None:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,8 +272,8 @@ def tiny_random_model(image_size: int, *, seed: int) -> torch.nn.Module:
         patch_size=14,
         image_size=image_size,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # restores the CPU generator only: seed only that
+        torch.default_generator.manual_seed(seed)
         return Dinov2Model(config)
 
 

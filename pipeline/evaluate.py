@@ -33,6 +33,7 @@ from pipeline.artifacts import (
     load_embeddings,
     read_json,
     recorded_fingerprint,
+    reported_fingerprint,
     write_json,
 )
 from pipeline.common import base_parser, load, run_main
@@ -202,7 +203,8 @@ def run_evaluate(
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)
     tags = {
-        # the same ``embeddings`` tag as the head's train run (a DP head's or release's: public)
+        # the ``embeddings`` tag the head's config records: a plain head's content fingerprint as
+        # its train run's tag; a DP head's public one (as train_dp's); a release's own public one
         **tracking.head_tags(
             dataset, method_name, bits, emb, fingerprint=recorded_fingerprint(head_config)
         ),
@@ -233,7 +235,8 @@ def run_evaluate(
                 emb.n_classes,
                 extra["predicted_classes"],
             )
-        extra["embeddings_fingerprint"] = emb.fingerprint
+        # of the kind the head records: a DP head's or a release's metrics carry its public digest
+        extra["embeddings_fingerprint"] = reported_fingerprint(emb, head_config)
         curves = {**ranked.curves, **({"float": float_curve} if float_curve else {})}
 
         def write_more() -> None:

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +82,28 @@ def resolve_uri(config: TrackingConfig) -> str:
 CLIENT_ERROR_CODES = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
 
 
-# OSErrors about a path hashaudit hands MLflow (a file to log that does not exist): bugs, never a
-# store fault, so they keep their traceback
+# OSErrors about a missing or wrong-kind path. One naming a local file hashaudit handed MLflow
+# (``local_paths``) is a bug and keeps its traceback; one about any other path (the artifact
+# store's own directory, removed under a running stage) is the store failing
 LOCAL_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
 
-def is_store_fault(err: BaseException) -> bool:
+def _names_local_path(err: OSError, local_paths: Sequence[str | Path]) -> bool:
+    wanted = {os.path.abspath(p) for p in local_paths}
+    named = (getattr(err, "filename", None), getattr(err, "filename2", None))
+    return any(isinstance(n, (str, Path)) and os.path.abspath(n) in wanted for n in named)
+
+
+def is_store_fault(err: BaseException, *, local_paths: Sequence[str | Path] = ()) -> bool:
     """Whether ``err`` from an MLflow call is the tracking store failing (a server error or
-    restart, a lost connection, a locked database) rather than a request hashaudit got wrong."""
+    restart, a lost connection, a locked database, a full or vanished artifact store) rather
+    than a request hashaudit got wrong. ``local_paths``: the local files the call was handed; a
+    missing-path error naming one of them is a bug."""
     from mlflow.exceptions import MlflowException
 
     if isinstance(err, MlflowException):
         return err.error_code not in CLIENT_ERROR_CODES
-    if isinstance(err, LOCAL_PATH_ERRORS):  # a path hashaudit passed that is not there: a bug
+    if isinstance(err, LOCAL_PATH_ERRORS) and _names_local_path(err, local_paths):
         return False
     if isinstance(err, OSError):  # connection errors (requests' included), a full or read-only
         return True  # artifact store, I/O errors: all derive from OSError
@@ -123,11 +132,13 @@ class StageRun:
     def active(self) -> bool:
         return self.client is not None and self.fault is None
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _call(
+        self, what: str, fn: Any, *args: Any, local_paths: Sequence[str | Path] = (), **kwargs: Any
+    ) -> None:
         try:
             fn(*args, **kwargs)
         except Exception as err:
-            if not is_store_fault(err):
+            if not is_store_fault(err, local_paths=local_paths):
                 raise
             self.record_fault(what, err)
 
@@ -185,7 +196,12 @@ class StageRun:
             raise FileNotFoundError(f"log_artifact: {path} does not exist")
         if self.active:
             self._call(
-                "log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+                "log_artifact",
+                self.client.log_artifact,
+                self.run_id,
+                str(path),
+                artifact_path,
+                local_paths=(path,),
             )
 
     def set_tag(self, key: str, value: str) -> None:

@@ -306,6 +306,11 @@ class Attack(abc.ABC):
         """Why this attack cannot run on these inputs (logged and recorded), or None."""
         return None
 
+    def check_inputs(self, aux: Records, victims: Mapping[str, Records]) -> None:  # noqa: B027
+        """Raise :class:`PrivacyError` for inputs this attack cannot use (a setting that does not
+        fit the labels, say). A stage calls it for every attack before it trains any, so that a
+        wrong setting fails fast instead of after the other attacks' minutes."""
+
     def required_aux(self, aux: Records) -> int:
         """Auxiliary records this attack needs (may depend on the labels)."""
         return self.min_aux

@@ -317,6 +317,15 @@ class MembershipInference(Attack):
             return "needs train (members) and test (non-members) victims"
         return None
 
+    def check_inputs(self, aux: Records, victims: Mapping[str, Records]) -> None:
+        groups = (aux, victims["train"], victims["test"])
+        if any(g.y_multihot is None for g in groups):
+            raise PrivacyError(
+                "membership: shadow heads need multi-hot training labels (y_multihot)"
+            )
+        if self.config.score == "code_margin":
+            check_trained_classes(*groups)
+
     def _score(self, release: CodeRelease, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         assert self.aux is not None
         if self.config.score == "relaxed_margin":
@@ -339,13 +348,8 @@ class MembershipInference(Attack):
         if self.aux is None:
             raise PrivacyError("membership: call fit(aux) before run(victims)")
         check_disjoint(self.aux, victims)
+        self.check_inputs(self.aux, victims)
         aux, members, others = self.aux, victims["train"], victims["test"]
-        if aux.y_multihot is None or members.y_multihot is None or others.y_multihot is None:
-            raise PrivacyError(
-                "membership: shadow heads need multi-hot training labels (y_multihot)"
-            )
-        if self.config.score == "code_margin":
-            check_trained_classes(aux, members, others)
         rng = np.random.default_rng(self.seed)
         m = min(self.config.candidates, len(members), len(others))
         mem = members.subset(np.sort(rng.choice(len(members), m, replace=False)))

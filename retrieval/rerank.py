@@ -76,7 +76,7 @@ def rerank(
     for start in range(0, len(ids), block):
         sl = slice(start, min(start + block, len(ids)))
         rows = np.asarray(database[ids[sl]], dtype=np.float32)  # only the shortlisted rows
-        check_finite(rows, "shortlisted database")
+        check_finite(rows, "shortlisted database", row_ids=ids[sl])
         rows /= np.maximum(np.linalg.norm(rows, axis=2, keepdims=True), 1e-12)
         dist[sl] = 1.0 - np.einsum("bd,brd->br", qn[sl], rows)
     order = np.argsort(dist, axis=1, kind="stable")

@@ -79,26 +79,43 @@ def check_k(k: int, n_db: int) -> None:
 MAX_SQ_NORM = float(np.finfo(np.float32).max) / 4.0
 
 
-def check_finite(x: np.ndarray, what: str) -> None:
+def check_finite(x: np.ndarray, what: str, *, row_ids: np.ndarray | None = None) -> None:
     """Refuse NaN or infinite float vectors, and vectors so large that a float32 squared distance
     or norm overflows: faiss answers those with id -1 and a distance of FLT_MAX, a float32 norm
     becomes inf (a cosine vector of zeros), and a vote or ranking over them would be silently
-    wrong."""
+    wrong.
+
+    ``x`` holds vectors along its last axis (any leading shape: a re-ranked block is
+    ``[queries, R, D]``); ``row_ids`` names the flattened rows in the message (e.g. the database
+    ids of a shortlist) instead of their position in ``x``.
+    """
     arr = np.asarray(x)
-    bad = ~np.isfinite(arr)
+    if arr.size == 0:
+        return
+    flat = arr.reshape(-1, arr.shape[-1]) if arr.ndim >= 2 else arr.reshape(arr.size, 1)
+
+    ids = None if row_ids is None else np.asarray(row_ids).reshape(-1)
+
+    def name(row: int) -> int:
+        return int(row if ids is None else ids[row])
+
+    def count(rows: np.ndarray) -> int:  # distinct vectors: a shortlist repeats database rows
+        return len(rows) if ids is None else len(np.unique(ids[rows]))
+
+    bad = ~np.isfinite(flat)
     if bad.any():
-        rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1)) if arr.ndim else np.array([0])
+        rows = np.flatnonzero(bad.any(axis=1))
         raise RetrievalError(
-            f"{len(rows)} {what} vector(s) hold NaN or infinite values (first row {int(rows[0])}); "
+            f"{count(rows)} {what} vector(s) hold NaN or infinite values (first row {name(rows[0])}); "
             "fix or drop them before searching (e.g. re-run the extract stage)"
         )
-    if arr.ndim == 2 and arr.size:
-        sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
+    if arr.ndim >= 2:
+        sq = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
         big = np.flatnonzero(sq > MAX_SQ_NORM)
         if big.size:
             raise RetrievalError(
-                f"{big.size} {what} vector(s) have an L2 norm of {float(np.sqrt(sq[big[0]])):.3g} "
-                f"(first row {int(big[0])}), beyond {float(np.sqrt(MAX_SQ_NORM)):.3g}, where float32 "
+                f"{count(big)} {what} vector(s) have an L2 norm of {float(np.sqrt(sq[big[0]])):.3g} "
+                f"(first row {name(big[0])}), beyond {float(np.sqrt(MAX_SQ_NORM)):.3g}, where float32 "
                 "distances overflow; rescale the embeddings (e.g. standardise them) before searching"
             )
 

@@ -178,3 +178,8 @@ def test_public_fingerprints_name_the_splits_they_leave_out() -> None:
         public_fingerprint(emb.x, emb.y, private=["query"])
     with pytest.raises(ArtifactError, match="unreadable embeddings fingerprint"):
         private_splits("sha256-publicX:00")
+    # a corrupted split list is the file's fault (a clear error), not a ValueError traceback
+    with pytest.raises(ArtifactError, match=r"unreadable embeddings fingerprint.*sha256-public\("):
+        private_splits("sha256-public(foo):00")
+    with pytest.raises(ArtifactError, match="unreadable embeddings fingerprint"):
+        emb.digest_like("sha256-public(test,query):00")

@@ -437,7 +437,13 @@ def test_attack_on_released_codes(study: Path) -> None:
     inf = json.loads((study / "m/rr_inf.json").read_text())
     assert inf["skipped.membership"].startswith("a code release mechanism does not change the head")
     same = {k: v for k, v in plain.items() if not k.startswith("membership/")}
+    del same["embeddings_fingerprint"]
     assert {k: inf[k] for k in same} == same
+    # ... but the release's numbers carry its public digest, not one of the released records
+    rel_cfg = json.loads((study / "rel_inf/config.json").read_text())
+    assert inf["embeddings_fingerprint"] == rel_cfg["embeddings"]["public_fingerprint"]
+    assert inf["embeddings_fingerprint"].startswith("sha256-public:")  # train private
+    assert plain["embeddings_fingerprint"] == load_embeddings(study / "syn.safetensors").fingerprint
     assert plain["linkage/train/top1"] >= 10 / 160  # the unreleased codes link (>= 10 x chance)
     # tiny ε: every released (train) bit is a coin flip, linkage falls to chance (1/160); seeded,
     # so that the bound below is checked on one fixed draw (with secret flips it would fail about

@@ -186,14 +186,22 @@ def test_auto_precision_skips_bf16_that_the_gpu_only_emulates() -> None:
             assert torch.cuda.is_bf16_supported()  # emulation counts by default
             assert resolve_precision("auto", cuda) == expected, (major, minor)
             assert resolve_precision("bf16", cuda) == "bf16"  # asked for: allowed, emulated
-        # a torch whose is_bf16_supported has no including_emulation keyword: the same answer
-        # from the compute capability
+        # decided from the backbone's own device, not the current one: cuda:1 is a 7.5 card
+        # while the current device 0 is an 8.0 one (torch's is_bf16_supported asks device 0)
+        by_index = {0: types.SimpleNamespace(major=8, minor=0, name="cc 8.0"), 1: props}
         with (
-            mock.patch("torch.cuda.is_bf16_supported", lambda: True),
-            mock.patch("torch.cuda.get_device_capability", return_value=(major, minor)),
+            mock.patch("torch.cuda.is_available", return_value=True),
+            mock.patch("torch.cuda.device_count", return_value=2),
+            mock.patch("torch.cuda.current_device", return_value=0),
+            mock.patch(
+                "torch.cuda.get_device_properties",
+                side_effect=lambda d, t=by_index: t[torch.cuda._get_device_index(d, optional=True)],
+            ),
             mock.patch.object(torch.version, "hip", None),
         ):
-            assert resolve_precision("auto", cuda) == expected, ("no keyword", major, minor)
+            assert torch.cuda.is_bf16_supported(including_emulation=False)  # device 0's answer
+            got = resolve_precision("auto", torch.device("cuda", 1))
+            assert got == expected, ("cuda:1", major, minor)
 
 
 # --------------------------------------------------------------------------------------------

@@ -146,7 +146,16 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
         )
         == 0
     )
-    assert 0.0 <= json.loads((tmp_path / "m/eval_rr.json").read_text())["accuracy"] <= 1.0
+    evaluated = json.loads((tmp_path / "m/eval_rr.json").read_text())
+    assert 0.0 <= evaluated["accuracy"] <= 1.0
+    # the release's metrics carry the digest its config records (train private: a DP head; the
+    # released train codes), never the content fingerprint of every record
+    from pipeline.artifacts import load_embeddings
+
+    rel_cfg = json.loads((tmp_path / "a/rel_rr/config.json").read_text())
+    assert evaluated["embeddings_fingerprint"] == rel_cfg["embeddings"]["public_fingerprint"]
+    assert evaluated["embeddings_fingerprint"].startswith("sha256-public:")  # train private
+    assert evaluated["embeddings_fingerprint"] != load_embeddings(emb_path).fingerprint
 
 
 def test_dp_epsilon_history_in_mlflow_once_per_epoch(

@@ -343,8 +343,20 @@ def test_local_path_errors_are_bugs_not_store_faults(tmp_path: Path) -> None:
     assert tracking.is_store_fault(ConnectionError("reset by peer"))
     assert tracking.is_store_fault(TimeoutError("read timed out"))
     assert tracking.is_store_fault(OSError(errno.ENOSPC, "No space left on device"))
-    assert not tracking.is_store_fault(FileNotFoundError(errno.ENOENT, "no such file"))
-    assert not tracking.is_store_fault(IsADirectoryError(errno.EISDIR, "is a directory"))
+    mine = tmp_path / "plot.png"
+    gone = FileNotFoundError(errno.ENOENT, "no such file", str(mine))
+    assert not tracking.is_store_fault(gone, local_paths=[mine])
+    assert not tracking.is_store_fault(
+        IsADirectoryError(errno.EISDIR, "is a directory", str(tmp_path)), local_paths=[tmp_path]
+    )
+    # the same errors about the store's own paths (an artifact directory removed under a running
+    # stage) are the store failing, as is one that names no path
+    store_dir = str(tmp_path / "mlruns" / "0" / "r1" / "artifacts")
+    assert tracking.is_store_fault(FileNotFoundError(errno.ENOENT, "no such file", store_dir))
+    assert tracking.is_store_fault(
+        FileNotFoundError(errno.ENOENT, "no such file", store_dir), local_paths=[mine]
+    )
+    assert tracking.is_store_fault(gone)  # a call that was handed no local path
 
     logged: list[str] = []
 
@@ -364,3 +376,11 @@ def test_local_path_errors_are_bugs_not_store_faults(tmp_path: Path) -> None:
     # tracking off: the same bug is still caught
     with pytest.raises(FileNotFoundError, match=r"never-written\.png"):
         tracking.StageRun(None, None).log_artifact(tmp_path / "never-written.png")
+
+    class VanishedStore:  # the artifact store's directory was removed mid-run
+        def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", store_dir)
+
+    run = tracking.StageRun(VanishedStore(), "r1")
+    run.log_artifact(tmp_path / "plot.png")  # a warning and a FAILED run, not a lost stage
+    assert run.fault is not None and "log_artifact" in run.fault and not run.active

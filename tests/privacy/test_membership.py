@@ -137,6 +137,35 @@ def test_code_margin_is_refused_where_the_attacked_attribute_is_not_the_trained_
     other = {s: dataclasses.replace(recs[s], y=(recs[s].y + 1) % 3) for s in ("train", "test")}
     with pytest.raises(PrivacyError, match="'code_margin' needs single-label training classes"):
         attack.run(_victims({**recs, **other}))
+    # the attack stage asks every attack to check its inputs before it trains any: the wrong
+    # score fails before an attack listed ahead of it spends its minutes (it used to fail only
+    # when membership ran, after every other attack)
+    from pipeline.attack import run_attacks
+    from privacy.base import Attack
+
+    trained: list[str] = []
+
+    class Costly(Attack):
+        name = "costly"
+
+        def _fit(self, aux: object) -> None:
+            trained.append(self.name)
+
+        def run_group(self, victims: object) -> dict[str, float]:
+            return {"x": 0.0}
+
+    fresh = MembershipInference(
+        CodeRelease.from_head(head), MembershipConfig(shadow_heads=2, candidates=20,
+                                                      score="code_margin"),
+        make_head=lambda seed: methods.build("lsh", spec, seed=0),
+        fit_config=FitConfig(epochs=1, progress=False), n_classes=3,
+    )  # fmt: skip
+    costly = Costly(CodeRelease.from_head(head))
+    with pytest.raises(PrivacyError, match="'code_margin' needs single-label training classes"):
+        run_attacks([costly, fresh], recs["val"], _victims(multi))
+    assert trained == []
+    numbers, _, skipped = run_attacks([costly], recs["val"], _victims(multi))
+    assert trained == ["costly"] and numbers["costly/train/x"] == 0.0 and not skipped
 
 
 @pytest.mark.slow

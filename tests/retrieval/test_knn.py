@@ -110,6 +110,25 @@ def test_huge_finite_vectors_are_refused_before_float32_distances_overflow() -> 
     assert FloatIndex(db_ok).search(np.array([[0, 9e18, 0]]), 2)[1].tolist() == [[1, 0]]
 
 
+def test_rerank_refuses_a_huge_shortlisted_row_by_its_database_id() -> None:
+    """The shortlist is a ``[queries, R, D]`` block: the magnitude bound used to apply to 2-D
+    arrays only, so a row of 1e19 passed, its float32 norm became inf and its cosine distance 1
+    (ranked last instead of first). The block is now checked row by row, named by database id."""
+    g = np.random.default_rng(6)
+    db, q = g.normal(size=(5, 3)), g.normal(size=(2, 3))
+    codes = pack_bits(np.ones((5, 4), dtype=bool))  # all tied: the shortlist is every row
+    db_big = db.copy()
+    db_big[3] = q[0] * 1e19  # the nearest row to query 0, scaled past the float32 bound
+    with pytest.raises(
+        RetrievalError, match=r"^1 shortlisted database vector\(s\) .*first row 3.*rescale"
+    ):
+        rerank(codes[:2], codes, 4, q, db_big, shortlist=5)
+    db_ok = db.copy()
+    db_ok[3] = q[0] * 1e18  # below the bound: found first, at cosine distance 0
+    out = rerank(codes[:2], codes, 4, q, db_ok, shortlist=5)
+    assert out.ids[0, 0] == 3 and out.dist[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_a_faiss_answer_of_id_minus_one_is_refused() -> None:
     """Defence in depth: should faiss still find fewer than k neighbours, the search names the
     query row instead of indexing labels with -1."""
