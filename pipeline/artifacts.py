@@ -36,6 +36,7 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -50,6 +51,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save as np_save_bytes
+
+log = logging.getLogger(__name__)
 
 EMBEDDINGS_FORMAT = "hashaudit.embeddings/1"
 CODES_FORMAT = "hashaudit.codes/1"
@@ -324,11 +327,13 @@ def files_by_epsilon(
 ) -> dict[float, Path]:
     """``{ε: <directory>/<prefix><ε>.json}`` for every ε of ``epsilons``, whichever way DVC wrote ε
     into the file name (a DVC matrix writes ``4`` or ``4.0`` as params.yaml spells it); a missing
-    one is an error naming the file and the fix."""
-    found = {}
-    for path in directory.glob(f"{prefix}*.json"):
+    one is an error naming the file and the fix. Two files of one ε (``eps8.json`` and
+    ``eps8.0.json``: one left by a stage of an earlier spelling, which DVC never removes) are an
+    error naming both, never a silent pick of either."""
+    found: dict[float, list[Path]] = {}
+    for path in sorted(directory.glob(f"{prefix}*.json")):
         try:
-            found[float(path.stem[len(prefix) :])] = path
+            found.setdefault(float(path.stem[len(prefix) :]), []).append(path)
         except ValueError:
             continue
     for eps in epsilons:
@@ -337,7 +342,26 @@ def files_by_epsilon(
                 f"{directory / f'{prefix}{eps:g}.json'}: file not found; run the stages of "
                 f"{what} = {eps:g} first (dvc repro)"
             )
-    return {eps: found[eps] for eps in epsilons}
+        if len(found[eps]) > 1:
+            names = " and ".join(str(p) for p in found[eps])
+            raise ArtifactError(
+                f"{names} both hold {what} = {eps:g}: one was left by a stage of an earlier "
+                "spelling of it in params.yaml (4 vs 4.0), which DVC does not remove; delete the "
+                "stale file(s) (those dvc.yaml no longer names) and re-run (dvc repro)"
+            )
+    return {eps: found[eps][0] for eps in epsilons}
+
+
+def remove_stale(directory: Path, pattern: str, keep: Iterable[Path]) -> list[Path]:
+    """Delete the files of ``directory`` matching ``pattern`` that are not in ``keep`` (plots of
+    a run that no longer makes them: a re-run outside DVC, which clears declared outputs itself,
+    must not leave them beside the new ones); returns what was removed."""
+    wanted = {Path(p).resolve() for p in keep}
+    gone = [p for p in sorted(directory.glob(pattern)) if p.resolve() not in wanted]
+    for p in gone:
+        p.unlink()
+        log.info("%s: removed, no longer produced by this run", p)
+    return gone
 
 
 def canonical_safetensors(data: bytes) -> bytes:
@@ -584,12 +608,23 @@ def save_embeddings(path: str | Path, emb: EmbeddingsFile) -> None:
 
 
 def _read_safetensors_numpy(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a safetensors file. NumPy has no bfloat16: bf16 tensors (torch's
+    ``save_file`` of half-precision embeddings) are read through torch and widened to float32,
+    which holds every bf16 value exactly."""
     from safetensors import safe_open
 
     try:
-        tensors = np_load_file(str(path))
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
+            names = list(f.keys())  # a safe_open handle is not iterable
+            bf16 = [k for k in names if f.get_slice(k).get_dtype() == "BF16"]
+        if bf16:
+            with safe_open(str(path), framework="pt") as f:
+                wide = {k: f.get_tensor(k).float().numpy() for k in bf16}
+            with safe_open(str(path), framework="numpy") as f:
+                tensors = {k: wide[k] if k in wide else f.get_tensor(k) for k in names}
+        else:
+            tensors = np_load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ArtifactError(
             f"{path}: not a readable safetensors file ({err}); re-create it"

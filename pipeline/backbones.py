@@ -12,9 +12,13 @@ A model that is neither cached nor reachable raises :class:`BackboneUnavailableE
 fix it; hashaudit never falls back to random weights on its own.
 
 :func:`preprocess` turns uint8 images (grayscale, RGB or RGBA; one array or a list of arrays) into
-ImageNet-normalised ``[B, 3, S, S]`` float tensors, either by bicubic resizing or by centred zero
-padding (MedMNIST+ style). :meth:`Backbone.embed` runs the frozen model under ``inference_mode`` and
-returns float32 ``[B, dim]`` embeddings (CLS token, or CLS concatenated with the mean patch token).
+normalised ``[B, 3, S, S]`` float tensors, either by bicubic resizing or by centred zero padding
+(MedMNIST+ style). The normalisation is the checkpoint's own ``image_mean`` / ``image_std`` when its
+``preprocessor_config.json`` (local directory or Hugging Face cache) declares them (the google/vit-*
+family uses 0.5 / 0.5), and the ImageNet statistics otherwise (DINOv2's, and ``tiny-random``'s); the
+embeddings metadata records which. :meth:`Backbone.embed` runs the frozen model under
+``inference_mode`` and returns float32 ``[B, dim]`` embeddings (CLS token, or CLS concatenated with
+the mean patch token).
 
 Device ``auto`` picks cuda, then mps, then cpu. Precision ``auto`` picks bf16 (autocast) on a CUDA
 device with native bf16 (compute capability 8.0 or later; torch only emulates it on older cards) and
@@ -24,7 +28,9 @@ in float32, whatever dtype a checkpoint was saved in: the precision setting alon
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +48,12 @@ from pipeline.config import BackboneConfig
 log = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
+# The ImageNet-1k per-channel pixel mean and std (RGB, pixels scaled to [0, 1]) of torchvision's
+# pretrained models, which facebook/dinov2-* declare in their preprocessor_config.json (as
+# transformers' IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD): the default normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
 SUPPORTED_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "vit")
 
 Images = np.ndarray | Sequence[np.ndarray]
@@ -106,10 +116,12 @@ def _same_shape_batch(images: Images) -> np.ndarray | None:
     return np.stack(images) if len(shapes) == 1 else None
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
+def _normalise(
+    x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """uint8 pixels -> float32 ``(x / 255 - mean) / std`` in one fused pass (``x * scale + shift``)."""
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(tuple(std), dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(tuple(mean), dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return torch.addcmul(-mean / std, x.float(), 1.0 / (255.0 * std))
 
 
@@ -119,8 +131,11 @@ def preprocess(
     image_size: int,
     resize: Literal["resize", "pad"] = "resize",
     device: torch.device | str = "cpu",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """uint8 images -> ImageNet-normalised float32 ``[B, 3, image_size, image_size]`` on ``device``.
+    """uint8 images -> normalised float32 ``[B, 3, image_size, image_size]`` on ``device``:
+    ``(pixel / 255 - mean) / std`` per channel (ImageNet statistics unless given).
 
     ``images`` is one uint8 array ``[N, H, W(, C)]`` or a list of ``HxW`` / ``HxWxC`` uint8 arrays
     (shapes may differ). Grayscale is repeated to 3 channels and RGBA loses its alpha. ``resize``:
@@ -137,7 +152,14 @@ def preprocess(
     if batch is None:  # mixed shapes: one image at a time, then stack
         return torch.cat(
             [
-                preprocess(im[None], image_size=image_size, resize=resize, device=device)
+                preprocess(
+                    im[None],
+                    image_size=image_size,
+                    resize=resize,
+                    device=device,
+                    mean=mean,
+                    std=std,
+                )
                 for im in images
             ]
         )
@@ -150,7 +172,7 @@ def preprocess(
     x = _resize(x, (image_size, image_size)) if resize == "resize" else _pad(x, image_size)
     if device.type == "cuda":
         x = x.pin_memory()
-    return _normalise(x.to(device, non_blocking=True))
+    return _normalise(x.to(device, non_blocking=True), mean, std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +228,8 @@ class Backbone:
 
     ``dim`` is the embedding width: the hidden size, doubled for ``pooling: cls_mean``.
     ``dtype`` is the forward precision label (``fp32`` / ``bf16``); outputs are always float32.
+    ``image_mean`` / ``image_std`` normalise the pixels (see :func:`checkpoint_normalisation`);
+    ``normalisation`` says where they come from: ``imagenet`` or ``preprocessor_config.json``.
     """
 
     model: torch.nn.Module
@@ -219,6 +243,9 @@ class Backbone:
     hidden_size: int
     patch_size: int
     interpolate_pos_encoding: bool = False
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    normalisation: str = "imagenet"
 
     @property
     def dim(self) -> int:
@@ -227,7 +254,12 @@ class Backbone:
     def preprocess(self, images: Images) -> torch.Tensor:
         """uint8 images -> normalised pixel tensor on this backbone's device (see :func:`preprocess`)."""
         return preprocess(
-            images, image_size=self.image_size, resize=self.resize, device=self.device
+            images,
+            image_size=self.image_size,
+            resize=self.resize,
+            device=self.device,
+            mean=self.image_mean,
+            std=self.image_std,
         )
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -431,6 +463,125 @@ def _cached_commit(name: str, revision: str) -> str | None:
     return commit
 
 
+def _channel_values(value: Any, key: str, path: Path) -> tuple[float, float, float]:
+    """``image_mean`` / ``image_std`` of a preprocessor config: 3 finite numbers (one number is
+    used for all three channels, as transformers' image processors do)."""
+    values = [value] * 3 if isinstance(value, int | float) else value
+    ok = (
+        isinstance(values, list)
+        and len(values) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        and all(math.isfinite(v) for v in values)
+    )
+    if not ok:
+        raise BackboneUnavailableError(
+            f"{path}: {key} is {value!r}; it must be 3 finite numbers (one per RGB channel, pixels "
+            f"scaled to [0, 1]), e.g. {list(IMAGENET_MEAN)}; fix the file or remove it (ImageNet "
+            "statistics are then used)"
+        )
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def read_normalisation(
+    path: Path,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """``(image_mean, image_std)`` declared by a checkpoint's ``preprocessor_config.json``; None
+    when it declares neither (ImageNet statistics apply). ``do_normalize: false`` is mean 0 and
+    std 1, as the checkpoint's own image processor does it."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BackboneUnavailableError(
+            f"{path}: unreadable preprocessor config ({type(err).__name__}: {err}); re-download the "
+            "model, or re-save its image processor with save_pretrained"
+        ) from err
+    if not isinstance(config, dict):
+        raise BackboneUnavailableError(
+            f"{path}: a preprocessor config is a JSON object, got {type(config).__name__}; "
+            "re-download the model, or re-save its image processor with save_pretrained"
+        )
+    rescale = config.get("rescale_factor", 1 / 255)
+    if config.get("do_rescale", True) is False or not (
+        isinstance(rescale, int | float) and math.isclose(rescale, 1 / 255, rel_tol=1e-6)
+    ):
+        raise BackboneUnavailableError(
+            f"{path}: the checkpoint scales pixels by do_rescale={config.get('do_rescale', True)!r}, "
+            f"rescale_factor={rescale!r}; hashaudit scales them to [0, 1] (1/255) before "
+            "normalising: use a checkpoint that does the same"
+        )
+    if config.get("do_normalize", True) is False:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    has_mean, has_std = "image_mean" in config, "image_std" in config
+    if not has_mean and not has_std:
+        return None
+    if has_mean != has_std:
+        given, missing = ("image_mean", "image_std") if has_mean else ("image_std", "image_mean")
+        raise BackboneUnavailableError(
+            f"{path}: declares {given} but not {missing}; add {missing} (3 numbers) or remove both "
+            "(ImageNet statistics are then used)"
+        )
+    mean = _channel_values(config["image_mean"], "image_mean", path)
+    std = _channel_values(config["image_std"], "image_std", path)
+    if min(std) <= 0:
+        raise BackboneUnavailableError(
+            f"{path}: image_std is {config['image_std']!r}; every channel's std must be > 0 (pixels "
+            "are divided by it); fix the file or remove it (ImageNet statistics are then used)"
+        )
+    return mean, std
+
+
+def _preprocessor_config(name: str, revision: str) -> Path | None:
+    """The ``preprocessor_config.json`` of a checkpoint: in its local directory, else in the
+    Hugging Face cache (fetched when the hub is reachable); None when it has none."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        path = local / PREPROCESSOR_CONFIG
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    cached = try_to_load_from_cache(repo_id=name, filename=PREPROCESSOR_CONFIG, revision=revision)
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is not None:  # the cache knows the checkpoint has none
+        return None
+    try:
+        return Path(hf_hub_download(name, PREPROCESSOR_CONFIG, revision=revision))
+    except LocalEntryNotFoundError:  # offline (or unreachable), and not cached
+        log.warning(
+            "backbone %s: its %s is not in the Hugging Face cache and the hub is not reachable; "
+            "normalising with the ImageNet statistics. If the checkpoint declares other "
+            "image_mean/image_std, run once with network access to cache the file",
+            name,
+            PREPROCESSOR_CONFIG,
+        )
+        return None
+    except EntryNotFoundError:  # the checkpoint has none
+        return None
+    except _hub_errors() as err:
+        log.warning(
+            "backbone %s: could not fetch its %s (%s: %s); normalising with the ImageNet statistics",
+            name,
+            PREPROCESSOR_CONFIG,
+            type(err).__name__,
+            err,
+        )
+        return None
+
+
+def checkpoint_normalisation(
+    name: str, revision: str
+) -> tuple[tuple[float, float, float], tuple[float, float, float], str]:
+    """``(mean, std, source)`` to normalise the pixels fed to checkpoint ``name``: those its
+    ``preprocessor_config.json`` declares (source ``preprocessor_config.json``), else the ImageNet
+    statistics (source ``imagenet``)."""
+    path = _preprocessor_config(name, revision)
+    declared = None if path is None else read_normalisation(path)
+    if declared is None:
+        return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+    return declared[0], declared[1], PREPROCESSOR_CONFIG
+
+
 def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
     """Load the frozen backbone described by ``config`` (see the module docstring for the names)."""
     device = resolve_device(config.device)
@@ -443,8 +594,12 @@ def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
         )
         model: torch.nn.Module = tiny_random_model(config.image_size, seed=seed)
         revision = f"{TINY_RANDOM}-seed{seed}"
+        mean, std, normalisation = IMAGENET_MEAN, IMAGENET_STD, "imagenet"
     else:
         model, revision = _load_pretrained(config.name, config.revision)
+        # the same snapshot as the weights: a local dir, else the commit they were loaded at
+        at = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else config.revision
+        mean, std, normalisation = checkpoint_normalisation(config.name, at)
     model.eval().requires_grad_(False).to(device)
     mcfg = model.config
     patch = mcfg.patch_size if isinstance(mcfg.patch_size, int) else int(mcfg.patch_size[0])
@@ -475,9 +630,13 @@ def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
         hidden_size=int(mcfg.hidden_size),
         patch_size=patch,
         interpolate_pos_encoding=mcfg.model_type == "vit" and config.image_size != native,
+        image_mean=mean,
+        image_std=std,
+        normalisation=normalisation,
     )
     log.info(
-        "backbone %s @ %s on %s (%s), image %d px (%s), pooling %s, dim %d",
+        "backbone %s @ %s on %s (%s), image %d px (%s), pooling %s, dim %d, normalisation %s "
+        "(mean %s, std %s)",
         backbone.name,
         backbone.revision,
         device,
@@ -486,5 +645,8 @@ def load_backbone(config: BackboneConfig, *, seed: int = 0) -> Backbone:
         config.resize,
         config.pooling,
         backbone.dim,
+        normalisation,
+        list(mean),
+        list(std),
     )
     return backbone

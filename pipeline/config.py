@@ -13,7 +13,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -160,6 +160,19 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ParamsError(f"{key}: {message}")
 
 
+def check_unique(values: Sequence[Any], key: str) -> None:
+    """Refuse a list that names a value twice: each entry is a DVC matrix axis (a stage per value)
+    and a row of the report, so ``[8, 8.0]`` would make two stages and two rows of one ε."""
+    seen: dict[Any, int] = {}
+    for i, v in enumerate(values):
+        if v in seen:
+            raise ParamsError(
+                f"{key}[{i}]: {v!r} is listed twice (entry {seen[v]} too; 8 and 8.0 are one "
+                "value); list each once"
+            )
+        seen[v] = i
+
+
 SEED_LIMIT = 2**63  # seeds reach torch.manual_seed / numpy generators as signed 64-bit integers
 
 
@@ -228,6 +241,7 @@ class DataConfig:
             f"{self.val_fraction} must be in (0, 0.5)",
         )
         check(len(self.datasets) > 0, "datasets", "list at least one dataset")
+        check_unique(self.datasets, "datasets")
         for i, name in enumerate(self.datasets):
             if name not in self.sources:
                 close = difflib.get_close_matches(name, list(self.sources), n=1)
@@ -336,6 +350,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "list at least one hashing method")
+        check_unique(self.methods, "methods")
+        check_unique(self.bits, "bits")
         for i, b in enumerate(self.bits):
             check(
                 MIN_BITS <= b <= MAX_BITS,
@@ -538,6 +554,8 @@ class DPParams:
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "seed", nullable=True)
+        check_unique(self.methods, "methods")
+        check_unique(self.epsilons, "epsilons")
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε = ∞ is the train stage)")
         for name in ("lr", "batch_size", "epochs"):
@@ -564,6 +582,7 @@ class ReleaseParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        check_unique(self.epsilons, "epsilons")
         for i, eps in enumerate(self.epsilons):
             check(eps > 0, f"epsilons[{i}]", f"{eps} must be > 0 (ε_code = ∞: no release noise)")
         check(self.k >= 1, "k", f"{self.k} must be >= 1 (default 20)")

@@ -22,6 +22,7 @@ from pipeline.artifacts import (
     atomic_path,
     check_writable,
     read_json,
+    remove_stale,
     write_csv,
 )
 from pipeline.common import base_parser, load, run_main
@@ -120,9 +121,13 @@ def run_curves(
                 base.get(key),
                 f"{dataset}: {key} vs bits",
             )
+        retention_png = [out_dir / "retention_vs_bits.png"]
         if any(r.get(RETENTION) is not None for r in rows):
             title = f"{dataset}: retention of float balanced accuracy (bars: test-query bootstrap)"
-            curve_png(out_dir / "retention_vs_bits.png", rows, RETENTION, 1.0, title)
+            curve_png(retention_png[0], rows, RETENTION, 1.0, title)
+        else:
+            retention_png = []
+    remove_stale(out_dir, "retention_vs_bits.png", retention_png)  # of an earlier run
     log.info("%s: %d (method, bits) runs plotted", dataset, len(rows))
     return rows
 

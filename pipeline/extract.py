@@ -133,6 +133,9 @@ def image_metadata(
         "pooling": backbone.pooling,
         "dtype": backbone.dtype,
         "dim": str(backbone.dim),
+        "image_mean": json.dumps(list(backbone.image_mean)),  # the normalisation actually used
+        "image_std": json.dumps(list(backbone.image_std)),
+        "normalisation": backbone.normalisation,  # imagenet or preprocessor_config.json
         "seed": str(seed),
         "limit": "null" if limit is None else str(limit),
     }

@@ -47,6 +47,7 @@ from pipeline.artifacts import (
     check_writable,
     files_by_epsilon,
     read_json,
+    remove_stale,
     write_csv,
     write_text,
 )
@@ -482,6 +483,7 @@ def run_report(
                     plots.append(out_dir / f"pareto-{number.attack}.png")
                     pareto_png(plots[-1], rows, panels, params.report.min_retention)
             tracking.record_metrics(metrics, summary, run)
+        remove_stale(out_dir, "pareto-*.png", plots)  # of an attack no longer measured
         run.log_artifact(out_dir / "report.md")
         for png in plots:
             run.log_artifact(png, "pareto")

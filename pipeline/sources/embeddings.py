@@ -20,6 +20,7 @@ from pipeline.artifacts import (
     SPLITS,
     ArtifactError,
     EmbeddingsFile,
+    content_fingerprint,
     read_embeddings_raw,
     validate_embeddings,
 )
@@ -83,6 +84,28 @@ def _check_float32_range(v: np.ndarray, what: str) -> None:
         )
 
 
+def _check_recorded_fingerprint(
+    x: dict[str, np.ndarray], y: dict[str, np.ndarray], meta: dict[str, str], where: str
+) -> None:
+    """Refuse a hashaudit embeddings file whose content no longer matches the ``fingerprint`` its
+    metadata records, as :func:`~pipeline.artifacts.load_embeddings` does: its provenance
+    (backbone, revision, dataset) would otherwise be carried over to content it does not describe.
+    Checked only when the file records a fingerprint and holds all three splits (what one covers).
+    """
+    recorded = meta.get("fingerprint")
+    if recorded is None or not all(s in x and s in y for s in SPLITS):
+        return
+    actual = content_fingerprint(x, y)  # casts as load_embeddings' EmbeddingsFile.fingerprint does
+    if recorded != actual:
+        raise ArtifactError(
+            f"{where}: its content does not match the fingerprint recorded in its metadata "
+            f"(fingerprint {recorded[:26]}..., content {actual[:26]}...): the arrays or labels "
+            "were changed after the file was written, or it is corrupt. Re-create it (dvc repro "
+            "extract); if the edit was deliberate, remove the 'fingerprint' entry from its "
+            "metadata (or re-save the file without it), so that it is read as new embeddings"
+        )
+
+
 def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
     """The user's embeddings file (digested by the ``source`` stage)."""
     return [Path(str(source.path)).expanduser()]
@@ -102,6 +125,7 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
     validate_embeddings(
         {**x, "val": x.get("val", x["train"])}, {**y, "val": y.get("val", y["train"])}, where=where
     )
+    _check_recorded_fingerprint(x, y, meta, where)
     multilabel = y["train"].ndim == 2
     y = {
         s: normalize_labels(v, multilabel=multilabel, n_classes=None, where=f"{where} [{s}_y]")

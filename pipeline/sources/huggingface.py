@@ -230,7 +230,10 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Ima
             dsd = datasets.load_from_disk(str(local))
             info = {"source": "huggingface", "hf_path": str(local.resolve())}
         else:  # a pinned revision (a commit) keeps a cached or re-downloaded dataset the same
-            dsd = datasets.load_dataset(ds_id, revision=source.revision)
+            # a local data dir is loaded by its expanded path (datasets does not expand ~/...)
+            dsd = datasets.load_dataset(
+                str(local) if local.is_dir() else ds_id, revision=source.revision
+            )
             info = {
                 "source": "huggingface",
                 "hf_id": ds_id,

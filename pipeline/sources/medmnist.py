@@ -1,7 +1,7 @@
 """Source ``medmnist``: the official MedMNIST 2D ``.npz`` files, with their official splits.
 
-Files are looked up in ``data.root`` (``{flag}.npz`` at 28 px, ``{flag}_{size}.npz`` otherwise),
-downloaded when missing and ``data.download`` is true (atomically, MD5-checked against
+Files are looked up in ``data.root`` (``~`` expanded; ``{flag}.npz`` at 28 px, ``{flag}_{size}.npz``
+otherwise), downloaded when missing and ``data.download`` is true (atomically, MD5-checked against
 ``medmnist.info.INFO``), and always MD5-verified before use. Yang et al., "MedMNIST v2", Scientific
 Data 2023.
 """
@@ -177,7 +177,7 @@ def download_file(url: str, dest: Path, *, md5: str, timeout: float = DOWNLOAD_T
 def ensure_medmnist_file(flag: str, size: int, *, root: str | Path, download: bool) -> Path:
     """Path of the verified official ``.npz`` (downloaded when missing and ``download`` is true)."""
     info = medmnist_info(flag, size)
-    path = Path(root) / medmnist_filename(flag, size)
+    path = Path(root).expanduser() / medmnist_filename(flag, size)  # data.root may be ~/...
     if not path.is_file():
         if not download:
             raise DataError(

@@ -183,3 +183,24 @@ def test_public_fingerprints_name_the_splits_they_leave_out() -> None:
         private_splits("sha256-public(foo):00")
     with pytest.raises(ArtifactError, match="unreadable embeddings fingerprint"):
         emb.digest_like("sha256-public(test,query):00")
+
+
+def test_a_bfloat16_embeddings_file_is_read_as_exact_float32(tmp_path: Path) -> None:
+    """Embeddings saved from torch in bf16 (a common half-precision export): NumPy has no bf16,
+    so reading the file raised ``TypeError: data type 'bfloat16' not understood`` (a traceback,
+    exit 1 from extract). They are widened to float32, which holds every bf16 value exactly."""
+    from safetensors.torch import save_file
+
+    from pipeline.artifacts import read_embeddings_raw
+
+    x = torch.tensor([[1.0, -2.5, 3.0e38], [0.1, 1.0e-3, 7.0]]).bfloat16()
+    path = tmp_path / "mine.safetensors"
+    tensors = {"train_x": x, "train_y": torch.tensor([0, 1]), "test_x": x[:1].clone()}
+    save_file({**tensors, "test_y": torch.tensor([1])}, str(path))
+    xs, ys, _ = read_embeddings_raw(path)
+    got = xs["train"]
+    assert got.dtype == np.float32 and xs["test"].tolist() == got[:1].tolist()
+    # bf16 keeps 8 bits of mantissa: 0.1 is stored as 0.10009765625, 3e38 as 2.9937e38
+    assert got.tolist() == x.float().tolist()
+    assert got[1, 0] == np.float32(0.10009765625)
+    assert ys["train"].tolist() == [0, 1]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -427,6 +429,135 @@ def test_missing_folder_under_a_local_parent_is_named_as_a_folder(
     with pytest.raises(BackboneUnavailableError) as err:  # no such folder: the hub message only
         load_backbone(BackboneConfig(name="facebook/dinov2-base", device="cpu"))
     assert "no local folder" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# the checkpoint's own normalisation (preprocessor_config.json)
+# --------------------------------------------------------------------------------------------
+
+GREY = np.full((1, 28, 28, 3), 128, np.uint8)
+
+
+def tiny_vit_dir(path: Path, preprocessor: dict | None) -> Path:
+    """A tiny ``vit`` checkpoint saved with save_pretrained, with ``preprocessor`` as its
+    ``preprocessor_config.json`` (none when None)."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+    if preprocessor is not None:
+        (path / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    return path
+
+
+def test_a_checkpoint_declaring_its_normalisation_gets_it(tmp_path: Path) -> None:
+    """A vit checkpoint whose preprocessor_config.json declares mean = std = 0.5 (google/vit-*)
+    sees pixel 128 as (128/255 - 0.5) / 0.5, as its own image processor gives it, not the
+    ImageNet-normalised value; the embeddings metadata records the normalisation used."""
+    from transformers import ViTImageProcessor
+
+    from pipeline.extract import image_metadata
+
+    path = tiny_vit_dir(tmp_path / "vit", None)
+    proc = ViTImageProcessor(
+        size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    proc.save_pretrained(path)  # the file as transformers writes it
+    bb = load_backbone(BackboneConfig(name=str(path), image_size=28, device="cpu"))
+    assert bb.image_mean == (0.5, 0.5, 0.5) and bb.image_std == (0.5, 0.5, 0.5)
+    assert bb.normalisation == "preprocessor_config.json"
+    expected = (128 / 255 - 0.5) / 0.5  # 0.0039216
+    px = bb.preprocess(GREY)
+    assert torch.allclose(px, torch.full_like(px, expected), atol=1e-6)
+    theirs = proc(images=list(GREY), return_tensors="np")["pixel_values"]
+    assert np.allclose(px.numpy(), theirs, atol=1e-6)
+    ds = SimpleNamespace(task="binary-class", class_names=["a", "b"], n_classes=2, source_info={})
+    meta = image_metadata("toy", ds, bb, seed=0, limit=None)  # type: ignore[arg-type]
+    assert (
+        json.loads(meta["image_mean"]) == [0.5] * 3 and json.loads(meta["image_std"]) == [0.5] * 3
+    )
+    assert meta["normalisation"] == "preprocessor_config.json"
+
+    with_dinov2 = tmp_path / "dinov2"  # a Dinov2 checkpoint reads it the same way
+    load_backbone(tiny(), seed=3).model.save_pretrained(with_dinov2)
+    (with_dinov2 / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.25, 0.5, 1.0]})
+    )
+    bb = load_backbone(BackboneConfig(name=str(with_dinov2), image_size=28, device="cpu"))
+    got = bb.preprocess(GREY)[0, :, 0, 0]
+    want = [(128 / 255 - m) / s for m, s in ((0.5, 0.25), (0.4, 0.5), (0.3, 1.0))]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+
+    (with_dinov2 / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
+    bb = load_backbone(BackboneConfig(name=str(with_dinov2), image_size=28, device="cpu"))
+    px = bb.preprocess(GREY)  # no normalisation, as the checkpoint's processor: 128 / 255
+    assert torch.allclose(px, torch.full_like(px, 128 / 255), atol=1e-6)
+
+
+def test_without_a_declared_normalisation_imagenet_is_used(tmp_path: Path) -> None:
+    from pipeline.extract import image_metadata
+
+    imagenet = torch.tensor(
+        [(128 / 255 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
+    )  # 0.0741, 0.2052, 0.4265
+    no_file = tiny_vit_dir(tmp_path / "none", None)
+    other_keys = tiny_vit_dir(tmp_path / "size-only", {"size": {"height": 28, "width": 28}})
+    for path in (no_file, other_keys):
+        bb = load_backbone(BackboneConfig(name=str(path), image_size=28, device="cpu"))
+        assert bb.normalisation == "imagenet" and bb.image_mean == (0.485, 0.456, 0.406)
+        assert torch.allclose(bb.preprocess(GREY)[0, :, 0, 0], imagenet, atol=1e-5)
+    bb = load_backbone(tiny(), seed=0)
+    assert bb.normalisation == "imagenet"
+    assert torch.allclose(bb.preprocess(GREY)[0, :, 0, 0], imagenet, atol=1e-5)
+    ds = SimpleNamespace(task="binary-class", class_names=["a", "b"], n_classes=2, source_info={})
+    meta = image_metadata("toy", ds, bb, seed=0, limit=None)  # type: ignore[arg-type]
+    assert json.loads(meta["image_std"]) == [0.229, 0.224, 0.225]
+    assert meta["normalisation"] == "imagenet"
+
+
+@pytest.mark.parametrize(
+    ("preprocessor", "match"),
+    [
+        ({"image_mean": [0.5] * 3, "image_std": [0.5, 0.0, 0.5]}, r"image_std .* must be > 0"),
+        ({"image_mean": [0.5] * 3, "image_std": [0.5, -1, 0.5]}, r"image_std .* must be > 0"),
+        ({"image_mean": [0.5, 0.5], "image_std": [0.5] * 3}, r"image_mean is \[0\.5, 0\.5\]"),
+        ({"image_mean": [0.5, float("nan"), 0.5], "image_std": [0.5] * 3}, "3 finite numbers"),
+        ({"image_mean": [0.5] * 3, "image_std": ["a", 1, 1]}, "3 finite numbers"),
+        ({"image_mean": [0.5] * 3}, "declares image_mean but not image_std"),
+        ({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1}, "1/255"),
+    ],
+)
+def test_a_bad_declared_normalisation_names_the_file(
+    tmp_path: Path, preprocessor: dict, match: str
+) -> None:
+    path = tiny_vit_dir(tmp_path / "vit", preprocessor)
+    with pytest.raises(BackboneUnavailableError, match=match) as err:
+        load_backbone(BackboneConfig(name=str(path), image_size=28, device="cpu"))
+    assert str(path / "preprocessor_config.json") in str(err.value)
+    (path / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(BackboneUnavailableError, match="unreadable preprocessor config"):
+        load_backbone(BackboneConfig(name=str(path), image_size=28, device="cpu"))
+
+
+def test_a_cached_hub_checkpoint_declaring_its_normalisation_gets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_hub_cache(tmp_path, monkeypatch)
+    with caplog.at_level("WARNING"):  # offline, file not cached: ImageNet, and a warning says so
+        bb = load_backbone(BackboneConfig(name="fake/dinov2", image_size=28, device="cpu"))
+    assert bb.normalisation == "imagenet" and "preprocessor_config.json is not in" in caplog.text
+    snapshot = tmp_path / "hub" / "models--fake--dinov2" / "snapshots" / COMMIT
+    (snapshot / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    )
+    bb = load_backbone(BackboneConfig(name="fake/dinov2", image_size=28, device="cpu"))
+    assert bb.revision == COMMIT and bb.normalisation == "preprocessor_config.json"
+    px = bb.preprocess(GREY)
+    assert torch.allclose(px, torch.full_like(px, (128 / 255 - 0.5) / 0.5), atol=1e-6)
 
 
 @pytest.mark.gpu

@@ -139,6 +139,22 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
         ("dp.seed", 2**64, rf"^dp.seed: {2**64} {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("release.seed", -1, rf"^release.seed: -1 {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
+        # a matrix axis naming a value twice made two DVC stages (eps8, eps8.0) and two report
+        # rows of one ε; a stale file of the other spelling was then picked silently
+        (
+            "dp.epsilons",
+            [8, 1, 8.0],
+            r"^dp.epsilons\[2\]: 8.0 is listed twice \(entry 0 too; 8 and 8.0 are one value\)",
+        ),
+        ("release.epsilons", [4.0, 4], r"^release.epsilons\[1\]: 4.0 is listed twice"),
+        ("train.bits", [12, 48, 12], r"^train.bits\[2\]: 12 is listed twice .*list each once$"),
+        ("train.methods", ["dpsh", "csq", "dpsh"], r"^train.methods\[2\]: 'dpsh' is listed twice"),
+        ("dp.methods", ["csq", "csq"], r"^dp.methods\[1\]: 'csq' is listed twice"),
+        (
+            "data.datasets",
+            ["breastmnist"] * 2,
+            r"^data.datasets\[1\]: 'breastmnist' is listed twice",
+        ),
     ],
 )
 def test_bad_params_name_key_and_fix(dotted: str, value: object, message: str) -> None:

@@ -68,3 +68,22 @@ def test_an_unwritable_png_folder_is_refused_before_the_csv_is_written(
     assert curves.main(_argv(tmp_path, ev, flt, *sets, out=blocker)) == 2
     assert str(blocker) in caplog.text
     assert not (tmp_path / "c.csv").exists() and blocker.read_text().startswith("a file")
+
+
+def test_a_rerun_without_retention_numbers_removes_the_old_retention_plot(tmp_path: Path) -> None:
+    """Run by hand into the same folder (DVC clears declared outputs itself): heads evaluated
+    without the float predictions carry no retention, and the previous run's
+    ``retention_vs_bits.png`` stayed beside the new plots."""
+    ev, flt = _study(tmp_path, {"dpsh-12": 0.7})
+    with_retention = {"balanced_accuracy": 0.7, "map_all": 0.5, curves.RETENTION: 0.875}
+    (ev / "dpsh-12.json").write_text(json.dumps(with_retention))
+    sets = ("train.methods=[dpsh]", "train.bits=[12]")
+    assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
+    png = tmp_path / "png"
+    assert (png / "retention_vs_bits.png").exists()
+    (ev / "dpsh-12.json").write_text(json.dumps({"balanced_accuracy": 0.7, "map_all": 0.5}))
+    assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
+    assert sorted(p.name for p in png.glob("*.png")) == [
+        "balanced_accuracy_vs_bits.png",
+        "map_all_vs_bits.png",
+    ]

@@ -142,6 +142,46 @@ def test_report_missing_file_names_the_stage_and_writes_nothing(
     assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
 
 
+def test_two_files_of_one_epsilon_are_refused_not_picked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """params.yaml once said ``dp.epsilons: [8.0]`` and now ``[8]``: DVC wrote ``eps8.json`` and
+    never removed the old stage's ``eps8.0.json``. The report took whichever the glob listed last
+    (here the stale 0.30 balanced accuracy over the current 0.54); it now names both files."""
+    make_tree(tmp_path)
+    stale = tmp_path / "metrics/evaluate_dp/syn/csq-12-eps8.0.json"
+    write_json(stale, utility(0.30, 0.5))
+    with caplog.at_level(logging.ERROR):
+        assert report.main(argv(tmp_path, "tracking.enabled=false")) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert str(stale) in error and "csq-12-eps8.json" in error and "DP ε = 8" in error
+    assert "delete the stale file" in error
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
+    stale.unlink()
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    with open(tmp_path / "reports/syn/tradeoff.csv", newline="") as fh:
+        dp_row = next(r for r in csv.DictReader(fh) if r["release"] == "dp")
+    assert float(dp_row["balanced_accuracy"]) == 0.54
+
+
+def test_a_rerun_removes_the_plot_of_an_attack_no_longer_measured(tmp_path: Path) -> None:
+    """Run by hand into the same folder (DVC clears declared outputs itself), the second run
+    left ``pareto-membership.png`` beside a report that no longer measures membership."""
+    make_tree(tmp_path)
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    out = tmp_path / "reports/syn"
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "pareto-linkage.png",
+        "pareto-membership.png",
+    ]
+    for path in (tmp_path / "metrics").glob("attack*/syn/*.json"):
+        numbers = json.loads(path.read_text())
+        write_json(path, {k: v for k, v in numbers.items() if not k.startswith("membership")})
+    (out / "notes.png").write_bytes(b"a file of the user's")  # not a report plot: kept
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["notes.png", "pareto-linkage.png"]
+
+
 def test_report_is_the_parent_run_of_the_runs_that_wrote_its_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

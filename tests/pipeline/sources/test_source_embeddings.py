@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from pipeline import sources
-from pipeline.artifacts import ArtifactError, EmbeddingsFile
+from pipeline.artifacts import ArtifactError, EmbeddingsFile, load_embeddings, save_embeddings
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.data import DataError
 
@@ -190,3 +191,39 @@ def test_float64_values_beyond_float32_range_are_named_not_called_nan(
         ArtifactError, match=rf"{split}_x holds 1 NaN/inf values \(first in row 3\)"
     ):
         load(config(tmp_path / "nan.npz"))
+
+
+def test_a_hashaudit_file_edited_after_it_was_written_is_refused(tmp_path: Path) -> None:
+    """A file whose content no longer matches the ``fingerprint`` in its metadata is refused, as
+    ``load_embeddings`` refuses it: its backbone and revision would be carried over to content
+    they do not describe. Without the entry (a deliberate edit) it is read as new embeddings."""
+    g = np.random.default_rng(0)
+    x = {s: g.normal(size=(30, 4)).astype(np.float32) for s in ("train", "val", "test")}
+    y = {s: np.arange(30) % 3 for s in x}
+    meta = {"dataset": "d", "backbone": "facebook/dinov2-base", "revision": "abc123"}
+    save_embeddings(tmp_path / "orig.safetensors", EmbeddingsFile(x=x, y=y, meta=meta))
+    same = load(config(tmp_path / "orig.safetensors"))  # untouched: accepted, provenance kept
+    assert same.meta["backbone"] == "facebook/dinov2-base" and same.meta["revision"] == "abc123"
+    assert np.array_equal(same.y["train"], y["train"])
+
+    tensors = load_file(str(tmp_path / "orig.safetensors"))
+    with safe_open(str(tmp_path / "orig.safetensors"), framework="numpy") as f:
+        written = dict(f.metadata())
+    tensors["train_y"] = (tensors["train_y"] + 1) % 3  # labels changed, fingerprint kept
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata=written)
+    with pytest.raises(ArtifactError) as err:
+        load(config(tmp_path / "edited.safetensors"))
+    msg = str(err.value)
+    assert str(tmp_path / "edited.safetensors") in msg and written["fingerprint"][:26] in msg
+    assert "changed after the file was written" in msg and "remove the 'fingerprint'" in msg
+    with pytest.raises(ArtifactError, match="does not match the fingerprint"):
+        load_embeddings(tmp_path / "edited.safetensors")  # the same verdict as the loader
+
+    unpinned = {k: v for k, v in written.items() if k != "fingerprint"}
+    save_file(tensors, str(tmp_path / "deliberate.safetensors"), metadata=unpinned)
+    edited = load(config(tmp_path / "deliberate.safetensors"))
+    assert np.array_equal(edited.y["train"], (np.arange(30) + 1) % 3)
+
+    del tensors["val_x"], tensors["val_y"]  # without val, the recorded digest covers no content
+    save_file(tensors, str(tmp_path / "noval.safetensors"), metadata=written)
+    assert len(load(config(tmp_path / "noval.safetensors")).y["test"]) == 30

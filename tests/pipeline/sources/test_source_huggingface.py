@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.config import SourceConfig
 from pipeline.data import DataError
-from tests.pipeline.sources.source_helpers import data_config, load
+from tests.pipeline.sources.source_helpers import data_config, hf_cache, load  # noqa: F401
 
 
 def hf_dataset_dir(tmp_path: Path, *, validation: bool) -> Path:
@@ -164,3 +164,28 @@ def test_a_hub_dataset_is_loaded_at_its_pinned_revision(tmp_path: Path, monkeypa
         SourceConfig(kind="huggingface", id=str(path), revision="v1", image_column="img")
     with pytest.raises(ParamsError, match="the medmnist source does not read revision"):
         SourceConfig(kind="medmnist", revision="v1")
+
+
+@pytest.mark.usefixtures("hf_cache")  # keep the datasets cache in tmp_path
+def test_a_local_data_dir_given_with_tilde_is_loaded_from_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``id: ~/imgs`` (a folder of class sub-folders, not a ``save_to_disk`` dir) is the folder in
+    the user's home: it is loaded from there, not looked up as ``~/imgs`` relative to the cwd."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    for c, cls in enumerate(("cat", "dog")):
+        (home / "imgs" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 10 * c + i, np.uint8)).save(
+                home / "imgs" / cls / f"{i}.png"
+            )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    src = SourceConfig(kind="huggingface", id="~/imgs")
+    ds = load("toy", data_config(tmp_path, toy=src))
+    assert ds.class_names == ["cat", "dog"] and ds.task == "binary-class"
+    assert sum(len(ds.splits[s]) for s in ("train", "val", "test")) == 20
+    labels = np.concatenate([ds.splits[s].labels for s in ("train", "val", "test")])
+    assert np.bincount(labels).tolist() == [10, 10]
+    assert list(cwd.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,27 @@ def test_multilabel_labels_become_multi_hot(
         14,
     )
     assert np.array_equal(ds.splits["test"].labels, arrays["test_labels"])
+
+
+def test_tilde_root_is_expanded_for_reading_and_downloading(
+    shared_medmnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data.root: ~/...`` is the user's home, not a folder named ``~`` under the working
+    directory: an existing file there is read, and a download lands there."""
+    INFO = _medmnist_info_table()
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    (home / "mm").mkdir(parents=True)
+    cwd.mkdir()
+    shutil.copyfile(shared_medmnist / "breastmnist.npz", home / "mm" / "breastmnist.npz")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    ds = load("breastmnist", data_config("~/mm"))
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [546, 78, 156]
+    assert ds.source_info["md5"] == BREAST_MD5
+
+    monkeypatch.setitem(INFO["breastmnist"], "url", (shared_medmnist / "breastmnist.npz").as_uri())
+    ds = load("breastmnist", dataclasses.replace(data_config("~/dl"), download=True))
+    assert len(ds.splits["train"]) == 546
+    assert [p.name for p in (home / "dl").iterdir()] == ["breastmnist.npz"]
+    assert list(cwd.iterdir()) == []  # no ./~/dl/breastmnist.npz
