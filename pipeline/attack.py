@@ -641,7 +641,7 @@ def attack_by_publication(
     linkage_default: float,
     aux: Records,
     victims: dict[str, Records],
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str], dict[str, list[Attack]]]:
     """Run the attacks on a release whose victim splits were published differently
     (``release.apply_to``): ``releases`` names, per victim split, the release the attacker models
     for it. A split the mechanism did not touch maps to the head's own release (the test queries
@@ -649,10 +649,12 @@ def attack_by_publication(
     plain ``attack`` stage's numbers); a released split maps to the mechanism as it acted on that
     split (the k-anonymous release snaps each split onto its own published codes). ``attacks``
     were made for ``attacks_release`` and serve the splits mapped to it. Anonymity runs once over
-    the whole release, membership (skipped on releases) once."""
+    the whole release, membership (skipped on releases) once. The last value names, per victim
+    split, the attacks that ran on it (the reconstruction grid shows the test split's decoder)."""
     whole = [a for a in attacks if a.name in WHOLE_RELEASE]
     per_split = [a for a in attacks if a.name not in WHOLE_RELEASE]
     numbers, rows, skipped = run_attacks(whole, aux, victims)
+    served: dict[str, list[Attack]] = {}
     groups: list[tuple[Release, dict[str, Records]]] = [(attacks_release, {})]
     for split, rec in victims.items():
         group = next((g for r, g in groups if r is releases[split]), None)
@@ -673,7 +675,8 @@ def attack_by_publication(
         numbers.update(more)
         rows += more_rows
         skipped.update(more_skipped)
-    return numbers, rows, skipped
+        served.update({split: [*whole, *todo] for split in group})
+    return numbers, rows, skipped, served
 
 
 def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) -> dict[str, Any]:
@@ -690,7 +693,8 @@ def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) ->
 def save_reconstruction_grid(
     path: Path, attacks: list[Attack], victims: dict[str, Records]
 ) -> None:
-    """Originals over reconstructions of the first test victims (only on request; never MLflow)."""
+    """Originals over reconstructions of the first test victims (only on request; never MLflow).
+    ``attacks`` are those that ran on the test split: its reconstruction's decoder draws them."""
     from privacy.reconstruction import Reconstruction
 
     rec = next((a for a in attacks if isinstance(a, Reconstruction) and hasattr(a, "model")), None)
@@ -817,10 +821,11 @@ def run_attack(
         by_split = {s: split_releases.get(s) for s in victims}
         if mech_release is None or all(r is mech_release for r in by_split.values()):
             numbers, rows, skipped = run_attacks(attacks, aux, victims)
+            served = dict.fromkeys(victims, attacks)
         else:
             head_release = CodeRelease.from_head(head)
             releases = {s: head_release if r is None else r for s, r in by_split.items()}
-            numbers, rows, skipped = attack_by_publication(
+            numbers, rows, skipped, served = attack_by_publication(
                 attacks, mech_release, releases, params, default, aux, victims
             )
         numbers["aux_size"] = float(len(aux))
@@ -848,7 +853,7 @@ def run_attack(
             write_csv(sweep, sweep_rows)
             tracking.record_metrics(metrics, out, run)
             if grid is not None:
-                save_reconstruction_grid(grid, attacks, victims)
+                save_reconstruction_grid(grid, served["test"], victims)
         if grid is not None:
             log.warning("%s: reconstructed patient images written to %s", name, grid)
     log.info("%s: %d numbers written to %s", name, len(numbers), metrics)

@@ -686,6 +686,69 @@ def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -
     assert res["reconstruction/test/psnr"] > 0 and "reconstruction/test/ssim_baseline" in res
 
 
+@pytest.mark.usefixtures("hf_cache")
+def test_reconstruction_grid_draws_the_decoder_that_ran_on_test(
+    tmp_path: Path, one_thread, monkeypatch
+) -> None:
+    """Under ``release.apply_to: database`` the train codes are released and the test codes are
+    the head's, so two reconstruction attacks run (one per publication). The optional grid shows
+    test victims: it must draw them with the decoder that ran (and was scored) on test, not with
+    the one trained for the mechanism's train codes (it used to take the first one made)."""
+    from pipeline import extract
+    from pipeline import release as release_stage
+    from privacy.reconstruction import Reconstruction
+
+    root = mixed_image_folder(tmp_path / "imgs")
+    sets = (
+        f"data.sources.mine={{kind: imagefolder, path: '{root}'}}",
+        "data.datasets=[mine]",
+        "backbone.name=tiny-random",
+        "backbone.image_size=28",
+        "attack.attacks=[reconstruction]",
+        "attack.strength_sweep=[0.5]",
+        "attack.reconstruction_size=null",
+        "release.seed=0",
+    )
+    emb = tmp_path / "emb.safetensors"
+    assert extract.main(args(tmp_path, "--no-progress", sets=sets, dataset="mine", out=emb,
+                             metrics=tmp_path / "m/extract.json")) == 0  # fmt: skip
+    assert train.main(args(tmp_path, sets=sets, dataset="mine", method="dpsh", bits=16,
+                           embeddings=emb, out=tmp_path / "head", metrics=tmp_path / "m/t.json",
+                           history=tmp_path / "p/t.csv")) == 0  # fmt: skip
+    assert attack.main(float_args(tmp_path, sets, dataset="mine", emb="emb.safetensors")) == 0
+    rel = ["--head", str(tmp_path / "head"), "--mechanism", "rr", "--epsilon-code", "0.01",
+           "--out", str(tmp_path / "rel"), "--metrics", str(tmp_path / "m/rel.json"),
+           "--embeddings", str(emb)]  # fmt: skip
+    assert release_stage.main(args(tmp_path, *rel, sets=sets)) == 0
+
+    ran_on: dict[int, list[str]] = {}
+    real_run, real_grid = Reconstruction.run, attack.save_reconstruction_grid
+
+    def run(self, victims):  # type: ignore[no-untyped-def]
+        ran_on.setdefault(id(self), []).extend(victims)
+        return real_run(self, victims)
+
+    drawn: list[int] = []
+
+    def grid(path, attacks, victims):  # type: ignore[no-untyped-def]
+        drawn.extend(id(a) for a in attacks if isinstance(a, Reconstruction))
+        return real_grid(path, attacks, victims)
+
+    monkeypatch.setattr(Reconstruction, "run", run)
+    monkeypatch.setattr(attack, "save_reconstruction_grid", grid)
+    cli = args(
+        tmp_path, sets=(*sets, "attack.save_reconstructions=true"), dataset="mine",
+        method="dpsh", bits=16, embeddings=emb, head=tmp_path / "head",
+        gallery=tmp_path / "gallery.safetensors", float_metrics=tmp_path / "m/float.json",
+        metrics=tmp_path / "m/rr.json", sweep=tmp_path / "p/rr.csv",
+        reconstructions=tmp_path / "grid.png", release=tmp_path / "rel",
+    )  # fmt: skip
+    assert attack.main(cli) == 0
+    assert sorted(ran_on.values()) == [["test"], ["train"]]  # one decoder per publication
+    assert len(drawn) == 1 and ran_on[drawn[0]] == ["test"]
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_common_images_stated_size_and_native_arrays_untouched() -> None:
     mixed = {"train": [np.zeros((10, 12, 3), np.uint8), np.full((14, 16), 200, np.uint8)],
              "val": np.zeros((3, 10, 12, 3), np.uint8)}  # fmt: skip
