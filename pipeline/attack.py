@@ -2,11 +2,11 @@
 
 Two modes, one per DVC stage:
 
-* ``attack@<ds>-float`` (no ``--method``): builds the linkage gallery once per dataset — the victims
-  (train and test records) re-acquired at every perturbation strength (images perturbed and
-  re-embedded by the backbone, or for embeddings-only sources seeded noise at an SNR) — writes it to
-  ``--gallery``, and runs every attack on the float embeddings (the leaky control). The gallery's
-  metadata and the metrics JSON record the embeddings' fingerprint.
+* ``attack-float@<ds>`` (no ``--method``; MLflow run ``attack@<ds>-float``): builds the linkage
+  gallery once per dataset — the victims (train and test records) re-acquired at every perturbation
+  strength (images perturbed and re-embedded by the backbone, or for embeddings-only sources seeded
+  noise at an SNR) — writes it to ``--gallery``, and runs every attack on the float embeddings (the
+  leaky control). The gallery's metadata and the metrics JSON record the embeddings' fingerprint.
 * ``attack@<ds>-<method>-<bits>``: loads the trained head (queried as a black box: embeddings in,
   codes out), checks it against the embeddings and its released codes (and the label it was
   trained without against ``attack.withhold_label``), checks that the float control (metrics and
@@ -270,10 +270,10 @@ def load_gallery(
     naming the file and the stage that rebuilds it."""
     from safetensors import SafetensorError, safe_open
 
-    fix = f"re-run the attack@{dataset}-float stage (dvc repro) to rebuild it"
+    fix = f"re-run the attack-float@{dataset} stage (dvc repro) to rebuild it"
     if not path.is_file():
         raise ArtifactError(
-            f"{path}: gallery not found; run the attack@{dataset}-float stage first"
+            f"{path}: gallery not found; run the attack-float@{dataset} stage first"
         )
     try:
         with safe_open(str(path), framework="numpy") as f:
@@ -407,13 +407,13 @@ def check_float_control(
         try:
             check_same_embeddings(recorded, emb, embeddings_path=embeddings, recorded_in=path)
         except ArtifactError as err:
-            raise ArtifactError(f"{err} [the float control: attack@{dataset}-float]") from None
+            raise ArtifactError(f"{err} [the float control: attack-float@{dataset}]") from None
     recorded = gallery_meta.get("withheld_label")
     if recorded != _withheld_tag(withheld):
         then = "no record" if recorded is None else f"withheld_label={recorded}"
         raise ArtifactError(
             f"{gallery}: the float control ran with {then}, but this run withholds "
-            f"{_withheld_tag(withheld)} (attack.withhold_label); re-run attack@{dataset}-float "
+            f"{_withheld_tag(withheld)} (attack.withhold_label); re-run attack-float@{dataset} "
             "with the same attack.withhold_label (dvc repro)"
         )
 
@@ -789,12 +789,12 @@ def run_attack(
         for split, rec in victims.items():
             if split not in gal or any(g.shape != rec.x.shape for g in gal[split].values()):
                 raise ArtifactError(
-                    f"{gallery}: the gallery does not match the {split} embeddings; re-run attack@{dataset}-float"
+                    f"{gallery}: the gallery does not match the {split} embeddings; re-run attack-float@{dataset}"
                 )
     default = cfg.strength if kind == "strength" else cfg.snr_db
     if any(default not in g for g in gal.values()):
         raise ArtifactError(
-            f"{gallery}: no gallery at the default {kind} {default}; re-run attack@{dataset}-float"
+            f"{gallery}: no gallery at the default {kind} {default}; re-run attack-float@{dataset}"
         )
     victims = {
         s: dataclasses.replace(r, reacquired=gal[s], released=published[s])

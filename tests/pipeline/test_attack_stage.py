@@ -348,7 +348,7 @@ def test_float_control_from_other_embeddings_is_refused(study: Path, caplog) -> 
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert len(errors) == 1 and "\n" not in errors[0], errors
         assert errors[0].startswith(f"{study / named} was made from embeddings with fingerprint")
-        assert "attack@syn-float" in errors[0]
+        assert "attack-float@syn" in errors[0]
         assert _no_output(study, "dpsh")
         (study / swap[0]).write_bytes(kept)
     assert attack.main(head_args(study, LINKAGE)) == 0
@@ -375,8 +375,12 @@ def test_corrupt_gallery_one_line_exit_2(study: Path, caplog, damage: str) -> No
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0], errors
     assert errors[0].startswith(f"{path}: ")
-    assert errors[0].endswith("re-run the attack@syn-float stage (dvc repro) to rebuild it")
+    assert errors[0].endswith("re-run the attack-float@syn stage (dvc repro) to rebuild it")
     assert _no_output(study, "dpsh")
+    # the stage the message names is dvc.yaml's (it named attack@syn-float, an MLflow run name)
+    import yaml
+
+    assert "attack-float" in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 def test_unwritable_output_refused_before_any_attack(study: Path, caplog, monkeypatch) -> None:
