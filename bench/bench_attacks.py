@@ -16,7 +16,7 @@ offset, isotropic noise) and 28x28 images that are a fixed linear function of th
 learned attacks have something to learn. The head is trained with the ``train:`` defaults of
 ``params.yaml`` (its training time is reported but is not part of the attack time). The linkage
 gallery uses embedding noise at the default SNR (re-embedding perturbed images is a backbone cost paid
-once per dataset by ``attack@<ds>-float``, not per head). Timings depend on shapes and epoch counts,
+once per dataset by ``attack-float@<ds>``, not per head). Timings depend on shapes and epoch counts,
 not on the values.
 """
 

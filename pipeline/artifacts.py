@@ -391,6 +391,14 @@ def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
     """SHA-256 over every split's embeddings and labels (in the stored dtypes, with names and
     shapes), so two files with the same fingerprint hold the same rows in the same order with the
     same labels, whatever their metadata says."""
+    return "sha256:" + _split_digest(x, y, hidden=frozenset())
+
+
+def _split_digest(
+    x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, hidden: frozenset[str]
+) -> str:
+    """Hex SHA-256 over every split's names, dtypes and shapes, and the content of the splits not
+    in ``hidden`` (embeddings as float32, labels as uint8 multi-hot or int64)."""
     h = hashlib.sha256()
     for s in SPLITS:
         ys = y[s]
@@ -399,8 +407,9 @@ def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]
             (f"{s}_y", np.ascontiguousarray(ys, dtype=np.uint8 if ys.ndim == 2 else np.int64)),
         ):
             h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
-            h.update(memoryview(arr).cast("B"))
-    return "sha256:" + h.hexdigest()
+            if s not in hidden:
+                h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
 
 
 PUBLIC_PREFIX = "sha256-public"
@@ -424,18 +433,8 @@ def public_fingerprint(
     unknown = hidden - set(SPLITS)
     if unknown:
         raise ValueError(f"private splits {sorted(unknown)}: use some of {', '.join(SPLITS)}")
-    h = hashlib.sha256()
-    for s in SPLITS:
-        ys = y[s]
-        for name, arr in (
-            (f"{s}_x", np.ascontiguousarray(x[s], dtype=np.float32)),
-            (f"{s}_y", np.ascontiguousarray(ys, dtype=np.uint8 if ys.ndim == 2 else np.int64)),
-        ):
-            h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
-            if s not in hidden:
-                h.update(memoryview(arr).cast("B"))
     label = "" if hidden == {"train"} else "(" + ",".join(sorted(hidden)) + ")"
-    return f"{PUBLIC_PREFIX}{label}:{h.hexdigest()}"
+    return f"{PUBLIC_PREFIX}{label}:{_split_digest(x, y, hidden=frozenset(hidden))}"
 
 
 def private_splits(digest: str) -> tuple[str, ...] | None:

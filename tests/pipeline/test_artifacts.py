@@ -143,6 +143,37 @@ def test_zero_dimension_embeddings_are_refused_when_loaded(tmp_path: Path) -> No
         load_embeddings(tmp_path / "flat.npz")
 
 
+def test_fingerprints_hash_the_documented_byte_layout() -> None:
+    """The full and public fingerprints, recomputed by hand from their documented layout (per
+    split in train, val, test order: ``<split>_x:<dtype>:<shape>;`` then the float32 bytes, the
+    same for the int64 labels; a private split contributes its header only). Committed metrics
+    and heads record these digests: a refactor must not change them."""
+    import hashlib
+
+    import numpy as np
+
+    from pipeline.artifacts import content_fingerprint, public_fingerprint
+
+    x = {s: np.array([[i, -0.5]], dtype=np.float64) for i, s in enumerate(("train", "val", "test"))}
+    y = {"train": np.array([2]), "val": np.array([0]), "test": np.array([1])}
+
+    def by_hand(hidden: set[str]) -> str:
+        h = hashlib.sha256()
+        for s in ("train", "val", "test"):
+            xs, ys = x[s].astype("<f4"), y[s].astype("<i8")
+            for name, arr in ((f"{s}_x", xs), (f"{s}_y", ys)):
+                h.update(f"{name}:{arr.dtype.str}:{list(arr.shape)};".encode())
+                if s not in hidden:
+                    h.update(arr.tobytes())
+        return h.hexdigest()
+
+    assert content_fingerprint(x, y) == "sha256:" + by_hand(set())
+    assert public_fingerprint(x, y) == "sha256-public:" + by_hand({"train"})
+    assert public_fingerprint(x, y, private=("test", "train")) == (
+        "sha256-public(test,train):" + by_hand({"train", "test"})
+    )
+
+
 def test_public_fingerprints_name_the_splits_they_leave_out() -> None:
     """A public fingerprint hashes every split's shape but only the content of the splits it does
     not name as private; its prefix names them, so a check recomputes the same kind."""

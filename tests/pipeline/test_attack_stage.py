@@ -664,12 +664,10 @@ def mixed_image_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.usefixtures("hf_cache")
-def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -> None:
-    from pipeline import extract
-
-    root = mixed_image_folder(tmp_path / "imgs")
-    sets = (
+def mixed_folder_sets(root: Path) -> tuple[str, ...]:
+    """Params of the image-folder study ``mine``: the tiny random backbone, reconstruction only,
+    images kept at their common size."""
+    return (
         f"data.sources.mine={{kind: imagefolder, path: '{root}'}}",
         "data.datasets=[mine]",
         "backbone.name=tiny-random",
@@ -678,6 +676,13 @@ def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -
         "attack.strength_sweep=[0.5]",
         "attack.reconstruction_size=null",
     )
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_reconstruction_on_mixed_size_image_folder(tmp_path: Path, one_thread) -> None:
+    from pipeline import extract
+
+    sets = mixed_folder_sets(mixed_image_folder(tmp_path / "imgs"))
     extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
                     "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
     assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
@@ -702,17 +707,7 @@ def test_reconstruction_grid_draws_the_decoder_that_ran_on_test(
     from pipeline import release as release_stage
     from privacy.reconstruction import Reconstruction
 
-    root = mixed_image_folder(tmp_path / "imgs")
-    sets = (
-        f"data.sources.mine={{kind: imagefolder, path: '{root}'}}",
-        "data.datasets=[mine]",
-        "backbone.name=tiny-random",
-        "backbone.image_size=28",
-        "attack.attacks=[reconstruction]",
-        "attack.strength_sweep=[0.5]",
-        "attack.reconstruction_size=null",
-        "release.seed=0",
-    )
+    sets = (*mixed_folder_sets(mixed_image_folder(tmp_path / "imgs")), "release.seed=0")
     emb = tmp_path / "emb.safetensors"
     assert extract.main(args(tmp_path, "--no-progress", sets=sets, dataset="mine", out=emb,
                              metrics=tmp_path / "m/extract.json")) == 0  # fmt: skip

@@ -34,6 +34,15 @@ BASE = [
 ]
 
 
+def run_knn(tmp_path: Path, emb_path: Path) -> int:
+    """The float KNN stage on ``emb_path`` (evaluate reads its metrics)."""
+    return knn.main([
+        *BASE, "--dataset", "syn", "--embeddings", str(emb_path),
+        "--metrics", str(tmp_path / "m/knn.json"), "--sweep", str(tmp_path / "p/knn.csv"),
+        "--confusion", str(tmp_path / "a/knn/c.png"),
+    ])  # fmt: skip
+
+
 def dp_args(tmp: Path, emb: Path, *, method: str = "csq", eps: str = "8") -> list[str]:
     return [
         *BASE,
@@ -108,24 +117,7 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
             _, counts = np.unique(unpack_bits(after["train"], n_bits), axis=0, return_counts=True)
             assert counts.min() >= 20
     common = [*BASE, "--dataset", "syn", "--method", "csq", "--bits", "12"]
-    assert (
-        knn.main(
-            [
-                *BASE,
-                "--dataset",
-                "syn",
-                "--embeddings",
-                str(emb_path),
-                "--metrics",
-                str(tmp_path / "m/knn.json"),
-                "--sweep",
-                str(tmp_path / "p/knn.csv"),
-                "--confusion",
-                str(tmp_path / "a/knn/c.png"),
-            ]
-        )
-        == 0
-    )
+    assert run_knn(tmp_path, emb_path) == 0
     assert (
         evaluate.main(
             [
@@ -432,24 +424,7 @@ def test_evaluate_tags_a_dp_head_with_its_public_fingerprint(
 
     assert train_dp.main(dp_args(tmp_path, emb_path)) == 0
     common = [*BASE, "--dataset", "syn", "--method", "csq", "--bits", "12"]
-    assert (
-        knn.main(
-            [
-                *BASE,
-                "--dataset",
-                "syn",
-                "--embeddings",
-                str(emb_path),
-                "--metrics",
-                str(tmp_path / "m/knn.json"),
-                "--sweep",
-                str(tmp_path / "p/knn.csv"),
-                "--confusion",
-                str(tmp_path / "a/knn/c.png"),
-            ]
-        )
-        == 0
-    )
+    assert run_knn(tmp_path, emb_path) == 0
 
     class Tagged(Exception):
         pass
