@@ -219,9 +219,10 @@ def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
     dataset), mean over cells: at the trainer's pick (the run's own selection score, replayed
     with ``patience``); at the epoch whose held-out score, averaged over the *other* seeds of the
     same method and length, is highest (a population-optimal epoch, chosen without this run's
-    own held-out noise); at the one epoch that is best for the whole block on average (in
-    hindsight); at each run's own best epoch (oracle: also picks up the held-out half's noise);
-    and the input features' float KNN on the same halves."""
+    own held-out noise, among the epochs every seed reached, so early-stopped curves replay
+    too); at the one epoch that is best for the whole block on average (in hindsight); at each
+    run's own best epoch (oracle: also picks up the held-out half's noise); and the input
+    features' float KNN on the same halves."""
     print(
         "| features | dataset | trainer's pick | other seeds' best epoch | best fixed epoch "
         "(epoch) | oracle | input float KNN |"
@@ -237,7 +238,10 @@ def replay_ceiling(cells: list[dict[str, Any]], patience: int) -> None:
                 picked.append(r["curve"][pick_with_patience(r["sel_curve"], patience)])
                 others = [o["curve"] for j, o in enumerate(runs) if j != i]
                 if others:
-                    cross.append(r["curve"][int(np.argmax(np.mean(others, axis=0)))])
+                    # Early-stopped runs end at different epochs: only epochs every seed reached.
+                    common = min(len(c) for c in [r["curve"], *others])
+                    mean_others = np.mean([c[:common] for c in others], axis=0)
+                    cross.append(r["curve"][int(np.argmax(mean_others))])
         length = min(len(r["curve"]) for r in group)
         mean_curve = np.mean([r["curve"][:length] for r in group], axis=0)
         print(f"| {fd[0]} | {fd[1]} | {np.mean(picked):.3f} | "
