@@ -39,7 +39,9 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,30 +89,44 @@ class _Staged:
         self.files[target] = tmp
 
     def commit(self) -> None:
-        """Move every staged file onto its target; on any failure put the old files back."""
+        """Move every staged file onto its target; on any failure put the old files back.
+
+        SIGINT and SIGTERM are held back while the files move (they take effect right after), so
+        Ctrl-C or ``kill`` cannot leave a mix of new and old files; anything else that stops the
+        loop (an OSError, an interrupt outside the main thread) rolls the moved files back
+        before it propagates.
+        """
         done: list[list[Any]] = []  # [target, backup of the file it replaces, moved in yet]
         target = None
-        try:
-            for target, tmp in self.files.items():
-                backup = None
-                if target.exists() and not target.is_dir():
-                    backup = _temp_beside(target, suffix=".bak")
-                    os.replace(target, backup)
-                done.append([target, backup, False])
-                os.replace(tmp, target)
-                done[-1][2] = True
-        except OSError as err:
-            for moved_target, backup, moved in reversed(done):
-                if moved:
-                    moved_target.unlink(missing_ok=True)
+        with _signals_held():
+            try:
+                for target, tmp in self.files.items():
+                    entry: list[Any] = [target, None, False]
+                    done.append(entry)
+                    if target.exists() and not target.is_dir():
+                        entry[1] = _temp_beside(target, suffix=".bak")
+                        os.replace(target, entry[1])
+                    os.replace(tmp, target)
+                    entry[2] = True
+            except BaseException as err:
+                for moved_target, backup, moved in reversed(done):
+                    if moved:
+                        moved_target.unlink(missing_ok=True)
+                    if backup is None:
+                        continue
+                    if moved_target.exists():  # stopped before the old file moved aside
+                        backup.unlink(missing_ok=True)
+                    else:
+                        os.replace(backup, moved_target)
+                self.discard()
+                if isinstance(err, OSError):
+                    raise ArtifactError(_write_error(target, err)) from err
+                raise
+            for _, backup, _ in done:
                 if backup is not None:
-                    os.replace(backup, moved_target)
-            self.discard()
-            raise ArtifactError(_write_error(target, err)) from err
-        for _, backup, _ in done:
-            if backup is not None:
-                backup.unlink(missing_ok=True)
-        self.files.clear()
+                    backup.unlink(missing_ok=True)
+            _COMMITTED.extend(self.files)
+            self.files.clear()
 
     def discard(self) -> None:
         for tmp in self.files.values():
@@ -122,6 +138,46 @@ class _Staged:
 
 
 _STAGED: contextvars.ContextVar[_Staged | None] = contextvars.ContextVar("staged", default=None)
+#: outputs that landed in this process since :func:`reset_committed` (for the interrupt message)
+_COMMITTED: list[Path] = []
+
+
+def reset_committed() -> None:
+    """Forget the outputs written so far (a stage calls it when it starts)."""
+    _COMMITTED.clear()
+
+
+def committed() -> list[Path]:
+    """The output files that have landed since :func:`reset_committed`, in order."""
+    return list(_COMMITTED)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT and SIGTERM: their Python handlers are swapped for one that only records the
+    signal, and the original handler runs for it on exit. (Python runs signal handlers in the
+    main thread only, so this holds whatever other threads torch or MLflow started; blocking the
+    signal with ``pthread_sigmask`` would not: the kernel hands it to a thread that does not
+    block it.) Outside the main thread, a no-op: :meth:`_Staged.commit` rolls back instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda n, _frame: pending.append(n))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in pending:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _write_error(path: Path, err: OSError) -> str:
@@ -185,6 +241,7 @@ def atomic_path(path: str | Path, *, stage: bool = True) -> Iterator[Path]:
                 staged.add(path, tmp_path)
                 return
             os.replace(tmp_path, path)
+            _COMMITTED.append(path)
         except OSError as err:
             raise ArtifactError(_write_error(path, err)) from err
     finally:
@@ -816,17 +873,18 @@ def check_head_embeddings(
 # --------------------------------------------------------------------------------------------
 
 
-def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    """Write ``head.safetensors`` (the state dict) and ``config.json`` (the resolved config)."""
+def save_head(directory: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """Write ``head.safetensors`` (the state dict) and ``config.json`` (the resolved config);
+    return the weights file's SHA-256 (its codes record it as ``head_sha256``, see
+    :func:`load_head_codes`)."""
     from safetensors.torch import save as torch_save_bytes  # torch only where heads are
 
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    write_bytes(
-        directory / "head.safetensors",
-        canonical_safetensors(torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"})),
-    )
+    data = canonical_safetensors(torch_save_bytes(tensors, metadata={"format": "hashaudit.head/1"}))
+    write_bytes(directory / "head.safetensors", data)
     write_json(directory / "config.json", dict(config))
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_head(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -876,3 +934,28 @@ def load_codes(path: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, 
             f"n_bits={meta.get('n_bits')!r}); re-run the train stage"
         )
     return tensors, int(meta["n_bits"]), meta
+
+
+def load_head_codes(head_dir: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
+    """:func:`load_codes` of ``<head_dir>/codes.safetensors``, refused when they were encoded by
+    another head than ``<head_dir>/head.safetensors`` (the SHA-256 the train stage records as
+    ``head_sha256``): a folder mixing two runs' files (restored by hand, copied over, left by a
+    crash of an older version) would otherwise be evaluated and attacked as one head. Release
+    folders hold no weights and codes made before the digest was recorded have none: both load
+    unchecked."""
+    head_dir = Path(head_dir)
+    codes_path, weights = head_dir / "codes.safetensors", head_dir / "head.safetensors"
+    codes, n_bits, meta = load_codes(codes_path)
+    recorded = meta.get("head_sha256")
+    if recorded and weights.is_file():
+        h = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != recorded:
+            raise ArtifactError(
+                f"{codes_path}: encoded by another head (recorded head_sha256 {recorded[:12]}..., "
+                f"{weights.name} has {h.hexdigest()[:12]}...); the folder mixes files of two "
+                "train runs: re-run its train stage (dvc repro --force train@<dataset>-<method>)"
+            )
+    return codes, n_bits, meta

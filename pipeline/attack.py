@@ -51,6 +51,7 @@ from pipeline.artifacts import (
     load_codes,
     load_embeddings,
     load_head,
+    load_head_codes,
     read_json,
     reported_fingerprint,
     write_bytes,
@@ -336,7 +337,7 @@ def check_head(
     fingerprint, as evaluate checks), and the codes the head gives the embeddings must be the
     released ones."""
     check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings_path)
-    codes, n_bits, codes_meta = load_codes(head_dir / "codes.safetensors")
+    codes, n_bits, codes_meta = load_head_codes(head_dir)
     check_same_embeddings(
         codes_meta.get("fingerprint"),
         emb,
@@ -480,7 +481,7 @@ def load_release(
             f"{head_dir / 'config.json'} in {', '.join(keys)}; pass the release made from this "
             "head (re-run the release stage: dvc repro)"
         )
-    head_codes, _, _ = load_codes(head_dir / "codes.safetensors")
+    head_codes, _, _ = load_head_codes(head_dir)
     published = {}
     for split in VICTIMS:
         if split not in codes:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline.artifacts import committed, reset_committed
 from pipeline.config import Params, ParamsError, load_params, yaml_value
 
 log = logging.getLogger("hashaudit")
@@ -136,6 +137,18 @@ def die_with_parent() -> bool:
     return ok
 
 
+def _what_landed() -> str:
+    """What an interrupted stage leaves behind: nothing, or the complete outputs it had already
+    written (each :func:`pipeline.artifacts.atomic_outputs` block lands whole or not at all)."""
+    files = committed()
+    if not files:
+        return "no output of this stage was written"
+    return (
+        f"its outputs had already been written ({len(files)} file(s), last {files[-1]}); they "
+        "are complete, but dvc did not record the stage, so the next dvc repro runs it again"
+    )
+
+
 def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -> int:
     """Run a stage body; user errors become one logged line and exit code 2 (no traceback), a
     Ctrl-C a short message and exit code 130, SIGTERM exit code 143; any other exception
@@ -145,6 +158,7 @@ def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -
     SIGTERM handler and :func:`die_with_parent` installed (tests call ``main([...])`` in-process).
     """
     setup_logging()
+    reset_committed()
     previous = None
     try:
         if argv is None and threading.current_thread() is threading.main_thread():
@@ -155,10 +169,10 @@ def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -
         log.error("%s", err)
         return 2
     except StageTerminated:
-        log.error("terminated (SIGTERM); no output of this stage was written")
+        log.error("terminated (SIGTERM); %s", _what_landed())
         return 128 + int(signal.SIGTERM)
     except KeyboardInterrupt:
-        log.error("interrupted; no output of this stage was written")
+        log.error("interrupted; %s", _what_landed())
         return 130
     finally:
         if previous is not None:

@@ -302,6 +302,17 @@ class KnnConfig:
         check(self.k >= 1, "k", f"{self.k} must be >= 1")
         check(self.ci_resamples >= 0, "ci_resamples", f"{self.ci_resamples} must be >= 0 (0 = off)")
         check(0 < self.ci_level < 1, "ci_level", f"{self.ci_level} must be in (0, 1), e.g. 0.95")
+        # a percentile interval needs >= 10 resamples beyond each end (Efron & Tibshirani 1993,
+        # ch. 19, ask for 1000-2000 for percentile intervals); with fewer its ends are a handful
+        # of draws and it can even exclude the point estimate
+        least = math.ceil(20 / (1 - self.ci_level) - 1e-9)
+        check(
+            self.ci_resamples == 0 or self.ci_resamples >= least,
+            "ci_resamples",
+            f"{self.ci_resamples} resamples are too few for a {self.ci_level:g} interval (each end "
+            f"would rest on under 10 resamples); use 0 (no interval) or at least {least} "
+            "(default 2000)",
+        )
         for i, k in enumerate(self.k_sweep):
             check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
 
@@ -350,6 +361,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "list at least one hashing method")
+        check(
+            len(self.bits) > 0,
+            "bits",
+            "list at least one code length, e.g. [12, 24, 36, 48] (no lengths = no hashing study)",
+        )
         check_unique(self.methods, "methods")
         check_unique(self.bits, "bits")
         for i, b in enumerate(self.bits):
@@ -447,6 +463,22 @@ def parse_params(raw: Any) -> Params:
                 f"methods.{name}: no hashing method is registered as {name!r}; registered: {', '.join(known)}"
             )
         params.method_config(name)  # validates the block's keys, types and ranges
+    from privacy.dp import dp_refusal  # dvc-deps: not an output dependency
+
+    for i, name in enumerate(params.dp.methods):
+        if name not in known:
+            raise ParamsError(
+                f"dp.methods[{i}]: unknown hashing method {name!r}; registered: {', '.join(known)}"
+            )
+        reason = dp_refusal(registry.get(name))
+        if reason is not None:
+            raise ParamsError(f"dp.methods[{i}]: {reason}")
+        if getattr(params.method_config(name), "memory_bank", False):
+            raise ParamsError(
+                f"dp.methods[{i}]: {name} with methods.{name}.memory_bank: true cannot train "
+                "under DP (the bank couples every record's loss to the others and is saved with "
+                f"the head); set methods.{name}.memory_bank: false or drop {name} from dp.methods"
+            )
     return params
 
 

@@ -29,8 +29,8 @@ from pipeline.artifacts import (
     check_head_embeddings,
     check_same_embeddings,
     check_writable,
-    load_codes,
     load_embeddings,
+    load_head_codes,
     read_json,
     recorded_fingerprint,
     reported_fingerprint,
@@ -185,7 +185,7 @@ def run_evaluate(
     emb = load_embeddings(embeddings)
     check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings)
     codes_path = head_dir / "codes.safetensors"
-    codes, n_bits, codes_meta = load_codes(codes_path)
+    codes, n_bits, codes_meta = load_head_codes(head_dir)
     check_same_embeddings(
         codes_meta.get("fingerprint"), emb, embeddings_path=embeddings, recorded_in=codes_path
     )

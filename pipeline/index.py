@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import load_codes, write_json
+from pipeline.artifacts import load_head_codes, write_json
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, ParamsError
 from retrieval.backends import BACKENDS, build_index, recall_at
@@ -37,7 +37,7 @@ def run_index(
     backend: str | None = None,
     uri: str | None = None,
 ) -> dict[str, Any]:
-    codes, n_bits, _ = load_codes(head_dir / "codes.safetensors")
+    codes, n_bits, _ = load_head_codes(head_dir)
     n_db = len(codes["train"])
     if not 1 <= k <= n_db:
         raise ParamsError(

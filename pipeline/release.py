@@ -31,8 +31,8 @@ from pipeline.artifacts import (
     check_head_embeddings,
     check_same_embeddings,
     check_writable,
-    load_codes,
     load_embeddings,
+    load_head_codes,
     private_splits,
     public_fingerprint,
     read_json,
@@ -179,7 +179,7 @@ def run_release(
     r = params.release
     check_writable(metrics, out / "codes.safetensors", out / "config.json", dirs=[out])
     config = read_json(head_dir / "config.json")
-    codes, n_bits, meta = load_codes(head_dir / "codes.safetensors")
+    codes, n_bits, meta = load_head_codes(head_dir)
     splits = SPLITS_OF[r.apply_to]
     emb = None if embeddings is None else load_embeddings(embeddings)
     if emb is not None:  # the head's own provenance first: a release of other rows is refused

@@ -264,7 +264,7 @@ class HeadJob:
         if withheld is not None:
             meta["withheld_label"] = withheld
         with atomic_outputs():
-            save_head(self.out, method.state_dict(), config)
+            meta["head_sha256"] = save_head(self.out, method.state_dict(), config)
             save_codes(self.out / "codes.safetensors", codes, n_bits=method.spec.n_bits, meta=meta)
             write_csv(self.history, history)
             tracking.record_metrics(self.metrics, summary, run, logged_as_history=logged_as_history)

@@ -181,20 +181,30 @@ def check_dp_capable(method: HashingMethod) -> None:
             "training record, couples every record's loss to the others and is saved with the "
             f"head; set methods.{name}.memory_bank: false, or use csq, tcl or cnnh"
         )
-    if not method.trainable:
-        raise PrivacyError(
+    reason = dp_refusal(type(method))
+    if reason is not None:
+        raise PrivacyError(reason)
+
+
+def dp_refusal(cls: type[HashingMethod]) -> str | None:
+    """Why hashing method class ``cls`` cannot train under DP-SGD whatever its settings (None if
+    it can): closed-form methods are not trained by SGD, and a loss that couples records voids
+    per-sample clipping. ``parse_params`` checks ``dp.methods`` with it before any stage runs."""
+    name = cls.name
+    if not cls.trainable:
+        return (
             f"{name} is fitted in closed form on the whole training set, not by SGD; DP-SGD does "
             "not apply (use csq, tcl or cnnh under DP)"
         )
-    cls = type(method)
     custom_step = cls.training_step is not HashingMethod.training_step
-    if not method.per_sample_loss or custom_step:
-        raise PrivacyError(
+    if not cls.per_sample_loss or custom_step:
+        return (
             f"{name} cannot train under DP: its loss couples records (pairs, triplets, banks or "
             "adversarial steps), so one record's gradient depends on the others, per-sample "
             "clipping does not bound a record's influence and the reported ε would be false; "
             "use a per_sample_loss method: csq, tcl or cnnh"
         )
+    return None
 
 
 @dataclass(frozen=True)
@@ -244,9 +254,10 @@ def calibrate_noise(
             )
     except (ValueError, RuntimeError, OverflowError, ArithmeticError) as err:
         raise PrivacyError(
-            f"dp.epsilon={epsilon}: the {accountant} accountant cannot reach this ε at δ={delta:g} "
-            f"with sample rate {sample_rate:.4g} over {steps} steps ({err}); raise dp.epsilon or "
-            "lower train.epochs / train.max_steps"
+            f"target ε={epsilon} (dp.epsilons, --epsilon): the {accountant} accountant cannot "
+            f"reach it at δ={delta:g} with sample rate {sample_rate:.4g} over {steps} steps "
+            f"({err}); raise the ε, take fewer steps (dp.epochs, train.max_steps), a lower "
+            "sample rate (dp.batch_size) or a larger dp.delta"
         ) from None
 
 

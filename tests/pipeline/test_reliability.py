@@ -6,9 +6,12 @@ command line sees them) on tiny synthetic embeddings; one head is trained once p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -238,6 +241,24 @@ def test_broken_head_config_is_named(study: dict[str, Path], tmp_path: Path, cap
     assert f"{head / 'config.json'}: missing 'dataset', 'head_spec', 'embeddings'" in caplog.text
 
 
+def test_codes_of_another_head_are_refused(study: dict[str, Path], tmp_path: Path, caplog) -> None:
+    """A head folder whose codes another head encoded (files of two train runs mixed) is not
+    evaluated as one head: the codes record their head's SHA-256."""
+    from safetensors.torch import load_file, save_file
+
+    head = tmp_path / "head"
+    shutil.copytree(study["head"], head)
+    assert evaluate.main(eval_argv(study["emb"], head, study["knn"], tmp_path / "ok")) == 0
+    state = load_file(str(head / "head.safetensors"))
+    name = sorted(state)[0]
+    state[name] = state[name] + 1.0  # another run's weights, same shapes
+    save_file(state, str(head / "head.safetensors"))
+    code = evaluate.main(eval_argv(study["emb"], head, study["knn"], tmp_path / "o"))
+    assert code == 2 and f"{head / 'codes.safetensors'}: encoded by another head" in caplog.text
+    assert "re-run its train stage" in caplog.text
+    assert not (tmp_path / "o").exists()
+
+
 def test_huge_but_finite_embeddings_get_the_right_advice(tmp_path: Path, caplog) -> None:
     emb = synthetic_embeddings()
     arrays = {f"{s}_x": emb.x[s] * np.float32(1e20) for s in emb.x}
@@ -376,6 +397,81 @@ def test_atomic_outputs_all_or_nothing(tmp_path: Path) -> None:
         assert json.loads((tmp_path / "a.json").read_text()) == {"v": 0}  # not before the end
     assert json.loads((tmp_path / "c.json").read_text()) == {"v": 3}
     assert json.loads((tmp_path / "a.json").read_text()) == {"v": 3}
+
+
+def _replace_then(monkeypatch: pytest.MonkeyPatch, on_call: int, action) -> None:
+    """Make the ``on_call``-th ``os.replace`` of pipeline.artifacts run ``action`` first."""
+    import pipeline.artifacts as artifacts
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == on_call:
+            action()
+        return real(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", replace)
+
+
+def test_commit_holds_ctrl_c_until_every_file_has_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGINT between two renames of the commit (a head's new head.safetensors in, its
+    old codes not yet replaced) is held back until the block has landed whole, then raised."""
+    for name in ("a.json", "b.json"):
+        write_json(tmp_path / name, {"v": 0})
+    # replace calls: a -> backup, a.tmp -> a, b -> backup (the signal arrives here), b.tmp -> b
+    _replace_then(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt), atomic_outputs():
+        write_json(tmp_path / "a.json", {"v": 1})
+        write_json(tmp_path / "b.json", {"v": 1})
+    monkeypatch.undo()
+    assert [json.loads((tmp_path / n).read_text())["v"] for n in ("a.json", "b.json")] == [1, 1]
+    assert no_stray_temp_files(tmp_path)
+
+
+def test_commit_rolls_back_on_an_interrupt_it_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where signals cannot be held (a commit outside the main thread), an interrupt raised
+    mid-commit puts every file back as it was; nothing is left in a ``.bak``."""
+    import pipeline.artifacts as artifacts
+
+    for name in ("a.json", "b.json"):
+        write_json(tmp_path / name, {"v": 0})
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    _replace_then(monkeypatch, 3, interrupt)
+    monkeypatch.setattr(artifacts, "_signals_held", contextlib.nullcontext)  # as off main
+    with pytest.raises(KeyboardInterrupt), atomic_outputs():
+        write_json(tmp_path / "a.json", {"v": 1})
+        write_json(tmp_path / "b.json", {"v": 1})
+    monkeypatch.undo()
+    assert [json.loads((tmp_path / n).read_text())["v"] for n in ("a.json", "b.json")] == [0, 0]
+    assert no_stray_temp_files(tmp_path)
+
+
+def test_interrupt_after_the_outputs_landed_says_so(tmp_path: Path, caplog) -> None:
+    """The interrupt message tells the truth: nothing written, or the complete outputs were."""
+
+    def body(argv) -> None:
+        with atomic_outputs():
+            write_json(tmp_path / "out.json", {"v": 1})
+        raise KeyboardInterrupt  # e.g. Ctrl-C while MLflow logs, after the files landed
+
+    def early(argv) -> None:
+        raise KeyboardInterrupt
+
+    with caplog.at_level(logging.ERROR):
+        assert run_main(early, []) == 130
+        assert "no output of this stage was written" in caplog.text
+        caplog.clear()
+        assert run_main(body, []) == 130
+    assert "outputs had already been written (1 file(s)" in caplog.text
+    assert "out.json" in caplog.text and "no output" not in caplog.text
 
 
 # ------------------------------------------------------------------------------------------
