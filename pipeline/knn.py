@@ -70,7 +70,12 @@ def write_knn_outputs(
     (:func:`pipeline.artifacts.atomic_outputs`); the confusion PNG goes to MLflow once it has
     landed."""
     at_k = next(r for r in rows if r["k"] == k)
-    metrics = {"k": k, "n_queries": len(emb.y["test"]), "n_database": len(emb.y["train"])}
+    metrics = {
+        "k": k,
+        "n_queries": len(emb.y["test"]),
+        "n_database": len(emb.y["train"]),
+        "chance_balanced_accuracy": chance_balanced_accuracy(emb),
+    }
     metrics.update({key: v for key, v in at_k.items() if key != "k"})
     metrics.update(extra or {})
     with atomic_outputs():
@@ -97,6 +102,13 @@ def write_knn_outputs(
     if confusion_path.is_file():
         run.log_artifact(confusion_path)
     return metrics
+
+
+def chance_balanced_accuracy(emb: EmbeddingsFile) -> float:
+    """The balanced accuracy of any classifier that ignores its input: 1 / classes (single-label;
+    each class's recall averages to it), 0.5 for multi-label sets (per-label balanced accuracy of
+    a constant predictor). The report compares the float KNN with it."""
+    return 0.5 if emb.multilabel else 1.0 / emb.n_classes
 
 
 MULTILABEL_NO_CONFUSION = "multi-label: a query holds several labels, so no confusion matrix"

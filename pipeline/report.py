@@ -74,6 +74,8 @@ UTILITY = (
     "retention_accuracy",
     "macro_f1",
     "map_all",
+    "degenerate_release",  # evaluate: fewer distinct codes than classes, or one predicted class
+    "chance_balanced_accuracy",  # knn: 1 / classes (0.5 multi-label)
 )
 #: utility keys every evaluate/knn file must hold
 REQUIRED_UTILITY = ("balanced_accuracy", "accuracy", "macro_f1")
@@ -255,8 +257,9 @@ class Tradeoff:
 
 
 def tradeoffs(rows: list[dict[str, Any]], min_retention: float) -> list[Tradeoff]:
-    """Every measured attack number's trade-off (an attack no release has is left out)."""
-    utility = retention(rows)
+    """Every measured attack number's trade-off (an attack no release has is left out).
+    Degenerate releases (:func:`degenerate`) are on no front and never the least leakage."""
+    utility = ranked_utility(rows)
     out = []
     for number in LEAKAGE_NUMBERS:
         for group in number.groups:
@@ -274,9 +277,38 @@ def retention(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([r["retention_balanced_accuracy"] for r in rows], dtype=np.float64)
 
 
+def degenerate(row: dict[str, Any]) -> bool:
+    """A release evaluate flagged ``degenerate_release``: fewer distinct test codes than classes
+    or a single predicted class. It leaks little because it says little; its retention can still
+    look fine when the float KNN is near chance, so it must not win the least-leakage headline."""
+    return row.get("degenerate_release") == 1
+
+
+def ranked_utility(rows: list[dict[str, Any]]) -> np.ndarray:
+    """The retention the fronts and least leakage rank by: NaN (not ranked) for degenerate rows."""
+    utility = retention(rows)
+    utility[[i for i, r in enumerate(rows) if degenerate(r)]] = math.nan
+    return utility
+
+
+#: the float KNN counts as near chance below this share of the way from chance to perfect
+NEAR_CHANCE = 0.1
+
+
+def near_chance(flt: dict[str, Any]) -> bool:
+    """Whether the float KNN's balanced accuracy is within :data:`NEAR_CHANCE` of the way from
+    chance (knn.json ``chance_balanced_accuracy``) to 1: then retention ratios compare noise."""
+    chance, bal = flt.get("chance_balanced_accuracy", math.nan), flt["balanced_accuracy"]
+    return not math.isnan(chance) and bal - chance < NEAR_CHANCE * (1.0 - chance)
+
+
 def summary_metrics(rows: list[dict[str, Any]], axes: list[Tradeoff]) -> dict[str, float]:
     """The headline numbers of ``--metrics`` (and the MLflow parent run)."""
-    out: dict[str, float] = {"releases": float(len(rows))}
+    out: dict[str, float] = {
+        "releases": float(len(rows)),
+        "releases_degenerate": float(sum(degenerate(r) for r in rows)),
+        "float_near_chance": float(near_chance(rows[0])),
+    }
     for kind in KINDS:
         kind_rows = [r for r in rows if r["release"] == kind]
         out[f"releases/{kind}"] = float(len(kind_rows))
@@ -329,11 +361,21 @@ def markdown(
         for n in attacks
         if any(not math.isnan(r[f"{column(n, g)}_share"]) for r in rows for g in n.groups)
     ]
-    lines = [
-        f"# Privacy/utility report: {dataset}",
-        "",
-        f"Float KNN (k = {params.knn.k}): balanced accuracy {_fmt(flt['balanced_accuracy'])}, "
-        f"accuracy {_fmt(flt['accuracy'])}. **Retention** is a release's Hamming-KNN balanced "
+    chance = flt.get("chance_balanced_accuracy", math.nan)
+    chance_note = "" if math.isnan(chance) else f" (chance: {_fmt(chance)})"
+    lines = [f"# Privacy/utility report: {dataset}", ""]
+    if near_chance(flt):
+        lines += [
+            f"> **Warning:** the float KNN's balanced accuracy {_fmt(flt['balanced_accuracy'])} "
+            f"is near chance ({_fmt(chance)}): the features barely separate the classes, so "
+            "every retention below compares noise with noise. Check the backbone and the data "
+            "before reading the trade-off.",
+            "",
+        ]
+    flagged = [i for i, r in enumerate(rows) if degenerate(r)]
+    lines += [
+        f"Float KNN (k = {params.knn.k}): balanced accuracy {_fmt(flt['balanced_accuracy'])}"
+        f"{chance_note}, accuracy {_fmt(flt['accuracy'])}. **Retention** is a release's Hamming-KNN balanced "
         "accuracy over the float KNN's; in brackets its bootstrap interval over the test queries "
         "(`knn.ci_level`; paired with the float KNN, class-stratified: how much of a shortfall "
         "the size of the test split can resolve). **Leakage share** per attack: 0 = the attack's code-blind "
@@ -358,7 +400,7 @@ def markdown(
             "" if r["bits"] is None else str(r["bits"]),
             eps,
             _fmt(r["balanced_accuracy"]),
-            _retention_cell(r),
+            _retention_cell(r) + (" ‡" if degenerate(r) else ""),
             _fmt(r["map_all"]),
         ]
         for n in present:
@@ -368,6 +410,14 @@ def markdown(
             )
         cells.append(_fmt(r["membership"]))
         lines.append("| " + " | ".join(cells) + " |")
+    if flagged:
+        lines += [
+            "",
+            f"**Degenerate** (marked ‡; {len(flagged)} release(s): fewer distinct test codes "
+            "than classes, or a single predicted class): such a release leaks little because it "
+            "carries almost nothing; it is kept in the table and `tradeoff.csv` "
+            "(`degenerate_release`) but is on no Pareto front and never the least leakage.",
+        ]
     lines += [
         "",
         f"## Least leakage among releases keeping ≥ {params.report.min_retention:g} of float "
@@ -431,6 +481,9 @@ def pareto_png(
                 ax.scatter(
                     leak[idx], utility[idx], marker=markers[kind], label=TITLES[kind], alpha=0.75
                 )
+        bad = [i for i, r in enumerate(rows) if degenerate(r) and not math.isnan(leak[i])]
+        if bad:
+            ax.scatter(leak[bad], utility[bad], marker="x", color="grey", label="degenerate")
         if front.size:
             ax.scatter(leak[front], utility[front], s=110, facecolors="none", edgecolors="k")
             ax.step(

@@ -25,3 +25,5 @@ def test_multilabel_stages_write_their_declared_confusion_folders(tmp_path: Path
         assert record["matrix"] is None and record["why"] == MULTILABEL_NO_CONFUSION
         assert len(record["labels"]) == 3
         assert not (tmp_path / stage / "confusion.png").exists()
+    # a constant predictor's per-label balanced accuracy: the report's chance line
+    assert json.loads((tmp_path / "knn.json").read_text())["chance_balanced_accuracy"] == 0.5

@@ -88,6 +88,10 @@ def test_evaluate_accepts_the_matching_inputs(study: dict[str, Path], tmp_path: 
     assert evaluate.main(argv) == 0
     m = json.loads((tmp_path / "eval.json").read_text())
     assert m["embeddings_fingerprint"] == load_embeddings(study["emb"]).fingerprint
+    # the float KNN records chance (1 / classes) for the report's near-chance warning
+    n_classes = load_embeddings(study["emb"]).n_classes
+    chance = json.loads(study["knn"].read_text())["chance_balanced_accuracy"]
+    assert n_classes > 1 and chance == pytest.approx(1 / n_classes)
 
 
 def test_evaluate_refuses_embeddings_with_permuted_labels(

@@ -130,6 +130,35 @@ def test_report_rows_shares_headline_and_front(tmp_path: Path) -> None:
     assert pngs == ["pareto-linkage.png", "pareto-membership.png"]  # only measured attacks
 
 
+def test_a_degenerate_release_is_no_headline_and_near_chance_floats_are_flagged(
+    tmp_path: Path,
+) -> None:
+    """The k-anonymous release of ``make_tree`` collapsed to fewer codes than classes: it leaks
+    least (share floored to 0) only because it carries nothing, so it is on no front and not
+    the least leakage; rr (share 0.1, retention 0.99) is. A float KNN barely above chance gets
+    a warning; a clear one does not."""
+    make_tree(tmp_path)
+    m = tmp_path / "metrics"
+    kanon = {**utility(0.588, 0.98), "degenerate_release": 1, "predicted_classes": 1}
+    write_json(m / "evaluate_kanon/syn/dpsh-12.json", kanon)
+    write_json(m / "knn/syn.json", {**utility(0.6, 1.0), "chance_balanced_accuracy": 0.25})
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["least_leakage/linkage/test"] == pytest.approx(0.1)
+    assert summary["pareto_size/linkage/test"] == 2  # rr (0.1, 0.99), codes (0.5, 1.0)
+    assert summary["releases_degenerate"] == 1 and summary["float_near_chance"] == 0
+    md = (tmp_path / "reports/syn").joinpath("report.md").read_text()
+    assert "| k-anonymous | dpsh | 12 |  | 0.588 | 0.980 ‡ |" in md
+    assert "| linkage | test | 0.100 (share) | dpsh-12 ε=4 (rr) |" in md
+    assert "balanced accuracy 0.600 (chance: 0.250)" in md and "near chance" not in md
+    # (0.3 - 0.25) < 0.1 * (1 - 0.25): the features barely separate the classes
+    write_json(m / "knn/syn.json", {**utility(0.3, 1.0), "chance_balanced_accuracy": 0.25})
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    md = (tmp_path / "reports/syn").joinpath("report.md").read_text()
+    assert md.splitlines()[2].startswith("> **Warning:** the float KNN's balanced accuracy 0.300")
+    assert json.loads((tmp_path / "report.json").read_text())["float_near_chance"] == 1
+
+
 def test_report_missing_file_names_the_stage_and_writes_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
