@@ -4,7 +4,7 @@
 
 * a Hugging Face model id (default ``facebook/dinov2-base``, DINOv2 ViT-B/14; ``facebook/dino-vitb16``
   is the original DINO ViT-B/16, a ``ViTModel``), pinned by ``backbone.revision``;
-* a local directory written by ``save_pretrained`` (or ``huggingface-cli download --local-dir``);
+* a local directory written by ``save_pretrained`` (or ``hf download <id> --local-dir <dir>``);
 * ``tiny-random``: a small, randomly initialised, seeded ``Dinov2Model`` for offline tests and smoke
   runs only. Its embeddings are meaningless.
 
@@ -311,20 +311,31 @@ def tiny_random_model(image_size: int, *, seed: int) -> torch.nn.Module:
 
 def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavailableError:
     local = f"models/{name.rsplit('/', 1)[-1]}"
-    # `owner/model` is a hub id; when `owner` is a local folder it may have been meant as a path
-    # (e.g. models/dinov2-base, the layout recommended below): say that it is not there either
+    # `owner/model` is a hub id; when `owner` is a local folder, or the name is the local layout
+    # recommended below (models/<model>), it was probably meant as a path: say it is not there
     owner = name.split("/", 1)[0] if name.count("/") == 1 else ""
-    folder = (
-        f"there is no local folder {name!r} (from {Path.cwd()}), and "
-        if owner and Path(owner).is_dir()
-        else ""
+    meant_local = bool(owner) and (Path(owner).is_dir() or name == local)
+    folder = f"there is no local folder {name!r} (from {Path.cwd()}), and " if meant_local else ""
+    reason = (
+        f"backbone {name!r} (revision {revision!r}) could not be loaded: {folder}it is not in the "
+        "Hugging Face cache and the hub is not reachable "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
     )
+    if name == local:  # already the local layout: fill that folder, not "set backbone.name"
+        fix = (
+            f"Fix: on a machine with network access run `hf download <hub id, e.g. "
+            f"facebook/dinov2-base> --revision {revision} --local-dir {name}` and copy the "
+            f"folder here (to {Path.cwd() / name}), or set backbone.name to a hub id and run "
+            "once with network access to fill the cache"
+        )
+    else:
+        fix = (
+            "Fix: run once with network access to fill the cache, or download it elsewhere with "
+            f"`hf download {name} --revision {revision} --local-dir {local}` and set "
+            f"backbone.name: {local}"
+        )
     return BackboneUnavailableError(
-        f"backbone {name!r} (revision {revision!r}) could not be loaded: {folder}it is not in the Hugging Face "
-        f"cache and the hub is not reachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-        f"Fix: run once with network access to fill the cache, or download it elsewhere with "
-        f"`huggingface-cli download {name} --revision {revision} --local-dir {local}` and set "
-        f"backbone.name: {local}; for an offline smoke run only, set backbone.name: {TINY_RANDOM}"
+        f"{reason}{fix}; for an offline smoke run only, set backbone.name: {TINY_RANDOM}"
     )
 
 
@@ -377,7 +388,7 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
     if not is_local and _looks_like_path(name):
         raise BackboneUnavailableError(
             f"backbone.name: local model directory {name!r} does not exist; save a model there with "
-            f"save_pretrained / `huggingface-cli download <id> --local-dir {name}`, or set a Hugging Face id"
+            f"save_pretrained / `hf download <id> --local-dir {name}`, or set a Hugging Face id"
         )
     source = str(local) if is_local else name
     hub_kwargs: dict[str, Any] = {} if is_local else {"revision": revision}

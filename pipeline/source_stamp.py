@@ -100,7 +100,14 @@ def _main(argv: list[str] | None) -> None:
                 "%s: %s does not exist (extract will say what to do)", args.dataset, item["path"]
             )
     write_json(args.out, stamp)
-    log.info("%s: %d local input(s) digested -> %s", args.dataset, len(stamp["inputs"]), args.out)
+    missing = sum(item["type"] == "missing" for item in stamp["inputs"])
+    log.info(
+        "%s: %d local input(s) digested%s -> %s",
+        args.dataset,
+        len(stamp["inputs"]) - missing,
+        f", {missing} missing (recorded as missing)" if missing else "",
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -226,9 +226,19 @@ def test_uncached_hub_model_offline_fails_fast_with_fixes(
     msg = str(err.value)
     assert "'facebook/dinov2-base'" in msg and "revision 'main'" in msg
     assert (
-        "huggingface-cli download facebook/dinov2-base" in msg
+        "`hf download facebook/dinov2-base --revision main --local-dir models/dinov2-base` and "
+        "set backbone.name: models/dinov2-base"
+        in msg
         and "backbone.name: tiny-random" in msg
     )
+    # the recommended local layout, not filled yet: no circular "set backbone.name" to itself
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackboneUnavailableError) as err:
+        load_backbone(BackboneConfig(name="models/dinov2-base", device="cpu"))
+    msg = str(err.value)
+    assert f"there is no local folder 'models/dinov2-base' (from {tmp_path})" in msg
+    assert "--local-dir models/dinov2-base` and copy the folder here" in msg
+    assert "set backbone.name: models/dinov2-base" not in msg
 
 
 def test_local_directory_round_trip(tmp_path: Path) -> None:

@@ -101,6 +101,35 @@ def test_refusals_name_the_file_and_the_fix(tmp_path: Path) -> None:
         SourceConfig(kind="embeddings")
 
 
+def test_a_missing_file_names_the_params_key_not_the_extract_stage(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError) as err:
+        load(config(tmp_path / "nope.npz"))
+    msg = str(err.value)
+    assert msg.startswith(f"data.sources.mine.path: {tmp_path / 'nope.npz'} not found (from ")
+    assert "point it at your .safetensors or .npz embeddings file" in msg
+    with pytest.raises(ArtifactError, match=r"mine.path: .* is a folder, not a file"):
+        load(config(tmp_path))
+
+
+def test_a_val_or_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None:
+    """Class 3 only in test (2 rows): every such query is a certain miss, so it is refused,
+    naming the split, the class and its row count."""
+    arrays = write_npz(tmp_path / "e.npz", val=True)
+    arrays["test_y"] = arrays["test_y"].copy()
+    arrays["test_y"][[4, 7]] = 3
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(ArtifactError) as err:
+        load(config(tmp_path / "e.npz"))
+    msg = str(err.value)
+    assert "e.npz: test_y holds class 3 (2 rows) that no train row holds" in msg
+    assert "Re-split so that train holds every class, or drop those test rows" in msg
+    arrays["val_y"] = arrays["val_y"].copy()
+    arrays["val_y"][0] = 5
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(ArtifactError, match=r"val_y holds class 5 \(1 row\)"):
+        load(config(tmp_path / "e.npz"))  # val is checked first
+
+
 @pytest.mark.parametrize(
     ("meta", "message"),
     [
