@@ -33,6 +33,7 @@ embeddings, codes or per-record values. Reconstructed images are written only wi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -386,6 +387,31 @@ def _withheld_tag(column: int | None) -> str:
     return "none" if column is None else str(column)
 
 
+#: the attack settings the float control's numbers depend on: the victims' and the attacker's
+#: records, the perturbed gallery and its sweep. Not: which attacks run (a head's run may ask
+#: for a subset), the membership settings (no membership attack on float embeddings),
+#: withhold_label (checked on its own), what is saved and how fast.
+_IN_CONTROL = (
+    "aux_split",
+    "aux_size",
+    "seed",
+    "strength",
+    "strength_sweep",
+    "snr_db",
+    "snr_db_sweep",
+    "reconstruction_size",
+)
+
+
+def attack_settings_digest(params: Params) -> str:
+    """SHA-256 of :data:`_IN_CONTROL` of the ``attack`` block and the top-level ``seed``. The
+    gallery records it; a head's attack run at other settings (another ``attack.strength``, aux
+    size, seed) is refused, since its numbers would sit beside float numbers of another setup."""
+    settings = {k: v for k, v in to_dict(params.attack).items() if k in _IN_CONTROL}
+    text = json.dumps({"attack": settings, "seed": params.seed}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def check_float_control(
     float_numbers: dict[str, Any],
     gallery_meta: dict[str, str],
@@ -396,11 +422,14 @@ def check_float_control(
     float_metrics: Path,
     gallery: Path,
     withheld: int | None,
+    settings: str,
 ) -> None:
     """The float control's numbers and linkage gallery must come from ``emb``: otherwise every
     ``_float`` number is another data set's and linkage matches victims against other records.
     And from the same ``attack.withhold_label`` (recorded in the gallery, written together with
-    the numbers): otherwise the attribute attack's ``_float`` numbers predict another finding."""
+    the numbers): otherwise the attribute attack's ``_float`` numbers predict another finding.
+    And at the same attack settings (``settings``: :func:`attack_settings_digest`): otherwise
+    each attack beside its ``_float`` number compares two strengths, aux sets or seeds."""
     for recorded, path in (
         (float_numbers.get("embeddings_fingerprint"), float_metrics),
         (gallery_meta.get("fingerprint"), gallery),
@@ -416,6 +445,20 @@ def check_float_control(
             f"{gallery}: the float control ran with {then}, but this run withholds "
             f"{_withheld_tag(withheld)} (attack.withhold_label); re-run attack-float@{dataset} "
             "with the same attack.withhold_label (dvc repro)"
+        )
+    recorded = gallery_meta.get("attack_settings_sha256")
+    if recorded != settings:
+        then = (
+            "records no attack settings (made by an older version)"
+            if recorded is None
+            else "ran with other attack settings (attack.strength, snr_db, their sweeps, aux_size, "
+            "attack.seed or seed differ from this run's)"
+        )
+        raise ArtifactError(
+            f"{gallery}: the float control {then}, so its _float numbers would not be comparable "
+            "with this run's; re-run "
+            f"attack-float@{dataset} with these params (dvc repro), or run this attack with the "
+            "params the float control used"
         )
 
 
@@ -767,6 +810,7 @@ def run_attack(
             float_metrics=float_metrics,
             gallery=gallery,
             withheld=withheld,
+            settings=attack_settings_digest(params),
         )
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
@@ -850,6 +894,7 @@ def run_attack(
             if is_float:
                 meta = {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
                 meta |= {"fingerprint": emb.fingerprint, "withheld_label": _withheld_tag(withheld)}
+                meta["attack_settings_sha256"] = attack_settings_digest(params)
                 save_gallery(gallery, kind, gal, meta)
             write_csv(sweep, sweep_rows)
             tracking.record_metrics(metrics, out, run)

@@ -103,6 +103,22 @@ def test_float_then_head_writes_regular_numbers(study: Path) -> None:
     assert all(set(k) <= set("abcdefghijklmnopqrstuvwxyz0123456789_/.") for k in names)
 
 
+@pytest.mark.parametrize(
+    "setting", ["attack.strength=0.25", "attack.snr_db=10", "attack.aux_size=30", "seed=5"]
+)
+def test_a_float_control_of_other_attack_settings_is_refused(
+    study: Path, caplog, setting: str
+) -> None:
+    """The head's numbers stand beside the float control's: both must come from one attack
+    setup. Which attacks run and the membership settings may differ (no float membership)."""
+    assert attack.main(float_args(study)) == 0
+    assert attack.main(head_args(study, (setting,))) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "the float control ran with other attack settings" in errors[0]
+    assert "re-run attack-float@syn with these params" in errors[0]
+    assert _no_output(study, "dpsh")
+
+
 def test_membership_on_codes_only(study: Path) -> None:
     assert attack.main(float_args(study)) == 0
     sets = ("attack.attacks=[membership]", "attack.mi_score=code_stability")
