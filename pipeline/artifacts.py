@@ -828,6 +828,56 @@ def check_same_embeddings(
         )
 
 
+#: the private splits of every public fingerprint a stage records: a DP head (train), a code
+#: release of the database (train), of the queries (test) or of both, and a DP head's release
+PUBLIC_VARIANTS: tuple[tuple[str, ...], ...] = (("train",), ("test",), ("test", "train"))
+
+
+def public_fingerprint_key(private: Iterable[str]) -> str:
+    """The float metrics' key of the public fingerprint over ``private`` hidden:
+    ``embeddings_public_fingerprint_test_train``."""
+    return "embeddings_public_fingerprint_" + "_".join(sorted(private))
+
+
+def fingerprint_record(emb: EmbeddingsFile) -> dict[str, str]:
+    """What the float KNN metrics record about their embeddings: the content fingerprint and the
+    public fingerprint of every :data:`PUBLIC_VARIANTS`, so that a stage reading metrics only
+    (curves, report) can tell whether a head's, DP head's or release's numbers come from the
+    same embeddings (:func:`check_metrics_fingerprint`) without the embeddings file."""
+    out = {"embeddings_fingerprint": emb.fingerprint}
+    for private in PUBLIC_VARIANTS:
+        out[public_fingerprint_key(private)] = public_fingerprint(emb.x, emb.y, private=private)
+    return out
+
+
+def check_metrics_fingerprint(
+    recorded: Any, reference: Mapping[str, Any], *, recorded_in: Path, reference_path: Path
+) -> None:
+    """Refuse a metrics file whose ``embeddings_fingerprint`` (content, or public over some
+    private splits) is not the one the float KNN metrics ``reference`` record for that kind:
+    putting it in one table or plot with the float baseline would compare numbers of two data
+    sets. Missing records (files of an older hashaudit) are refused too, naming what to re-run."""
+    if not isinstance(recorded, str) or not recorded:
+        raise ArtifactError(
+            f"{recorded_in}: records no embeddings_fingerprint (written by an older hashaudit); "
+            "re-run the stage that writes it (dvc repro)"
+        )
+    hidden = private_splits(recorded)
+    key = "embeddings_fingerprint" if hidden is None else public_fingerprint_key(hidden)
+    expected = reference.get(key)
+    if expected is None:
+        raise ArtifactError(
+            f"{reference_path}: records no {key} (written by an older hashaudit); re-run the knn "
+            "stage (dvc repro knn@<dataset>)"
+        )
+    if recorded != expected:
+        raise ArtifactError(
+            f"{recorded_in} was made from other embeddings than the float baseline "
+            f"{reference_path} ({key} {recorded[:26]}... vs {str(expected)[:26]}...); its stage "
+            "ran on an older or another embeddings file: re-run it on the current one (dvc repro)"
+        )
+
+
 def recorded_fingerprint(config: Mapping[str, Any]) -> str | None:
     """The embeddings fingerprint a head's or release's ``config.json`` records: its content
     ``fingerprint``, or the ``public_fingerprint`` of a DP head or a code release."""

@@ -20,6 +20,7 @@ from pipeline.artifacts import (
     ArtifactError,
     atomic_outputs,
     atomic_path,
+    check_metrics_fingerprint,
     check_writable,
     read_json,
     remove_stale,
@@ -111,6 +112,15 @@ def run_curves(
     check_writable(csv, dirs=[out_dir])
     rows = collect(evaluate_dir, methods, bits)
     base = read_json(float_metrics)
+    for method in methods:  # every head's numbers from the float baseline's embeddings
+        for b in bits:
+            path = evaluate_dir / f"{method}-{b}.json"
+            check_metrics_fingerprint(
+                read_json(path).get("embeddings_fingerprint"),
+                base,
+                recorded_in=path,
+                reference_path=float_metrics,
+            )
     with atomic_outputs():
         write_csv(csv, rows)
         for key in ("balanced_accuracy", "map_all"):

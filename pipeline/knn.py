@@ -19,6 +19,7 @@ from pipeline.artifacts import (
     EmbeddingsFile,
     atomic_outputs,
     check_writable,
+    fingerprint_record,
     load_embeddings,
     write_csv,
     write_json,
@@ -165,8 +166,9 @@ def run_knn(
         ranked = float_retrieval(params, emb)
         extra = {
             "metric_space": params.knn.metric,
-            # evaluate refuses to compare codes with a baseline made from other embeddings
-            "embeddings_fingerprint": emb.fingerprint,
+            # evaluate refuses to compare codes with a baseline made from other embeddings; the
+            # public digests let curves and report check DP heads' and releases' files too
+            **fingerprint_record(emb),
             **ranked.scalars,
         }
 

@@ -44,6 +44,7 @@ from pipeline import tracking
 from pipeline.artifacts import (
     atomic_outputs,
     atomic_path,
+    check_metrics_fingerprint,
     check_writable,
     files_by_epsilon,
     read_json,
@@ -181,10 +182,20 @@ def _num(value: Any) -> float:
     )
 
 
-def release_row(files: ReleaseFiles) -> dict[str, Any]:
+def release_row(files: ReleaseFiles, reference: Path) -> dict[str, Any]:
     """One flat row: identity, utility, then for every attack number and victim group its value,
-    code-blind baseline, float value and leakage share (NaN where not measured)."""
+    code-blind baseline, float value and leakage share (NaN where not measured). Its utility and
+    attack files must come from the embeddings of the float KNN metrics ``reference``
+    (:func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint)."""
     util = read_json(files.utility, require=REQUIRED_UTILITY)
+    ref = util if files.utility == reference else read_json(reference)
+    for path, record in ((files.utility, util), (files.attack, None)):
+        if path is None or path == reference:
+            continue
+        record = record if record is not None else read_json(path)
+        check_metrics_fingerprint(
+            record.get("embeddings_fingerprint"), ref, recorded_in=path, reference_path=reference
+        )
     row: dict[str, Any] = {
         "release": files.kind,
         "method": files.method,
@@ -517,7 +528,7 @@ def run_report(
 ) -> dict[str, float]:
     check_writable(metrics, dirs=(out_dir,))
     plan = plan_releases(params, dataset, metrics_dir)
-    rows = [release_row(f) for f in plan]
+    rows = [release_row(f, plan[0].utility) for f in plan]  # plan[0]: the float KNN
     axes = tradeoffs(rows, params.report.min_retention)
     summary = summary_metrics(rows, axes)
     name = f"report@{dataset}"

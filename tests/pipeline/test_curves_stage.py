@@ -12,6 +12,8 @@ import pytest
 from pipeline import curves
 from tests.conftest import REPO
 
+FP = {"embeddings_fingerprint": "sha256:" + "a" * 64}  # what knn and evaluate record
+
 
 def _study(tmp: Path, heads: dict[str, float]) -> tuple[Path, Path]:
     """Evaluate metrics ``<method>-<bits>.json`` with the given balanced accuracies, and a float
@@ -19,9 +21,11 @@ def _study(tmp: Path, heads: dict[str, float]) -> tuple[Path, Path]:
     ev = tmp / "ev"
     ev.mkdir()
     for stem, bal in heads.items():
-        (ev / f"{stem}.json").write_text(json.dumps({"balanced_accuracy": bal, "map_all": 0.5}))
+        (ev / f"{stem}.json").write_text(
+            json.dumps({"balanced_accuracy": bal, "map_all": 0.5, **FP})
+        )
     flt = tmp / "knn.json"
-    flt.write_text(json.dumps({"balanced_accuracy": 0.8, "map_all": 0.6}))
+    flt.write_text(json.dumps({"balanced_accuracy": 0.8, "map_all": 0.6, **FP}))
     return ev, flt
 
 
@@ -75,15 +79,29 @@ def test_a_rerun_without_retention_numbers_removes_the_old_retention_plot(tmp_pa
     without the float predictions carry no retention, and the previous run's
     ``retention_vs_bits.png`` stayed beside the new plots."""
     ev, flt = _study(tmp_path, {"dpsh-12": 0.7})
-    with_retention = {"balanced_accuracy": 0.7, "map_all": 0.5, curves.RETENTION: 0.875}
+    with_retention = {"balanced_accuracy": 0.7, "map_all": 0.5, curves.RETENTION: 0.875, **FP}
     (ev / "dpsh-12.json").write_text(json.dumps(with_retention))
     sets = ("train.methods=[dpsh]", "train.bits=[12]")
     assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
     png = tmp_path / "png"
     assert (png / "retention_vs_bits.png").exists()
-    (ev / "dpsh-12.json").write_text(json.dumps({"balanced_accuracy": 0.7, "map_all": 0.5}))
+    (ev / "dpsh-12.json").write_text(json.dumps({"balanced_accuracy": 0.7, "map_all": 0.5, **FP}))
     assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
     assert sorted(p.name for p in png.glob("*.png")) == [
         "balanced_accuracy_vs_bits.png",
         "map_all_vs_bits.png",
     ]
+
+
+def test_a_head_evaluated_on_other_embeddings_is_refused(tmp_path: Path, caplog) -> None:
+    """One plot, one data set: an evaluate file left from other embeddings (its fingerprint
+    differs from the float baseline's) is named, and nothing is written."""
+    ev, flt = _study(tmp_path, {"dpsh-12": 0.7, "dpsh-24": 0.6})
+    other = {"balanced_accuracy": 0.9, "embeddings_fingerprint": "sha256:" + "b" * 64}
+    (ev / "dpsh-24.json").write_text(json.dumps(other))
+    sets = ("train.methods=[dpsh]", "train.bits=[12, 24]")
+    assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 2
+    assert f"{ev / 'dpsh-24.json'} was made from other embeddings than the float baseline" in (
+        caplog.text
+    )
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "png").exists()

@@ -16,10 +16,20 @@ from pipeline.config import TrackingConfig
 from tests.conftest import REPO
 
 GROUPS = ("train", "test")
+CONTENT = "sha256:" + "a" * 64
+PUBLIC = "sha256-public:" + "b" * 64  # train private: a DP head's, a database release's
+REFERENCE = {  # what the knn stage records (pipeline.artifacts.fingerprint_record)
+    "embeddings_fingerprint": CONTENT,
+    "embeddings_public_fingerprint_train": PUBLIC,
+    "embeddings_public_fingerprint_test": "sha256-public(test):" + "c" * 64,
+    "embeddings_public_fingerprint_test_train": "sha256-public(test,train):" + "d" * 64,
+}
 
 
-def linkage(top1: float, *, float_value: float | None = 0.8) -> dict[str, float]:
-    out = {}
+def linkage(
+    top1: float, *, float_value: float | None = 0.8, fingerprint: str = CONTENT
+) -> dict[str, float]:
+    out: dict = {"embeddings_fingerprint": fingerprint}
     for g in GROUPS:
         out[f"linkage/{g}/top1"] = top1
         out[f"linkage/{g}/top1_baseline"] = 0.01
@@ -28,8 +38,10 @@ def linkage(top1: float, *, float_value: float | None = 0.8) -> dict[str, float]
     return out
 
 
-def utility(bal: float, retention: float) -> dict[str, float]:
+def utility(bal: float, retention: float, *, fingerprint: str = CONTENT) -> dict[str, float]:
     return {
+        **REFERENCE,
+        "embeddings_fingerprint": fingerprint,
         "balanced_accuracy": bal,
         "retention_balanced_accuracy": retention,
         "accuracy": bal + 0.1,
@@ -52,14 +64,18 @@ def make_tree(root: Path) -> None:
         {**linkage(0.405), "membership/auc": 0.7, "membership/auc_baseline": 0.5},
     )
     write_json(m / "train_dp/syn/csq-12-eps8.json", {"dp_epsilon": 7.9, "dp_delta": 1e-4})
-    write_json(m / "evaluate_dp/syn/csq-12-eps8.json", utility(0.54, 0.9))
+    write_json(m / "evaluate_dp/syn/csq-12-eps8.json", utility(0.54, 0.9, fingerprint=PUBLIC))
     write_json(
         m / "attack_dp/syn/csq-12-eps8.json",
-        {**linkage(0.405), "membership/auc": 0.52, "membership/auc_baseline": 0.5},
+        {
+            **linkage(0.405, fingerprint=PUBLIC),
+            "membership/auc": 0.52,
+            "membership/auc_baseline": 0.5,
+        },
     )
     write_json(m / "release/syn/dpsh-12-rr4.0.json", {"epsilon_code": 4.0})
-    write_json(m / "evaluate_rr/syn/dpsh-12-rr4.0.json", utility(0.594, 0.99))
-    write_json(m / "attack_rr/syn/dpsh-12-rr4.0.json", linkage(0.089))  # share 0.1
+    write_json(m / "evaluate_rr/syn/dpsh-12-rr4.0.json", utility(0.594, 0.99, fingerprint=PUBLIC))
+    write_json(m / "attack_rr/syn/dpsh-12-rr4.0.json", linkage(0.089, fingerprint=PUBLIC))
     write_json(m / "release/syn/dpsh-12-kanon.json", {"train/k": 20.0})
     write_json(m / "evaluate_kanon/syn/dpsh-12.json", utility(0.588, 0.98))
     write_json(m / "attack_kanon/syn/dpsh-12.json", linkage(0.0))  # share -0.01/0.79 < 0
@@ -157,6 +173,30 @@ def test_a_degenerate_release_is_no_headline_and_near_chance_floats_are_flagged(
     md = (tmp_path / "reports/syn").joinpath("report.md").read_text()
     assert md.splitlines()[2].startswith("> **Warning:** the float KNN's balanced accuracy 0.300")
     assert json.loads((tmp_path / "report.json").read_text())["float_near_chance"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "recorded"),
+    [  # a plain head's attack numbers and a DP head's utility, each from other embeddings
+        ("attack/syn/dpsh-12.json", "embeddings_fingerprint", "sha256:" + "e" * 64),
+        ("evaluate_dp/syn/csq-12-eps8.json", "embeddings_public_fingerprint_train", None),
+    ],
+)
+def test_numbers_of_other_embeddings_are_refused(
+    tmp_path: Path, caplog, path: str, key: str, recorded: str | None
+) -> None:
+    """Every row's utility and attack files must come from the float baseline's embeddings: the
+    content fingerprint for a plain head, the public one of the same private splits for a DP
+    head or a release (their files carry no digest of the private records)."""
+    make_tree(tmp_path)
+    target = tmp_path / "metrics" / path
+    numbers = json.loads(target.read_text())
+    numbers["embeddings_fingerprint"] = recorded or "sha256-public:" + "f" * 64
+    write_json(target, numbers)
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 2
+    assert f"{target} was made from other embeddings than the float baseline" in caplog.text
+    assert f"({key} " in caplog.text
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
 
 
 def test_report_missing_file_names_the_stage_and_writes_nothing(
