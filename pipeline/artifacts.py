@@ -773,9 +773,18 @@ def _check_declared_classes(
             )
 
 
-def load_embeddings(path: str | Path) -> EmbeddingsFile:
-    """Read a complete embeddings file (all of train/val/test)."""
+def load_embeddings(path: str | Path, *, dataset: str | None = None) -> EmbeddingsFile:
+    """Read a complete embeddings file (all of train/val/test). ``dataset``: the stage's
+    ``--dataset``, refused when the file's metadata names another data set (its outputs would be
+    filed, tagged and reported under the wrong name)."""
     x, y, meta = read_embeddings_raw(path)
+    recorded_dataset = meta.get("dataset")
+    if dataset is not None and recorded_dataset and recorded_dataset != dataset:
+        raise ArtifactError(
+            f"--dataset {dataset}: {path} holds embeddings of dataset {recorded_dataset!r} (its "
+            f"metadata); pass --dataset {recorded_dataset}, or the embeddings of {dataset} "
+            f"(artifacts/embeddings/{dataset}.safetensors)"
+        )
     as_ids = {
         s: v.astype(np.int64)
         if v.ndim == 1 and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_)

@@ -789,7 +789,7 @@ def run_attack(
     check_writable(
         metrics, sweep, *((gallery,) if is_float else ()), *(() if grid is None else (grid,))
     )
-    emb = load_embeddings(embeddings)
+    emb = load_embeddings(embeddings, dataset=dataset)
     _, withheld = withhold_label(emb, cfg.withhold_label)
     head = head_config = None
     float_numbers: dict[str, Any] = {}

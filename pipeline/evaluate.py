@@ -182,7 +182,7 @@ def run_evaluate(
     dataset, method_name, bits = head_identity(
         head_config, head_dir, dataset=dataset, method_name=method_name, bits=bits
     )
-    emb = load_embeddings(embeddings)
+    emb = load_embeddings(embeddings, dataset=dataset)
     check_head_embeddings(head_config, emb, head_dir=head_dir, embeddings_path=embeddings)
     codes_path = head_dir / "codes.safetensors"
     codes, n_bits, codes_meta = load_head_codes(head_dir)

@@ -155,7 +155,7 @@ def run_knn(
         *pr_outputs(pr),
         *(() if predictions is None else (predictions,)),
     )
-    emb = load_embeddings(embeddings)
+    emb = load_embeddings(embeddings, dataset=dataset)
     params.knn.check_database(len(emb.y["train"]))
     tags = {"dataset": dataset, "backbone": emb.backbone, "embeddings": emb.fingerprint}
     with tracking.stage_run(params.tracking, name=f"knn@{dataset}", tags=tags) as run:

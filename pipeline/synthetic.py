@@ -37,10 +37,12 @@ def synthetic_embeddings(
     seed: int = 0,
     multilabel: bool = False,
     backbone: str = "tiny-random",
+    dataset: str = "syn",
 ) -> EmbeddingsFile:
     """Separable clusters (centers ``N(0, 4)``) in the embeddings-file layout; ``n`` = train/val/test
     sizes, classes cycle. ``multilabel`` makes every fourth sample multi-hot: it gains each class that
-    follows the label of one of those samples (so at least its own next class)."""
+    follows the label of one of those samples (so at least its own next class). ``dataset``: the
+    name its metadata records (stages refuse a ``--dataset`` other than it)."""
     g = np.random.default_rng(seed)
     centers = g.normal(size=(n_classes, dim)) * 2.0
     x, y = {}, {}
@@ -54,7 +56,7 @@ def synthetic_embeddings(
         else:
             y[split] = labels.astype(np.int64)
     meta = {
-        "dataset": "synthetic",
+        "dataset": dataset,
         "backbone": backbone,
         "pooling": "cls",
         "revision": "test",

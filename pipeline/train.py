@@ -272,18 +272,18 @@ class HeadJob:
 
 
 def training_embeddings(
-    params: Params, path: Path
+    params: Params, path: Path, *, dataset: str
 ) -> tuple[EmbeddingsFile, EmbeddingsFile, int | None]:
     """(the embeddings a head trains on, the file as read, the withheld label column or None):
     ``attack.withhold_label`` applied (:func:`withhold_label`), for train and train_dp alike."""
-    source = load_embeddings(path)
+    source = load_embeddings(path, dataset=dataset)
     emb, withheld = withhold_label(source, params.attack.withhold_label)
     return emb, source, withheld
 
 
 def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
     job.check_writable()
-    emb, source, withheld = training_embeddings(params, job.embeddings)
+    emb, source, withheld = training_embeddings(params, job.embeddings, dataset=job.dataset)
     check_selection_k(params, len(emb.y["train"]))
     name = f"train@{job.dataset}-{job.method_name}-{job.bits}"
     tags = {**tracking.head_tags(job.dataset, job.method_name, job.bits, source), "defence": "none"}

@@ -142,7 +142,7 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     job.check_writable()
     # the finding withheld from train's heads is withheld here too: the attribute attack compares
     # heads that never saw it
-    emb, source, withheld = training_embeddings(params, job.embeddings)
+    emb, source, withheld = training_embeddings(params, job.embeddings, dataset=job.dataset)
     spec = dp_head_spec(emb, params, job.bits)
     method = registry.build(
         job.method_name, spec, params.method_config(job.method_name), seed=params.seed
