@@ -6,6 +6,7 @@ import importlib
 import sys
 
 STAGES = (
+    "source_stamp",
     "extract",
     "knn",
     "train",

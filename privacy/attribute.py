@@ -31,7 +31,9 @@ class AttributeConfig:
 
 def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
     """Binary AUC, or the mean one-vs-rest AUC over ``classes`` (the attack model's, from aux)
-    with both positives and negatives in ``y``."""
+    with both positives and negatives in ``y``. Victims of a class the aux records lack (not in
+    ``classes``: the model cannot score it) count as negatives in every AUC, and their class
+    gets none of its own."""
     from sklearn.metrics import roc_auc_score
 
     aucs = []

@@ -22,13 +22,15 @@ Per-record score, ``score`` in the config:
   candidate's embedding at ``stability_snr_db`` (measured against the aux embeddings' variation,
   :func:`privacy.perturb.noise_std_for_snr`); the same draws are used for the target and every shadow
   head. Records a head fitted sit far from its bit boundaries, so their codes flip less. Measured on
-  the overfit DPSH head below (8 shadow heads, one draw of the noise): AUC 0.83 / 0.89 / 0.80 / 0.69
-  at 30 / 20 / 10 / 3 dB; 20 dB (the linkage default's re-acquisition noise) is the default, fixed on
-  that synthetic case, never on a data set's test split.
+  the overfit DPSH head below (8 shadow heads, one draw of the noise; ``python
+  bench/bench_mi_snr.py``): AUC 0.85 / 0.86 / 0.84 / 0.67 at 30 / 20 / 10 / 3 dB; 20 dB (the
+  linkage default's re-acquisition noise) is the default, fixed on that synthetic case, never on a
+  data set's test split.
 * ``code_margin`` (codes only): ``φ = (min_{c≠y} d(b, p_c) − d(b, p_y)) / K`` — how much closer the
   record's code ``b`` lies to the prototype code of its own class than to any other class's, with
   prototypes ``p_c`` the bitwise majority code of the aux records of class c under the same head.
-  Measured far weaker (AUC 0.50 on the same case, where ``code_stability`` reaches 0.86–0.89).
+  Measured far weaker (AUC 0.50 on the same case, where ``code_stability`` reaches 0.84–0.86 at
+  10–30 dB).
 Per record, Gaussians are
 fitted to its IN and OUT shadow scores and the target head's score gets the log likelihood ratio
 ``Λ = log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)``. Following the paper's advice for few shadow

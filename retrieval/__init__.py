@@ -1,0 +1,1 @@
+"""Codes, search (exact, faiss, Milvus) and retrieval metrics: pure functions on arrays."""

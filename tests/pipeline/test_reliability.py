@@ -263,6 +263,20 @@ def test_codes_of_another_head_are_refused(study: dict[str, Path], tmp_path: Pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_dataset_other_than_the_embeddings_is_refused(tmp_path: Path, caplog) -> None:
+    """Outputs are filed, tagged and reported under ``--dataset``: it must be the data set the
+    embeddings hold (their metadata), in every stage that reads them."""
+    emb = tmp_path / "emb.safetensors"
+    save_embeddings(emb, synthetic_embeddings(dataset="breastmnist"))
+    message = f"--dataset syn: {emb} holds embeddings of dataset 'breastmnist' (its metadata)"
+    assert knn.main(knn_argv(emb, tmp_path / "k")) == 2
+    assert message in caplog.text and "pass --dataset breastmnist" in caplog.text
+    caplog.clear()
+    assert train.main(train_argv(emb, tmp_path / "t")) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "k").exists() and not (tmp_path / "t").exists()
+
+
 def test_huge_but_finite_embeddings_get_the_right_advice(tmp_path: Path, caplog) -> None:
     emb = synthetic_embeddings()
     arrays = {f"{s}_x": emb.x[s] * np.float32(1e20) for s in emb.x}
