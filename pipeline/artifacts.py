@@ -521,9 +521,12 @@ class EmbeddingsFile:
     x: Mapping[str, np.ndarray]
     y: Mapping[str, np.ndarray]
     meta: Mapping[str, str] = field(default_factory=dict)
+    #: what a validation error names: the file read (``load_embeddings``), else the dataset
+    where: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        validate_embeddings(self.x, self.y, where=self.meta.get("dataset", "embeddings"))
+        where = self.where or self.meta.get("dataset", "embeddings")
+        validate_embeddings(self.x, self.y, where=where)
 
     @property
     def dim(self) -> int:
@@ -791,7 +794,7 @@ def load_embeddings(path: str | Path, *, dataset: str | None = None) -> Embeddin
         else v
         for s, v in y.items()
     }
-    emb = EmbeddingsFile(x=x, y=as_ids, meta=meta)
+    emb = EmbeddingsFile(x=x, y=as_ids, meta=meta, where=str(path))
     recorded = meta.get("fingerprint")
     if recorded is not None and recorded != emb.fingerprint:
         raise ArtifactError(

@@ -676,16 +676,16 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         for i, k in enumerate(self.map_at):
-            check(k >= 1, f"retrieval.map_at[{i}]", f"{k} must be >= 1")
+            check(k >= 1, f"map_at[{i}]", f"{k} must be >= 1")
         for i, k in enumerate(self.precision_at):
-            check(k >= 1, f"retrieval.precision_at[{i}]", f"{k} must be >= 1")
-        check(self.radius >= 0, "retrieval.radius", f"{self.radius} must be >= 0")
-        check(self.shortlist >= 1, "retrieval.shortlist", f"{self.shortlist} must be >= 1")
+            check(k >= 1, f"precision_at[{i}]", f"{k} must be >= 1")
+        check(self.radius >= 0, "radius", f"{self.radius} must be >= 0")
+        check(self.shortlist >= 1, "shortlist", f"{self.shortlist} must be >= 1")
         if self.ivf_nlist is not None:
-            check(self.ivf_nlist >= 1, "retrieval.ivf_nlist", f"{self.ivf_nlist} must be >= 1")
+            check(self.ivf_nlist >= 1, "ivf_nlist", f"{self.ivf_nlist} must be >= 1")
         for key in ("ivf_nprobe", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
             value = getattr(self, key)
-            check(value >= 1, f"retrieval.{key}", f"{value} must be >= 1")
+            check(value >= 1, key, f"{value} must be >= 1")
         known = {
             *RETRIEVAL_METRICS,
             *(f"map_at_{k}" for k in self.map_at),
@@ -697,7 +697,7 @@ class RetrievalConfig:
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                check(False, f"retrieval.metrics[{i}]", f"unknown metric {name!r}{hint}")
+                check(False, f"metrics[{i}]", f"unknown metric {name!r}{hint}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,11 +82,26 @@ def head_identity(
 def check_float_baseline(
     baseline: dict[str, Any], emb: EmbeddingsFile, params: Params, *, path: Path, embeddings: Path
 ) -> None:
-    """The float-KNN metrics must come from the same embeddings and the same k."""
+    """The float-KNN metrics must come from the same embeddings, the same k and the same float
+    metric (``knn.metric``), and hold a number for every score the retentions divide by."""
     check_same_embeddings(
         baseline.get("embeddings_fingerprint"), emb, embeddings_path=embeddings, recorded_in=path
     )
-    if int(baseline["k"]) != params.knn.k:
+    fix = "re-run the knn stage (dvc repro)"
+    k = baseline["k"]
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ArtifactError(f"{path}: k is {k!r}, not an integer; {fix}")
+    for key in CLASSIFICATION_METRICS:
+        value = baseline[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ArtifactError(f"{path}: {key} is {value!r}, not a score in [0, 1]; {fix}")
+    space = baseline.get("metric_space")
+    if space is not None and space != params.knn.metric:
+        raise ArtifactError(
+            f"{path}: the float KNN ran with knn.metric={space}, params say "
+            f"knn.metric={params.knn.metric}; {fix}"
+        )
+    if k != params.knn.k:
         raise ArtifactError(
             f"{path}: float KNN used k={baseline['k']}, params say knn.k={params.knn.k}; re-run "
             "the knn stage (dvc repro)"

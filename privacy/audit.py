@@ -54,17 +54,18 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
 def one_run_epsilon(
     m: int, r: int, v: int, *, delta: float, confidence: float = 0.95, eps_max: float = 100.0
 ) -> float:
-    """Largest ε rejected at ``confidence`` by ``v`` correct out of ``r`` guesses (0 if none)."""
+    """Largest ε rejected at ``confidence`` by ``v`` correct out of ``r`` guesses (0 if none),
+    at most ``eps_max``; every value returned was itself rejected (a lower bound stays one)."""
     if not 0 < confidence < 1:
         raise PrivacyError(f"audit confidence={confidence}: must lie in (0, 1), e.g. 0.95")
     alpha = 1.0 - confidence
     if one_run_p_value(m, r, v, 0.0, delta) >= alpha:
         return 0.0
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, min(1.0, eps_max)
     while one_run_p_value(m, r, v, hi, delta) < alpha:
-        lo, hi = hi, 2 * hi
-        if hi > eps_max:
-            return eps_max
+        if hi >= eps_max:
+            return eps_max  # rejected even at the cap
+        lo, hi = hi, min(2 * hi, eps_max)  # never report a cap that was not itself rejected
     for _ in range(60):
         mid = (lo + hi) / 2
         if one_run_p_value(m, r, v, mid, delta) < alpha:

@@ -88,7 +88,10 @@ class MembershipConfig:
     shadow_heads: int = 16
     candidates: int = 500  # members and, as many, non-members (capped by the split sizes)
     # data a shadow head selects its epoch on: "out" = the other half (as the target head selected on
-    # records it did not train on), "in" = its own half (mirrors a target selected on its train set)
+    # records it did not train on), "in" = its own half (mirrors a target selected on its train set).
+    # Not a perfect mirror: under "out" a shadow's OUT half holds the candidates it scores as
+    # non-members, so its epoch is picked on them (the target's val holds no candidate); their OUT
+    # scores lean towards IN, which narrows the IN/OUT gap: the attack errs on the weak side
     shadow_selection: str = "out"
     # "relaxed_margin" (the head's real-valued outputs), or codes only: "code_stability", "code_margin"
     score: str = "relaxed_margin"

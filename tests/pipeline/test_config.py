@@ -145,6 +145,10 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
         ("dp.seed", 2**64, rf"^dp.seed: {2**64} {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("release.seed", -1, rf"^release.seed: -1 {SEED_RANGE} \(or null = secret OS entropy\)$"),
         ("tracking.enabled", "yes", r"tracking.enabled: expected true or false"),
+        # the retrieval block's own checks named "retrieval.retrieval.<key>"
+        ("retrieval.metrics", ["mapp"], r"^retrieval.metrics\[0\]: unknown metric 'mapp'"),
+        ("retrieval.map_at", [0], r"^retrieval.map_at\[0\]: 0 must be >= 1$"),
+        ("retrieval.hnsw_m", 0, r"^retrieval.hnsw_m: 0 must be >= 1$"),
         # a matrix axis naming a value twice made two DVC stages (eps8, eps8.0) and two report
         # rows of one ε; a stale file of the other spelling was then picked silently
         (

@@ -234,6 +234,29 @@ def test_broken_float_metrics_file_is_named(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"k": "seven"}, "k is 'seven', not an integer"),
+        ({"accuracy": None}, "accuracy is None, not a score in [0, 1]"),
+        ({"balanced_accuracy": 75.6}, "balanced_accuracy is 75.6, not a score in [0, 1]"),
+        ({"metric_space": "cosine"}, "the float KNN ran with knn.metric=cosine, params say"),
+    ],
+)
+def test_a_hand_edited_float_baseline_is_named(
+    study: dict[str, Path], tmp_path: Path, caplog, edit: dict, message: str
+) -> None:
+    """Retentions divide by these numbers: a float baseline edited by hand (or of another
+    knn.metric) is one line naming the file and key, not a traceback (exit 1)."""
+    bad = tmp_path / "knn.json"
+    bad.write_text(json.dumps({**json.loads(study["knn"].read_text()), **edit}))
+    code = evaluate.main(eval_argv(study["emb"], study["head"], bad, tmp_path / "o"))
+    assert (
+        code == 2 and f"{bad}: {message}" in caplog.text and "re-run the knn stage" in caplog.text
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_broken_head_config_is_named(study: dict[str, Path], tmp_path: Path, caplog) -> None:
     head = tmp_path / "head"
     shutil.copytree(study["head"], head)
@@ -261,6 +284,20 @@ def test_codes_of_another_head_are_refused(study: dict[str, Path], tmp_path: Pat
     assert code == 2 and f"{head / 'codes.safetensors'}: encoded by another head" in caplog.text
     assert "re-run its train stage" in caplog.text
     assert not (tmp_path / "o").exists()
+
+
+def test_nan_in_a_users_npz_names_the_file(tmp_path: Path, caplog) -> None:
+    """A bad row in an embeddings file given straight to a stage names that file (the message
+    named the dataset, or the word "embeddings" for a file without metadata)."""
+    emb = synthetic_embeddings()
+    arrays = {f"{s}_{k}": getattr(emb, k)[s] for s in ("train", "val", "test") for k in "xy"}
+    arrays["test_x"] = arrays["test_x"].copy()
+    arrays["test_x"][5, 0] = np.nan
+    np.savez(tmp_path / "mine.npz", **arrays)
+    assert knn.main(knn_argv(tmp_path / "mine.npz", tmp_path / "k")) == 2
+    assert f"{tmp_path / 'mine.npz'}: test_x holds 1 NaN/inf values (first in row 5)" in (
+        caplog.text
+    )
 
 
 def test_a_dataset_other_than_the_embeddings_is_refused(tmp_path: Path, caplog) -> None:

@@ -57,3 +57,16 @@ def test_audit_of_randomized_response_stays_below_its_epsilon_and_bites_without_
         assert 0.0 < res.epsilon_lower_bound <= eps_code, (eps_code, res)
     leak = audit_epsilon((codes != base).sum(axis=1).astype(float), secret, delta=0.0)
     assert leak.epsilon_lower_bound > 5.0  # no noise: every guess right
+
+
+def test_the_epsilon_cap_is_reported_only_when_it_is_itself_rejected() -> None:
+    """950 of 1000 guesses right rejects ε up to about 2.70 at 95 %: with ``eps_max=3`` the
+    doubling search passes 2 and reached 4 > 3, and the cap (never tested, not rejected) was
+    returned as the lower bound. Now the bound is rejected; the cap only when it is."""
+    alpha = 0.05
+    got = one_run_epsilon(1000, 1000, 950, delta=1e-5, eps_max=3.0)
+    assert 2.0 < got < 3.0
+    assert one_run_p_value(1000, 1000, 950, got, 1e-5) < alpha
+    assert one_run_p_value(1000, 1000, 950, got + 1e-6, 1e-5) >= alpha
+    assert one_run_p_value(1000, 1000, 950, 3.0, 1e-5) >= alpha  # the cap is not rejected
+    assert one_run_epsilon(1000, 1000, 1000, delta=1e-5, eps_max=3.0) == 3.0  # this one is
