@@ -248,7 +248,9 @@ class DataConfig:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ParamsError(
                     f"datasets[{i}]: unknown dataset {name!r}{hint}; define it under data.sources "
-                    f"(defined: {', '.join(sorted(self.sources))}), e.g. {name}: {{kind: medmnist, size: 28}}"
+                    f"(defined: {', '.join(sorted(self.sources))}), e.g. {name}: {{kind: imagefolder, "
+                    "path: <folder of class sub-folders>} or {kind: medmnist, flag: <a MedMNIST "
+                    "flag, e.g. breastmnist>, size: 28}"
                 )
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
                 raise ParamsError(

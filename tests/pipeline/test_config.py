@@ -279,3 +279,15 @@ def test_dvc_train_stage_tracks_every_training_key() -> None:
             continue
         assert f"train.{f.name}" in tracked, f"dvc.yaml train stage misses train.{f.name}"
     assert "methods.${item.method}" in tracked
+
+
+def test_the_unknown_dataset_example_is_one_the_params_accept() -> None:
+    """The fix suggested for an unknown dataset must work as written: its example was
+    ``breastmnst: {kind: medmnist, size: 28}``, refused next as 'breastmnst' is no MedMNIST flag."""
+    tree = raw()
+    tree["data"]["datasets"] = ["breastmnst"]
+    with pytest.raises(ParamsError) as err:
+        parse_params(tree)
+    assert "{kind: medmnist, flag: <a MedMNIST flag, e.g. breastmnist>, size: 28}" in str(err.value)
+    tree["data"]["sources"]["breastmnst"] = {"kind": "medmnist", "flag": "breastmnist", "size": 28}
+    assert parse_params(tree).data.datasets == ("breastmnst",)
