@@ -109,16 +109,14 @@ class _Staged:
                     os.replace(tmp, target)
                     entry[2] = True
             except BaseException as err:
-                for moved_target, backup, moved in reversed(done):
-                    if moved:
-                        moved_target.unlink(missing_ok=True)
-                    if backup is None:
-                        continue
-                    if moved_target.exists():  # stopped before the old file moved aside
-                        backup.unlink(missing_ok=True)
-                    else:
-                        os.replace(backup, moved_target)
+                stuck = _roll_back(done)
                 self.discard()
+                if stuck:  # the old files could not all be put back: say where they are
+                    raise ArtifactError(
+                        f"{target}: writing the outputs failed ({err!r}) and putting the previous "
+                        f"files back failed too; they are kept as {', '.join(map(str, stuck))}: "
+                        "rename them back by hand, or re-run the stage"
+                    ) from err
                 if isinstance(err, OSError):
                     raise ArtifactError(_write_error(target, err)) from err
                 raise
@@ -135,6 +133,26 @@ class _Staged:
         for folder in reversed(self.created):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if still empty
+
+
+def _roll_back(done: list[list[Any]]) -> list[Path]:
+    """Undo a partial commit (``[target, backup, moved in]`` entries, last first), each entry on
+    its own so one failure does not stop the others; return the backups left unrestored."""
+    stuck: list[Path] = []
+    for target, backup, moved in reversed(done):
+        try:
+            if moved:
+                target.unlink(missing_ok=True)
+            if backup is None:
+                continue
+            if target.exists():  # stopped before the old file moved aside
+                backup.unlink(missing_ok=True)
+            else:
+                os.replace(backup, target)
+        except OSError:
+            if backup is not None and backup.exists():
+                stuck.append(backup)
+    return stuck
 
 
 _STAGED: contextvars.ContextVar[_Staged | None] = contextvars.ContextVar("staged", default=None)
@@ -159,25 +177,49 @@ def _signals_held() -> Iterator[None]:
     main thread only, so this holds whatever other threads torch or MLflow started; blocking the
     signal with ``pthread_sigmask`` would not: the kernel hands it to a thread that does not
     block it.) Outside the main thread, a no-op: :meth:`_Staged.commit` rolls back instead."""
-    if threading.current_thread() is not threading.main_thread():
+    held = [
+        signum
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not None  # None: a handler set outside Python, left alone
+    ]
+    if threading.current_thread() is not threading.main_thread() or not held:
         yield
         return
     pending: list[int] = []
-    previous = {
-        signum: signal.signal(signum, lambda n, _frame: pending.append(n))
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous: dict[int, Any] = {}
+    try:
+        for signum in held:
+            previous[signum] = signal.signal(signum, lambda n, _f: pending.append(n))
+    except BaseException:  # a signal that was pending when the swap began: nothing to hold yet
+        _restore_handlers(previous)
+        raise
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        interrupted = _restore_handlers(previous)
         for signum in pending:
             handler = previous[signum]
             if callable(handler):
                 handler(signum, None)
             elif handler == signal.SIG_DFL:
                 signal.raise_signal(signum)
+        if interrupted is not None:
+            raise interrupted
+
+
+def _restore_handlers(previous: Mapping[int, Any]) -> BaseException | None:
+    """Put every handler back, even when a restored one fires meanwhile (``signal.signal`` runs
+    pending handlers before it swaps, so a Ctrl-C after SIGINT's restore would otherwise skip
+    SIGTERM's); return what such a handler raised, for the caller to raise once all are back."""
+    raised: BaseException | None = None
+    for signum, handler in previous.items():
+        while True:
+            try:
+                signal.signal(signum, handler)
+                break
+            except BaseException as err:
+                raised = raised or err
+    return raised
 
 
 def _write_error(path: Path, err: OSError) -> str:
@@ -241,7 +283,8 @@ def atomic_path(path: str | Path, *, stage: bool = True) -> Iterator[Path]:
                 staged.add(path, tmp_path)
                 return
             os.replace(tmp_path, path)
-            _COMMITTED.append(path)
+            if stage:  # an output (stage=False: an input the block reads, e.g. a download)
+                _COMMITTED.append(path)
         except OSError as err:
             raise ArtifactError(_write_error(path, err)) from err
     finally:

@@ -387,27 +387,25 @@ def _withheld_tag(column: int | None) -> str:
     return "none" if column is None else str(column)
 
 
-#: the attack settings the float control's numbers depend on: the victims' and the attacker's
-#: records, the perturbed gallery and its sweep. Not: which attacks run (a head's run may ask
-#: for a subset), the membership settings (no membership attack on float embeddings),
-#: withhold_label (checked on its own), what is saved and how fast.
-_IN_CONTROL = (
-    "aux_split",
-    "aux_size",
-    "seed",
-    "strength",
-    "strength_sweep",
-    "snr_db",
-    "snr_db_sweep",
-    "reconstruction_size",
-)
+#: the attack settings the float control's numbers depend on besides the gallery's levels: the
+#: victims' and the attacker's records and the reconstruction size. Not: which attacks run (a
+#: head's run may ask for a subset), the membership settings (no membership attack on float
+#: embeddings), withhold_label (checked on its own), what is saved and how fast.
+_IN_CONTROL = ("aux_split", "aux_size", "seed", "reconstruction_size")
 
 
-def attack_settings_digest(params: Params) -> str:
-    """SHA-256 of :data:`_IN_CONTROL` of the ``attack`` block and the top-level ``seed``. The
-    gallery records it; a head's attack run at other settings (another ``attack.strength``, aux
-    size, seed) is refused, since its numbers would sit beside float numbers of another setup."""
-    settings = {k: v for k, v in to_dict(params.attack).items() if k in _IN_CONTROL}
+def attack_settings_digest(params: Params, kind: str) -> str:
+    """SHA-256 of :data:`_IN_CONTROL` of the ``attack`` block, the top-level ``seed`` and the
+    gallery's levels of its ``kind`` (``strength``: image sources, ``snr_db``: embeddings only) as
+    a default and a set (the sweep's order and the other kind's levels change no number). The
+    gallery records it; a head's attack run at other settings is refused, since its numbers
+    would sit beside float numbers of another setup."""
+    cfg = params.attack
+    settings: dict[str, Any] = {k: v for k, v in to_dict(cfg).items() if k in _IN_CONTROL}
+    default, sweep = (
+        (cfg.strength, cfg.strength_sweep) if kind == "strength" else (cfg.snr_db, cfg.snr_db_sweep)
+    )
+    settings[kind] = {"default": float(default), "levels": sorted({float(default), *sweep})}
     text = json.dumps({"attack": settings, "seed": params.seed}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -810,7 +808,7 @@ def run_attack(
             float_metrics=float_metrics,
             gallery=gallery,
             withheld=withheld,
-            settings=attack_settings_digest(params),
+            settings=attack_settings_digest(params, kind),
         )
     published: dict[str, np.ndarray | None] = dict.fromkeys(VICTIMS)
     mech_release, release_config = None, {}
@@ -894,7 +892,7 @@ def run_attack(
             if is_float:
                 meta = {"dataset": dataset, "backbone": emb.backbone, "seed": cfg.seed}
                 meta |= {"fingerprint": emb.fingerprint, "withheld_label": _withheld_tag(withheld)}
-                meta["attack_settings_sha256"] = attack_settings_digest(params)
+                meta["attack_settings_sha256"] = attack_settings_digest(params, kind)
                 save_gallery(gallery, kind, gal, meta)
             write_csv(sweep, sweep_rows)
             tracking.record_metrics(metrics, out, run)

@@ -146,17 +146,21 @@ def strata_of(labels: np.ndarray) -> np.ndarray:
     return np.where(pos.any(axis=1), pos.argmax(axis=1), -1).astype(np.int64)
 
 
-def _allocate(counts: np.ndarray, n: int, *, at_least_one: bool) -> np.ndarray:
-    """Split ``n`` draws over strata proportionally to ``counts`` (largest remainder method)."""
+def _allocate(
+    counts: np.ndarray, n: int, *, at_least_one: bool, limit: np.ndarray | None = None
+) -> np.ndarray:
+    """Split ``n`` draws over strata proportionally to ``counts`` (largest remainder method),
+    at most ``limit`` per stratum (default: its count; ``n`` must fit under the limits)."""
+    limit = counts if limit is None else limit
     total = int(counts.sum())
     exact = counts * (n / total)
     quota = np.floor(exact).astype(np.int64)
     if at_least_one:
         quota = np.maximum(quota, 1)
-    quota = np.minimum(quota, counts)
+    quota = np.minimum(quota, limit)
     remainder = exact - np.floor(exact)
     while quota.sum() < n:  # hand out the rest to the largest remainders with room left
-        room = quota < counts
+        room = quota < limit
         pick = np.flatnonzero(room)[np.argmax(np.where(room, remainder, -1.0)[room])]
         quota[pick] += 1
         remainder[pick] = -0.5
@@ -178,13 +182,20 @@ def stratified_sample(
 
 
 def _sample_strata(
-    strata: np.ndarray, n: int, *, rng: np.random.Generator, at_least_one: bool
+    strata: np.ndarray,
+    n: int,
+    *,
+    rng: np.random.Generator,
+    at_least_one: bool,
+    leave_one: bool = False,
 ) -> np.ndarray:
-    """:func:`stratified_sample` over given per-sample strata."""
+    """:func:`stratified_sample` over given per-sample strata. ``leave_one``: draw at most all
+    but one row of each stratum (where ``n`` allows it), so every stratum keeps a row behind."""
     if n >= len(strata):
         return np.arange(len(strata))
     classes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
-    quota = _allocate(counts, n, at_least_one=at_least_one and n >= len(classes))
+    limit = counts - 1 if leave_one and n <= int((counts - 1).sum()) else counts
+    quota = _allocate(counts, n, at_least_one=at_least_one and n >= len(classes), limit=limit)
     picked = [
         rng.choice(np.flatnonzero(inverse == c), size=int(q), replace=False)
         for c, q in enumerate(quota)
@@ -196,7 +207,8 @@ def _sample_strata(
 def carve(
     labels: np.ndarray, fraction: float, *, seed: int, what: str = "val"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into (kept, carved) with ``round(fraction * N)`` carved, seeded and stratified."""
+    """Split positions into (kept, carved) with ``round(fraction * N)`` carved, seeded and
+    stratified; each stratum keeps at least one row unless that many cannot be carved."""
     n = len(labels)
     n_carved = round(fraction * n)
     if n_carved < 1 or n_carved >= n:
@@ -205,7 +217,10 @@ def carve(
             f"provide a {what} split or more training data, or change data.val_fraction"
         )
     rng = np.random.default_rng([seed, _stable_id(what)])
-    carved = stratified_sample(labels, n_carved, rng=rng, at_least_one=False)
+    # every stratum keeps a row in train where the sizes allow it: a class carved away whole
+    # would be one the database and the heads never see
+    strata = strata_of(labels)
+    carved = _sample_strata(strata, n_carved, rng=rng, at_least_one=False, leave_one=True)
     kept = np.setdiff1d(np.arange(n), carved, assume_unique=True)
     return kept, carved
 

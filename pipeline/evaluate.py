@@ -41,7 +41,12 @@ from pipeline.config import KnnConfig, Params
 from pipeline.knn import knn_outputs, pr_outputs, sweep_metrics, write_knn_outputs
 from pipeline.retrieval_metrics import code_retrieval, read_pr_curve, write_pr_curve
 from retrieval.knn import knn_hamming
-from retrieval.metrics import CLASSIFICATION_METRICS, degenerate_release, retention
+from retrieval.metrics import (
+    CLASSIFICATION_METRICS,
+    classes_present,
+    degenerate_release,
+    retention,
+)
 from retrieval.uncertainty import bootstrap_retentions
 
 log = logging.getLogger(__name__)
@@ -238,16 +243,16 @@ def run_evaluate(
         extra["distinct_test_codes"] = len(np.unique(codes["test"], axis=0))
         ranked = code_retrieval(params, emb, codes, n_bits, latency=latency is not None)
         extra.update(ranked.scalars)
-        extra.update(
-            degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], emb.n_classes)
-        )
+        present = classes_present(emb.y["test"])  # what the queries hold, not the declared ids
+        extra.update(degenerate_release(extra["distinct_test_codes"], preds[params.knn.k], present))
         if extra["degenerate_release"]:
             log.warning(
-                "%s: degenerate release: %d distinct test codes for %d classes, predictions of %d "
-                "class(es); its accuracy reflects the class prior, read its balanced accuracy",
+                "%s: degenerate release: %d distinct test codes for %d classes in the test split, "
+                "predictions of %d class(es); its accuracy reflects the class prior, read its "
+                "balanced accuracy",
                 name,
                 extra["distinct_test_codes"],
-                emb.n_classes,
+                present,
                 extra["predicted_classes"],
             )
         # of the kind the head records: a DP head's or a release's metrics carry its public digest

@@ -9,6 +9,9 @@ Hamming-KNN balanced accuracy and its retention of the float figure, and linkage
 (database) and test (query) victims beside chance (empty where the study runs no linkage attack).
 The ∞ row is written last with ``epsilon_code``
 ``inf``. Aggregates only; nothing goes to MLflow (the numbers are already tracked by their stages).
+Every file must come from the embeddings of the float baseline ``--float-metrics`` (the knn
+stage's JSON records their content and public fingerprints): a release's file left from an
+older extract is refused, not drawn on the same curve.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import files_by_epsilon, read_json, require_keys, write_csv
+from pipeline.artifacts import (
+    check_metrics_fingerprint,
+    files_by_epsilon,
+    read_json,
+    require_keys,
+    write_csv,
+)
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params
 
@@ -30,14 +39,24 @@ LINKAGE = tuple(
 )
 
 
-def curve_row(epsilon: float, evaluate: Path, attack: Path) -> dict[str, Any]:
-    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s.
+def curve_row(
+    epsilon: float, evaluate: Path, attack: Path, *, reference: dict[str, Any], float_metrics: Path
+) -> dict[str, Any]:
+    """One row: ε_code, the utility of ``evaluate``'s metrics and the linkage of ``attack``'s,
+    both checked to come from the embeddings of the float metrics ``reference``.
 
     A study that does not run the linkage attack (``attack.attacks`` without ``linkage``, or
     linkage skipped: its attack files hold no ``linkage/`` number) gets empty linkage columns;
     a file with some linkage numbers but not all is an error."""
     util = read_json(evaluate, require=UTILITY)
     link = read_json(attack)
+    for path, record in ((evaluate, util), (attack, link)):
+        check_metrics_fingerprint(
+            record.get("embeddings_fingerprint"),
+            reference,
+            recorded_in=path,
+            reference_path=float_metrics,
+        )
     ran = any(str(key).startswith("linkage/") for key in link)
     if ran:
         require_keys(link, LINKAGE, path=attack)
@@ -61,13 +80,15 @@ def run_release_curve(
     attack: Path,
     evaluate_rr_dir: Path,
     attack_rr_dir: Path,
+    float_metrics: Path,
     csv: Path,
 ) -> list[dict[str, Any]]:
     epsilons = tuple(sorted(params.release.epsilons))
     evaluated = rr_files(evaluate_rr_dir, name, epsilons)
     attacked = rr_files(attack_rr_dir, name, epsilons)
-    rows = [curve_row(eps, evaluated[eps], attacked[eps]) for eps in epsilons]
-    rows.append(curve_row(math.inf, evaluate, attack))
+    ref = {"reference": read_json(float_metrics), "float_metrics": float_metrics}
+    rows = [curve_row(eps, evaluated[eps], attacked[eps], **ref) for eps in epsilons]
+    rows.append(curve_row(math.inf, evaluate, attack, **ref))
     write_csv(csv, rows)
     log.info("%s: utility and linkage at %d ε_code values -> %s", name, len(rows), csv)
     return rows
@@ -80,6 +101,9 @@ def _body(argv: list[str] | None) -> None:
     parser.add_argument("--attack", type=Path, required=True, help="the unreleased attack JSON")
     parser.add_argument("--evaluate-rr-dir", type=Path, required=True)
     parser.add_argument("--attack-rr-dir", type=Path, required=True)
+    parser.add_argument(
+        "--float-metrics", type=Path, required=True, help="the knn stage's JSON (provenance)"
+    )
     parser.add_argument("--csv", type=Path, required=True, help="plot data (DVC plot)")
     args = parser.parse_args(argv)
     run_release_curve(
@@ -89,6 +113,7 @@ def _body(argv: list[str] | None) -> None:
         attack=args.attack,
         evaluate_rr_dir=args.evaluate_rr_dir,
         attack_rr_dir=args.attack_rr_dir,
+        float_metrics=args.float_metrics,
         csv=args.csv,
     )
 

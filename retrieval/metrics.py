@@ -85,6 +85,26 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
+def classes_present(y_true: np.ndarray) -> int:
+    """How many classes the truth holds (multi-label: labels with a positive): the classes a
+    balanced accuracy averages over and a release must tell apart."""
+    if y_true.ndim == 2:
+        return int(y_true.astype(bool).any(axis=0).sum())
+    return len(np.unique(y_true))
+
+
+def chance_balanced_accuracy(y_true: np.ndarray) -> float:
+    """The :func:`balanced_accuracy` of the best predictor that ignores its input (a constant):
+    1 / the classes present (single-label: it recalls one class); multi-label, the mean over
+    labels of 0.5 where a label has positives and negatives and 1 where it has only one kind
+    (the constant that matches it)."""
+    if y_true.ndim == 2:
+        yt = y_true.astype(bool)
+        both = yt.any(axis=0) & (~yt).any(axis=0)
+        return float(np.where(both, 0.5, 1.0).mean())
+    return 1.0 / classes_present(y_true)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named score of predictions against the truth (higher is better)."""

@@ -104,7 +104,7 @@ def test_float_then_head_writes_regular_numbers(study: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "setting", ["attack.strength=0.25", "attack.snr_db=10", "attack.aux_size=30", "seed=5"]
+    "setting", ["attack.snr_db=10", "attack.snr_db_sweep=[30, 5]", "attack.aux_size=30", "seed=5"]
 )
 def test_a_float_control_of_other_attack_settings_is_refused(
     study: Path, caplog, setting: str
@@ -117,6 +117,14 @@ def test_a_float_control_of_other_attack_settings_is_refused(
     assert len(errors) == 1 and "the float control ran with other attack settings" in errors[0]
     assert "re-run attack-float@syn with these params" in errors[0]
     assert _no_output(study, "dpsh")
+
+
+def test_settings_that_change_no_float_number_are_accepted(study: Path) -> None:
+    """The sweep's order and the image sources' strength change nothing on an embeddings-only
+    source: the head's attack runs against the same float control."""
+    assert attack.main(float_args(study)) == 0
+    sets = ("attack.snr_db_sweep=[10, 30, 20]", "attack.strength=0.25")
+    assert attack.main(head_args(study, sets)) == 0
 
 
 def test_membership_on_codes_only(study: Path) -> None:
@@ -628,13 +636,16 @@ def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
     from pipeline import release_curve
     from pipeline.artifacts import write_json
 
+    fp = {"embeddings_fingerprint": "sha256:" + "a" * 64}  # the float baseline's (knn.json)
+    write_json(tmp_path / "knn.json", fp)
+
     def metrics(stem: str, acc: float, top1: float) -> None:
         write_json(
             tmp_path / f"ev/{stem}.json",
-            {"balanced_accuracy": acc, "retention_balanced_accuracy": acc / 0.8},
+            {"balanced_accuracy": acc, "retention_balanced_accuracy": acc / 0.8, **fp},
         )
-        write_json(tmp_path / f"at/{stem}.json", {f"linkage/{g}/top1{t}": top1 / (10 if t else 1)
-                                                  for g in ("train", "test") for t in ("", "_baseline")})  # fmt: skip
+        write_json(tmp_path / f"at/{stem}.json", {**fp, **{f"linkage/{g}/top1{t}": top1 / (10 if t else 1)
+                                                  for g in ("train", "test") for t in ("", "_baseline")}})  # fmt: skip
 
     for stem, acc, top1 in (
         ("lsh-16-rr1", 0.5, 0.01),
@@ -647,7 +658,8 @@ def test_release_curve_rows_and_missing_input(tmp_path: Path) -> None:
         tmp_path, "--name", "lsh-16",
         "--evaluate", str(tmp_path / "ev/lsh-16.json"), "--attack", str(tmp_path / "at/lsh-16.json"),
         "--evaluate-rr-dir", str(tmp_path / "ev"), "--attack-rr-dir", str(tmp_path / "at"),
-        "--csv", str(tmp_path / "curve.csv"), sets=("release.epsilons=[4, 1]",),
+        "--csv", str(tmp_path / "curve.csv"), "--float-metrics", str(tmp_path / "knn.json"),
+        sets=("release.epsilons=[4, 1]",),
     )  # fmt: skip
     assert release_curve.main(cli) == 0
     rows = (tmp_path / "curve.csv").read_text().splitlines()

@@ -173,3 +173,17 @@ def _medmnist_entry():
     from pipeline.config import SourceConfig
 
     return SourceConfig(kind="medmnist", flag="breastmnist")
+
+
+def test_carving_never_takes_a_class_out_of_train() -> None:
+    """20 rows of class 0 and one of each of classes 1-10, 3 rows carved: the largest remainder
+    gave the third draw to a single-row class, carving it away whole (a val class that train
+    lacks, refused next by the embeddings source). Now every class keeps its row in train."""
+    labels = np.r_[np.zeros(20, dtype=np.int64), np.arange(1, 11)]
+    for seed in range(5):
+        kept, carved = carve(labels, 0.1, seed=seed)
+        assert len(carved) == 3 and set(labels[kept]) == set(range(11))
+        assert set(labels[carved]) == {0}
+    # where carving must take more rows than the classes can spare, it still carves them
+    kept, carved = carve(np.arange(4), 0.5, seed=0)
+    assert len(carved) == 2 and len(kept) == 2

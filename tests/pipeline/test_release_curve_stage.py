@@ -13,6 +13,9 @@ from pipeline.artifacts import write_json
 from tests.conftest import REPO
 
 LINK = [f"linkage/{g}/top1{t}" for g in ("train", "test") for t in ("", "_baseline")]
+CONTENT = "sha256:" + "a" * 64  # the unreleased head's files
+PUBLIC = "sha256-public:" + "b" * 64  # a database release's files (train private)
+REFERENCE = {"embeddings_fingerprint": CONTENT, "embeddings_public_fingerprint_train": PUBLIC}
 
 
 def _cli(tmp: Path) -> list[str]:
@@ -21,15 +24,17 @@ def _cli(tmp: Path) -> list[str]:
         *("--name", "lsh-16", "--evaluate", str(tmp / "ev/lsh-16.json")),
         *("--attack", str(tmp / "at/lsh-16.json"), "--evaluate-rr-dir", str(tmp / "ev")),
         *("--attack-rr-dir", str(tmp / "at"), "--csv", str(tmp / "curve.csv")),
+        *("--float-metrics", str(tmp / "knn.json")),
     ]
 
 
 def _write(tmp: Path, attack_numbers: dict[str, float]) -> None:
-    for stem, acc in (("lsh-16-rr1", 0.5), ("lsh-16", 0.8)):
-        write_json(
-            tmp / f"ev/{stem}.json", {"balanced_accuracy": acc, "retention_balanced_accuracy": acc}
-        )
-        write_json(tmp / f"at/{stem}.json", {"anonymity/all/unique": 0.1, **attack_numbers})
+    write_json(tmp / "knn.json", REFERENCE)
+    for stem, acc, fp in (("lsh-16-rr1", 0.5, PUBLIC), ("lsh-16", 0.8, CONTENT)):
+        util = {"balanced_accuracy": acc, "retention_balanced_accuracy": acc}
+        write_json(tmp / f"ev/{stem}.json", {**util, "embeddings_fingerprint": fp})
+        numbers = {"anonymity/all/unique": 0.1, **attack_numbers, "embeddings_fingerprint": fp}
+        write_json(tmp / f"at/{stem}.json", numbers)
 
 
 def test_no_linkage_attack_gives_empty_linkage_columns(tmp_path: Path) -> None:
@@ -54,4 +59,17 @@ def test_some_linkage_numbers_but_not_all_is_an_error(
     caplog.set_level(logging.ERROR)
     assert release_curve.main(_cli(tmp_path)) == 2
     assert "missing 'linkage/train/top1_baseline'" in caplog.text
+    assert not (tmp_path / "curve.csv").exists()
+
+
+def test_a_release_file_of_other_embeddings_is_refused(tmp_path: Path, caplog) -> None:
+    """One curve, one data set: an ε_code file left from an older extract (its public
+    fingerprint is not the float baseline's) is named, and no CSV is written."""
+    _write(tmp_path, {})
+    write_json(
+        tmp_path / "at/lsh-16-rr1.json",
+        {"anonymity/all/unique": 0.1, "embeddings_fingerprint": "sha256-public:" + "c" * 64},
+    )
+    assert release_curve.main(_cli(tmp_path)) == 2
+    assert f"{tmp_path / 'at/lsh-16-rr1.json'} was made from other embeddings" in caplog.text
     assert not (tmp_path / "curve.csv").exists()

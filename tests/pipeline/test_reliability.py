@@ -509,6 +509,75 @@ def test_commit_rolls_back_on_an_interrupt_it_cannot_hold(
     assert no_stray_temp_files(tmp_path)
 
 
+def test_a_failed_rollback_names_the_backups_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit fails on b (disk error) and putting a's old file back fails too: the error says
+    where the old file is kept instead of a bare OSError traceback."""
+    import pipeline.artifacts as artifacts
+
+    for name in ("a.json", "b.json"):
+        write_json(tmp_path / name, {"v": 0})
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 4 or (len(calls) > 4 and Path(dst).name == "a.json"):
+            raise OSError(5, "Input/output error")  # b's new file, then a's restore
+        return real(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", replace)
+    with pytest.raises(ArtifactError) as err, atomic_outputs():
+        write_json(tmp_path / "a.json", {"v": 1})
+        write_json(tmp_path / "b.json", {"v": 1})
+    monkeypatch.undo()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".a.json.")]
+    assert len(left) == 1 and json.loads(left[0].read_text()) == {"v": 0}
+    assert f"they are kept as {left[0]}" in str(err.value)
+    assert json.loads((tmp_path / "b.json").read_text()) == {"v": 0}  # b was put back
+
+
+def test_every_handler_is_restored_when_a_signal_fires_during_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``signal.signal`` runs a pending handler before it swaps: a Ctrl-C that fires while the
+    handlers are put back must not leave the recording handler installed for SIGTERM."""
+    import pipeline.artifacts as artifacts
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    real, fired = signal.signal, []
+
+    def swap(signum, handler):
+        restoring = handler is before.get(signum) and signum == signal.SIGTERM
+        if restoring and not fired:
+            fired.append(signum)
+            raise KeyboardInterrupt  # the restored SIGINT handler, run by the pending check
+        return real(signum, handler)
+
+    monkeypatch.setattr(artifacts.signal, "signal", swap)
+    with pytest.raises(KeyboardInterrupt), atomic_outputs():
+        write_json(tmp_path / "a.json", {"v": 1})
+    monkeypatch.undo()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert json.loads((tmp_path / "a.json").read_text()) == {"v": 1} and fired
+
+
+def test_a_download_inside_the_block_is_not_an_output(tmp_path: Path, caplog) -> None:
+    """Ctrl-C after extract downloaded its input (``atomic_path(stage=False)``) but before its
+    outputs: "no output of this stage was written" (it said the outputs had landed)."""
+
+    def body(argv) -> None:
+        with atomic_outputs():
+            with atomic_path(tmp_path / "download.npz", stage=False) as tmp:
+                tmp.write_bytes(b"data")
+            raise KeyboardInterrupt
+
+    with caplog.at_level(logging.ERROR):
+        assert run_main(body, []) == 130
+    assert "no output of this stage was written" in caplog.text
+    assert (tmp_path / "download.npz").read_bytes() == b"data"
+
+
 def test_interrupt_after_the_outputs_landed_says_so(tmp_path: Path, caplog) -> None:
     """The interrupt message tells the truth: nothing written, or the complete outputs were."""
 

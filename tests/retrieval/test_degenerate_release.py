@@ -34,3 +34,20 @@ def test_multilabel_counts_label_sets() -> None:
     assert degenerate_release(9, same, 3)["degenerate_release"] == 1
     varied = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=bool)
     assert degenerate_release(9, varied, 3) == {"predicted_classes": 2, "degenerate_release": 0}
+
+
+def test_chance_is_the_best_input_blind_score_over_the_classes_present() -> None:
+    """Class ids {0, 7} (a binary subset that kept its ids): chance is 1/2, not 1/8, and two
+    classes are present. Multi-label: 0.5 per label with both kinds, 1 per one-sided label."""
+    from retrieval.metrics import balanced_accuracy, chance_balanced_accuracy, classes_present
+
+    y = np.array([0, 7, 7, 0, 7])
+    assert classes_present(y) == 2 and chance_balanced_accuracy(y) == 0.5
+    assert balanced_accuracy(y, np.full(5, 7)) == chance_balanced_accuracy(y)  # a constant
+    multi = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=np.uint8)  # label 2: no positive
+    assert classes_present(multi) == 2
+    assert chance_balanced_accuracy(multi) == (0.5 + 0.5 + 1.0) / 3
+    constant = np.tile(np.array([1, 0, 0], dtype=np.uint8), (3, 1))
+    assert balanced_accuracy(multi, constant) == chance_balanced_accuracy(multi)
+    # two codes that separate the two present classes perfectly are not degenerate
+    assert degenerate_release(2, y, classes_present(y))["degenerate_release"] == 0
