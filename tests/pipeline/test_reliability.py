@@ -469,6 +469,17 @@ def _replace_then(monkeypatch: pytest.MonkeyPatch, on_call: int, action) -> None
     monkeypatch.setattr(artifacts.os, "replace", replace)
 
 
+def _interrupted_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Commit new a.json and b.json (v=1) under the patches set, expect the interrupt, undo the
+    patches, check no temp file is left; return the files' values."""
+    with pytest.raises(KeyboardInterrupt), atomic_outputs():
+        write_json(tmp_path / "a.json", {"v": 1})
+        write_json(tmp_path / "b.json", {"v": 1})
+    monkeypatch.undo()
+    assert no_stray_temp_files(tmp_path)
+    return [json.loads((tmp_path / n).read_text())["v"] for n in ("a.json", "b.json")]
+
+
 def test_commit_holds_ctrl_c_until_every_file_has_moved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,12 +489,7 @@ def test_commit_holds_ctrl_c_until_every_file_has_moved(
         write_json(tmp_path / name, {"v": 0})
     # replace calls: a -> backup, a.tmp -> a, b -> backup (the signal arrives here), b.tmp -> b
     _replace_then(monkeypatch, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    with pytest.raises(KeyboardInterrupt), atomic_outputs():
-        write_json(tmp_path / "a.json", {"v": 1})
-        write_json(tmp_path / "b.json", {"v": 1})
-    monkeypatch.undo()
-    assert [json.loads((tmp_path / n).read_text())["v"] for n in ("a.json", "b.json")] == [1, 1]
-    assert no_stray_temp_files(tmp_path)
+    assert _interrupted_commit(tmp_path, monkeypatch) == [1, 1]
 
 
 def test_commit_rolls_back_on_an_interrupt_it_cannot_hold(
@@ -501,12 +507,7 @@ def test_commit_rolls_back_on_an_interrupt_it_cannot_hold(
 
     _replace_then(monkeypatch, 3, interrupt)
     monkeypatch.setattr(artifacts, "_signals_held", contextlib.nullcontext)  # as off main
-    with pytest.raises(KeyboardInterrupt), atomic_outputs():
-        write_json(tmp_path / "a.json", {"v": 1})
-        write_json(tmp_path / "b.json", {"v": 1})
-    monkeypatch.undo()
-    assert [json.loads((tmp_path / n).read_text())["v"] for n in ("a.json", "b.json")] == [0, 0]
-    assert no_stray_temp_files(tmp_path)
+    assert _interrupted_commit(tmp_path, monkeypatch) == [0, 0]
 
 
 def test_a_failed_rollback_names_the_backups_it_left(
