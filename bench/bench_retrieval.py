@@ -240,7 +240,7 @@ def part_ann(args, rng, lines: list[str]) -> None:
             for label, set_param in setters:
                 set_param()
                 index.search(q[:8], k)  # numba kernels compiled / loaded outside the timing
-                ew, aw, ec, ac, rw, rc, (d, _) = paired(
+                ew, aw, ec, ac, rw, rc, (d, ids) = paired(
                     lambda e=exact, q=q: e.search(q, k),
                     lambda i=index, q=q: i.search(q, k),
                     args.repeat,
@@ -249,7 +249,7 @@ def part_ann(args, rng, lines: list[str]) -> None:
                     f"| {kind} | {name} | {label} | {bw:.1f} / {bc:.1f} | {ew:.3f} / {ec:.3f} | "
                     f"{aw:.3f} / {ac:.3f} | {np.median(rw):.1f} ({rw[0]:.1f}-{rw[-1]:.1f}) | "
                     f"{np.median(rc):.1f} ({rc[0]:.1f}-{rc[-1]:.1f}) | "
-                    f"{recall_at(exact_d, d):.4f} | {os.getloadavg()[0]:.1f} |"
+                    f"{recall_at(exact_d, d, ids):.4f} | {os.getloadavg()[0]:.1f} |"
                 )
                 log.info(lines[-1])
             args.flush()

@@ -70,7 +70,7 @@ def pairwise_likelihood_loss(theta: Tensor, S: Tensor, weights: Tensor | None = 
 
 
 def quantization_l2(u: Tensor) -> Tensor:
-    """``mean ‖u - sign(u)‖²`` per element (the DPSH / DSDH quantisation term; sign is not back-propagated)."""
+    """``mean ‖u - sign(u)‖²`` per element (the DPSH / TCL quantisation term; sign is not back-propagated)."""
     return (u - torch.sign(u).detach()).pow(2).mean()
 
 

@@ -53,7 +53,9 @@ SELECTION_SCORES = (
 @dataclass(frozen=True, kw_only=True)
 class FitConfig:
     epochs: int = 60
-    max_steps: int | None = None  # optimiser-step budget: caps the epochs on large training sets
+    # step budget in whole epochs: max(1, max_steps // steps per epoch) epochs at most (at least
+    # one whole epoch runs; see epoch_budget)
+    max_steps: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -98,6 +100,11 @@ class FitConfig:
         if not (self.geometry >= 0.0 and math.isfinite(self.geometry)):
             raise HashingError(
                 f"geometry={self.geometry}: use 0 (the method's own loss) or a positive weight"
+            )
+        if self.epochs < 1 or self.patience < 1:
+            raise HashingError(
+                f"epochs={self.epochs}, patience={self.patience}: both must be >= 1 (an epoch "
+                "count, and the epochs without a val gain before stopping)"
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
@@ -584,6 +591,11 @@ def fit(
     if device.type == "cuda":
         forked = [device.index if device.index is not None else torch.cuda.current_device()]
     installed = config.geometry > 0.0
+    if installed and vars(method).get("geometry_term") is not None:
+        raise HashingError(
+            f"{method.name}: geometry={config.geometry} would replace the neighbourhood term set "
+            "on the method (geometry_term); set one or the other"
+        )
     if installed:
         method.geometry_term = functools.partial(
             functional.neighbourhood_loss, perplexity=float(config.k)
@@ -605,7 +617,7 @@ def fit(
                 batches=batches or default_batches(method, config),
                 plugin=plugin or TrainingPlugin(),
             )
-    finally:  # the term this fit installed belongs to it only; a caller's own is left alone
+    finally:  # the term this fit installed belongs to it only (a caller's own is refused above)
         if installed:
             vars(method).pop("geometry_term", None)
             vars(method).pop("geometry_weight", None)

@@ -49,6 +49,10 @@ def run_index(
     options: dict[str, Any] = {}
     if name == "milvus":
         options = {"uri": uri or r.milvus_uri, "index_type": r.milvus_index}
+        if r.milvus_index == "BIN_IVF_FLAT":  # the IVF settings the other back-ends read
+            options.update(
+                nprobe=r.ivf_nprobe, **({} if r.ivf_nlist is None else {"nlist": r.ivf_nlist})
+            )
         if "://" not in options["uri"]:
             Path(options["uri"]).parent.mkdir(parents=True, exist_ok=True)
     elif name in ("ivf", "faiss_ivf"):
@@ -63,7 +67,7 @@ def run_index(
     index = build_index(name, codes["train"], n_bits, **options)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    dist, _ = index.search(codes["test"], k)
+    dist, ids = index.search(codes["test"], k)
     t_search = time.perf_counter() - t0
     exact, _ = HammingIndex(codes["train"], n_bits).search(codes["test"], k)
     summary = {
@@ -76,7 +80,7 @@ def run_index(
         "load_seconds": t_load,
         "search_seconds": t_search,
         "queries_per_second": len(codes["test"]) / max(t_search, 1e-9),
-        f"recall_at_{k}": recall_at(exact, dist),
+        f"recall_at_{k}": recall_at(exact, dist, ids),
     }
     if hasattr(index, "close"):
         index.close()

@@ -64,14 +64,26 @@ class CodeIndex(Protocol):
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def check_queries(q_packed: np.ndarray, n_bits: int) -> None:
+    """:func:`~retrieval.codes.check_codes` of the queries against the width of this index's
+    ``n_bits``-bit database (an index keeps no database rows to compare with: an all-zero row
+    of that width stands in for them, so an empty query set or another bit length is named as
+    such, not as an empty or narrower database)."""
+    check_codes(q_packed, np.zeros((1, math.ceil(n_bits / 8)), dtype=np.uint8), n_bits)
+
+
 def _faiss_search(
     index: Any, q_packed: np.ndarray, n_bits: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(distances int32, ids int64)`` of a faiss binary index over codes padded to words."""
     check_k(k, int(index.ntotal))
-    check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, n_bits)
+    check_queries(q_packed, n_bits)
     d, i = index.search(np.ascontiguousarray(pad_to_words(q_packed, n_bits)), k)
-    return d.astype(np.int32), i
+    d = d.astype(np.int32)
+    # a result faiss could not fill (id -1) gets the padding distance of every back-end, past any
+    # real one: IndexBinaryHNSW reports INT32_MIN there, which read as the nearest possible
+    d[i < 0] = n_bits + 1
+    return d, i
 
 
 def _trained_ivf(codes: np.ndarray, *, nlist: int | None, train_size: int | None, seed: int) -> Any:
@@ -189,7 +201,7 @@ class ScanIVF(FaissIVF):
         from retrieval.scan import ivf_topk
 
         check_k(k, self.ntotal)
-        check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
+        check_queries(q_packed, self.n_bits)
         nprobe, nlist = int(self.index.nprobe), int(self.index.nlist)
         if not 1 <= nprobe <= nlist:
             raise RetrievalError(f"nprobe={nprobe} must be between 1 and nlist={nlist}")
@@ -274,6 +286,12 @@ class MilvusIndex:
         check_codes(None, db_packed, n_bits)
         if index_type not in ("BIN_FLAT", "BIN_IVF_FLAT"):
             raise RetrievalError(f"index_type={index_type!r}: use 'BIN_FLAT' or 'BIN_IVF_FLAT'")
+        if index_type != "BIN_FLAT" and not _is_server(uri):
+            raise RetrievalError(
+                f"index_type={index_type!r} needs a Milvus server: Milvus Lite ({uri}, a local "
+                "file) builds BIN_FLAT only; use retrieval.milvus_index: BIN_FLAT, or a server URI "
+                "(retrieval.milvus_uri: http://host:19530)"
+            )
         if _is_server(uri):
             check_reachable(uri)
         pymilvus = _import_milvus()
@@ -316,7 +334,7 @@ class MilvusIndex:
         self, q_packed: np.ndarray, k: int, *, batch: int = 1000
     ) -> tuple[np.ndarray, np.ndarray]:
         check_k(k, self.ntotal)
-        check_codes(q_packed, q_packed[:1] if len(q_packed) else q_packed, self.n_bits)
+        check_queries(q_packed, self.n_bits)
         dist = np.empty((len(q_packed), k), dtype=np.int32)
         ids = np.empty((len(q_packed), k), dtype=np.int64)
         params: dict[str, Any] = {"metric_type": "HAMMING"}
@@ -358,9 +376,15 @@ def build_index(name: str, db_packed: np.ndarray, n_bits: int, **options: Any) -
     return BACKENDS[name](db_packed, n_bits, **options)
 
 
-def recall_at(exact_dist: np.ndarray, approx_dist: np.ndarray) -> float:
+def recall_at(
+    exact_dist: np.ndarray, approx_dist: np.ndarray, approx_ids: np.ndarray | None = None
+) -> float:
     """Tie-aware recall@k of an approximate search: the share of its k results whose distance is
     within the exact k-th distance (an item tied with the k-th is as good as the one exact search
-    happened to return). Missing results (faiss ``-1`` ids) must carry a large distance."""
+    happened to return). A missing result (id ``-1`` in ``approx_ids``) never counts, whatever
+    distance the back-end reported for it."""
     kth = exact_dist[:, -1:]
-    return float((approx_dist <= kth).mean())
+    hit = approx_dist <= kth
+    if approx_ids is not None:
+        hit &= approx_ids >= 0
+    return float(hit.mean())

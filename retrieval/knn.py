@@ -102,10 +102,18 @@ def tie_aware_votes(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> np.ndarr
 def float_distance_chunks(
     queries: np.ndarray, database: np.ndarray, *, metric: Metric = "euclidean", chunk: int = 1024
 ) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield ``(query slice, distances [chunk, N])`` for float vectors (squared Euclidean or cosine)."""
-    db = torch.as_tensor(database, dtype=torch.float32)
+    """Yield ``(query slice, distances [chunk, N])`` for float vectors (squared Euclidean or cosine).
+
+    Identical database rows get identical distances: they are computed once per distinct row and
+    gathered (a matrix product rounds its tail columns differently, so two copies of one row could
+    differ in the last bit and the database order decided between tied items)."""
+    db_np = np.ascontiguousarray(database, dtype=np.float32)
+    check_finite(db_np, "database")
+    rows = db_np.view(np.dtype((np.void, db_np.dtype.itemsize * db_np.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    gather = None if len(first) == len(db_np) else inverse.reshape(-1)
+    db = torch.as_tensor(db_np if gather is None else db_np[first])
     q_all = torch.as_tensor(queries, dtype=torch.float32)
-    check_finite(db.numpy(), "database")
     check_finite(q_all.numpy(), "query")
     if metric == "cosine":
         db = torch.nn.functional.normalize(db, dim=1)
@@ -120,7 +128,7 @@ def float_distance_chunks(
             d: Tensor = 1.0 - q @ db.T
         else:  # squared distance has the same order as the distance
             d = ((q * q).sum(dim=1, keepdim=True) - 2.0 * (q @ db.T) + db_sq).clamp_min(0.0)
-        yield sl, d.numpy()
+        yield sl, d.numpy() if gather is None else d.numpy()[:, gather]
 
 
 def knn_predict(

@@ -567,6 +567,26 @@ def test_a_term_the_caller_set_by_hand_is_used_and_kept_when_geometry_is_off() -
     assert method.geometry_term is term and method.geometry_weight == 0.5
 
 
+def test_geometry_on_a_method_with_its_own_term_is_refused_not_deleted() -> None:
+    """``geometry > 0`` installs the fit's own term: over a term the caller had set, it replaced
+    it and then deleted it (the caller's term was gone after the fit). Now it is refused."""
+    train = gaussian_clusters(60, seed=1, dim=8, n_classes=2)
+    method = registry.build("dpsh", HeadSpec(in_dim=8, n_bits=8, n_classes=2), seed=0)
+    term = functools.partial(functional.neighbourhood_loss, perplexity=5.0)
+    method.geometry_term, method.geometry_weight = term, 0.3
+    config = FitConfig(epochs=2, batch_size=16, progress=False, geometry=1.0)
+    with pytest.raises(HashingError, match=r"geometry=1.0 would replace the neighbourhood term"):
+        fit(method, train, train, config=config)
+    assert method.geometry_term is term and method.geometry_weight == 0.3
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"patience": 0}, {"patience": -3}])
+def test_fit_config_refuses_no_epochs_and_no_patience(bad: dict) -> None:
+    """epochs=0 returned an untrained head (best_epoch -1); patience <= 0 stopped after epoch 0."""
+    with pytest.raises(HashingError, match=r"both must be >= 1"):
+        FitConfig(**bad)
+
+
 def test_fit_restores_the_callers_global_generator() -> None:
     """The fit seeds torch's global generator from ``seed``; the caller's draws afterwards are
     the ones it would have made without the fit in between."""

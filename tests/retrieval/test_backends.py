@@ -10,6 +10,7 @@ import pytest
 from retrieval.backends import BACKENDS, build_index, recall_at
 from retrieval.codes import pack_bits
 from retrieval.errors import RetrievalError
+from retrieval.search import HammingIndex
 
 
 def _codes(n: int, q: int, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,3 +140,42 @@ def test_milvus_lite_returns_the_faiss_neighbours(tmp_path, bits: int) -> None:
         index.close()
     assert np.array_equal(dist, exact)  # same distance at every rank (ties may swap ids)
     assert np.array_equal(np.take_along_axis(brute, ids, axis=1), dist)
+
+
+def test_a_result_hnsw_cannot_fill_is_a_miss_not_a_hit() -> None:
+    """A collapsed head (3 distinct 12-bit codes) and a starved graph: IndexBinaryHNSW leaves
+    results unfilled (id -1) with distance INT32_MIN, which recall@k counted as hits (reported
+    1.0). They now carry the padding distance K + 1 and recall counts only real results."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, (3, 12)).astype(bool)
+    db = pack_bits(base[rng.integers(0, 3, 3000)])
+    q = pack_bits(rng.integers(0, 2, (20, 12)).astype(bool))
+    index = build_index("faiss_hnsw", db, 12, m=2, ef_construction=4, ef_search=1)
+    exact, _ = HammingIndex(db, 12).search(q, 3000)
+    dist, ids = index.search(q, 3000)
+    missing = ids < 0
+    assert missing.any() and (dist[missing] == 13).all()
+    true = float(((dist <= exact[:, -1:]) & ~missing).mean())
+    assert recall_at(exact, dist, ids) == true < 1.0
+    assert recall_at(exact, dist) == true  # the padding distance is past any real one too
+
+
+@pytest.mark.parametrize("name", ["ivf", "faiss_ivf", "faiss_hnsw", "faiss"])
+def test_bad_queries_are_named_as_queries(name: str) -> None:
+    """The approximate back-ends checked the queries against themselves: an empty query set
+    read "the database is empty", 36-bit queries "database codes have 5 bytes"."""
+    rng = np.random.default_rng(0)
+    index = build_index(name, pack_bits(rng.integers(0, 2, (300, 48)).astype(bool)), 48)
+    with pytest.raises(RetrievalError, match="the query set is empty"):
+        index.search(np.zeros((0, 6), dtype=np.uint8), 5)
+    narrow = pack_bits(rng.integers(0, 2, (4, 36)).astype(bool))
+    with pytest.raises(RetrievalError, match="query codes have 5 bytes and database codes 6 bytes"):
+        index.search(narrow, 5)
+
+
+def test_milvus_lite_with_an_ivf_index_is_one_clear_error(tmp_path) -> None:
+    """Milvus Lite builds BIN_FLAT only: BIN_IVF_FLAT on a local file was a raw MilvusException
+    traceback ("local mode only support BIN_FLAT")."""
+    db, _, _ = _codes(10, 1, 8)
+    with pytest.raises(RetrievalError, match=r"BIN_IVF_FLAT' needs a Milvus server: Milvus Lite"):
+        build_index("milvus", db, 8, uri=str(tmp_path / "codes.db"), index_type="BIN_IVF_FLAT")

@@ -205,3 +205,19 @@ def test_equal_votes_reached_by_different_sums_go_to_the_lowest_class() -> None:
     spec = RankingSpec(map_at=(10,), precision_at=(10,))
     report = hamming_report(query, codes, 4, np.array([1]), y, [10], spec=spec)
     assert report.predictions[10].tolist() == [1]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_identical_database_rows_get_identical_float_distances(metric: str) -> None:
+    """Three copies of one row (first, middle, last) and a one-query chunk (a test split of
+    size 1 mod 256): torch's matrix-vector product rounded the tail columns differently, so the
+    copies were not tied (measured: 9001 x 64, Euclidean) and the database order decided between
+    them (mAP@all moved when the database was rotated)."""
+    rng = np.random.default_rng(0)
+    for n_db in (101, 1003, 9001):
+        db = rng.standard_normal((n_db, 64)).astype(np.float32)
+        db[-1] = db[n_db // 2] = db[0]
+        for n_q in (1, 7):
+            q = rng.standard_normal((n_q, 64)).astype(np.float32)
+            for _, d in float_distance_chunks(q, db, metric=metric, chunk=256):
+                assert (d[:, 0] == d[:, -1]).all() and (d[:, 0] == d[:, n_db // 2]).all()
