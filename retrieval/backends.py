@@ -335,8 +335,10 @@ class MilvusIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         check_k(k, self.ntotal)
         check_queries(q_packed, self.n_bits)
-        dist = np.empty((len(q_packed), k), dtype=np.int32)
-        ids = np.empty((len(q_packed), k), dtype=np.int64)
+        # a result Milvus does not fill (an IVF search probing too few lists) stays a miss: id -1
+        # at the padding distance K + 1, as the faiss back-ends report it
+        dist = np.full((len(q_packed), k), self.n_bits + 1, dtype=np.int32)
+        ids = np.full((len(q_packed), k), -1, dtype=np.int64)
         params: dict[str, Any] = {"metric_type": "HAMMING"}
         if self.index_type == "BIN_IVF_FLAT":
             params["params"] = {"nprobe": self.nprobe}
@@ -350,8 +352,8 @@ class MilvusIndex:
                 search_params=params,
             )
             for j, hits in enumerate(res):
-                ids[start + j] = [h["id"] for h in hits]
-                dist[start + j] = [round(h["distance"]) for h in hits]
+                ids[start + j, : len(hits)] = [h["id"] for h in hits]
+                dist[start + j, : len(hits)] = [round(h["distance"]) for h in hits]
         return dist, ids
 
     def close(self) -> None:

@@ -179,3 +179,22 @@ def test_milvus_lite_with_an_ivf_index_is_one_clear_error(tmp_path) -> None:
     db, _, _ = _codes(10, 1, 8)
     with pytest.raises(RetrievalError, match=r"BIN_IVF_FLAT' needs a Milvus server: Milvus Lite"):
         build_index("milvus", db, 8, uri=str(tmp_path / "codes.db"), index_type="BIN_IVF_FLAT")
+
+
+def test_milvus_results_it_does_not_fill_are_misses(tmp_path) -> None:
+    """A Milvus search that returns fewer than k hits (an IVF index on a server probing too few
+    lists) crashed on a shape mismatch; the missing results are id -1 at distance K + 1."""
+    uri = _milvus_lite_or_skip(tmp_path)
+    db, q, _ = _codes(200, 3, 12, seed=1)
+    index = build_index("milvus", db, 12, uri=uri)
+    try:
+        full = index.client.search
+
+        def fewer(*args, **kwargs):
+            return [hits[:3] for hits in full(*args, **kwargs)]
+
+        index.client.search = fewer
+        dist, ids = index.search(q, 10)
+    finally:
+        index.close()
+    assert (ids[:, 3:] == -1).all() and (dist[:, 3:] == 13).all() and (ids[:, :3] >= 0).all()
