@@ -323,7 +323,7 @@ def summary_metrics(rows: list[dict[str, Any]], axes: list[Tradeoff]) -> dict[st
     for kind in KINDS:
         kind_rows = [r for r in rows if r["release"] == kind]
         out[f"releases/{kind}"] = float(len(kind_rows))
-        ret = [r["retention_balanced_accuracy"] for r in kind_rows]
+        ret = [r["retention_balanced_accuracy"] for r in kind_rows if not degenerate(r)]
         ret = [v for v in ret if not math.isnan(v)]
         if ret and kind != "float":
             out[f"best_retention/{kind}"] = max(ret)

@@ -221,9 +221,15 @@ METRICS_TAG = "hashaudit.metrics_sha256"
 
 def check_reachable(uri: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail fast when an ``http(s)://`` tracking server does not answer: MLflow itself retries
-    for minutes before the first error. Local stores (sqlite, files) are not checked."""
+    for minutes before the first error. Local stores (sqlite, files) are not checked, nor a
+    server reached through ``HTTP(S)_PROXY`` (requests, and so MLflow, use it; a direct probe
+    would fail where direct egress is blocked)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme not in ("http", "https"):
+        return
+    import requests
+
+    if requests.utils.get_environ_proxies(uri):  # MLflow goes through the proxy: no direct probe
         return
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -266,8 +272,29 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when missing. A deleted one (``mlflow ui``'s
+    delete) is refused with the fix: MLflow would refuse the run with a bare exception. Two
+    stages creating it at once on a server: the second takes the one the first made."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ParamsError(
+            f"tracking.experiment: the MLflow experiment {name!r} (id {exp.experiment_id}) is "
+            f"deleted; restore it (mlflow experiments restore --experiment-id "
+            f"{exp.experiment_id}) or set another tracking.experiment"
+        )
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as err:
+        if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return again.experiment_id
 
 
 @contextlib.contextmanager

@@ -163,6 +163,7 @@ def test_a_degenerate_release_is_no_headline_and_near_chance_floats_are_flagged(
     assert summary["least_leakage/linkage/test"] == pytest.approx(0.1)
     assert summary["pareto_size/linkage/test"] == 2  # rr (0.1, 0.99), codes (0.5, 1.0)
     assert summary["releases_degenerate"] == 1 and summary["float_near_chance"] == 0
+    assert "best_retention/kanon" not in summary  # its only release is degenerate
     md = (tmp_path / "reports/syn").joinpath("report.md").read_text()
     assert "| k-anonymous | dpsh | 12 |  | 0.588 | 0.980 ‡ |" in md
     assert "| linkage | test | 0.100 (share) | dpsh-12 ε=4 (rr) |" in md

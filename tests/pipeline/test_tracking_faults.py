@@ -384,3 +384,68 @@ def test_local_path_errors_are_bugs_not_store_faults(tmp_path: Path) -> None:
     run = tracking.StageRun(VanishedStore(), "r1")
     run.log_artifact(tmp_path / "plot.png")  # a warning and a FAILED run, not a lost stage
     assert run.fault is not None and "log_artifact" in run.fault and not run.active
+
+
+def test_a_deleted_experiment_is_one_line_with_the_fix(tmp_path: Path, monkeypatch) -> None:
+    """Deleting the experiment in ``mlflow ui`` made every later stage exit 1 with MLflow's
+    INVALID_PARAMETER_VALUE traceback; now it is a user error naming the restore command."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import ParamsError
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="study")
+    with tracking.stage_run(config, name="knn@syn"):
+        pass
+    client = MlflowClient(tracking_uri=config.uri)
+    exp_id = client.get_experiment_by_name("study").experiment_id
+    client.delete_experiment(exp_id)
+    with (
+        pytest.raises(ParamsError, match=rf"'study' \(id {exp_id}\) is deleted; restore it"),
+        tracking.stage_run(config, name="knn@syn"),
+    ):
+        pass
+
+
+def test_an_experiment_created_meanwhile_by_another_stage_is_taken() -> None:
+    """Two stages on a fresh server: the second's create_experiment gets RESOURCE_ALREADY_EXISTS
+    (it crashed); it now takes the experiment the first made."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+
+    class Client:
+        looked: ClassVar[list[str]] = []
+
+        def get_experiment_by_name(self, name):
+            self.looked.append(name)
+            if len(self.looked) == 1:
+                return None  # not there yet when this stage looked
+
+            class Exp:
+                experiment_id, lifecycle_stage = "7", "active"
+
+            return Exp()
+
+        def create_experiment(self, name):
+            raise MlflowException("exists", error_code=RESOURCE_ALREADY_EXISTS)
+
+    assert tracking._experiment_id(Client(), "study") == "7"
+
+
+def test_a_server_behind_a_proxy_is_not_probed_directly(monkeypatch) -> None:
+    """MLflow reaches the server through HTTP(S)_PROXY; the direct TCP probe failed where direct
+    egress is blocked, so every stage exited 2 with "unreachable"."""
+    import socket
+
+    def blocked(*args, **kwargs):
+        raise OSError("direct connections are blocked")
+
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    tracking.check_reachable("http://mlflow.example:5000")  # no error: the proxy will carry it
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("http_proxy", raising=False)
+    with pytest.raises(Exception, match="unreachable"):
+        tracking.check_reachable("http://mlflow.example:5000")
