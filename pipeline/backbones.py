@@ -69,7 +69,8 @@ class BackboneUnavailableError(ValueError):
 
 
 def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` (C = 1, 2, 3, 4) -> uint8 ``[N, 3, H, W]``, channels-last."""
+    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` (C = 1, 2, 3, 4) -> uint8 ``[N, 3, H, W]``, channels-last;
+    an alpha channel (C = 2, 4) is composited onto white."""
     if batch.ndim == 3:
         batch = batch.unsqueeze(-1)
     if batch.ndim != 4:
@@ -77,10 +78,13 @@ def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
             f"images must be [N, H, W] or [N, H, W, C], got shape {tuple(batch.shape)}"
         )
     channels = batch.shape[-1]
-    if channels in (1, 2):  # grayscale (+ alpha): repeat the gray channel
+    if channels in (2, 4):  # with alpha: over white, as the Hugging Face processors composite
+        alpha = batch[..., -1:].float() / 255.0
+        color = batch[..., :-1].float() * alpha + 255.0 * (1.0 - alpha)
+        batch = color.round().clamp(0, 255).to(torch.uint8)
+        channels -= 1
+    if channels == 1:  # grayscale: repeat the gray channel
         batch = batch[..., :1].expand(*batch.shape[:-1], 3)
-    elif channels == 4:  # RGBA -> RGB (alpha dropped)
-        batch = batch[..., :3]
     elif channels != 3:
         raise ValueError(f"images must have 1, 2, 3 or 4 channels, got {channels}")
     return batch.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -547,7 +551,17 @@ def _preprocessor_config(name: str, revision: str) -> Path | None:
     local = Path(name).expanduser()
     if local.is_dir():
         path = local / PREPROCESSOR_CONFIG
-        return path if path.is_file() else None
+        if not path.is_file():  # model.save_pretrained alone does not write it
+            log.warning(
+                "backbone %s: the folder holds no %s; normalising with the ImageNet statistics. "
+                "If the checkpoint expects others (google/vit-*: 0.5/0.5), save its image "
+                "processor there too (AutoImageProcessor.from_pretrained(<hub id>)"
+                ".save_pretrained(<folder>), or hf download <hub id> --local-dir <folder>)",
+                name,
+                PREPROCESSOR_CONFIG,
+            )
+            return None
+        return path
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 

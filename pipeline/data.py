@@ -452,7 +452,29 @@ def complete_splits(
     for s in SPLITS:
         if len(splits[s]) == 0:
             raise DataError(f"dataset {name!r}: split {s!r} is empty; check the source")
+    check_classes_in_train({s: np.asarray(splits[s].labels) for s in SPLITS}, where=where)
     return splits
+
+
+def check_classes_in_train(labels: Mapping[str, np.ndarray], *, where: str) -> None:
+    """Refuse val/test classes that no training row holds (single-label sets): the KNN
+    database and the heads never see such a class, so its queries can only be missed, which
+    reads as a weak method rather than a split that cannot be learnt (a class's recall of 0 weighs
+    1/C of the balanced accuracy)."""
+    if labels["train"].ndim != 1:
+        return
+    seen = set(np.unique(labels["train"]).tolist())
+    for split in ("val", "test"):
+        ids, counts = np.unique(labels[split], return_counts=True)
+        unseen = [(int(c), int(n)) for c, n in zip(ids, counts, strict=True) if int(c) not in seen]
+        if unseen:
+            listed = ", ".join(f"class {c} ({n} row{'s' * (n != 1)})" for c, n in unseen[:5])
+            more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+            raise DataError(
+                f"{where}: {split}_y holds {listed}{more} that no train row holds; the KNN "
+                "database and the hashing heads never see such a class, so its queries can only "
+                f"be missed. Re-split so that train holds every class, or drop those {split} rows"
+            )
 
 
 def image_dataset(
@@ -466,7 +488,7 @@ def image_dataset(
     declared_task: str | None = None,
 ) -> ImageDataset:
     """The :class:`ImageDataset` of an image source: splits completed, task inferred, logged."""
-    splits = complete_splits(name, splits, data=data, seed=seed)
+    splits = complete_splits(name, splits, data=data, seed=seed, where=f"dataset {name!r}")
     ds = ImageDataset(
         name=name,
         splits=splits,

@@ -106,24 +106,6 @@ def _check_recorded_fingerprint(
         )
 
 
-def _check_classes_in_train(y: dict[str, np.ndarray], where: str) -> None:
-    """Refuse val/test classes that no training row holds: the KNN database and the heads never
-    see them, so every such query is a certain miss that reads as a weak method, not as a split
-    that cannot be learnt (a class's recall of 0 weighs 1/C of the balanced accuracy)."""
-    seen = set(np.unique(y["train"]).tolist())
-    for split in ("val", "test"):
-        ids, counts = np.unique(y[split], return_counts=True)
-        unseen = [(int(c), int(n)) for c, n in zip(ids, counts, strict=True) if int(c) not in seen]
-        if unseen:
-            listed = ", ".join(f"class {c} ({n} row{'s' * (n != 1)})" for c, n in unseen[:5])
-            more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
-            raise ArtifactError(
-                f"{where}: {split}_y holds {listed}{more} that no train row holds; the KNN "
-                "database and the hashing heads never see such a class, so its queries can only "
-                f"be missed. Re-split so that train holds every class, or drop those {split} rows"
-            )
-
-
 def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
     """The user's embeddings file (digested by the ``source`` stage)."""
     return [Path(str(source.path)).expanduser()]
@@ -160,8 +142,6 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
     )
     x = {s: rows[s].x for s in SPLITS}
     y = {s: rows[s].labels for s in SPLITS}
-    if not multilabel:
-        _check_classes_in_train(y, where)
     if multilabel:
         n_classes = int(y["train"].shape[1])
     else:

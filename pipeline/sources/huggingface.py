@@ -71,8 +71,11 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
     8 bit by a min-max stretch over each image's own range (its minimum becomes 0, its maximum 255).
     There is no fixed scale (such files differ in bit depth and value range), so absolute
     intensity is not comparable across images: two scans of different brightness can come out
-    alike, and a constant image becomes all 0. Other modes are converted: ``1`` and ``LA`` to
-    ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...) to ``RGB``.
+    alike, and a constant image becomes all 0. Images with transparency (``RGBA``, ``LA``, ``P``
+    with a transparent colour) are composited onto white first, as the Hugging Face image
+    processors do (``convert_to_rgb``): the colour hidden under alpha 0 never reaches the model.
+    Other modes are converted: ``1`` and ``LA`` to ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...)
+    to ``RGB``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -85,6 +88,8 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
                 arr = np.asarray(img, dtype=np.float64)
                 lo, hi = float(arr.min()), float(arr.max())
                 return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+            if "A" in img.getbands() or "transparency" in img.info:
+                img = _on_white(img)  # as the checkpoints' image processors (convert_to_rgb)
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             return np.asarray(img, dtype=np.uint8).copy()
@@ -92,6 +97,18 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
         raise DataError(
             f"cannot read image {label}: {err}; replace or remove the corrupt file"
         ) from err
+
+
+def _on_white(img: Any) -> Any:
+    """``img`` (with an alpha channel or a transparent palette colour) over a white background:
+    ``L`` for ``LA``, else ``RGB``."""
+    from PIL import Image
+
+    gray = img.mode == "LA"
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    out = Image.alpha_composite(white, rgba).convert("RGB")
+    return out.convert("L") if gray else out
 
 
 class _HFImageReader:

@@ -508,7 +508,9 @@ def test_a_checkpoint_declaring_its_normalisation_gets_it(tmp_path: Path) -> Non
     assert torch.allclose(px, torch.full_like(px, 128 / 255), atol=1e-6)
 
 
-def test_without_a_declared_normalisation_imagenet_is_used(tmp_path: Path) -> None:
+def test_without_a_declared_normalisation_imagenet_is_used(tmp_path: Path, caplog) -> None:
+    """... and a local folder without the file says so (model.save_pretrained alone does not
+    write it: a google/vit-* model saved that way was normalised with ImageNet's silently)."""
     from pipeline.extract import image_metadata
 
     imagenet = torch.tensor(
@@ -520,6 +522,8 @@ def test_without_a_declared_normalisation_imagenet_is_used(tmp_path: Path) -> No
         bb = load_backbone(BackboneConfig(name=str(path), image_size=28, device="cpu"))
         assert bb.normalisation == "imagenet" and bb.image_mean == (0.485, 0.456, 0.406)
         assert torch.allclose(bb.preprocess(GREY)[0, :, 0, 0], imagenet, atol=1e-5)
+    assert f"backbone {no_file}: the folder holds no preprocessor_config.json" in caplog.text
+    assert caplog.text.count("the folder holds no") == 1  # the folder with the file: no warning
     bb = load_backbone(tiny(), seed=0)
     assert bb.normalisation == "imagenet"
     assert torch.allclose(bb.preprocess(GREY)[0, :, 0, 0], imagenet, atol=1e-5)
@@ -592,3 +596,16 @@ def test_cuda_extraction_matches_cpu_in_fp32_and_bf16() -> None:
     half = auto.embed_images(images).cpu()
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert torch.allclose(half, cpu, atol=0.15)
+
+
+def test_an_alpha_channel_is_composited_onto_white() -> None:
+    """[N, H, W, 4] and [N, H, W, 2] arrays: transparent pixels become white (the alpha was
+    dropped, keeping the colour underneath); opaque ones keep their colour, half-transparent
+    ones blend."""
+    from pipeline.backbones import _to_nchw
+
+    rgba = torch.tensor([[[[0, 160, 0, 0], [200, 10, 10, 255], [0, 0, 0, 128]]]], dtype=torch.uint8)
+    out = _to_nchw(rgba)[0, :, 0, :].T.tolist()  # [pixel, channel]
+    assert out[0] == [255, 255, 255] and out[1] == [200, 10, 10] and out[2] == [127, 127, 127]
+    la = torch.tensor([[[[30, 0], [30, 255]]]], dtype=torch.uint8)
+    assert _to_nchw(la)[0, :, 0, :].T.tolist() == [[255] * 3, [30] * 3]

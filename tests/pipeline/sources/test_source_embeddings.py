@@ -118,7 +118,7 @@ def test_a_val_or_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None
     arrays["test_y"] = arrays["test_y"].copy()
     arrays["test_y"][[4, 7]] = 3
     np.savez(tmp_path / "e.npz", **arrays)
-    with pytest.raises(ArtifactError) as err:
+    with pytest.raises(DataError) as err:
         load(config(tmp_path / "e.npz"))
     msg = str(err.value)
     assert "e.npz: test_y holds class 3 (2 rows) that no train row holds" in msg
@@ -126,7 +126,7 @@ def test_a_val_or_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None
     arrays["val_y"] = arrays["val_y"].copy()
     arrays["val_y"][0] = 5
     np.savez(tmp_path / "e.npz", **arrays)
-    with pytest.raises(ArtifactError, match=r"val_y holds class 5 \(1 row\)"):
+    with pytest.raises(DataError, match=r"val_y holds class 5 \(1 row\)"):
         load(config(tmp_path / "e.npz"))  # val is checked first
 
 

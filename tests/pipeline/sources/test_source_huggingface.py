@@ -189,3 +189,26 @@ def test_a_local_data_dir_given_with_tilde_is_loaded_from_home(
     labels = np.concatenate([ds.splits[s].labels for s in ("train", "val", "test")])
     assert np.bincount(labels).tolist() == [10, 10]
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_are_composited_onto_white(tmp_path: Path, mode: str) -> None:
+    """A disc on a transparent background whose hidden colour is green: the checkpoints' image
+    processors composite onto white (convert_to_rgb); the alpha was dropped, so the hidden green
+    reached the model."""
+    from pipeline.sources.huggingface import decode_image
+
+    rgba = Image.new("RGBA", (8, 8), (0, 160, 0, 0))  # fully transparent green
+    rgba.putpixel((4, 4), (200, 10, 10, 255))  # one opaque red pixel
+    img = rgba if mode == "RGBA" else rgba.convert("LA") if mode == "LA" else rgba
+    if mode == "P":
+        img = Image.new("P", (8, 8), 0)
+        img.putpalette([0, 160, 0, 200, 10, 10] + [0, 0, 0] * 254)
+        img.putpixel((4, 4), 1)
+        img.info["transparency"] = 0
+    path = tmp_path / "x.png"
+    img.save(path)
+    arr = decode_image(None, str(path), where="test")
+    background = arr[0, 0]
+    assert np.all(background == 255), background
+    assert np.any(arr[4, 4] != 255)  # the opaque pixel is kept

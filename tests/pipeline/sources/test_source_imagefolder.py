@@ -92,3 +92,16 @@ def test_imagefolder_applies_the_exif_orientation(tmp_path: Path) -> None:
         for img in ds.splits[s].get_batch(range(len(ds.splits[s]))):
             assert img.shape == (12, 10)
             assert img[-1].tolist() == [200] * 10 and img[:-1].max() == 0
+
+
+def test_a_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None:
+    """train {benign, malignant}, test also {normal}: every normal query could only be missed
+    (it was accepted; only bring-your-own embeddings were checked)."""
+    root = tmp_path / "imgs"
+    image_folder(root / "train", per_class=6)
+    image_folder(root / "val", per_class=2)
+    image_folder(root / "test", per_class=3)
+    for i in range(2):
+        write_png(root / "test" / "normal" / f"{i}.png", 200 + i)
+    with pytest.raises(DataError, match=r"dataset 'mine': test_y holds class 2 \(2 rows\)"):
+        load("mine", folder_config(root))
