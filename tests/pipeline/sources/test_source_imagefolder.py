@@ -105,3 +105,34 @@ def test_a_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None:
         write_png(root / "test" / "normal" / f"{i}.png", 200 + i)
     with pytest.raises(DataError, match=r"dataset 'mine': test_y holds class 2 \(2 rows\)"):
         load("mine", folder_config(root))
+
+
+def test_the_layout_is_read_by_folder_position_not_guessed_from_names(tmp_path: Path) -> None:
+    """``datasets``' builder guessed splits from words anywhere in paths and took the folder
+    just above each image as its class: Kaggle's Training/Testing folders were merged into one
+    train split, <class>/<patient>/ folders became classes, files named "train 3.png" were the
+    only ones kept, and a metadata.csv was refused as "not in class sub-folders"."""
+    cased = tmp_path / "cased"
+    image_folder(cased / "Training", per_class=6)
+    image_folder(cased / "Testing", per_class=3)
+    ds = load("mine", folder_config(cased))
+    assert ds.class_names == ["benign", "malignant"]
+    assert [len(ds.splits[s]) for s in ("train", "test")] == [12 - 1, 6]  # val carved from train
+    (cased / "extra").mkdir()
+    write_png(cased / "extra" / "a" / "0.png", 1)
+    with pytest.raises(DataError, match=r"split folders \['Testing', 'Training'\] beside other"):
+        load("mine", folder_config(cased))
+    upper = tmp_path / "upper"
+    image_folder(upper / "TRAIN", per_class=6)
+    image_folder(upper / "Test", per_class=3)
+    ds = load("mine", folder_config(upper))
+    assert [len(ds.splits[s]) for s in ("train", "test")] == [12 - 1, 6]  # val carved from train
+    nested = tmp_path / "nested"
+    for c, cls in enumerate(("benign", "malignant")):
+        for patient in range(3):
+            for i in range(3):
+                write_png(nested / cls / f"patient{patient}" / f"train {i}.png", 10 * c + i)
+    (nested / "metadata.csv").write_text("file,note\n")
+    ds = load("mine", folder_config(nested))
+    assert ds.class_names == ["benign", "malignant"]
+    assert sum(len(ds.splits[s]) for s in ("train", "val", "test")) == 18  # every image kept
