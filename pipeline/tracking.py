@@ -271,7 +271,18 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a local sqlite store keeps its run artifacts: ``mlartifacts/``
+    beside the database file (MLflow's default is ``./mlruns`` of whatever folder the stage runs
+    in, so a store elsewhere scattered its artifacts over working directories). None for other
+    stores (their server decides)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(os.path.abspath(uri[len("sqlite:///") :]))
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def _experiment_id(client: Any, name: str, *, location: str | None = None) -> str:
     """The id of experiment ``name``, created when missing. A deleted one (``mlflow ui``'s
     delete) is refused with the fix: MLflow would refuse the run with a bare exception. Two
     stages creating it at once on a server: the second takes the one the first made."""
@@ -287,7 +298,7 @@ def _experiment_id(client: Any, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException as err:
         if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -321,7 +332,7 @@ def stage_run(
 
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
-        exp_id = _experiment_id(client, config.experiment)
+        exp_id = _experiment_id(client, config.experiment, location=artifact_location(uri))
     all_tags = {"stage": name.split("@")[0], **{k: str(v) for k, v in (tags or {}).items()}}
     all_tags.update({"hashaudit.pid": str(os.getpid()), "hashaudit.host": socket.gethostname()})
     commit = git_commit()

@@ -178,7 +178,7 @@ class FakeClient:
     def get_experiment_by_name(self, name):
         return None
 
-    def create_experiment(self, name):
+    def create_experiment(self, name, artifact_location=None):
         return "1"
 
     def create_run(self, exp_id, run_name, tags):
@@ -426,7 +426,7 @@ def test_an_experiment_created_meanwhile_by_another_stage_is_taken() -> None:
 
             return Exp()
 
-        def create_experiment(self, name):
+        def create_experiment(self, name, artifact_location=None):
             raise MlflowException("exists", error_code=RESOURCE_ALREADY_EXISTS)
 
     assert tracking._experiment_id(Client(), "study") == "7"
@@ -449,3 +449,28 @@ def test_a_server_behind_a_proxy_is_not_probed_directly(monkeypatch) -> None:
     monkeypatch.delenv("http_proxy", raising=False)
     with pytest.raises(Exception, match="unreachable"):
         tracking.check_reachable("http://mlflow.example:5000")
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_the_database(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """MLflow's default artifact root is ./mlruns of the working directory: a store in
+    tmp_path (or any absolute sqlite path) wrote its runs' artifacts into wherever the stage ran
+    (the tests filled the repository's mlruns/). New experiments now use mlartifacts/ beside the
+    database."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'store' / 'm.db'}", experiment="study")
+    (tmp_path / "store").mkdir()
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    with tracking.stage_run(config, name="knn@syn") as run:
+        run.log_artifact(note)
+    exp = MlflowClient(tracking_uri=config.uri).get_experiment_by_name("study")
+    assert exp.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
+    assert list((tmp_path / "store" / "mlartifacts").rglob("note.txt"))
+    assert not (work / "mlruns").exists()
