@@ -217,7 +217,7 @@ def _restore_handlers(previous: Mapping[int, Any]) -> BaseException | None:
             try:
                 signal.signal(signum, handler)
                 break
-            except BaseException as err:
+            except KeyboardInterrupt as err:  # a handler that fired (SIGINT, SIGTERM): retry
                 raised = raised or err
     return raised
 
@@ -1053,14 +1053,20 @@ def load_head_codes(head_dir: str | Path) -> tuple[dict[str, np.ndarray], int, d
     codes, n_bits, meta = load_codes(codes_path)
     recorded = meta.get("head_sha256")
     if recorded and weights.is_file():
-        h = hashlib.sha256()
-        with open(weights, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != recorded:
+        actual = file_sha256(weights)
+        if actual != recorded:
             raise ArtifactError(
                 f"{codes_path}: encoded by another head (recorded head_sha256 {recorded[:12]}..., "
-                f"{weights.name} has {h.hexdigest()[:12]}...); the folder mixes files of two "
+                f"{weights.name} has {actual[:12]}...); the folder mixes files of two "
                 "train runs: re-run its train stage (dvc repro --force train@<dataset>-<method>)"
             )
     return codes, n_bits, meta
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read ``chunk`` bytes at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -449,8 +449,9 @@ def check_float_control(
         then = (
             "records no attack settings (made by an older version)"
             if recorded is None
-            else "ran with other attack settings (attack.strength, snr_db, their sweeps, aux_size, "
-            "attack.seed or seed differ from this run's)"
+            else "ran with other attack settings (the gallery's levels: attack.strength or "
+            "snr_db and the set of their sweep; aux_size, attack.seed or seed differ from this "
+            "run's)"
         )
         raise ArtifactError(
             f"{gallery}: the float control {then}, so its _float numbers would not be comparable "

@@ -12,7 +12,7 @@ evaluate wrote (``retention_balanced_accuracy_low/_high``) as error bars where t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,16 @@ RETENTION = "retention_balanced_accuracy"
 
 
 def collect(
-    evaluate_dir: Path, methods: Sequence[str], bits: Sequence[int]
+    evaluate_dir: Path,
+    methods: Sequence[str],
+    bits: Sequence[int],
+    *,
+    reference: Mapping[str, Any],
+    reference_path: Path,
 ) -> list[dict[str, Any]]:
     """One row per head ``<method>-<bits>.json`` in ``evaluate_dir``, sorted by method then bits;
-    a missing file is an error naming the evaluate stage to run."""
+    a missing file is an error naming the evaluate stage to run, and every file must come from
+    the embeddings of the float baseline ``reference`` (read from ``reference_path``)."""
     rows = []
     missing = []
     for method in methods:
@@ -53,6 +59,12 @@ def collect(
                 missing.append(path.name)
                 continue
             metrics = read_json(path)
+            check_metrics_fingerprint(
+                metrics.get("embeddings_fingerprint"),
+                reference,
+                recorded_in=path,
+                reference_path=reference_path,
+            )
             row: dict[str, Any] = {"method": method, "bits": int(b)}
             row.update({c: metrics[c] for c in COLUMNS if c in metrics})
             rows.append(row)
@@ -110,17 +122,8 @@ def run_curves(
 ) -> list[dict[str, Any]]:
     """Rows of the heads ``methods`` x ``bits``; the CSV and the PNGs land together or not at all."""
     check_writable(csv, dirs=[out_dir])
-    rows = collect(evaluate_dir, methods, bits)
     base = read_json(float_metrics)
-    for method in methods:  # every head's numbers from the float baseline's embeddings
-        for b in bits:
-            path = evaluate_dir / f"{method}-{b}.json"
-            check_metrics_fingerprint(
-                read_json(path).get("embeddings_fingerprint"),
-                base,
-                recorded_in=path,
-                reference_path=float_metrics,
-            )
+    rows = collect(evaluate_dir, methods, bits, reference=base, reference_path=float_metrics)
     with atomic_outputs():
         write_csv(csv, rows)
         for key in ("balanced_accuracy", "map_all"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ UTILITY = (
     "macro_f1",
     "map_all",
     "degenerate_release",  # evaluate: fewer distinct codes than classes, or one predicted class
-    "chance_balanced_accuracy",  # knn: 1 / classes (0.5 multi-label)
+    "chance_balanced_accuracy",  # knn: the best input-blind score on the test queries
 )
 #: utility keys every evaluate/knn file must hold
 REQUIRED_UTILITY = ("balanced_accuracy", "accuracy", "macro_f1")
@@ -182,20 +183,24 @@ def _num(value: Any) -> float:
     )
 
 
-def release_row(files: ReleaseFiles, reference: Path) -> dict[str, Any]:
+def release_row(
+    files: ReleaseFiles, reference: Mapping[str, Any], reference_path: Path
+) -> dict[str, Any]:
     """One flat row: identity, utility, then for every attack number and victim group its value,
     code-blind baseline, float value and leakage share (NaN where not measured). Its utility and
-    attack files must come from the embeddings of the float KNN metrics ``reference``
-    (:func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint)."""
+    attack files must come from the embeddings of the float KNN metrics ``reference`` (read from
+    ``reference_path``; :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public
+    fingerprint)."""
     util = read_json(files.utility, require=REQUIRED_UTILITY)
-    ref = util if files.utility == reference else read_json(reference)
-    for path, record in ((files.utility, util), (files.attack, None)):
-        if path is None or path == reference:
-            continue
-        record = record if record is not None else read_json(path)
-        check_metrics_fingerprint(
-            record.get("embeddings_fingerprint"), ref, recorded_in=path, reference_path=reference
-        )
+    attack = read_json(files.attack) if files.attack is not None else {}
+    for path, record in ((files.utility, util), (files.attack, attack)):
+        if path is not None and path != reference_path:
+            check_metrics_fingerprint(
+                record.get("embeddings_fingerprint"),
+                reference,
+                recorded_in=path,
+                reference_path=reference_path,
+            )
     row: dict[str, Any] = {
         "release": files.kind,
         "method": files.method,
@@ -212,7 +217,6 @@ def release_row(files: ReleaseFiles, reference: Path) -> dict[str, Any]:
     row["dp_epsilon"] = _num(extra.get("dp_epsilon"))
     row["dp_delta"] = _num(extra.get("dp_delta"))
     row["release_k"] = _num(extra.get("train/k", extra.get("test/k")))  # per release.apply_to
-    attack = read_json(files.attack) if files.attack is not None else {}
     for number in LEAKAGE_NUMBERS:
         for group in number.groups:
             value, base, flt = attack_triplet(
@@ -383,7 +387,7 @@ def markdown(
             "before reading the trade-off.",
             "",
         ]
-    flagged = [i for i, r in enumerate(rows) if degenerate(r)]
+    flagged = sum(degenerate(r) for r in rows)
     lines += [
         f"Float KNN (k = {params.knn.k}): balanced accuracy {_fmt(flt['balanced_accuracy'])}"
         f"{chance_note}, accuracy {_fmt(flt['accuracy'])}. **Retention** is a release's Hamming-KNN balanced "
@@ -424,7 +428,7 @@ def markdown(
     if flagged:
         lines += [
             "",
-            f"**Degenerate** (marked ‡; {len(flagged)} release(s): fewer distinct test codes "
+            f"**Degenerate** (marked ‡; {flagged} release(s): fewer distinct test codes "
             "than classes, or a single predicted class): such a release leaks little because it "
             "carries almost nothing; it is kept in the table and `tradeoff.csv` "
             "(`degenerate_release`) but is on no Pareto front and never the least leakage.",
@@ -528,7 +532,9 @@ def run_report(
 ) -> dict[str, float]:
     check_writable(metrics, dirs=(out_dir,))
     plan = plan_releases(params, dataset, metrics_dir)
-    rows = [release_row(f, plan[0].utility) for f in plan]  # plan[0]: the float KNN
+    float_path = plan[0].utility  # the float KNN's metrics: the provenance every row must share
+    reference = read_json(float_path)
+    rows = [release_row(f, reference, float_path) for f in plan]
     axes = tradeoffs(rows, params.report.min_retention)
     summary = summary_metrics(rows, axes)
     name = f"report@{dataset}"

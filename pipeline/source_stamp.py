@@ -31,20 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import sources
-from pipeline.artifacts import check_writable, write_json
+from pipeline.artifacts import check_writable, file_sha256, write_json
 from pipeline.common import base_parser, load, run_main
 
 log = logging.getLogger(__name__)
-
-CHUNK = 1 << 20  # bytes read at a time when hashing a file
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def digest_path(path: Path) -> dict[str, Any]:

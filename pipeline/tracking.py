@@ -252,7 +252,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     path, makes the second wait until the first has finished. No-op for other stores and where
     ``fcntl`` is missing (Windows).
     """
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         yield
         return
     try:
@@ -260,8 +261,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    db = os.path.abspath(uri[len("sqlite:///") :])
-    digest = hashlib.sha1(db.encode()).hexdigest()[:16]
+    digest = hashlib.sha1(str(db).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"hashaudit-mlflow-{digest}.lock"
     with open(lock_path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -276,10 +276,14 @@ def artifact_location(uri: str) -> str | None:
     beside the database file (MLflow's default is ``./mlruns`` of whatever folder the stage runs
     in, so a store elsewhere scattered its artifacts over working directories). None for other
     stores (their server decides)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(os.path.abspath(uri[len("sqlite:///") :]))
-    return (db.parent / "mlartifacts").as_uri()
+    db = sqlite_path(uri)
+    return None if db is None else (db.parent / "mlartifacts").as_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The absolute database path of a ``sqlite:///`` store URI; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(os.path.abspath(uri[len(prefix) :])) if uri.startswith(prefix) else None
 
 
 def _experiment_id(client: Any, name: str, *, location: str | None = None) -> str:
