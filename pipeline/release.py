@@ -240,7 +240,10 @@ def run_release(
         with atomic_outputs():  # the released codes, their config and metrics land together
             save_codes(out / "codes.safetensors", released, n_bits=n_bits, meta=public_meta)
             write_json(out / "config.json", {**public_config, "release": info})
-            tracking.record_metrics(metrics, figures, run)
+            # the digest the release's config.json records, for the report to match
+            digest = recorded_fingerprint(public_config)
+            recorded = {} if digest is None else {"embeddings_fingerprint": digest}
+            tracking.record_metrics(metrics, {**figures, **recorded}, run)
     log.info("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
     return figures
 

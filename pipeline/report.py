@@ -187,13 +187,14 @@ def release_row(
     files: ReleaseFiles, reference: Mapping[str, Any], reference_path: Path
 ) -> dict[str, Any]:
     """One flat row: identity, utility, then for every attack number and victim group its value,
-    code-blind baseline, float value and leakage share (NaN where not measured). Its utility and
-    attack files must come from the embeddings of the float KNN metrics ``reference`` (read from
-    ``reference_path``; :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public
-    fingerprint)."""
+    code-blind baseline, float value and leakage share (NaN where not measured). Its utility,
+    attack and guarantee (train_dp / release metrics: ε, δ, k) files must come from the embeddings
+    of the float KNN metrics ``reference`` (read from ``reference_path``;
+    :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint)."""
     util = read_json(files.utility, require=REQUIRED_UTILITY)
     attack = read_json(files.attack) if files.attack is not None else {}
-    for path, record in ((files.utility, util), (files.attack, attack)):
+    extra = read_json(files.extra) if files.extra is not None else {}
+    for path, record in ((files.utility, util), (files.attack, attack), (files.extra, extra)):
         if path is not None and path != reference_path:
             check_metrics_fingerprint(
                 record.get("embeddings_fingerprint"),
@@ -213,7 +214,6 @@ def release_row(
         for key in ("", "_low", "_high"):
             row[f"retention_balanced_accuracy{key}"] = 1.0
         row["retention_accuracy"] = 1.0
-    extra = read_json(files.extra) if files.extra is not None else {}
     row["dp_epsilon"] = _num(extra.get("dp_epsilon"))
     row["dp_delta"] = _num(extra.get("dp_delta"))
     row["release_k"] = _num(extra.get("train/k", extra.get("test/k")))  # per release.apply_to

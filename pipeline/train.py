@@ -27,6 +27,7 @@ from pipeline.artifacts import (
     atomic_outputs,
     check_writable,
     load_embeddings,
+    recorded_fingerprint,
     save_codes,
     save_head,
     write_csv,
@@ -267,7 +268,11 @@ class HeadJob:
             meta["head_sha256"] = save_head(self.out, method.state_dict(), config)
             save_codes(self.out / "codes.safetensors", codes, n_bits=method.spec.n_bits, meta=meta)
             write_csv(self.history, history)
-            tracking.record_metrics(self.metrics, summary, run, logged_as_history=logged_as_history)
+            # the digest config.json records (public for a DP head): the report matches it
+            digest = {"embeddings_fingerprint": recorded_fingerprint(config)}
+            tracking.record_metrics(
+                self.metrics, {**summary, **digest}, run, logged_as_history=logged_as_history
+            )
         run.log_artifact(self.out / "config.json")
 
 

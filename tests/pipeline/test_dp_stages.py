@@ -108,6 +108,8 @@ def test_train_dp_release_and_evaluate(tmp_path: Path, emb_path: Path) -> None:
         after, _, _ = load_codes(out / "codes.safetensors")
         assert (after["test"] == before["test"]).all()  # apply_to: database (train) only
         figures = json.loads((tmp_path / f"m/rel_{mech}.json").read_text())
+        released = json.loads((out / "config.json").read_text())["embeddings"]
+        assert figures["embeddings_fingerprint"] == released["public_fingerprint"]
         if mech == "rr":
             assert 0.2 < figures["train/share_bits_flipped"] < 0.5  # 1/(1+e^(4/12)) = 0.417
         else:
@@ -399,6 +401,8 @@ def test_a_dp_head_records_no_digest_of_its_training_records(
     emb = load_embeddings(emb_path)
     assert "fingerprint" not in cfg["embeddings"]
     assert cfg["embeddings"]["public_fingerprint"] == emb.public_fingerprint
+    metrics = json.loads((tmp_path / "m/train_dp.json").read_text())  # what the report matches
+    assert metrics["embeddings_fingerprint"] == emb.public_fingerprint
     tags = tracking.head_tags("syn", "csq", 12, emb, fingerprint=emb.public_fingerprint)
     assert tags["embeddings"] == emb.public_fingerprint != emb.fingerprint
     # a neighbouring dataset (training record 0 replaced): same public digest, other full one

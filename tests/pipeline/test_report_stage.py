@@ -63,7 +63,10 @@ def make_tree(root: Path) -> None:
         m / "attack/syn/dpsh-12.json",
         {**linkage(0.405), "membership/auc": 0.7, "membership/auc_baseline": 0.5},
     )
-    write_json(m / "train_dp/syn/csq-12-eps8.json", {"dp_epsilon": 7.9, "dp_delta": 1e-4})
+    guarantee = {"embeddings_fingerprint": PUBLIC}  # train_dp / release: the config.json digest
+    write_json(
+        m / "train_dp/syn/csq-12-eps8.json", {"dp_epsilon": 7.9, "dp_delta": 1e-4, **guarantee}
+    )
     write_json(m / "evaluate_dp/syn/csq-12-eps8.json", utility(0.54, 0.9, fingerprint=PUBLIC))
     write_json(
         m / "attack_dp/syn/csq-12-eps8.json",
@@ -73,12 +76,12 @@ def make_tree(root: Path) -> None:
             "membership/auc_baseline": 0.5,
         },
     )
-    write_json(m / "release/syn/dpsh-12-rr4.0.json", {"epsilon_code": 4.0})
+    write_json(m / "release/syn/dpsh-12-rr4.0.json", {"epsilon_code": 4.0, **guarantee})
     write_json(m / "evaluate_rr/syn/dpsh-12-rr4.0.json", utility(0.594, 0.99, fingerprint=PUBLIC))
     write_json(m / "attack_rr/syn/dpsh-12-rr4.0.json", linkage(0.089, fingerprint=PUBLIC))
-    write_json(m / "release/syn/dpsh-12-kanon.json", {"train/k": 20.0})
-    write_json(m / "evaluate_kanon/syn/dpsh-12.json", utility(0.588, 0.98))
-    write_json(m / "attack_kanon/syn/dpsh-12.json", linkage(0.0))  # share -0.01/0.79 < 0
+    write_json(m / "release/syn/dpsh-12-kanon.json", {"train/k": 20.0, **guarantee})
+    write_json(m / "evaluate_kanon/syn/dpsh-12.json", utility(0.588, 0.98, fingerprint=PUBLIC))
+    write_json(m / "attack_kanon/syn/dpsh-12.json", linkage(0.0, fingerprint=PUBLIC))  # share < 0
 
 
 SETS = (
@@ -181,6 +184,9 @@ def test_a_degenerate_release_is_no_headline_and_near_chance_floats_are_flagged(
     [  # a plain head's attack numbers and a DP head's utility, each from other embeddings
         ("attack/syn/dpsh-12.json", "embeddings_fingerprint", "sha256:" + "e" * 64),
         ("evaluate_dp/syn/csq-12-eps8.json", "embeddings_public_fingerprint_train", None),
+        # the guarantee of a row (ε, δ of a DP head; k of a release) from another study's run
+        ("train_dp/syn/csq-12-eps8.json", "embeddings_public_fingerprint_train", None),
+        ("release/syn/dpsh-12-kanon.json", "embeddings_public_fingerprint_train", None),
     ],
 )
 def test_numbers_of_other_embeddings_are_refused(

@@ -70,6 +70,8 @@ def test_stages_write_metrics_and_track_in_mlflow(
         and cfg["embeddings"]["backbone"] == "tiny-random"
         and cfg["embeddings"]["dim"] == 32
     )
+    # the train metrics record the digest config.json does (the report matches it)
+    assert train_m["embeddings_fingerprint"] == cfg["embeddings"]["fingerprint"]
 
     from mlflow.tracking import MlflowClient
 
@@ -87,6 +89,7 @@ def test_stages_write_metrics_and_track_in_mlflow(
         and ev.info.status == "FINISHED"
     )
     assert runs["train@syn-dpsh-12"].data.params["train.epochs"] == "4"
+    assert "embeddings_fingerprint" not in runs["train@syn-dpsh-12"].data.metrics  # JSON only
     # the per-epoch loss history has one value per epoch; the summary adds none at step 0
     loss = client.get_metric_history(runs["train@syn-dpsh-12"].info.run_id, "loss")
     assert sorted(m.step for m in loss) == list(range(train_m["epochs_run"]))
