@@ -15,7 +15,8 @@
   (:func:`check_reachable`); creating a fresh sqlite store is serialised between processes
   (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED on an error. A SIGKILLed stage
   cannot end its run, which stays RUNNING: ``python -m pipeline.tracking --close-stale`` marks
-  KILLED every RUNNING run whose process (pid and host are tagged on the run) is gone.
+  KILLED every RUNNING run whose process (pid, host and, on Linux, the process's start are tagged
+  on the run) is gone.
 """
 
 from __future__ import annotations
@@ -339,6 +340,9 @@ def stage_run(
         exp_id = _experiment_id(client, config.experiment, location=artifact_location(uri))
     all_tags = {"stage": name.split("@")[0], **{k: str(v) for k, v in (tags or {}).items()}}
     all_tags.update({"hashaudit.pid": str(os.getpid()), "hashaudit.host": socket.gethostname()})
+    started = process_start(os.getpid())
+    if started is not None:  # tells this process from a later one given the same pid
+        all_tags["hashaudit.process_start"] = started
     commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
@@ -424,6 +428,8 @@ def _adopt(
 def close_stale_runs(config: TrackingConfig) -> list[str]:
     """Mark KILLED every RUNNING run of this experiment that was started on this host by a process
     that no longer exists (a stage killed with SIGKILL cannot do it itself). Returns their names.
+    A pid now held by another process (reused after a reboot or a wrap of the pid counter) counts
+    as gone where the run recorded its process's start (:func:`process_start`, Linux).
 
     Command line: ``python -m pipeline.tracking --close-stale [--params params.yaml]``.
     """
@@ -444,21 +450,43 @@ def close_stale_runs(config: TrackingConfig) -> list[str]:
     ):
         tags = run.data.tags
         pid = tags.get("hashaudit.pid", "")
-        if tags.get("hashaudit.host") != host or not pid.isdigit() or _alive(int(pid)):
+        if tags.get("hashaudit.host") != host or not pid.isdigit():
+            continue
+        if _alive(int(pid), tags.get("hashaudit.process_start")):
             continue
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_name or run.info.run_id)
     return closed
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """``<boot id>:<start time in clock ticks since boot>`` of process ``pid`` (Linux ``/proc``:
+    ``/proc/sys/kernel/random/boot_id`` and field 22 of ``/proc/<pid>/stat``), which no later
+    process with the same pid shares; ``None`` where ``/proc`` does not tell (another OS, the
+    process gone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the name in (...) may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 and boot else None
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether the process that tagged a run still runs: ``pid`` exists and, where the run
+    recorded its :func:`process_start`, is that same process (not a later one given the pid
+    after a reboot or after the pid counter wrapped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if started is None:
         return True
-    return True
+    now = process_start(pid)
+    return now is None or now == started
 
 
 def defence_of(config: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:

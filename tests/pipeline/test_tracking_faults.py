@@ -474,3 +474,50 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_the_database(
     assert exp.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
     assert list((tmp_path / "store" / "mlartifacts").rglob("note.txt"))
     assert not (work / "mlruns").exists()
+
+
+@pytest.mark.skipif(
+    tracking.process_start(os.getpid()) is None, reason="needs Linux /proc to tell processes apart"
+)
+def test_close_stale_tells_a_reused_pid_from_the_run_s_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pid alive again under another process (after a reboot or a wrap of the pid counter) kept a
+    SIGKILLed stage's run RUNNING for good; the run's recorded process start tells them apart."""
+    own = tracking.process_start(os.getpid())
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from pipeline import tracking as t; print(t.process_start(os.getpid()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.strip()
+    assert own == tracking.process_start(os.getpid()) and child not in ("None", own)
+    monkeypatch.setenv("HASHAUDIT_TRACKING", "1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.stage_run(TrackingConfig(uri=uri), name="warm"):
+        pass  # creates the store and the experiment
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("hashaudit").experiment_id
+    host, pid = __import__("socket").gethostname(), str(os.getpid())
+    for name, start in (("this", own), ("reused", child), ("unrecorded", None)):
+        tags = {"hashaudit.pid": pid, "hashaudit.host": host}
+        if start is not None:
+            tags["hashaudit.process_start"] = start
+        client.create_run(exp, run_name=name, tags=tags)
+    # the pid is alive (this test's process), but only "this" and "unrecorded" may be its runs
+    assert tracking.close_stale_runs(TrackingConfig(uri=uri)) == ["reused"]
+    status = {r.info.run_name: r.info.status for r in client.search_runs([exp])}
+    assert status == {
+        "warm": "FINISHED",
+        "this": "RUNNING",
+        "reused": "KILLED",
+        "unrecorded": "RUNNING",
+    }
+    assert tracking.process_start(2**22 + 1) is None  # above Linux's largest pid: no process
