@@ -41,8 +41,8 @@ def macro_auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
         pos = y == c
         if 0 < pos.sum() < len(y):
             aucs.append(roc_auc_score(pos, proba[:, j]))
-        if len(classes) == 2:
-            break  # one column decides a binary task
+        if len(classes) == 2 and aucs:
+            break  # one scored column decides a binary task (the first may have no victims)
     return float(np.mean(aucs)) if aucs else 0.5
 
 

@@ -141,9 +141,10 @@ class DPConfig:
     def __post_init__(self) -> None:
         if self.seed is not None and (isinstance(self.seed, bool) or self.seed < 0):
             raise PrivacyError(f"dp.seed={self.seed}: use a non-negative integer or null (secret)")
-        if not self.epsilon > 0 or math.isnan(self.epsilon):
+        if not 0 < self.epsilon < math.inf:  # NaN fails too; ∞ made Opacus return σ = 10
             raise PrivacyError(
-                f"dp.epsilon={self.epsilon}: the privacy budget must be > 0 (e.g. 1, 3, 8)"
+                f"dp.epsilon={self.epsilon}: the privacy budget must be finite and > 0 (e.g. 1, "
+                "3, 8); ε = ∞ is a plain head (the train stage)"
             )
         if self.delta is not None and not 0 < self.delta < 1:
             raise PrivacyError(f"dp.delta={self.delta}: δ must lie in (0, 1); use e.g. 1e-5")

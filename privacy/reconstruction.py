@@ -103,6 +103,11 @@ def common_shape(
     if size is None:
         size = max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1], hw[0]))
     c = max(channels, key=lambda ch: (channels[ch], ch))
+    if min(size) < 3:  # SSIM's smallest window is 3 x 3
+        raise PrivacyError(
+            f"reconstruction: the images would be compared at {size[0]}x{size[1]} px; SSIM needs "
+            "both sides >= 3: set attack.reconstruction_size (e.g. [28, 28])"
+        )
     return int(size[0]), int(size[1]), c
 
 

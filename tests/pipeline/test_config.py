@@ -157,6 +157,12 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
             r"^dp.epsilons\[2\]: 8.0 is listed twice \(entry 0 too; 8 and 8.0 are one value\)",
         ),
         ("release.epsilons", [4.0, 4], r"^release.epsilons\[1\]: 4.0 is listed twice"),
+        # a DP target of ∞ would train with Opacus' starting σ = 10 (privacy.dp refuses it too)
+        (
+            "dp.epsilons",
+            [8, float("inf")],
+            r"^dp.epsilons\[1\]: expected a finite number, got inf$",
+        ),
         ("train.bits", [12, 48, 12], r"^train.bits\[2\]: 12 is listed twice .*list each once$"),
         ("train.methods", ["dpsh", "csq", "dpsh"], r"^train.methods\[2\]: 'dpsh' is listed twice"),
         ("dp.methods", ["csq", "csq"], r"^dp.methods\[1\]: 'csq' is listed twice"),

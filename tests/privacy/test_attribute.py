@@ -18,6 +18,15 @@ def test_auc_by_hand() -> None:
     assert macro_auc(y, proba, np.array([0, 1])) == pytest.approx(0.75)
 
 
+def test_binary_model_scores_its_second_class_when_no_victim_holds_the_first() -> None:
+    """Aux held {0, 1}, the victims {1, 2}: column 0 has no positives, so the binary shortcut
+    scored nothing and reported chance (0.5) for an attack that ranks every class-1 victim
+    first. Class 2, unknown to the model, counts as negatives: AUC of column 1 = 1."""
+    y = np.array([1, 1, 2, 2])
+    proba = np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.8, 0.2]])
+    assert macro_auc(y, proba, np.array([0, 1])) == pytest.approx(1.0)
+
+
 @pytest.fixture(scope="module")
 def recs():
     return make_records(n=(200, 150, 150), dim=32, spread=0.5)

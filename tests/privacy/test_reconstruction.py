@@ -63,6 +63,10 @@ def test_common_shape_by_hand() -> None:
     assert common_shape(shapes, (8, 9)) == (8, 9, 3)
     with pytest.raises(PrivacyError, match="no images"):
         common_shape([])
+    # SSIM divided by zero on 1- and 2-pixel sides (its smallest window is 3 x 3)
+    with pytest.raises(PrivacyError, match=r"at 2x5 px; SSIM needs both sides >= 3: set attack"):
+        common_shape([(2, 5), (2, 5, 3)])
+    assert common_shape([(2, 5)], (3, 3)) == (3, 3, 1)  # reconstruction_size overrides
 
 
 def test_to_common_shape_resizes_and_converts() -> None:
