@@ -681,6 +681,9 @@ class RetrievalConfig:
             check(k >= 1, f"map_at[{i}]", f"{k} must be >= 1")
         for i, k in enumerate(self.precision_at):
             check(k >= 1, f"precision_at[{i}]", f"{k} must be >= 1")
+        # a repeated cut-off was scored twice into one metric (map_at_10 = 2.0)
+        check_unique(self.map_at, "map_at")
+        check_unique(self.precision_at, "precision_at")
         check(self.radius >= 0, "radius", f"{self.radius} must be >= 0")
         check(self.shortlist >= 1, "shortlist", f"{self.shortlist} must be >= 1")
         if self.ivf_nlist is not None:

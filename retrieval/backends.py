@@ -89,16 +89,32 @@ def _faiss_search(
 def _trained_ivf(codes: np.ndarray, *, nlist: int | None, train_size: int | None, seed: int) -> Any:
     """A faiss ``IndexBinaryIVF`` over word-padded ``codes`` with its coarse quantiser trained
     (binary k-means on ``train_size`` codes, default 64 per list) and nothing added."""
+    if nlist is not None and not nlist >= 1:  # 0 became the default, -3 a SWIG TypeError
+        raise RetrievalError(
+            f"nlist={nlist} must be >= 1 (retrieval.ivf_nlist; null = the default 4 sqrt(N))"
+        )
+    if train_size is not None and not train_size >= 1:  # -1 trained on all but one code
+        raise RetrievalError(
+            f"train_size={train_size} must be positive: the number of codes k-means trains on "
+            "(at least nlist; null = the default, 64 codes per list)"
+        )
     # the default, 4 sqrt(N), exceeds N below 16 codes: there every code gets its own list
-    nlist = nlist or min(len(codes), max(1, int(4 * math.sqrt(len(codes)))))
+    if nlist is None:
+        nlist = min(len(codes), max(1, int(4 * math.sqrt(len(codes)))))
     if nlist > len(codes):
         raise RetrievalError(f"nlist={nlist} exceeds the {len(codes)} database codes")
+    if train_size is not None and train_size < nlist:  # faiss' k-means: a raw RuntimeError
+        raise RetrievalError(
+            f"train_size={train_size} is smaller than nlist={nlist}: k-means needs at least one "
+            "training code per list; raise train_size (or leave it null: 64 per list) or lower "
+            "nlist"
+        )
     quantizer = faiss.IndexBinaryFlat(8 * codes.shape[1])
     index = faiss.IndexBinaryIVF(quantizer, 8 * codes.shape[1], nlist)
     index.own_fields = True
     quantizer.this.disown()
     rng = np.random.default_rng(seed)
-    train_size = train_size or 64 * nlist  # k-means sample: 64 codes per list
+    train_size = 64 * nlist if train_size is None else train_size  # k-means: 64 codes per list
     train = codes[rng.permutation(len(codes))[:train_size]] if len(codes) > train_size else codes
     index.train(train)
     return index
@@ -266,6 +282,10 @@ def check_reachable(uri: str, *, timeout: float = 2.0) -> None:
         ) from None
 
 
+#: the most results Milvus returns per query (its ``topk`` / ``limit`` bound, 16384 in Milvus 2.x)
+MILVUS_TOPK_LIMIT = 16384
+
+
 class MilvusIndex:
     """Codes in a Milvus collection: ``id INT64`` primary key (= database row) and
     ``code BINARY_VECTOR`` (codes zero-padded to whole bytes), metric ``HAMMING``."""
@@ -334,6 +354,12 @@ class MilvusIndex:
         self, q_packed: np.ndarray, k: int, *, batch: int = 1000
     ) -> tuple[np.ndarray, np.ndarray]:
         check_k(k, self.ntotal)
+        if k > MILVUS_TOPK_LIMIT:  # checked here: Milvus answers with a MilvusException
+            raise RetrievalError(
+                f"k={k} exceeds Milvus' limit of {MILVUS_TOPK_LIMIT} results per query (topk); "
+                "lower k, or search with the exact back-ends (retrieval.backend: exact or faiss), "
+                "which take any k up to the database size"
+            )
         check_queries(q_packed, self.n_bits)
         # a result Milvus does not fill (an IVF search probing too few lists) stays a miss: id -1
         # at the padding distance K + 1, as the faiss back-ends report it

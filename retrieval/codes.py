@@ -45,7 +45,8 @@ def to_signs(values: np.ndarray | Tensor) -> Tensor:
     ``+1``) give float32, real tensors keep their floating dtype (e.g. float64 in ITQ). (The trainer's
     binary *targets* use ``hashers.functional.sign_with_ties``, ``sign(0) = +1``: another job.)
     """
-    t = torch.from_numpy(np.asarray(values)) if not isinstance(values, Tensor) else values
+    # order="C" copies a view torch cannot share (negative strides, e.g. ``u[::-1]``)
+    t = values if isinstance(values, Tensor) else torch.from_numpy(np.asarray(values, order="C"))
     dtype = t.dtype if t.is_floating_point() else torch.float32
     return torch.where(t > 0, 1.0, -1.0).to(dtype)
 

@@ -39,7 +39,14 @@ import torch
 from torch import Tensor
 
 from retrieval.errors import RetrievalError
-from retrieval.search import FloatIndex, HammingIndex, check_finite, check_k
+from retrieval.search import (
+    FloatIndex,
+    HammingIndex,
+    _check_labels,
+    _normalise,
+    check_finite,
+    check_k,
+)
 
 Metric = Literal["euclidean", "cosine"]
 
@@ -99,27 +106,51 @@ def tie_aware_votes(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> np.ndarr
     return tie_tally(dist, db_onehot, k).votes(k)
 
 
+def float_pair(queries: np.ndarray | Tensor, database: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(queries, database)`` as C-contiguous float32 ``[Q, D]`` / ``[N, D]`` arrays (a view with
+    negative strides, e.g. ``x[::-1]``, is copied: torch refuses those), after refusing arrays that
+    are not 2-D or disagree in dimension. An empty query set (``[0, D]`` or ``[0]``) is allowed."""
+    if isinstance(queries, Tensor):
+        queries = queries.detach().cpu().numpy()
+    db = np.ascontiguousarray(database, dtype=np.float32)
+    if db.ndim != 2:
+        raise RetrievalError(f"the float database must be an [N, D] array, got shape {db.shape}")
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.size == 0 and q.ndim == 1:
+        q = q.reshape(0, db.shape[1])
+    if q.ndim != 2 or q.shape[1] != db.shape[1]:
+        raise RetrievalError(
+            f"queries have shape {q.shape} but the database has dimension {db.shape[1]}; embed "
+            "queries and database with the same backbone"
+        )
+    return q, db
+
+
 def float_distance_chunks(
-    queries: np.ndarray, database: np.ndarray, *, metric: Metric = "euclidean", chunk: int = 1024
+    queries: np.ndarray | Tensor,
+    database: np.ndarray,
+    *,
+    metric: Metric = "euclidean",
+    chunk: int = 1024,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield ``(query slice, distances [chunk, N])`` for float vectors (squared Euclidean or cosine).
 
     Identical database rows get identical distances: they are computed once per distinct row and
     gathered (a matrix product rounds its tail columns differently, so two copies of one row could
-    differ in the last bit and the database order decided between tied items)."""
-    db_np = np.ascontiguousarray(database, dtype=np.float32)
+    differ in the last bit and the database order decided between tied items). Cosine normalises
+    in float64 by the true norm (:func:`retrieval.search.unit_rows`: a zero vector stays zero)."""
+    if metric not in ("euclidean", "cosine"):
+        raise RetrievalError(f"metric={metric!r}: use 'euclidean' or 'cosine'")
+    q_np, db_np = float_pair(queries, database)
     check_finite(db_np, "database")
+    check_finite(q_np, "query")
     rows = db_np.view(np.dtype((np.void, db_np.dtype.itemsize * db_np.shape[1]))).ravel()
     _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
     gather = None if len(first) == len(db_np) else inverse.reshape(-1)
-    db = torch.as_tensor(db_np if gather is None else db_np[first])
-    q_all = torch.as_tensor(queries, dtype=torch.float32)
-    check_finite(q_all.numpy(), "query")
+    db_np = db_np if gather is None else db_np[first]
     if metric == "cosine":
-        db = torch.nn.functional.normalize(db, dim=1)
-        q_all = torch.nn.functional.normalize(q_all, dim=1)
-    elif metric != "euclidean":
-        raise ValueError(f"metric={metric!r}: use 'euclidean' or 'cosine'")
+        db_np, q_np = _normalise(db_np), _normalise(q_np)
+    db, q_all = torch.from_numpy(db_np), torch.from_numpy(q_np)
     db_sq = (db * db).sum(dim=1)
     for start in range(0, q_all.shape[0], chunk):
         sl = slice(start, min(start + chunk, q_all.shape[0]))
@@ -143,13 +174,8 @@ def knn_predict(
     ``db_labels``: int ``[N]`` (single-label) or 0/1 ``[N, C]`` (multi-label). Returns int class ids
     ``[Q]`` for single-label, bool ``[Q, C]`` for multi-label.
     """
-    multilabel = db_labels.ndim == 2
-    if multilabel:
-        onehot = db_labels.astype(np.float32)
-    else:
-        n_classes = int(db_labels.max()) + 1
-        onehot = np.zeros((len(db_labels), n_classes), dtype=np.float32)
-        onehot[np.arange(len(db_labels)), db_labels] = 1.0
+    onehot = _onehot(db_labels, None)
+    multilabel = np.ndim(db_labels) == 2
     out = {
         k: np.zeros((n_queries, onehot.shape[1]), dtype=bool)
         if multilabel
@@ -180,7 +206,12 @@ def votes_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> np.ndarr
     return tally_from_counts(by_label, tot, k).votes(k)
 
 
-def _onehot(db_labels: np.ndarray) -> np.ndarray:
+def _onehot(db_labels: np.ndarray | None, n_db: int | None) -> np.ndarray:
+    """float32 ``[N, C]`` one-hot (class ids) or multi-hot labels, after
+    :func:`retrieval.search._check_labels` (non-negative int ids, multi-hot 0/1 only)."""
+    if n_db is None:  # the labels' own length: only their kind and values are checked
+        n_db = len(db_labels) if db_labels is not None and np.ndim(db_labels) > 0 else 0
+    db_labels = _check_labels(db_labels, n_db, "database")
     if db_labels.ndim == 2:
         return db_labels.astype(np.float32)
     onehot = np.zeros((len(db_labels), int(db_labels.max()) + 1), dtype=np.float32)
@@ -213,13 +244,10 @@ def knn_float(
     index = index or FloatIndex(database, metric=metric)
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(queries), db_labels)
-    if len(db_labels) != index.ntotal:
-        raise RetrievalError(
-            f"{len(db_labels)} database labels for {index.ntotal} database vectors; pass one each"
-        )
-    onehot = _onehot(db_labels)
+    onehot = _onehot(db_labels, index.ntotal)
+    for k in ks:  # every k: a k <= 0 read a column from the end, or broke the broadcast
+        check_k(k, index.ntotal)
     k_max = max(ks)
-    check_k(k_max, index.ntotal)
     fetch = min(index.ntotal, k_max + max(k_max, 16))
     multilabel = db_labels.ndim == 2
     queries = np.asarray(queries)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from retrieval.codes import pack_bits
 from retrieval.errors import RetrievalError
+from retrieval.search import unit_rows
 
 
 def _as_codes(codes: np.ndarray | Tensor, what: str) -> np.ndarray:
@@ -115,8 +116,7 @@ def multi_table_knn(
         if qx.shape[0] != q.shape[1] or dx.shape[0] != d.shape[1]:
             raise RetrievalError("queries / database rows must match the query / database codes")
         if rerank == "cosine":
-            qx = qx / np.maximum(np.linalg.norm(qx, axis=1, keepdims=True), 1e-12)
-            dx = dx / np.maximum(np.linalg.norm(dx, axis=1, keepdims=True), 1e-12)
+            qx, dx = unit_rows(qx), unit_rows(dx)  # the true norm, however small; 0 stays 0
     else:
         raise RetrievalError(f"rerank={rerank!r}: use 'hamming', 'euclidean' or 'cosine'")
     n_q = q.shape[1]

@@ -87,7 +87,10 @@ def hypergeom_pmf(
 ) -> np.ndarray:
     """``P(X = x)`` for ``X ~ Hypergeometric(total, good, draws)`` (broadcast int arrays), 0 off the
     support: ``C(good, x) C(total - good, draws - x) / C(total, draws)`` from one table of
-    ``log k!``. Same values as ``scipy.stats.hypergeom.pmf`` (within 1e-12, tested), without its
+    ``log k!``. Same values as ``scipy.stats.hypergeom.pmf`` up to an absolute difference that
+    grows with ``total`` (the ``log k!`` being differenced grow like ``total log total``): measured
+    near the mode against scipy 1.17, at most 4.5e-13 for total < 300, 2.4e-12 below 2,000,
+    2.8e-11 below 20,000 and 1.8e-10 below 200,000 (tested: 1e-12 and 5e-10), without its
     per-element call: the PathMNIST-sized pass of ``bench/bench_retrieval_cpu.py pathmnist`` went
     from 5.2 to 1.7 CPU s on uniform codes (bench/RESULTS-retrieval.md section 2)."""
     x, total, good, draws = (np.asarray(v, dtype=np.int64) for v in (x, total, good, draws))
@@ -109,8 +112,20 @@ def hypergeom_pmf(
     return np.where(ok, np.exp(log_p), 0.0)
 
 
+#: ``[queries, M + 1]`` entries of the straddling-group block that :func:`ap_at` holds at once.
+#: Its hypergeometric terms take ~80 bytes of temporaries per entry: peak memory grew by 0.08 GB
+#: at this cap for one 4096-query block at mAP@20000 of 200,000 items (3.6 GB in one piece before;
+#: 2^22: 0.33 GB, 2^24: 1.1 GB, and no faster: 3.8 s here, 4.4 s and 10.4 s there)
+AP_AT_ELEMS = 1 << 20
+
+
 def ap_at(tot: np.ndarray, rel: np.ndarray, cutoff: int, harm: np.ndarray) -> np.ndarray:
-    """Expected AP@``cutoff`` per query ``[b]`` (normalised by the relevant items in the top M)."""
+    """Expected AP@``cutoff`` per query ``[b]`` (normalised by the relevant items in the top M).
+
+    The straddling group's terms (one per possible relevant count ``x <= M``) are summed in row
+    sub-blocks of at most :data:`AP_AT_ELEMS` entries; every sub-block uses the whole block's
+    ``x`` grid, so each row's sum, and the result, are bit-identical whatever the sub-block size.
+    """
     a, end, r_before = _layout(tot, rel)
     rows = np.arange(len(tot))
     full = end <= cutoff
@@ -123,12 +138,18 @@ def ap_at(tot: np.ndarray, rel: np.ndarray, cutoff: int, harm: np.ndarray) -> np
     r_s = np.where(has, rel[rows, s], 0)
     a_s = np.where(has, a[rows, s], 0)
     m = np.where(has, cutoff - a_s, 0)
-    x = np.arange(int(np.minimum(r_s, m).max()) + 1)[None, :]
-    pmf = hypergeom_pmf(x, g_s[:, None], r_s[:, None], m[:, None])
-    c = group_precision_sum(a_s[:, None], m[:, None], x, r_full[:, None], harm)
-    denom = r_full[:, None] + x
-    val = np.where(denom > 0, (s_full[:, None] + c) / np.maximum(denom, 1), 0.0)
-    return np.clip((np.nan_to_num(pmf) * val).sum(axis=1), 0.0, 1.0)  # rounding of H differences
+    width = int(np.minimum(r_s, m).max(initial=0)) + 1
+    x = np.arange(width)[None, :]
+    step = max(1, AP_AT_ELEMS // width)
+    out = np.empty(len(tot), dtype=np.float64)
+    for start in range(0, len(tot), step):
+        sl = slice(start, min(start + step, len(tot)))
+        pmf = hypergeom_pmf(x, g_s[sl, None], r_s[sl, None], m[sl, None])
+        c = group_precision_sum(a_s[sl, None], m[sl, None], x, r_full[sl, None], harm)
+        denom = r_full[sl, None] + x
+        val = np.where(denom > 0, (s_full[sl, None] + c) / np.maximum(denom, 1), 0.0)
+        out[sl] = (np.nan_to_num(pmf) * val).sum(axis=1)
+    return np.clip(out, 0.0, 1.0)  # rounding of H differences
 
 
 def expected_relevant_at(tot: np.ndarray, rel: np.ndarray, n: int) -> np.ndarray:
@@ -150,7 +171,15 @@ def precision_within(
 
 
 def rank_cutoffs(n_db: int, points: int = 40) -> np.ndarray:
-    """Log-spaced rank cut-offs ``1 .. n_db`` for PR curves (``n_db`` always included)."""
+    """Log-spaced rank cut-offs ``1 .. n_db`` for PR curves (1 and ``n_db`` always included, so
+    ``points >= 2``; fewer distinct values when ``n_db < points``)."""
+    if n_db < 1:
+        raise RetrievalError(f"n_db={n_db}: the database is empty; pass at least one database item")
+    if points < 2:
+        raise RetrievalError(
+            f"pr_points={points} must be >= 2: the PR curve runs from rank 1 to the whole "
+            f"database ({n_db})"
+        )
     return np.unique(np.round(np.geomspace(1, n_db, points)).astype(np.int64))
 
 
@@ -163,6 +192,31 @@ class RankingSpec:
     radius: int | None = 2  # precision within this Hamming radius (codes only)
     pr_points: int = 40
 
+    def __post_init__(self) -> None:
+        """Refuse cut-offs below 1 or listed twice (a repeated cut-off was summed twice:
+        map_at_10 = 2.0), a negative radius and fewer than 2 PR points."""
+        for name in ("map_at", "precision_at"):
+            seen: dict[int, int] = {}
+            for i, k in enumerate(getattr(self, name)):
+                if not k >= 1:
+                    raise RetrievalError(f"{name}[{i}]: cut-off {k} must be >= 1")
+                if k in seen:
+                    raise RetrievalError(
+                        f"{name}[{i}]: {k} is listed twice (entry {seen[k]} too); list each "
+                        f"cut-off once (retrieval.{name})"
+                    )
+                seen[k] = i
+        if self.radius is not None and not self.radius >= 0:
+            raise RetrievalError(
+                f"radius={self.radius} must be >= 0 (a Hamming distance), or None for no "
+                "radius metric (retrieval.radius)"
+            )
+        if not self.pr_points >= 2:
+            raise RetrievalError(
+                f"pr_points={self.pr_points} must be >= 2: the PR curve runs from rank 1 to the "
+                "whole database"
+            )
+
 
 @dataclass
 class RankingAccumulator:
@@ -173,9 +227,10 @@ class RankingAccumulator:
     hamming: bool = True
 
     def __post_init__(self) -> None:
-        for k in (*self.spec.precision_at, *self.spec.map_at):
-            if not k >= 1:
-                raise RetrievalError(f"cut-off {k} must be >= 1")
+        if self.n_db < 1:  # cut-offs >= 1, no repeats, radius and pr_points: RankingSpec
+            raise RetrievalError(
+                f"the database is empty (n_db={self.n_db}); pass at least one database item"
+            )
         for k in self.spec.precision_at:
             if k > self.n_db:
                 raise RetrievalError(
@@ -321,13 +376,22 @@ def float_ranking(
     chunk: int = 256,
 ) -> RankingReport:
     """Tie-aware ranking metrics of exact float search (equal float distances tied)."""
-    from retrieval.knn import float_distance_chunks
-    from retrieval.search import _check_labels
+    from retrieval.knn import float_distance_chunks, float_pair
+    from retrieval.search import _check_label_kinds, _check_labels
 
+    # the checks of FloatIndex.prepare and HammingIndex.counts, before any distance is computed
+    if metric not in ("euclidean", "cosine"):
+        raise RetrievalError(f"metric={metric!r}: use 'euclidean' or 'cosine'")
+    queries, database = float_pair(queries, database)  # also copies negative-stride views
+    if len(database) == 0:
+        raise RetrievalError(
+            f"the float database is empty (shape {database.shape}); pass at least one vector"
+        )
     if len(queries) == 0:
         raise RetrievalError("the query set is empty; pass at least one query")
     q_labels = _check_labels(q_labels, len(queries), "query")
     db_labels = _check_labels(db_labels, len(database), "database")
+    _check_label_kinds(q_labels, db_labels)
     chunks = float_distance_chunks(queries, database, metric=metric, chunk=chunk)  # type: ignore[arg-type]
     blocks = (groups_from_sorted(d, _relevance(q_labels[sl], db_labels)) for sl, d in chunks)
     return ranking_from_counts(blocks, len(database), spec=spec, hamming=False)

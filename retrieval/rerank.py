@@ -23,7 +23,7 @@ from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
 from retrieval.metrics import multilabel_relevance_rows
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
-from retrieval.search import HammingIndex, check_finite, check_k
+from retrieval.search import HammingIndex, _normalise, check_finite, check_k
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ class Reranked:
     ids: np.ndarray
     dist: np.ndarray
     hamming: np.ndarray
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def rerank(
@@ -61,6 +56,12 @@ def rerank(
             f"{len(q_packed)} query codes / {index.ntotal} database codes; pass the embeddings the "
             "codes were made from, in the same order"
         )
+    q_dim, db_dim = np.shape(queries)[1:], np.shape(database)[1:]
+    if len(q_dim) != 1 or q_dim != db_dim:
+        raise RetrievalError(
+            f"float queries {np.shape(queries)} and float database {np.shape(database)} must be "
+            "[Q, D] and [N, D] with the same D; embed both with the same backbone"
+        )
     check_k(shortlist, index.ntotal)
     if k is not None and shortlist < k:
         raise RetrievalError(
@@ -70,14 +71,18 @@ def rerank(
     ham, ids = index.search(q_packed, shortlist)
     queries = np.asarray(queries, dtype=np.float32)
     check_finite(queries, "query")
-    qn = _unit(queries)
+    qn = _normalise(queries)  # float64 norms, divided by the true norm (search.unit_rows)
     database = np.asarray(database)
     dist = np.empty(ids.shape, dtype=np.float32)
     for start in range(0, len(ids), block):
         sl = slice(start, min(start + block, len(ids)))
         rows = np.asarray(database[ids[sl]], dtype=np.float32)  # only the shortlisted rows
         check_finite(rows, "shortlisted database", row_ids=ids[sl])
-        rows /= np.maximum(np.linalg.norm(rows, axis=2, keepdims=True), 1e-12)
+        # unit rows as search.unit_rows: the norm in float64 (a float32 norm of a tiny row
+        # underflows), every nonzero row divided by its true norm, a zero row kept at zero; the
+        # in-place division runs in float64 per buffer, without a float64 copy of the block
+        norm = np.sqrt(np.einsum("brd,brd->br", rows, rows, dtype=np.float64))[..., None]
+        np.divide(rows, np.where(norm > 0, norm, 1.0), out=rows, casting="same_kind")
         dist[sl] = 1.0 - np.einsum("bd,brd->br", qn[sl], rows)
     order = np.argsort(dist, axis=1, kind="stable")
     take = np.take_along_axis
@@ -94,9 +99,18 @@ def rerank_knn(result: Reranked, db_labels: np.ndarray, ks: Sequence[int]) -> di
     queries whose gathered labels stay within :data:`VOTE_BLOCK` entries."""
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(result.ids), db_labels)
-    onehot = _onehot(db_labels)
+    onehot = _onehot(db_labels, None)
     n, shortlist = result.ids.shape
+    if result.ids.size and int(result.ids.max()) >= len(onehot):
+        raise RetrievalError(
+            f"the shortlist holds database id {int(result.ids.max())} but only {len(onehot)} "
+            "database labels were given; pass the labels of the database that was searched"
+        )
     for k in ks:
+        if k < 1:
+            raise RetrievalError(
+                f"k={k} must be >= 1; set knn.k / knn.k_sweep to values of 1 or more"
+            )
         if k > shortlist:
             raise RetrievalError(
                 f"k={k} exceeds the shortlist R={shortlist}; raise retrieval.shortlist"

@@ -217,13 +217,7 @@ class HammingIndex:
         labels = _check_labels(db_labels, self.ntotal, "database")
         if q_labels is not None:
             q_labels = _check_labels(q_labels, len(q_packed), "query")
-            if q_labels.ndim != labels.ndim or (
-                labels.ndim == 2 and q_labels.shape[1] != labels.shape[1]
-            ):
-                raise RetrievalError(
-                    f"query labels {q_labels.shape} and database labels {labels.shape} differ in "
-                    "kind; give both as class ids [N] or both as multi-hot [N, C]"
-                )
+            _check_label_kinds(q_labels, labels)
         if labels.ndim == 1 and self.engine == "scan":
             yield from self._scan_counts(q_packed, labels, q_labels, block=block)
             return
@@ -304,6 +298,9 @@ def _same_class(by_label: np.ndarray, q_labels: np.ndarray) -> np.ndarray:
 
 
 def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """``labels`` as an array after refusing what every vote and metric would misread: int class
+    ids ``[N]`` must be non-negative (a negative id indexed the last class), multi-hot ``[N, C]``
+    labels must hold only 0 and 1 (a -1 or a 2 weighed votes differently on each path)."""
     if labels is None:
         raise RetrievalError(f"{what} labels are missing; pass one label per {what} item")
     arr = np.asarray(labels)
@@ -312,9 +309,38 @@ def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray:
             f"{what} labels have shape {arr.shape} but there are {n} {what} items; pass int class "
             "ids [N] or multi-hot labels [N, C] in the same order as the codes"
         )
-    if arr.ndim == 1 and (not np.issubdtype(arr.dtype, np.integer) or (n and arr.min() < 0)):
-        raise RetrievalError(f"{what} labels must be non-negative int class ids, got {arr.dtype}")
+    if arr.ndim == 1 and not np.issubdtype(arr.dtype, np.integer):
+        raise RetrievalError(
+            f"{what} labels must be non-negative int class ids, got {arr.dtype}; pass class ids "
+            "0 .. C-1 as an int array (or multi-hot labels [N, C])"
+        )
+    if arr.ndim == 1 and n and arr.min() < 0:
+        row = int(np.argmax(arr < 0))
+        raise RetrievalError(
+            f"{what} labels must be non-negative int class ids, got {arr[row]} (row {row}); "
+            "map the classes to 0 .. C-1"
+        )
+    if arr.ndim == 2 and arr.dtype != np.bool_:
+        bad = (arr != 0) & (arr != 1)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise RetrievalError(
+                f"{what} multi-hot labels must hold only 0 and 1, got {arr[row, col]} (row {row}, "
+                f"column {col}); binarise them first (e.g. map an 'uncertain' -1 to 0 or 1)"
+            )
     return arr
+
+
+def _check_label_kinds(q_labels: np.ndarray, db_labels: np.ndarray) -> None:
+    """Refuse query and database labels of different kinds (class ids vs multi-hot, or multi-hot
+    with different label counts): relevance between them is undefined."""
+    if q_labels.ndim != db_labels.ndim or (
+        db_labels.ndim == 2 and q_labels.shape[1] != db_labels.shape[1]
+    ):
+        raise RetrievalError(
+            f"query labels {q_labels.shape} and database labels {db_labels.shape} differ in "
+            "kind; give both as class ids [N] or both as multi-hot [N, C]"
+        )
 
 
 def _row_counts(sorted_or_not: np.ndarray, n_values: int) -> np.ndarray:
@@ -387,6 +413,16 @@ class FloatIndex:
         return dist, ids
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm, in float64 (a float32 vector's norm neither
+    underflows nor overflows there). Every nonzero row is divided by its true norm, however small
+    (a floor such as ``max(norm, 1e-12)`` left a row of norm 1e-20 at length 1e-8, and every
+    cosine with it became 1); an all-zero row stays zero: its cosine distance is 1 to everything."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x64, axis=-1, keepdims=True)
+    return x64 / np.where(norm > 0, norm, 1.0)
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # no float32 overflow
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    """:func:`unit_rows` as float32."""
+    return unit_rows(x).astype(np.float32)

@@ -149,6 +149,9 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
         ("retrieval.metrics", ["mapp"], r"^retrieval.metrics\[0\]: unknown metric 'mapp'"),
         ("retrieval.map_at", [0], r"^retrieval.map_at\[0\]: 0 must be >= 1$"),
         ("retrieval.hnsw_m", 0, r"^retrieval.hnsw_m: 0 must be >= 1$"),
+        # a repeated cut-off was scored twice into one metric (map_at_10 = 2.0)
+        ("retrieval.map_at", [10, 1000, 10], r"^retrieval.map_at\[2\]: 10 is listed twice"),
+        ("retrieval.precision_at", [5, 5], r"^retrieval.precision_at\[1\]: 5 is listed twice"),
         # a matrix axis naming a value twice made two DVC stages (eps8, eps8.0) and two report
         # rows of one ε; a stale file of the other spelling was then picked silently
         (

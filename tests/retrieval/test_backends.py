@@ -198,3 +198,50 @@ def test_milvus_results_it_does_not_fill_are_misses(tmp_path) -> None:
     finally:
         index.close()
     assert (ids[:, 3:] == -1).all() and (dist[:, 3:] == 13).all() and (ids[:, :3] >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["ivf", "faiss_ivf"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # nlist=0 became the default (4 sqrt(N) = 56 lists), -3 a SWIG TypeError
+        ({"nlist": 0}, r"^nlist=0 must be >= 1 \(retrieval.ivf_nlist"),
+        ({"nlist": -3}, r"^nlist=-3 must be >= 1"),
+        # train_size=-1 trained on N - 1 codes; 5 codes for 10 lists was a raw faiss RuntimeError
+        ({"nlist": 10, "train_size": -1}, r"^train_size=-1 must be positive"),
+        ({"nlist": 10, "train_size": 5}, r"^train_size=5 is smaller than nlist=10"),
+        ({"train_size": 0}, r"^train_size=0 must be positive"),
+    ],
+)
+def test_ivf_list_and_training_sizes_are_checked(name: str, options: dict, message: str) -> None:
+    db, q, brute = _codes(200, 3, 16)
+    with pytest.raises(RetrievalError, match=message):
+        build_index(name, db, 16, **options)
+    index = build_index(name, db, 16, nlist=10, train_size=10, nprobe=10)  # one code per list
+    dist, _ = index.search(q, 5)
+    assert np.array_equal(dist, np.sort(brute, axis=1)[:, :5])  # every list probed: exact
+
+
+def test_milvus_k_beyond_its_limit_is_refused_before_milvus_is_called() -> None:
+    """Milvus returns at most 16384 results per query: k = 16385 was a MilvusException from the
+    server. The check runs before any call (a stand-in client records the calls)."""
+    from retrieval.backends import MilvusIndex
+
+    calls: list[int] = []
+
+    class Client:
+        def search(self, collection, *, data, limit, **kwargs):
+            calls.append(limit)
+            return [[] for _ in data]
+
+    index = MilvusIndex.__new__(MilvusIndex)  # no server: only the search-side checks run
+    index.n_bits, index._n, index.client = 12, 20_000, Client()
+    index.collection, index.index_type, index.nprobe = "codes", "BIN_FLAT", 16
+    q = pack_bits(np.zeros((2, 12), dtype=bool))
+    with pytest.raises(
+        RetrievalError, match=r"^k=16385 exceeds Milvus' limit of 16384.*exact or faiss"
+    ):
+        index.search(q, 16385)
+    assert calls == []
+    dist, ids = index.search(q, 16384)  # the limit itself reaches Milvus (here: no hits = misses)
+    assert calls == [16384] and (ids == -1).all() and (dist == 13).all()

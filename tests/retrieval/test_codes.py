@@ -59,3 +59,12 @@ def test_pack_refuses_signs_reals_and_integers(values: np.ndarray) -> None:
     # np.packbits would pack every non-zero as 1: [1, -1, -1, 1] would become 1111, not 1001
     with pytest.raises(TypeError, match="bool codes"):
         pack_bits(values)
+
+
+def test_to_signs_takes_negative_stride_views() -> None:
+    """torch.from_numpy refuses negative strides: ``to_signs(u[::-1])`` was a ValueError."""
+    from retrieval.codes import to_signs
+
+    u = np.array([[0.5, -1.0], [2.0, 0.0]], dtype=np.float32)
+    assert to_signs(u[::-1]).tolist() == [[1.0, -1.0], [1.0, -1.0]]
+    assert to_signs(u[:, ::-1]).tolist() == [[-1.0, 1.0], [-1.0, 1.0]]

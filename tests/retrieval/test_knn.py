@@ -221,3 +221,93 @@ def test_identical_database_rows_get_identical_float_distances(metric: str) -> N
             q = rng.standard_normal((n_q, 64)).astype(np.float32)
             for _, d in float_distance_chunks(q, db, metric=metric, chunk=256):
                 assert (d[:, 0] == d[:, -1]).all() and (d[:, 0] == d[:, n_db // 2]).all()
+
+
+def _label_paths(labels: np.ndarray):
+    """Every KNN / ranking path over 3 float vectors (and their 2-bit sign codes) with ``labels``."""
+    from retrieval.ranking import float_ranking
+    from retrieval.rerank import rerank_knn
+
+    # rows 0 and 1 are the query's two nearest by Euclidean and cosine distance and by their codes
+    db = np.array([[1.0, 0.1], [1.0, -0.1], [-5.0, -5.0]], dtype=np.float32)
+    q = np.array([[1.0, 0.0]], dtype=np.float32)
+    cdb, cq = pack_bits(np.array([[0, 0], [0, 0], [1, 1]], bool)), pack_bits(np.zeros((1, 2), bool))
+    q_labels = np.zeros((1, 2), dtype=int) if labels.ndim == 2 else np.zeros(1, dtype=int)
+    spec = RankingSpec(map_at=(2,), precision_at=(2,))
+    return {
+        "knn_float": lambda: knn_float(q, db, labels, [2]),
+        "knn_predict": lambda: knn_predict(float_distance_chunks(q, db), labels, [2], n_queries=1),
+        "rerank_knn": lambda: rerank_knn(rerank(cq, cdb, 2, q, db, shortlist=3), labels, [2]),
+        "knn_hamming": lambda: knn_hamming(cq, cdb, 2, labels, [2]),
+        "float_ranking": lambda: float_ranking(q, db, q_labels, labels, spec=spec),
+    }
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        # a class id of -1 indexed the last class: knn_float / knn_predict / rerank_knn voted on it
+        (np.array([-1, -1, 0]), r"non-negative int class ids, got -1 \(row 0\)"),
+        # float ids: an IndexError deep in the one-hot step
+        (np.array([0.0, 1.0, 1.0]), r"non-negative int class ids, got float64"),
+        # multi-hot -1 (an "uncertain" finding) or 2: the Hamming and float paths disagreed
+        (np.array([[-1, 1], [-1, 0], [0, 1]]), r"only 0 and 1, got -1 \(row 0, column 0\)"),
+        (np.array([[1, 0], [0, 2], [0, 1]]), r"only 0 and 1, got 2 \(row 1, column 1\)"),
+        (np.array([[1.0, 0.0], [np.nan, 1.0], [0.0, 1.0]]), r"only 0 and 1, got nan \(row 1"),
+    ],
+)
+@pytest.mark.parametrize(
+    "path", ["knn_float", "knn_predict", "rerank_knn", "knn_hamming", "float_ranking"]
+)
+def test_bad_labels_are_refused_on_every_path(labels: np.ndarray, message: str, path: str) -> None:
+    kind = "multi-hot labels" if labels.ndim == 2 else "labels"
+    with pytest.raises(RetrievalError, match=f"^database {kind} must .*{message}"):
+        _label_paths(labels)[path]()
+
+
+def test_valid_labels_still_vote_on_every_path() -> None:
+    """Class ids and 0/1 multi-hot labels (int or bool) pass the check: the two nearest of the
+    query (rows 0 and 1) decide."""
+    for labels, expected in (
+        (np.array([1, 1, 0]), [1]),
+        (np.array([[1, 0], [1, 1], [0, 1]]), [[True, False]]),  # label 1: 1 vote of 2, not > 1/2
+        (np.array([[True, False], [True, True], [False, True]]), [[True, False]]),
+    ):
+        for name, run in _label_paths(labels).items():
+            if name != "float_ranking":
+                assert run()[2].tolist() == expected, name
+
+
+def test_every_k_is_checked_by_knn_float() -> None:
+    """Only max(ks) was checked: k=-1 predicted from the column counted from the end, k=0 was a
+    numpy broadcast error."""
+    g = np.random.default_rng(0)
+    db, q, labels = g.normal(size=(50, 8)), g.normal(size=(4, 8)), g.integers(0, 3, 50)
+    for ks in ([0, 3], [-1, 3], [3, 51]):
+        bad = min(ks) if min(ks) < 1 else max(ks)
+        with pytest.raises(RetrievalError, match=rf"^k={bad} must be between 1 and the database"):
+            knn_float(q, db, labels, ks)
+
+
+def test_negative_stride_views_give_the_results_of_their_copies() -> None:
+    """``q[::-1]`` (negative strides) crashed torch.as_tensor in float_distance_chunks, and
+    with it knn_predict and float_ranking."""
+    from retrieval.ranking import float_ranking
+
+    g = np.random.default_rng(0)
+    db, q = g.normal(size=(20, 4)).astype(np.float32), g.normal(size=(5, 4)).astype(np.float32)
+    y_db, y_q = g.integers(0, 2, 20), g.integers(0, 2, 5)
+    spec = RankingSpec(map_at=(5,), precision_at=(5,))
+    for view_q, view_db in ((q[::-1], db), (q[:, ::-1], db[:, ::-1]), (q, db[::-1])):
+        copy_q, copy_db = view_q.copy(), view_db.copy()
+        for metric in ("euclidean", "cosine"):
+            got = [d for _, d in float_distance_chunks(view_q, view_db, metric=metric)]
+            ref = [d for _, d in float_distance_chunks(copy_q, copy_db, metric=metric)]
+            assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+        chunks = float_distance_chunks(view_q, view_db)
+        assert np.array_equal(
+            knn_predict(chunks, y_db, [3], n_queries=5)[3],
+            knn_predict(float_distance_chunks(copy_q, copy_db), y_db, [3], n_queries=5)[3],
+        )
+        a = float_ranking(view_q, view_db, y_q, y_db, spec=spec).scalars
+        assert a == float_ranking(copy_q, copy_db, y_q, y_db, spec=spec).scalars

@@ -111,3 +111,18 @@ def test_votes_in_query_blocks_equal_the_whole_set(
         monkeypatch.setattr(rr, "VOTE_BLOCK", 40 * 3 * queries_per_block)
         blocked = rerank_knn(res, labels, [1, 5, 9])
         assert all(np.array_equal(blocked[k], whole[k]) for k in (1, 5, 9))
+
+
+def test_k_below_one_and_mismatched_embeddings_are_refused() -> None:
+    """rerank_knn checked only k > R: k=-2 voted on the column counted from the end, k=0 was a
+    numpy broadcast error; float queries of another dimension were a broadcast error too."""
+    _, db, q, cdb, cq, y_db, _ = _data()
+    res = rerank(cq, cdb, 6, q, db, shortlist=10)
+    for k in (0, -2):
+        with pytest.raises(RetrievalError, match=rf"^k={k} must be >= 1"):
+            rerank_knn(res, y_db, [k, 3])
+    assert rerank_knn(res, y_db, [1, 10])[10].shape == (15,)  # 1 and R itself are fine
+    with pytest.raises(
+        RetrievalError, match=r"float queries \(15, 7\) and float database \(120, 8\)"
+    ):
+        rerank(cq, cdb, 6, q[:, :7], db, shortlist=10)

@@ -132,3 +132,40 @@ def test_bad_input_is_one_retrieval_error() -> None:
         knn_hamming(db12[:2], db12, 12, None, [3])
     with pytest.raises(RetrievalError, match="k=21"):
         knn_float(g.normal(size=(2, 4)), g.normal(size=(20, 4)), labels, [21])
+
+
+def test_cosine_of_tiny_nonzero_vectors_equals_cosine_of_their_rescaled_copies() -> None:
+    """Every cosine path divided by max(norm, 1e-12): a vector of norm ~1e-20 kept a length of
+    ~1e-8 and every cosine distance became 1. Cosine does not depend on scale; an all-zero vector
+    still stays zero (distance 1 to everything)."""
+    from retrieval import lsh
+    from retrieval.rerank import rerank
+    from retrieval.search import FloatIndex
+
+    g = np.random.default_rng(0)
+    db, q = g.normal(size=(40, 8)).astype(np.float32), g.normal(size=(5, 8)).astype(np.float32)
+    tiny = np.float32(1e-20)
+    ref_d, _ = FloatIndex(db, metric="cosine").search(q, 5)
+    assert ref_d.max() < 0.9  # the nearest 5 of 40 are not orthogonal: the check is sharp
+    d, _ = FloatIndex(db * tiny, metric="cosine").search(q * tiny, 5)
+    np.testing.assert_allclose(d, ref_d, atol=1e-6)
+    [(_, ref)] = list(float_distance_chunks(q, db, metric="cosine"))
+    [(_, got)] = list(float_distance_chunks(q * tiny, db * tiny, metric="cosine"))
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    codes_db, codes_q = pack_bits(db > 0), pack_bits(q > 0)
+    ref_r = rerank(codes_q, codes_db, 8, q, db, shortlist=40)
+    got_r = rerank(codes_q, codes_db, 8, q * tiny, db * tiny, shortlist=40)
+    np.testing.assert_allclose(got_r.dist, ref_r.dist, atol=1e-6)
+    one_table = np.zeros((1, 40, 2), dtype=bool), np.zeros((1, 5, 2), dtype=bool)  # all candidates
+    ref_l = lsh.multi_table_knn(
+        one_table[1], one_table[0], 5, rerank="cosine", queries=q, database=db
+    )
+    got_l = lsh.multi_table_knn(
+        one_table[1], one_table[0], 5, rerank="cosine", queries=q * tiny, database=db * tiny
+    )
+    np.testing.assert_allclose(got_l.distances, ref_l.distances, atol=1e-6)
+    # a zero vector: inner product 0 with every unit query, cosine distance exactly 1
+    zero = np.zeros((1, 8), dtype=np.float32)
+    assert FloatIndex(zero, metric="cosine").search(q, 1)[0].tolist() == [[1.0]] * 5
+    [(_, dz)] = list(float_distance_chunks(q, zero, metric="cosine"))
+    assert dz.tolist() == [[1.0]] * 5
