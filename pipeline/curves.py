@@ -92,13 +92,20 @@ def curve_png(path: Path, rows: list[dict[str, Any]], key: str, baseline: Any, t
         if not pts:
             continue
         x, y = [r["bits"] for r in pts], [r[key] for r in pts]
+        (line,) = ax.plot(x, y, marker="o", label=method)
         low, high = (f"{key}_low", f"{key}_high")
-        if all(r.get(low) is not None and r.get(high) is not None for r in pts):
-            err = [[v - r[low] for v, r in zip(y, pts, strict=True)]]
-            err += [[r[high] - v for v, r in zip(y, pts, strict=True)]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
-        else:
-            ax.plot(x, y, marker="o", label=method)
+        # bars on every point that has an interval (a point without one no longer took the
+        # bars off its whole line)
+        bars = [r for r in pts if r.get(low) is not None and r.get(high) is not None]
+        if bars:
+            ax.errorbar(
+                [r["bits"] for r in bars],
+                [r[key] for r in bars],
+                yerr=[[r[key] - r[low] for r in bars], [r[high] - r[key] for r in bars]],
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=3,
+            )
     if baseline is not None:
         ax.axhline(float(baseline), color="k", linestyle="--", label="float")
     ax.set(xlabel="bits", ylabel=key, title=title)

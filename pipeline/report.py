@@ -425,6 +425,26 @@ def markdown(
             )
         cells.append(_fmt(r["membership"]))
         lines.append("| " + " | ".join(cells) + " |")
+    silent = []  # measured, but no share: the float control did not beat the code-blind baseline
+    for n in attacks:
+        if n in present:
+            continue
+        seen = [
+            f"{g}: float {_fmt(flt[f'{column(n, g)}_float'])} vs baseline "
+            f"{_fmt(flt[f'{column(n, g)}_baseline'])}"
+            for g in n.groups
+            if not math.isnan(flt[f"{column(n, g)}_float"])
+            and not math.isnan(flt[f"{column(n, g)}_baseline"])
+        ]
+        if seen:
+            silent.append(f"{n.attack} ({'; '.join(seen)})")
+    if silent:
+        lines += [
+            "",
+            "**Not shown** (measured, no leakage share defined: the attack on the float "
+            "embeddings did no better than its code-blind baseline, so 0 and 1 of the share "
+            f"coincide): {', '.join(silent)}. Raw numbers of every release: `tradeoff.csv`.",
+        ]
     if flagged:
         lines += [
             "",

@@ -105,3 +105,39 @@ def test_a_head_evaluated_on_other_embeddings_is_refused(tmp_path: Path, caplog)
         caplog.text
     )
     assert not (tmp_path / "c.csv").exists() and not (tmp_path / "png").exists()
+
+
+def test_error_bars_on_every_point_that_has_an_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """csq-12 carries no interval, csq-24 and csq-48 do: bars at 24 and 48 bits (one point
+    without an interval took the bars off the whole line); dpsh has them everywhere."""
+    from matplotlib.axes import Axes
+
+    drawn: list[tuple[str, list, list, list]] = []
+    real = Axes.errorbar
+
+    def record(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("fmt"), list(x), list(y), [list(e) for e in kwargs["yerr"]]))
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", record)
+    pts = {"csq-12": (0.6, None), "csq-24": (0.62, (0.5, 0.7)), "csq-48": (0.65, (0.55, 0.8))}
+    pts |= {f"dpsh-{b}": (0.7, (0.6, 0.75)) for b in (12, 24, 48)}
+    ev, flt = _study(tmp_path, {stem: 0.8 * ret for stem, (ret, _) in pts.items()})
+    for stem, (ret, interval) in pts.items():
+        rec = json.loads((ev / f"{stem}.json").read_text())
+        rec["retention_balanced_accuracy"] = ret
+        if interval is not None:
+            rec["retention_balanced_accuracy_low"], rec["retention_balanced_accuracy_high"] = (
+                interval
+            )
+        (ev / f"{stem}.json").write_text(json.dumps(rec))
+    sets = ("train.methods=[csq,dpsh]", "train.bits=[12,24,48]")
+    assert curves.main(_argv(tmp_path, ev, flt, *sets)) == 0
+    # only the retention plot has intervals: one errorbar call per method, its points only
+    rounded = [(f, x, y, [[round(v, 6) for v in e] for e in err]) for f, x, y, err in drawn]
+    assert rounded == [
+        ("none", [24, 48], [0.62, 0.65], [[0.12, 0.1], [0.08, 0.15]]),
+        ("none", [12, 24, 48], [0.7, 0.7, 0.7], [[0.1, 0.1, 0.1], [0.05, 0.05, 0.05]]),
+    ]

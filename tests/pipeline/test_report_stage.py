@@ -347,3 +347,32 @@ def test_an_attack_measured_only_on_the_train_victims_keeps_its_column(tmp_path:
     md = (tmp_path / "reports/syn/report.md").read_text()
     assert "| release | method | bits | ε | bal. acc | retention | mAP@all | linkage |" in md
     assert "| hash codes | dpsh | 12 |  | 0.600 | 1.000 (0.91–1.08) | 0.500 | 0.50 / – |" in md
+
+
+def test_an_attack_the_float_control_does_not_beat_is_named_not_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    """Linkage on the float embeddings at its baseline (0.01 = 0.01): no share is defined for any
+    row, so the column and front go; report.md says why instead of reading as "not measured"."""
+    make_tree(tmp_path)
+    m = tmp_path / "metrics"
+    for path in m.glob("attack*/syn/*.json"):
+        record = json.loads(path.read_text())
+        for g in GROUPS:
+            if f"linkage/{g}/top1_float" in record:
+                record[f"linkage/{g}/top1_float"] = 0.01
+        write_json(path, record)
+    float_file = m / "attack/syn/float.json"
+    write_json(
+        float_file,
+        {**json.loads(float_file.read_text()), **{f"linkage/{g}/top1": 0.01 for g in GROUPS}},
+    )
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    md = (tmp_path / "reports/syn/report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| release |"))
+    assert "linkage" not in header and "membership AUC" in header  # the column went, not the table
+    assert (
+        "**Not shown** (measured, no leakage share defined: the attack on the float embeddings did "
+        "no better than its code-blind baseline, so 0 and 1 of the share coincide): linkage "
+        "(train: float 0.010 vs baseline 0.010; test: float 0.010 vs baseline 0.010)."
+    ) in md
