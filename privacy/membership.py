@@ -34,8 +34,10 @@ Per-record score, ``score`` in the config:
 Per record, Gaussians are
 fitted to its IN and OUT shadow scores and the target head's score gets the log likelihood ratio
 ``Λ = log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)``. Following the paper's advice for few shadow
-models (and its reference code's fixed-variance option), the variances are global — the standard
-deviation of all IN (resp. OUT) scores — unless every record has at least 32 IN and 32 OUT scores.
+models, the variances are global — the standard deviation of all IN scores for the IN Gaussian and
+of all OUT scores for the OUT one — unless every record has at least 32 IN and 32 OUT scores. (The
+authors' reference code's fixed-variance option uses the IN scores' standard deviation for both;
+deviation (4) in privacy/THREAT_MODEL.md, not measured against it on our data.)
 
 Shadow heads are trained the way the target was: ``train_shadow(head, train, val, config)``
 defaults to :func:`hashers.trainer.fit`; for a DP-SGD target the attack stage passes DP-SGD at the
@@ -330,6 +332,17 @@ class MembershipInference(Attack):
             )
         if self.config.score == "code_margin":
             check_trained_classes(*groups)
+        k = getattr(self.fit_config, "k", None)
+        if isinstance(k, int):  # a shadow's KNN model selection votes over its training half
+            m = min(self.config.candidates, len(victims["train"]), len(victims["test"]))
+            half = (len(aux) + 2 * m) // 2
+            if half < k:
+                raise PrivacyError(
+                    f"membership: each shadow head trains on half of the {len(aux)} aux records "
+                    f"and {2 * m} candidates ({half} rows), fewer than the k={k} neighbours its "
+                    f"KNN model selection votes over; raise attack.aux_size (to at least "
+                    f"{2 * k - 2 * m}) or attack.mi_candidates"
+                )
 
     def _score(self, release: CodeRelease, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         assert self.aux is not None

@@ -246,3 +246,32 @@ def test_shadow_workers_restore_default_sigterm() -> None:
         signal.signal(signal.SIGTERM, previous)
     assert [int(o[1]) for o in out] == [0, 1, 2, 3] and all(bool(o[0]) for o in out)
     assert not multiprocessing.active_children()  # closed and joined: no worker left behind
+
+
+def test_shadow_halves_smaller_than_k_are_refused_before_any_shadow_trains() -> None:
+    """10 aux records (the attack's minimum) and 1 candidate pair: each shadow trains on
+    (10 + 2) // 2 = 6 rows, fewer than k = 7, and the trainer's "lower k" (which would change the
+    target's own setup) came from inside a shadow; the attack now names its own two knobs."""
+    recs = make_records(n=(40, 10, 40), dim=8)
+    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
+    trained: list[int] = []
+
+    def make_head(seed):
+        trained.append(seed)
+        return methods.build("lsh", spec, seed=0)
+
+    attack = MembershipInference(
+        CodeRelease.from_head(methods.build("lsh", spec, seed=0)),
+        MembershipConfig(shadow_heads=2, candidates=1),
+        make_head=make_head, fit_config=FitConfig(epochs=1, progress=False, k=7), n_classes=3,
+    )  # fmt: skip
+    with pytest.raises(
+        PrivacyError,
+        match=r"^membership: each shadow head trains on half of the 10 aux records and 2 "
+        r"candidates \(6 rows\), fewer than the k=7 .*raise attack.aux_size \(to at least 12\) "
+        r"or attack.mi_candidates$",
+    ):
+        attack.fit(recs["val"]).run(_victims(recs))
+    assert trained == []
+    attack.config = MembershipConfig(shadow_heads=2, candidates=2)  # (10 + 4) // 2 = 7 rows: runs
+    assert attack.run(_victims(recs))["n_members"] == 2
