@@ -664,7 +664,13 @@ def validate_embeddings(
                 "multi-hot labels"
             )
         if xs.shape[0] == 0:
-            raise ArtifactError(f"{where}: split {s!r} is empty")
+            fix = (
+                "add rows to val_x and val_y, or (in your own embeddings file) drop both to have "
+                "val carved from train by data.val_fraction"
+                if s == "val"
+                else f"add rows to {s}_x and {s}_y (every split needs at least one row)"
+            )
+            raise ArtifactError(f"{where}: split {s!r} is empty ({s}_x has 0 rows); {fix}")
         bad = ~np.isfinite(xs)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
@@ -819,6 +825,33 @@ def _check_declared_classes(
             )
 
 
+def sparse_class_ids(labels: Sequence[np.ndarray], *, declared: int | None) -> str | None:
+    """What is wrong with single-label class ids that leave most of ``0..max`` unused, or None.
+
+    hashaudit takes the largest class id + 1 as the number of classes (one KNN class, one
+    confusion row, one CSQ center per id), so ids like ``{1000, 2000, 3000}`` would make 3001
+    classes, and ids near ``1e10`` exhaust memory. The rule: with ``C = max id + 1`` and ``U`` the
+    ids of ``0..C-1`` that no row holds (all splits together), ids are refused when ``2 U > C``
+    (more than half of ``0..max`` unused) and ``C`` exceeds ``declared`` (the number of classes the
+    source declares, e.g. an embeddings file's ``n_classes`` or ``class_names`` metadata; None: no
+    declaration). One gap (a subset lacking one class) or 1-based ids stay accepted."""
+    present = np.unique(np.concatenate([np.asarray(y).reshape(-1) for y in labels]))
+    if present.size == 0:
+        return None
+    span = int(present[-1]) + 1
+    unused = span - int(present.size)
+    if (declared is not None and span <= declared) or 2 * unused <= span:
+        return None
+    shown = ", ".join(str(int(i)) for i in present[:8])
+    if present.size > 8:
+        shown += f", ... ({present.size} distinct ids)"
+    return (
+        f"class ids {{{shown}}} leave {unused} of the {span} ids 0..{span - 1} unused; hashaudit "
+        f"takes the largest id + 1 as the number of classes, so these labels would make {span} "
+        f"classes for {present.size} that occur"
+    )
+
+
 def load_embeddings(path: str | Path, *, dataset: str | None = None) -> EmbeddingsFile:
     """Read a complete embeddings file (all of train/val/test). ``dataset``: the stage's
     ``--dataset``, refused when the file's metadata names another data set (its outputs would be
@@ -837,6 +870,21 @@ def load_embeddings(path: str | Path, *, dataset: str | None = None) -> Embeddin
         else v
         for s, v in y.items()
     }
+    if all(v.ndim == 1 for v in as_ids.values()):  # a user file given straight to a stage
+        try:
+            n_names = len(json.loads(meta.get("class_names") or "[]"))
+        except (ValueError, TypeError):
+            n_names = 0  # unreadable names declare nothing
+        declared = max(
+            int(meta["n_classes"]) if str(meta.get("n_classes", "")).isdigit() else 0, n_names
+        )
+        problem = sparse_class_ids(list(as_ids.values()), declared=declared or None)
+        if problem is not None:
+            raise ArtifactError(
+                f"{path}: {problem}. Class ids must be 0..C-1: remap them over all splits "
+                "together (e.g. ids, y_all = np.unique(y_all, return_inverse=True)) and store the "
+                "original ids as class_names (a JSON list) in the file's metadata"
+            )
     emb = EmbeddingsFile(x=x, y=as_ids, meta=meta, where=str(path))
     recorded = meta.get("fingerprint")
     if recorded is not None and recorded != emb.fingerprint:

@@ -16,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from pipeline.artifacts import SPLITS, TASKS
+from pipeline.artifacts import SPLITS, TASKS, sparse_class_ids
 from pipeline.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -415,22 +418,35 @@ R = TypeVar("R", bound=Rows)
 
 
 def complete_splits(
-    name: str, splits: dict[str, R], *, data: DataConfig, seed: int, where: str = "the source"
+    name: str,
+    splits: dict[str, R],
+    *,
+    data: DataConfig,
+    seed: int,
+    where: str = "the source",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, R]:
-    """Carve missing test/val splits from train, apply ``data.limit``, refuse empty splits.
+    """Carve missing test/val splits from train, refuse empty splits and val/test classes that
+    train lacks (:func:`check_classes_in_train`), apply ``data.limit``.
 
     A missing test split is carved first: ``round(data.val_fraction * N)`` of the ``N`` train rows.
     A missing val split is carved next from what train holds then: ``round(data.val_fraction * M)``
     rows, where ``M`` is ``N`` minus the rows just carved for test (``N`` when test was given). Both
     are seeded and stratified (see :func:`carve`); e.g. 100 rows, fraction 0.1 and neither split
-    given: test 10, val round(0.1 * 90) = 9, train 81. ``data.limit`` then caps each split
-    (:func:`apply_limit`).
+    given: test 10, val round(0.1 * 90) = 9, train 81. The classes are checked on the full splits;
+    ``data.limit`` then caps each split (:func:`apply_limit`, which keeps every class, and warns
+    where a small limit leaves a multi-label label without a positive). ``class_names`` (id ->
+    name) lets the messages name classes.
     """
     splits = dict(splits)
     if "train" not in splits:
         raise DataError(
             f"dataset {name!r}: {where} has no train split ({sorted(splits)}); provide one"
         )
+    carved_splits: set[str] = set()
+    for s in SPLITS:
+        if s in splits and len(splits[s]) == 0:
+            raise DataError(f"dataset {name!r}: split {s!r} is empty; {_EMPTY_FIX[s]}")
     for missing in ("test", "val"):
         if missing not in splits:
             kept, carved = carve(splits["train"].labels, data.val_fraction, seed=seed, what=missing)
@@ -445,36 +461,104 @@ def complete_splits(
             )
             splits[missing] = splits["train"].subset(carved)
             splits["train"] = splits["train"].subset(kept)
+            carved_splits.add(missing)
+    check_classes_in_train(
+        {s: np.asarray(splits[s].labels) for s in SPLITS},
+        where=where,
+        class_names=class_names,
+        carved=carved_splits,
+    )
     keep = apply_limit({s: splits[s].labels for s in SPLITS}, data.limit, seed=seed)
-    splits = {
+    return {
         s: splits[s].subset(keep[s]) if len(keep[s]) < len(splits[s]) else splits[s] for s in SPLITS
     }
-    for s in SPLITS:
-        if len(splits[s]) == 0:
-            raise DataError(f"dataset {name!r}: split {s!r} is empty; check the source")
-    check_classes_in_train({s: np.asarray(splits[s].labels) for s in SPLITS}, where=where)
-    return splits
 
 
-def check_classes_in_train(labels: Mapping[str, np.ndarray], *, where: str) -> None:
-    """Refuse val/test classes that no training row holds (single-label sets): the KNN
-    database and the heads never see such a class, so its queries can only be missed, which
-    reads as a weak method rather than a split that cannot be learnt (a class's recall of 0 weighs
-    1/C of the balanced accuracy)."""
-    if labels["train"].ndim != 1:
-        return
-    seen = set(np.unique(labels["train"]).tolist())
+#: what to do about an empty split (a source's own split that holds no rows)
+_EMPTY_FIX = {
+    "train": "add rows to it: train is the KNN database and the heads' training set",
+    "val": "add rows to it, or remove it to have val carved from train (data.val_fraction)",
+    "test": "add rows to it, or remove it to have test carved from train (data.val_fraction)",
+}
+
+
+def _class_rows(c: int, rows: int, class_names: Sequence[str] | None, *, kind: str) -> str:
+    """``class 'name' (id c, n rows)`` for a named class (a non-ASCII name also spelt out with
+    escapes, so that e.g. Unicode NFC and NFD spellings, which print alike, can be told apart),
+    else ``class c (n rows)``; ``kind`` is the word for a class (``class``, ``label``)."""
+    count = f"{rows} row{'s' * (rows != 1)}"
+    if class_names is None or not 0 <= c < len(class_names):
+        return f"{kind} {c} ({count})"
+    name = str(class_names[c])
+    spelt = "" if name.isascii() else f" = {name!a}"
+    return f"{kind} {name!r}{spelt} (id {c}, {count})"
+
+
+def check_classes_in_train(
+    labels: Mapping[str, np.ndarray],
+    *,
+    where: str,
+    class_names: Sequence[str] | None = None,
+    carved: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Refuse val/test classes that no training row holds: a single-label class id, or a
+    multi-label column with positives in val/test but none in train. The KNN database and the heads
+    never see such a class, so its queries can only be missed, which reads as a weak method rather
+    than a split that cannot be learnt (a class's recall of 0 weighs 1/C of the balanced accuracy).
+    ``class_names`` (id -> name) names the classes; ``carved`` are the splits carved from train."""
+    multilabel = labels["train"].ndim == 2
+    kind = "label column" if multilabel else "class"
+    if multilabel:
+        seen = set(np.flatnonzero(labels["train"].astype(bool).any(axis=0)).tolist())
+    else:
+        seen = set(np.unique(labels["train"]).tolist())
     for split in ("val", "test"):
-        ids, counts = np.unique(labels[split], return_counts=True)
+        if multilabel:
+            positives = labels[split].astype(bool).sum(axis=0)
+            ids = np.flatnonzero(positives)
+            counts = positives[ids]
+        else:
+            ids, counts = np.unique(labels[split], return_counts=True)
         unseen = [(int(c), int(n)) for c, n in zip(ids, counts, strict=True) if int(c) not in seen]
-        if unseen:
-            listed = ", ".join(f"class {c} ({n} row{'s' * (n != 1)})" for c, n in unseen[:5])
-            more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+        if not unseen:
+            continue
+        listed = ", ".join(_class_rows(c, n, class_names, kind=kind) for c, n in unseen[:5])
+        more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+        train_names = ""
+        if class_names is not None and not multilabel:
+            shown = [repr(str(class_names[c])) for c in sorted(seen) if c < len(class_names)]
+            train_names = f" (train holds {', '.join(shown[:10])}{', ...' * (len(shown) > 10)})"
+        carved_note = (
+            f" ({split} was carved from train by data.val_fraction: give such a {kind} more "
+            f"train rows, or provide a {split} split)"
+            if split in carved
+            else ""
+        )
+        if multilabel:
             raise DataError(
-                f"{where}: {split}_y holds {listed}{more} that no train row holds; the KNN "
-                "database and the hashing heads never see such a class, so its queries can only "
-                f"be missed. Re-split so that train holds every class, or drop those {split} rows"
+                f"{where}: {split}_y has positives in {listed}{more} that no train row has; the "
+                "KNN database and the hashing heads never see such a label, so its queries can "
+                "only be missed. Re-split so that "
+                "train holds a positive of every label, or drop those label columns from every "
+                f"split{carved_note}"
             )
+        raise DataError(
+            f"{where}: {split}_y holds {listed}{more} that no train row holds{train_names}; the "
+            "KNN database and the hashing heads never see such a class, so its queries can only "
+            f"be missed. Re-split so that train holds every class, or drop those {split} rows"
+            f"{carved_note}"
+        )
+
+
+def check_class_ids(
+    labels: Sequence[np.ndarray], *, declared: int | None, where: str, fix: str
+) -> None:
+    """Refuse single-label class ids that leave most of ``0..max`` unused
+    (:func:`pipeline.artifacts.sparse_class_ids`: the rule and why); ``fix`` is the source's own
+    way to remap the ids."""
+    problem = sparse_class_ids(labels, declared=declared)
+    if problem is not None:
+        raise DataError(f"{where}: {problem}. Class ids must be 0..C-1: {fix}")
 
 
 def image_dataset(
@@ -488,7 +572,9 @@ def image_dataset(
     declared_task: str | None = None,
 ) -> ImageDataset:
     """The :class:`ImageDataset` of an image source: splits completed, task inferred, logged."""
-    splits = complete_splits(name, splits, data=data, seed=seed, where=f"dataset {name!r}")
+    splits = complete_splits(
+        name, splits, data=data, seed=seed, where=f"dataset {name!r}", class_names=class_names
+    )
     ds = ImageDataset(
         name=name,
         splits=splits,
@@ -506,3 +592,99 @@ def image_dataset(
         "/".join(str(len(ds.splits[s])) for s in SPLITS),
     )
     return ds
+
+
+# --------------------------------------------------------------------------------------------
+# files on disk (the imagefolder source and the source stamp)
+# --------------------------------------------------------------------------------------------
+
+
+def walk_files(root: Path, *, skip_hidden: bool = False) -> list[Path]:
+    """Every file below the folder ``root`` (as paths under ``root``), sorted.
+
+    Symbolic links to folders are followed (``Path.rglob`` does not follow them before Python
+    3.13, which silently dropped the images of a linked folder), and every real folder is read
+    once: a link to a folder already read (a second link to one folder) or to a folder that holds
+    the link (a link loop, e.g. ``ln -s .. up``, which would also pull in ``root``'s siblings) is
+    skipped with a warning, so a walk ends. The walk is top-down with names sorted, and the path
+    that reaches a folder first is the one kept. A file reached twice (through links, or hard
+    links) is listed once, under its first path in sorted order. A broken link (its target
+    missing, or a loop of links) is listed too, as the link: ``path.exists()`` is False for it;
+    the caller decides (the imagefolder source refuses one to an image, the source stamp records
+    it). ``skip_hidden`` leaves out files and folders whose name starts with ``.``. A folder that
+    cannot be listed is a :class:`DataError` naming it.
+    """
+
+    def refuse(err: OSError) -> None:
+        raise DataError(
+            f"cannot list folder {err.filename}: {err.strerror}; make it readable, or move it "
+            f"out of {root}"
+        ) from err
+
+    top = os.stat(root)
+    read: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): str(root)}
+    found: list[tuple[Path, tuple[int, int] | None]] = []
+    for folder, dirs, files in os.walk(root, onerror=refuse, followlinks=True):
+        dirs.sort()  # a deterministic walk: the first path reaching a folder is the one kept
+        here = os.path.realpath(folder)
+        keep = []
+        for d in dirs:
+            if skip_hidden and d.startswith("."):
+                continue
+            path = os.path.join(folder, d)
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+            real = os.path.realpath(path)
+            if key in read or here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                log.warning(
+                    "%s leads to %s, a folder already read or one that holds the link; skipped "
+                    "(a link loop, or a second link to one folder)",
+                    path,
+                    read.get(key, real),
+                )
+                continue
+            read[key] = path
+            keep.append(d)
+        dirs[:] = keep
+        for name in files:
+            if skip_hidden and name.startswith("."):
+                continue
+            path = Path(folder, name)
+            try:
+                st = path.stat()
+            except OSError:  # a broken link (or a file gone meanwhile): the link is listed
+                if path.is_symlink():
+                    found.append((path, None))
+                continue
+            if stat.S_ISREG(st.st_mode):  # not a socket, fifo, device
+                found.append((path, (st.st_dev, st.st_ino)))
+    out: list[Path] = []
+    files_seen: set[tuple[int, int]] = set()
+    twice = 0
+    for path, key in sorted(found):
+        if key is not None and key in files_seen:
+            twice += 1
+            continue
+        out.append(path)
+        if key is not None:
+            files_seen.add(key)
+    if twice:
+        log.warning(
+            "%s: %d file(s) reached a second time through links (or hard links) are listed "
+            "once, under their first path",
+            root,
+            twice,
+        )
+    return out
+
+
+def broken_link_error(path: Path, what: str) -> DataError:
+    """The error for a broken symbolic link ``path`` where ``what`` (e.g. an image) was expected."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return DataError(
+        f"{path} is a broken symbolic link to {target!r}, which does not exist (or is a loop of "
+        f"links); it should be {what}: fix the link, or remove it"
+    )

@@ -14,7 +14,10 @@ What is digested (each source module's optional ``inputs`` hook names the paths)
 * a folder (``kind: imagefolder``, a local Hugging Face folder): SHA-256 of its listing, one line
   per file with its relative path, size and modification time (content hashing of a large image
   folder on every repro would cost minutes; a file rewritten with the same size and time stamp
-  is not seen);
+  is not seen). The listing is the imagefolder source's own walk
+  (:func:`pipeline.data.walk_files`): symbolic links to folders are followed, so a linked class
+  folder's images are digested, and a broken link is recorded with its target (extract refuses
+  one to an image);
 * nothing for MedMNIST (the official file is fixed by its MD5, checked by extract on every use) and
   for a Hugging Face hub id (pinned by `id` and `revision` in params; its local cache is not
   digested).
@@ -27,35 +30,44 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from pipeline import sources
 from pipeline.artifacts import check_writable, file_sha256, write_json
 from pipeline.common import base_parser, load, run_main
+from pipeline.data import walk_files
 
 log = logging.getLogger(__name__)
 
 
 def digest_path(path: Path) -> dict[str, Any]:
     """``{"path", "type": file | folder | missing, ...}``: a file's content hash and size, or a
-    folder's listing hash (relative path, size, mtime_ns of every file, sorted), file count and
-    total size."""
+    folder's listing hash (relative path, size, mtime_ns of every file, sorted; symbolic links to
+    folders followed), file count and total size, and ``broken_links`` (only when there are any:
+    each one is listed with its target)."""
     out: dict[str, Any] = {"path": str(path)}
     if path.is_file():
         return {**out, "type": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
     if path.is_dir():
         h = hashlib.sha256()
-        files = total = 0
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        files = total = broken = 0
+        for f in walk_files(path):
+            rel = f.relative_to(path).as_posix()
+            if not f.exists():  # a broken link: its target, so that fixing it changes the digest
+                h.update(f"{rel}\0broken link\0{os.readlink(f)}\n".encode())
+                broken += 1
+                continue
             st = f.stat()
-            h.update(f"{f.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             files, total = files + 1, total + st.st_size
         return {
             **out,
             "type": "folder",
             "files": files,
             "bytes": total,
+            **({"broken_links": broken} if broken else {}),
             "listing_sha256": h.hexdigest(),
         }
     return {**out, "type": "missing"}
@@ -88,6 +100,14 @@ def _main(argv: list[str] | None) -> None:
         if item["type"] == "missing":
             log.warning(
                 "%s: %s does not exist (extract will say what to do)", args.dataset, item["path"]
+            )
+        if item.get("broken_links"):
+            log.warning(
+                "%s: %s holds %d broken symbolic link(s) (recorded; extract refuses one to an "
+                "image, naming it)",
+                args.dataset,
+                item["path"],
+                item["broken_links"],
             )
     write_json(args.out, stamp)
     missing = sum(item["type"] == "missing" for item in stamp["inputs"])

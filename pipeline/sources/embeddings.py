@@ -6,6 +6,12 @@ neither). ``*_y`` are class ids ``[N]`` (or a MedMNIST-style ``[N, 1]`` column) 
 matrix ``[N, C]``. The file is validated (shapes, finiteness, label layout), ``data.limit`` is applied
 as for image sources, and its metadata is kept and completed (``backbone`` defaults to
 ``user-supplied``); the extract stage rewrites it in the standard layout.
+
+The number of classes is the largest class id + 1, or the ``n_classes`` (or length of
+``class_names``) the metadata declares when that is larger; ids that leave more than half of
+``0..max`` unused beyond what the metadata declares (e.g. ``{1000, 2000, 3000}``) are refused
+(:func:`~pipeline.data.check_class_ids`): remap them to ``0..C-1`` and keep the original ids as
+``class_names``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ from pipeline.artifacts import (
     validate_embeddings,
 )
 from pipeline.config import DataConfig, SourceConfig, check
-from pipeline.data import class_names_from_meta, complete_splits, infer_task, normalize_labels
+from pipeline.data import (
+    check_class_ids,
+    class_names_from_meta,
+    complete_splits,
+    infer_task,
+    normalize_labels,
+)
 
 YIELDS = "embeddings"
 USER_SUPPLIED = "user-supplied"
@@ -106,6 +118,15 @@ def _check_recorded_fingerprint(
         )
 
 
+def _declared_names(meta: dict[str, str]) -> list[str] | None:
+    """The ``class_names`` JSON list of the metadata (id -> name), or None (missing, malformed)."""
+    try:
+        names = json.loads(meta.get("class_names", "null"))
+    except json.JSONDecodeError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
 def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
     """The user's embeddings file (digested by the ``source`` stage)."""
     return [Path(str(source.path)).expanduser()]
@@ -137,8 +158,26 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
         s: normalize_labels(v, multilabel=multilabel, n_classes=None, where=f"{where} [{s}_y]")
         for s, v in y.items()
     }
+    names = _declared_names(meta)
+    declared = meta.get("n_classes", "")
+    declared_n = int(declared) if declared.isdigit() else None
+    if not multilabel:
+        check_class_ids(
+            list(y.values()),
+            declared=max(declared_n or 0, len(names or ())) or None,
+            where=f"{where} [train_y, val_y, test_y]",
+            fix="remap them over all splits together (e.g. ids, y_all = "
+            "np.unique(y_all, return_inverse=True)) and store the original ids as class_names "
+            "(a JSON list) in the file's metadata; or, if the unused ids are real classes, "
+            "declare them with n_classes (or class_names) in the metadata",
+        )
     rows = complete_splits(
-        name, {s: _Rows(x=x[s], labels=y[s]) for s in x}, data=data, seed=seed, where=where
+        name,
+        {s: _Rows(x=x[s], labels=y[s]) for s in x},
+        data=data,
+        seed=seed,
+        where=where,
+        class_names=names,
     )
     x = {s: rows[s].x for s in SPLITS}
     y = {s: rows[s].labels for s in SPLITS}
@@ -146,9 +185,8 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
         n_classes = int(y["train"].shape[1])
     else:
         n_classes = max(int(v.max()) for v in y.values()) + 1
-        declared = meta.get("n_classes", "")
-        if declared.isdigit():  # a file may declare classes that its splits do not all hold
-            n_classes = max(n_classes, int(declared))
+        if declared_n is not None:  # a file may declare classes that its splits do not all hold
+            n_classes = max(n_classes, declared_n)
     out = {k: str(v) for k, v in meta.items() if k != "format"}
     out.update(
         {

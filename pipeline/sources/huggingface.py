@@ -8,6 +8,7 @@ Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its sp
 from __future__ import annotations
 
 import io
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import DataConfig, SourceConfig, check
-from pipeline.data import DataError, ImageDataset, ImageSplit, image_dataset, normalize_labels
+from pipeline.data import (
+    DataError,
+    ImageDataset,
+    ImageSplit,
+    check_class_ids,
+    image_dataset,
+    normalize_labels,
+)
 
 YIELDS = "images"
 
@@ -75,7 +83,8 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
     with a transparent colour) are composited onto white first, as the Hugging Face image
     processors do (``convert_to_rgb``): the colour hidden under alpha 0 never reaches the model.
     Other modes are converted: ``1`` and ``LA`` to ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...)
-    to ``RGB``.
+    to ``RGB``. An image beyond Pillow's decompression-bomb limit (more than twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels) is a :class:`DataError` naming it and its size.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -93,10 +102,28 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             return np.asarray(img, dtype=np.uint8).copy()
+    except Image.DecompressionBombError as err:  # not an OSError: Pillow's guard, not corruption
+        raise _too_large(label, err) from err
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise DataError(
             f"cannot read image {label}: {err}; replace or remove the corrupt file"
         ) from err
+
+
+def _too_large(label: str, err: Exception) -> DataError:
+    """The error for an image that Pillow refuses as a possible decompression bomb."""
+    from PIL import Image
+
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    limit = Image.MAX_IMAGE_PIXELS
+    cap = f"{2 * limit:,} pixels, twice PIL.Image.MAX_IMAGE_PIXELS" if limit else "its limit"
+    return DataError(
+        f"cannot read image {label}: {size}, above Pillow's decompression-bomb limit of {cap} "
+        "(a guard against files that expand to gigabytes); downscale it (the backbone sees every "
+        "image at its input size, a few hundred pixels a side, anyway), e.g. to at most 4096 "
+        "pixels a side, or remove it"
+    )
 
 
 def _on_white(img: Any) -> Any:
@@ -155,8 +182,9 @@ def _label_column(ds: Any, label_column: str, *, where: str) -> np.ndarray:
 def _label_names(
     dsd: Mapping[str, Any], label_column: str, *, where: str
 ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Class names from the label column's ClassLabel feature (else ``0..C-1``), and the int64
-    labels of every split (read once, rows without a label refused)."""
+    """Class names from the label column's ClassLabel feature (else ``0..C-1``, integer ids that
+    leave most of ``0..max`` unused refused by :func:`~pipeline.data.check_class_ids`), and the
+    int64 labels of every split (read once, rows without a label refused)."""
     from datasets import ClassLabel, Value
 
     feature = next(iter(dsd.values())).features.get(label_column)
@@ -170,6 +198,15 @@ def _label_names(
     labels = {s: _label_column(d, label_column, where=f"{where} [{s}]") for s, d in dsd.items()}
     if isinstance(feature, ClassLabel):
         return list(feature.names), labels
+    if all(int(y.min(initial=0)) >= 0 for y in labels.values()):  # else refused next, by split
+        check_class_ids(
+            list(labels.values()),
+            declared=None,
+            where=f"{where}: label column {label_column!r}",
+            fix=f"cast the column to a ClassLabel of the ids present (dsd = "
+            f"dsd.class_encode_column({label_column!r}), which keeps the ids as class names) "
+            "and save it again (save_to_disk), or remap the ids to 0..C-1",
+        )
     top = max(int(y.max(initial=-1)) for y in labels.values())
     return [str(i) for i in range(top + 1)], labels
 

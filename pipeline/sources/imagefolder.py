@@ -8,15 +8,26 @@ class of an image is the first folder below its split root, whatever lies deeper
 with an image extension; other files (``metadata.csv``, ``.DS_Store``) are ignored. ``datasets``'
 own imagefolder builder guessed splits from words in any folder or file name (``train 3.png``)
 and took the folder just above each image as its class, which silently dropped or merged images.
+
+Symbolic links to folders are followed (each real folder read once, see
+:func:`pipeline.data.walk_files`); a broken link to an image, a class folder or a split folder is
+refused. Class names are the folder names in Unicode NFC, so ``dög`` written precomposed (NFC,
+as Linux tools write it) and decomposed (NFD, as macOS wrote it) is one class. A class folder
+without a single image file is left out with a warning naming the extensions it holds.
 """
 
 from __future__ import annotations
 
+import logging
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 from pipeline.config import DataConfig, SourceConfig, check
-from pipeline.data import DataError, ImageDataset
+from pipeline.data import DataError, ImageDataset, broken_link_error, walk_files
 from pipeline.sources.huggingface import from_dataset_dict
+
+log = logging.getLogger(__name__)
 
 YIELDS = "images"
 
@@ -53,19 +64,43 @@ SPLIT_FOLDERS = {
 }
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _suffixes(counts: Counter[str]) -> str:
+    """``.dcm (12), .jfif (3)``: the extensions seen, commonest first."""
+    return ", ".join(f"{suffix} ({n})" for suffix, n in counts.most_common())
+
+
+_ACCEPTED = ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def _images(folder: Path) -> tuple[list[Path], Counter[str]]:
+    """The image files below one class folder (hidden files and folders left out; a broken link
+    to an image refused), and the extensions of its other files with their counts."""
+    images: list[Path] = []
+    others: Counter[str] = Counter()
+    for p in walk_files(folder, skip_hidden=True):
+        suffix = p.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            others[suffix or "(no extension)"] += 1
+        elif not p.exists():
+            raise broken_link_error(p, "an image")
+        else:
+            images.append(p)
+    return images, others
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of ``folder`` not hidden, sorted; a broken symbolic link among them is refused
+    (it would hide a whole split or class folder)."""
+    out = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for p in out:
+        if p.is_symlink() and not p.exists():
+            raise broken_link_error(p, "a split folder, a class folder or an image")
+    return out
 
 
 def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
     """``{split: {class: [image paths]}}`` of an image folder (see the module docstring)."""
-    tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    tops = [p for p in _entries(root) if p.is_dir()]
     split_dirs = [p for p in tops if p.name.lower() in SPLIT_FOLDERS]
     if not split_dirs:
         split_roots = {"train": root}
@@ -89,17 +124,60 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
             raise DataError(f"image folder {root}: no train/ folder beside {sorted(split_roots)}")
     out: dict[str, dict[str, list[Path]]] = {}
     for split, folder in split_roots.items():
-        loose = [
-            p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        entries = _entries(folder)
+        loose = [p.name for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if loose:
             raise DataError(
                 f"image folder {folder}: images not in class sub-folders (e.g. {loose[0]}); {_LAYOUT}"
             )
-        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        out[split] = {c.name: found for c in classes if (found := _images(c))}
-        if not out[split]:
-            raise DataError(f"image folder {folder}: no images in class sub-folders; {_LAYOUT}")
+        by_class: dict[str, list[Path]] = {}
+        spelt: dict[str, str] = {}
+        seen: Counter[str] = Counter()
+        for c in (p for p in entries if p.is_dir()):
+            images, others = _images(c)
+            seen.update(others)
+            if not images:
+                log.warning(
+                    "image folder %s: class folder %r holds no image file, so the class is left "
+                    "out (%s); images are files ending in %s (any case)%s",
+                    folder,
+                    c.name,
+                    f"its files: {_suffixes(others)}" if others else "it holds no files",
+                    _ACCEPTED,
+                    ": convert the files (e.g. to PNG) to keep the class" if others else "",
+                )
+                continue
+            if others:
+                log.warning(
+                    "image folder %s: class folder %r: %d file(s) that are not images are "
+                    "ignored (%s); images are files ending in %s",
+                    folder,
+                    c.name,
+                    sum(others.values()),
+                    _suffixes(others),
+                    _ACCEPTED,
+                )
+            name = unicodedata.normalize("NFC", c.name)
+            if name in by_class:
+                log.warning(
+                    "image folder %s: class folders %s and %s differ only in their Unicode "
+                    "normalisation (NFC/NFD); read as one class %r",
+                    folder,
+                    ascii(spelt[name]),
+                    ascii(c.name),
+                    name,
+                )
+                by_class[name] = sorted(by_class[name] + images)
+            else:
+                by_class[name], spelt[name] = images, c.name
+        if not by_class:
+            found = f"the files found end in {_suffixes(seen)}" if seen else "no files found"
+            fix = "convert the files to one of these formats" if seen else "add images"
+            raise DataError(
+                f"image folder {folder}: no images in class sub-folders ({found}); images are "
+                f"files ending in {_ACCEPTED} (any case): {fix}; {_LAYOUT}"
+            )
+        out[split] = {c: by_class[c] for c in sorted(by_class)}
     return out
 
 

@@ -235,3 +235,80 @@ def test_a_bfloat16_embeddings_file_is_read_as_exact_float32(tmp_path: Path) -> 
     assert got.tolist() == x.float().tolist()
     assert got[1, 0] == np.float32(0.10009765625)
     assert ys["train"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_an_empty_split_names_the_fix(tmp_path: Path, split: str) -> None:
+    """'split 'val' is empty' said nothing of what to do."""
+    arrays = {f"{s}_x": np.ones((10, 4), dtype=np.float32) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_y": np.arange(10) % 2 for s in ("train", "val", "test")})
+    arrays[f"{split}_x"], arrays[f"{split}_y"] = np.ones((0, 4), np.float32), np.zeros(0, int)
+    np.savez(tmp_path / "e.npz", **arrays)
+    fix = (
+        "add rows to val_x and val_y, or (in your own embeddings file) drop both to have val "
+        "carved from train by data.val_fraction"
+        if split == "val"
+        else f"add rows to {split}_x and {split}_y (every split needs at least one row)"
+    )
+    with pytest.raises(ArtifactError) as err:
+        load_embeddings(tmp_path / "e.npz")
+    assert str(err.value).endswith(f"split {split!r} is empty ({split}_x has 0 rows); {fix}")
+
+
+def test_a_confusion_plot_of_many_classes_has_no_per_cell_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid 1000-class file left knn drawing 10^6 count labels on a 602-inch figure for
+    minutes: above 50 classes the plot is the heat map alone, at a capped size."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.plots import confusion_png
+
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), close(fig)))
+    for n in (3, 51):
+        matrix = np.arange(n * n).reshape(n, n)
+        confusion_png(tmp_path / f"c{n}.png", matrix, [f"c{i}" for i in range(n)], title="t")
+        assert (tmp_path / f"c{n}.png").stat().st_size > 0
+    texts = [len(fig.axes[0].texts) for fig in figures]
+    assert texts == [9, 0]  # one count per cell up to 50 classes, none above
+    ticks = [[t.get_text() for t in fig.axes[0].get_xticklabels()] for fig in figures]
+    assert ticks[0] == ["c0", "c1", "c2"] and "c50" not in ticks[1]
+    sizes = [fig.get_size_inches().tolist() for fig in figures]
+    assert sizes == [[4.0, 4.0], [32.0, 32.0]]  # max(4, 0.6 * min(n, 50) + 2)
+    for n in (4, 5):  # the bound itself still has its labels
+        confusion_png(
+            tmp_path / "b.png", np.eye(n, dtype=int), list("abcde")[:n], title="t", max_labelled=4
+        )
+    assert [len(fig.axes[0].texts) for fig in figures[2:]] == [16, 0]
+
+
+def test_a_user_file_given_straight_to_a_stage_with_sparse_class_ids_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``knn --embeddings mine.npz`` skips the embeddings source (which refuses such ids): ids
+    {1000, 2000, 3000} made 3001 classes there too (a 3001 x 3001 confusion plot that hung knn).
+    Declared classes (n_classes metadata) or one gap stay accepted."""
+    from pipeline import knn
+    from pipeline.artifacts import load_embeddings, sparse_class_ids
+
+    g = np.random.default_rng(0)
+    arrays = {}
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_x"] = g.normal(size=(30, 4)).astype(np.float32)
+        arrays[f"{s}_y"] = (np.arange(30) % 3 + 1) * 1000
+    np.savez(tmp_path / "mine.npz", **arrays)
+    with pytest.raises(ArtifactError, match=r"mine.npz: class ids \{1000, 2000, 3000\} leave 2998 "
+                       r"of the 3001 ids 0..3000 unused; .* store the original ids as class_names"):  # fmt: skip
+        load_embeddings(tmp_path / "mine.npz")
+    argv = ["--dataset", "mine", "--embeddings", str(tmp_path / "mine.npz")]
+    argv += ["--metrics", str(tmp_path / "m.json"), "--sweep", str(tmp_path / "s.csv")]
+    argv += ["--confusion", str(tmp_path / "c.png"), "--set", "tracking.enabled=false"]
+    assert knn.main(argv) == 2
+    assert "class ids {1000, 2000, 3000}" in caplog.text and not (tmp_path / "m.json").exists()
+    # hand cases of the rule: one gap or 1-based ids pass, a declaration covers the span
+    assert sparse_class_ids([np.array([0, 2])], declared=None) is None
+    assert sparse_class_ids([np.array([1, 2, 3])], declared=None) is None
+    assert sparse_class_ids([np.array([0, 4])], declared=None) is not None  # 3 of 5 unused
+    assert sparse_class_ids([np.array([0, 4])], declared=5) is None

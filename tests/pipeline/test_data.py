@@ -187,3 +187,122 @@ def test_carving_never_takes_a_class_out_of_train() -> None:
     # where carving must take more rows than the classes can spare, it still carves them
     kept, carved = carve(np.arange(4), 0.5, seed=0)
     assert len(carved) == 2 and len(kept) == 2
+
+
+def test_class_ids_that_leave_most_of_0_to_max_unused_are_refused() -> None:
+    """C = max id + 1 is the number of classes; ids are refused when more than half of 0..C-1
+    is unused (2 U > C) and C exceeds what the source declares."""
+    from pipeline.data import check_class_ids
+
+    def check(ids: list[int], declared: int | None = None) -> None:
+        check_class_ids([np.array(ids)], declared=declared, where="f.npz", fix="remap them")
+
+    check([0, 2])  # C = 3, U = 1: a subset lacking one class in the middle
+    check([1, 2, 3])  # 1-based ids: C = 4, U = 1
+    check([0, 3])  # C = 4, U = 2: exactly half unused, not more
+    with pytest.raises(
+        DataError,
+        match=r"^f\.npz: class ids \{0, 4\} leave 3 of the 5 ids 0\.\.4 unused; .*would make 5 "
+        r"classes for 2 that occur\. Class ids must be 0\.\.C-1: remap them$",
+    ):
+        check([0, 4])  # C = 5, U = 3
+    check([0, 4], declared=5)  # the source declares 5 classes: kept
+    with pytest.raises(DataError, match=r"class ids \{1000, 2000, 3000\} leave 2998 of the 3001"):
+        check([1000, 2000, 3000, 1000], declared=3)
+    with pytest.raises(DataError, match=r"\{0, 1, 2, 3, 4, 5, 6, 7, \.\.\. \(10 distinct ids\)\}"):
+        check([*range(9), 10**10])
+    # split by split: ids are judged over all splits together
+    check_class_ids([np.array([0, 1]), np.array([2, 3])], declared=None, where="f", fix="remap")
+
+
+def test_check_classes_in_train_names_classes_and_multilabel_columns() -> None:
+    """A val/test class that train lacks is named by its class name (NFC and NFD spellings told
+    apart by escapes); a multi-label column with positives in test but none in train is refused
+    too (it was returned early: every multi-label file passed)."""
+    from pipeline.data import check_classes_in_train
+
+    y = {"train": np.array([0, 0, 1]), "val": np.array([0, 1]), "test": np.array([2, 2, 0])}
+    with pytest.raises(
+        DataError,
+        match=r"^ds: test_y holds class 'do\u0308g' = 'do\\u0308g' \(id 2, 2 rows\) that no "
+        r"train row holds \(train holds 'cat', 'd\xf6g'\);",
+    ):
+        check_classes_in_train(y, where="ds", class_names=["cat", "d\u00f6g", "do\u0308g"])
+    with pytest.raises(DataError, match=r"^ds: test_y holds class 2 \(2 rows\) that no train"):
+        check_classes_in_train(y, where="ds")
+    multi = {
+        "train": np.array([[1, 0, 0], [0, 1, 0]], np.uint8),
+        "val": np.array([[1, 1, 0]], np.uint8),
+        "test": np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1]], np.uint8),
+    }
+    with pytest.raises(DataError) as err:
+        check_classes_in_train(multi, where="m.npz", class_names=["a", "b", "Hernia"])
+    msg = str(err.value)
+    assert msg.startswith("m.npz: test_y has positives in label column 'Hernia' (id 2, 3 rows)")
+    assert "that no train row has" in msg
+    assert "Re-split so that train holds a positive of every label" in msg
+    with pytest.raises(
+        DataError, match=r"val_y has positives in label column 2 \(1 row\) .* was carved"
+    ):
+        check_classes_in_train(
+            {**multi, "val": multi["test"][:1], "test": multi["val"]}, where="m", carved={"val"}
+        )
+    multi["train"][1, 2] = 1  # one train positive is enough
+    check_classes_in_train(multi, where="m.npz")
+
+
+@pytest.mark.parametrize(
+    ("split", "fix"),
+    [
+        ("train", "add rows to it: train is the KNN database"),
+        (
+            "val",
+            r"add rows to it, or remove it to have val carved from train \(data.val_fraction\)",
+        ),
+        ("test", r"add rows to it, or remove it to have test carved from train"),
+    ],
+    ids=["train", "val", "test"],
+)
+def test_an_empty_split_is_refused_with_the_fix(split: str, fix: str) -> None:
+    labels = np.arange(20) % 2
+    rows = ImageSplit(labels=labels, images=np.zeros((20, 1, 1), np.uint8))
+    splits = {"train": rows, "val": rows.subset([0, 1]), "test": rows.subset([2, 3])}
+    splits[split] = rows.subset([])
+    data = DataConfig(datasets=("d",), sources={"d": _medmnist_entry()})
+    with pytest.raises(DataError, match=rf"^dataset 'd': split '{split}' is empty; {fix}"):
+        complete_splits("d", splits, data=data, seed=0)
+
+
+def test_walk_files_follows_linked_folders_once_and_lists_broken_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rglob (Python 3.11) did not enter a symlinked folder, so its files were silently left
+    out; the walk follows links, reads each real folder once (a loop ends) and keeps broken
+    links in the list for the caller to judge."""
+    from pipeline.data import walk_files
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "p1").mkdir(parents=True)
+    (elsewhere / "p1" / "a.png").write_bytes(b"a")
+    root = tmp_path / "root"
+    (root / "cls").mkdir(parents=True)
+    (root / "cls" / "b.png").write_bytes(b"b")
+    (root / "cls" / "linked").symlink_to(elsewhere)  # a linked folder
+    (root / "cls" / "loop").symlink_to(root)  # a link loop back to the top
+    (root / "cls" / ".hidden").mkdir()
+    (root / "cls" / ".hidden" / "c.png").write_bytes(b"c")
+    (root / "cls" / "gone.png").symlink_to(tmp_path / "missing.png")  # a broken link
+    (root / "cls" / "z.png").symlink_to(root / "cls" / "b.png")  # one file twice: listed once
+    (root / "cls" / "zz").symlink_to(elsewhere / "p1")  # one folder twice: read once
+    found = walk_files(root)
+    assert found == [
+        root / "cls" / ".hidden" / "c.png",
+        root / "cls" / "b.png",
+        root / "cls" / "gone.png",
+        root / "cls" / "zz" / "a.png",  # reached at depth 2, before linked/p1 at depth 3
+    ]
+    assert [p.exists() for p in found] == [True, True, False, True]
+    assert "cls/loop leads to" in caplog.text and "a folder already read" in caplog.text
+    assert "cls/linked/p1 leads to" in caplog.text
+    assert "1 file(s) reached a second time" in caplog.text  # z.png, a link to b.png
+    assert walk_files(root, skip_hidden=True) == found[1:]

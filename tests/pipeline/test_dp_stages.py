@@ -236,8 +236,9 @@ def test_seeded_dp_heads_on_other_embeddings_of_one_dataset_get_other_streams(
     [
         ("dpsh", "8", [], "couples records"),
         ("dsh", "8", ["methods.dsh.memory_bank=true"], "memory_bank=true"),
-        ("csq", "0", [], "must be > 0"),
-        ("csq", "-1", [], "must be > 0"),
+        ("csq", "0", [], "must be finite and > 0"),
+        ("csq", "-1", [], "must be finite and > 0"),
+        ("csq", "inf", [], "--epsilon inf: the non-private head is the train stage"),
         ("csq", "8", ["dp.delta=1.5"], "dp.delta"),
         ("csq", "8", ["dp.delta=0"], "dp.delta"),
         ("csq", "8", ["dp.max_grad_norm=0"], "dp.max_grad_norm"),

@@ -121,3 +121,25 @@ def test_dvc_reruns_extract_exactly_when_the_users_file_changes(
         repo.reproduce("source@feats", single_item=True)
         changed = {name.rsplit(":", 1)[-1] for name in repo.status()}
     assert ("extract@feats" in changed) == (change == "rewrite"), changed
+
+
+def test_a_symlinked_class_folder_is_digested_and_broken_links_recorded(tmp_path: Path) -> None:
+    """rglob (Python 3.11) did not enter a symlinked class folder: its images were not in the
+    digest, so changing them did not re-run extract (stale embeddings)."""
+    store = tmp_path / "store" / "malignant"
+    store.mkdir(parents=True)
+    (store / "1.png").write_bytes(b"x" * 10)
+    root = tmp_path / "imgs"
+    (root / "benign").mkdir(parents=True)
+    (root / "benign" / "1.png").write_bytes(b"y" * 5)
+    (root / "malignant").symlink_to(store)
+    (root / "benign" / "up").symlink_to(root)  # a link loop: read once
+    first = source_stamp.digest_path(root)
+    assert first["files"] == 2 and first["bytes"] == 15 and "broken_links" not in first
+    (store / "1.png").write_bytes(b"x" * 11)  # an image behind the link changes
+    second = source_stamp.digest_path(root)
+    assert second["bytes"] == 16 and second["listing_sha256"] != first["listing_sha256"]
+    (root / "benign" / "2.png").symlink_to(tmp_path / "gone.png")
+    broken = source_stamp.digest_path(root)
+    assert broken["files"] == 2 and broken["broken_links"] == 1
+    assert broken["listing_sha256"] != second["listing_sha256"]

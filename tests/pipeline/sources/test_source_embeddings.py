@@ -6,6 +6,7 @@ The extract stage on such files (exit codes, atomic output) is covered in tests/
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,67 @@ def test_a_hashaudit_file_edited_after_it_was_written_is_refused(tmp_path: Path)
     del tensors["val_x"], tensors["val_y"]  # without val, the recorded digest covers no content
     save_file(tensors, str(tmp_path / "noval.safetensors"), metadata=written)
     assert len(load(config(tmp_path / "noval.safetensors")).y["test"]) == 30
+
+
+@pytest.mark.parametrize(
+    ("ids", "shown"),
+    [
+        ([1000, 2000, 3000], r"\{1000, 2000, 3000\} leave 2998 of the 3001 ids 0\.\.3000"),
+        ([0, 1, 20_000_000], r"\{0, 1, 20000000\} leave 19999998 of the 20000001 ids"),
+        ([10**10, 10**10 + 1, 10**10 + 2], r"\{10000000000, 10000000001, 10000000002\} leave"),
+    ],
+    ids=["thousands", "2e7", "1e10"],
+)
+def test_sparse_class_ids_are_refused_with_the_remap(
+    tmp_path: Path, ids: list[int], shown: str
+) -> None:
+    """Ids {1000, 2000, 3000} made 3001 classes (a 3001-row confusion plot, 3001 CSQ centers);
+    {0, 1, 2e7} and ~1e10 ended in a SafetensorError or MemoryError traceback."""
+    arrays = write_npz(tmp_path / "e.npz", val=True)
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_y"] = np.asarray(ids, dtype=np.int64)[np.arange(30) % 3]
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(DataError) as err:
+        load(config(tmp_path / "e.npz"))
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'e.npz'} [train_y, val_y, test_y]: class ids ")
+    assert re.search(shown, msg), msg
+    assert "np.unique(y_all, return_inverse=True)" in msg and "class_names" in msg
+
+
+def test_ids_with_a_gap_or_declared_classes_still_load(tmp_path: Path) -> None:
+    """A subset lacking one class in the middle ({0, 2}) loads as 3 classes; sparse ids load
+    when the metadata declares the classes (n_classes or class_names)."""
+    arrays = write_npz(tmp_path / "e.npz", val=True)
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_y"] = np.array([0, 2])[np.arange(30) % 2]
+    np.savez(tmp_path / "gap.npz", **arrays)
+    assert load(config(tmp_path / "gap.npz")).n_classes == 3
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_y"] = np.array([0, 9])[np.arange(30) % 2]
+    np.savez(tmp_path / "n.npz", **arrays, meta=np.array(json.dumps({"n_classes": 10})))
+    assert load(config(tmp_path / "n.npz")).n_classes == 10
+    names = json.dumps([f"c{i}" for i in range(10)])
+    np.savez(tmp_path / "names.npz", **arrays, meta=np.array(json.dumps({"class_names": names})))
+    emb = load(config(tmp_path / "names.npz"))
+    assert emb.n_classes == 10 and json.loads(emb.meta["class_names"])[9] == "c9"
+
+
+def test_a_multilabel_label_without_train_positives_is_refused(tmp_path: Path) -> None:
+    """Column 2 has no positive in train but 3 in test: it was accepted (the check returned
+    early for multi-hot labels), although no head or database row ever sees that label."""
+    arrays = write_npz(tmp_path / "e.npz", val=True, multi=True)
+    arrays["train_y"][:, 2] = 0
+    arrays["val_y"][:, 2] = 0
+    arrays["test_y"][:, 2] = 0
+    arrays["test_y"][[1, 4, 9], 2] = 1
+    meta = json.dumps({"class_names": ["effusion", "mass", "hernia"]})
+    np.savez(tmp_path / "e.npz", **arrays, meta=np.array(meta))
+    with pytest.raises(DataError) as err:
+        load(config(tmp_path / "e.npz"))
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{tmp_path / 'e.npz'}: test_y has positives in label column 'hernia' (id 2, 3 rows) "
+        "that no train row has"
+    )
+    assert "Re-split so that train holds a positive of every label" in msg

@@ -212,3 +212,57 @@ def test_transparent_pixels_are_composited_onto_white(tmp_path: Path, mode: str)
     background = arr[0, 0]
     assert np.all(background == 255), background
     assert np.any(arr[4, 4] != 255)  # the opaque pixel is kept
+
+
+def _int_label_dataset(path: Path, train: list[int], test: list[int]) -> Path:
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+
+    def split(labels: list[int]) -> datasets.Dataset:
+        imgs = [Image.new("L", (8, 8), i % 256) for i in range(len(labels))]
+        return datasets.Dataset.from_dict({"img": imgs, "label": labels}, features=features)
+
+    datasets.DatasetDict({"train": split(train), "test": split(test)}).save_to_disk(str(path))
+    return path
+
+
+def test_sparse_integer_label_ids_are_refused_with_the_remap(tmp_path: Path) -> None:
+    """An integer label column of ids {1000, 2000, 3000} was read as 3001 classes (names
+    '0'..'3000'); ids with one gap ({0, 2}) still load as before."""
+    ids = [1000, 2000, 3000]
+    path = _int_label_dataset(tmp_path / "sparse", [ids[i % 3] for i in range(30)], ids * 2)
+    src = SourceConfig(kind="huggingface", id=str(path), image_column="img")
+    with pytest.raises(DataError) as err:
+        load("toy", data_config(tmp_path, toy=src))
+    msg = str(err.value)
+    assert msg.startswith(f"dataset {path}: label column 'label': class ids {{1000, 2000, 3000}} ")
+    assert "leave 2998 of the 3001 ids 0..3000 unused" in msg
+    assert "dsd.class_encode_column('label')" in msg
+    gap = _int_label_dataset(tmp_path / "gap", [(i % 2) * 2 for i in range(30)], [0, 2, 0, 2])
+    src = SourceConfig(kind="huggingface", id=str(gap), image_column="img")
+    assert load("toy", data_config(tmp_path, toy=src)).class_names == ["0", "1", "2"]
+
+
+def test_an_image_beyond_the_decompression_bomb_limit_is_a_data_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pillow's DecompressionBombError (not an OSError) escaped as a traceback (exit 1)."""
+    import io
+
+    from pipeline.sources.huggingface import decode_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buf, "PNG")  # 600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # refused above 200
+    with pytest.raises(DataError) as err:
+        decode_image(buf.getvalue(), "scans/big.png", where="dataset d [train] row 3")
+    msg = str(err.value)
+    assert msg.startswith(
+        "cannot read image scans/big.png: 600 pixels, above Pillow's decompression-bomb limit "
+        "of 200 pixels, twice PIL.Image.MAX_IMAGE_PIXELS"
+    )
+    assert "downscale it" in msg
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # above the limit, below twice it: read
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert decode_image(buf.getvalue(), None, where="x").shape == (20, 30, 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +105,11 @@ def test_a_test_class_that_train_lacks_is_refused(tmp_path: Path) -> None:
     image_folder(root / "test", per_class=3)
     for i in range(2):
         write_png(root / "test" / "normal" / f"{i}.png", 200 + i)
-    with pytest.raises(DataError, match=r"dataset 'mine': test_y holds class 2 \(2 rows\)"):
+    with pytest.raises(
+        DataError,
+        match=r"dataset 'mine': test_y holds class 'normal' \(id 2, 2 rows\) that no train row "
+        r"holds \(train holds 'benign', 'malignant'\)",
+    ):
         load("mine", folder_config(root))
 
 
@@ -136,3 +142,113 @@ def test_the_layout_is_read_by_folder_position_not_guessed_from_names(tmp_path: 
     ds = load("mine", folder_config(nested))
     assert ds.class_names == ["benign", "malignant"]
     assert sum(len(ds.splits[s]) for s in ("train", "val", "test")) == 18  # every image kept
+
+
+def test_a_test_class_folder_is_named_with_its_spelling(tmp_path: Path) -> None:
+    """The error named a number ('class 2'); it names the folder, a non-ASCII name also spelt
+    out with escapes (NFC and NFD spellings print alike)."""
+    root = tmp_path / "imgs"
+    image_folder(root / "train", per_class=6)
+    image_folder(root / "test", per_class=3)
+    nfd = unicodedata.normalize("NFD", "n\u00f6rmal")
+    for i in range(2):
+        write_png(root / "test" / nfd / f"{i}.png", 200 + i)
+    with pytest.raises(
+        DataError,
+        match=r"test_y holds class 'n\xf6rmal' = 'n\\xf6rmal' \(id 2, 2 rows\) that no train",
+    ):
+        load("mine", folder_config(root))  # the name is read in NFC
+
+
+def test_nfc_and_nfd_spellings_of_a_class_folder_are_one_class(tmp_path: Path) -> None:
+    """train/dög written in NFC and test/dög in NFD (as macOS writes it) were two classes, and
+    the test one was refused as a class that train lacks."""
+    root = tmp_path / "imgs"
+    nfc, nfd = "d\u00f6g", unicodedata.normalize("NFD", "d\u00f6g")
+    assert nfc != nfd
+    for i in range(6):
+        write_png(root / "train" / nfc / f"{i}.png", i)
+        write_png(root / "train" / "cat" / f"{i}.png", 100 + i)
+    for i in range(3):
+        write_png(root / "test" / nfd / f"{i}.png", 50 + i)
+        write_png(root / "test" / "cat" / f"{i}.png", 150 + i)
+    ds = load("mine", folder_config(root))
+    assert ds.class_names == ["cat", nfc]
+    assert sorted(ds.splits["test"].labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_symlinked_folders_are_followed_and_broken_links_refused(tmp_path: Path) -> None:
+    """Images under a symlinked sub-folder (a patient folder kept elsewhere) were silently
+    dropped, and a broken link to an image silently skipped while a corrupt file is refused."""
+    root = image_folder(tmp_path / "imgs", per_class=4)
+    store = tmp_path / "store"
+    for i in range(3):
+        write_png(store / "patient7" / f"{i}.png", 60 + i)
+    (root / "malignant" / "patient7").symlink_to(store / "patient7")
+    (root / "malignant" / "loop").symlink_to(root)  # a loop: read once, no endless walk
+    (root / "benign_link").symlink_to(store)  # a linked class folder
+    ds = load("mine", folder_config(root))
+    assert ds.class_names == ["benign", "benign_link", "malignant"]
+    counts = np.bincount(np.concatenate([ds.splits[s].labels for s in ("train", "val", "test")]))
+    assert counts.tolist() == [4, 3, 4 + 3]
+    gone = root / "benign" / "9.png"
+    gone.symlink_to(tmp_path / "moved" / "9.png")
+    with pytest.raises(DataError) as err:
+        load("mine", folder_config(root))
+    msg = str(err.value)
+    assert msg.startswith(f"{gone} is a broken symbolic link to '{tmp_path / 'moved' / '9.png'}'")
+    assert "fix the link, or remove it" in msg
+    gone.unlink()
+    (root / "normal").symlink_to(tmp_path / "unmounted")  # a whole class behind a broken link
+    with pytest.raises(DataError, match=r"imgs/normal is a broken symbolic link .*a class folder"):
+        load("mine", folder_config(root))
+
+
+def test_a_class_folder_without_image_files_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A class folder of .dcm/.jfif files vanished silently, and when no folder held an image the
+    error named neither the accepted extensions nor the ones found."""
+    root = image_folder(tmp_path / "imgs", per_class=4)
+    (root / "ct").mkdir()
+    for i in range(3):
+        (root / "ct" / f"{i}.dcm").write_bytes(b"DICM")
+    (root / "ct" / "a.JFIF").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.imagefolder"):
+        ds = load("mine", folder_config(root))
+    assert ds.class_names == ["benign", "malignant"]
+    warned = [r.getMessage() for r in caplog.records if "'ct'" in r.getMessage()]
+    assert len(warned) == 1 and "holds no image file, so the class is left out" in warned[0]
+    assert "its files: .dcm (3), .jfif (1)" in warned[0] and ".png" in warned[0]
+    only = tmp_path / "dicom"
+    for cls in ("a", "b"):
+        (only / cls).mkdir(parents=True)
+        (only / cls / "1.dcm").write_bytes(b"DICM")
+    with pytest.raises(
+        DataError,
+        match=r"dicom: no images in class sub-folders \(the files found end in \.dcm \(2\)\); "
+        r"images are files ending in \.bmp, \.gif, \.jpeg, \.jpg, \.pgm, \.png, \.ppm, \.tif, "
+        r"\.tiff, \.webp \(any case\)",
+    ):
+        load("mine", folder_config(only))
+
+
+def test_an_image_beyond_the_decompression_bomb_limit_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's DecompressionBombError is not an OSError: it ended extract with a traceback."""
+    from PIL import Image as PILImage
+
+    root = image_folder(tmp_path / "imgs", per_class=4)  # 12 x 10 = 120 pixels each
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 50)  # refused above 2 * 50
+    ds = load("mine", folder_config(root))
+    with pytest.raises(DataError) as err:
+        ds.splits["test"].get_batch([0])
+    msg = str(err.value)
+    assert (
+        msg.startswith("cannot read image ")
+        and str(root) in msg
+        and msg.split(":")[0][-4:] == ".png"
+    )
+    assert "120 pixels, above Pillow's decompression-bomb limit of 100 pixels" in msg
+    assert "downscale it" in msg
