@@ -47,7 +47,11 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class EmbeddingSet:
-    """Embeddings ``x`` float32 ``[N, D]`` with multi-hot float labels ``y`` ``[N, C]``."""
+    """Embeddings ``x`` float32 ``[N, D]`` with multi-hot float labels ``y`` ``[N, C]``.
+
+    Refused at construction (:class:`HashingError`): other shapes, non-finite embeddings, and
+    labels other than 0 and 1 (NaN, -1, 2, ...); bool and integer 0/1 labels pass.
+    """
 
     x: Tensor
     y: Tensor
@@ -62,6 +66,15 @@ class EmbeddingSet:
         if not torch.isfinite(self.x).all():
             n_bad = int((~torch.isfinite(self.x)).any(dim=1).sum())
             raise HashingError(f"{n_bad} embeddings hold NaN or inf; clean or re-extract them")
+        # once per set (never per batch): NaN fails both comparisons, so it is caught here too
+        bad = (self.y != 0) & (self.y != 1)
+        if bool(bad.any()):
+            row, col = (int(i) for i in torch.nonzero(bad)[0])
+            raise HashingError(
+                f"labels must be multi-hot 0/1, but y[{row}, {col}] = {self.y[row, col].item()} "
+                f"(row {row}, class column {col}; {int(bad.sum())} such entries); encode each "
+                "label as 1 (present) or 0 (absent), and fix or drop rows whose label is missing"
+            )
 
     @classmethod
     def from_numpy(cls, x: Any, y_multihot: Any) -> EmbeddingSet:

@@ -19,9 +19,11 @@ class InputStandardizer(nn.Module):
 
     Identity until :meth:`fit` sets the buffers from a reference set (the trainer uses the training
     split, DP-SGD the val split: see ``HashingMethod.fit_input_statistics``). A feature whose
-    standard deviation is below ``1e-3`` of the mean feature's is scaled as if it had that floor,
-    so a (nearly) constant input column is not blown up on new records; with no spread at all
-    (every column constant, or one reference row) the features are only centred.
+    standard deviation is below ``1e-3`` of the mean feature's is dropped (``inv_scale = 0``): a
+    (nearly) constant column carries nothing the head could learn from on the reference set, and
+    any scale given to it would let its values on new records, which may vary, dominate the
+    input. With no spread at all (every column constant, or one reference row) the features are
+    only centred (``inv_scale = 1``).
 
     Why: per-sample LayerNorm cannot remove an offset shared by every embedding (a common direction
     in feature space), and on features where that offset dominates the spread, the first linear
@@ -40,9 +42,12 @@ class InputStandardizer(nn.Module):
         std = x.std(dim=0, unbiased=False)
         # the mean, not the median: > 0 unless every column is constant
         floor = float(std.mean()) * 1e-3
-        scale = std.clamp_min(floor) if floor > 0 else torch.ones_like(std)
+        if floor > 0:  # columns below the floor are dropped (class docstring)
+            inv_scale = torch.where(std < floor, 0.0, 1.0 / std.clamp_min(floor))
+        else:
+            inv_scale = torch.ones_like(std)
         self.center.copy_(x.mean(dim=0).to(self.center))
-        self.inv_scale.copy_((1.0 / scale).to(self.inv_scale))
+        self.inv_scale.copy_(inv_scale.to(self.inv_scale))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.center) * self.inv_scale

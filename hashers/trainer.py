@@ -7,13 +7,17 @@ The default selection score is class-balanced (:func:`val_scores`), so on an imb
 chosen epoch is not one that serves the majority class alone. Batches come from a
 :class:`BatchPlan`: a seeded shuffle, or class-balanced sampling (:class:`ClassBalancedBatches`,
 ``FitConfig.class_balance``). Every draw uses a seeded generator, so on CPU the same seed gives
-bit-identical codes.
+bit-identical codes. The val subsets (``val_queries`` queries, ``val_database`` training rows) are
+drawn from the same generator as the training batches, before them, so changing ``val_queries`` or
+``val_database`` (or a split growing past them) changes the training trajectory, not only the
+selection; one generator is kept so that committed results stay reproducible.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import resource
@@ -110,6 +114,12 @@ class FitConfig:
             raise HashingError(f"max_steps={self.max_steps}: use a positive step budget or None")
         if self.batch_size < 1:
             raise HashingError(f"batch_size={self.batch_size}: use a positive batch size")
+        if self.val_queries < 1 or self.val_database < 1:
+            raise HashingError(
+                f"val_queries={self.val_queries}, val_database={self.val_database}: both must be "
+                ">= 1 (the val rows scored each epoch, and the training rows they are matched "
+                "against)"
+            )
 
     def epoch_budget(self, n_train: int) -> int:
         """Epochs to run on ``n_train`` rows: ``epochs``, capped by the ``max_steps`` budget.
@@ -261,7 +271,8 @@ class TrainingPlugin:
     neither computes nor reports any number from them outside the plugin's steps — no training
     losses in the history or the progress bar, no train-database selection scores (the plugin's
     :meth:`epoch_end` supplies the epoch's scores and the plugin selects the epoch), and a
-    divergence is detected on the weights, whose message quotes no training value.
+    divergence is detected on the weights and on the head's outputs on val rows, and its
+    message quotes no training value.
     """
 
     reports_training_numbers: bool = True
@@ -314,6 +325,57 @@ def check_labels(train: EmbeddingSet, method: HashingMethod) -> None:
             f"{method.name}: embeddings have dimension {train.dim} but the head expects "
             f"{method.spec.in_dim}; these embeddings come from another backbone or pooling"
         )
+    if train.n_classes != method.spec.n_classes:
+        raise HashingError(
+            f"{method.name}: the training labels have {train.n_classes} class columns but the "
+            f"head was built for n_classes={method.spec.n_classes}; build the HeadSpec with "
+            f"n_classes={train.n_classes} (or pass the labels of the dataset it was built for)"
+        )
+
+
+def check_val(train: EmbeddingSet, val: EmbeddingSet) -> None:
+    """The val split can select epochs: it has rows, and the training split's embedding dimension
+    and label columns."""
+    if len(val) == 0:
+        raise HashingError(
+            "the val split is empty; model selection needs val rows (give the dataset a val "
+            "split, or carve one from train)"
+        )
+    if val.dim != train.dim:
+        raise HashingError(f"val embeddings have dimension {val.dim}, train {train.dim}")
+    if val.n_classes != train.n_classes:
+        raise HashingError(
+            f"the val labels have {val.n_classes} class columns, the training labels "
+            f"{train.n_classes}; both splits must use the dataset's one label space"
+        )
+
+
+@torch.no_grad()
+def nonfinite_output_rows(method: HashingMethod, x: torch.Tensor, *, batch_size: int = 8192) -> int:
+    """Rows of ``x`` whose real-valued outputs ``u`` (eval mode, as :meth:`HashingMethod.encode`
+    computes them) hold NaN or inf. ``encode`` maps NaN to bit 0, so a diverged head would
+    otherwise give one code for every row and still be scored."""
+    device = next(
+        (t.device for t in itertools.chain(method.parameters(), method.buffers())),
+        x.device,
+    )
+    was_training = method.training
+    method.eval()
+    try:
+        bad = sum(
+            int((~torch.isfinite(method.forward(x[i : i + batch_size].to(device)))).any(1).sum())
+            for i in range(0, x.shape[0], batch_size)
+        )
+    finally:
+        method.train(was_training)
+    return bad
+
+
+def divergence_fix(train: EmbeddingSet) -> str:
+    """The fix a non-finite loss or output points to: a lower lr, or smaller inputs when they are
+    huge (those overflow whatever the lr)."""
+    scale = float(train.x.abs().max()) if len(train) else 0.0
+    return "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
 
 
 def val_scores(
@@ -634,8 +696,7 @@ def _fit(
     plugin: TrainingPlugin,
 ) -> FitResult:
     check_labels(train, method)
-    if val.dim != train.dim:
-        raise HashingError(f"val embeddings have dimension {val.dim}, train {train.dim}")
+    check_val(train, val)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -659,6 +720,13 @@ def _fit(
     method.on_fit_start(train)
     if not method.trainable:
         method.cpu()
+        n_bad = nonfinite_output_rows(method, val_sel.x)
+        if n_bad:
+            raise HashingError(
+                f"{method.name}: the fitted head's outputs are non-finite on {n_bad} of "
+                f"{len(val_sel)} val rows; rescale the embeddings (they reach "
+                f"{float(train.x.abs().max()):.3g} on train)"
+            )
         scores = val_scores(method, db_sel, val_sel, k=config.k)
         acc = scores["val_accuracy"]
         return FitResult(
@@ -670,6 +738,7 @@ def _fit(
             [{"epoch": 0, **scores}],
         )
 
+    private = not plugin.reports_training_numbers
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     # the plugin's patches (a DP step, per-sample gradients) are undone even when training fails
@@ -704,7 +773,6 @@ def _fit(
             disable=not config.progress,
             leave=False,
         )
-        private = not plugin.reports_training_numbers
         batch_gen = plugin.batch_generator(gen)
         for epoch in bar:
             method.train()
@@ -728,6 +796,13 @@ def _fit(
                         f"{method.name}: the weights became non-finite at epoch {epoch} of private "
                         "training; lower dp.lr or dp.max_grad_norm"
                     )
+                # finite weights can still overflow in the forward (NaN codes, all bit 0): the
+                # outputs on val rows (no training record) are checked before the plugin scores
+                if nonfinite_output_rows(method, val_sel.x):
+                    raise HashingError(
+                        f"{method.name}: the head's outputs on val became non-finite at epoch "
+                        f"{epoch} of private training; lower dp.lr or dp.max_grad_norm"
+                    )
                 row.update(plugin.epoch_end(epoch))  # the plugin's own (val-only) scores
                 method.to(device)
                 history.append(row)
@@ -743,16 +818,21 @@ def _fit(
                 },
             }
             if not np.isfinite(row.get("loss", 0.0)):
-                scale = float(train.x.abs().max())  # huge inputs overflow whatever the lr
-                fix = (
-                    "lower train.lr" if scale <= 1e6 else f"inputs reach {scale:.3g}: rescale them"
-                )
                 raise HashingError(
-                    f"{method.name}: the loss became non-finite at epoch {epoch}; {fix}"
+                    f"{method.name}: the loss became non-finite at epoch {epoch}; "
+                    f"{divergence_fix(train)}"
                 )
             row.update(plugin.epoch_end(epoch))
             with average.swapped() if average is not None else contextlib.nullcontext():
                 method.cpu()
+                # the loss above predates the epoch's last update: the head scored (and maybe
+                # selected) is checked on its own outputs
+                n_bad = nonfinite_output_rows(method, val_sel.x)
+                if n_bad:
+                    raise HashingError(
+                        f"{method.name}: the head's outputs became non-finite at epoch {epoch} "
+                        f"(on {n_bad} of {len(val_sel)} val rows); {divergence_fix(train)}"
+                    )
                 scores = val_scores(method, db_sel, val_sel, k=config.k)
                 method.to(device)
                 score = scores[f"val_{config.selection}"]
@@ -777,6 +857,12 @@ def _fit(
     method.cpu()
     if selector.best_state is not None:
         method.load_state_dict(selector.best_state)
+    # every scored state was checked; this catches a plugin that changed the weights after it
+    if nonfinite_output_rows(method, val_sel.x):
+        fix = "lower dp.lr or dp.max_grad_norm" if private else divergence_fix(train)
+        raise HashingError(
+            f"{method.name}: the returned head's outputs on val are non-finite; {fix}"
+        )
     method.eval()
     return FitResult(
         best_epoch=selector.best_epoch,

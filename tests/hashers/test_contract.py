@@ -239,3 +239,23 @@ def test_the_geometry_term_joins_every_trainable_methods_loss(name: str) -> None
     opt = torch.optim.Adam(method.parameters(), lr=1e-3)
     out = method.training_step(batch, opt)
     assert "geometry" in out and bool(torch.isfinite(out["geometry"]))
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, 2.0, 0.5])
+def test_labels_other_than_0_and_1_are_refused_naming_the_entry(value: float) -> None:
+    """NaN, -1, 2 in the multi-hot labels were accepted: CSQ built a target of 0.5 from them,
+    TCL blamed the learning rate."""
+    y = torch.eye(3)[[0, 1, 2, 0]]
+    y[1, 2] = value
+    with pytest.raises(
+        HashingError,
+        match=rf"multi-hot 0/1, but y\[1, 2\] = {re.escape(str(value))} \(row 1, class column 2;"
+        r".*encode each label as 1 \(present\) or 0 \(absent\)",
+    ):
+        EmbeddingSet(torch.zeros(4, DIM), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool, torch.int64])
+def test_bool_int_and_float_0_1_labels_pass(dtype: torch.dtype) -> None:
+    y = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 0]]).to(dtype)  # multi-label, and no label
+    assert EmbeddingSet(torch.zeros(3, DIM), y).n_classes == 3

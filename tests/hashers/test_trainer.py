@@ -598,3 +598,130 @@ def test_fit_restores_the_callers_global_generator() -> None:
     torch.manual_seed(123)
     fit(method, train, train, config=FitConfig(epochs=2, batch_size=16, progress=False, seed=7))
     assert torch.equal(torch.rand(5), expected)
+
+
+# ------------------------------------------------------------------------------------------
+# bad input and divergence: refused with a HashingError naming the value and the fix
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dpsh", "csq"])
+def test_a_head_whose_outputs_became_non_finite_is_refused_not_selected(name: str) -> None:
+    """lr=1e20 leaves finite weights and a finite epoch-0 loss (computed before the updates) but
+    NaN outputs: before, that head was scored (every code 0), selected and returned."""
+    train = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    val = gaussian_clusters(30, seed=2, dim=16, n_classes=3)
+    method = registry.build(name, HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    config = FitConfig(epochs=1, batch_size=64, lr=1e20, progress=False, k=3)
+    with pytest.raises(
+        HashingError,
+        match=rf"{name}: the head's outputs became non-finite at epoch 0 .*; lower train.lr",
+    ):
+        fit(method, train, val, config=config)
+
+
+class _PrivateStub:
+    """A plugin that marks the records private (the DP-SGD path) and, in ``teardown``, may break
+    the weights as a faulty plugin would."""
+
+    reports_training_numbers = False
+
+    def __init__(self, *, break_in_teardown: bool) -> None:
+        self.break_in_teardown = break_in_teardown
+
+    def setup(self, method, optimizer, train):
+        return optimizer
+
+    def epoch_end(self, epoch):
+        return {}
+
+    def input_reference(self, train, val):
+        return train.x
+
+    def batch_generator(self, default):
+        return default
+
+    def teardown(self, method):
+        if self.break_in_teardown:
+            with torch.no_grad():
+                method.head.net[-1].bias.fill_(float("nan"))
+
+
+def test_private_training_checks_the_outputs_on_val_not_only_the_weights() -> None:
+    """Under a private plugin the loop checked only the weights; at lr=1e20 they stay finite while
+    every output is NaN. The message quotes no training number (no 'inputs reach')."""
+    train = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    val = gaussian_clusters(30, seed=2, dim=16, n_classes=3)
+    method = registry.build("csq", HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    config = FitConfig(epochs=1, batch_size=64, lr=1e20, progress=False, k=3)
+    with pytest.raises(HashingError, match=r"outputs on val became non-finite at epoch 0") as err:
+        fit(method, train, val, config=config, plugin=_PrivateStub(break_in_teardown=False))
+    assert "inputs reach" not in str(err.value)
+
+
+def test_the_returned_head_encodes_finitely() -> None:
+    """A private plugin selects the epoch itself (the loop restores nothing), so a plugin that
+    breaks the weights after the last check would hand back a head whose codes are all 0."""
+    train = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    method = registry.build("csq", HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    config = FitConfig(epochs=1, batch_size=64, progress=False, k=3)
+    with pytest.raises(HashingError, match=r"returned head's outputs on val are non-finite"):
+        fit(method, train, train, config=config, plugin=_PrivateStub(break_in_teardown=True))
+
+
+@pytest.mark.parametrize("name", ["dpsh", "csq", "tcl", "lsh"])
+def test_head_built_for_another_class_count_is_refused(name: str) -> None:
+    """n_classes=4 on 3-column labels: before, a raw RuntimeError (csq, tcl) or silent training
+    (dpsh, lsh)."""
+    data = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    method = registry.build(name, HeadSpec(in_dim=16, n_bits=16, n_classes=4, hidden_dims=(32,)))
+    with pytest.raises(
+        HashingError, match=r"training labels have 3 class columns .* n_classes=4; .*n_classes=3"
+    ):
+        fit(method, data, data, config=FitConfig(epochs=1, progress=False, k=3))
+
+
+@pytest.mark.parametrize("val_cols", [2, 4])
+def test_val_labels_in_another_label_space_are_refused(val_cols: int) -> None:
+    """Val with 2 label columns against train's 3 was a numpy broadcast ValueError; with 4 it was
+    accepted silently."""
+    train = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    val = gaussian_clusters(30, seed=2, dim=16, n_classes=3)
+    y = torch.zeros(len(val), val_cols)
+    y[:, : min(val_cols, 3)] = val.y[:, : min(val_cols, 3)]
+    method = registry.build("dpsh", HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    with pytest.raises(
+        HashingError, match=rf"val labels have {val_cols} class columns, the training labels 3"
+    ):
+        fit(method, train, EmbeddingSet(val.x, y), config=FitConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("name", ["dpsh", "itq"])
+def test_an_empty_val_split_is_refused(name: str) -> None:
+    """Before, training ran and 'selected' the last epoch with a val accuracy of 0."""
+    train = gaussian_clusters(60, seed=1, dim=16, n_classes=3)
+    empty = EmbeddingSet(torch.zeros(0, 16), torch.zeros(0, 3))
+    method = registry.build(name, HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    with pytest.raises(HashingError, match=r"the val split is empty; model selection needs val"):
+        fit(method, train, empty, config=FitConfig(epochs=1, progress=False, k=3))
+
+
+@pytest.mark.parametrize("bad", [{"val_queries": 0}, {"val_database": 0}, {"val_queries": -5}])
+def test_fit_config_refuses_empty_val_subsets(bad: dict) -> None:
+    ((field, value),) = bad.items()
+    with pytest.raises(HashingError, match=rf"{field}={value}.*both must be >= 1"):
+        FitConfig(**bad)
+
+
+def test_labels_are_checked_once_per_set_not_per_step(monkeypatch) -> None:
+    """The 0/1 label check runs in EmbeddingSet's constructor: a fit builds its two val-subset
+    sets, however many steps it takes."""
+    train = gaussian_clusters(200, seed=1, dim=16, n_classes=3)
+    val = gaussian_clusters(40, seed=2, dim=16, n_classes=3)
+    built = []
+    init = EmbeddingSet.__post_init__
+    monkeypatch.setattr(EmbeddingSet, "__post_init__", lambda self: (built.append(1), init(self)))
+    method = registry.build("dpsh", HeadSpec(in_dim=16, n_bits=16, n_classes=3, hidden_dims=(32,)))
+    config = FitConfig(epochs=3, batch_size=8, val_queries=20, val_database=100, progress=False)
+    fit(method, train, val, config=config)  # 3 x 25 steps
+    assert len(built) == 2
