@@ -142,7 +142,7 @@ def preprocess(
     ``(pixel / 255 - mean) / std`` per channel (ImageNet statistics unless given).
 
     ``images`` is one uint8 array ``[N, H, W(, C)]`` or a list of ``HxW`` / ``HxWxC`` uint8 arrays
-    (shapes may differ). Grayscale is repeated to 3 channels and RGBA loses its alpha. ``resize``:
+    (shapes may differ). Grayscale is repeated to 3 channels; RGBA and LA are composited onto white. ``resize``:
     bicubic antialiased resize to ``image_size``² (aspect ratio not kept); ``pad``: zero-pad centred to
     ``image_size``² (black border in pixel space, before normalisation), downscaling first (aspect
     kept) an image larger than ``image_size``. Resizing and padding run on uint8 on the CPU (the same
@@ -383,6 +383,45 @@ def _check_complete(name: str, info: dict[str, Any]) -> None:
         )
 
 
+def local_commit(folder: Path) -> str | None:
+    """The hub commit ``hf download <id> --local-dir <folder>`` recorded for the folder's
+    ``config.json`` (huggingface_hub's ``.cache/huggingface/download/config.json.metadata``, whose
+    first line is the commit hash), or None (a folder written by ``save_pretrained``, or copied
+    without its ``.cache``)."""
+    record = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"
+    try:
+        first = record.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    return first if re.fullmatch(r"[0-9a-f]{40}", first) else None
+
+
+def _local_revision(folder: Path, name: str, revision: str) -> str:
+    """What the embeddings record as the revision of a local model folder: the commit its
+    ``hf download`` record names (:func:`local_commit`), else ``local:<name as given>``. A
+    ``backbone.revision`` commit other than the recorded one is refused (the folder holds another
+    snapshot than the one pinned); a revision other than ``main`` that the folder cannot confirm
+    is reported, not silently dropped."""
+    commit = local_commit(folder)
+    pinned = re.fullmatch(r"[0-9a-f]{40}", revision) is not None
+    if commit is not None and pinned and revision != commit:
+        raise BackboneUnavailableError(
+            f"backbone.revision {revision}: the local folder {name} holds commit {commit} (its "
+            f"hf download record); download revision {revision} into it (`hf download <id> "
+            f"--revision {revision} --local-dir {name}`), or set backbone.revision: {commit}"
+        )
+    if commit is None and revision != "main":
+        log.warning(
+            "backbone %s: a local folder that records no hub commit (written by save_pretrained, "
+            "or copied without its .cache/huggingface): backbone.revision %r cannot be checked "
+            "against it and is not recorded; the embeddings record 'local:%s'",
+            name,
+            revision,
+            name,
+        )
+    return commit or f"local:{name}"
+
+
 def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
     """A hub id or local directory -> (model, resolved revision); unsupported types are refused."""
     from transformers import AutoConfig, AutoModel
@@ -396,6 +435,12 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
         )
     source = str(local) if is_local else name
     hub_kwargs: dict[str, Any] = {} if is_local else {"revision": revision}
+    if is_local and not (local / "config.json").is_file():  # transformers: an unrelated ValueError
+        raise BackboneUnavailableError(
+            f"backbone.name: {source} holds no config.json, so it is not a (complete) transformers "
+            "model directory; copy the whole folder that `hf download <id> --local-dir` or "
+            "save_pretrained wrote (config.json beside the weights)"
+        )
     try:
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except _hub_errors() as err:
@@ -446,7 +491,7 @@ def _load_pretrained(name: str, revision: str) -> tuple[torch.nn.Module, str]:
         ) from err
     _check_complete(name, info)
     if is_local:
-        return model, str(local.resolve())
+        return model, _local_revision(local, name, revision)
     commit = (
         getattr(model.config, "_commit_hash", None)
         or getattr(config, "_commit_hash", None)

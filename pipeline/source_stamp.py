@@ -20,7 +20,10 @@ What is digested (each source module's optional ``inputs`` hook names the paths)
   one to an image);
 * nothing for MedMNIST (the official file is fixed by its MD5, checked by extract on every use) and
   for a Hugging Face hub id (pinned by `id` and `revision` in params; its local cache is not
-  digested).
+  digested);
+* for an image source, a local model folder named by ``backbone.name`` (listing, as a folder
+  above; a hub id is pinned by ``backbone.revision`` in extract's params), so a model re-downloaded
+  in place re-runs extract.
 
 A path that does not exist is recorded as missing; extract then stops with the clear error. No
 MLflow run: the stage is bookkeeping that runs on every repro.
@@ -73,14 +76,28 @@ def digest_path(path: Path) -> dict[str, Any]:
     return {**out, "type": "missing"}
 
 
+def local_backbone(kind: str, params: Any) -> Path | None:
+    """The local model folder ``backbone.name`` names, when the source yields images (the only
+    ones extract runs through the backbone) and the folder exists; else None (a hub id is pinned
+    by ``backbone.revision``, which extract's params already hold)."""
+    if not sources.yields_images(kind):
+        return None
+    local = Path(params.backbone.name).expanduser()
+    return local if local.is_dir() else None
+
+
 def source_stamp(dataset: str, params: Any) -> dict[str, Any]:
-    """The stage's JSON: the dataset, its source kind and the digest of every local input."""
+    """The stage's JSON: the dataset, its source kind, the digest of every local input and, for an
+    image source read through a local model folder, that folder's digest (``backbone``): a model
+    re-downloaded in place re-runs extract."""
     source = params.data.source(dataset)
     paths = sources.inputs(dataset, source, params.data)
+    model = local_backbone(source.kind, params)
     return {
         "dataset": dataset,
         "kind": source.kind,
         "inputs": [digest_path(Path(p)) for p in paths],
+        **({"backbone": digest_path(model)} if model is not None else {}),
     }
 
 

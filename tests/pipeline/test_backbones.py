@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -246,8 +248,35 @@ def test_local_directory_round_trip(tmp_path: Path) -> None:
     ref = load_backbone(tiny(), seed=3)
     ref.model.save_pretrained(tmp_path / "model")
     local = load_backbone(BackboneConfig(name=str(tmp_path / "model"), image_size=28, device="cpu"))
-    assert local.revision == str((tmp_path / "model").resolve())
+    assert local.revision == f"local:{tmp_path / 'model'}"  # the name as given, no commit known
     assert torch.allclose(local.embed_images(images), ref.embed_images(images), atol=1e-6)
+
+
+def test_a_local_folder_records_the_commit_hf_download_wrote_and_checks_a_pinned_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``hf download <id> --revision R --local-dir <dir>`` (the offline fix the errors give)
+    records R's commit in ``<dir>/.cache/huggingface/download/config.json.metadata``: it is the
+    revision the embeddings record, and a ``backbone.revision`` commit other than it is refused
+    (the folder's revision was dropped and its resolved path recorded instead)."""
+    folder = tmp_path / "model"
+    load_backbone(tiny(), seed=3).model.save_pretrained(folder)
+    record = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"
+    record.parent.mkdir(parents=True)
+    record.write_text(f'{COMMIT}\n"etag"\n1764400000.0\n')  # huggingface_hub's layout
+    cfg = BackboneConfig(name=str(folder), image_size=28, device="cpu")
+    assert load_backbone(cfg).revision == COMMIT
+    assert load_backbone(dataclasses.replace(cfg, revision=COMMIT)).revision == COMMIT
+    other = "f" * 40
+    with pytest.raises(BackboneUnavailableError, match=rf"backbone.revision {other}: the local "
+                       rf"folder .*model holds commit {COMMIT} \(its hf download record\)"):  # fmt: skip
+        load_backbone(dataclasses.replace(cfg, revision=other))
+    record.unlink()  # a folder without the record: a pinned revision cannot be checked, said so
+    with caplog.at_level(logging.WARNING):
+        assert load_backbone(dataclasses.replace(cfg, revision=other)).revision == f"local:{folder}"
+    assert f"backbone.revision '{other}' cannot be checked against it and is not recorded" in (
+        caplog.text
+    )
 
 
 @pytest.mark.parametrize("saved", [torch.float16, torch.bfloat16])
@@ -353,8 +382,9 @@ def test_bad_local_directories_and_model_types(tmp_path: Path) -> None:
 
     with pytest.raises(BackboneUnavailableError, match=r"local model directory .* does not exist"):
         load_backbone(BackboneConfig(name=str(tmp_path / "nope"), device="cpu"))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BackboneUnavailableError, match="not a supported transformers model"):
+    (tmp_path / "empty").mkdir()  # or a copy that lost its config.json: named, with the fix
+    with pytest.raises(BackboneUnavailableError, match=r"empty holds no config.json, so it is not "
+                       r"a \(complete\) transformers model directory; copy the whole folder"):  # fmt: skip
         load_backbone(BackboneConfig(name=str(tmp_path / "empty"), device="cpu"))
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
         tmp_path / "bert"

@@ -143,3 +143,33 @@ def test_a_symlinked_class_folder_is_digested_and_broken_links_recorded(tmp_path
     broken = source_stamp.digest_path(root)
     assert broken["files"] == 2 and broken["broken_links"] == 1
     assert broken["listing_sha256"] != second["listing_sha256"]
+
+
+def test_a_local_model_folder_of_an_image_source_is_digested(tmp_path: Path) -> None:
+    """A model re-downloaded into ``models/x`` in place left extract up to date (the folder was no
+    dependency of it): its listing is now part of an image source's stamp. An embeddings source
+    runs no backbone, and a hub id has no folder: neither stamps one."""
+    model = tmp_path / "models" / "dino"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"w" * 100)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "emb.npz").write_bytes(b"npz")
+    sets = {
+        "tracking.enabled": False,
+        "data.datasets": ["pics", "vecs"],
+        "data.sources": {
+            "pics": {"kind": "imagefolder", "path": str(tmp_path / "imgs")},
+            "vecs": {"kind": "embeddings", "path": str(tmp_path / "emb.npz")},
+        },
+        "backbone.name": str(model),
+    }
+    params = load_params(REPO / "params.yaml", sets)
+    first = source_stamp.source_stamp("pics", params)
+    assert first["backbone"] == source_stamp.digest_path(model)
+    assert first["backbone"]["files"] == 2 and first["backbone"]["bytes"] == 102
+    (model / "model.safetensors").write_bytes(b"v" * 101)  # another snapshot, same name
+    assert source_stamp.source_stamp("pics", params)["backbone"] != first["backbone"]
+    assert "backbone" not in source_stamp.source_stamp("vecs", params)
+    hub = load_params(REPO / "params.yaml", {**sets, "backbone.name": "facebook/dinov2-base"})
+    assert "backbone" not in source_stamp.source_stamp("pics", hub)
