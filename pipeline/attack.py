@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,21 @@ def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, 
     source = params.data.source(dataset)
     if not sources.yields_images(source.kind):
         return None
+    # which images each row holds depends on the seed and limit of the carve / subsample: a source
+    # reloaded with others can give the same label sequence with other records' images
+    now = {
+        "seed": str(params.seed),
+        "limit": "null" if params.data.limit is None else str(params.data.limit),
+    }
+    for key, value in now.items():
+        recorded = emb.meta.get(key)
+        if recorded is not None and recorded != value:
+            param = "seed" if key == "seed" else "data.limit"
+            raise ArtifactError(
+                f"{dataset}: the embeddings were extracted with {param}={recorded}, these params "
+                f"say {value}: reloading the images would pair rows with other records' images; "
+                f"run attack with {param}: {recorded}, or re-run extract with these params"
+            )
     ds = sources.load(dataset, source, params.data, seed=params.seed)
     out = {}
     for split in ("train", "val", "test"):
@@ -208,11 +224,62 @@ def _seed(cfg: AttackConfig, split: str, i: int) -> int:
     return cfg.seed * 1000 + (0 if split == "train" else 500) + i
 
 
+#: embeddings metadata key -> the params key that sets it (the gallery's backbone must match)
+GALLERY_BACKBONE_KEYS = {
+    "backbone": "backbone.name",
+    "image_size": "backbone.image_size",
+    "resize": "backbone.resize",
+    "pooling": "backbone.pooling",
+    "revision": "backbone.revision",
+    "dtype": "backbone.precision",
+    "normalisation": "backbone.name (its preprocessor_config.json)",
+}
+
+
+def check_gallery_backbone(config: Any, meta: Mapping[str, str], *, loaded: Any) -> None:
+    """The backbone that re-embeds the perturbed victims must be the one extract ran (the
+    embeddings' metadata): another image size, pooling or checkpoint puts the gallery in another
+    space, and linkage falls to chance without a word. ``loaded`` None: the params-level keys only
+    (before a model is loaded); a loaded :class:`~pipeline.backbones.Backbone`: also its resolved
+    revision, precision and normalisation. Keys an older file lacks are not compared."""
+    if loaded is None:
+        now = {
+            "backbone": config.name,
+            "image_size": str(config.image_size),
+            "resize": config.resize,
+            "pooling": config.pooling,
+        }
+    else:
+        now = {
+            "backbone": loaded.name,
+            "image_size": str(loaded.image_size),
+            "resize": loaded.resize,
+            "pooling": loaded.pooling,
+            "revision": loaded.revision,
+            "dtype": loaded.dtype,
+            "normalisation": loaded.normalisation,
+        }
+    differ = [k for k, v in now.items() if meta.get(k) is not None and meta[k] != v]
+    if differ:
+        shown = "; ".join(
+            f"{GALLERY_BACKBONE_KEYS[k]}: {now[k]!r} now, {meta[k]!r} at extract" for k in differ
+        )
+        raise ArtifactError(
+            f"the backbone that would re-embed the linkage gallery is not the one that made the "
+            f"embeddings ({shown}); run attack with the backbone params extract ran with, or "
+            "re-run extract with these (dvc repro keeps them in step)"
+        )
+
+
 def build_gallery(
-    params: Params, victims: dict[str, Records], images: dict[str, Images] | None
+    params: Params,
+    victims: dict[str, Records],
+    images: dict[str, Images] | None,
+    meta: Mapping[str, str],
 ) -> tuple[str, dict[str, dict[float, np.ndarray]]]:
     """Victims re-acquired at every strength: ``(kind, {split: {strength: embeddings}})``, from the
-    native images (each perturbed at its own size where sizes differ)."""
+    native images (each perturbed at its own size where sizes differ), by the backbone the
+    embeddings' metadata ``meta`` records (:func:`check_gallery_backbone`)."""
     from privacy.perturb import noisy_embeddings, perturb_image_list, perturb_images
 
     cfg = params.attack
@@ -228,7 +295,9 @@ def build_gallery(
     from pipeline.data import ImageSplit
     from pipeline.extract import embed_images
 
+    check_gallery_backbone(params.backbone, meta, loaded=None)  # before loading a model
     backbone = load_backbone(params.backbone, seed=params.seed)
+    check_gallery_backbone(params.backbone, meta, loaded=backbone)
     for split, rec in victims.items():
         gallery[split] = {}
         for i, s in enumerate(cfg.strengths):
@@ -345,9 +414,15 @@ def check_head(
         embeddings_path=embeddings_path,
         recorded_in=head_dir / "codes.safetensors",
     )
-    if n_bits != bits or method.spec.n_bits != bits:
+    if method.spec.n_bits != bits:
         raise ArtifactError(
-            f"{head_dir}: the head has {method.spec.n_bits} bits, --bits says {bits}"
+            f"{head_dir}: the head has {method.spec.n_bits} bits, --bits says {bits}; pass --bits "
+            f"{method.spec.n_bits}, or the folder of the {bits}-bit head"
+        )
+    if n_bits != bits:
+        raise ArtifactError(
+            f"{head_dir / 'codes.safetensors'}: codes have {n_bits} bits, the head {bits}; the "
+            "folder mixes files of two train runs: re-run its train stage"
         )
     release = CodeRelease.from_head(method)
     for split in VICTIMS:
@@ -828,7 +903,7 @@ def run_attack(
     )
     aux, victims, _ = build_records(params, emb, common)
     if is_float:
-        kind, gal = build_gallery(params, victims, images)
+        kind, gal = build_gallery(params, victims, images, emb.meta)
     else:
         for split, rec in victims.items():
             if split not in gal or any(g.shape != rec.x.shape for g in gal[split].values()):

@@ -318,11 +318,16 @@ class KnnConfig:
         for i, k in enumerate(self.k_sweep):
             check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
 
-    def check_database(self, n_database: int, *, database: str = "training split") -> None:
+    def check_database(
+        self, n_database: int, *, database: str = "training split", sweep: bool = True
+    ) -> None:
         """The one rule for k, shared by every stage that runs a KNN (knn, train's model
-        selection, evaluate): every k of ``knn.k`` and ``knn.k_sweep`` must be at most the database
-        size. No stage lowers k silently."""
-        for key, ks in (("knn.k", [self.k]), ("knn.k_sweep", list(self.k_sweep))):
+        selection, evaluate): every k of ``knn.k`` and (``sweep``) ``knn.k_sweep`` must be at most
+        the database size. No stage lowers k silently. Train's model selection votes with
+        ``knn.k`` alone (``sweep=False``: it does not read the sweep, which its DVC stage does not
+        declare)."""
+        checked = [("knn.k", [self.k])] + ([("knn.k_sweep", list(self.k_sweep))] if sweep else [])
+        for key, ks in checked:
             too_big = [k for k in ks if k > n_database]
             if too_big:
                 raise ParamsError(

@@ -210,7 +210,10 @@ def run_evaluate(
         codes_meta.get("fingerprint"), emb, embeddings_path=embeddings, recorded_in=codes_path
     )
     if n_bits != bits:
-        raise ArtifactError(f"{codes_path}: codes have {n_bits} bits, the head {bits}")
+        raise ArtifactError(
+            f"{codes_path}: codes have {n_bits} bits, the head {bits}; the folder mixes files of "
+            "two train runs: re-run its train stage"
+        )
     baseline = read_json(float_metrics, require=("k", *CLASSIFICATION_METRICS))
     check_float_baseline(baseline, emb, params, path=float_metrics, embeddings=embeddings)
     params.knn.check_database(len(emb.y["train"]))

@@ -154,7 +154,7 @@ def check_selection_k(params: Params, n_train: int) -> None:
     """Model selection runs a KNN with ``knn.k`` over a database of
     ``min(train.val_database, n_train)`` training rows: refuse a k larger than that (the rule of
     :meth:`pipeline.config.KnnConfig.check_database`), instead of lowering it silently."""
-    params.knn.check_database(n_train)
+    params.knn.check_database(n_train, sweep=False)
     if params.knn.k > params.train.val_database:
         raise ParamsError(
             f"train.val_database: the model-selection database of {params.train.val_database} "
@@ -203,10 +203,13 @@ class HeadJob:
     def check_writable(self) -> None:
         check_writable(self.metrics, self.history, dirs=[self.out])
 
-    def run_params(self, params: Params, **extra: Any) -> dict[str, Any]:
-        """The MLflow params of a head run: train block, method block, seed, bits, knn.k (+ extra)."""
+    def run_params(
+        self, params: Params, *, train: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """The MLflow params of a head run: train block (``train``: the settings the fit actually
+        used where they differ, a DP head's schedule), method block, seed, bits, knn.k (+ extra)."""
         return {
-            "train": to_dict(params.train),
+            "train": {**to_dict(params.train), **(train or {})},
             "method": to_dict(params.method_config(self.method_name)),
             **extra,
             "seed": params.seed,

@@ -70,6 +70,20 @@ def randomness_record(dp: DPConfig) -> dict[str, Any]:
     return out
 
 
+#: the train-block settings a DP head's fit takes from ``dp.*`` or forces (:func:`dp_fit_config`):
+#: its MLflow run logs these as used, not the train block's values
+DP_SCHEDULE_KEYS = (
+    "lr",
+    "batch_size",
+    "epochs",
+    "selection",
+    "ema_epochs",
+    "geometry",
+    "class_balance",
+    "selection_window",
+)
+
+
 def dp_fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     """The train block's fit settings with DP-SGD's own schedule (``dp.lr``, ``dp.batch_size``,
     ``dp.epochs``, ``dp.selection``) where set: a DP head is tuned apart from the
@@ -154,8 +168,14 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
     )
     tags.update(defence="dp", dp_target_epsilon=f"{epsilon:g}")
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
-        run.log_params(job.run_params(params, dp=dp_record(dp)))
         cfg = dp_fit_config(params)
+        # the schedule DP-SGD trains with (dp.* where set, the forced settings), not train's
+        used = {k: getattr(cfg, k) for k in DP_SCHEDULE_KEYS}
+        run.log_params(
+            job.run_params(
+                params, train={**used, "standardize": spec.standardize}, dp=dp_record(dp)
+            )
+        )
         result, report = dp_fit(
             method,
             embedding_set(emb, "train"),

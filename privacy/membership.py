@@ -252,6 +252,18 @@ def lira_scores(
     return _log_normal(target, mu_in, s_in) - _log_normal(target, mu_out, s_out)
 
 
+def shadow_seeds(first: int, heads: int, *, avoid: int | None) -> list[int]:
+    """``heads`` consecutive seeds from ``first``, skipping ``avoid`` (the target head's own seed):
+    a shadow initialised and trained with the target's seed would repeat the target's draw instead
+    of being an independent one (with ``seed: 1`` and ``attack.seed: 0``, shadow 0 did)."""
+    out, seed = [], first
+    while len(out) < heads:
+        if seed != avoid:
+            out.append(seed)
+        seed += 1
+    return out
+
+
 def shadow_splits(n: int, heads: int, *, seed: int) -> np.ndarray:
     """``[n, heads]`` IN mask: complementary random halves in pairs (an odd last head: one half)."""
     rng = np.random.default_rng(seed)
@@ -385,14 +397,16 @@ class MembershipInference(Attack):
             self._noise = rng_noise.normal(0.0, std, shape).astype(np.float32)
         heads = self.config.shadow_heads
         in_mask = shadow_splits(len(pool_x), heads, seed=self.seed)
+        target_seed = getattr(self.fit_config, "seed", None)
+        seeds = shadow_seeds(self.seed + 1, heads, avoid=target_seed)
 
         def shadow_scores(i: int) -> np.ndarray:
             rows = np.flatnonzero(in_mask[:, i])
             out_rows = np.flatnonzero(
                 ~in_mask[:, i] if self.config.shadow_selection == "out" else in_mask[:, i]
             )
-            head = self.make_head(self.seed + 1 + i)
-            cfg = dataclasses.replace(self.fit_config, seed=self.seed + 1 + i, progress=False)
+            head = self.make_head(seeds[i])
+            cfg = dataclasses.replace(self.fit_config, seed=seeds[i], progress=False)
             (self.train_shadow or fit)(
                 head,
                 EmbeddingSet.from_numpy(pool_x[rows], pool_yh[rows]),

@@ -834,3 +834,33 @@ def test_a_release_publishes_no_digest_of_the_released_records(
 
     assert release_stage.main(args(study, *rel_args)) == 2
     assert "--embeddings:" in caplog.text and not (study / "rel_none").exists()
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_images_and_gallery_backbone_must_be_those_of_the_extract(
+    tmp_path: Path, one_thread, caplog
+) -> None:
+    """attack-float re-embeds perturbed victims with ``params.backbone`` and reloads the images
+    with ``params.seed``/``data.limit``: another image size put the gallery in another space
+    (linkage at chance, exit 0), another seed paired rows with other records' images (the label
+    sequence of a stratified carve is the same). Both are refused, naming the key and the fix."""
+    from pipeline import extract
+
+    sets = mixed_folder_sets(mixed_image_folder(tmp_path / "imgs"))
+    extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
+                    "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
+    assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
+    for extra, needle in (
+        ("backbone.image_size=56", "backbone.image_size: '56' now, '28' at extract"),
+        ("backbone.pooling=cls_mean", "backbone.pooling: 'cls_mean' now, 'cls' at extract"),
+        ("seed=1", "the embeddings were extracted with seed=0, these params say 1"),
+    ):
+        caplog.clear()
+        cli = float_args(tmp_path, (*sets, extra), dataset="mine", emb="emb.safetensors")
+        assert attack.main(cli) == 2, extra
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and needle in errors[0], errors
+        assert (
+            not (tmp_path / "m/float.json").exists()
+            and not (tmp_path / "gallery.safetensors").exists()
+        )

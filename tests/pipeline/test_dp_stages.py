@@ -460,3 +460,34 @@ def test_evaluate_tags_a_dp_head_with_its_public_fingerprint(
     emb = load_embeddings(emb_path)
     assert tags["embeddings"] == emb.public_fingerprint != emb.fingerprint
     assert tags["defence"] == "dp"
+
+
+def test_a_dp_head_s_run_logs_the_schedule_it_trained_with(
+    tmp_path: Path, emb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run logged the train block (train.lr, batch_size, epochs, standardize) while DP-SGD
+    trained with dp.* (config.json's fit block was right): MLflow compared the wrong settings."""
+    import contextlib
+
+    from pipeline import tracking
+    from tests.pipeline.test_extract import RecordingRun
+
+    runs: list[RecordingRun] = []
+
+    @contextlib.contextmanager
+    def fake_stage_run(config, *, name, tags=None):
+        runs.append(RecordingRun())
+        yield runs[-1]
+
+    monkeypatch.setattr(tracking, "stage_run", fake_stage_run)
+    sets = ["dp.lr=0.01", "dp.batch_size=64", "dp.epochs=2", "dp.standardize=false"]
+    sets += ["train.lr=0.001", "train.batch_size=256", "train.standardize=true"]
+    argv = dp_args(tmp_path, emb_path) + [a for s in sets for a in ("--set", s)]
+    assert train_dp.main(argv) == 0
+    (run,) = runs
+    logged = run.params["train"]
+    _, cfg = load_head(tmp_path / "a/head_dp")
+    assert (logged["lr"], logged["batch_size"], logged["epochs"]) == (0.01, 64, 2)
+    assert (cfg["fit"]["lr"], cfg["fit"]["batch_size"], cfg["fit"]["epochs"]) == (0.01, 64, 2)
+    assert logged["standardize"] is False and logged["class_balance"] == 0.0
+    assert logged["selection_window"] == 1 and logged["ema_epochs"] == 0.0

@@ -131,3 +131,16 @@ def test_multilabel_pipeline(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "eval.json").read_text())
     assert 0.0 <= m["accuracy"] <= 1.0 and "macro_f1" in m
     assert not (tmp_path / "knn/confusion.png").exists()  # no confusion matrix for multi-label
+
+
+def test_train_checks_knn_k_alone_not_the_sweep_it_does_not_read(tmp_path: Path, caplog) -> None:
+    """Model selection votes with knn.k; knn.k_sweep is the knn stage's (and not among train's DVC
+    params): a sweep k above the training rows failed train with a k_sweep error."""
+    emb_path = tmp_path / "emb.safetensors"
+    save_embeddings(emb_path, synthetic_embeddings())
+    n_train = len(synthetic_embeddings().y["train"])
+    base = [*BASE, "--set", f"knn.k_sweep=[3,{n_train + 1}]", "--set", "tracking.enabled=false"]
+    assert train.main(train_argv(base, emb_path, tmp_path, method="dpsh", bits=12)) == 0
+    base[-3] = f"knn.k={n_train + 1}"  # knn.k itself is still checked
+    assert train.main(train_argv(base, emb_path, tmp_path, method="dpsh", bits=12)) == 2
+    assert f"knn.k: k={n_train + 1} exceeds the {n_train} rows" in caplog.text

@@ -23,6 +23,7 @@ from privacy.membership import (
     code_stability,
     lira_scores,
     roc_numbers,
+    shadow_seeds,
     shadow_splits,
 )
 
@@ -275,3 +276,26 @@ def test_shadow_halves_smaller_than_k_are_refused_before_any_shadow_trains() -> 
     assert trained == []
     attack.config = MembershipConfig(shadow_heads=2, candidates=2)  # (10 + 4) // 2 = 7 rows: runs
     assert attack.run(_victims(recs))["n_members"] == 2
+
+
+def test_no_shadow_shares_the_target_head_s_seed() -> None:
+    """Shadows used attack.seed + 1 + i; with seed: 1 and attack.seed: 0, shadow 0 repeated the
+    target's initialisation and batches. The target's seed is skipped; the default (target 0,
+    attack 0: shadows 1..16) is unchanged."""
+    assert shadow_seeds(1, 3, avoid=2) == [1, 3, 4]
+    assert shadow_seeds(1, 3, avoid=0) == [1, 2, 3] == shadow_seeds(1, 3, avoid=None)
+    recs = make_records(n=(40, 20, 40), dim=8)
+    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
+    used: list[int] = []
+
+    def make_head(seed):
+        used.append(seed)
+        return methods.build("lsh", spec, seed=0)
+
+    attack = MembershipInference(
+        CodeRelease.from_head(methods.build("lsh", spec, seed=0)),
+        MembershipConfig(shadow_heads=3, candidates=10, workers=1),
+        make_head=make_head, fit_config=FitConfig(epochs=1, progress=False, seed=1), n_classes=3,
+    )  # fmt: skip
+    attack.fit(recs["val"]).run(_victims(recs))
+    assert sorted(used) == [2, 3, 4]  # attack seed 0: 1 would have been the target's
