@@ -870,7 +870,10 @@ def load_embeddings(path: str | Path, *, dataset: str | None = None) -> Embeddin
         else v
         for s, v in y.items()
     }
-    if all(v.ndim == 1 for v in as_ids.values()):  # a user file given straight to a stage
+    if all(  # a user file given straight to a stage; float labels are refused elsewhere
+        v.ndim == 1 and (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_)
+        for v in as_ids.values()
+    ):
         try:
             n_names = len(json.loads(meta.get("class_names") or "[]"))
         except (ValueError, TypeError):

@@ -259,10 +259,19 @@ def check_gallery_backbone(config: Any, meta: Mapping[str, str], *, loaded: Any)
             "dtype": loaded.dtype,
             "normalisation": loaded.normalisation,
         }
-    differ = [k for k, v in now.items() if meta.get(k) is not None and meta[k] != v]
+    recorded = dict(meta)
+    if str(recorded.get("revision", "")).startswith("/"):  # a local folder, before 0858295
+        recorded.pop("revision")
+    # precision (auto: bf16 on a GPU, fp32 on a CPU) does not move the gallery to another space
+    differ = [
+        k
+        for k, v in now.items()
+        if k != "dtype" and recorded.get(k) is not None and recorded[k] != v
+    ]
     if differ:
         shown = "; ".join(
-            f"{GALLERY_BACKBONE_KEYS[k]}: {now[k]!r} now, {meta[k]!r} at extract" for k in differ
+            f"{GALLERY_BACKBONE_KEYS[k]}: {now[k]!r} now, {recorded[k]!r} at extract"
+            for k in differ
         )
         raise ArtifactError(
             f"the backbone that would re-embed the linkage gallery is not the one that made the "

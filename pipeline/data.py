@@ -607,8 +607,9 @@ def walk_files(root: Path, *, skip_hidden: bool = False) -> list[Path]:
     once: a link to a folder already read (a second link to one folder) or to a folder that holds
     the link (a link loop, e.g. ``ln -s .. up``, which would also pull in ``root``'s siblings) is
     skipped with a warning, so a walk ends. The walk is top-down with names sorted, and the path
-    that reaches a folder first is the one kept. A file reached twice (through links, or hard
-    links) is listed once, under its first path in sorted order. A broken link (its target
+    that reaches a folder first is the one kept. Every file path is listed, also two paths of one
+    file (a symlink or hard link to it: DVC's and git-annex's stores keep identical images as one
+    object, and each path is a row of the data set). A broken link (its target
     missing, or a loop of links) is listed too, as the link: ``path.exists()`` is False for it;
     the caller decides (the imagefolder source refuses one to an image, the source stamp records
     it). ``skip_hidden`` leaves out files and folders whose name starts with ``.``. A folder that
@@ -658,23 +659,10 @@ def walk_files(root: Path, *, skip_hidden: bool = False) -> list[Path]:
                 continue
             if stat.S_ISREG(st.st_mode):  # not a socket, fifo, device
                 found.append((path, (st.st_dev, st.st_ino)))
-    out: list[Path] = []
-    files_seen: set[tuple[int, int]] = set()
-    twice = 0
-    for path, key in sorted(found):
-        if key is not None and key in files_seen:
-            twice += 1
-            continue
-        out.append(path)
-        if key is not None:
-            files_seen.add(key)
-    if twice:
-        log.warning(
-            "%s: %d file(s) reached a second time through links (or hard links) are listed "
-            "once, under their first path",
-            root,
-            twice,
-        )
+    # every file path is listed, also two paths of one file (hard links, or symlinks into one
+    # store: DVC's cache.type hardlink/symlink and git-annex store identical images once): each
+    # is a row of the data set; only folders are read once, which is all a walk needs to end
+    out = [path for path, _ in sorted(found)]
     return out
 
 

@@ -312,3 +312,16 @@ def test_a_user_file_given_straight_to_a_stage_with_sparse_class_ids_is_refused(
     assert sparse_class_ids([np.array([1, 2, 3])], declared=None) is None
     assert sparse_class_ids([np.array([0, 4])], declared=None) is not None  # 3 of 5 unused
     assert sparse_class_ids([np.array([0, 4])], declared=5) is None
+
+
+def test_nan_float_labels_are_refused_as_labels_not_a_traceback(tmp_path: Path) -> None:
+    """The sparse-id check ran int() on float labels first: NaN gave a ValueError (exit 1)."""
+    from pipeline.artifacts import load_embeddings
+
+    arrays = {}
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_x"] = np.ones((4, 3), np.float32)
+        arrays[f"{s}_y"] = np.array([0, 1, np.nan, np.inf], np.float32)
+    np.savez(tmp_path / "f.npz", **arrays)
+    with pytest.raises(ArtifactError, match="train_y must be integer class ids"):
+        load_embeddings(tmp_path / "f.npz")
