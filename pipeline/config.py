@@ -113,9 +113,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
+        try:
+            as_float = float(value)
+        except OverflowError:  # an int beyond float's range
+            raise ParamsError(
+                f"{key}: expected a finite number, got an integer too large"
+            ) from None
+        if not math.isfinite(as_float):
             raise ParamsError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
+        return as_float
     if tp is str:
         if not isinstance(value, str):
             raise ParamsError(f"{key}: expected a string, got {value!r}")
@@ -317,6 +323,7 @@ class KnnConfig:
         )
         for i, k in enumerate(self.k_sweep):
             check(k >= 1, f"k_sweep[{i}]", f"{k} must be >= 1")
+        check_unique(self.k_sweep, "k_sweep")  # one sweep row per k
 
     def check_database(
         self, n_database: int, *, database: str = "training split", sweep: bool = True
@@ -689,6 +696,7 @@ class RetrievalConfig:
         # a repeated cut-off was scored twice into one metric (map_at_10 = 2.0)
         check_unique(self.map_at, "map_at")
         check_unique(self.precision_at, "precision_at")
+        check_unique(self.metrics, "metrics")
         check(self.radius >= 0, "radius", f"{self.radius} must be >= 0")
         check(self.shortlist >= 1, "shortlist", f"{self.shortlist} must be >= 1")
         if self.ivf_nlist is not None:
@@ -751,6 +759,7 @@ class AttackConfig:
 
             known = registry.names()
             check(len(self.attacks) > 0, "attacks", "list at least one attack, or null for all")
+            check_unique(self.attacks, "attacks")  # an attack listed twice ran twice
             for i, name in enumerate(self.attacks):
                 if name not in known:
                     close = difflib.get_close_matches(name, known, n=1)

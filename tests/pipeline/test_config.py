@@ -160,6 +160,19 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
             r"^dp.epsilons\[2\]: 8.0 is listed twice \(entry 0 too; 8 and 8.0 are one value\)",
         ),
         ("release.epsilons", [4.0, 4], r"^release.epsilons\[1\]: 4.0 is listed twice"),
+        # an attack listed twice ran twice (membership: twice the shadow heads), keys overwritten
+        (
+            "attack.attacks",
+            ["linkage", "linkage"],
+            r"^attack.attacks\[1\]: 'linkage' is listed twice",
+        ),
+        ("knn.k_sweep", [5, 5], r"^knn.k_sweep\[1\]: 5 is listed twice"),
+        (
+            "retrieval.metrics",
+            ["map_all", "map_all"],
+            r"^retrieval.metrics\[1\]: 'map_all' is listed",
+        ),
+        ("train.lr", 10**400, r"^train.lr: expected a finite number, got an integer too large$"),
         # a DP target of ∞ would train with Opacus' starting σ = 10 (privacy.dp refuses it too)
         (
             "dp.epsilons",
