@@ -231,7 +231,6 @@ GALLERY_BACKBONE_KEYS = {
     "resize": "backbone.resize",
     "pooling": "backbone.pooling",
     "revision": "backbone.revision",
-    "dtype": "backbone.precision",
     "normalisation": "backbone.name (its preprocessor_config.json)",
 }
 
@@ -241,7 +240,7 @@ def check_gallery_backbone(config: Any, meta: Mapping[str, str], *, loaded: Any)
     embeddings' metadata): another image size, pooling or checkpoint puts the gallery in another
     space, and linkage falls to chance without a word. ``loaded`` None: the params-level keys only
     (before a model is loaded); a loaded :class:`~pipeline.backbones.Backbone`: also its resolved
-    revision, precision and normalisation. Keys an older file lacks are not compared."""
+    revision and normalisation. Keys an older file lacks are not compared."""
     if loaded is None:
         now = {
             "backbone": config.name,
@@ -256,18 +255,14 @@ def check_gallery_backbone(config: Any, meta: Mapping[str, str], *, loaded: Any)
             "resize": loaded.resize,
             "pooling": loaded.pooling,
             "revision": loaded.revision,
-            "dtype": loaded.dtype,
             "normalisation": loaded.normalisation,
         }
     recorded = dict(meta)
     if str(recorded.get("revision", "")).startswith("/"):  # a local folder, before 0858295
         recorded.pop("revision")
-    # precision (auto: bf16 on a GPU, fp32 on a CPU) does not move the gallery to another space
-    differ = [
-        k
-        for k, v in now.items()
-        if k != "dtype" and recorded.get(k) is not None and recorded[k] != v
-    ]
+    # precision is not compared (auto: bf16 on a GPU, fp32 on a CPU; it does not move the
+    # gallery to another space)
+    differ = [k for k, v in now.items() if recorded.get(k) is not None and recorded[k] != v]
     if differ:
         shown = "; ".join(
             f"{GALLERY_BACKBONE_KEYS[k]}: {now[k]!r} now, {recorded[k]!r} at extract"

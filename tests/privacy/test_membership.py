@@ -249,23 +249,31 @@ def test_shadow_workers_restore_default_sigterm() -> None:
     assert not multiprocessing.active_children()  # closed and joined: no worker left behind
 
 
+def _recording_lsh_attack(config: MembershipConfig, fit_config: FitConfig):
+    """A membership attack on an LSH head whose shadow heads record the seeds they are built with
+    (LSH codes do not depend on the records: only the plumbing is under test)."""
+    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
+    seeds: list[int] = []
+
+    def make_head(seed):
+        seeds.append(seed)
+        return methods.build("lsh", spec, seed=0)
+
+    attack = MembershipInference(
+        CodeRelease.from_head(methods.build("lsh", spec, seed=0)), config,
+        make_head=make_head, fit_config=fit_config, n_classes=3,
+    )  # fmt: skip
+    return attack, seeds
+
+
 def test_shadow_halves_smaller_than_k_are_refused_before_any_shadow_trains() -> None:
     """10 aux records (the attack's minimum) and 1 candidate pair: each shadow trains on
     (10 + 2) // 2 = 6 rows, fewer than k = 7, and the trainer's "lower k" (which would change the
     target's own setup) came from inside a shadow; the attack now names its own two knobs."""
     recs = make_records(n=(40, 10, 40), dim=8)
-    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
-    trained: list[int] = []
-
-    def make_head(seed):
-        trained.append(seed)
-        return methods.build("lsh", spec, seed=0)
-
-    attack = MembershipInference(
-        CodeRelease.from_head(methods.build("lsh", spec, seed=0)),
-        MembershipConfig(shadow_heads=2, candidates=1),
-        make_head=make_head, fit_config=FitConfig(epochs=1, progress=False, k=7), n_classes=3,
-    )  # fmt: skip
+    attack, trained = _recording_lsh_attack(
+        MembershipConfig(shadow_heads=2, candidates=1), FitConfig(epochs=1, progress=False, k=7)
+    )
     with pytest.raises(
         PrivacyError,
         match=r"^membership: each shadow head trains on half of the 10 aux records and 2 "
@@ -285,17 +293,9 @@ def test_no_shadow_shares_the_target_head_s_seed() -> None:
     assert shadow_seeds(1, 3, avoid=2) == [1, 3, 4]
     assert shadow_seeds(1, 3, avoid=0) == [1, 2, 3] == shadow_seeds(1, 3, avoid=None)
     recs = make_records(n=(40, 20, 40), dim=8)
-    spec = HeadSpec(in_dim=8, n_bits=16, n_classes=3)
-    used: list[int] = []
-
-    def make_head(seed):
-        used.append(seed)
-        return methods.build("lsh", spec, seed=0)
-
-    attack = MembershipInference(
-        CodeRelease.from_head(methods.build("lsh", spec, seed=0)),
+    attack, used = _recording_lsh_attack(
         MembershipConfig(shadow_heads=3, candidates=10, workers=1),
-        make_head=make_head, fit_config=FitConfig(epochs=1, progress=False, seed=1), n_classes=3,
-    )  # fmt: skip
+        FitConfig(epochs=1, progress=False, seed=1),
+    )
     attack.fit(recs["val"]).run(_victims(recs))
     assert sorted(used) == [2, 3, 4]  # attack seed 0: 1 would have been the target's
