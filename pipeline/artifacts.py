@@ -1079,20 +1079,49 @@ def save_codes(
     write_bytes(path, canonical_safetensors(np_save_bytes(tensors, metadata=md)))
 
 
-def load_codes(path: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
+def load_codes(
+    path: str | Path, *, require: Sequence[str] = ("train", "test")
+) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
+    """Packed codes per split, their bit count and the file's metadata. Refused unless the file
+    holds every split in ``require`` and each array is ``uint8 [N, ceil(n_bits / 8)]`` with
+    ``n_bits >= 1`` (a hand-made or foreign file otherwise failed later with a KeyError, or
+    searched a wrong width)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: codes file not found; run the train stage first")
     tensors, meta = _read_safetensors_numpy(path)
-    if meta.get("format") != CODES_FORMAT or not str(meta.get("n_bits", "")).isdigit():
+    if (
+        meta.get("format") != CODES_FORMAT
+        or not str(meta.get("n_bits", "")).isdigit()
+        or int(meta["n_bits"]) < 1
+    ):
         raise ArtifactError(
             f"{path}: not a hashaudit codes file (format={meta.get('format')!r}, "
             f"n_bits={meta.get('n_bits')!r}); re-run the train stage"
         )
-    return tensors, int(meta["n_bits"]), meta
+    n_bits = int(meta["n_bits"])
+    n_bytes = math.ceil(n_bits / 8)
+    missing = [s for s in dict.fromkeys(require) if s not in tensors]
+    if missing:
+        raise ArtifactError(
+            f"{path}: no {' or '.join(repr(s) for s in missing)} codes (the file holds "
+            f"{', '.join(repr(s) for s in sorted(tensors)) or 'no arrays'}); a codes file needs "
+            f"uint8 [N, {n_bytes}] arrays named {', '.join(repr(s) for s in require)} "
+            "(artifacts.save_codes); re-run the train stage or re-save the codes with those splits"
+        )
+    for split, arr in tensors.items():
+        if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != n_bytes:
+            raise ArtifactError(
+                f"{path}: {split!r} codes are {arr.dtype} {tuple(arr.shape)}, but {n_bits}-bit "
+                f"codes are packed uint8 [N, {n_bytes}] (retrieval.codes.pack_bits); re-run the "
+                "train stage or re-pack the codes"
+            )
+    return tensors, n_bits, meta
 
 
-def load_head_codes(head_dir: str | Path) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
+def load_head_codes(
+    head_dir: str | Path, *, require: Sequence[str] = ("train", "test")
+) -> tuple[dict[str, np.ndarray], int, dict[str, str]]:
     """:func:`load_codes` of ``<head_dir>/codes.safetensors``, refused when they were encoded by
     another head than ``<head_dir>/head.safetensors`` (the SHA-256 the train stage records as
     ``head_sha256``): a folder mixing two runs' files (restored by hand, copied over, left by a
@@ -1101,7 +1130,7 @@ def load_head_codes(head_dir: str | Path) -> tuple[dict[str, np.ndarray], int, d
     unchecked."""
     head_dir = Path(head_dir)
     codes_path, weights = head_dir / "codes.safetensors", head_dir / "head.safetensors"
-    codes, n_bits, meta = load_codes(codes_path)
+    codes, n_bits, meta = load_codes(codes_path, require=require)
     recorded = meta.get("head_sha256")
     if recorded and weights.is_file():
         actual = file_sha256(weights)

@@ -102,21 +102,34 @@ def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, 
     if not sources.yields_images(source.kind):
         return None
     # which images each row holds depends on the seed and limit of the carve / subsample: a source
-    # reloaded with others can give the same label sequence with other records' images
-    now = {
-        "seed": str(params.seed),
-        "limit": "null" if params.data.limit is None else str(params.data.limit),
-    }
-    for key, value in now.items():
-        recorded = emb.meta.get(key)
-        if recorded is not None and recorded != value:
-            param = "seed" if key == "seed" else "data.limit"
-            raise ArtifactError(
-                f"{dataset}: the embeddings were extracted with {param}={recorded}, these params "
-                f"say {value}: reloading the images would pair rows with other records' images; "
-                f"run attack with {param}: {recorded}, or re-run extract with these params"
+    # reloaded with others can give the same label sequence with other records' images, so the
+    # images are reloaded with the values the extract recorded (files without them: these params)
+    seed, data = params.seed, params.data
+    recorded_seed, recorded_limit = emb.meta.get("seed"), emb.meta.get("limit")
+    try:
+        if recorded_seed is not None:
+            seed = int(recorded_seed)
+        if recorded_limit is not None:
+            data = dataclasses.replace(
+                data, limit=None if recorded_limit == "null" else int(recorded_limit)
             )
-    ds = sources.load(dataset, source, params.data, seed=params.seed)
+    except ValueError:
+        raise ArtifactError(
+            f"{dataset}: the embeddings file records seed={recorded_seed!r}, "
+            f"limit={recorded_limit!r}, not integers (limit may be 'null'); re-run the extract "
+            "stage"
+        ) from None
+    if (seed, data.limit) != (params.seed, params.data.limit):
+        log.info(
+            "%s: reloading the images with the extract's seed=%d, data.limit=%s (these params "
+            "say seed=%d, data.limit=%s) so that each row keeps its own image",
+            dataset,
+            seed,
+            data.limit,
+            params.seed,
+            params.data.limit,
+        )
+    ds = sources.load(dataset, source, data, seed=seed)
     out = {}
     for split in ("train", "val", "test"):
         sp = ds.splits[split]

@@ -179,8 +179,8 @@ def run_release(
     r = params.release
     check_writable(metrics, out / "codes.safetensors", out / "config.json", dirs=[out])
     config = read_json(head_dir / "config.json")
-    codes, n_bits, meta = load_head_codes(head_dir)
     splits = SPLITS_OF[r.apply_to]
+    codes, n_bits, meta = load_head_codes(head_dir, require=("train", "test", *splits))
     emb = None if embeddings is None else load_embeddings(embeddings)
     if emb is not None:  # the head's own provenance first: a release of other rows is refused
         check_head_embeddings(config, emb, head_dir=head_dir, embeddings_path=embeddings)

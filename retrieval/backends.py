@@ -270,7 +270,19 @@ def _is_server(uri: str) -> bool:
 def check_reachable(uri: str, *, timeout: float = 2.0) -> None:
     """Fail fast, naming the URI and the fix, when a Milvus server URI does not answer."""
     parsed = urlparse(uri)
-    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 19530)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 19530)
+    except ValueError as err:  # a port that is not a number in 0-65535
+        raise RetrievalError(
+            f"Milvus URI {uri!r}: {err}; write a server URI as {parsed.scheme}://host:19530 "
+            "(retrieval.milvus_uri or index --uri), or a local file path for Milvus Lite"
+        ) from None
+    host = parsed.hostname
+    if not host:
+        raise RetrievalError(
+            f"Milvus URI {uri!r} names no host; write a server URI as {parsed.scheme}://host:19530 "
+            "(retrieval.milvus_uri or index --uri), or a local file path for Milvus Lite"
+        )
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return

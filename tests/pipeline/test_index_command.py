@@ -26,3 +26,37 @@ def test_bad_k_names_the_flag_and_the_database_size(
     assert cli.main(argv) == 2
     assert f"--k {k}: must be between 1 and the 40 database codes" in caplog.text
     assert "knn.k" not in caplog.text and not (tmp_path / "i.json").exists()
+
+
+def _index(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> int:
+    caplog.set_level(logging.ERROR)
+    argv = ["index", "--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false"]
+    argv += ["--head", str(tmp_path / "head"), "--k", "3", "--out", str(tmp_path / "i.json")]
+    return cli.main(argv)
+
+
+def test_codes_without_a_test_split_name_the_split_not_a_key_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = {"train": np.zeros((10, 2), dtype=np.uint8), "val": np.zeros((4, 2), np.uint8)}
+    save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=12, meta={})
+    assert _index(tmp_path, caplog) == 2
+    assert "no 'test' codes (the file holds 'train', 'val')" in caplog.text
+    assert "uint8 [N, 2] arrays named 'train', 'test'" in caplog.text
+    assert "KeyError" not in caplog.text and not (tmp_path / "i.json").exists()
+
+
+def test_codes_of_another_width_than_their_bit_count_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = {s: np.zeros((10, 2), dtype=np.uint8) for s in ("train", "test")}
+    save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=12, meta={})
+    path = tmp_path / "head" / "codes.safetensors"
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(path)
+    arrays["test"] = np.zeros((4, 3), dtype=np.uint8)  # 24 bits' width beside 12-bit codes
+    save_file(arrays, path, metadata={"format": "hashaudit.codes/1", "n_bits": "12"})
+    assert _index(tmp_path, caplog) == 2
+    assert "'test' codes are uint8 (4, 3), but 12-bit codes are packed uint8 [N, 2]" in caplog.text
+    assert not (tmp_path / "i.json").exists()

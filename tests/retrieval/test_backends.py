@@ -117,6 +117,21 @@ def test_unreachable_milvus_uri_is_one_fast_error() -> None:
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://localhost:abc", r"Milvus URI 'http://localhost:abc': Port could not be cast"),
+        ("http://localhost:70000", r"Milvus URI 'http://localhost:70000': Port out of range"),
+        ("http://:19530", r"Milvus URI 'http://:19530' names no host"),
+        ("grpc://", r"Milvus URI 'grpc://' names no host; write a server URI as grpc://host:19530"),
+    ],
+)
+def test_a_malformed_milvus_server_uri_names_the_uri_and_the_fix(uri: str, message: str) -> None:
+    db, _, _ = _codes(10, 1, 8)
+    with pytest.raises(RetrievalError, match=message + r".*retrieval\.milvus_uri or index --uri"):
+        build_index("milvus", db, 8, uri=uri)
+
+
 def _milvus_lite_or_skip(tmp_path):
     from retrieval.backends import _import_milvus
 
