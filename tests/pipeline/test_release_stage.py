@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import release
 from pipeline.artifacts import load_codes, save_codes, write_json
+from retrieval.codes import pack_bits, unpack_bits
 from tests.conftest import REPO
 
 ARGS = ["--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false"]
@@ -23,7 +24,10 @@ def head(tmp_path: Path) -> Path:
     codes = {
         s: g.integers(0, 256, (n, 2), dtype=np.uint8) for s, n in (("train", 40), ("test", 10))
     }
-    codes = {s: c & np.array([255, 0xF0], np.uint8) for s, c in codes.items()}  # 12 bits used
+    # 12 bits, packed little-endian (retrieval.codes.pack_bits): bits 8-11 are the low nibble of
+    # byte 2, the high nibble is padding (0xF0 kept the padding and zeroed bits 8-11)
+    codes = {s: c & np.array([255, 0x0F], np.uint8) for s, c in codes.items()}
+    assert all(np.array_equal(pack_bits(unpack_bits(c, 12)), c) for c in codes.values())
     save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=12, meta={"method": "dpsh"})
     write_json(tmp_path / "head" / "config.json", {"dataset": "syn", "method": "dpsh"})
     return tmp_path / "head"
@@ -95,7 +99,7 @@ def test_a_seeded_release_is_reproducible_recorded_and_its_masks_are_independent
         assert release.main([*ARGS, *argv]) == 0
         before = load_codes(head_dir / "codes.safetensors")[0]
         after = load_codes(out / "codes.safetensors")[0]
-        masks = {s: np.unpackbits(before[s] ^ after[s], axis=1)[:, :12] for s in ("train", "test")}
+        masks = {s: unpack_bits(before[s] ^ after[s], 12) for s in ("train", "test")}
         return masks, json.loads((out / "config.json").read_text())["release"]
 
     masks, info = run(head, "a")
@@ -110,6 +114,8 @@ def test_a_seeded_release_is_reproducible_recorded_and_its_masks_are_independent
     write_json(same / "config.json", {"dataset": "syn", "method": "dpsh"})
     split_masks, _ = run(same, "splits")
     assert not np.array_equal(split_masks["train"], split_masks["test"])
+    # bits 8-11 too (the big-endian unpack read the padding there: equal for equal codes)
+    assert not np.array_equal(split_masks["train"][:, 8:], split_masks["test"][:, 8:])
     # another head (other method) of the same bit width, and another ε_code
     other = tmp_path / "other"
     save_codes(other / "codes.safetensors", codes, n_bits=12, meta={"method": "csq"})

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from privacy.audit import audit_epsilon, one_run_epsilon, one_run_p_value
 from privacy.errors import PrivacyError
@@ -70,3 +71,20 @@ def test_the_epsilon_cap_is_reported_only_when_it_is_itself_rejected() -> None:
     assert one_run_p_value(1000, 1000, 950, got + 1e-6, 1e-5) >= alpha
     assert one_run_p_value(1000, 1000, 950, 3.0, 1e-5) >= alpha  # the cap is not rejected
     assert one_run_epsilon(1000, 1000, 1000, delta=1e-5, eps_max=3.0) == 3.0  # this one is
+
+
+@pytest.mark.parametrize(
+    ("m", "r", "v", "eps", "delta"),
+    [(200, 40, 35, 0.7, 1.6e-4), (200, 100, 79, 0.5, 8.5e-5), (1000, 1000, 700, 1.3, 1e-4)],
+)
+def test_p_value_matches_the_papers_reference_loop(m, r, v, eps, delta) -> None:
+    """Steinke, Nasr & Jagielski (2023), Appendix D ``p_value_DP_audit``, as its loop reads."""
+    q = 1 / (1 + math.exp(-eps))
+    beta = stats.binom.sf(v - 1, r, q)
+    alpha, total = 0.0, 0.0
+    for i in range(1, v + 1):
+        total += stats.binom.pmf(v - i, r, q)
+        if total > i * alpha:
+            alpha = total / i
+    expected = min(beta + alpha * delta * 2 * m, 1.0)
+    assert one_run_p_value(m, r, v, eps, delta) == pytest.approx(expected, rel=1e-9)
