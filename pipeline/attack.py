@@ -60,7 +60,14 @@ from pipeline.artifacts import (
     write_csv,
 )
 from pipeline.common import base_parser, cpu_seconds, load, run_main
-from pipeline.config import AttackConfig, Params, ParamsError, parse_dataclass, to_dict
+from pipeline.config import (
+    MAX_STRENGTHS,
+    AttackConfig,
+    Params,
+    ParamsError,
+    parse_dataclass,
+    to_dict,
+)
 from pipeline.data import stratified_sample
 from pipeline.release import release_provenance
 from pipeline.train import withhold_label
@@ -234,7 +241,7 @@ def select_attacks(cfg: AttackConfig, has_images: bool) -> list[str]:
 
 
 def _seed(cfg: AttackConfig, split: str, i: int) -> int:
-    return cfg.seed * 1000 + (0 if split == "train" else 500) + i
+    return cfg.seed * 2 * MAX_STRENGTHS + (0 if split == "train" else MAX_STRENGTHS) + i
 
 
 #: embeddings metadata key -> the params key that sets it (the gallery's backbone must match)

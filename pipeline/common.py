@@ -84,7 +84,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"--set {item!r}: use KEY=VALUE, e.g. --set train.epochs=5")
-        out[key.strip()] = yaml_value(value, where=f"--set {item!r}: the value")
+        out[key.strip()] = yaml_value(value, where=f"--set {item!r}: the value", key=key.strip())
     return out
 
 

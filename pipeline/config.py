@@ -11,12 +11,13 @@ import dataclasses
 import difflib
 import math
 import re
+import shlex
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -522,10 +523,90 @@ def load_params(
     return parse_params(raw)
 
 
-def yaml_value(text: str, *, where: str) -> Any:
-    """Parse YAML; a syntax error is one line: ``where:LINE:COLUMN: problem``."""
+# YAML 1.1 (PyYAML) reads some plain scalars as numbers nobody writing them means: `012` is octal
+# (10) and `1:30` base 60 (90), while DVC's YAML 1.2 reader (ruamel) reads 12 and '1:30', and
+# Python 3 refuses 012. ParamsLoader tags them instead, and yaml_value refuses them naming the key. Hex (`0x10`), binary (`0b101`) and
+# underscores (`1_000`) keep their PyYAML values: they equal what Python reads from the same text.
+# `yes`/`no`/`on`/`off` stay booleans: on a bool key that is what the writer meant.
+_AMBIGUOUS_TAG = "tag:hashaudit,2024:yaml11-number"
+_AMBIGUOUS_NUMBER = re.compile(
+    r"""^(?:[-+]?0[0-7_]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*)$""",
+    re.X,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Yaml11Number:
+    """A plain scalar that YAML 1.1 reads as an octal or base-60 number (refused by yaml_value)."""
+
+    text: str  # as written
+    reading: int | float  # PyYAML's value of it
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that tags octal (``012``) and base-60 (``1:30``) plain scalars as
+    :class:`_Yaml11Number` instead of silently reading them as 10 and 90."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: ([(_AMBIGUOUS_TAG, _AMBIGUOUS_NUMBER)] if first in "-+0123456789" else [])
+        + list(resolvers)
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+def _construct_yaml11_number(loader: ParamsLoader, node: yaml.ScalarNode) -> _Yaml11Number:
+    reading = (
+        loader.construct_yaml_float(node) if "." in node.value else loader.construct_yaml_int(node)
+    )
+    mark = node.start_mark
+    return _Yaml11Number(
+        text=node.value, reading=reading, line=mark.line + 1, column=mark.column + 1
+    )
+
+
+ParamsLoader.add_constructor(_AMBIGUOUS_TAG, _construct_yaml11_number)
+
+
+def _refuse_yaml11_numbers(tree: Any, *, where: str, key: str = "") -> None:
+    """Raise ParamsError for the first :class:`_Yaml11Number` in ``tree`` (values and keys)."""
+    found: _Yaml11Number | None = None
+    named = f"{key}: " if key else ""
+    if isinstance(tree, _Yaml11Number):
+        found = tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            if isinstance(k, _Yaml11Number):
+                found, named = k, f"{named}the key "
+                break
+            _refuse_yaml11_numbers(v, where=where, key=f"{key}.{k}" if key else str(k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            _refuse_yaml11_numbers(v, where=where, key=f"{key}[{i}]")
+    if found is None:
+        return
+    text = found.text
+    if ":" in text:
+        what, write = f"a YAML 1.1 base-60 number (read as {found.reading})", found.reading
+    else:
+        decimal = int(text.replace("_", ""), 10)
+        differs = f" (read as {found.reading}, not {decimal})" if found.reading != decimal else ""
+        what, write = f"a YAML 1.1 octal number{differs}", decimal
+    raise ParamsError(
+        f"{where}:{found.line}:{found.column}: {named}{text} is {what}; write {write} for the "
+        f"number or '{text}' for the text"
+    )
+
+
+def yaml_value(text: str, *, where: str, key: str = "") -> Any:
+    """Parse YAML with :class:`ParamsLoader`; a syntax error is one line:
+    ``where:LINE:COLUMN: problem``, and so is an octal (``012``) or base-60 (``1:30``) number,
+    named by its dotted key below ``key`` (the ``--set`` key the text is the value of)."""
     try:
-        return yaml.safe_load(text)
+        tree = yaml.load(text, Loader=ParamsLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
@@ -533,11 +614,97 @@ def yaml_value(text: str, *, where: str) -> Any:
         raise ParamsError(
             f"{where}{place}: not valid YAML: {' '.join(str(problem).split())}"
         ) from None
+    _refuse_yaml11_numbers(tree, where=where, key=key)
+    return tree
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML (``[12, 24]``, ``{kind: medmnist}``, ``null``)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    try:
+        text = yaml.safe_dump(plain(value), default_flow_style=True, width=2**31, sort_keys=False)
+    except yaml.YAMLError:
+        return repr(value)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _set_items(dotted: str, value: Any) -> str:
+    """Shell-ready ``--set`` items for each leaf of ``value`` (``--set train.epochs=5``); a
+    ``data.sources`` entry stays one item (it is defined whole)."""
+    if (
+        isinstance(value, Mapping)
+        and value
+        and not _defined_whole(_annotation_at(dotted.split(".")))
+    ):
+        return " ".join(_set_items(f"{dotted}.{k}", v) for k, v in value.items())
+    return f"--set {shlex.quote(f'{dotted}={_flow(value)}')}"
+
+
+def _annotation_at(parts: Sequence[str]) -> Any:
+    """The annotation of the dotted key ``parts`` in :class:`Params` (None: no such key)."""
+    tp: Any = Params
+    for part in parts:
+        if dataclasses.is_dataclass(tp):
+            hints = get_type_hints(tp)
+            if part not in {f.name for f in dataclasses.fields(tp) if f.init}:
+                return None
+            tp = hints[part]
+        elif get_origin(tp) in (dict, Mapping, typing.Mapping):
+            tp = (get_args(tp) or (str, Any))[1]
+        else:
+            return None
+    return tp
+
+
+def _defined_whole(tp: Any) -> bool:
+    """Whether a mapping of type ``tp`` has a required key (a ``data.sources`` entry's ``kind``):
+    such an entry is always written whole, and the kind decides which other keys it has."""
+    return dataclasses.is_dataclass(tp) and any(
+        f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(tp)
+    )
+
+
+def _dropped(old: Any, new: Any, parts: Sequence[str]) -> list[str]:
+    """The keys of mapping ``old`` at dotted key ``parts`` that replacing it with mapping ``new``
+    would silently reset to a default (relative to ``parts``); none for an entry that is defined
+    whole, or for a collection of them."""
+    tp = _annotation_at(parts)
+    if (
+        not isinstance(old, Mapping)
+        or not isinstance(new, Mapping)
+        or _defined_whole(tp)
+        # a collection of such entries (data.sources): an entry it drops has no default to fall
+        # back to, so a dataset that names it is refused (data.datasets)
+        or (get_origin(tp) in (dict, Mapping, typing.Mapping) and _defined_whole(get_args(tp)[1]))
+    ):
+        return []
+    lost = []
+    for k, v in old.items():
+        if k not in new:
+            lost.append(str(k))
+        else:
+            lost += [f"{k}.{sub}" for sub in _dropped(v, new[k], [*parts, str(k)])]
+    return lost
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way; a
-    path through a plain value (``seed.x`` while ``seed: 0``) is a :class:`ParamsError`."""
+    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way.
+
+    A :class:`ParamsError` for a path through a plain value (``seed.x`` while ``seed: 0``), for
+    null on a section (``train=null`` would reset all its keys to their defaults) and for a
+    mapping that would replace a section and drop keys it leaves out (``train={epochs: 5}``).
+    A mapping is not merged key by key: ``data.sources`` and its entries (with a required
+    ``kind``) are replaced whole, as a merge would keep keys a new kind does not read; sections
+    have no required key, so a mapping there could only mean an update, which single keys say
+    unambiguously."""
     parts = dotted.split(".")
     if not all(p.strip() for p in parts):
         raise ParamsError(f"--set {dotted!r}: empty key part; use dotted keys like train.epochs")
@@ -554,6 +721,37 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
                 f"set {here} itself, e.g. --set {here}=..."
             )
         node = child
+    tp = _annotation_at(parts)
+    section = dataclasses.is_dataclass(tp) or get_origin(tp) in (dict, Mapping, typing.Mapping)
+    current = node.get(last)
+    if value is None and section:
+        if dataclasses.is_dataclass(tp):
+            first = next(f for f in dataclasses.fields(tp) if f.init)
+            example_key = first.name
+            example = (
+                current[example_key]
+                if isinstance(current, Mapping) and example_key in current
+                else first.default
+                if first.default is not dataclasses.MISSING
+                else "..."
+            )
+        elif isinstance(current, Mapping) and current:
+            example_key, example = next(iter(current.items()))
+        else:
+            example_key, example = "<key>", "..."
+        raise ParamsError(
+            f"--set {dotted}: {dotted} is a section with keys, not a value, and null is not "
+            f"allowed (it would reset every key to its default); set single keys instead, e.g. "
+            f"{_set_items(f'{dotted}.{example_key}', example)}"
+        )
+    lost = _dropped(current, value, parts)
+    if lost and isinstance(value, Mapping):
+        shown = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
+        fix = _set_items(dotted, value) if value else f"--set {dotted}.<key>=<value>"
+        raise ParamsError(
+            f"--set {dotted}: a mapping replaces all of {dotted} and would drop the {len(lost)} "
+            f"key(s) it leaves out ({shown}); set single keys instead: {fix}"
+        )
     node[last] = value
 
 
@@ -723,6 +921,11 @@ class RetrievalConfig:
 # --------------------------------------------------------------------------------------------
 
 
+#: the most distinct image/noise strengths an attack runs: pipeline.attack._seed gives the train
+#: split offsets 0..MAX_STRENGTHS-1 and the test split the next MAX_STRENGTHS
+MAX_STRENGTHS = 500
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttackConfig:
     """``attack:`` block. The attacker's auxiliary records come from ``aux_split`` (only ``val``:
@@ -776,6 +979,13 @@ class AttackConfig:
         for i, s in enumerate((self.strength, *self.strength_sweep)):
             where = "strength" if i == 0 else f"strength_sweep[{i - 1}]"
             check(0.0 <= s <= 1.0, where, f"{s} must be in [0, 1]")
+        check(
+            len(self.strengths) <= MAX_STRENGTHS,
+            "strength_sweep",
+            f"{len(self.strengths)} distinct strengths (with attack.strength); at most "
+            f"{MAX_STRENGTHS}: each draws its perturbations from its own seed offset "
+            "(pipeline.attack._seed), and more would share one between splits",
+        )
         check(
             self.shadow_heads >= 2,
             "shadow_heads",

@@ -11,12 +11,17 @@
 * Privacy: only parameters, aggregate metrics and small plots/configs are logged — never images,
   embeddings, codes or per-sample values.
 * ``tracking.enabled: false`` (or ``HASHAUDIT_TRACKING=0``) turns every call into a no-op.
-* Faults: an unreachable ``http(s)`` server fails in seconds naming the URI and the fix
-  (:func:`check_reachable`); creating a fresh sqlite store is serialised between processes
-  (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED on an error. A SIGKILLed stage
-  cannot end its run, which stays RUNNING: ``python -m pipeline.tracking --close-stale`` marks
-  KILLED every RUNNING run whose process (pid, host and, on Linux, the process's start are tagged
-  on the run) is gone.
+* Metrics: every real number is logged as a float (Python or numpy scalars, 0-d arrays); NaN and
+  ±inf never are (:meth:`StageRun.log_metrics`); two names MLflow would log under one key raise
+  (:func:`metric_keys`).
+* Faults: a malformed URI (``http://host:abc``, ``http://`` without a host, ``localhost:5000``
+  without a scheme) and an empty ``tracking.experiment`` are one-line user errors
+  (:func:`check_uri`, :func:`check_experiment`); an unreachable ``http(s)`` server fails in
+  seconds naming the URI and the fix (:func:`check_reachable`); creating a fresh sqlite store is
+  serialised between processes (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED
+  on an error. A SIGKILLed stage cannot end its run, which stays RUNNING: ``python -m
+  pipeline.tracking --close-stale`` marks KILLED every RUNNING run whose process (pid, host and, on
+  Linux, the process's start are tagged on the run) is gone.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ import contextlib
 import hashlib
 import logging
 import math
+import numbers
 import os
 import re
 import socket
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipeline.artifacts import EmbeddingsFile, json_text, write_text
 from pipeline.config import ParamsError, TrackingConfig, to_dict
@@ -48,15 +56,48 @@ def metric_key(name: str) -> str:
     return _BAD_CHARS.sub("_", name)
 
 
+def metric_keys(names: Iterable[str], *, what: str = "metric") -> dict[str, str]:
+    """``name -> metric_key(name)`` for every name; a ValueError (a bug in a stage's naming) when
+    two names become one MLflow key, which would silently keep only one of the two values. Names
+    that need no change keep them: nothing is renamed."""
+    keys: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for name in sorted(names):
+        key = metric_key(name)
+        other = first.setdefault(key, name)
+        if other != name:
+            raise ValueError(
+                f"MLflow {what} names {other!r} and {name!r} both become {key!r} (MLflow allows "
+                "only letters, digits and _-. :/); rename one of them"
+            )
+        keys[name] = key
+    return keys
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float where it is a real number (``int``, ``float``, numpy scalars such as
+    ``np.float32`` and ``np.int64``, 0-d arrays), NaN and ±inf included; else None (strings,
+    bools, ``None``, arrays of several values)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.ndim != 0:
+            return None
+        value = value.item()  # the Python scalar: float, int, bool, complex, str, ...
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; a ValueError when two entries flatten to one key
+    (``{"a": {"b": 1}, "a.b": 2}``), which would silently keep only one of the two values."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, full))
-        else:
-            out[full] = value
+        items = flatten(value, full) if isinstance(value, Mapping) else {full: value}
+        for name, leaf in items.items():
+            if name in out:
+                raise ValueError(f"two entries flatten to the key {name!r}; rename one of them")
+            out[name] = leaf
     return out
 
 
@@ -75,8 +116,79 @@ def git_commit(cwd: str | Path = ".") -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+#: the environment variable MLflow (and :func:`resolve_uri`) read the store URI from
+URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
 def resolve_uri(config: TrackingConfig) -> str:
-    return config.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return config.uri or os.environ.get(URI_ENV) or DEFAULT_URI
+
+
+def uri_source(config: TrackingConfig) -> str:
+    """Where :func:`resolve_uri` took the URI from, as error messages name it: ``tracking.uri``
+    (also for the built-in default) or ``MLFLOW_TRACKING_URI``."""
+    return URI_ENV if not config.uri and os.environ.get(URI_ENV) else "tracking.uri"
+
+
+def _uri_fix(source: str) -> str:
+    if source == URI_ENV:
+        return (
+            f"fix or unset {URI_ENV} (e.g. {URI_ENV}=http://127.0.0.1:5000), or set "
+            f"tracking.uri, which takes precedence (tracking.uri: {DEFAULT_URI})"
+        )
+    return (
+        "use e.g. tracking.uri: http://127.0.0.1:5000, or a local store "
+        f"(tracking.uri: {DEFAULT_URI})"
+    )
+
+
+def check_uri(uri: str, *, source: str = "tracking.uri") -> None:
+    """A ParamsError naming ``source`` (:func:`uri_source`), the URI and the fix for an
+    ``http(s)`` URI that MLflow cannot use: a port that is no number or out of range
+    (``http://localhost:abc``), no host (``http://``, ``http://:5000``), a broken IPv6 address.
+    Without it, ``urllib`` raised a bare ValueError (a traceback) or the probe of
+    :func:`check_reachable` silently tried ``localhost``."""
+    try:
+        parsed = urllib.parse.urlparse(uri)
+        problem = None
+        if parsed.scheme in ("http", "https"):
+            parsed.port  # noqa: B018 - raises ValueError for a bad port
+            if not parsed.hostname:
+                problem = "it has no host"
+    except ValueError as err:
+        problem = str(err)
+    if problem is not None:
+        raise ParamsError(
+            f"{source}: {uri!r} is not a valid MLflow tracking URI ({problem}); {_uri_fix(source)}"
+        )
+
+
+def _client(uri: str, *, source: str) -> Any:
+    """``MlflowClient(tracking_uri=uri)``; a URI of a scheme MLflow has no store for
+    (``localhost:5000`` without ``http://``) is a ParamsError naming ``source`` instead of MLflow's
+    traceback."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except UnsupportedModelRegistryStoreURIException:
+        scheme = urllib.parse.urlparse(uri).scheme
+        raise ParamsError(
+            f"{source}: {uri!r} is not a valid MLflow tracking URI (MLflow has no store for the "
+            f"scheme {scheme!r}; a server needs http:// or https://); {_uri_fix(source)}"
+        ) from None
+
+
+def check_experiment(name: Any) -> None:
+    """A ParamsError for an empty or whitespace-only ``tracking.experiment``: MLflow refused ``""``
+    with a traceback and accepted ``"  "``, an experiment nobody can see in ``mlflow ui``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ParamsError(
+            f"tracking.experiment: {name!r} is empty or blank; name the MLflow experiment, e.g. "
+            "tracking.experiment: hashaudit (the default when the key is left out)"
+        )
 
 
 #: MLflow error codes of a request the client got wrong: a hashaudit bug, which keeps its traceback
@@ -161,7 +273,8 @@ class StageRun:
         from mlflow.entities import Param
 
         flat = flatten(to_dict(params))
-        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
+        keys = metric_keys(flat, what="param")
+        items = [Param(keys[k], str(v)[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
             self._call(
                 "log_batch (params)", self.client.log_batch, self.run_id, params=items[i : i + 100]
@@ -170,6 +283,14 @@ class StageRun:
                 return
 
     def log_metrics(self, metrics: Mapping[str, Any], *, step: int = 0) -> None:
+        """Log every real number as a float: ``int``, ``float``, numpy scalars (``np.float32``,
+        ``np.int64``, ...) and 0-d arrays. Left out: what is no real number (strings, bools,
+        ``None``, arrays of several values) and, by policy, NaN and ±inf, with an info line
+        naming them (a diverged per-epoch ``loss``; :func:`record_metrics` never gets this far
+        with one: its JSON refuses them). Names are checked even when tracking is off: two that
+        become one MLflow key (:func:`metric_keys`) are a bug."""
+        flat = flatten(metrics)
+        keys = metric_keys(flat)
         if not self.active:
             return
         import time
@@ -177,11 +298,18 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [
-            Metric(metric_key(k), float(v), now, step)
-            for k, v in sorted(flatten(metrics).items())
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-        ]
+        items = []
+        non_finite = []
+        for name, value in sorted(flat.items()):
+            number = _real(value)
+            if number is not None and math.isfinite(number):
+                items.append(Metric(keys[name], number, now, step))
+            elif number is not None:
+                non_finite.append(f"{name}={number}")
+        if non_finite:
+            log.info(
+                "MLflow: not logging non-finite metrics (step %d): %s", step, ", ".join(non_finite)
+            )
         for i in range(0, len(items), 500):
             self._call(
                 "log_batch (metrics)",
@@ -220,11 +348,15 @@ CONNECT_TIMEOUT_S = 3.0
 METRICS_TAG = "hashaudit.metrics_sha256"
 
 
-def check_reachable(uri: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+def check_reachable(
+    uri: str, *, timeout: float = CONNECT_TIMEOUT_S, source: str = "tracking.uri"
+) -> None:
     """Fail fast when an ``http(s)://`` tracking server does not answer: MLflow itself retries
     for minutes before the first error. Local stores (sqlite, files) are not checked, nor a
     server reached through ``HTTP(S)_PROXY`` (requests, and so MLflow, use it; a direct probe
-    would fail where direct egress is blocked)."""
+    would fail where direct egress is blocked). A malformed URI fails first (:func:`check_uri`);
+    ``source``: what the messages name (:func:`uri_source`)."""
+    check_uri(uri, source=source)
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
@@ -234,10 +366,10 @@ def check_reachable(uri: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
         return
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
     except OSError as err:
         raise ParamsError(
-            f"tracking.uri: the MLflow tracking server at {uri} is unreachable ({err}); start it, "
+            f"{source}: the MLflow tracking server at {uri} is unreachable ({err}); start it, "
             "or set tracking.enabled: false (or HASHAUDIT_TRACKING=0), or use a local store "
             "(tracking.uri: sqlite:///mlflow.db)"
         ) from None
@@ -252,6 +384,13 @@ def _store_lock(uri: str) -> Iterator[None]:
     An exclusive ``flock`` on a lock file in the temp folder, keyed by the database's absolute
     path, makes the second wait until the first has finished. No-op for other stores and where
     ``fcntl`` is missing (Windows).
+
+    The lock file (``$TMPDIR/hashaudit-mlflow-<16 hex>.lock``, empty, one per store path) is never
+    removed, on purpose: ``flock`` locks the open file, not its name. A holder that unlinked it on
+    release would leave a waiter locking the unlinked file while the next opener creates a new
+    one and locks that: two processes inside at once, the race above back. The files live in the
+    system temp folder (not the repository, so nothing for git or DVC to ignore, unless
+    ``TMPDIR`` points into it) and go with it; deleting them while no stage runs is harmless.
     """
     db = sqlite_path(uri)
     if db is None:
@@ -331,12 +470,11 @@ def stage_run(
     # a server that accepts the connection but stalls: fail in seconds, not after minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    uri = resolve_uri(config)
-    check_reachable(uri)
-    from mlflow.tracking import MlflowClient
-
+    check_experiment(config.experiment)
+    uri, source = resolve_uri(config), uri_source(config)
+    check_reachable(uri, source=source)
     with _store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
+        client = _client(uri, source=source)
         exp_id = _experiment_id(client, config.experiment, location=artifact_location(uri))
     all_tags = {"stage": name.split("@")[0], **{k: str(v) for k, v in (tags or {}).items()}}
     all_tags.update({"hashaudit.pid": str(os.getpid()), "hashaudit.host": socket.gethostname()})
@@ -435,11 +573,10 @@ def close_stale_runs(config: TrackingConfig) -> list[str]:
     """
     if not tracking_enabled(config):
         return []
-    uri = resolve_uri(config)
-    check_reachable(uri)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    check_experiment(config.experiment)
+    uri, source = resolve_uri(config), uri_source(config)
+    check_reachable(uri, source=source)
+    client = _client(uri, source=source)
     exp = client.get_experiment_by_name(config.experiment)
     if exp is None:
         return []
@@ -556,6 +693,7 @@ def record_metrics(
     history, so they go to the JSON only (MLflow's latest value of the history is the same number).
     """
     flat = flatten(metrics)
+    metric_keys(flat)  # a naming collision is a bug: raise before the file is written
     text = json_text(flat)
     write_text(path, text)
     run.log_metrics({k: v for k, v in flat.items() if k not in logged_as_history})

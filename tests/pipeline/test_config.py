@@ -160,6 +160,12 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
             r"^dp.epsilons\[2\]: 8.0 is listed twice \(entry 0 too; 8 and 8.0 are one value\)",
         ),
         ("release.epsilons", [4.0, 4], r"^release.epsilons\[1\]: 4.0 is listed twice"),
+        # strength i of the train split drew seed offset i and the test split 500 + i: shared
+        (
+            "attack.strength_sweep",
+            [i / 1000 for i in range(600)],
+            r"^attack.strength_sweep: 600 distinct strengths \(with attack.strength\); at most 500",
+        ),
         # an attack listed twice ran twice (membership: twice the shadow heads), keys overwritten
         (
             "attack.attacks",
