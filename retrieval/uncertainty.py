@@ -16,7 +16,10 @@ and memory grow as ``n_boot × n_queries × rows`` (every resample is drawn at o
 :func:`retention_draws` returns the resampled ratios themselves. Draws of several releases on the
 same queries are joint, and :func:`clearing_retentions` turns them (plus an optional
 training-noise term) into what a per-release bar can certify: the common true retention every
-release would need for all of them to clear it with a given probability.
+release would need for all of them to clear it with a given probability. The training-noise term
+must be the seed noise that the bootstrap does not already hold: :func:`seed_variances` splits a
+seed variance into the shift of every query (that term) and the query x seed interaction (which
+resampling the seed mean of every query already carries).
 """
 
 from __future__ import annotations
@@ -182,6 +185,59 @@ def bootstrap_retentions(
     return out
 
 
+def seed_variances(
+    y_true: np.ndarray,
+    float_pred: np.ndarray,
+    code_preds: np.ndarray,
+    *,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+) -> dict[str, tuple[float, float]]:
+    """``{metric: (total, shift)}``: the variance over head seeds (ddof 1) of one seed's retention
+    on these queries, and the part of it that moves every query alike (the seed's main effect).
+
+    ``code_preds [s, n]`` holds one row per head seed (s >= 2). A seed's retention is a weighted
+    mean over the queries, ``sum_q w_q ok_sq / F`` (``w_q = 1 / (C n_c)`` for balanced accuracy,
+    ``1 / n`` for accuracy). Its seed variance is the shift's plus the query x seed interaction
+    (seeds that get *different* queries right), ``sum_q w_q² var_s(ok_sq) / F²``. The bootstrap
+    over the queries of :func:`retention_draws` already resamples that interaction (it resamples
+    the seed mean of every query), so a training-noise term added to it
+    (:func:`clearing_retentions`' ``seed_se``) must be the shift alone, or the interaction counts
+    twice. ``shift`` is its unbiased estimate ``(total - interaction) / (1 - sum_q w_q²)``: it may
+    be negative (clip after pooling). NaN where the float score is 0.
+    """
+    y_true = np.asarray(y_true)
+    codes = np.asarray(code_preds)
+    float_pred = np.asarray(float_pred)
+    if y_true.ndim != 1 or codes.ndim != 2 or codes.shape[1:] != y_true.shape:
+        raise ValueError(
+            f"y_true {y_true.shape} and code_preds {codes.shape}: need class ids [n] and one row "
+            "of predictions per head seed [s, n]"
+        )
+    if codes.shape[0] < 2:
+        raise ValueError(f"{codes.shape[0]} head seed(s): a seed variance needs at least 2")
+    if float_pred.shape != y_true.shape:
+        raise ValueError(f"float predictions {float_pred.shape} do not match y_true {y_true.shape}")
+    classes, inverse, sizes = np.unique(y_true, return_inverse=True, return_counts=True)
+    ok = (codes == y_true).astype(np.float64)
+    float_ok = (float_pred == y_true).astype(np.float64)
+    out: dict[str, tuple[float, float]] = {}
+    for metric in metrics:
+        if metric not in BOOTSTRAP_METRICS:
+            raise ValueError(f"metric {metric!r}: use one of {list(BOOTSTRAP_METRICS)}")
+        if metric == "balanced_accuracy":
+            w = 1.0 / (len(classes) * sizes[inverse])
+        else:
+            w = np.full(y_true.shape, 1.0 / y_true.size)
+        f = float(float_ok @ w)
+        if f <= 0:
+            out[metric] = (float("nan"), float("nan"))
+            continue
+        total = float(np.var(ok @ w / f, ddof=1))
+        interaction = float((w**2 * np.var(ok, axis=0, ddof=1)).sum() / f**2)
+        out[metric] = (total, (total - interaction) / (1.0 - float((w**2).sum())))
+    return out
+
+
 def clearing_retentions(
     points: np.ndarray,
     ratios: np.ndarray,
@@ -197,7 +253,10 @@ def clearing_retentions(
     retentions (:func:`retention_draws` on the same queries and seed). By the basic bootstrap, a
     release whose true retention is ``r`` is estimated as ``r + (ratio_b - point)`` plus, where
     its figure is a mean over head seeds, a training-noise term ``N(0, seed_se²)`` (drawn here,
-    independently per release and resample, from ``seed``). Every estimate clears the bar iff
+    independently per release and resample, from ``seed``). ``seed_se`` is the standard error of
+    the seed mean's *shift* alone (``sqrt(shift / seeds)``, :func:`seed_variances`): the rest of
+    the seed noise, seeds getting different queries right, is resampled with the queries already,
+    and counting it again makes every estimate too pessimistic. Every estimate clears the bar iff
     ``r >= threshold + max_m (point_m - ratio_mb - noise_mb)``, the value returned per resample
     (resamples where any ratio is NaN are dropped). So ``np.mean(out <= r)`` is the probability
     that releases all at true retention ``r`` pass a per-release bar, and ``np.quantile(out, p)``

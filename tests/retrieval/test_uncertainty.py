@@ -1,5 +1,6 @@
 """The paired, class-stratified retention bootstrap: hand-computed points and exact intervals;
-what a per-release bar can certify (:func:`clearing_retentions`)."""
+what a per-release bar can certify (:func:`clearing_retentions`) and the training noise it may
+add (:func:`seed_variances`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from retrieval.uncertainty import (
     clearing_retentions,
     retention_bootstrap,
     retention_draws,
+    seed_variances,
 )
 
 
@@ -157,3 +159,111 @@ def test_clearing_retention_refuses_mismatched_shapes_and_negative_noise() -> No
         clearing_retentions(np.ones(2), np.ones((3, 5)))
     with pytest.raises(ValueError, match=r"seed_se=-0\.1"):
         clearing_retentions(np.ones(2), np.ones((2, 5)), seed_se=-0.1)
+
+
+def test_seed_variances_by_hand() -> None:
+    # accuracy, 4 queries, float right on all (F = 1); seed a right on all, seed b misses q2 and q3:
+    # retentions 1 and 0.5, total 0.125; interaction sum_q w_q² var_s = (1/16)(0.5 + 0.5) = 0.0625;
+    # shift (0.125 - 0.0625) / (1 - 4/16) = 1/12
+    y = np.zeros(4, dtype=int)
+    codes = np.array([[0, 0, 0, 0], [0, 0, 1, 1]])
+    total, shift = seed_variances(y, y, codes)["accuracy"]
+    assert (total, shift) == (pytest.approx(0.125), pytest.approx(1 / 12))
+    # balanced accuracy, classes of 4 and 2: two seeds that differ on one query only (q4) differ
+    # by interaction alone: total var([1, 0.75]) = 1/32 = (1/4)² * 0.5, shift 0
+    y = np.array([0, 0, 0, 0, 1, 1])
+    codes = np.array([y, [0, 0, 0, 0, 0, 1]])
+    total, shift = seed_variances(y, y, codes)["balanced_accuracy"]
+    assert total == pytest.approx(1 / 32) and shift == pytest.approx(0.0, abs=1e-15)
+    # a float score of 0.5 doubles every retention: variances x 4
+    half = np.array([0, 0, 1, 1, 0, 1])  # recalls 1/2 and 1/2
+    assert seed_variances(y, half, codes)["balanced_accuracy"][0] == pytest.approx(4 / 32)
+
+
+def test_seed_variances_total_is_the_variance_of_the_seed_retentions() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, 70)
+    float_pred = np.where(rng.random(70) < 0.7, y, (y + 1) % 3)
+    codes = np.where(rng.random((4, 70)) < 0.6, y, (y + 2) % 3)
+    got = seed_variances(y, float_pred, codes)
+    for metric, fn in (("balanced_accuracy", balanced_accuracy), ("accuracy", accuracy)):
+        per_seed = [fn(y, c) / fn(y, float_pred) for c in codes]
+        assert got[metric][0] == pytest.approx(np.var(per_seed, ddof=1))
+
+
+def _heads(rng: np.random.Generator, y: np.ndarray, shape: tuple, *, shift: float) -> np.ndarray:
+    """Correct/wrong of heads on the queries ``y`` (2 classes; float right with 0.85 / 0.35):
+    ``shift = 0``: every head gets each query right independently (query x seed noise only);
+    ``shift > 0``: one draw for every head, each head moved by its own shift (no interaction)."""
+    rec, a = np.array([0.85, 0.35]), np.array([0.9, 0.8])
+    b = rec * (1 - a) / (1 - rec)  # code recall = float recall: true retention 1
+    f_ok = rng.random(y.size) < rec[y]
+    p = np.where(f_ok, a[y], b[y])
+    if shift == 0:
+        return f_ok, rng.random((*shape, y.size)) < p
+    moved = np.clip(p + rng.normal(0, shift, (*shape, 1)), 0, 1)
+    return f_ok, rng.random(y.size) < moved
+
+
+def test_seed_variances_tell_interaction_from_shift() -> None:
+    y = np.repeat([0, 1], [80, 40])
+    rng = np.random.default_rng(7)
+    for shift, share in ((0.0, 0.0), (0.05, 1.0)):
+        totals, shifts = [], []
+        for _ in range(300):
+            f_ok, ok = _heads(rng, y, (3,), shift=shift)
+            tot, sh = seed_variances(y, np.where(f_ok, y, 1 - y), np.where(ok, y, 1 - y))[
+                "balanced_accuracy"
+            ]
+            totals.append(tot)
+            shifts.append(sh)
+        assert np.mean(shifts) / np.mean(totals) == pytest.approx(share, abs=0.12)
+
+
+def test_bench_clearing_is_calibrated_when_seeds_get_different_queries_right() -> None:
+    # 12 cells x 3 seeds whose true retention is 1 and whose seeds differ only by which queries
+    # they get right: the share of fresh query sets and seeds on which every cell clears 0.98
+    # (the truth) against the bench's estimate from one query set. Adding the whole seed SE to
+    # the bootstrap (which resamples that noise already) said 0.09 for a truth of 0.18.
+    from bench.bench_utility import clearing
+
+    y = np.repeat([0, 1], [80, 40])
+    m, s = 12, 3
+
+    def ba(ok: np.ndarray) -> np.ndarray:
+        return (ok[..., y == 0].mean(-1) + ok[..., y == 1].mean(-1)) / 2
+
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(3000):
+        f_ok, ok = _heads(rng, y, (m, s), shift=0.0)
+        hits.append((ba(ok).mean(-1) / ba(f_ok) >= 0.98).all())
+    truth = np.mean(hits)
+    rng = np.random.default_rng(1)
+    estimates = []
+    for i in range(60):
+        f_ok, ok = _heads(rng, y, (m, s), shift=0.0)
+        fpred, cpred = np.where(f_ok, y, 1 - y), np.where(ok, y, 1 - y)
+        f = {"balanced_accuracy": ba(f_ok), "y": y.tolist(), "pred": fpred.tolist()}
+        sup = {
+            c: [{"balanced_accuracy": ba(ok[c, j]), "pred": cpred[c, j].tolist()} for j in range(s)]
+            for c in range(m)
+        }
+        drawn = [
+            retention_draws(y, fpred, cpred[c], metrics=("balanced_accuracy",), n_boot=500, seed=i)[
+                "balanced_accuracy"
+            ]
+            for c in range(m)
+        ]
+        *_, needed = clearing(sup, f, drawn, "balanced_accuracy", 0.98)
+        estimates.append(np.mean(needed <= 1.0))
+    assert 0.12 < truth < 0.24
+    assert np.mean(estimates) == pytest.approx(truth, abs=0.04)
+
+
+def test_seed_variances_refuse_one_seed_and_other_metrics() -> None:
+    y = np.array([0, 1, 1])
+    with pytest.raises(ValueError, match="1 head seed"):
+        seed_variances(y, y, y[None])
+    with pytest.raises(ValueError, match="macro_f1"):
+        seed_variances(y, y, np.stack([y, y]), metrics=("macro_f1",))
