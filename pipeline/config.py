@@ -525,8 +525,10 @@ def load_params(
 
 # YAML 1.1 (PyYAML) reads some plain scalars as numbers nobody writing them means: `012` is octal
 # (10) and `1:30` base 60 (90), while DVC's YAML 1.2 reader (ruamel) reads 12 and '1:30', and
-# Python 3 refuses 012. ParamsLoader tags them instead, and yaml_value refuses them naming the key. Hex (`0x10`), binary (`0b101`) and
-# underscores (`1_000`) keep their PyYAML values: they equal what Python reads from the same text.
+# Python 3 refuses 012. ParamsLoader tags them instead, and yaml_value refuses them naming the key
+# (zero-padded ones that every reader reads alike, `07`, `-05`, `00`, are kept). Hex (`0x10`),
+# binary (`0b101`) and underscores (`1_000`) keep their PyYAML values: they equal what Python reads
+# from the same text.
 # `yes`/`no`/`on`/`off` stay booleans: on a bool key that is what the writer meant.
 _AMBIGUOUS_TAG = "tag:hashaudit,2024:yaml11-number"
 _AMBIGUOUS_NUMBER = re.compile(
@@ -571,30 +573,36 @@ def _construct_yaml11_number(loader: ParamsLoader, node: yaml.ScalarNode) -> _Ya
 ParamsLoader.add_constructor(_AMBIGUOUS_TAG, _construct_yaml11_number)
 
 
-def _refuse_yaml11_numbers(tree: Any, *, where: str, key: str = "") -> None:
-    """Raise ParamsError for the first :class:`_Yaml11Number` in ``tree`` (values and keys)."""
-    found: _Yaml11Number | None = None
-    named = f"{key}: " if key else ""
+def _resolve_yaml11_numbers(tree: Any, *, where: str, key: str = "") -> Any:
+    """``tree`` with each :class:`_Yaml11Number` (values and keys) whose YAML 1.1 reading is the
+    decimal one (``07``, ``-05``, ``00``: zero-padded, read alike by PyYAML, DVC and a person)
+    replaced by that number; a ParamsError for the first that reads otherwise (``012`` → 10,
+    ``1:30`` → 90)."""
     if isinstance(tree, _Yaml11Number):
-        found = tree
-    elif isinstance(tree, dict):
+        return _yaml11_number(tree, where=where, named=f"{key}: " if key else "")
+    if isinstance(tree, dict):
+        out = {}
         for k, v in tree.items():
             if isinstance(k, _Yaml11Number):
-                found, named = k, f"{named}the key "
-                break
-            _refuse_yaml11_numbers(v, where=where, key=f"{key}.{k}" if key else str(k))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            _refuse_yaml11_numbers(v, where=where, key=f"{key}[{i}]")
-    if found is None:
-        return
+                k = _yaml11_number(k, where=where, named=f"{key}: the key " if key else "the key ")
+            out[k] = _resolve_yaml11_numbers(v, where=where, key=f"{key}.{k}" if key else str(k))
+        return out
+    if isinstance(tree, list):
+        return [
+            _resolve_yaml11_numbers(v, where=where, key=f"{key}[{i}]") for i, v in enumerate(tree)
+        ]
+    return tree
+
+
+def _yaml11_number(found: _Yaml11Number, *, where: str, named: str) -> int | float:
     text = found.text
     if ":" in text:
         what, write = f"a YAML 1.1 base-60 number (read as {found.reading})", found.reading
     else:
         decimal = int(text.replace("_", ""), 10)
-        differs = f" (read as {found.reading}, not {decimal})" if found.reading != decimal else ""
-        what, write = f"a YAML 1.1 octal number{differs}", decimal
+        if found.reading == decimal:
+            return found.reading
+        what, write = f"a YAML 1.1 octal number (read as {found.reading}, not {decimal})", decimal
     raise ParamsError(
         f"{where}:{found.line}:{found.column}: {named}{text} is {what}; write {write} for the "
         f"number or '{text}' for the text"
@@ -603,8 +611,10 @@ def _refuse_yaml11_numbers(tree: Any, *, where: str, key: str = "") -> None:
 
 def yaml_value(text: str, *, where: str, key: str = "") -> Any:
     """Parse YAML with :class:`ParamsLoader`; a syntax error is one line:
-    ``where:LINE:COLUMN: problem``, and so is an octal (``012``) or base-60 (``1:30``) number,
-    named by its dotted key below ``key`` (the ``--set`` key the text is the value of)."""
+    ``where:LINE:COLUMN: problem``, and so is an octal (``012``) or base-60 (``1:30``) number
+    that YAML 1.1 reads otherwise than as the decimal it looks like, named by its dotted key below
+    ``key`` (the ``--set`` key the text is the value of); zero-padded numbers read alike
+    (``07``) are kept."""
     try:
         tree = yaml.load(text, Loader=ParamsLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
@@ -614,8 +624,7 @@ def yaml_value(text: str, *, where: str, key: str = "") -> Any:
         raise ParamsError(
             f"{where}{place}: not valid YAML: {' '.join(str(problem).split())}"
         ) from None
-    _refuse_yaml11_numbers(tree, where=where, key=key)
-    return tree
+    return _resolve_yaml11_numbers(tree, where=where, key=key)
 
 
 def _flow(value: Any) -> str:
@@ -921,8 +930,8 @@ class RetrievalConfig:
 # --------------------------------------------------------------------------------------------
 
 
-#: the most distinct image/noise strengths an attack runs: pipeline.attack._seed gives the train
-#: split offsets 0..MAX_STRENGTHS-1 and the test split the next MAX_STRENGTHS
+#: the most distinct image strengths (or SNRs) an attack runs: pipeline.attack._seed gives the
+#: train split offsets 0..MAX_STRENGTHS-1 and the test split the next MAX_STRENGTHS
 MAX_STRENGTHS = 500
 
 
@@ -979,13 +988,17 @@ class AttackConfig:
         for i, s in enumerate((self.strength, *self.strength_sweep)):
             where = "strength" if i == 0 else f"strength_sweep[{i - 1}]"
             check(0.0 <= s <= 1.0, where, f"{s} must be in [0, 1]")
-        check(
-            len(self.strengths) <= MAX_STRENGTHS,
-            "strength_sweep",
-            f"{len(self.strengths)} distinct strengths (with attack.strength); at most "
-            f"{MAX_STRENGTHS}: each draws its perturbations from its own seed offset "
-            "(pipeline.attack._seed), and more would share one between splits",
-        )
+        for where, levels, what in (
+            ("strength_sweep", self.strengths, "strengths (with attack.strength)"),
+            ("snr_db_sweep", self.snrs_db, "SNRs (with attack.snr_db)"),
+        ):
+            check(
+                len(levels) <= MAX_STRENGTHS,
+                where,
+                f"{len(levels)} distinct {what}; at most {MAX_STRENGTHS}: each draws its "
+                "perturbations from its own seed offset (pipeline.attack._seed), and more would "
+                "share one between splits",
+            )
         check(
             self.shadow_heads >= 2,
             "shadow_heads",

@@ -166,6 +166,11 @@ SEED_RANGE = r"is out of range; use an integer from 0 to 2\*\*63 - 1 = 922337203
             [i / 1000 for i in range(600)],
             r"^attack.strength_sweep: 600 distinct strengths \(with attack.strength\); at most 500",
         ),
+        (
+            "attack.snr_db_sweep",
+            [100 + i / 10 for i in range(501)],
+            r"^attack.snr_db_sweep: 502 distinct SNRs \(with attack.snr_db\); at most 500",
+        ),
         # an attack listed twice ran twice (membership: twice the shadow heads), keys overwritten
         (
             "attack.attacks",

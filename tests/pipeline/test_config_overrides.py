@@ -227,9 +227,9 @@ def test_yaml11_number_in_params_file_is_refused(
             "number (read as 90.5); write 90.5 for the number or '1:30.5' for the text",
         ),
         (
-            "knn.k_sweep=[3, -05]",
-            "--set 'knn.k_sweep=[3, -05]': the value:1:5: knn.k_sweep[1]: -05 is a YAML 1.1 "
-            "octal number; write -5 for the number or '-05' for the text",
+            "knn.k_sweep=[3, -011]",
+            "--set 'knn.k_sweep=[3, -011]': the value:1:5: knn.k_sweep[1]: -011 is a YAML 1.1 "
+            "octal number (read as -9, not -11); write -11 for the number or '-011' for the text",
         ),
         (
             "data.sources={010: {kind: medmnist}}",
@@ -258,3 +258,9 @@ def test_quoted_hex_underscore_and_yes_no_keep_their_values() -> None:
     assert p.train.standardize is False and p.tracking.enabled is True and p.train.epochs == 5
     assert p.train.lr == 0.0001
     assert loaded("seed=0", "train.epochs=10").seed == 0  # plain 0 and 10 are decimal
+
+
+def test_zero_padded_numbers_that_every_reader_reads_alike_are_kept() -> None:
+    """``07`` is 7 in YAML 1.1 (octal), YAML 1.2 (DVC) and to a person: nothing to refuse."""
+    p = loaded("seed=00", "train.epochs=07", "knn.k_sweep=[03, 5]")
+    assert p.seed == 0 and p.train.epochs == 7 and p.knn.k_sweep == (3, 5)
