@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import knn
 from pipeline.common import parse_overrides
 from pipeline.config import ParamsError, load_params, set_dotted
 from tests.conftest import REPO
+from tests.pipeline.test_config_errors import knn_main
 
 PARAMS = REPO / "params.yaml"
 
@@ -26,25 +26,6 @@ TRAIN_NULL = (
 
 def knn_outputs(tmp: Path) -> list[Path]:
     return [tmp / "m.json", tmp / "s.csv", tmp / "c.png"]
-
-
-def knn_main(tmp: Path, *extra: str) -> int:
-    metrics, sweep, confusion = knn_outputs(tmp)
-    return knn.main(
-        [
-            *extra,
-            "--dataset",
-            "syn",
-            "--embeddings",
-            str(tmp / "missing.safetensors"),
-            "--metrics",
-            str(metrics),
-            "--sweep",
-            str(sweep),
-            "--confusion",
-            str(confusion),
-        ]
-    )
 
 
 def loaded(*items: str):
