@@ -164,6 +164,16 @@ def check_uri(uri: str, *, source: str = "tracking.uri") -> None:
         )
 
 
+def checked_store(config: TrackingConfig) -> tuple[str, str]:
+    """The store URI of ``config`` and where it came from (:func:`uri_source`), after the checks
+    every run needs before opening it: a named experiment (:func:`check_experiment`) and a
+    well-formed, reachable URI (:func:`check_reachable`)."""
+    check_experiment(config.experiment)
+    uri, source = resolve_uri(config), uri_source(config)
+    check_reachable(uri, source=source)
+    return uri, source
+
+
 def _client(uri: str, *, source: str) -> Any:
     """``MlflowClient(tracking_uri=uri)``; a URI of a scheme MLflow has no store for
     (``localhost:5000`` without ``http://``) is a ParamsError naming ``source`` instead of MLflow's
@@ -470,9 +480,7 @@ def stage_run(
     # a server that accepts the connection but stalls: fail in seconds, not after minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    check_experiment(config.experiment)
-    uri, source = resolve_uri(config), uri_source(config)
-    check_reachable(uri, source=source)
+    uri, source = checked_store(config)
     with _store_lock(uri):
         client = _client(uri, source=source)
         exp_id = _experiment_id(client, config.experiment, location=artifact_location(uri))
@@ -573,9 +581,7 @@ def close_stale_runs(config: TrackingConfig) -> list[str]:
     """
     if not tracking_enabled(config):
         return []
-    check_experiment(config.experiment)
-    uri, source = resolve_uri(config), uri_source(config)
-    check_reachable(uri, source=source)
+    uri, source = checked_store(config)
     client = _client(uri, source=source)
     exp = client.get_experiment_by_name(config.experiment)
     if exp is None:
