@@ -43,6 +43,7 @@ import numpy as np
 
 from pipeline import tracking
 from pipeline.artifacts import (
+    ArtifactError,
     atomic_outputs,
     atomic_path,
     check_metrics_fingerprint,
@@ -190,7 +191,8 @@ def release_row(
     code-blind baseline, float value and leakage share (NaN where not measured). Its utility,
     attack and guarantee (train_dp / release metrics: ε, δ, k) files must come from the embeddings
     of the float KNN metrics ``reference`` (read from ``reference_path``;
-    :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint)."""
+    :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint), and its
+    utility file's retentions divide by that float KNN (:func:`check_float_knn`)."""
     util = read_json(files.utility, require=REQUIRED_UTILITY)
     attack = read_json(files.attack) if files.attack is not None else {}
     extra = read_json(files.extra) if files.extra is not None else {}
@@ -202,6 +204,8 @@ def release_row(
                 recorded_in=path,
                 reference_path=reference_path,
             )
+    if files.utility != reference_path:
+        check_float_knn(util, files.utility, reference, reference_path)
     row: dict[str, Any] = {
         "release": files.kind,
         "method": files.method,
@@ -229,6 +233,50 @@ def release_row(
             row[f"{col}_share"] = leakage_share(value, base, flt)
     row["membership_tpr_at_fpr_1pct"] = _num(attack.get("membership/tpr_at_fpr_1pct"))
     return row
+
+
+def check_float_knn(
+    record: Mapping[str, Any], path: Path, reference: Mapping[str, Any], reference_path: Path
+) -> None:
+    """Refuse an evaluate file whose retentions divide by another float KNN than the float row's
+    (``reference``): its ``k`` and the ``float_accuracy`` it recorded must be the float KNN's
+    ``k`` and ``accuracy`` (same embeddings, but knn re-run since, at another ``knn.k`` or
+    ``knn.metric``). Keys a file does not record are not compared."""
+    for ours, theirs in (("k", "k"), ("float_accuracy", "accuracy")):
+        value, expected = record.get(ours), reference.get(theirs)
+        if value is not None and expected is not None and value != expected:
+            raise ArtifactError(
+                f"{path}: {ours} = {value}, but the float KNN {reference_path} records "
+                f"{theirs} = {expected}: its retentions divide by another float KNN run (knn "
+                "re-run since, at another knn.k or knn.metric); re-run the stage that writes it "
+                "(dvc repro)"
+            )
+
+
+def check_float_control(
+    row: Mapping[str, Any], attack_path: Path, float_row: Mapping[str, Any], float_path: Path
+) -> None:
+    """Refuse a release's attack file whose float control (each ``<key>_float`` the attack stage
+    copied from the float attack's metrics when it ran) is not the float row's number now: its
+    shares would be computed against another run of the float attack (another attack seed, aux
+    set or strength, on the same embeddings) than the float row it is tabled and plotted beside.
+    Only numbers the release measured are compared; membership has no float counterpart."""
+    for number in LEAKAGE_NUMBERS:
+        for group in number.groups:
+            col = column(number, group)
+            if group is None or math.isnan(row[col]):
+                continue
+            theirs, ours = row[f"{col}_float"], float_row[col]
+            if theirs == ours or (math.isnan(theirs) and math.isnan(ours)):
+                continue
+            key = number.name(group)
+            shown = ["absent" if math.isnan(v) else f"{v:g}" for v in (theirs, ours)]
+            raise ArtifactError(
+                f"{attack_path}: its float control {key}_float = {shown[0]}, but {float_path} "
+                f"now reads {key} = {shown[1]}: the attack ran against another run of the float "
+                "attack (attack-float re-run since, with other attack settings or seed); re-run "
+                "the stage that writes it (dvc repro)"
+            )
 
 
 def column(number: LeakageNumber, group: str | None) -> str:
@@ -554,7 +602,16 @@ def run_report(
     plan = plan_releases(params, dataset, metrics_dir)
     float_path = plan[0].utility  # the float KNN's metrics: the provenance every row must share
     reference = read_json(float_path)
+    if reference.get("k", params.knn.k) != params.knn.k:
+        raise ArtifactError(
+            f"{float_path}: the float KNN ran with k = {reference['k']}, params say knn.k = "
+            f"{params.knn.k}; re-run the knn stage and its evaluate stages (dvc repro), or report "
+            "with the knn.k they used"
+        )
     rows = [release_row(f, reference, float_path) for f in plan]
+    for f, row in zip(plan[1:], rows[1:], strict=True):
+        if f.attack is not None:
+            check_float_control(row, f.attack, rows[0], plan[0].attack or float_path)
     axes = tradeoffs(rows, params.report.min_retention)
     summary = summary_metrics(rows, axes)
     name = f"report@{dataset}"

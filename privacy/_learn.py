@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from privacy.errors import PrivacyError
+
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
@@ -67,6 +69,13 @@ def train_regressor(
     held-out share (``settings.holdout``) and stop after ``patience`` epochs without improvement."""
     epochs, lr, weight_decay = settings.epochs, settings.lr, settings.weight_decay
     batch_size, holdout = settings.batch_size, settings.holdout
+    if not 0.0 <= holdout < 1.0:  # a negative share held out all but |share| and trained on that
+        raise PrivacyError(
+            f"holdout={holdout}: the held-out share of aux must be in [0, 1) (e.g. 0.2); "
+            "the rest is what the attack model trains on"
+        )
+    if epochs < 1:
+        raise PrivacyError(f"epochs={epochs}: the attack model needs at least 1 epoch")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -79,6 +88,10 @@ def train_regressor(
     perm = torch.randperm(n, generator=gen)
     n_hold = round(holdout * n) if n >= 10 else 0
     hold, fit_rows = perm[:n_hold], perm[n_hold:]
+    if len(fit_rows) == 0:
+        raise PrivacyError(
+            f"holdout={holdout} of {n} aux records leaves none to train on; lower the holdout"
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     best, best_state, best_epoch = float("inf"), None, 0
     bs = max(1, min(batch_size, len(fit_rows)))

@@ -115,6 +115,10 @@ def audit_epsilon(
         raise PrivacyError(f"audit: need >= 2 canaries with one inclusion flag each, got {m}")
     if not np.isfinite(scores).all():
         raise PrivacyError("audit: membership scores must be finite")
+    if not 0 < confidence < 1:
+        raise PrivacyError(f"audit confidence={confidence}: must lie in (0, 1), e.g. 0.95")
+    if not guess_fractions:
+        raise PrivacyError("audit: guess_fractions is empty; give at least one, e.g. (0.1, 1.0)")
     order = np.lexsort((np.arange(m), -scores))  # highest score first, ties by index
     level = 1.0 - (1.0 - confidence) / len(guess_fractions)
     best = AuditResult(0.0, confidence, m, 0, 0)
@@ -133,12 +137,19 @@ def loss_scores(method: HashingMethod, x: Tensor, y: Tensor) -> np.ndarray:
     """White-box membership scores: minus each record's own loss under the trained ``method``.
 
     Records the head was trained on tend to have a lower loss. Only for methods whose loss does
-    not index per-training-row state by ``idx`` (CSQ, TCL; not CNNH, whose targets are per row).
+    not index per-training-row state by ``idx`` (CSQ, TCL; not CNNH, whose targets are per row)
+    and is a per-record loss (``per_sample_loss``): a pairwise or triplet loss scored on a batch
+    of one is no record's own loss, and DSDH's reads the binary code of training row 0 for all.
     """
     import torch
 
     if getattr(method, "targets", None) is not None and method.name == "cnnh":
         raise PrivacyError("audit: cnnh's loss reads per-training-row targets; audit csq or tcl")
+    if not method.per_sample_loss:
+        raise PrivacyError(
+            f"audit: {method.name}'s loss couples the records of a batch (per_sample_loss is "
+            "False), so one record scored alone has no loss of its own; audit csq or tcl"
+        )
     method.eval()
     out = np.empty(len(x))
     with torch.no_grad():

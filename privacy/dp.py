@@ -7,7 +7,11 @@ Mironov, "Rényi Differential Privacy", CSF 2017 (RDP, selectable).
 
 What the guarantee covers: the influence of one *training record* (embedding + label) on the trained
 head and on every number the DP training path reports. It does not cover a released code: a code is
-a deterministic function of its record (see :mod:`privacy.release` for codes).
+a deterministic function of its record (see :mod:`privacy.release` for codes). The ε is per head:
+heads trained on the same records compose, so the study's DP heads of one training split (every
+``dp.epsilons`` x method x bits) published together protect a record at the sum of their ε and δ
+(basic composition), e.g. 1 + 3 + 8 = 12 for one method and length; the grid is an analysis of
+the trade-off, not a plan to publish every head.
 
 How :func:`dp_fit` keeps the ε honest, step by step:
 

@@ -45,9 +45,12 @@ target's (ε, δ, clipping norm, accountant) and schedule (:func:`privacy.dp.dp_
 IN/OUT score distributions are those of the training procedure — non-private shadows would model a
 head that memorises more than the target does.
 
-Reported: AUC and TPR at 1% and 0.1% FPR (members vs non-members by Λ), beside the blind baseline
-(AUC 0.5, TPR = FPR). An FPR below ``1 / n_nonmembers`` cannot be resolved: its flag
-``..._resolvable`` is 0 and the TPR is left out. Deviations from Carlini et al.: the target head was
+Reported: AUC and TPR at 1% and 0.1% FPR (members vs non-members by Λ), beside the blind baseline:
+AUC 0.5, and the TPR a membership-blind score reaches in expectation under the same rule,
+``(j + 1) / (n_nonmembers + 1)`` with ``j`` the false positives the FPR admits
+(:func:`blind_tpr_at_fpr`; TPR = FPR only as the non-members grow). An FPR below
+``1 / n_nonmembers`` cannot be resolved: its flag ``..._resolvable`` is 0 and the TPR is left
+out. Deviations from Carlini et al.: the target head was
 trained on the whole train split, not on a random half of the pool, so shadow training sets are
 smaller than the target's (heads on frozen embeddings see every record each epoch either way); the
 centre of each record's IN / OUT Gaussian is the mean of its shadow scores (:func:`lira_scores`),
@@ -277,10 +280,34 @@ def shadow_splits(n: int, heads: int, *, seed: int) -> np.ndarray:
     return mask
 
 
+def blind_tpr_at_fpr(n_neg: int, alpha: float) -> float:
+    """Expected TPR of a code-blind attacker (scores independent of membership, untied) under the
+    rule of :func:`roc_numbers`: the highest TPR at a threshold that admits at most ``j`` of the
+    ``n_neg`` non-members, ``j`` the largest with ``j / n_neg <= alpha``. That threshold admits
+    every member scored above the (j+1)-th highest non-member, so by exchangeability the expected
+    TPR is ``(j + 1) / (n_neg + 1)`` — not ``alpha``: 2/101 at 1% FPR over 100 non-members."""
+    j = int(np.floor(alpha * n_neg))
+    while (j + 1) / n_neg <= alpha:  # the same float comparison as ``fpr <= alpha`` below
+        j += 1
+    while j > 0 and j / n_neg > alpha:
+        j -= 1
+    return (j + 1) / (n_neg + 1)
+
+
 def roc_numbers(is_member: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """AUC and TPR at the fixed FPRs (with resolvability flags) of ``score`` ranking members first."""
+    """AUC and TPR at the fixed FPRs (with resolvability flags) of ``score`` ranking members first.
+
+    ``is_member``: bool, or 0/1 labels. Each TPR's baseline is :func:`blind_tpr_at_fpr`."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    is_member = np.asarray(is_member)
+    if is_member.dtype != np.bool_:
+        if not np.isin(is_member, (0, 1)).all():
+            raise PrivacyError(
+                f"membership: is_member holds {np.unique(is_member)[:5].tolist()}; "
+                "pass bool or 0/1 labels (1 = member)"
+            )
+        is_member = is_member.astype(bool)
     n_neg = int((~is_member).sum())
     out = {"auc": float(roc_auc_score(is_member, score)), "auc_baseline": 0.5}
     fpr, tpr, _ = roc_curve(is_member, score, drop_intermediate=False)
@@ -289,7 +316,7 @@ def roc_numbers(is_member: np.ndarray, score: np.ndarray) -> dict[str, float]:
         out[f"tpr_at_fpr_{tag}_resolvable"] = float(ok)
         if ok:
             out[f"tpr_at_fpr_{tag}"] = float(tpr[fpr <= alpha].max())
-            out[f"tpr_at_fpr_{tag}_baseline"] = alpha
+            out[f"tpr_at_fpr_{tag}_baseline"] = blind_tpr_at_fpr(n_neg, alpha)
         else:
             log.warning(
                 "membership: %d non-members cannot resolve an FPR of %g (needs >= %d); TPR left out",

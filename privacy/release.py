@@ -81,12 +81,31 @@ def _check_epsilon(epsilon: float) -> None:
         )
 
 
+_DRAW_UNIT = 2.0**-53  # numpy's Generator.random() draws multiples of 2^-53 in [0, 1)
+
+
 def keep_probability(epsilon: float, n_bits: int) -> float:
-    """``e^{ε/K} / (1 + e^{ε/K})``: the chance each bit is released unchanged (1 for ε = ∞)."""
+    """``e^{ε/K} / (1 + e^{ε/K})``: the chance each bit is released unchanged (1 for ε = ∞).
+
+    Exactly the mechanism's: :func:`randomized_response` flips a bit when a uniform draw (a
+    multiple of 2^-53) is ``>= keep``, so the flip rate is exactly ``1 - keep`` when ``keep`` is
+    a multiple of 2^-53. The formula is rounded *down* to one (a few 2^-53 below it, never
+    below 1/2), so flips are never rarer than the formula's and the per-bit ratio
+    ``keep / (1 - keep)`` never exceeds ``e^{ε/K}``. Above ε/K ≈ 36.7 the formula's flip rate
+    is below 2^-53: the keep probability is then ``1 - 2^-53`` (a per-bit ratio of
+    ``2^53 - 1 < e^{ε/K}``), never 1, which would release the codes unchanged (ε = ∞).
+    """
     _check_epsilon(epsilon)
     if math.isinf(epsilon):
         return 1.0
-    return 1.0 / (1.0 + math.exp(-epsilon / n_bits))
+    per_bit = epsilon / n_bits
+    tail = math.exp(-per_bit)
+    flip = tail / (1.0 + tail)  # 1 / (1 + e^{ε/K}) without overflow
+    # relative rounding error of `flip`: <= ε/K ulp from rounding ε/K, a few from exp, + and /;
+    # the margin covers it, so `units` never rounds below the formula's flip rate
+    margin = (per_bit + 8.0) * 2.0**-52
+    units = min(2**52, max(1, math.ceil(flip * (1.0 + margin) / _DRAW_UNIT)))
+    return 1.0 - units * _DRAW_UNIT
 
 
 Seed = int | np.random.SeedSequence | None

@@ -25,9 +25,54 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrieval.errors import RetrievalError
+
+
+def _check_values(y: np.ndarray, what: str) -> np.ndarray:
+    """``y`` as an array after refusing labels every score would misread without a word: not
+    ``[N]`` class ids or ``[N, C]`` multi-hot, non-finite ids (a NaN id never equals a prediction:
+    a silent miss), and multi-hot values other than 0/1 (``astype(bool)`` read an "uncertain" -1
+    as a positive)."""
+    arr = np.asarray(y)
+    if arr.ndim not in (1, 2):
+        raise RetrievalError(
+            f"{what} has shape {arr.shape}; pass class ids [N] or multi-hot labels [N, C]"
+        )
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise RetrievalError(
+            f"{what} holds a non-finite label {arr[bad]} at {bad}; pass labelled items only"
+        )
+    if arr.ndim == 2 and arr.dtype != np.bool_:
+        off = (arr != 0) & (arr != 1)
+        if off.any():
+            row, col = (int(i) for i in np.argwhere(off)[0])
+            raise RetrievalError(
+                f"{what} multi-hot labels must hold only 0 and 1, got {arr[row, col]} (row {row}, "
+                f"column {col}); binarise them first (e.g. map an 'uncertain' -1 to 0 or 1)"
+            )
+    return arr
+
+
+def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and predictions of one shape with valid labels (:func:`_check_values`). Different
+    shapes broadcast silently: class ids ``[N]`` against a MedMNIST-style ``[N, 1]`` column
+    compared every query with every other (accuracy 0.375 for perfect predictions)."""
+    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    if yt.shape != yp.shape:
+        raise RetrievalError(
+            f"y_true has shape {yt.shape} but y_pred {yp.shape}; pass both as class ids [N] or "
+            "both as multi-hot [N, C] (flatten an [N, 1] label column)"
+        )
+    yt, yp = _check_values(yt, "y_true"), _check_values(yp, "y_pred")
+    if yt.shape[0] == 0:
+        raise RetrievalError("y_true and y_pred are empty; score at least one query")
+    return yt, yp
+
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Share of exact matches (multi-label: every label right)."""
+    y_true, y_pred = _check_pair(y_true, y_pred)
     if y_true.ndim == 2:
         return float((y_true.astype(bool) == y_pred.astype(bool)).all(axis=1).mean())
     return float((y_true == y_pred).mean())
@@ -56,6 +101,7 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     1.0 when no label occurs in either)."""
     from sklearn.metrics import f1_score
 
+    y_true, y_pred = _check_pair(y_true, y_pred)
     if y_true.ndim == 2:
         yt, yp = y_true.astype(bool), y_pred.astype(bool)
         labels = np.flatnonzero(yt.any(axis=0) | yp.any(axis=0))
@@ -72,6 +118,7 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean per-class recall over the classes in the truth (multi-label: the mean over labels of
     (TPR + TNR) / 2, or of the one rate defined where a label has no positives or no negatives)."""
+    y_true, y_pred = _check_pair(y_true, y_pred)
     if y_true.ndim == 2:
         yt, yp = y_true.astype(bool), y_pred.astype(bool)
         pos, neg = yt.sum(0), (~yt).sum(0)
@@ -88,6 +135,7 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def classes_present(y_true: np.ndarray) -> int:
     """How many classes the truth holds (multi-label: labels with a positive): the classes a
     balanced accuracy averages over and a release must tell apart."""
+    y_true = _check_values(y_true, "y_true")
     if y_true.ndim == 2:
         return int(y_true.astype(bool).any(axis=0).sum())
     return len(np.unique(y_true))
@@ -98,6 +146,7 @@ def chance_balanced_accuracy(y_true: np.ndarray) -> float:
     1 / the classes present (single-label: it recalls one class); multi-label, the mean over
     labels of 0.5 where a label has positives and negatives and 1 where it has only one kind
     (the constant that matches it)."""
+    y_true = _check_values(y_true, "y_true")
     if y_true.ndim == 2:
         yt = y_true.astype(bool)
         both = yt.any(axis=0) & (~yt).any(axis=0)

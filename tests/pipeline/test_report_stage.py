@@ -376,3 +376,69 @@ def test_an_attack_the_float_control_does_not_beat_is_named_not_dropped_silently
         "no better than its code-blind baseline, so 0 and 1 of the share coincide): linkage "
         "(train: float 0.010 vs baseline 0.010; test: float 0.010 vs baseline 0.010)."
     ) in md
+
+
+def test_a_release_attacked_against_another_float_control_run_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """attack-float re-run by hand (other attack seed, same embeddings): float.json's linkage now
+    reads 0.6, the heads' files still hold the 0.8 they were attacked beside. The report put the
+    float row at share 1 (raw 0.6) next to a codes share of 0.5 = (0.405 - 0.01) / (0.8 - 0.01),
+    which against the float row shown would be (0.405 - 0.01) / (0.6 - 0.01) = 0.669."""
+    make_tree(tmp_path)
+    float_file = tmp_path / "metrics/attack/syn/float.json"
+    numbers = json.loads(float_file.read_text())
+    write_json(float_file, {**numbers, **{f"linkage/{g}/top1": 0.6 for g in GROUPS}})
+    with caplog.at_level(logging.ERROR):
+        assert report.main(argv(tmp_path, "tracking.enabled=false")) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    head = tmp_path / "metrics/attack/syn/dpsh-12.json"
+    assert f"{head}: its float control linkage/train/top1_float = 0.8" in error
+    assert f"{float_file} now reads linkage/train/top1 = 0.6" in error and "dvc repro" in error
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
+    # the heads re-attacked beside the new float control: reported, shares against 0.6
+    for path in (tmp_path / "metrics").glob("attack*/syn/*.json"):
+        if path != float_file:
+            again = {f"linkage/{g}/top1_float": 0.6 for g in GROUPS}
+            write_json(path, {**json.loads(path.read_text()), **again})
+    assert report.main(argv(tmp_path, "tracking.enabled=false")) == 0
+    with open(tmp_path / "reports/syn/tradeoff.csv", newline="") as fh:
+        codes = next(r for r in csv.DictReader(fh) if r["release"] == "codes")
+    assert float(codes["linkage_test_share"]) == pytest.approx(0.395 / 0.59)
+
+
+def test_retentions_of_another_float_knn_run_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """knn re-run at k = 7 (balanced accuracy 0.6) while the codes' evaluate file still divides by
+    the float KNN at k = 3 (retention 1.2): the report headed the table "Float KNN (k = 5)" from
+    params.yaml and put that retention beside the k = 7 float row, three k's in one table."""
+    make_tree(tmp_path)
+    m = tmp_path / "metrics"
+    knn = m / "knn/syn.json"
+    write_json(knn, {**utility(0.6, 1.0), "k": 7})
+    evaluate = m / "evaluate/syn/dpsh-12.json"
+    stale = {"k": 3, "float_accuracy": 0.55, "retention_balanced_accuracy": 1.2}
+    write_json(evaluate, {**json.loads(evaluate.read_text()), **stale})
+
+    def errors(*extra: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert report.main(argv(tmp_path, "tracking.enabled=false", *extra)) == 2
+        assert not (tmp_path / "report.json").exists() and not (tmp_path / "reports").exists()
+        return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+    (error,) = errors("knn.k=5")
+    assert f"{knn}: the float KNN ran with k = 7, params say knn.k = 5" in error
+    (error,) = errors("knn.k=7")
+    assert f"{evaluate}: k = 3, but the float KNN {knn} records k = 7" in error
+    write_json(evaluate, {**json.loads(evaluate.read_text()), "k": 7})  # k right, other float
+    (error,) = errors("knn.k=7")
+    assert (
+        f"{evaluate}: float_accuracy = 0.55, but the float KNN {knn} records accuracy = 0.7"
+        in error
+    )
+    write_json(evaluate, {**json.loads(evaluate.read_text()), "float_accuracy": 0.7})
+    assert report.main(argv(tmp_path, "tracking.enabled=false", "knn.k=7")) == 0
+    md = (tmp_path / "reports/syn/report.md").read_text()
+    assert "Float KNN (k = 7): balanced accuracy 0.600" in md

@@ -51,3 +51,30 @@ def test_single_class_aux_refused(recs) -> None:
     one = recs["val"].subset(np.flatnonzero(recs["val"].y == 0))
     with pytest.raises(PrivacyError, match="single attribute value"):
         AttributeInference(FloatRelease()).fit(one)
+
+
+def test_binary_model_auc_does_not_depend_on_class_order_with_an_unknown_class() -> None:
+    """Aux held {0, 1}, the victims {0, 1, 2}: the binary shortcut read column 0 only, and column
+    0's AUC (class 0 against 1 and 2) differs from column 1's (class 1 against 0 and 2), so
+    renaming 0 <-> 1 changed the number (1.0 vs 0.625). Both columns count: (1 + 5/8) / 2."""
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p1 = np.array([0.1, 0.2, 0.8, 0.9, 0.85, 0.95])
+    proba = np.c_[1 - p1, p1]
+    # column 0: both class-0 victims (0.9, 0.8) above all four others -> 1
+    # column 1: 0.8 beats 0.1, 0.2 (2 of 4); 0.9 beats 0.1, 0.2, 0.85 (3 of 4) -> 5/8
+    got = macro_auc(y, proba, np.array([0, 1]))
+    swapped = macro_auc(np.array([1, 1, 0, 0, 2, 2]), proba[:, ::-1], np.array([0, 1]))
+    assert got == pytest.approx((1 + 5 / 8) / 2) and swapped == pytest.approx(got)
+
+
+def test_auc_of_single_class_victims_is_left_out_not_chance(recs, caplog) -> None:
+    """Every victim of one class: no class has both positives and negatives, so the AUC is
+    undefined; it was reported as 0.5, exactly its baseline ("no leakage")."""
+    y = np.array([1, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    assert np.isnan(macro_auc(y, proba, np.array([0, 1])))
+    one = recs["test"].subset(np.flatnonzero(recs["test"].y == 1))
+    out = AttributeInference(FloatRelease()).fit(recs["val"]).run({"test": one})
+    assert "test/auc" not in out and "test/auc_baseline" not in out
+    assert out["test/balanced_accuracy_baseline"] == 1.0  # the other numbers stay
+    assert "AUC left out" in caplog.text

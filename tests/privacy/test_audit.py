@@ -88,3 +88,47 @@ def test_p_value_matches_the_papers_reference_loop(m, r, v, eps, delta) -> None:
             alpha = total / i
     expected = min(beta + alpha * delta * 2 * m, 1.0)
     assert one_run_p_value(m, r, v, eps, delta) == pytest.approx(expected, rel=1e-9)
+
+
+def test_loss_scores_refuse_a_loss_that_couples_the_batch() -> None:
+    """DSDH's loss reads the binary code ``B[idx]`` of its training row and pairs the batch: scored
+    one record at a time with ``idx = 0`` every candidate's "own loss" measured its distance to
+    training row 0's code (flipping ``B[0]`` moved every score). Only per-record losses are
+    scored; CSQ's score is minus each record's loss computed alone."""
+    import torch
+
+    from hashers import registry
+    from hashers.base import EmbeddingSet, HeadSpec
+    from privacy.audit import loss_scores
+
+    spec = HeadSpec(in_dim=6, n_bits=8, n_classes=2, hidden_dims=(16,))
+    x = torch.randn(10, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.nn.functional.one_hot(torch.arange(10) % 2, 2).float()
+    dsdh = registry.build("dsdh", spec, seed=0)
+    dsdh.on_fit_start(EmbeddingSet(x, y))
+    dsdh.on_epoch_start(0, 1)  # the discrete step: B holds one code per training row
+    with pytest.raises(PrivacyError, match="dsdh's loss couples the records of a batch"):
+        loss_scores(dsdh, x[:4], y[:4])
+    csq = registry.build("csq", spec, seed=0)
+    got = loss_scores(csq, x[:4], y[:4])
+    csq.eval()
+    with torch.no_grad():
+        alone = [
+            -float(csq.compute_loss(csq(x[i : i + 1]), y[i : i + 1], torch.tensor([7]))["loss"])
+            for i in range(4)
+        ]
+    np.testing.assert_allclose(got, alone, rtol=1e-6)
+
+
+@pytest.mark.parametrize("confidence", [-1.0, 0.0, 1.5])
+def test_audit_confidence_outside_0_1_is_refused_naming_it(confidence: float) -> None:
+    """A confidence of -1 or 0 was accepted (each of the 6 candidates then tested at
+    (1 - c) / 6 = 1/3 or 1/6: a bound of 2.33 at 'confidence -1' against 1.69 at 0.95 on these
+    canaries), and 1.5 was refused as 'confidence=1.0833' (the per-candidate level)."""
+    rng = np.random.default_rng(0)
+    included = rng.random(200) < 0.5
+    scores = included + rng.normal(0.0, 0.5, 200)
+    with pytest.raises(PrivacyError, match=rf"audit confidence={confidence}: must lie in \(0, 1\)"):
+        audit_epsilon(scores, included, delta=0.0, confidence=confidence)
+    with pytest.raises(PrivacyError, match="guess_fractions is empty"):
+        audit_epsilon(scores, included, delta=0.0, guess_fractions=())

@@ -299,3 +299,36 @@ def test_no_shadow_shares_the_target_head_s_seed() -> None:
     )
     attack.fit(recs["val"]).run(_victims(recs))
     assert sorted(used) == [2, 3, 4]  # attack seed 0: 1 would have been the target's
+
+
+def test_tpr_baseline_is_what_a_membership_blind_score_reaches() -> None:
+    """The TPR is read at the best threshold admitting j = floor(FPR * n_neg) non-members, which
+    admits every member above the (j+1)-th highest non-member: a blind score reaches
+    (j + 1) / (n_neg + 1) in expectation, not the FPR. 100 non-members at 1%: j = 1 -> 2/101
+    (the baseline was 0.01, half of it); 1000 at 0.1%: 2/1001; 500 at 1%: 6/501."""
+    member = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    rng = np.random.default_rng(0)
+    tprs = [roc_numbers(member, rng.random(200)) for _ in range(1000)]
+    # Monte Carlo over blind scores: mean 0.0191 (sd of the mean ~0.0006) vs the old baseline 0.01
+    mean = float(np.mean([t["tpr_at_fpr_1pct"] for t in tprs]))
+    assert abs(mean - tprs[0]["tpr_at_fpr_1pct_baseline"]) <= 0.0015
+    assert tprs[0]["tpr_at_fpr_1pct_baseline"] == pytest.approx(2 / 101)
+    wide = roc_numbers(np.r_[np.ones(10, bool), np.zeros(1000, bool)], rng.random(1010))
+    assert wide["tpr_at_fpr_0_1pct_baseline"] == pytest.approx(2 / 1001)
+
+    from privacy.membership import blind_tpr_at_fpr
+
+    assert blind_tpr_at_fpr(500, 0.01) == pytest.approx(6 / 501)
+    assert blind_tpr_at_fpr(150, 0.01) == pytest.approx(2 / 151)
+    assert blind_tpr_at_fpr(300, 0.01) == pytest.approx(4 / 301)  # 3/300 <= 0.01 exactly
+
+
+def test_roc_numbers_reads_0_1_labels_like_bool() -> None:
+    """``~`` on int labels is a bitwise not (1 -> -2, 0 -> -1): 100 non-members counted as -300,
+    so the 1% TPR was silently left out as unresolvable."""
+    member = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    score = np.r_[np.arange(100) + 50.0, np.arange(100)]
+    assert roc_numbers(member.astype(int), score) == roc_numbers(member, score)
+    assert roc_numbers(member.astype(int), score)["tpr_at_fpr_1pct"] == pytest.approx(0.51)
+    with pytest.raises(PrivacyError, match=r"is_member holds \[0, 2\]"):
+        roc_numbers(member.astype(int) * 2, score)

@@ -78,3 +78,46 @@ def test_contract_every_attack(name: str) -> None:
     assert out and all(re.fullmatch(r"[a-z0-9_/.]+", k) for k in out)
     assert any(k.endswith("_baseline") for k in out)
     assert all(np.isfinite(v) for v in out.values())
+
+
+@pytest.mark.parametrize("holdout", [1.0, -0.2, 0.97, float("nan")])
+def test_train_regressor_refuses_a_holdout_that_leaves_the_wrong_rows(holdout: float) -> None:
+    """holdout -0.2 on 100 rows held out perm[:-20] (80 rows) and trained on the other 20;
+    1.0 (and 0.97 of 10 rows, rounded to 10) trained on nothing and returned the initial model."""
+    import torch
+
+    from privacy._learn import mlp, train_regressor
+    from privacy.inversion import InversionConfig
+
+    n = 10 if holdout == 0.97 else 100
+    x = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    cfg = InversionConfig(epochs=2, holdout=holdout)
+    with pytest.raises(PrivacyError, match="holdout="):
+        train_regressor(
+            mlp(4, 4, (8,)), x, x, loss_fn=torch.nn.functional.mse_loss, settings=cfg, seed=0
+        )
+
+
+def test_train_regressor_trains_on_the_rows_not_held_out() -> None:
+    """holdout 0.2 of 100 rows: every training batch comes from the same 80 rows, the held-out
+    loss from the other 20."""
+    import torch
+
+    from privacy._learn import mlp, train_regressor
+    from privacy.inversion import InversionConfig
+
+    x = np.arange(100, dtype=np.float32)[:, None].repeat(4, axis=1)
+    seen_train: set[int] = set()
+    seen_hold: set[int] = set()
+    model = mlp(4, 4, (8,))
+
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        rows = {int(v) for v in target[:, 0]}
+        (seen_train if model.training else seen_hold).update(rows)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    cfg = InversionConfig(epochs=2, holdout=0.2, batch_size=16)
+    train_regressor(model, x, x, loss_fn=loss, settings=cfg, seed=0)
+    assert len(seen_train) == 80 and len(seen_hold) == 20 and not seen_train & seen_hold
+    with pytest.raises(PrivacyError, match="epochs=0"):
+        train_regressor(model, x, x, loss_fn=loss, settings=InversionConfig(epochs=0), seed=0)

@@ -162,3 +162,40 @@ def test_non_bool_codes_are_refused_not_cast(dtype) -> None:
     ):
         with pytest.raises(PrivacyError, match=f"{np.dtype(dtype)}"):
             call()
+
+
+@pytest.mark.parametrize(
+    ("eps", "bits"), [(1.0, 48), (4.0, 12), (12.0, 12), (64.0, 12), (584.0, 16), (1000.0, 16)]
+)
+def test_the_realised_per_bit_ratio_never_exceeds_e_to_the_eps_over_k(eps, bits) -> None:
+    """numpy's ``random()`` draws multiples of 2^-53, so a keep probability that is one gives the
+    flip rate ``1 - keep`` exactly; its ratio ``keep / (1 - keep)`` must stay <= e^(ε/K). At
+    ε/K = 62.5 the float formula rounded to keep = 1.0: no bit could ever flip, ε = ∞ for a
+    release recorded as ε_code = 1000."""
+    keep = keep_probability(eps, bits)
+    assert (keep * 2**53).is_integer() and 0.5 <= keep < 1.0
+    assert math.log(keep) - math.log1p(-keep) <= eps / bits
+    formula = 1 / (1 + math.exp(-eps / bits))  # hand formula: within a few 2^-53 steps of it
+    assert abs(keep - formula) <= 16 * 2.0**-53 or formula == 1.0
+    if eps / bits > 37:  # the formula's flip rate 1/(1+e^62.5) = 7e-28 is below 2^-53
+        assert keep == 1.0 - 2.0**-53
+
+
+def test_every_finite_budget_leaves_every_bit_flippable(monkeypatch) -> None:
+    """ε-LDP bounds the ratio of any two outputs' probabilities, so every output must stay
+    possible. The largest draw numpy's ``random()`` can return (1 - 2^-53) flips every bit at
+    ε_code = 1000 over 16 bits; the smallest (0) flips none."""
+    import privacy.release as release
+
+    class Draws:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def random(self, shape: tuple[int, ...]) -> np.ndarray:
+            return np.full(shape, self.value)
+
+    codes = random_codes(5, 16, seed=2)
+    monkeypatch.setattr(release, "flip_generator", lambda seed: Draws(1.0 - 2.0**-53))
+    assert np.array_equal(randomized_response(codes, 1000.0, seed=0), ~codes)
+    monkeypatch.setattr(release, "flip_generator", lambda seed: Draws(0.0))
+    assert np.array_equal(randomized_response(codes, 1000.0, seed=0), codes)
