@@ -175,7 +175,7 @@ class _ClosedForm(HashingMethod):
         """
         return {"loss": u.new_zeros(())}
 
-    def _check_train(self, train: EmbeddingSet, min_n: int) -> None:
+    def _check_train(self, train: EmbeddingSet, min_n: int, why: str = "") -> None:
         if train.dim != self.spec.in_dim:
             raise HashingError(
                 f"{self.name}: embeddings have dimension {train.dim} but the head expects {self.spec.in_dim}"
@@ -183,7 +183,7 @@ class _ClosedForm(HashingMethod):
         if len(train) < min_n:
             raise HashingError(
                 f"{self.name}: {len(train)} training embeddings are too few; fitting {self.spec.n_bits} bits "
-                f"needs at least {min_n}"
+                f"needs at least {min_n}{why}"
             )
 
 
@@ -285,7 +285,14 @@ class _PCAFamily(_ClosedForm):
 
     def _fit_pca(self, train: EmbeddingSet) -> Tensor:
         """Store mean and components; return the float64 projected training data ``V [n, K]``."""
-        self._check_train(train, max(self.spec.n_bits, 2))
+        # n centred rows span at most n - 1 directions: with n <= n_bits the last components have
+        # zero training variance, and eigh returns an arbitrary null-space direction for them
+        self._check_train(
+            train,
+            self.spec.n_bits + 1,
+            " (n rows, once centred, span at most n - 1 principal directions); give it more "
+            "training embeddings or fewer bits",
+        )
         mean, components, _ = pca(train.x, self.spec.n_bits)
         self.head.mean.copy_(mean)
         self.head.components.copy_(components)
@@ -311,7 +318,8 @@ class PCARR(_PCAFamily):
 
     Deviations: none in the maths; the embedding is a frozen DINOv2 feature instead of GIST, labels
     are ignored, the sign of each principal direction is fixed (largest entry positive) so codes do
-    not depend on the eigen-solver, and ``n_bits`` must not exceed the embedding dimension.
+    not depend on the eigen-solver, and ``n_bits`` must not exceed the embedding dimension and must
+    be below the number of training embeddings (``n`` centred rows span ``n − 1`` directions).
     """
 
     name = "pca"
@@ -352,7 +360,8 @@ class ITQ(_PCAFamily):
     Deviations: the unsupervised variant only (no CCA), on frozen DINOv2 embeddings instead of GIST;
     labels are ignored; PCA runs in float64 with a fixed sign per direction (largest entry
     positive), and ``sign(0)`` is ``−1`` to match :meth:`encode` (``u > 0``). ``n_bits`` must not
-    exceed the embedding dimension, nor the number of training embeddings.
+    exceed the embedding dimension and must be below the number of training embeddings (``n``
+    centred rows span ``n − 1`` directions; a further one would have zero training variance).
     """
 
     name = "itq"

@@ -426,8 +426,9 @@ def complete_splits(
     where: str = "the source",
     class_names: Sequence[str] | None = None,
 ) -> dict[str, R]:
-    """Carve missing test/val splits from train, refuse empty splits and val/test classes that
-    train lacks (:func:`check_classes_in_train`), apply ``data.limit``.
+    """Carve missing test/val splits from train, refuse empty splits, single-label data of one
+    class (:func:`check_two_classes`) and val/test classes that train lacks
+    (:func:`check_classes_in_train`), apply ``data.limit``.
 
     A missing test split is carved first: ``round(data.val_fraction * N)`` of the ``N`` train rows.
     A missing val split is carved next from what train holds then: ``round(data.val_fraction * M)``
@@ -447,6 +448,7 @@ def complete_splits(
     for s in SPLITS:
         if s in splits and len(splits[s]) == 0:
             raise DataError(f"dataset {name!r}: split {s!r} is empty; {_EMPTY_FIX[s]}")
+    check_two_classes({s: np.asarray(v.labels) for s, v in splits.items()}, where, class_names)
     for missing in ("test", "val"):
         if missing not in splits:
             kept, carved = carve(splits["train"].labels, data.val_fraction, seed=seed, what=missing)
@@ -472,6 +474,27 @@ def complete_splits(
     return {
         s: splits[s].subset(keep[s]) if len(keep[s]) < len(splits[s]) else splits[s] for s in SPLITS
     }
+
+
+def check_two_classes(
+    labels: Mapping[str, np.ndarray], where: str, class_names: Sequence[str] | None = None
+) -> None:
+    """Refuse single-label splits that all hold one class only: every neighbour then shares the
+    query's class, so KNN accuracy and mAP are 1.0 whatever the embeddings or codes (e.g. an
+    image folder's path one level above its class folders reads as one class)."""
+    if any(y.ndim != 1 for y in labels.values()):
+        return
+    present = np.unique(np.concatenate([y.reshape(-1) for y in labels.values()]))
+    if present.size >= 2:
+        return
+    rows = sum(len(y) for y in labels.values())
+    shown = _class_rows(int(present[0]), rows, class_names, kind="class") if present.size else "?"
+    raise DataError(
+        f"{where}: every row of {', '.join(labels)} is {shown}; with one class every retrieval "
+        "and KNN metric is trivially perfect. Provide at least 2 classes: for an image folder, "
+        "set path to the folder whose sub-folders are the classes (one level too high reads as "
+        "one class); for other sources check the label column or the labels"
+    )
 
 
 #: what to do about an empty split (a source's own split that holds no rows)

@@ -34,6 +34,11 @@ class AnonymityConfig:
 
 def set_sizes(codes: np.ndarray, radii: tuple[int, ...]) -> dict[int, np.ndarray]:
     """``{r: k_r [N]}``: records of ``codes`` (bool ``[N, K]``) within Hamming radius r of each one."""
+    bad = [r for r in radii if not r >= 0]
+    if bad:  # a negative radius holds no code, not even the record's own: k = 0 for every record
+        raise PrivacyError(
+            f"anonymity: radius {bad[0]} is negative; use Hamming radii >= 0 (e.g. (0, 1, 2))"
+        )
     uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     packed = pack_bits(uniq)
@@ -64,6 +69,12 @@ class Anonymity(Attack):
         if not victims:
             raise PrivacyError("anonymity: no released records")
         groups = list(victims)
+        for g in groups:  # else summarise() fails on an empty array with numpy's ValueError
+            if len(victims[g]) == 0:
+                raise PrivacyError(
+                    f"anonymity: the {g} victim group holds no records; "
+                    "pass only non-empty victim groups"
+                )
         released = [self.release.published(victims[g]) for g in groups]
         allr = np.concatenate(released)
         n = len(allr)

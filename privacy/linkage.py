@@ -34,6 +34,11 @@ class Linkage(Attack):
     Config = LinkageConfig
 
     def run(self, victims: Mapping[str, Records]) -> dict[str, float]:
+        ks = self.config.ks
+        if not ks or any(not k >= 1 for k in ks):  # k < 1 gave a negative chance k / n
+            raise PrivacyError(
+                f"linkage: ks={ks}: give the top-k ranks to report, each >= 1 (e.g. (1, 10))"
+            )
         self.sweep_rows: list[dict[str, float | str]] = []
         return super().run(victims)
 
@@ -52,6 +57,11 @@ class Linkage(Attack):
 
     def run_group(self, victims: Records) -> dict[str, float]:
         n = len(victims)
+        if n == 0:  # else a ZeroDivisionError in the chance baseline k / n
+            raise PrivacyError(
+                f"linkage: the {victims.split} victim group holds no records; "
+                "pass only non-empty victim groups"
+            )
         out: dict[str, float] = {"gallery_size": float(n)}
         for s in sorted(victims.reacquired):
             rates = self.link(victims, s)

@@ -16,6 +16,7 @@ differs by acquisition noise. Two models, both seeded and reproducible:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +30,10 @@ def perturb_images(
     """uint8 ``[N, H, W(, C)]`` -> perturbed uint8 images of the same shape (see module docstring)."""
     if not 0.0 <= strength <= 1.0:
         raise PrivacyError(f"image perturbation strength {strength} must be in [0, 1]")
+    if images.dtype != np.uint8:  # the noise and the clip are on the 0-255 scale
+        raise PrivacyError(
+            f"perturb_images takes uint8 images (0-255), got {images.dtype}; convert them first"
+        )
     if strength == 0.0:
         return images.copy()
     rng = np.random.default_rng(seed)
@@ -65,6 +70,10 @@ def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 def noise_std_for_snr(x: np.ndarray, snr_db: float) -> float:
     """Per-dimension noise standard deviation that gives ``snr_db`` against ``x``'s variation."""
+    if math.isnan(snr_db) or snr_db == -math.inf:  # NaN noise, or a division by zero
+        raise PrivacyError(
+            f"snr_db={snr_db}: the SNR must be a number of dB (e.g. 20.0; inf = no noise)"
+        )
     signal = float(np.mean(np.var(x.astype(np.float64), axis=0)))
     return float(np.sqrt(signal / 10.0 ** (snr_db / 10.0)))
 

@@ -145,14 +145,18 @@ def to_float_chw(images: np.ndarray) -> np.ndarray:
 
 
 def image_scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """Mean PSNR and SSIM over images ``[N, C, H, W]`` in [0, 1] (scikit-image)."""
+    """Mean PSNR and SSIM over images ``[N, C, H, W]`` in [0, 1] (scikit-image); each image's PSNR
+    is capped at 100 dB (an exact copy's would be infinite)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr, ssim = [], []
     for p, t in zip(pred, true, strict=True):
         p64, t64 = p.astype(np.float64), t.astype(np.float64)
         mse = float(np.mean((p64 - t64) ** 2))
-        psnr.append(100.0 if mse == 0 else peak_signal_noise_ratio(t64, p64, data_range=1.0))
+        # the cap holds for every image: capping only exact copies scored them below near-copies
+        psnr.append(
+            100.0 if mse == 0 else min(100.0, peak_signal_noise_ratio(t64, p64, data_range=1.0))
+        )
         side = min(t.shape[1:])
         win = 7 if side >= 7 else side - (1 - side % 2)  # the largest odd window that fits
         ssim.append(structural_similarity(t64, p64, data_range=1.0, channel_axis=0, win_size=win))
@@ -191,6 +195,11 @@ class Reconstruction(Attack):
 
     def run_group(self, victims: Records) -> dict[str, float]:
         assert victims.images is not None
+        if len(victims) == 0:  # else PSNR and SSIM are means of nothing: NaN
+            raise PrivacyError(
+                f"reconstruction: the {victims.split} victim group holds no records; "
+                "pass only non-empty victim groups"
+            )
         true = to_float_chw(victims.images)
         pred = self.reconstruct(victims)
         base = np.broadcast_to(self.mean_image, true.shape)

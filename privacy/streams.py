@@ -16,11 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from privacy.errors import PrivacyError
+
 
 def seed_sequence(seed: int | None, context: Mapping[str, Any]) -> np.random.SeedSequence:
     """OS entropy for ``seed=None``; else ``seed`` followed by the SHA-256 words of ``context``."""
     if seed is None:
         return np.random.SeedSequence()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        # int() made 1.5 (and True) the stream of seed 1; a negative seed failed inside numpy
+        raise PrivacyError(
+            f"seed {seed!r}: use a non-negative integer, or None for fresh OS entropy"
+        )
     text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
     words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype="<u4").tolist()
     return np.random.SeedSequence([int(seed), *words])

@@ -24,6 +24,15 @@ def _as_codes(codes: np.ndarray | Tensor, what: str) -> np.ndarray:
     arr = codes.cpu().numpy() if isinstance(codes, Tensor) else np.asarray(codes)
     if arr.ndim != 3:
         raise RetrievalError(f"{what} must be bool [tables, N, bits], got shape {arr.shape}")
+    if arr.dtype != np.bool_:  # a cast to bool read every -1 sign or real projection as bit 1
+        bad = (arr != 0) & (arr != 1)
+        if bad.any():
+            t, row, bit = (int(i) for i in np.argwhere(bad)[0])
+            raise RetrievalError(
+                f"{what} must be bool codes (or 0/1), got {arr.dtype} value {arr[t, row, bit]} "
+                f"(table {t}, row {row}, bit {bit}); binarise signs or projections first "
+                "(bit = value > 0, as LSH.encode_tables does)"
+            )
     return arr.astype(bool, copy=False)
 
 
@@ -115,6 +124,11 @@ def multi_table_knn(
         )
         if qx.shape[0] != q.shape[1] or dx.shape[0] != d.shape[1]:
             raise RetrievalError("queries / database rows must match the query / database codes")
+        if qx.ndim != 2 or dx.ndim != 2 or qx.shape[1] != dx.shape[1]:  # [Q, 1] broadcast
+            raise RetrievalError(
+                f"float queries {qx.shape} and float database {dx.shape} must be [Q, D] and "
+                "[N, D] with the same D; embed both with the same backbone"
+            )
         if rerank == "cosine":
             qx, dx = unit_rows(qx), unit_rows(dx)  # the true norm, however small; 0 stays 0
     else:

@@ -23,7 +23,7 @@ from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
 from retrieval.metrics import multilabel_relevance_rows
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
-from retrieval.search import HammingIndex, _normalise, check_finite, check_k
+from retrieval.search import HammingIndex, _normalise, check_finite
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,12 @@ def rerank(
             f"float queries {np.shape(queries)} and float database {np.shape(database)} must be "
             "[Q, D] and [N, D] with the same D; embed both with the same backbone"
         )
-    check_k(shortlist, index.ntotal)
+    if not 1 <= shortlist <= index.ntotal:  # check_k named it k and pointed at knn.k
+        raise RetrievalError(
+            f"shortlist R={shortlist} must be between 1 and the database size {index.ntotal}; "
+            "set retrieval.shortlist in that range (R = N re-ranks the whole database: float "
+            "cosine KNN)"
+        )
     if k is not None and shortlist < k:
         raise RetrievalError(
             f"shortlist R={shortlist} is smaller than k={k}; re-ranking needs R >= k "

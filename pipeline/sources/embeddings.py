@@ -185,8 +185,9 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Emb
         n_classes = int(y["train"].shape[1])
     else:
         n_classes = max(int(v.max()) for v in y.values()) + 1
-        if declared_n is not None:  # a file may declare classes that its splits do not all hold
-            n_classes = max(n_classes, declared_n)
+        # a file may declare classes that its splits do not all hold: by n_classes or by the
+        # length of class_names (else names longer than max id + 1 were dropped for 0..C-1)
+        n_classes = max(n_classes, declared_n or 0, len(names or ()))
     out = {k: str(v) for k, v in meta.items() if k != "format"}
     out.update(
         {

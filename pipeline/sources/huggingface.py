@@ -8,8 +8,10 @@ Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its sp
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,9 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
     8 bit by a min-max stretch over each image's own range (its minimum becomes 0, its maximum 255).
     There is no fixed scale (such files differ in bit depth and value range), so absolute
     intensity is not comparable across images: two scans of different brightness can come out
-    alike, and a constant image becomes all 0. Images with transparency (``RGBA``, ``LA``, ``P``
-    with a transparent colour) are composited onto white first, as the Hugging Face image
+    alike, and a constant image becomes all 0; a float image holding NaN or infinite pixels is a
+    :class:`DataError` (they have no place on that scale). Images with transparency (``RGBA``,
+    ``LA``, ``P`` with a transparent colour) are composited onto white first, as the Hugging Face image
     processors do (``convert_to_rgb``): the colour hidden under alpha 0 never reaches the model.
     Other modes are converted: ``1`` and ``LA`` to ``L``, the rest (``P``, ``RGBA``, ``CMYK``, ...)
     to ``RGB``. An image beyond Pillow's decompression-bomb limit (more than twice
@@ -95,6 +98,13 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
             img = _upright(img)  # as viewers (and datasets) show it
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
                 arr = np.asarray(img, dtype=np.float64)
+                bad = int(np.count_nonzero(~np.isfinite(arr)))
+                if bad:  # one NaN made min and max NaN: the whole image came out 0
+                    raise DataError(
+                        f"cannot read image {label}: {bad} of its {arr.size} pixels are NaN or "
+                        f"infinite (a {img.mode} image); replace them with finite values (e.g. "
+                        "the image's minimum) or save it as an 8- or 16-bit image, or remove it"
+                    )
                 lo, hi = float(arr.min()), float(arr.max())
                 return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
             if "A" in img.getbands() or "transparency" in img.info:
@@ -102,6 +112,8 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
             if img.mode not in ("L", "RGB"):
                 img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             return np.asarray(img, dtype=np.uint8).copy()
+    except DataError:  # a ValueError, but already the message to show
+        raise
     except Image.DecompressionBombError as err:  # not an OSError: Pillow's guard, not corruption
         raise _too_large(label, err) from err
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
@@ -195,6 +207,18 @@ def _label_names(
             f"{where}: label column {label_column!r} has type {feature}; hashaudit needs integer "
             "class ids (a ClassLabel or an integer column); set label_column to such a column"
         )
+    if isinstance(feature, ClassLabel):  # ids mean the names of their own split's ClassLabel
+        first = next(iter(dsd))
+        for s, d in dsd.items():
+            other = d.features.get(label_column)
+            if isinstance(other, ClassLabel) and list(other.names) != list(feature.names):
+                raise DataError(
+                    f"{where}: label column {label_column!r} is a ClassLabel with names "
+                    f"{list(feature.names)} in split {first!r} but {list(other.names)} in split "
+                    f"{s!r}, so one id would mean two classes; encode every split with one "
+                    "ClassLabel (the same names in the same order), e.g. map each split's ids to "
+                    "names (its feature's int2str) and back with the train split's str2int"
+                )
     labels = {s: _label_column(d, label_column, where=f"{where} [{s}]") for s, d in dsd.items()}
     if isinstance(feature, ClassLabel):
         return list(feature.names), labels
@@ -273,6 +297,65 @@ def inputs(name: str, source: SourceConfig, data: DataConfig) -> list[Path]:
     return [local] if local.is_dir() else []
 
 
+#: how :func:`from_dataset_dict` maps a Hugging Face split name onto ours
+_SPLIT_MAP = {"train": "train", "validation": "val", "val": "val", "valid": "val", "test": "test"}
+
+
+def _check_folder_labels(
+    local: Path, dsd: Mapping[str, Any], image_column: str, label_column: str
+) -> None:
+    """Refuse a local image folder that ``datasets``' imagefolder builder reads otherwise than
+    the ``imagefolder`` source's layout (:func:`pipeline.sources.imagefolder.layout`): the builder
+    takes the folder just above each image as its class (``<class>/<patient>/<image>`` gave one
+    class per patient) and guesses splits from words in file names, silently. Datasets with
+    labels not from folder names (no ClassLabel, or another builder) are not checked."""
+    from datasets import ClassLabel
+    from datasets import Image as ImageFeature
+
+    from pipeline.sources import imagefolder
+
+    theirs: dict[str, tuple[str, str]] = {}
+    for hf_split, d in dsd.items():
+        feature = d.features.get(label_column)
+        if d.info.builder_name != "imagefolder" or not isinstance(feature, ClassLabel):
+            return
+        if image_column not in d.column_names:
+            return  # refused next, naming the column
+        items = d.cast_column(image_column, ImageFeature(decode=False))[image_column]
+        for item, y in zip(items, d[label_column], strict=True):
+            if item is not None and item.get("path") and y is not None:
+                key = os.path.realpath(item["path"])
+                name = unicodedata.normalize("NFC", feature.names[y])  # as the layout spells it
+                theirs[key] = (_SPLIT_MAP.get(hf_split, hf_split), name)
+    try:
+        found = imagefolder.layout(local)
+    except DataError as err:
+        found, why = {}, str(err)
+    else:
+        why = ""
+    ours = {
+        os.path.realpath(p): (split, c)
+        for split, by_class in found.items()
+        for c, paths in by_class.items()
+        for p in paths
+    }
+    if theirs == ours:
+        return
+    diff = sorted(
+        set(theirs) ^ set(ours) | {k for k in theirs.keys() & ours.keys() if theirs[k] != ours[k]}
+    )
+    path = diff[0]
+    got = "left out" if path not in theirs else "split {!r}, class {!r}".format(*theirs[path])
+    want = "left out" if path not in ours else "split {!r}, class {!r}".format(*ours[path])
+    raise DataError(
+        f"image folder {local} (id of a huggingface source): datasets' imagefolder builder reads "
+        f"{len(diff)} image(s) otherwise than the folder layout, e.g. {path}: {got}, by the layout "
+        f"{want}{f' ({why})' if why else ''}; the builder takes the folder just above each image "
+        "as its class and guesses splits from words in file names. Use kind: imagefolder with "
+        f"path: {local} (class = the first folder below the path or its train/val/test folders)"
+    )
+
+
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:
     """A Hugging Face dataset: a hub id (cached or online), a ``save_to_disk`` dir or a local data dir."""
     import datasets
@@ -301,6 +384,8 @@ def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> Ima
         ) from err
     if isinstance(dsd, datasets.Dataset):
         dsd = datasets.DatasetDict({"train": dsd})
+    if local.is_dir() and not _is_saved_dataset(local):
+        _check_folder_labels(local, dsd, source.image_column, source.label_column)
     return from_dataset_dict(
         name,
         dsd,

@@ -144,6 +144,22 @@ def test_fewer_samples_than_bits_is_a_clear_error(name: str) -> None:
         method.on_fit_start(unlabelled(torch.randn(8, 16)))
 
 
+@pytest.mark.parametrize("name", ["itq", "pca"])
+def test_as_many_samples_as_bits_is_a_clear_error_not_a_null_space_bit(name: str) -> None:
+    # 4 rows centred span 3 directions: a 4th principal component has training variance 0 and
+    # eigh returns an arbitrary direction of the 5-dim null space for it (on unseen rows its
+    # projection had std ~1, as large as a real component's), so 4 bits need 5 rows
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    _, _, var = B.pca(x[:4], 4)
+    assert float(var[3]) < 1e-12 * float(var[0])  # the hand-derived rank bound
+    method = registry.build(name, spec(8, 4))
+    with pytest.raises(HashingError, match=r"4 training embeddings are too few.* at least 5"):
+        method.on_fit_start(unlabelled(x[:4]))
+    method.on_fit_start(unlabelled(x))  # n_bits + 1 rows: every component has variance > 0
+    _, _, var = B.pca(x, 4)
+    assert float(var.min()) > 1e-3 * float(var[0])
+
+
 def test_negative_iterations_rejected() -> None:
     with pytest.raises(ValueError, match="iterations"):
         B.ITQConfig(iterations=-1)

@@ -45,3 +45,21 @@ def test_constant_code_reaches_the_baseline_and_float_is_unique() -> None:
     assert const["all/r0/k_min"] == const["all/k_min_baseline"] == 5
     flt = Anonymity(FloatRelease()).run(_groups(x))
     assert flt["all/r0/share_unique"] == 1.0 and "all/r1/k_min" not in flt
+
+
+def test_empty_group_and_negative_radius_are_refused() -> None:
+    """Every set holds its own record (k >= 1): a negative radius reported k_min 0 and an empty
+    group failed inside numpy."""
+    from privacy.anonymity import AnonymityConfig
+    from privacy.errors import PrivacyError
+
+    x = CODES.astype(np.float32) * 2 - 1
+    release = CodeRelease(lambda v: v > 0, 3)
+    with pytest.raises(PrivacyError, match="radius -1 is negative"):
+        Anonymity(release, AnonymityConfig(radii=(0, -1))).run(_groups(x))
+    with pytest.raises(PrivacyError, match="radius -1 is negative"):
+        set_sizes(CODES, (-1,))
+    groups = _groups(x)
+    groups["test"] = groups["test"].subset(np.arange(0))
+    with pytest.raises(PrivacyError, match="test victim group holds no records"):
+        Anonymity(release).run(groups)

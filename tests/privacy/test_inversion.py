@@ -37,3 +37,14 @@ def test_blind_codes_fall_to_the_mean_embedding(recs) -> None:
     assert out["test/cosine"] <= out["test/cosine_baseline"] + 0.02
     assert out["test/mse"] >= 0.95 * out["test/mse_baseline"]
     assert out["test/reid_top10"] <= out["test/reid_top10_baseline"] + 0.1
+
+
+def test_empty_victim_group_is_refused(recs) -> None:
+    """An empty group gave NaN means and then a failing broadcast."""
+    import numpy as np
+
+    from privacy.errors import PrivacyError
+
+    attack = Inversion(FloatRelease(), InversionConfig(epochs=1, hidden=(8,))).fit(recs["val"])
+    with pytest.raises(PrivacyError, match="test victim group holds no records"):
+        attack.run({"test": recs["test"].subset(np.arange(0))})

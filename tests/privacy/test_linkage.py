@@ -94,3 +94,61 @@ def test_image_perturbation_seeded_and_bounded() -> None:
     assert np.array_equal(a, b) and a.dtype == np.uint8 and a.shape == img.shape
     # flat image: shift and contrast change nothing, only noise of sd 0.05*0.5*255 ~ 6.4 remains
     assert np.std(a.astype(float) - 100) == pytest.approx(6.375, rel=0.2)
+
+
+def test_empty_victim_group_is_refused() -> None:
+    """An empty group has no chance baseline k / 0 (it raised ZeroDivisionError)."""
+    from privacy.errors import PrivacyError
+
+    recs = make_records(n=(20, 30, 20), dim=8)
+    empty = recs["test"].subset(np.arange(0))
+    empty = replace(empty, reacquired={0.5: empty.x})
+    attack = Linkage(lsh_release(recs["train"].x, 16)).fit(recs["val"])
+    with pytest.raises(PrivacyError, match="test victim group holds no records"):
+        attack.run({"test": empty})
+
+
+def test_snr_must_be_a_number_of_db() -> None:
+    """NaN dB made a NaN gallery (every code all zeros) and -inf dB divided by zero; +inf dB is no
+    noise: the gallery is the embeddings themselves."""
+    from privacy.errors import PrivacyError
+
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    assert np.array_equal(noisy_embeddings(x, float("inf"), seed=0), x)
+    for bad in (float("nan"), float("-inf")):
+        with pytest.raises(PrivacyError, match=r"snr_db=.*: the SNR must be a number of dB"):
+            noisy_embeddings(x, bad, seed=0)
+
+
+def test_image_perturbation_refuses_non_uint8() -> None:
+    """Float images in [0, 1] came back as uint8 noise on the 0-255 scale (the image was lost)."""
+    from privacy.errors import PrivacyError
+
+    with pytest.raises(PrivacyError, match=r"takes uint8 images .* got float64"):
+        perturb_images(np.full((2, 6, 6), 0.5), 0.5, seed=0)
+
+
+@pytest.mark.parametrize("ks", [(-1,), (0, 10), ()])
+def test_ranks_below_one_are_refused(ks: tuple[int, ...]) -> None:
+    """ks=(-1,) reported top-1 0 beside a chance of -1/20 = -0.05; () raised an IndexError."""
+    from privacy.errors import PrivacyError
+
+    recs = make_records(n=(20, 30, 20), dim=8)
+    victims = {"test": replace(recs["test"], reacquired={0.5: recs["test"].x})}
+    attack = Linkage(lsh_release(recs["train"].x, 16), LinkageConfig(ks=ks)).fit(recs["val"])
+    with pytest.raises(PrivacyError, match=r"linkage: ks=.*each >= 1"):
+        attack.run(victims)
+
+
+def test_stream_seeds_are_non_negative_integers() -> None:
+    """privacy.streams: int() made seed 1.5 (and True) the stream of seed 1, silently; a numpy
+    integer is the same seed as the int."""
+    from privacy.errors import PrivacyError
+    from privacy.streams import seed_sequence
+
+    ctx = {"split": "train"}
+    state = seed_sequence(1, ctx).generate_state(4)
+    assert np.array_equal(seed_sequence(np.int64(1), ctx).generate_state(4), state)
+    for bad in (1.5, True, -3):
+        with pytest.raises(PrivacyError, match=rf"seed {bad!r}: use a non-negative integer"):
+            seed_sequence(bad, ctx)

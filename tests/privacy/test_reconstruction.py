@@ -79,3 +79,19 @@ def test_to_common_shape_resizes_and_converts() -> None:
     assert out.shape == (2, 4, 10) and out.dtype == np.uint8
     assert (np.diff(out[0].astype(int), axis=1) > 0).all()  # the ramp stays a ramp when halved
     assert (out[1] == round(0.299 * 90)).all()  # RGBA -> luminance L = 0.299 R (+ 0 G, 0 B)
+
+
+def test_psnr_cap_holds_for_near_copies() -> None:
+    """An exact copy scores the 100 dB cap; a copy off by 1e-6 used to score
+    10 log10(1 / 1e-12) = 120 dB, above the exact one. Off by 1e-3: 60 dB, under the cap."""
+    true = np.random.default_rng(0).uniform(0.2, 0.8, size=(2, 1, 8, 8))
+    assert image_scores(true + 1e-6, true)[0] == 100.0 == image_scores(true, true)[0]
+    assert image_scores(true + 1e-3, true)[0] == pytest.approx(60.0)
+
+
+def test_empty_victim_group_is_refused(recs) -> None:
+    """An empty group reported PSNR and SSIM NaN (means of nothing) without an error."""
+    attack = Reconstruction(FloatRelease(), ReconstructionConfig(epochs=1, hidden=8, channels=8))
+    attack.fit(recs["val"])
+    with pytest.raises(PrivacyError, match="test victim group holds no records"):
+        attack.run({"test": recs["test"].subset(np.arange(0))})

@@ -91,3 +91,38 @@ def test_multi_table_recall_of_true_nearest_neighbour_rises_with_tables() -> Non
 def test_multi_table_shapes_must_match() -> None:
     with pytest.raises(RetrievalError, match="differ"):
         L.multi_table_candidates(np.zeros((2, 1, 8), bool), np.zeros((3, 5, 8), bool))
+
+
+def test_sign_codes_are_refused_not_read_as_all_ones() -> None:
+    """``_as_codes`` cast any array to bool: ±1 signs (``codes.to_signs``) or real projections
+    read every -1 as bit 1, so every row had the all-ones code and every database row became
+    every query's candidate at Hamming distance 0. 0/1 codes still equal their bool codes."""
+    db = np.array([[[0, 0], [0, 1], [1, 1]]], dtype=bool)  # 1 table, 3 rows, 2 bits
+    q = np.array([[[0, 1]]], dtype=bool)
+    assert [c.tolist() for c in L.multi_table_candidates(q, db)] == [[1]]  # only row 1's bucket
+    assert [c.tolist() for c in L.multi_table_candidates(q.astype(np.uint8), db.astype(int))] == [
+        [1]
+    ]
+    signs_db, signs_q = np.where(db, 1, -1), np.where(q, 1, -1)
+    with pytest.raises(RetrievalError, match=r"db_codes must be bool codes .* value -1 \(table 0"):
+        L.multi_table_candidates(q, signs_db)
+    with pytest.raises(RetrievalError, match=r"query_codes must be bool codes .*value > 0"):
+        L.multi_table_knn(signs_q, db, k=1)
+    with pytest.raises(RetrievalError, match=r"value 0\.3"):
+        L.multi_table_candidates(torch.tensor([[[0.3, -1.2]]]), db)
+
+
+def test_float_rerank_refuses_queries_of_another_dimension() -> None:
+    """Queries ``[Q, 1]`` against a ``[N, 5]`` database broadcast in the Euclidean re-rank:
+    silently wrong distances (and a raw numpy ValueError for cosine)."""
+    g = np.random.default_rng(0)
+    db_codes, q_codes = np.zeros((1, 6, 2), bool), np.zeros((1, 2, 2), bool)  # all candidates
+    db_x, q_x = g.normal(size=(6, 5)), g.normal(size=(2, 5))
+    res = L.multi_table_knn(q_codes, db_codes, 1, rerank="euclidean", queries=q_x, database=db_x)
+    brute = np.linalg.norm(q_x[:, None] - db_x[None], axis=2)
+    assert res.indices[:, 0].tolist() == brute.argmin(axis=1).tolist()
+    for rerank in ("euclidean", "cosine"):
+        with pytest.raises(RetrievalError, match=r"float queries \(2, 1\) and float database"):
+            L.multi_table_knn(
+                q_codes, db_codes, 1, rerank=rerank, queries=q_x[:, :1], database=db_x
+            )

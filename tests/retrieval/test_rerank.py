@@ -126,3 +126,17 @@ def test_k_below_one_and_mismatched_embeddings_are_refused() -> None:
         RetrievalError, match=r"float queries \(15, 7\) and float database \(120, 8\)"
     ):
         rerank(cq, cdb, 6, q[:, :7], db, shortlist=10)
+
+
+@pytest.mark.parametrize("shortlist", [0, 121])
+def test_a_shortlist_outside_the_database_is_named_as_the_shortlist(shortlist: int) -> None:
+    """R > N (or R < 1) was refused as "k=121 ... lower k (params knn.k / knn.k_sweep)": the
+    wrong parameter to change. R = N itself is fine (float cosine KNN)."""
+    _, db, q, cdb, cq, _, _ = _data()
+    with pytest.raises(
+        RetrievalError,
+        match=rf"^shortlist R={shortlist} must be between 1 and the database size 120; "
+        r"set retrieval\.shortlist in that range",
+    ):
+        rerank(cq, cdb, 6, q, db, shortlist=shortlist)
+    assert rerank(cq, cdb, 6, q, db, shortlist=120).ids.shape == (15, 120)

@@ -321,3 +321,39 @@ def test_a_multilabel_label_without_train_positives_is_refused(tmp_path: Path) -
         "that no train row has"
     )
     assert "Re-split so that train holds a positive of every label" in msg
+
+
+def test_class_names_longer_than_the_ids_present_declare_the_classes(tmp_path: Path) -> None:
+    """Labels {0, 1, 2} with class_names of 4 entries (the 4th class has no rows): the module
+    docstring counts the length of class_names as a declaration of 4 classes. The names were
+    dropped for ["0", "1", "2"] and n_classes was 3 (only a numeric n_classes counted)."""
+    g = np.random.default_rng(3)
+    arrays = {}
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_x"] = g.normal(size=(12, 3)).astype(np.float32)
+        arrays[f"{s}_y"] = np.arange(12) % 3
+    names = ["cat", "dog", "eel", "fox"]
+    save_file(arrays, str(tmp_path / "m.safetensors"), metadata={"class_names": json.dumps(names)})
+    emb = load(config(tmp_path / "m.safetensors"))
+    assert json.loads(emb.meta["class_names"]) == names
+    assert emb.n_classes == 4 and emb.meta["n_classes"] == "4"
+    assert emb.meta["task"] == "multi-class"
+    # binary ids with three names: three classes declared, so not binary-class
+    for s in ("train", "val", "test"):
+        arrays[f"{s}_y"] = np.arange(12) % 2
+    meta = {"class_names": json.dumps(["neg", "pos", "unsure"])}
+    save_file(arrays, str(tmp_path / "b.safetensors"), metadata=meta)
+    emb = load(config(tmp_path / "b.safetensors"))
+    assert json.loads(emb.meta["class_names"]) == ["neg", "pos", "unsure"]
+    assert emb.n_classes == 3 and emb.meta["task"] == "multi-class"
+
+
+def test_labels_of_one_class_only_are_refused(tmp_path: Path) -> None:
+    """Every row class 0: the file loaded (task multi-class, n_classes 1) and the float KNN
+    reported accuracy 1.0 at every k, whatever the embeddings."""
+    arrays = write_npz(tmp_path / "e.npz", val=False)
+    for s in ("train", "test"):
+        arrays[f"{s}_y"] = np.zeros(30, dtype=np.int64)
+    np.savez(tmp_path / "one.npz", **arrays)
+    with pytest.raises(DataError, match=r"every row of train, test is class 0 \(60 rows\)"):
+        load(config(tmp_path / "one.npz"))

@@ -266,3 +266,92 @@ def test_an_image_beyond_the_decompression_bomb_limit_is_a_data_error(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # above the limit, below twice it: read
     with pytest.warns(Image.DecompressionBombWarning):
         assert decode_image(buf.getvalue(), None, where="x").shape == (20, 30, 3)
+
+
+def test_a_float_image_with_nan_or_inf_pixels_is_a_data_error(tmp_path: Path) -> None:
+    """A float TIFF with one NaN (or inf) pixel: min and max became NaN, and the min-max stretch
+    returned an all-0 image (a RuntimeWarning only). The same image with finite values keeps
+    its stretch: 0, 0.5, 1, 2 -> 0, 64, 128, 255 (round(v / 2 * 255))."""
+    from pipeline.sources.huggingface import decode_image
+
+    arr = np.array([[0.0, 0.5], [1.0, 2.0]], dtype=np.float32)
+    Image.fromarray(arr).save(tmp_path / "ok.tif")
+    assert decode_image(None, str(tmp_path / "ok.tif"), where="x").tolist() == [[0, 64], [128, 255]]
+    for bad in (np.nan, np.inf):
+        arr[0, 0] = bad
+        path = tmp_path / f"scan_{bad}.tif"
+        Image.fromarray(arr).save(path)
+        with pytest.raises(DataError) as err:
+            decode_image(None, str(path), where="dataset d [train] row 0")
+        msg = str(err.value)
+        assert msg.startswith(f"cannot read image {path}: 1 of its 4 pixels are NaN or infinite")
+        assert "replace them with finite values" in msg
+
+
+def test_splits_with_different_classlabel_names_are_refused(tmp_path: Path) -> None:
+    """Test encoded on its own (it lacks 'dog'): its ClassLabel is [cat, frog], so its frogs
+    are id 1, which train's names [cat, dog, frog] read as 'dog'. The 5 frogs of test were
+    silently loaded as 5 dogs (test labels [5, 5] = 5 cats, 5 'dogs')."""
+    import datasets
+
+    g = np.random.default_rng(0)
+
+    def split(names: list[str], labels: list[int]) -> datasets.Dataset:
+        imgs = [Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8)) for _ in labels]
+        features = datasets.Features(
+            {"img": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+        )
+        return datasets.Dataset.from_dict({"img": imgs, "label": labels}, features=features)
+
+    parts = {
+        "train": split(["cat", "dog", "frog"], [i % 3 for i in range(30)]),
+        "test": split(["cat", "frog"], [i % 2 for i in range(10)]),
+    }
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "hf"))
+    cfg = data_config(
+        tmp_path, mine=SourceConfig(kind="huggingface", id=str(tmp_path / "hf"), image_column="img")
+    )
+    with pytest.raises(DataError) as err:
+        load("mine", cfg)
+    msg = str(err.value)
+    assert "['cat', 'dog', 'frog'] in split 'train' but ['cat', 'frog'] in split 'test'" in msg
+    assert "encode every split with one ClassLabel" in msg
+    # one ClassLabel for both splits (test's frogs as id 2) loads, frogs as frogs
+    parts["test"] = split(["cat", "dog", "frog"], [2 * (i % 2) for i in range(10)])
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "hf2"))
+    cfg = data_config(
+        tmp_path,
+        mine=SourceConfig(kind="huggingface", id=str(tmp_path / "hf2"), image_column="img"),
+    )
+    ds = load("mine", cfg)
+    assert np.bincount(ds.splits["test"].labels, minlength=3).tolist() == [5, 0, 5]
+
+
+@pytest.mark.usefixtures("hf_cache")  # keep the datasets cache in tmp_path
+def test_a_local_image_folder_that_datasets_reads_otherwise_is_refused(tmp_path: Path) -> None:
+    """id: a local folder <class>/<patient>/<image> (2 classes, 3 patients each): datasets'
+    imagefolder builder took the folder above each image as its class, so it loaded 6 classes
+    ('patient0_cat', ...) instead of cat and dog, silently. A flat <class>/<image> folder, which
+    the builder reads like the imagefolder source, still loads."""
+    root = tmp_path / "imgs"
+    for c, cls in enumerate(("cat", "dog")):
+        for p in range(3):
+            for i in range(4):
+                path = root / cls / f"patient{p}_{cls}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((8, 8), 10 * c + i, np.uint8)).save(path)
+    src = SourceConfig(kind="huggingface", id=str(root))
+    with pytest.raises(DataError) as err:
+        load("toy", data_config(tmp_path, toy=src))
+    msg = str(err.value)
+    assert "datasets' imagefolder builder reads 24 image(s) otherwise than the folder" in msg
+    assert f"{root / 'cat' / 'patient0_cat' / '0.png'}: split 'train', class 'patient0_cat'" in msg
+    assert "by the layout split 'train', class 'cat'" in msg
+    assert f"Use kind: imagefolder with path: {root}" in msg
+    flat = tmp_path / "flat"
+    for c, cls in enumerate(("cat", "dog")):
+        (flat / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 10 * c + i, np.uint8)).save(flat / cls / f"{i}.png")
+    ds = load("toy", data_config(tmp_path, toy=SourceConfig(kind="huggingface", id=str(flat))))
+    assert ds.class_names == ["cat", "dog"]

@@ -252,3 +252,20 @@ def test_an_image_beyond_the_decompression_bomb_limit_is_named(
     )
     assert "120 pixels, above Pillow's decompression-bomb limit of 100 pixels" in msg
     assert "downscale it" in msg
+
+
+def test_a_path_one_level_above_the_class_folders_is_refused(tmp_path: Path) -> None:
+    """path: data/ holding flowers/<class>/<image>: the class is the first folder below the
+    path, so all 20 images were class 'flowers' and the dataset loaded with 1 class (KNN
+    accuracy and mAP then 1.0 whatever the embeddings); now a DataError naming it."""
+    image_folder(tmp_path / "data" / "flowers")
+    with pytest.raises(DataError) as err:
+        load("mine", folder_config(tmp_path / "data"))
+    msg = str(err.value)
+    assert "every row of train is class 'flowers' (id 0, 20 rows)" in msg
+    assert "set path to the folder whose sub-folders are the classes" in msg
+    # one level down, the same images load as the 2 classes they are
+    assert load("mine", folder_config(tmp_path / "data" / "flowers")).class_names == [
+        "benign",
+        "malignant",
+    ]
