@@ -8,6 +8,14 @@ matrix as module buffers, so it moves with the method between devices and round-
 bank-capable method inherits, and :func:`pair_partners` gives a loss the partners of a batch:
 the batch itself (in-batch pairs, the default) or rows of the bank.
 
+Gradient scale with a bank: bank rows carry no gradient, so a row receives only its own side of
+each pair term, half of the full-objective derivative (which counts the pair (i, j) and (j, i)).
+With the whole training set in one batch and the bank holding the current codes, the loss values
+of the two modes are equal and the pair term's gradient is exactly twice as large in-batch, so
+under ``memory_bank: true`` the per-sample terms (DPSH's and DSDH's ``eta``, DSH's ``alpha``)
+weigh twice as much against the pair term as in-batch. The bank mode is an option (off by
+default) and its numbers in ``bench/RESULTS-utility-bank.md`` were measured with this scale.
+
 Privacy note: a bank stores one relaxed code per training row, so a head saved with a bank holds
 record-level data of the training set; treat such a head file like the embeddings themselves.
 """

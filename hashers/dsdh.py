@@ -94,7 +94,9 @@ class DSDH(MemoryBankMixin, HashingMethod):
     sum over all ``n²`` pairs becomes a mean (estimated by the mean over the ordered pairs of the
     mini-batch, diagonal included, as in DPSH), and the coupling becomes
     ``(η / n) · mean_i ‖b_i - u_i‖²`` (sum over bits, mean over the batch). The label-regression
-    and ridge terms do not depend on the network and are not part of its loss.
+    and ridge terms do not depend on the network and are not part of its loss. Under
+    ``memory_bank: true`` the pair term's gradient is half the in-batch one (the bank side
+    carries none: :mod:`hashers.bank`), so there ``η`` weighs twice as much.
 
     Deviations for frozen embeddings:
     - the paper's CNN-F network is replaced by an MLP head over the frozen embedding

@@ -8,6 +8,7 @@ Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its sp
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import struct
@@ -29,6 +30,8 @@ from pipeline.data import (
 )
 
 YIELDS = "images"
+
+log = logging.getLogger(__name__)
 
 
 KEYS = (
@@ -247,17 +250,18 @@ def from_dataset_dict(
     seed: int,
 ) -> ImageDataset:
     """Shared with the ``imagefolder`` source: map splits, check columns, wrap lazy readers."""
-    split_map = {
-        "train": "train",
-        "validation": "val",
-        "val": "val",
-        "valid": "val",
-        "test": "test",
-    }
     chosen: dict[str, Any] = {}
-    for hf_split, ours in split_map.items():
+    for hf_split, ours in _SPLIT_MAP.items():
         if hf_split in dsd and ours not in chosen:
             chosen[ours] = dsd[hf_split]
+    unused = sorted(set(dsd) - set(_SPLIT_MAP))
+    if unused:  # e.g. 'dev': read as nothing, while val/test are carved from train
+        log.warning(
+            "%s: split(s) %s are not read (hashaudit reads train, validation|val|valid and test; "
+            "a missing val or test is carved from train); rename a split to use it",
+            where,
+            unused,
+        )
     if "train" not in chosen:
         raise DataError(f"{where}: no 'train' split (found {sorted(dsd)}); provide a train split")
     for s, ds in chosen.items():

@@ -355,3 +355,20 @@ def test_a_local_image_folder_that_datasets_reads_otherwise_is_refused(tmp_path:
             Image.fromarray(np.full((8, 8), 10 * c + i, np.uint8)).save(flat / cls / f"{i}.png")
     ds = load("toy", data_config(tmp_path, toy=SourceConfig(kind="huggingface", id=str(flat))))
     assert ds.class_names == ["cat", "dog"]
+
+
+def test_a_split_hashaudit_does_not_read_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import datasets
+
+    path = hf_dataset_dir(tmp_path, validation=False)
+    dsd = datasets.load_from_disk(str(path))
+    parts = {"train": dsd["train"], "dev": dsd["test"], "test": dsd["test"]}
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "with-dev"))
+    src = SourceConfig(kind="huggingface", id=str(tmp_path / "with-dev"), image_column="img")
+    with caplog.at_level("WARNING", logger="pipeline.sources.huggingface"):
+        ds = load("toy", data_config(tmp_path, toy=src))
+    # 'dev' is not read: val is carved from train (27 + 3), as the warning says
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [27, 3, 9]
+    assert "split(s) ['dev'] are not read" in caplog.text
