@@ -122,6 +122,14 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
             split_roots[ours] = p
         if "train" not in split_roots:
             raise DataError(f"image folder {root}: no train/ folder beside {sorted(split_roots)}")
+        loose = [
+            p.name for p in _entries(root) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if loose:  # beside split folders they belong to no split: they were skipped silently
+            raise DataError(
+                f"image folder {root}: images beside the split folders (e.g. {loose[0]}) belong to "
+                f"no split; move them into a class folder of a split ({_LAYOUT})"
+            )
     out: dict[str, dict[str, list[Path]]] = {}
     for split, folder in split_roots.items():
         entries = _entries(folder)

@@ -60,6 +60,15 @@ def test_imagefolder_split_folders(tmp_path: Path) -> None:
     assert shapes == {(10, 12, 3), (10, 12)}  # grayscale stays 2-D
 
 
+def test_images_beside_split_folders_are_refused_not_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    image_folder(root / "train", per_class=6)
+    image_folder(root / "test", per_class=3)
+    write_png(root / "stray.png", 5)  # belongs to no split: it was left out without a word
+    with pytest.raises(DataError, match=r"images beside the split folders \(e.g. stray.png\)"):
+        load("mine", folder_config(root))
+
+
 def test_imagefolder_without_class_folders(tmp_path: Path) -> None:
     root = tmp_path / "flat"
     for i in range(4):
