@@ -11,7 +11,8 @@ and took the folder just above each image as its class, which silently dropped o
 
 Symbolic links to folders are followed (each real folder read once, see
 :func:`pipeline.data.walk_files`); a broken link to an image, a class folder or a split folder is
-refused. Class names are the folder names in Unicode NFC, so ``dög`` written precomposed (NFC,
+refused, and so is an image file reached twice (one record in two classes or on both sides of a
+split). Class names are the folder names in Unicode NFC, so ``dög`` written precomposed (NFC,
 as Linux tools write it) and decomposed (NFD, as macOS wrote it) is one class. A class folder
 without a single image file is left out with a warning naming the extensions it holds.
 """
@@ -19,8 +20,10 @@ without a single image file is left out with a warning naming the extensions it 
 from __future__ import annotations
 
 import logging
+import os
 import unicodedata
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config import DataConfig, SourceConfig, check
@@ -186,7 +189,26 @@ def layout(root: Path) -> dict[str, dict[str, list[Path]]]:
                 f"files ending in {_ACCEPTED} (any case): {fix}; {_LAYOUT}"
             )
         out[split] = {c: by_class[c] for c in sorted(by_class)}
+    _check_each_file_once(root, out)
     return out
+
+
+def _check_each_file_once(root: Path, found: Mapping[str, Mapping[str, list[Path]]]) -> None:
+    """Refuse a real file read twice (through a symbolic link to a file, or to another class or
+    split folder): one image would be two records, in two classes or on both sides of a split."""
+    first: dict[str, tuple[str, str, Path]] = {}
+    for split, by_class in found.items():
+        for c, paths in by_class.items():
+            for p in paths:
+                real = os.path.realpath(p)
+                if real in first:
+                    s0, c0, p0 = first[real]
+                    raise DataError(
+                        f"image folder {root}: {p0} (split {s0!r}, class {c0!r}) and {p} (split "
+                        f"{split!r}, class {c!r}) are one file, {real}; each image must be read "
+                        "once: remove the symbolic link that reaches it a second time"
+                    )
+                first[real] = (split, c, p)
 
 
 def load(name: str, source: SourceConfig, data: DataConfig, *, seed: int) -> ImageDataset:

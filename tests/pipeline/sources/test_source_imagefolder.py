@@ -69,6 +69,22 @@ def test_images_beside_split_folders_are_refused_not_skipped(tmp_path: Path) -> 
         load("mine", folder_config(root))
 
 
+@pytest.mark.parametrize("link", ["class_folder", "file_in_other_split"])
+def test_a_file_reached_twice_through_a_link_is_refused(tmp_path: Path, link: str) -> None:
+    root = tmp_path / "imgs"
+    if link == "class_folder":  # class 'copy' is class 'benign' again: 10 images in two classes
+        image_folder(root)
+        (root / "copy").symlink_to(root / "benign", target_is_directory=True)
+        match = r"'benign'\) and .*'copy'\) are one file"
+    else:  # one train image linked into test: the same record on both sides of the split
+        image_folder(root / "train", per_class=6)
+        image_folder(root / "test", per_class=3)
+        (root / "test" / "benign" / "leak.png").symlink_to(root / "train" / "benign" / "5.png")
+        match = r"leak.png \(split 'test', class 'benign'\) and .*5.png \(split 'train'.* one file"
+    with pytest.raises(DataError, match=match):
+        load("mine", folder_config(root))
+
+
 def test_imagefolder_without_class_folders(tmp_path: Path) -> None:
     root = tmp_path / "flat"
     for i in range(4):
@@ -195,7 +211,9 @@ def test_symlinked_folders_are_followed_and_broken_links_refused(tmp_path: Path)
         write_png(store / "patient7" / f"{i}.png", 60 + i)
     (root / "malignant" / "patient7").symlink_to(store / "patient7")
     (root / "malignant" / "loop").symlink_to(root)  # a loop: read once, no endless walk
-    (root / "benign_link").symlink_to(store)  # a linked class folder
+    for i in range(3):  # a linked class folder (other images: one image is one record)
+        write_png(tmp_path / "store2" / "patient8" / f"{i}.png", 90 + i)
+    (root / "benign_link").symlink_to(tmp_path / "store2")
     ds = load("mine", folder_config(root))
     assert ds.class_names == ["benign", "benign_link", "malignant"]
     counts = np.bincount(np.concatenate([ds.splits[s].labels for s in ("train", "val", "test")]))
