@@ -92,6 +92,21 @@ def gaussian_clusters(
     return EmbeddingSet.from_numpy(x.astype(np.float32), np.eye(n_classes, dtype=np.float32)[y])
 
 
+def _project(z: np.ndarray, basis: np.ndarray, *, rows: int = 256) -> np.ndarray:
+    """``z @ basis`` (float32) summed over the latent axis in one fixed order, with elementwise
+    numpy operations (each correctly rounded), so the result is the same on every machine. A BLAS
+    matmul is not: OpenBLAS picks its kernel per CPU (e.g. Haswell vs SkylakeX), and they round
+    differently (half the entries differed by up to 1 ulp)."""
+    out = np.empty((len(z), basis.shape[1]), dtype=np.float32)
+    for i in range(0, len(z), rows):  # row blocks that stay in cache across the latent terms
+        block = z[i : i + rows]
+        acc = block[:, :1] * basis[0]
+        for k in range(1, basis.shape[0]):
+            acc += block[:, k : k + 1] * basis[k]
+        out[i : i + rows] = acc
+    return out
+
+
 def latent_clusters(
     *,
     n_train: int,
@@ -125,7 +140,9 @@ def latent_clusters(
             yc = y[i : i + chunk]
             z = means[yc] + g.standard_normal((len(yc), latent), dtype=np.float32)
             x[i : i + chunk] = (
-                z @ basis + noise * g.standard_normal((len(yc), dim), dtype=np.float32) + offset
+                _project(z, basis)
+                + noise * g.standard_normal((len(yc), dim), dtype=np.float32)
+                + offset
             )
         flip = g.random(n) < label_noise
         y[flip] = g.integers(n_classes, size=int(flip.sum()))

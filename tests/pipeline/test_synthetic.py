@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 from pipeline.synthetic import gaussian_clusters, latent_clusters, synthetic_embeddings
+from tests.conftest import REPO
 
 
 def test_synthetic_embeddings_layout_and_seed() -> None:
@@ -45,3 +50,43 @@ def test_latent_clusters_shapes_imbalance_and_separability() -> None:
     xt, yt = data["test"]
     pred = np.argmin(((xt[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
     assert (pred == yt).mean() > 0.6
+
+
+def _openblas_dynamic() -> bool:
+    deps = np.show_config(mode="dicts").get("Build Dependencies", {})
+    blas = deps.get("blas", {})
+    return "openblas" in str(blas.get("name", "")).lower() and "DYNAMIC_ARCH" in str(
+        blas.get("openblas configuration", "")
+    )
+
+
+@pytest.mark.skipif(not _openblas_dynamic(), reason="needs numpy on OpenBLAS with DYNAMIC_ARCH")
+def test_latent_clusters_are_the_same_whatever_blas_kernel_the_cpu_gets() -> None:
+    """The module's claim, a seed gives the same numbers on every machine: OpenBLAS picks its
+    kernel per CPU (OPENBLAS_CORETYPE forces one); a BLAS matmul for the latent projection gave
+    other float32 numbers with the Prescott (SSE3) kernel than with this CPU's own (half the
+    entries, by 1 ulp)."""
+    code = (
+        "import hashlib; from pipeline.synthetic import latent_clusters; "
+        "d = latent_clusters(n_train=300, n_val=10, n_test=10, dim=64, n_classes=3, seed=0); "
+        "print(hashlib.sha256(d['train'][0].tobytes()).hexdigest())"
+    )
+    digests = set()
+    for core in ("", "Prescott"):  # this CPU's kernel, and the oldest x86-64 one
+        env = {**os.environ, "OPENBLAS_CORETYPE": core}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, digests
+    # and it is the projection it claims to be: z @ basis (+ noise, offset), float32 accurate
+    x = latent_clusters(n_train=50, n_val=1, n_test=1, dim=16, n_classes=2, seed=1, noise=0.0)
+    g = np.random.default_rng(1)
+    basis = (g.standard_normal((32, 16)) / np.sqrt(32)).astype(np.float32)
+    means = (g.standard_normal((2, 32)) * 0.7).astype(np.float32)
+    offset = (g.standard_normal(16) * 0.5).astype(np.float32)
+    y = g.choice(2, size=50, p=np.linspace(1.0, 2.0, 2) / 3.0)
+    z = means[y] + g.standard_normal((50, 32), dtype=np.float32)
+    want = z.astype(np.float64) @ basis.astype(np.float64) + offset
+    np.testing.assert_allclose(x["train"][0], want, rtol=1e-5, atol=1e-5)
