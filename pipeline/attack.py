@@ -68,7 +68,7 @@ from pipeline.config import (
     parse_dataclass,
     to_dict,
 )
-from pipeline.data import stratified_sample
+from pipeline.data import IMAGES_DIGEST_KEY, ImagesDigest, stratified_sample
 from pipeline.release import release_provenance
 from pipeline.train import withhold_label
 from privacy import registry
@@ -152,7 +152,42 @@ def load_images(params: Params, dataset: str, emb: EmbeddingsFile) -> dict[str, 
             batch = sp.get_batch(np.arange(len(sp)))
             arr = np.stack(batch) if len({im.shape for im in batch}) <= 1 else batch
         out[split] = arr
+    check_images_digest(dataset, emb, out)
     return out
+
+
+def check_images_digest(dataset: str, emb: EmbeddingsFile, images: dict[str, Images]) -> None:
+    """Refuse reloaded images that are not those the embeddings were made from: the extract
+    records a digest of every split's images (:class:`pipeline.data.ImagesDigest`); a file
+    replaced since under the same name and class keeps counts and labels but would put another
+    image beside a row's embedding (linkage gallery, reconstruction targets). Embeddings files
+    written before the digest existed are matched by counts and labels only."""
+    recorded = emb.meta.get(IMAGES_DIGEST_KEY)
+    if recorded is None:
+        log.info(
+            "%s: the embeddings file records no image digest (written before 2026-11-29); the "
+            "reloaded images are matched to its rows by count and labels only",
+            dataset,
+        )
+        return
+    try:
+        want = json.loads(recorded)
+        want = {s: str(want[s]) for s in images}
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(
+            f"{dataset}: the embeddings file's {IMAGES_DIGEST_KEY} is not a JSON object with "
+            f"every split ({recorded[:80]!r}); re-run the extract stage"
+        ) from None
+    for split, arr in images.items():
+        digest = ImagesDigest()
+        digest.update(arr)
+        if digest.hexdigest() != want[split]:
+            raise ArtifactError(
+                f"{dataset}: the {split} images the source holds now are not those the "
+                f"embeddings were made from (images SHA-256 {digest.hexdigest()[:12]}…, recorded "
+                f"{want[split][:12]}…): an image changed since extract under the same name and "
+                "class; re-run the extract stage (dvc repro)"
+            )
 
 
 def _shapes(images: Images) -> list[tuple[int, ...]]:
@@ -834,14 +869,15 @@ def add_float_control(numbers: dict[str, Any], float_numbers: dict[str, Any]) ->
 
 def save_reconstruction_grid(
     path: Path, attacks: list[Attack], victims: dict[str, Records]
-) -> None:
+) -> bool:
     """Originals over reconstructions of the first test victims (only on request; never MLflow).
-    ``attacks`` are those that ran on the test split: its reconstruction's decoder draws them."""
+    ``attacks`` are those that ran on the test split: its reconstruction's decoder draws them.
+    Returns whether a grid was written (False: no reconstruction attack ran on the test split)."""
     from privacy.reconstruction import Reconstruction
 
     rec = next((a for a in attacks if isinstance(a, Reconstruction) and hasattr(a, "model")), None)
     if rec is None:
-        return
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -860,6 +896,7 @@ def save_reconstruction_grid(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+    return True
 
 
 def run_attack(
@@ -996,10 +1033,17 @@ def run_attack(
                 save_gallery(gallery, kind, gal, meta)
             write_csv(sweep, sweep_rows)
             tracking.record_metrics(metrics, out, run)
-            if grid is not None:
-                save_reconstruction_grid(grid, served["test"], victims)
-        if grid is not None:
+            drawn = grid is not None and save_reconstruction_grid(grid, served["test"], victims)
+        if drawn:
             log.warning("%s: reconstructed patient images written to %s", name, grid)
+        elif grid is not None:  # asked for, but no decoder ran on test: say so, claim no file
+            log.warning(
+                "%s: attack.save_reconstructions is set but no reconstruction attack ran on the "
+                "test victims (embeddings-only source, or not in attack.attacks); no grid "
+                "written to %s",
+                name,
+                grid,
+            )
     log.info("%s: %d numbers written to %s", name, len(numbers), metrics)
     return out
 

@@ -64,6 +64,30 @@ class _SubsetReader:
         return self.reader.read([int(r) for r in self.rows[np.asarray(indices, dtype=np.int64)]])
 
 
+#: embeddings metadata key of the per-split image digests (JSON ``{split: hex}``; image sources)
+IMAGES_DIGEST_KEY = "images_sha256"
+
+
+class ImagesDigest:
+    """SHA-256 over images in row order: each image's dtype, shape and bytes. The same images give
+    the same digest whether they come in one array or a list, in any batching. The extract records
+    it per split (``images_sha256``) so that a stage reloading the images (attack) can tell that
+    the source still holds the images the embeddings were made from: counts and labels alone do
+    not (an image file replaced under the same name and class)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, images: Sequence[np.ndarray] | np.ndarray) -> None:
+        for im in images:
+            a = np.ascontiguousarray(im)
+            self._h.update(f"{a.dtype.str}:{list(a.shape)};".encode())
+            self._h.update(a.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 @dataclass(frozen=True, eq=False)
 class ImageSplit:
     """The images and labels of one split.

@@ -39,7 +39,7 @@ from pipeline.artifacts import (
 from pipeline.backbones import Backbone, load_backbone
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, to_dict
-from pipeline.data import ImageDataset, ImageSplit
+from pipeline.data import IMAGES_DIGEST_KEY, ImageDataset, ImagesDigest, ImageSplit
 from pipeline.sources.embeddings import USER_SUPPLIED
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,15 @@ def _batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[int, Any]]:
     yield from _one_ahead(read, starts, name="decode")
 
 
+def _digested(
+    batches: Iterator[tuple[int, Any]], digest: ImagesDigest
+) -> Iterator[tuple[int, Any]]:
+    """``batches`` unchanged, each batch's images fed to ``digest`` in order as it passes."""
+    for start, images in batches:
+        digest.update(images)
+        yield start, images
+
+
 def embed_images(
     backbone: Backbone,
     split: ImageSplit,
@@ -86,8 +95,10 @@ def embed_images(
     batch_size: int,
     progress: bool = True,
     desc: str = "extract",
+    digest: ImagesDigest | None = None,
 ) -> np.ndarray:
-    """Embeddings ``float32 [N, backbone.dim]`` of every image of ``split``, in order, batched.
+    """Embeddings ``float32 [N, backbone.dim]`` of every image of ``split``, in order, batched;
+    ``digest``, if given, is fed every image in row order (:class:`pipeline.data.ImagesDigest`).
 
     On a GPU the next batch is preprocessed (CPU resize, pinned copy) in a thread while the
     current one runs through the backbone, so a fast bf16 forward is not held up by the resize.
@@ -100,6 +111,8 @@ def embed_images(
         return item[0], backbone.preprocess(item[1])
 
     batches = _batches(split, batch_size)
+    if digest is not None:
+        batches = _digested(batches, digest)
     if backbone.device.type == "cuda":
         prepared = _one_ahead(prepare, batches, name="preprocess")
     else:
@@ -149,6 +162,7 @@ def extract_images(
     """Load the backbone and embed every split of ``ds``; returns embeddings and metrics."""
     backbone = load_backbone(params.backbone, seed=params.seed)
     x: dict[str, np.ndarray] = {}
+    digests = {s: ImagesDigest() for s in SPLITS}
     seconds = 0.0
     for s in SPLITS:
         t0 = time.perf_counter()
@@ -158,13 +172,15 @@ def extract_images(
             batch_size=params.backbone.batch_size,
             progress=progress,
             desc=f"{name}/{s}",
+            digest=digests[s],
         )
         seconds += time.perf_counter() - t0
     n_total = sum(len(ds.splits[s]) for s in SPLITS)
     emb = EmbeddingsFile(
         x=x,
         y={s: ds.splits[s].labels for s in SPLITS},
-        meta=image_metadata(name, ds, backbone, seed=params.seed, limit=params.data.limit),
+        meta=image_metadata(name, ds, backbone, seed=params.seed, limit=params.data.limit)
+        | {IMAGES_DIGEST_KEY: json.dumps({s: d.hexdigest() for s, d in digests.items()})},
     )
     metrics = {"images_per_s": n_total / seconds if seconds > 0 else 0.0, "embed_seconds": seconds}
     return emb, metrics

@@ -776,6 +776,23 @@ def test_reconstruction_grid_draws_the_decoder_that_ran_on_test(
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_no_grid_claimed_where_no_reconstruction_ran(study: Path, caplog) -> None:
+    """attack.save_reconstructions on an embeddings-only source: no decoder runs, so no grid is
+    written, and the log must not claim patient images were written to --reconstructions (it
+    did, for a file that did not exist)."""
+    grid = study / "grid.png"
+    cli = [
+        *float_args(study, ("attack.save_reconstructions=true",)),
+        "--reconstructions",
+        str(grid),
+    ]
+    assert attack.main(cli) == 0
+    assert not grid.exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "reconstructed patient images written" in m], messages
+    assert any("no grid written to" in m and str(grid) in m for m in messages), messages
+
+
 def test_common_images_stated_size_and_native_arrays_untouched() -> None:
     mixed = {"train": [np.zeros((10, 12, 3), np.uint8), np.full((14, 16), 200, np.uint8)],
              "val": np.zeros((3, 10, 12, 3), np.uint8)}  # fmt: skip
@@ -894,3 +911,42 @@ def test_gallery_backbone_must_be_that_of_the_extract_and_images_are_reloaded_as
         "reloading the images with the extract's seed=0, data.limit=20 (these params say seed=0, data.limit=None)"
         in caplog.text
     )
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_an_image_replaced_since_extract_is_refused_not_reloaded(
+    tmp_path: Path, one_thread, caplog
+) -> None:
+    """The attack reloads the images beside the embeddings' rows; an image file rewritten since
+    extract under the same name and class kept counts and labels, so the gallery and the
+    reconstruction targets silently held another image for that row."""
+    import yaml
+
+    from pipeline import extract
+    from pipeline.artifacts import load_embeddings
+    from pipeline.config import load_params
+    from pipeline.data import IMAGES_DIGEST_KEY, ImagesDigest
+    from tests.pipeline.sources.test_source_imagefolder import write_png
+
+    root = mixed_image_folder(tmp_path / "imgs")
+    sets = mixed_folder_sets(root)
+    extract_args = ["--dataset", "mine", "--out", str(tmp_path / "emb.safetensors"),
+                    "--metrics", str(tmp_path / "m/extract.json"), "--no-progress"]  # fmt: skip
+    assert extract.main(args(tmp_path, *extract_args, sets=sets)) == 0
+    emb = load_embeddings(tmp_path / "emb.safetensors")
+    recorded = json.loads(emb.meta[IMAGES_DIGEST_KEY])
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in (*FAST, *sets))}
+    params = load_params(REPO / "params.yaml", overrides)
+    images = attack.load_images(params, "mine", emb)  # unchanged source: accepted
+    for split in ("train", "val", "test"):
+        digest = ImagesDigest()  # the digest is of the images in row order, batching aside
+        digest.update(list(images[split]))
+        assert digest.hexdigest() == recorded[split]
+    write_png(root / "test" / "malignant" / "2.png", 3)  # same name, class and size; new pixels
+    with pytest.raises(attack.ArtifactError, match=r"the test images the source holds now"):
+        attack.load_images(params, "mine", emb)
+    caplog.clear()
+    assert attack.main(float_args(tmp_path, sets, dataset="mine", emb="emb.safetensors")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "re-run the extract stage" in errors[0], errors
+    assert not (tmp_path / "m/float.json").exists()
