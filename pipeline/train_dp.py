@@ -6,8 +6,8 @@ The history holds no training loss (only ``dp_epsilon`` and the val-only ``val_*
 un-noised from the training records). The metrics hold the final ``dp_epsilon`` / ``dp_delta`` and
 the mechanism's parameters; MLflow gets the same numbers. ``dp.seed: null`` (default) draws the
 Poisson sampling, noise and dropout from OS entropy and records no seed (``config.json``'s ``dp``
-block: ``"randomness": "secret"``); an integer is recorded (``"seeded"``) and the ε then holds only
-against someone without it. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
+block: ``"dp_randomness": "secret"``); an integer is recorded (``"seeded"``, with ``dp_seed``) and
+the ε then holds only against someone without it. Only ``per_sample_loss`` methods are accepted (others exit 2 with the reason).
 The finding ``attack.withhold_label`` names is withheld from training as in ``train``.
 """
 
