@@ -488,9 +488,11 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 
 def content_fingerprint(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over every split's embeddings and labels (in the stored dtypes, with names and
-    shapes), so two files with the same fingerprint hold the same rows in the same order with the
-    same labels, whatever their metadata says."""
+    """SHA-256 over every split's embeddings and labels (embeddings as float32, labels as int64 or
+    uint8 multi-hot, with names and shapes: the dtypes every stage computes in), so two files with
+    the same fingerprint hold the same rows, as hashaudit reads them, in the same order with the
+    same labels, whatever their metadata says (float64 files that differ only below float32
+    precision share one)."""
     return "sha256:" + _split_digest(x, y, hidden=frozenset())
 
 
@@ -715,24 +717,42 @@ def save_embeddings(path: str | Path, emb: EmbeddingsFile) -> None:
     write_bytes(path, canonical_safetensors(np_save_bytes(tensors, metadata=meta)))
 
 
+#: the safetensors dtypes NumPy holds (``safetensors.numpy``); others are read through torch
+_NUMPY_DTYPES = frozenset(
+    {"F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL", "C64"}
+)
+
+
 def _read_safetensors_numpy(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors and metadata of a safetensors file. NumPy has no bfloat16: bf16 tensors (torch's
-    ``save_file`` of half-precision embeddings) are read through torch and widened to float32,
-    which holds every bf16 value exactly."""
+    """Tensors and metadata of a safetensors file. NumPy has no bfloat16 or float8: such tensors
+    (torch's ``save_file`` of half- or quarter-precision embeddings) are read through torch and
+    widened to float32, which holds every bf16 and float8 value exactly; a dtype torch cannot
+    widen either (packed float4) is refused, naming the tensor."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
             names = list(f.keys())  # a safe_open handle is not iterable
-            bf16 = [k for k in names if f.get_slice(k).get_dtype() == "BF16"]
-        if bf16:
+            dtypes = {k: f.get_slice(k).get_dtype() for k in names}
+        narrow = [k for k in names if dtypes[k] not in _NUMPY_DTYPES]
+        if narrow:
+            wide: dict[str, np.ndarray] = {}
             with safe_open(str(path), framework="pt") as f:
-                wide = {k: f.get_tensor(k).float().numpy() for k in bf16}
+                for k in narrow:
+                    try:
+                        wide[k] = f.get_tensor(k).float().numpy()
+                    except (RuntimeError, TypeError) as err:  # NotImplementedError: a RuntimeError
+                        raise ArtifactError(
+                            f"{path}: tensor {k!r} has dtype {dtypes[k]}, which cannot be read "
+                            "as float32; save it as float32 (embeddings) or int64 (labels)"
+                        ) from err
             with safe_open(str(path), framework="numpy") as f:
                 tensors = {k: wide[k] if k in wide else f.get_tensor(k) for k in names}
         else:
             tensors = np_load_file(str(path))
+    except ArtifactError:
+        raise
     except (SafetensorError, OSError, ValueError) as err:
         raise ArtifactError(
             f"{path}: not a readable safetensors file ({err}); re-create it"
@@ -742,8 +762,17 @@ def _read_safetensors_numpy(path: Path) -> tuple[dict[str, np.ndarray], dict[str
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # .npy content: one unnamed array
+            raise ArtifactError(
+                f"{path}: holds one {loaded.dtype} {loaded.shape} array (the .npy format), not "
+                "an .npz archive of named arrays; save it with np.savez(path, train_x=..., "
+                "train_y=..., test_x=..., test_y=...)"
+            )
+        with loaded as z:
             tensors = {k: z[k] for k in z.files}
+    except ArtifactError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise ArtifactError(
             f"{path}: not a readable .npz file ({err}); it may be truncated, re-create it"
@@ -954,6 +983,25 @@ def fingerprint_record(emb: EmbeddingsFile) -> dict[str, str]:
     for private in PUBLIC_VARIANTS:
         out[public_fingerprint_key(private)] = public_fingerprint(emb.x, emb.y, private=private)
     return out
+
+
+def check_float_knn(
+    record: Mapping[str, Any], path: Path, reference: Mapping[str, Any], reference_path: Path
+) -> None:
+    """Refuse an evaluate file whose retentions divide by another float KNN run than the float
+    metrics ``reference`` (read from ``reference_path``) that a report, curve or table shows
+    beside them: its ``k`` and ``float_accuracy`` must be their ``k`` and ``accuracy`` (the same
+    embeddings, but knn re-run since at another ``knn.k`` or ``knn.metric``). Keys a file does
+    not record are not compared."""
+    for ours, theirs in (("k", "k"), ("float_accuracy", "accuracy")):
+        value, expected = record.get(ours), reference.get(theirs)
+        if value is not None and expected is not None and value != expected:
+            raise ArtifactError(
+                f"{path}: {ours} = {value}, but the float KNN {reference_path} records "
+                f"{theirs} = {expected}: its retentions divide by another float KNN run (knn "
+                "re-run since, at another knn.k or knn.metric); re-run its evaluate stage "
+                "(dvc repro)"
+            )
 
 
 def check_metrics_fingerprint(

@@ -55,11 +55,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def setup_logging(level: str | None = None) -> None:
+    """Log to stderr at ``level``, else ``$HASHAUDIT_LOG``, else INFO; a level name logging does
+    not know is a :class:`ParamsError` (raised once logging is set up at INFO, to report it)."""
+    raw = level or os.environ.get("HASHAUDIT_LOG") or "INFO"  # set but empty: the default
+    name = raw.upper()
+    known = isinstance(logging.getLevelName(name), int)
     logging.basicConfig(
-        level=(level or os.environ.get("HASHAUDIT_LOG", "INFO")).upper(),
+        level=name if known else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not known:
+        what = f"log level {raw!r}" if level else f"HASHAUDIT_LOG={raw!r}"
+        raise ParamsError(
+            f"{what}: not a log level; use DEBUG, INFO, WARNING or ERROR (or unset HASHAUDIT_LOG)"
+        )
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -157,10 +167,10 @@ def run_main(body: Callable[[list[str] | None], None], argv: list[str] | None) -
     ``argv=None`` means a real command-line run (``python -m pipeline.<stage>``): only then are the
     SIGTERM handler and :func:`die_with_parent` installed (tests call ``main([...])`` in-process).
     """
-    setup_logging()
     reset_committed()
     previous = None
     try:
+        setup_logging()
         if argv is None and threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
             die_with_parent()

@@ -7,6 +7,8 @@ writes one CSV row per (method, bits) (DVC plot)
 and three PNGs: headline KNN score vs bits and mAP@all vs bits, the float baseline as a dashed
 line, and the retention of the float KNN's balanced accuracy vs bits with the bootstrap interval
 evaluate wrote (``retention_balanced_accuracy_low/_high``) as error bars where there is one.
+Every evaluate file must divide by the float KNN run of ``--float-metrics`` (same ``k`` and float
+accuracy), as the report requires.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipeline.artifacts import (
     ArtifactError,
     atomic_outputs,
     atomic_path,
+    check_float_knn,
     check_metrics_fingerprint,
     check_writable,
     read_json,
@@ -65,6 +68,7 @@ def collect(
                 recorded_in=path,
                 reference_path=reference_path,
             )
+            check_float_knn(metrics, path, reference, reference_path)
             row: dict[str, Any] = {"method": method, "bits": int(b)}
             row.update({c: metrics[c] for c in COLUMNS if c in metrics})
             rows.append(row)

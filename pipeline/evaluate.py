@@ -16,6 +16,7 @@ retention over the head's own columns would divide by a float number over other 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from retrieval.metrics import (
     degenerate_release,
     retention,
 )
-from retrieval.uncertainty import bootstrap_retentions
+from retrieval.uncertainty import BOOTSTRAP_METRICS, bootstrap_retentions
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,19 @@ def check_float_baseline(
 
 
 def read_float_predictions(
-    path: Path, emb: EmbeddingsFile, config: KnnConfig, *, embeddings: Path
+    path: Path,
+    emb: EmbeddingsFile,
+    config: KnnConfig,
+    *,
+    embeddings: Path,
+    baseline: dict[str, Any],
+    float_metrics: Path,
 ) -> np.ndarray | None:
     """The knn stage's test predictions (``--predictions``), checked to come from the same
-    embeddings and k; None for a multi-label set."""
+    embeddings and k, and to be the predictions behind the float metrics ``baseline`` (read from
+    ``float_metrics``): their scores must be the ones it records, or the interval would be of
+    another ratio than the retention beside it (e.g. predictions of a knn run at another
+    ``knn.metric``); None for a multi-label set."""
     record = read_json(path, require=("k", "embeddings_fingerprint", "pred"))
     check_same_embeddings(
         record["embeddings_fingerprint"], emb, embeddings_path=embeddings, recorded_in=path
@@ -140,6 +150,14 @@ def read_float_predictions(
             f"{path}: {len(pred)} predictions for {len(emb.y['test'])} test queries; re-run the "
             "knn stage"
         )
+    for name in BOOTSTRAP_METRICS:  # the scores the intervals divide by
+        got, want = CLASSIFICATION_METRICS[name].fn(emb.y["test"], pred), baseline[name]
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+            raise ArtifactError(
+                f"{path}: these float predictions score {name} {got:.6g} on the test queries, but "
+                f"{float_metrics} records {want:.6g}: they come from another knn run (e.g. another "
+                "knn.metric); re-run the knn stage with --predictions (dvc repro)"
+            )
     return pred
 
 
@@ -221,7 +239,14 @@ def run_evaluate(
     float_pred = (
         None
         if float_predictions is None or params.knn.ci_resamples == 0
-        else read_float_predictions(float_predictions, emb, params.knn, embeddings=embeddings)
+        else read_float_predictions(
+            float_predictions,
+            emb,
+            params.knn,
+            embeddings=embeddings,
+            baseline=baseline,
+            float_metrics=float_metrics,
+        )
     )
     ks = sorted({params.knn.k, *params.knn.k_sweep})
     name = tracking.head_run_name("evaluate", head_config, dataset, method_name, bits)

@@ -11,7 +11,8 @@ The ∞ row is written last with ``epsilon_code``
 ``inf``. Aggregates only; nothing goes to MLflow (the numbers are already tracked by their stages).
 Every file must come from the embeddings of the float baseline ``--float-metrics`` (the knn
 stage's JSON records their content and public fingerprints): a release's file left from an
-older extract is refused, not drawn on the same curve.
+older extract is refused, not drawn on the same curve, and so is an evaluate file whose retention
+divides by another float KNN run (its ``k`` and ``float_accuracy`` are not the float metrics').
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import (
+    check_float_knn,
     check_metrics_fingerprint,
     files_by_epsilon,
     read_json,
@@ -57,6 +59,7 @@ def curve_row(
             recorded_in=path,
             reference_path=float_metrics,
         )
+    check_float_knn(util, evaluate, reference, float_metrics)
     ran = any(str(key).startswith("linkage/") for key in link)
     if ran:
         require_keys(link, LINKAGE, path=attack)

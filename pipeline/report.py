@@ -46,6 +46,7 @@ from pipeline.artifacts import (
     ArtifactError,
     atomic_outputs,
     atomic_path,
+    check_float_knn,
     check_metrics_fingerprint,
     check_writable,
     files_by_epsilon,
@@ -192,7 +193,7 @@ def release_row(
     attack and guarantee (train_dp / release metrics: ε, δ, k) files must come from the embeddings
     of the float KNN metrics ``reference`` (read from ``reference_path``;
     :func:`~pipeline.artifacts.check_metrics_fingerprint`: content or public fingerprint), and its
-    utility file's retentions divide by that float KNN (:func:`check_float_knn`)."""
+    utility file's retentions divide by that float KNN (:func:`~pipeline.artifacts.check_float_knn`)."""
     util = read_json(files.utility, require=REQUIRED_UTILITY)
     attack = read_json(files.attack) if files.attack is not None else {}
     extra = read_json(files.extra) if files.extra is not None else {}
@@ -233,24 +234,6 @@ def release_row(
             row[f"{col}_share"] = leakage_share(value, base, flt)
     row["membership_tpr_at_fpr_1pct"] = _num(attack.get("membership/tpr_at_fpr_1pct"))
     return row
-
-
-def check_float_knn(
-    record: Mapping[str, Any], path: Path, reference: Mapping[str, Any], reference_path: Path
-) -> None:
-    """Refuse an evaluate file whose retentions divide by another float KNN than the float row's
-    (``reference``): its ``k`` and the ``float_accuracy`` it recorded must be the float KNN's
-    ``k`` and ``accuracy`` (same embeddings, but knn re-run since, at another ``knn.k`` or
-    ``knn.metric``). Keys a file does not record are not compared."""
-    for ours, theirs in (("k", "k"), ("float_accuracy", "accuracy")):
-        value, expected = record.get(ours), reference.get(theirs)
-        if value is not None and expected is not None and value != expected:
-            raise ArtifactError(
-                f"{path}: {ours} = {value}, but the float KNN {reference_path} records "
-                f"{theirs} = {expected}: its retentions divide by another float KNN run (knn "
-                "re-run since, at another knn.k or knn.metric); re-run the stage that writes it "
-                "(dvc repro)"
-            )
 
 
 def check_float_control(

@@ -12,12 +12,13 @@ What is digested (each source module's optional ``inputs`` hook names the paths)
 
 * a file (``kind: embeddings``): SHA-256 of its content;
 * a folder (``kind: imagefolder``, a local Hugging Face folder): SHA-256 of its listing, one line
-  per file with its relative path, size and modification time (content hashing of a large image
-  folder on every repro would cost minutes; a file rewritten with the same size and time stamp
-  is not seen). The listing is the imagefolder source's own walk
-  (:func:`pipeline.data.walk_files`): symbolic links to folders are followed, so a linked class
-  folder's images are digested, and a broken link is recorded with its target (extract refuses
-  one to an image);
+  per file with its relative path, size and modification time, and for a symbolic link to a file
+  its target(s) as written in the link (content hashing of a large image folder on every repro
+  would cost minutes; a file rewritten with the same size and time stamp is not seen, but a link
+  re-pointed at another file is, e.g. in a DVC or git-annex store). The listing is the
+  imagefolder source's own walk (:func:`pipeline.data.walk_files`): symbolic links to folders
+  are followed, so a linked class folder's images are digested, and a broken link is recorded
+  with its target (extract refuses one to an image);
 * nothing for MedMNIST (the official file is fixed by its MD5, checked by extract on every use) and
   for a Hugging Face hub id (pinned by `id` and `revision` in params; its local cache is not
   digested);
@@ -45,11 +46,22 @@ from pipeline.data import walk_files
 log = logging.getLogger(__name__)
 
 
+def _link_targets(path: Path) -> list[str]:
+    """The targets of the chain of symbolic links that starts at ``path`` (``[]`` for a file that
+    is no link), as written in each link."""
+    targets: list[str] = []
+    while path.is_symlink() and len(targets) < 40:  # 40: the kernel's limit (ELOOP)
+        target = os.readlink(path)
+        targets.append(target)
+        path = path.parent / target
+    return targets
+
+
 def digest_path(path: Path) -> dict[str, Any]:
     """``{"path", "type": file | folder | missing, ...}``: a file's content hash and size, or a
-    folder's listing hash (relative path, size, mtime_ns of every file, sorted; symbolic links to
-    folders followed), file count and total size, and ``broken_links`` (only when there are any:
-    each one is listed with its target)."""
+    folder's listing hash (relative path, size, mtime_ns of every file, and the link targets of a
+    symbolic link to a file, sorted; symbolic links to folders followed), file count and total
+    size, and ``broken_links`` (only when there are any: each one is listed with its target)."""
     out: dict[str, Any] = {"path": str(path)}
     if path.is_file():
         return {**out, "type": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
@@ -63,7 +75,10 @@ def digest_path(path: Path) -> dict[str, Any]:
                 broken += 1
                 continue
             st = f.stat()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            # a symbolic link's targets too: a link re-pointed at another image of the same size
+            # and time stamp (a DVC or git-annex store, whose target names hold the content hash)
+            links = "".join(f"\0{target}" for target in _link_targets(f))
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}{links}\n".encode())
             files, total = files + 1, total + st.st_size
         return {
             **out,

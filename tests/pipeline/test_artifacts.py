@@ -237,6 +237,44 @@ def test_a_bfloat16_embeddings_file_is_read_as_exact_float32(tmp_path: Path) -> 
     assert ys["train"].tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_a_float8_embeddings_file_is_read_as_exact_float32(tmp_path: Path, dtype) -> None:
+    """Only bf16 was widened through torch: a float8 file (quantised embeddings) raised
+    ``AttributeError: module 'numpy' has no attribute 'float8_e4m3fn'`` (a traceback, exit 1)."""
+    from safetensors.torch import save_file
+
+    from pipeline.artifacts import read_embeddings_raw
+
+    # 0.5, -1.5, 2, 0.25 and 448 / 57344 (the largest e4m3fn / e5m2 value) are exact in float8
+    top = 448.0 if dtype == torch.float8_e4m3fn else 57344.0
+    x = torch.tensor([[0.5, -1.5], [2.0, top], [0.25, 0.0]]).to(dtype)
+    path = tmp_path / "mine.safetensors"
+    tensors = {"train_x": x, "train_y": torch.tensor([0, 1, 0]), "test_x": x[:1].clone()}
+    save_file({**tensors, "test_y": torch.tensor([1])}, str(path))
+    xs, ys, _ = read_embeddings_raw(path)
+    assert xs["train"].dtype == np.float32
+    assert xs["train"].tolist() == [[0.5, -1.5], [2.0, top], [0.25, 0.0]]
+    assert xs["test"].tolist() == [[0.5, -1.5]] and ys["train"].tolist() == [0, 1, 0]
+
+
+def test_a_dtype_that_cannot_be_widened_is_named(tmp_path: Path) -> None:
+    """Packed float4 (two values a byte) has no float32 conversion in torch: an ArtifactError
+    (exit 2) naming the tensor and its dtype, not an AttributeError from NumPy."""
+    from safetensors.torch import save_file
+
+    from pipeline.artifacts import read_embeddings_raw
+
+    path = tmp_path / "mine.safetensors"
+    x4 = torch.zeros(3, 2, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    save_file({"train_x": x4, "train_y": torch.tensor([0, 1, 0])}, str(path))
+    with pytest.raises(ArtifactError) as err:
+        read_embeddings_raw(path)
+    assert str(err.value) == (
+        f"{path}: tensor 'train_x' has dtype F4, which cannot be read as float32; save it as "
+        "float32 (embeddings) or int64 (labels)"
+    )
+
+
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_an_empty_split_names_the_fix(tmp_path: Path, split: str) -> None:
     """'split 'val' is empty' said nothing of what to do."""

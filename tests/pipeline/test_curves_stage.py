@@ -141,3 +141,31 @@ def test_error_bars_on_every_point_that_has_an_interval(
         ("none", [24, 48], [0.62, 0.65], [[0.12, 0.1], [0.08, 0.15]]),
         ("none", [12, 24, 48], [0.7, 0.7, 0.7], [[0.1, 0.1, 0.1], [0.05, 0.05, 0.05]]),
     ]
+
+
+def test_heads_evaluated_against_another_float_knn_run_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """knn re-run at another knn.k after evaluate (by hand; DVC would re-run evaluate): the
+    head's points and retention divide by the k=7 float KNN, the float line would be k=5's. The
+    report refuses that pairing; curves plotted it."""
+    from pipeline import evaluate, knn, train
+    from pipeline.artifacts import save_embeddings
+    from pipeline.synthetic import synthetic_embeddings
+    from tests.stage_cli import FAST, IDENT, eval_argv, knn_argv, train_argv
+
+    emb = tmp_path / "emb.safetensors"
+    save_embeddings(emb, synthetic_embeddings())
+    assert knn.main(knn_argv(FAST, emb, tmp_path)) == 0
+    assert train.main(train_argv(FAST, emb, tmp_path)) == 0
+    assert evaluate.main(eval_argv(FAST, emb, tmp_path, *IDENT)) == 0
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "dpsh-12.json").write_text((tmp_path / "eval.json").read_text())
+    assert json.loads((ev / "dpsh-12.json").read_text())["k"] == 7
+    assert knn.main(knn_argv(FAST, emb, tmp_path, "--set", "knn.k=5")) == 0  # the float line now
+    sets = ("train.methods=[dpsh]", "train.bits=[12]")
+    assert curves.main(_argv(tmp_path, ev, tmp_path / "knn.json", *sets)) == 2
+    assert f"{ev / 'dpsh-12.json'}: k = 7, but the float KNN" in caplog.text
+    assert "records k = 5" in caplog.text
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "png").exists()

@@ -73,3 +73,25 @@ def test_a_release_file_of_other_embeddings_is_refused(tmp_path: Path, caplog) -
     assert release_curve.main(_cli(tmp_path)) == 2
     assert f"{tmp_path / 'at/lsh-16-rr1.json'} was made from other embeddings" in caplog.text
     assert not (tmp_path / "curve.csv").exists()
+
+
+def test_an_evaluate_file_of_another_float_knn_run_is_refused(tmp_path: Path, caplog) -> None:
+    """The ε_code = 1 file was evaluated against a k=5 float KNN (float accuracy 0.8), the
+    unreleased head against the k=7 one the float metrics hold (0.75): the curve's retentions
+    would divide by different float numbers. Refused, naming the file, and no CSV is written."""
+    _write(tmp_path, {})
+    write_json(tmp_path / "knn.json", {**REFERENCE, "k": 7, "accuracy": 0.75})
+    stale = {"balanced_accuracy": 0.5, "retention_balanced_accuracy": 0.625, "k": 5}
+    stale |= {"float_accuracy": 0.8, "embeddings_fingerprint": PUBLIC}
+    write_json(tmp_path / "ev/lsh-16-rr1.json", stale)
+    fresh = {"balanced_accuracy": 0.6, "retention_balanced_accuracy": 0.8, "k": 7}
+    fresh |= {"float_accuracy": 0.75, "embeddings_fingerprint": CONTENT}
+    write_json(tmp_path / "ev/lsh-16.json", fresh)
+    assert release_curve.main(_cli(tmp_path)) == 2
+    assert f"{tmp_path / 'ev/lsh-16-rr1.json'}: k = 5, but the float KNN" in caplog.text
+    assert not (tmp_path / "curve.csv").exists()
+    # the same file at the float metrics' k and accuracy: one curve, accepted
+    write_json(tmp_path / "ev/lsh-16-rr1.json", {**stale, "k": 7, "float_accuracy": 0.75})
+    assert release_curve.main(_cli(tmp_path)) == 0
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [r["epsilon_code"] for r in rows] == ["1.0", "inf"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import evaluate, knn, train
 from pipeline.artifacts import (
@@ -298,6 +299,49 @@ def test_nan_in_a_users_npz_names_the_file(tmp_path: Path, caplog) -> None:
     assert f"{tmp_path / 'mine.npz'}: test_x holds 1 NaN/inf values (first in row 5)" in (
         caplog.text
     )
+
+
+def test_npy_content_under_an_npz_name_is_named_not_a_traceback(tmp_path: Path, caplog) -> None:
+    """``np.save(open("mine.npz", "wb"), x)`` writes one .npy array (no suffix is added to a file
+    handle): ``np.load`` returns an ndarray, and ``with`` on it raised TypeError (exit 1)."""
+    path = tmp_path / "mine.npz"
+    with path.open("wb") as fh:
+        np.save(fh, np.zeros((3, 2), dtype=np.float32))
+    assert knn.main(knn_argv(path, tmp_path / "k")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"{path}: holds one float32 (3, 2) array (the .npy format), not an .npz archive of named "
+        "arrays; save it with np.savez(path, train_x=..., train_y=..., test_x=..., test_y=...)"
+    ]
+    assert not (tmp_path / "k").exists()
+
+
+def test_a_float8_or_float4_embeddings_file_is_read_or_named_not_a_traceback(
+    tmp_path: Path, caplog
+) -> None:
+    """NumPy has no float8 or float4: a user's quantised embeddings file raised AttributeError
+    from inside safetensors (exit 1, traceback). float8 is widened to float32 (exactly) and the
+    stage runs; packed float4, which torch cannot widen, is one line naming the tensor (exit 2)."""
+    from safetensors.torch import save_file
+
+    emb = synthetic_embeddings()
+    y = {f"{s}_y": torch.from_numpy(emb.y[s].copy()) for s in emb.y}
+    x8 = {f"{s}_x": torch.from_numpy(emb.x[s].copy()).to(torch.float8_e4m3fn) for s in emb.x}
+    save_file({**x8, **y}, str(tmp_path / "f8.safetensors"))
+    assert knn.main(knn_argv(tmp_path / "f8.safetensors", tmp_path / "k8")) == 0
+    assert (tmp_path / "k8" / "knn.json").is_file()
+    x4 = {
+        k: torch.zeros(len(v), 8, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+        for k, v in x8.items()
+    }
+    save_file({**x4, **y}, str(tmp_path / "f4.safetensors"))
+    assert knn.main(knn_argv(tmp_path / "f4.safetensors", tmp_path / "k4")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"{tmp_path / 'f4.safetensors'}: tensor 'test_x' has dtype F4, which cannot be read as "
+        "float32; save it as float32 (embeddings) or int64 (labels)"
+    ]
+    assert not (tmp_path / "k4").exists()
 
 
 def test_a_dataset_other_than_the_embeddings_is_refused(tmp_path: Path, caplog) -> None:
@@ -670,6 +714,25 @@ def test_a_bug_exits_1_with_traceback_on_the_command_line() -> None:
     )
     assert res.returncode == 1
     assert "Traceback" in res.stderr and "operands could not be broadcast" in res.stderr
+
+
+def test_an_unknown_log_level_is_one_line_exit_2() -> None:
+    """``HASHAUDIT_LOG=verbose`` (a typo of a level) raised ValueError from logging.basicConfig
+    before the stage's error handling: a traceback and exit 1 for a bad setting."""
+    script = (
+        "import sys; from pipeline.common import run_main; "
+        "sys.exit(run_main(lambda argv: print('body ran'), []))"
+    )
+    env = {**os.environ, "HASHAUDIT_LOG": "verbose"}
+    res = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert (res.returncode, res.stdout, "Traceback" in res.stderr) == (2, "", False)
+    assert res.stderr.strip().endswith(
+        "ERROR hashaudit: HASHAUDIT_LOG='verbose': not a log level; use DEBUG, INFO, WARNING or "
+        "ERROR (or unset HASHAUDIT_LOG)"
+    )
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_ctrl_c_is_a_short_message_and_exit_130(

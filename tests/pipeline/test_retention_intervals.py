@@ -84,6 +84,12 @@ def test_multilabel_sets_have_no_interval(tmp_path: Path) -> None:
         ({"embeddings_fingerprint": "sha256:other"}, "was made from embeddings"),
         ({"pred": [0, 1]}, "2 predictions for 90 test queries"),
         ({"pred": ["a", "b"]}, "'pred' is not a list of class ids"),
+        # another knn run's predictions (here: class 0 for all 90 queries of 3 cycling classes,
+        # balanced accuracy 1/3): the interval would be of another ratio than the retention
+        (
+            {"pred": [0] * 90},
+            "these float predictions score balanced_accuracy 0.333333 on the test queries",
+        ),
     ],
 )
 def test_predictions_from_another_run_are_refused(
@@ -126,3 +132,34 @@ def test_curves_carry_the_interval_and_draw_it(tmp_path: Path) -> None:
             == m[f"retention_balanced_accuracy{key}"]
         )
     assert (tmp_path / "curves/retention_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predictions_of_a_knn_run_at_another_metric_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The predictions file of a cosine knn run beside the metrics of a Euclidean one (the
+    params' knn.metric): the interval was the bootstrap of hashed / cosine-float while the
+    retention beside it divided by the Euclidean float score (0.907 with an interval around
+    0.951). The scores of the predictions must be the float metrics' own."""
+    import dataclasses
+
+    e = synthetic_embeddings(n=(200, 50, 80), dim=8, n_classes=4)
+    g = np.random.default_rng(1)  # noisy, off-centre clusters: cosine and Euclidean KNN differ
+    x = {s: (v + 3 * g.normal(size=v.shape) + 5).astype(np.float32) for s, v in e.x.items()}
+    emb_path = tmp_path / "emb.safetensors"
+    save_embeddings(emb_path, dataclasses.replace(e, x=x))
+    preds, cos = tmp_path / "knn/predictions.json", tmp_path / "cosine"
+    cos_argv = knn_argv(FAST, emb_path, cos, "--set", "knn.metric=cosine")
+    assert knn.main([*cos_argv, "--predictions", str(preds)]) == 0
+    assert knn.main(knn_argv(FAST, emb_path, tmp_path)) == 0  # Euclidean: the params' metric
+    assert train.main(train_argv(FAST, emb_path, tmp_path, method="lsh", bits=12)) == 0
+    cos_score = json.loads((cos / "knn.json").read_text())["balanced_accuracy"]
+    euc_score = json.loads((tmp_path / "knn.json").read_text())["balanced_accuracy"]
+    assert cos_score != euc_score  # the premise: the two runs' predictions differ
+    ident = ["--dataset", "syn", "--method", "lsh", "--bits", "12"]
+    argv = eval_argv(FAST, emb_path, tmp_path, *ident, "--float-predictions", str(preds))
+    assert evaluate.main(argv) == 2
+    assert f"{preds}: these float predictions score balanced_accuracy {cos_score:.6g}" in (
+        caplog.text
+    )
+    assert not (tmp_path / "eval.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -173,3 +174,31 @@ def test_a_local_model_folder_of_an_image_source_is_digested(tmp_path: Path) -> 
     assert "backbone" not in source_stamp.source_stamp("vecs", params)
     hub = load_params(REPO / "params.yaml", {**sets, "backbone.name": "facebook/dinov2-base"})
     assert "backbone" not in source_stamp.source_stamp("pics", hub)
+
+
+def test_a_link_re_pointed_at_another_image_of_the_same_size_and_time_changes_the_digest(
+    tmp_path: Path,
+) -> None:
+    """DVC (cache.type symlink) and git-annex keep images as links into a content-addressed store;
+    a checkout of another version re-points the links. Two images of one size and time stamp
+    (fixed-size .ppm/.bmp, mtimes kept from a zip or tar) left the listing unchanged, so extract
+    did not re-run on the changed images."""
+    store, root = tmp_path / "store", tmp_path / "imgs"
+    store.mkdir()
+    (root / "cat").mkdir(parents=True)
+    for name, pixel in (("a.ppm", b"\x00\x00\x00"), ("b.ppm", b"\xff\xff\xff")):
+        (store / name).write_bytes(b"P6 1 1 255\n" + pixel)
+        os.utime(store / name, ns=(10**18, 10**18))
+    (root / "plain.ppm").write_bytes(b"P6 1 1 255\n\x01\x01\x01")
+    os.utime(root / "plain.ppm", ns=(10**18, 10**18))
+    link = root / "cat" / "x.ppm"
+    link.symlink_to("../../store/a.ppm")
+    first = source_stamp.digest_path(root)
+    link.unlink()
+    link.symlink_to("../../store/b.ppm")  # another image, same size and time stamp
+    second = source_stamp.digest_path(root)
+    assert (second["files"], second["bytes"]) == (first["files"], first["bytes"]) == (2, 28)
+    assert second["listing_sha256"] != first["listing_sha256"]
+    listing = b"cat/x.ppm\x0014\x00" + b"1000000000000000000\x00../../store/b.ppm\n"
+    listing += b"plain.ppm\x0014\x001000000000000000000\n"  # a file that is no link: as before
+    assert second["listing_sha256"] == hashlib.sha256(listing).hexdigest()
