@@ -155,10 +155,22 @@ def pick_with_patience(curve: list[float], patience: int) -> int:
     return sel.best_epoch
 
 
+#: methods whose training depends on the epoch budget (HashNet's continuation maps the authors'
+#: run onto the epochs the trainer passes, ``on_epoch_start(epoch, n_epochs)``): their curves
+#: cannot be cut to replay a shorter ``train.epochs``
+BUDGET_SCHEDULED = ("hashnet",)
+
+
 def truncated(cell: dict[str, Any], epochs: int) -> dict[str, Any]:
     """``cell`` as if trained for at most ``epochs`` epochs: every per-epoch curve cut there."""
     if epochs < 1:
         raise SystemExit(f"--max-epochs {epochs}: use 1 or more")
+    if cell["method"] in BUDGET_SCHEDULED and len(cell["curve"]) > epochs:
+        raise SystemExit(
+            f"--max-epochs {epochs}: {cell['method']}'s schedule follows the epoch budget "
+            f"(its first {epochs} of {len(cell['curve'])} epochs are not a {epochs}-epoch run); "
+            "drop its cells or record them at that budget"
+        )
     cut = {k: cell[k][:epochs] for k in ("curve", "curve_acc", "sel_curve") if k in cell}
     if "sel_scores" in cell:
         cut["sel_scores"] = {name: v[:epochs] for name, v in cell["sel_scores"].items()}

@@ -615,6 +615,7 @@ def merge_runs(args: argparse.Namespace, methods: list[str]) -> None:
     results = [c for c in cells.values() if c["method"] in methods]
     args.features = list(dict.fromkeys(c["features"] for c in results))
     args.datasets = list(dict.fromkeys(c["dataset"] for c in results))
+    args.seeds = sorted({c["seed"] for c in results})  # the footer's seeds: those merged
     write_outputs(args, results, floats, methods, time.perf_counter(), len(results))
     print(args.out.read_text())
 
@@ -640,9 +641,11 @@ def write_outputs(
     )
     total = time.perf_counter() - t_start
     partial = "" if len(results) == n_jobs else f" PARTIAL: {len(results)} of {n_jobs} cells."
+    base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
+    k = load_params(REPO / "params.yaml", base).knn.k  # the k of the run (--set knn.k=...)
     text = (
         "\n".join(report(results, floats, args, complete=len(results) == n_jobs))
-        + f"\n\nHamming KNN (k=7, database = train codes) on the **{args.split}** split, mean over "
+        + f"\n\nHamming KNN (k={k}, database = train codes) on the **{args.split}** split, mean over "
         + f"head seeds {args.seeds}; (x%) = retention, the share of the float-KNN value of the same "
         + "features and metric. Summary: the lowest retention over the bit lengths, and the 48-bit "
         + f"minus 12-bit {SHORT[HEADLINE]} in units of one {args.split} image of the smallest class. "

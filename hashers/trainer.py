@@ -264,7 +264,9 @@ class TrainingPlugin:
     """Optional hooks around the one training loop (e.g. DP-SGD with Opacus in ``privacy.dp``).
 
     :meth:`setup` may wrap the method's head and replace the optimiser before the first step;
-    :meth:`epoch_end` returns extra numbers for the epoch's history row (e.g. the ε spent so far);
+    :meth:`epoch_end` returns extra numbers for the epoch's history row (e.g. the ε spent so far),
+    computed with the weights the loop scores and selects that epoch (the weight average when
+    ``ema_epochs > 0``);
     :meth:`teardown` undoes any wrapping before the best weights are restored and returned.
 
     ``reports_training_numbers = False`` (DP-SGD) marks the training records private: the loop then
@@ -822,8 +824,10 @@ def _fit(
                     f"{method.name}: the loss became non-finite at epoch {epoch}; "
                     f"{divergence_fix(train)}"
                 )
-            row.update(plugin.epoch_end(epoch))
             with average.swapped() if average is not None else contextlib.nullcontext():
+                # the plugin sees the weights scored, selected and returned (the average when
+                # train.ema_epochs > 0); before, it scored the raw ones at the average's epoch
+                row.update(plugin.epoch_end(epoch))
                 method.cpu()
                 # the loss above predates the epoch's last update: the head scored (and maybe
                 # selected) is checked on its own outputs

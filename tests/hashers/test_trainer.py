@@ -493,6 +493,30 @@ def test_fit_selects_and_returns_averaged_weights_and_keeps_training_the_raw_one
     assert torch.isfinite(w_avg).all()
 
 
+def test_a_plugin_sees_the_averaged_weights_that_are_selected_and_returned() -> None:
+    """With ``ema_epochs > 0`` a plugin's ``epoch_end`` (bench_bits' held-out scores) ran before
+    the average was swapped in: it recorded the raw weights' numbers for the epoch the averaged
+    score picked, not the head that fit returns."""
+    from hashers.trainer import TrainingPlugin
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 6, generator=g)
+    data = EmbeddingSet(x, torch.eye(3)[torch.arange(120) % 3])
+    spec = HeadSpec(in_dim=6, n_bits=8, n_classes=3, hidden_dims=(16,))
+    method = registry.build("dpsh", spec, seed=0)
+    seen: dict[int, torch.Tensor] = {}
+
+    class Snapshot(TrainingPlugin):
+        def epoch_end(self, epoch: int) -> dict[str, float]:
+            seen[epoch] = torch.cat([p.detach().cpu().flatten() for p in method.parameters()])
+            return {}
+
+    cfg = FitConfig(epochs=4, batch_size=40, patience=50, ema_epochs=2.0, progress=False)
+    result = fit(method, data, data, config=cfg, plugin=Snapshot())
+    returned = torch.cat([p.detach().flatten() for p in method.parameters()])
+    assert torch.equal(seen[result.best_epoch], returned)
+
+
 def test_ema_epochs_must_be_non_negative() -> None:
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(HashingError, match="ema_epochs="):

@@ -267,3 +267,33 @@ def test_seed_variances_refuse_one_seed_and_other_metrics() -> None:
         seed_variances(y, y, y[None])
     with pytest.raises(ValueError, match="macro_f1"):
         seed_variances(y, y, np.stack([y, y]), metrics=("macro_f1",))
+
+
+def test_bench_report_footer_names_the_merged_seeds_and_the_runs_k(tmp_path) -> None:
+    # --merge of cells of seeds 3 and 4 said "mean over head seeds [0, 1, 2]" (the --seeds
+    # default), and a run with --set knn.k=5 said "k=7" (written into the footer)
+    import argparse
+    import json
+
+    from bench.bench_utility import merge_runs, write_outputs
+
+    metrics = {"balanced_accuracy": 0.6, "accuracy": 0.7, "macro_f1": 0.6}
+    cells = [
+        {"features": "pixels", "dataset": "breastmnist", "method": "dpsh", "bits": b, "seed": s,
+         **metrics, "distinct_codes": 10}
+        for b in (12, 48) for s in (3, 4)
+    ]  # fmt: skip
+    floats = {"pixels/breastmnist": {**metrics, "dim": 4, "one_image": 0.0119}}
+    src = tmp_path / "cells.json"
+    src.write_text(json.dumps({"floats": floats, "cells": cells, "overrides": []}))
+    args = argparse.Namespace(
+        merge=[src], seeds=[0, 1, 2], bits=[12, 48], split="test", out=tmp_path / "r.md",
+        json=None, overrides=[], jobs=1,
+    )  # fmt: skip
+    merge_runs(args, ["dpsh"])
+    text = args.out.read_text()
+    assert "mean over head seeds [3, 4];" in text and "(k=7," in text
+    args.merge, args.overrides = None, ["knn.k=5"]
+    fl = {("pixels", "breastmnist"): floats["pixels/breastmnist"]}
+    write_outputs(args, cells, fl, ["dpsh"], 0.0, len(cells))
+    assert "Hamming KNN (k=5," in args.out.read_text()
