@@ -318,6 +318,62 @@ def replay_blocks(files: list[Path]) -> None:
                   f"| {fl_acc:.3f} | {acc / fl_acc:.3f} |")  # fmt: skip
 
 
+def _seed_means(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[tuple[str, int], dict]]:
+    """``{(features, dataset): {(method, bits): {number: mean over seeds}}}`` of ``selected``,
+    ``last`` and ``oracle``."""
+    pooled: dict[tuple[str, str], dict[tuple[str, int], list[dict[str, Any]]]] = {}
+    for c in cells:
+        block = pooled.setdefault((c["features"], c["dataset"]), {})
+        block.setdefault((c["method"], int(c["bits"])), []).append(c)
+    return {
+        b: {
+            k: {n: float(np.mean([c[n] for c in cs])) for n in ("selected", "last", "oracle")}
+            for k, cs in by_cell.items()
+        }
+        for b, by_cell in pooled.items()
+    }
+
+
+def replay_compare(off: Path, on: Path) -> None:
+    """Two runs that differ in one ``--set`` (``off`` and ``on``), block by block, over the cells
+    (method x bits, each a mean over seeds) both hold: held-out balanced accuracy at the selected,
+    last and best epochs, cells better on, the 48 - 12 difference (mean over methods, and methods
+    with 48 < 12 bits) and the selection gap (oracle - selected)."""
+    a_all, b_all = (_seed_means(json.loads(f.read_text())["cells"]) for f in (off, on))
+    print("| features | dataset | selected off | selected on | cells better on | last off "
+          "| last on | oracle off | oracle on |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    second = []
+    for block in sorted(a_all.keys() & b_all.keys()):
+        a, b = a_all[block], b_all[block]
+        keys = sorted(a.keys() & b.keys())
+
+        def col(d: dict, n: str, keys: list = keys) -> np.ndarray:
+            return np.array([d[k][n] for k in keys])
+
+        sa, sb = col(a, "selected"), col(b, "selected")
+        print(f"| {block[0]} | {block[1]} | {sa.mean():.3f} | {sb.mean():.3f} "
+              f"| {(sb > sa).sum()}/{len(keys)} | {col(a, 'last').mean():.3f} "
+              f"| {col(b, 'last').mean():.3f} | {col(a, 'oracle').mean():.3f} "
+              f"| {col(b, 'oracle').mean():.3f} |")  # fmt: skip
+        methods = sorted({m for m, bits in keys if (m, 12) in keys and (m, 48) in keys})
+
+        def d48(d: dict, methods: list = methods) -> np.ndarray:
+            return np.array([d[(m, 48)]["selected"] - d[(m, 12)]["selected"] for m in methods])
+
+        da, db = d48(a), d48(b)
+        gap_a, gap_b = col(a, "oracle") - sa, col(b, "oracle") - sb
+        second.append(
+            f"| {block[0]} | {block[1]} | {da.mean():+.3f} | {db.mean():+.3f} "
+            f"| {(da < 0).sum()}/{len(methods)} | {(db < 0).sum()}/{len(methods)} "
+            f"| {gap_a.mean():.3f} | {gap_b.mean():.3f} |"
+        )
+    print("\n| features | dataset | 48 - 12 off | 48 - 12 on | methods 48 < 12 off | on "
+          "| selection gap off | on |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(second))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "medmnist")
@@ -358,8 +414,19 @@ def main() -> None:
         help="with --replay: cut every recorded curve to its first N epochs (a shorter "
         "train.epochs, replayed)",
     )
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("OFF", "ON"),
+        default=None,
+        help="two --json files of runs that differ in one --set: block table (replay_compare)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.compare:
+        replay_compare(*args.compare)
+        return
     cells = [c for f in args.replay or [] for c in json.loads(f.read_text())["cells"]]
     if args.max_epochs is not None:
         cells = [truncated(c, args.max_epochs) for c in cells]
