@@ -43,6 +43,13 @@ class HeadSpec:
             )
         if self.n_classes < 1:
             raise HashingError(f"n_classes={self.n_classes} must be >= 1")
+        # a zero-width layer gave every record one code (the bias), dropout 1 zeroed every hidden
+        # unit in training: both trained without an error (params.yaml's train block refuses them)
+        for i, width in enumerate(self.hidden_dims):
+            if not width >= 1:
+                raise HashingError(f"hidden_dims[{i}]={width}: every hidden width must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HashingError(f"dropout={self.dropout} must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,28 @@ import torch
 from hashers.errors import HashingError
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device is an error
-    naming ``key`` (the parameter that asked for it)."""
+    """``auto`` -> cuda, then mps, then cpu; an explicit but unavailable device (``cuda``,
+    ``cuda:1`` on a box without that GPU, ``mps``) is an error naming ``key`` (the parameter that
+    asked for it)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    unavailable = (name == "cuda" and not torch.cuda.is_available()) or (
-        name == "mps"
-        and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    )
+    device = torch.device(name)
+    if device.type == "cuda":
+        # an index names one GPU: cuda:1 on a one-GPU box is as unavailable as cuda on none
+        unavailable = not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count()
+        )
+    else:
+        unavailable = device.type == "mps" and not (_mps_available() and not device.index)
     if unavailable:
         raise HashingError(f"{key}: {name} is not available here; set {key}: auto or cpu")
-    return torch.device(name)
+    return device

@@ -259,3 +259,45 @@ def test_labels_other_than_0_and_1_are_refused_naming_the_entry(value: float) ->
 def test_bool_int_and_float_0_1_labels_pass(dtype: torch.dtype) -> None:
     y = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 0]]).to(dtype)  # multi-label, and no label
     assert EmbeddingSet(torch.zeros(3, DIM), y).n_classes == 3
+
+
+def test_an_unavailable_gpu_index_is_an_error_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``cuda:1`` (and ``mps:0``) passed as available whatever the box held: only the bare
+    names were checked, so the fit failed later inside torch (CPU-only build: an AssertionError
+    'Torch not compiled with CUDA enabled') instead of naming the setting."""
+    from hashers.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1", "mps:0"):
+        with pytest.raises(HashingError, match=rf"train\.device: {name} is not available here"):
+            resolve_device(name)
+    # one GPU: cuda and cuda:0 name it, cuda:1 names a GPU that is not there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(HashingError, match=r"backbone\.device: cuda:1 is not available here"):
+        resolve_device("cuda:1", key="backbone.device")
+
+
+@pytest.mark.parametrize(
+    ("hidden", "dropout", "message"),
+    [
+        ((0,), 0.0, r"hidden_dims\[0\]=0"),
+        ((32, -1), 0.0, r"hidden_dims\[1\]=-1"),
+        ((32,), 1.0, r"dropout=1.0"),
+        ((32,), float("nan"), r"dropout=nan"),
+    ],
+)
+def test_head_spec_refuses_a_head_that_cannot_learn(
+    hidden: tuple[int, ...], dropout: float, message: str
+) -> None:
+    """hidden_dims=(0,) built a head whose output is its bias: DPSH trained 3 epochs without an
+    error and gave all 60 records one code; dropout 1 zeroed every hidden unit in training."""
+    with pytest.raises(HashingError, match=message):
+        HeadSpec(in_dim=DIM, n_bits=BITS, n_classes=N_CLASSES, hidden_dims=hidden, dropout=dropout)
+    assert HeadSpec(in_dim=DIM, n_bits=BITS, n_classes=N_CLASSES, hidden_dims=()).hidden_dims == ()
