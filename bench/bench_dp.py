@@ -21,7 +21,8 @@ numbers bit for bit.
 
 1. DP heads (csq, tcl, cnnh) at ε = 1, 3, 8 vs the same method without DP: Hamming-KNN accuracy
    (k=7) and its ratio to the non-DP head; a loss-threshold membership attack (train records vs
-   test records) with TPR at 1 % / 10 % FPR next to the DP ceiling ``e^ε · FPR + δ``.
+   test records) with TPR at 1 % / 10 % FPR next to its code-blind baseline (j + 1) / (n + 1)
+   (``privacy.membership.blind_tpr_at_fpr``) and the DP ceiling ``e^ε · FPR + δ``.
 2. One-run audit (Steinke, Nasr & Jagielski 2023) of a DP CSQ head at ε = 8 and of the
    non-private control: 200 out-of-distribution canaries (uniform-noise images with random
    labels), each inserted with probability 1/2; ε̂ at 95 % confidence.
@@ -70,6 +71,7 @@ from retrieval.codes import pack_bits  # noqa: E402
 
 log = logging.getLogger("bench_dp")
 DP_METHODS = ("csq", "tcl", "cnnh")
+SECTIONS = ("grid", "dp", "audit", "ldp", "kanon")
 
 
 def build(params: Params, method: str, bits: int, emb: EmbeddingsFile, *, dp: bool) -> Any:
@@ -105,9 +107,23 @@ def knn_acc(emb: EmbeddingsFile, db: np.ndarray, q: np.ndarray, k: int) -> dict[
 
 
 def tpr_at(scores_in: np.ndarray, scores_out: np.ndarray, fpr: float) -> float:
-    """TPR of the threshold attack whose FPR on the non-members is at most ``fpr``."""
-    thr = np.quantile(scores_out, 1.0 - fpr, method="higher")
-    return float((scores_in > thr).mean())
+    """Highest TPR of a threshold attack (higher score = member) whose FPR on the non-members is at
+    most ``fpr``: the rule of ``privacy.membership.roc_numbers``, so its code-blind baseline is
+    ``blind_tpr_at_fpr(len(scores_out), fpr)``. (The quantile threshold used before admitted
+    floor((n - 1) fpr) non-members instead of floor(n fpr): 3 instead of 4 of 400 at 1 %.)"""
+    from sklearn.metrics import roc_curve
+
+    member = np.r_[np.ones(len(scores_in), bool), np.zeros(len(scores_out), bool)]
+    f, t, _ = roc_curve(member, np.r_[scores_in, scores_out], drop_intermediate=False)
+    return float(t[f <= fpr].max())
+
+
+def mi_cell(scores_in: np.ndarray, scores_out: np.ndarray, fpr: float) -> str:
+    """The start of an MI cell, ``"<TPR> (blind <baseline>; "`` (the caller appends the DP ceiling)."""
+    from privacy.membership import blind_tpr_at_fpr
+
+    blind = blind_tpr_at_fpr(len(scores_out), fpr)
+    return f"{tpr_at(scores_in, scores_out, fpr):.3f} (blind {blind:.3f}; "
 
 
 def linkage_rate(released: np.ndarray, probes: np.ndarray) -> float:
@@ -139,13 +155,13 @@ def section_dp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, eps
                 row = knn_acc(emb, db, q, k)
                 if eps is None:
                     base_acc = row["accuracy"]
-                cells = {"tpr1": "n/a", "tpr10": "n/a"}
+                cells = {"tpr1": "n/a (", "tpr10": "n/a ("}
                 if method != "cnnh":  # cnnh's loss reads per-training-row targets
                     s_in = loss_scores(head, *tensors(emb, "train"))
                     s_out = loss_scores(head, *tensors(emb, "test"))
                     cells = {
-                        "tpr1": f"{tpr_at(s_in, s_out, 0.01):.3f}",
-                        "tpr10": f"{tpr_at(s_in, s_out, 0.10):.3f}",
+                        "tpr1": mi_cell(s_in, s_out, 0.01),
+                        "tpr10": mi_cell(s_in, s_out, 0.10),
                     }
                 delta = rep.get("dp_delta", 0.0)
                 eps_spent = rep.get("dp_epsilon", math.inf)
@@ -155,7 +171,7 @@ def section_dp(params: Params, emb: EmbeddingsFile, dataset: str, bits_list, eps
                     f"| {dataset} | {method} | {bits} | {'∞' if eps is None else f'{eps:g}'} | "
                     f"{eps_spent:.3f} | {rep.get('dp_noise_multiplier', 0.0):.3f} | "
                     f"{row['accuracy']:.3f} | {row['accuracy'] / base_acc:.3f} | "
-                    f"{cells['tpr1']} (≤ {ceil1:.3f}) | {cells['tpr10']} (≤ {ceil10:.3f}) | "
+                    f"{cells['tpr1']}≤ {ceil1:.3f}) | {cells['tpr10']}≤ {ceil10:.3f}) | "
                     f"{time.perf_counter() - t0:.0f} |"
                 )
                 print(out[-1], flush=True)
@@ -352,7 +368,9 @@ def main() -> None:
         help="target ε of the DP heads; none: only the non-DP references",
     )  # fmt: skip
     ap.add_argument("--kanon-methods", nargs="+", default=["csq", "tcl", "cnnh", "dpsh"])
-    ap.add_argument("--sections", nargs="+", default=["dp", "audit", "ldp", "kanon"])
+    ap.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=["dp", "audit", "ldp", "kanon"]
+    )  # an unknown name ran nothing and still wrote --out: empty tables over the results file
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--plots",
@@ -383,7 +401,7 @@ def main() -> None:
     t0 = time.perf_counter()
     dp_rows = [
         "| dataset | method | bits | target ε | ε spent | σ | KNN acc | vs non-DP | "
-        "MI TPR@1% FPR (DP ceiling) | TPR@10% FPR (ceiling) | s |",
+        "MI TPR@1% FPR (blind; DP ceiling) | TPR@10% FPR (blind; ceiling) | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     audit_rows = [
@@ -413,9 +431,9 @@ def main() -> None:
             emb = as_eval_split(emb, args.split)
             params = load_params(REPO / "params.yaml", base)
             f_rows, _ = float_knn(emb, params.knn)
-            log.warning(
-                "%s float KNN acc %.3f", dataset, next(r for r in f_rows if r["k"] == 7)["accuracy"]
-            )
+            k = params.knn.k  # the k of every Hamming table (was 7: StopIteration without it)
+            acc = next(r for r in f_rows if r["k"] == k)["accuracy"]
+            log.warning("%s float KNN acc (k = %d) %.3f", dataset, k, acc)
             if "dp" in args.sections:
                 section_dp(params, emb, dataset, args.bits, args.epsilons, args.device, dp_rows)
             if "grid" in args.sections:

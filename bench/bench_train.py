@@ -194,8 +194,10 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
 
 CHILD_FLAGS = (
     "params", "n", "dim", "classes", "n_val", "n_test", "test_queries", "data_seed",
-    "epochs", "batch_size", "lr", "patience", "val_queries", "device", "threads",
+    "epochs", "max_steps", "batch_size", "lr", "patience", "val_queries", "device", "threads",
 )  # fmt: skip
+# every PARAM_FLAGS flag must reach the child: the report's FitConfig line (the parent's params)
+# would otherwise name a setting the runs did not train with (``--max-steps`` once did)
 
 
 def child_argv(args: argparse.Namespace, method: str, bits: int, result: Path) -> list[str]:
@@ -382,13 +384,13 @@ def write_report(
             else f"(failed: {float_rec.get('error')})."
         ),
         "",
-        "Each run is its own process: *peak RSS* is that process's maximum resident memory, data "
-        "included (*data RSS*: the peak right after generating the data). *train s* is `fit`'s wall "
+        "Each run is its own process: *peak RSS* is that process's maximum resident memory (MiB), "
+        "data included (*data RSS*: the peak right after generating the data). *train s* is `fit`'s wall "
         "time (incl. the per-epoch val KNN; imports are done before the clock starts); *eval s* encodes "
         "train + test and runs the test KNN.",
         "",
-        "| method | bits | status | epochs run | best epoch | train s | s / epoch | eval s | peak RSS MB "
-        "| data RSS MB | val acc | test acc (Hamming) | vs float |",
+        "| method | bits | status | epochs run | best epoch | train s | s / epoch | eval s | peak RSS MiB "
+        "| data RSS MiB | val acc | test acc (Hamming) | vs float |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
@@ -414,7 +416,7 @@ def write_report(
         "",
         "## Per method (over bit lengths)",
         "",
-        "| method | runs ok | train s (sum) | s / epoch (mean) | peak RSS MB (max) | test acc (mean) |",
+        "| method | runs ok | train s (sum) | s / epoch (mean) | peak RSS MiB (max) | test acc (mean) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for m in dict.fromkeys(r["method"] for r in records):
@@ -481,7 +483,7 @@ def run_grid(args: argparse.Namespace) -> int:
         records.append(rec)
         if rec["status"] == "ok":
             msg = (
-                f"ok {rec['train_s']:.1f} s train, {rec['epochs_run']} epochs, {rec['peak_rss_mb']:.0f} MB, "
+                f"ok {rec['train_s']:.1f} s train, {rec['epochs_run']} epochs, {rec['peak_rss_mb']:.0f} MiB, "
                 f"test acc {rec['test_accuracy']:.4f}"
             )
         else:
