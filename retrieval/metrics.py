@@ -43,15 +43,23 @@ def _check_values(y: np.ndarray, what: str) -> np.ndarray:
         raise RetrievalError(
             f"{what} holds a non-finite label {arr[bad]} at {bad}; pass labelled items only"
         )
-    if arr.ndim == 2 and arr.dtype != np.bool_:
-        off = (arr != 0) & (arr != 1)
-        if off.any():
-            row, col = (int(i) for i in np.argwhere(off)[0])
-            raise RetrievalError(
-                f"{what} multi-hot labels must hold only 0 and 1, got {arr[row, col]} (row {row}, "
-                f"column {col}); binarise them first (e.g. map an 'uncertain' -1 to 0 or 1)"
-            )
+    if arr.ndim == 2:
+        check_multihot_01(arr, what)
     return arr
+
+
+def check_multihot_01(arr: np.ndarray, what: str) -> None:
+    """Refuse multi-hot labels ``[N, C]`` holding values other than 0/1 (a cast to bool reads an
+    "uncertain" -1 as a positive), naming the first one."""
+    if arr.dtype == np.bool_:
+        return
+    off = (arr != 0) & (arr != 1)
+    if off.any():
+        row, col = (int(i) for i in np.argwhere(off)[0])
+        raise RetrievalError(
+            f"{what} multi-hot labels must hold only 0 and 1, got {arr[row, col]} (row {row}, "
+            f"column {col}); binarise them first (e.g. map an 'uncertain' -1 to 0 or 1)"
+        )
 
 
 def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

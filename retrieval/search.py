@@ -40,7 +40,7 @@ import numpy as np
 
 from retrieval.codes import check_codes, pad_to_words
 from retrieval.errors import RetrievalError
-from retrieval.metrics import multilabel_relevance
+from retrieval.metrics import check_multihot_01, multilabel_relevance
 
 Metric = Literal["euclidean", "cosine"]
 Engine = Literal["scan", "faiss"]
@@ -320,14 +320,8 @@ def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray:
             f"{what} labels must be non-negative int class ids, got {arr[row]} (row {row}); "
             "map the classes to 0 .. C-1"
         )
-    if arr.ndim == 2 and arr.dtype != np.bool_:
-        bad = (arr != 0) & (arr != 1)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise RetrievalError(
-                f"{what} multi-hot labels must hold only 0 and 1, got {arr[row, col]} (row {row}, "
-                f"column {col}); binarise them first (e.g. map an 'uncertain' -1 to 0 or 1)"
-            )
+    if arr.ndim == 2:
+        check_multihot_01(arr, what)
     return arr
 
 
