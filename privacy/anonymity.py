@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.base import Attack, Records, check_disjoint
+from privacy.base import Attack, Records, check_disjoint, check_nonempty
 from privacy.errors import PrivacyError
 from retrieval.codes import iter_hamming_chunks, pack_bits
 
@@ -69,12 +69,7 @@ class Anonymity(Attack):
         if not victims:
             raise PrivacyError("anonymity: no released records")
         groups = list(victims)
-        for g in groups:  # else summarise() fails on an empty array with numpy's ValueError
-            if len(victims[g]) == 0:
-                raise PrivacyError(
-                    f"anonymity: the {g} victim group holds no records; "
-                    "pass only non-empty victim groups"
-                )
+        check_nonempty(self.name, victims)  # summarise() of an empty group: a numpy error
         released = [self.release.published(victims[g]) for g in groups]
         allr = np.concatenate(released)
         n = len(allr)

@@ -99,6 +99,17 @@ class Records:
         )
 
 
+def check_nonempty(attack: str, victims: Mapping[str, Records]) -> None:
+    """Refuse an empty victim group: every attack's numbers are means or shares over its records
+    (an empty one gave NaN, a division by zero or a numpy error, depending on the attack)."""
+    for group, rec in victims.items():
+        if len(rec) == 0:
+            raise PrivacyError(
+                f"{attack}: the {group} victim group holds no records; "
+                "pass only non-empty victim groups"
+            )
+
+
 def check_disjoint(aux: Records, victims: Mapping[str, Records]) -> None:
     """Refuse any record held by the attacker that is also a victim (same split and row)."""
     if aux.split in VICTIM_SPLITS:
@@ -335,6 +346,7 @@ class Attack(abc.ABC):
         if self.aux is None:
             raise PrivacyError(f"{self.name}: call fit(aux) before run(victims)")
         check_disjoint(self.aux, victims)
+        check_nonempty(self.name, victims)
         out: dict[str, float] = {}
         for group, rec in victims.items():
             for key, value in self.run_group(rec).items():

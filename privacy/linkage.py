@@ -57,11 +57,6 @@ class Linkage(Attack):
 
     def run_group(self, victims: Records) -> dict[str, float]:
         n = len(victims)
-        if n == 0:  # else a ZeroDivisionError in the chance baseline k / n
-            raise PrivacyError(
-                f"linkage: the {victims.split} victim group holds no records; "
-                "pass only non-empty victim groups"
-            )
         out: dict[str, float] = {"gallery_size": float(n)}
         for s in sorted(victims.reacquired):
             rates = self.link(victims, s)

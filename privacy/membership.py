@@ -76,7 +76,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from privacy._learn import one_thread
-from privacy.base import Attack, CodeRelease, MechanismRelease, Records, check_disjoint
+from privacy.base import (
+    Attack,
+    CodeRelease,
+    MechanismRelease,
+    Records,
+    check_disjoint,
+    check_nonempty,
+)
 from privacy.errors import PrivacyError
 from privacy.perturb import noise_std_for_snr
 from retrieval.codes import hamming_distances, pack_bits
@@ -405,6 +412,7 @@ class MembershipInference(Attack):
         if self.aux is None:
             raise PrivacyError("membership: call fit(aux) before run(victims)")
         check_disjoint(self.aux, victims)
+        check_nonempty(self.name, victims)
         self.check_inputs(self.aux, victims)
         aux, members, others = self.aux, victims["train"], victims["test"]
         rng = np.random.default_rng(self.seed)

@@ -78,3 +78,12 @@ def test_auc_of_single_class_victims_is_left_out_not_chance(recs, caplog) -> Non
     assert "test/auc" not in out and "test/auc_baseline" not in out
     assert out["test/balanced_accuracy_baseline"] == 1.0  # the other numbers stay
     assert "AUC left out" in caplog.text
+
+
+def test_an_empty_victim_group_is_refused_by_every_attack_s_shared_run() -> None:
+    """``Attack.run`` refuses an empty group for every attack that uses it (attribute: sklearn's
+    balanced accuracy of nothing was NaN with a warning); the check lives once in privacy.base."""
+    recs = make_records(n=(60, 60, 30), dim=8)
+    attack = AttributeInference(FloatRelease()).fit(recs["val"])
+    with pytest.raises(PrivacyError, match="attribute: the test victim group holds no records"):
+        attack.run({"train": recs["train"], "test": recs["test"].subset(np.arange(0))})
