@@ -511,8 +511,8 @@ def check_two_classes(
     present = np.unique(np.concatenate([y.reshape(-1) for y in labels.values()]))
     if present.size >= 2:
         return
-    rows = sum(len(y) for y in labels.values())
-    shown = _class_rows(int(present[0]), rows, class_names, kind="class") if present.size else "?"
+    rows = sum(len(y) for y in labels.values())  # > 0: empty splits are refused before this
+    shown = _class_rows(int(present[0]), rows, class_names, kind="class")
     raise DataError(
         f"{where}: every row of {', '.join(labels)} is {shown}; with one class every retrieval "
         "and KNN metric is trivially perfect. Provide at least 2 classes: for an image folder, "
