@@ -391,7 +391,12 @@ def main() -> None:
         metavar="KEY=VALUE,...",
         help="section grid: one DP setting (params overrides, e.g. dp.max_grad_norm=0.1,dp.lr=0.003)",
     )
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-dp.md")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the results file (required: a default overwrote the curated bench/RESULTS-*.md)",
+    )
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -540,7 +540,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch threads per run (default: torch's)"
     )
     p.add_argument("--timeout-s", type=float, default=3600.0, help="per run")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-train.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the results file (required: a default overwrote the curated bench/RESULTS-*.md)",
+    )
     p.add_argument(
         "--budget-check", action="store_true", help="extrapolate to the full grid vs 30 min"
     )
@@ -560,6 +565,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.single is None:
+        if args.out is None:  # child runs (--single) write --result instead
+            print(
+                "bench_train.py: error: the following arguments are required: --out",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         return run_grid(args)
     try:
         rec = run_single(args)

@@ -25,7 +25,7 @@ The report opens with a block summary per (features, dataset) over the supervise
 length, seed means): mean balanced accuracy, cells under 0.98 x float balanced and plain
 accuracy, and methods whose 48-bit figure is below their 12-bit one by more than one image. Then
 come the per-method summary and the per-cell table. ``--merge`` rebuilds all of it from ``--json``
-files, and also writes ``--out`` (default ``bench/RESULTS-utility.md``: pass ``--out``).
+files, and also writes ``--out`` (required).
 
 Single-label cells also get the 95 % interval of each retention over the query images
 (:mod:`retrieval.uncertainty`: paired with the float KNN, class-stratified, seeds averaged per
@@ -531,7 +531,12 @@ def main() -> None:
         help="queries to score: val for every experiment that picks a default, test for the report",
     )
     ap.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-utility.md")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the results file (required: a default overwrote the curated bench/RESULTS-*.md)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write every cell's numbers here")
     ap.add_argument(
         "--set",

@@ -1,7 +1,8 @@
 """The one place that reads and writes every on-disk format of hashaudit.
 
-Every write is atomic (a temporary file in the destination folder, then ``os.replace``), so a crash
-or a bad input never leaves a half-written result where a later stage would trust it. A stage that
+Every write is atomic (a temporary file in the destination folder, flushed to disk with
+``fsync``, then ``os.replace``, then the folder flushed), so a crash, a power loss or a bad input
+never leaves a half-written result where a later stage would trust it. A stage that
 writes several files wraps them in :func:`atomic_outputs` (they land together or not at all) and
 calls :func:`check_writable` on every output path before it starts working. Safetensors headers
 are rewritten with sorted metadata (:func:`canonical_safetensors`), so identical content gives
@@ -123,6 +124,7 @@ class _Staged:
             for _, backup, _ in done:
                 if backup is not None:
                     backup.unlink(missing_ok=True)
+            _fsync_dirs(self.files)
             _COMMITTED.extend(self.files)
             self.files.clear()
 
@@ -238,6 +240,32 @@ def _about_writing(err: OSError, tmp: Path) -> bool:
     return str(tmp) in names or err.errno in full
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk before it is renamed onto a target: without it a crash or
+    power loss soon after the rename can leave the target empty or truncated on file systems
+    that commit the rename before the data (a rename is atomic for the name, not the bytes)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dirs(paths: Iterable[Path]) -> None:
+    """Make the renames into the folders of ``paths`` durable (fsync each folder once). Best
+    effort: a file system that cannot fsync a folder (some network mounts) is left as it is."""
+    for folder in dict.fromkeys(p.parent for p in paths):
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _temp_beside(path: Path, *, suffix: str = ".tmp") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -279,10 +307,12 @@ def atomic_path(path: str | Path, *, stage: bool = True) -> Iterator[Path]:
             raise ArtifactError(_write_error(path, err)) from err
         try:
             os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600: the usual permissions
+            _fsync_file(tmp_path)
             if staged is not None:
                 staged.add(path, tmp_path)
                 return
             os.replace(tmp_path, path)
+            _fsync_dirs([path])
             if stage:  # an output (stage=False: an input the block reads, e.g. a download)
                 _COMMITTED.append(path)
         except OSError as err:
@@ -368,14 +398,51 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def json_text(obj: Any) -> str:
-    """``obj`` as the pretty JSON text the stages write; NaN/inf are refused (not valid JSON)."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+def _non_finite_key(obj: Any, where: str = "") -> str | None:
+    """The key path (``a.b[2]``) of the first NaN/inf float in ``obj``, or None."""
+    if isinstance(obj, float | np.floating):
+        return None if math.isfinite(obj) else where or "(the value itself)"
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fc" and not np.isfinite(obj).all():
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(obj))[0])
+            return f"{where}[{', '.join(map(str, first))}]"
+        return None
+    if isinstance(obj, Mapping):
+        for key in sorted(obj, key=str):
+            found = _non_finite_key(obj[key], f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(obj, list | tuple):
+        for i, item in enumerate(obj):
+            found = _non_finite_key(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def json_text(obj: Any, *, path: str | Path | None = None) -> str:
+    """``obj`` as the pretty JSON text the stages write. NaN/inf are not valid JSON: they raise a
+    ``ValueError`` naming the key that holds one (and ``path``, the file it was meant for). A
+    non-finite number reaching an output is a bug in the code that computed it, not bad input,
+    so it keeps its traceback."""
+    try:
+        return (
+            json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+        )
+    except ValueError as err:
+        key = _non_finite_key(obj)
+        if key is None:
+            raise
+        target = f"{path}: " if path is not None else ""
+        raise ValueError(
+            f"{target}{key} is not a finite number ({err}); JSON has no NaN/inf, so nothing was "
+            "written"
+        ) from err
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as pretty JSON (:func:`json_text`)."""
-    write_text(path, json_text(obj))
+    write_text(path, json_text(obj, path=path))
 
 
 def read_json(path: str | Path, *, require: Sequence[str] = ()) -> Any:
@@ -1149,6 +1216,13 @@ def load_codes(
         )
     n_bits = int(meta["n_bits"])
     n_bytes = math.ceil(n_bits / 8)
+    if meta.get("bitorder", "little") != "little":  # every codes file written records "little"
+        raise ArtifactError(
+            f"{path}: codes packed in bitorder={meta['bitorder']!r}, but hashaudit reads "
+            "little-endian packed bits (numpy.packbits(..., bitorder='little'), "
+            "retrieval.codes.pack_bits); re-pack them little-endian and record bitorder='little', "
+            "or re-run the train stage"
+        )
     missing = [s for s in dict.fromkeys(require) if s not in tensors]
     if missing:
         raise ArtifactError(

@@ -68,7 +68,7 @@ from pipeline.config import (
     parse_dataclass,
     to_dict,
 )
-from pipeline.data import IMAGES_DIGEST_KEY, ImagesDigest, stratified_sample
+from pipeline.data import DUPLICATES_KEY, IMAGES_DIGEST_KEY, ImagesDigest, stratified_sample
 from pipeline.release import release_provenance
 from pipeline.train import withhold_label
 from privacy import registry
@@ -246,12 +246,37 @@ def build_records(
             y=attribute_target(emb, split, column, aux_split),
             y_multihot=trained.multihot(split),
             images=None if images is None else images[split],
+            train_copy=train_copies(emb, split),
         )
     aux = recs[aux_split]
     if cfg.aux_size is not None and cfg.aux_size < len(aux):
         rng = np.random.default_rng(cfg.seed)
         aux = aux.subset(stratified_sample(emb.y[aux_split], cfg.aux_size, rng=rng))
     return aux, {g: recs[g] for g in VICTIMS}, trained
+
+
+def train_copies(emb: EmbeddingsFile, split: str) -> np.ndarray | None:
+    """bool ``[N]``: the rows of ``split`` whose image the extract found byte-identical to a
+    training image (its ``duplicate_rows``; all False for train itself); None when the file does
+    not say (embeddings-only sources, files written before 2026-11-29)."""
+    recorded = emb.meta.get(DUPLICATES_KEY)
+    if recorded is None:
+        return None
+    n = len(emb.x[split])
+    mask = np.zeros(n, dtype=bool)
+    try:
+        rows = [] if split == "train" else json.loads(recorded).get(split, {}).get("train", [])
+        idx = np.asarray(rows, dtype=np.int64)
+        if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= n)):
+            raise ValueError(f"rows outside 0..{n - 1}")
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ArtifactError(
+            f"{emb.meta.get('dataset', 'embeddings')}: the embeddings file's {DUPLICATES_KEY} is "
+            f"not a JSON object of row lists for its {n} {split} rows ({err}); re-run the "
+            "extract stage"
+        ) from None
+    mask[idx] = True
+    return mask
 
 
 def select_attacks(cfg: AttackConfig, has_images: bool) -> list[str]:

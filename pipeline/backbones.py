@@ -9,7 +9,9 @@
   runs only. Its embeddings are meaningless.
 
 A model that is neither cached nor reachable raises :class:`BackboneUnavailableError` with the ways to
-fix it; hashaudit never falls back to random weights on its own.
+fix it, and so does one the hub answers for and refuses (an invalid id, no such model or revision, a
+gated model: the key to fix, not "run with network access"); hashaudit never falls back to random
+weights on its own.
 
 :func:`preprocess` turns uint8 images (grayscale, RGB or RGBA; one array or a list of arrays) into
 normalised ``[B, 3, S, S]`` float tensors, either by bicubic resizing or by centred zero padding
@@ -313,6 +315,63 @@ def tiny_random_model(image_size: int, *, seed: int) -> torch.nn.Module:
         return Dinov2Model(config)
 
 
+def _hub_cause(err: BaseException) -> BaseException | None:
+    """The huggingface_hub error that says the hub answered and refused (an invalid id, no such
+    model or revision, a gated model) behind ``err``, which transformers wraps in an OSError;
+    None when there is none (not cached and no connection)."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    refusals = (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError, HFValidationError)
+    seen: BaseException | None = err
+    for _ in range(8):  # a short chain: transformers' OSError -> the hub's error -> the HTTP one
+        if seen is None or isinstance(seen, refusals):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _hub_refusal(
+    name: str, revision: str, err: BaseException, folder: str
+) -> BackboneUnavailableError | None:
+    """A message for a hub id or revision the hub itself refuses (a typo, a gated model): a
+    network or the cache would not help, so the offline fix does not apply."""
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RevisionNotFoundError
+
+    cause = _hub_cause(err)
+    if cause is None:
+        return None
+    text = str(err) or str(cause)  # transformers' wording of it says more than the HTTP status
+    why = f"({type(cause).__name__}: {text.splitlines()[0] if text else ''})"
+    if isinstance(cause, HFValidationError):
+        return BackboneUnavailableError(
+            f"backbone.name: {name!r} is neither a local folder (from {Path.cwd()}) nor a valid "
+            f"Hugging Face model id {why}; fix the name (an id is owner/model, e.g. "
+            "facebook/dinov2-base, without spaces), or point it at a local model folder"
+        )
+    if isinstance(cause, GatedRepoError):
+        return BackboneUnavailableError(
+            f"backbone {name!r}: the Hugging Face hub refuses access to this gated model {why}; "
+            f"accept its terms at https://huggingface.co/{name} and log in (`hf auth login`, or "
+            "set HF_TOKEN), or set backbone.name to a model you can access"
+        )
+    if isinstance(cause, RevisionNotFoundError):
+        return BackboneUnavailableError(
+            f"backbone.revision: {revision!r} is no branch, tag or commit of model {name!r} on "
+            f"the Hugging Face hub {why}; set backbone.revision to one listed at "
+            f"https://huggingface.co/{name} (main, or a 40-character commit)"
+        )
+    return BackboneUnavailableError(  # RepositoryNotFoundError
+        f"backbone.name: {folder}{name!r} is not a model on the Hugging Face hub (or a private "
+        f"one this machine has no token for) {why}; fix the id (e.g. facebook/dinov2-base), log "
+        "in (`hf auth login`) for a private model, or point backbone.name at a local model folder"
+    )
+
+
 def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavailableError:
     local = f"models/{name.rsplit('/', 1)[-1]}"
     # `owner/model` is a hub id; when `owner` is a local folder, or the name is the local layout
@@ -320,6 +379,9 @@ def _unavailable(name: str, revision: str, err: BaseException) -> BackboneUnavai
     owner = name.split("/", 1)[0] if name.count("/") == 1 else ""
     meant_local = bool(owner) and (Path(owner).is_dir() or name == local)
     folder = f"there is no local folder {name!r} (from {Path.cwd()}), and " if meant_local else ""
+    refused = _hub_refusal(name, revision, err, folder)
+    if refused is not None:  # the hub answered: neither the cache nor a network would help
+        return refused
     reason = (
         f"backbone {name!r} (revision {revision!r}) could not be loaded: {folder}it is not in the "
         "Hugging Face cache and the hub is not reachable "

@@ -77,15 +77,47 @@ class ImagesDigest:
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
+        #: per image, in row order: a 16-byte BLAKE2b of its dtype, shape and bytes
+        #: (:func:`cross_split_duplicates` compares them between splits)
+        self.items: list[bytes] = []
 
     def update(self, images: Sequence[np.ndarray] | np.ndarray) -> None:
         for im in images:
             a = np.ascontiguousarray(im)
-            self._h.update(f"{a.dtype.str}:{list(a.shape)};".encode())
+            head = f"{a.dtype.str}:{list(a.shape)};".encode()
+            self._h.update(head)
             self._h.update(a.tobytes())
+            one = hashlib.blake2b(head, digest_size=16)
+            one.update(a.tobytes())
+            self.items.append(one.digest())
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
+
+
+#: embeddings metadata key of the rows whose image also appears in another split
+#: (JSON ``{split: {other split: [rows]}}``; image sources, :func:`cross_split_duplicates`)
+DUPLICATES_KEY = "duplicate_rows"
+
+
+def cross_split_duplicates(digests: Mapping[str, ImagesDigest]) -> dict[str, dict[str, list[int]]]:
+    """``{split: {other: rows}}``: the rows of ``split`` (ascending) whose image is byte-identical
+    (same dtype, shape and pixels) to an image of split ``other``; only non-empty entries. Real
+    datasets hold such pairs (the official BreastMNIST file: train row 115 = test row 76), and
+    membership inference must not count a test copy of a training image as a non-member
+    (:mod:`privacy.membership`). Repeats inside one split are not listed."""
+    where: dict[bytes, set[str]] = {}
+    for split, d in digests.items():
+        for item in d.items:
+            where.setdefault(item, set()).add(split)
+    out: dict[str, dict[str, list[int]]] = {}
+    for split, d in digests.items():
+        for other in digests:
+            if other != split:
+                rows = [i for i, item in enumerate(d.items) if other in where[item]]
+                if rows:
+                    out.setdefault(split, {})[other] = rows
+    return out
 
 
 @dataclass(frozen=True, eq=False)

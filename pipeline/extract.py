@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,14 @@ from pipeline.artifacts import (
 from pipeline.backbones import Backbone, load_backbone
 from pipeline.common import base_parser, load, run_main
 from pipeline.config import Params, to_dict
-from pipeline.data import IMAGES_DIGEST_KEY, ImageDataset, ImagesDigest, ImageSplit
+from pipeline.data import (
+    DUPLICATES_KEY,
+    IMAGES_DIGEST_KEY,
+    ImageDataset,
+    ImagesDigest,
+    ImageSplit,
+    cross_split_duplicates,
+)
 from pipeline.sources.embeddings import USER_SUPPLIED
 
 log = logging.getLogger(__name__)
@@ -74,7 +81,18 @@ def _batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[int, Any]]:
         return
 
     def read(start: int) -> tuple[int, Any]:
-        return start, split.get_batch(np.arange(start, min(n, start + batch_size)))
+        stop = min(n, start + batch_size)
+        images = split.get_batch(np.arange(start, stop))
+        if len(images) != stop - start:  # the rows it left out would stay unset (np.empty)
+            reader = split.reader
+            while hasattr(reader, "rows") and hasattr(reader, "reader"):  # limit / carve subsets
+                reader = reader.reader
+            raise RuntimeError(
+                f"{type(reader).__name__}.read returned {len(images)} images for the "
+                f"{stop - start} positions {start}..{stop - 1} of a split; an ImageReader must "
+                "return one image per position asked, in order (raise DataError for a bad image)"
+            )
+        return start, images
 
     yield from _one_ahead(read, starts, name="decode")
 
@@ -176,14 +194,47 @@ def extract_images(
         )
         seconds += time.perf_counter() - t0
     n_total = sum(len(ds.splits[s]) for s in SPLITS)
+    duplicates = cross_split_duplicates(digests)
+    warn_duplicates(name, duplicates)
     emb = EmbeddingsFile(
         x=x,
         y={s: ds.splits[s].labels for s in SPLITS},
         meta=image_metadata(name, ds, backbone, seed=params.seed, limit=params.data.limit)
-        | {IMAGES_DIGEST_KEY: json.dumps({s: d.hexdigest() for s, d in digests.items()})},
+        | {
+            IMAGES_DIGEST_KEY: json.dumps({s: d.hexdigest() for s, d in digests.items()}),
+            DUPLICATES_KEY: json.dumps(duplicates),
+        },
     )
-    metrics = {"images_per_s": n_total / seconds if seconds > 0 else 0.0, "embed_seconds": seconds}
+    metrics = {
+        "images_per_s": n_total / seconds if seconds > 0 else 0.0,
+        "embed_seconds": seconds,
+        **{f"duplicates_{s}": len(set().union(*duplicates.get(s, {}).values())) for s in SPLITS},
+    }
     return emb, metrics
+
+
+def warn_duplicates(name: str, duplicates: Mapping[str, Mapping[str, Sequence[int]]]) -> None:
+    """One warning per pair of splits sharing byte-identical images (the count and a few rows;
+    the embeddings file records every row under ``duplicate_rows``)."""
+    for split, others in duplicates.items():
+        for other, rows in others.items():
+            if split < other:  # each pair once: the rows on both sides
+                mine, theirs = (
+                    ", ".join(map(str, r[:5])) + (", ..." if len(r) > 5 else "")
+                    for r in (rows, duplicates[other][split])
+                )
+                log.warning(
+                    "%s: %d %s image(s) (rows %s) are byte-identical to %d %s image(s) (rows %s); "
+                    "membership inference leaves a test copy of a training image out of its "
+                    "non-members, and retrieval scores such a query against its own copy",
+                    name,
+                    len(rows),
+                    split,
+                    mine,
+                    len(duplicates[other][split]),
+                    other,
+                    theirs,
+                )
 
 
 # --------------------------------------------------------------------------------------------

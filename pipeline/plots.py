@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.artifacts import atomic_path
+
+
+def tick_labels(class_names: Sequence[str], n: int, *, width: int = 18) -> list[str]:
+    """One distinct axis label per class: the class name, one longer than ``width`` shortened to
+    its head and tail around an ellipsis (``adenocar…, grade 1``); names still alike (or equal)
+    get their class id in front (``0: …``). Class ids where ``class_names`` does not name all
+    ``n`` classes. A plain cut to ``width`` characters gave ``adenocarcinoma, grade 1`` and
+    ``…, grade 2`` one label, so the plot could not tell their rows apart."""
+    if len(class_names) != n:
+        return [str(i) for i in range(n)]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    short = [
+        name if len(name) <= width else f"{name[:head]}…{name[-tail:]}"
+        for name in (str(c) for c in class_names)
+    ]
+    seen = Counter(short)
+    return [f"{i}: {s}" if seen[s] > 1 else s for i, s in enumerate(short)]
 
 
 def confusion_png(
@@ -35,11 +54,7 @@ def confusion_png(
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     if labelled:
-        labels = (
-            [str(c)[:18] for c in class_names]
-            if len(class_names) == n
-            else [str(i) for i in range(n)]
-        )
+        labels = tick_labels(class_names, n)
         ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(n), labels, fontsize=8)
     ax.set_xlabel("predicted" if labelled else "predicted (class id)")

@@ -13,13 +13,16 @@
 * ``tracking.enabled: false`` (or ``HASHAUDIT_TRACKING=0``) turns every call into a no-op.
 * Metrics: every real number is logged as a float (Python or numpy scalars, 0-d arrays); NaN and
   ±inf never are (:meth:`StageRun.log_metrics`); two names MLflow would log under one key raise
-  (:func:`metric_keys`).
+  (:func:`metric_keys`). A param value longer than MLflow stores is cut with a marker (its length
+  and SHA-256) and a warning (:func:`param_value`).
 * Faults: a malformed URI (``http://host:abc``, ``http://`` without a host, ``localhost:5000``
-  without a scheme) and an empty ``tracking.experiment`` are one-line user errors
-  (:func:`check_uri`, :func:`check_experiment`); an unreachable ``http(s)`` server fails in
-  seconds naming the URI and the fix (:func:`check_reachable`); creating a fresh sqlite store is
-  serialised between processes (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED
-  on an error. A SIGKILLed stage cannot end its run, which stays RUNNING: ``python -m
+  without a scheme), a sqlite store that cannot keep runs (in memory, at a folder, under a file,
+  not writable), a store MLflow cannot open (``sqlite://m.db``, a file store such as ``./mlruns``,
+  a file that is no database) and an empty ``tracking.experiment`` are one-line user errors
+  (:func:`check_uri`, :func:`check_sqlite_store`, :func:`_client`, :func:`check_experiment`); an
+  unreachable ``http(s)`` server fails in seconds naming the URI and the fix
+  (:func:`check_reachable`); creating a fresh sqlite store is serialised between processes
+  (``_store_lock``); a run ends KILLED on Ctrl-C or SIGTERM, FAILED on an error. A SIGKILLed stage cannot end its run, which stays RUNNING: ``python -m
   pipeline.tracking --close-stale`` marks KILLED every RUNNING run whose process (pid, host and, on
   Linux, the process's start are tagged on the run) is gone.
 """
@@ -171,15 +174,61 @@ def checked_store(config: TrackingConfig) -> tuple[str, str]:
     check_experiment(config.experiment)
     uri, source = resolve_uri(config), uri_source(config)
     check_reachable(uri, source=source)
+    check_sqlite_store(uri, source=source)
     return uri, source
+
+
+def _sqlite_problem(uri: str) -> str | None:
+    """Why the ``sqlite:`` store ``uri`` cannot keep runs, or None (also for other stores)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return None  # MLflow's own message names the valid forms (_client)
+    database = url.database
+    if url.host:  # sqlite://m.db: a host where the path belongs
+        return (
+            f"{url.host!r} stands where a host goes; a database file takes three slashes "
+            f"(sqlite:///{url.host}), four for an absolute path (sqlite:////data/mlflow.db)"
+        )
+    if database in (None, "", ":memory:") or database.startswith("file::memory:"):
+        return "an in-memory database: every run is lost when the stage exits"
+    db = Path(os.path.abspath(database))
+    if db.is_dir():
+        return f"{db} is a folder, not a database file"
+    existing = db if db.exists() else next(p for p in db.parents if p.exists())
+    if existing != db and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def check_sqlite_store(uri: str, *, source: str = "tracking.uri") -> None:
+    """A ParamsError naming ``source``, the URI and the fix for a ``sqlite:`` store that cannot
+    keep runs: in memory (``sqlite://``, ``sqlite:///:memory:``: MLflow took the runs and lost
+    them at exit, silently), a database path that is a folder (MLflow retried for about 100 s,
+    then a traceback), one under a file, or not writable."""
+    problem = _sqlite_problem(uri)
+    if problem is not None:
+        raise ParamsError(
+            f"{source}: {uri!r} cannot hold an MLflow store ({problem}); {_uri_fix(source)}"
+        )
 
 
 def _client(uri: str, *, source: str) -> Any:
     """``MlflowClient(tracking_uri=uri)``; a URI of a scheme MLflow has no store for
-    (``localhost:5000`` without ``http://``) is a ParamsError naming ``source`` instead of MLflow's
-    traceback."""
+    (``localhost:5000`` without ``http://``), or a store it cannot open (``sqlite://m.db``, a file
+    store such as ``./mlruns``, a file that is no database, a missing database driver), is a
+    ParamsError naming ``source`` instead of MLflow's traceback."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return MlflowClient(tracking_uri=uri)
@@ -188,6 +237,14 @@ def _client(uri: str, *, source: str) -> Any:
         raise ParamsError(
             f"{source}: {uri!r} is not a valid MLflow tracking URI (MLflow has no store for the "
             f"scheme {scheme!r}; a server needs http:// or https://); {_uri_fix(source)}"
+        ) from None
+    except (MlflowException, SQLAlchemyError, OSError, ModuleNotFoundError) as err:
+        # opening the store is all the constructor does: what fails there is the URI, the
+        # store's file or a missing database driver, never a request hashaudit got wrong
+        why = " ".join(str(getattr(err, "orig", None) or err).split())  # sqlalchemy: no SQL
+        raise ParamsError(
+            f"{source}: MLflow cannot open the store {uri!r} ({type(err).__name__}: {why}); "
+            f"{_uri_fix(source)}"
         ) from None
 
 
@@ -237,6 +294,31 @@ def is_store_fault(err: BaseException, *, local_paths: Sequence[str | Path] = ()
     return isinstance(err, OperationalError)
 
 
+#: the longest param value MLflow stores (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)
+MAX_PARAM_CHARS = 6000
+
+
+def param_value(name: str, value: Any) -> str:
+    """``str(value)`` as an MLflow param value. One longer than MLflow stores
+    (:data:`MAX_PARAM_CHARS`) is cut and ends in ``... [cut: <n> chars, sha256 <16 hex>]``, with a
+    warning naming the param: a bare cut made two values that differ only past the limit look
+    the same in MLflow, and nothing said the value was incomplete."""
+    text = str(value)
+    if len(text) <= MAX_PARAM_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    marker = f"... [cut: {len(text)} chars, sha256 {digest}]"
+    log.warning(
+        "MLflow param %s: its value has %d characters, more than MLflow stores (%d); logged cut "
+        "short, ending in %r (the full value is in the stage's params and config files)",
+        name,
+        len(text),
+        MAX_PARAM_CHARS,
+        marker,
+    )
+    return text[: MAX_PARAM_CHARS - len(marker)] + marker
+
+
 class StageRun:
     """Handle on one MLflow run (or a no-op when tracking is disabled).
 
@@ -284,7 +366,7 @@ class StageRun:
 
         flat = flatten(to_dict(params))
         keys = metric_keys(flat, what="param")
-        items = [Param(keys[k], str(v)[:6000]) for k, v in sorted(flat.items())]
+        items = [Param(keys[k], param_value(k, v)) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
             self._call(
                 "log_batch (params)", self.client.log_batch, self.run_id, params=items[i : i + 100]

@@ -49,7 +49,11 @@ class Records:
     uint8 ``[N, H, W(, C)]`` or None for embeddings-only sources; ``reacquired``: for victims, the
     linkage gallery per perturbation strength (embeddings of the same records re-acquired, ``[N, D]``);
     ``released``: for victims of a code release (:mod:`privacy.release`), the codes as published
-    (bool ``[N, K]``, randomised or k-anonymised), or None when the release is the head's own output.
+    (bool ``[N, K]``, randomised or k-anonymised), or None when the release is the head's own output;
+    ``train_copy``: bool ``[N]``, True where the record (of a split other than train) has an image
+    byte-identical to a training image (the extract stage's ``duplicate_rows``), or None when
+    unknown (embeddings-only sources): membership inference does not count such a test record as a
+    non-member.
     """
 
     split: str
@@ -60,10 +64,11 @@ class Records:
     images: np.ndarray | None = None
     reacquired: Mapping[float, np.ndarray] = field(default_factory=dict)
     released: np.ndarray | None = None
+    train_copy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.index)
-        for name in ("x", "y", "y_multihot", "images", "released"):
+        for name in ("x", "y", "y_multihot", "images", "released", "train_copy"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise PrivacyError(
@@ -96,6 +101,7 @@ class Records:
             images=None if self.images is None else self.images[rows],
             reacquired={s: g[rows] for s, g in self.reacquired.items()},
             released=None if self.released is None else self.released[rows],
+            train_copy=None if self.train_copy is None else self.train_copy[rows],
         )
 
 
@@ -233,6 +239,18 @@ class MechanismRelease(CodeRelease):
         super().__init__(head.encoder, head.n_bits, head.relaxed)
         self.mechanism = mechanism
         self.mechanism_name = name
+
+    def published(self, records: Records) -> np.ndarray:
+        """The codes the mechanism published for these records (``records.released``). Refused
+        when absent: the head's clean codes are not what was published, and attacking them
+        would report the leakage of the undefended head under the defence's name."""
+        if records.released is None:
+            raise PrivacyError(
+                f"release {self.mechanism_name!r}: the victim records carry no released codes "
+                "(Records.released is None); pass the codes the mechanism published for them "
+                "(pipeline.attack.load_release reads them from the release folder)"
+            )
+        return records.released
 
     def attacker_codes(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.mechanism(self.encode(x)), dtype=bool)

@@ -301,6 +301,17 @@ def blind_tpr_at_fpr(n_neg: int, alpha: float) -> float:
     return (j + 1) / (n_neg + 1)
 
 
+def drop_training_copies(others: Records) -> tuple[Records, int]:
+    """The non-member candidates without the records whose image is byte-identical to a training
+    image (``Records.train_copy``): the head was trained on that very image, so scoring it as a
+    non-member would count the attack's correct "member" call as a false positive. Returns the
+    records kept and how many were dropped."""
+    if others.train_copy is None or not others.train_copy.any():
+        return others, 0
+    keep = np.flatnonzero(~others.train_copy)
+    return others.subset(keep), len(others) - len(keep)
+
+
 def roc_numbers(is_member: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """AUC and TPR at the fixed FPRs (with resolvability flags) of ``score`` ranking members first.
 
@@ -415,6 +426,7 @@ class MembershipInference(Attack):
         check_nonempty(self.name, victims)
         self.check_inputs(self.aux, victims)
         aux, members, others = self.aux, victims["train"], victims["test"]
+        others, copies = drop_training_copies(others)
         rng = np.random.default_rng(self.seed)
         m = min(self.config.candidates, len(members), len(others))
         mem = members.subset(np.sort(rng.choice(len(members), m, replace=False)))
@@ -463,4 +475,5 @@ class MembershipInference(Attack):
         lam = lira_scores(target, shadow, cand_in)
         out = roc_numbers(is_member, lam)
         out.update({"n_members": float(m), "n_nonmembers": float(m), "shadow_heads": float(heads)})
+        out["n_nonmembers_dropped_duplicates"] = float(copies)
         return out

@@ -64,3 +64,26 @@ def test_float_knn_log_uses_the_tables_k(monkeypatch, tmp_path, caplog) -> None:
     bench_dp.main()
     assert "| breastmnist | lsh | 8 | 5 |" in out.read_text()
     assert "float KNN acc (k = 5)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("bench_dp", ["--sections", "dp"]),
+        ("bench_train", ["--n", "100"]),
+        ("bench_utility", ["--split", "val"]),
+    ],
+)
+def test_a_bench_without_out_is_refused_and_never_overwrites_the_curated_results(
+    monkeypatch, capsys, script: str, argv: list[str]
+) -> None:
+    # --out defaulted to bench/RESULTS-<name>.md: a quick check overwrote the published tables
+    import importlib
+    import sys
+
+    module = importlib.import_module(f"bench.{script}")
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    with pytest.raises(SystemExit) as exc:
+        module.main()
+    assert exc.value.code == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err

@@ -363,3 +363,86 @@ def test_nan_float_labels_are_refused_as_labels_not_a_traceback(tmp_path: Path) 
     np.savez(tmp_path / "f.npz", **arrays)
     with pytest.raises(ArtifactError, match="train_y must be integer class ids"):
         load_embeddings(tmp_path / "f.npz")
+
+
+def _record_fsyncs_and_renames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record, in order, every ``os.fsync`` (the path its descriptor points at) and
+    ``os.replace`` (the target) the artifact writers make."""
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(Path(dst).resolve())))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+def test_a_write_is_flushed_to_disk_before_its_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _record_fsyncs_and_renames(monkeypatch)
+    target = (tmp_path / "m.json").resolve()
+    write_json(target, {"a": 1})
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert Path(events[0][1]).parent == target.parent and events[0][1] != str(target)  # the temp
+    assert events[1] == ("replace", str(target))
+    assert events[2] == ("fsync", str(target.parent))
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name descriptors")
+def test_an_output_block_flushes_every_file_before_any_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _record_fsyncs_and_renames(monkeypatch)
+    a, b = (tmp_path / "a.json").resolve(), (tmp_path / "sub" / "b.json").resolve()
+    with atomic_outputs():
+        write_json(a, {"a": 1})
+        write_json(b, {"b": 2})
+    kinds = [e[0] for e in events]
+    first_replace = kinds.index("replace")
+    assert kinds[:first_replace] == ["fsync", "fsync"]  # both staged files, before any rename
+    assert {e[1] for e in events if e[0] == "replace"} == {str(a), str(b)}
+    assert {e[1] for e in events[kinds.index("replace") :] if e[0] == "fsync"} == {
+        str(a.parent),
+        str(b.parent),
+    }
+    assert kinds[-1] == "fsync"
+
+
+def test_a_nan_in_a_json_output_names_the_key_and_the_file_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "metrics.json"
+    with pytest.raises(ValueError, match=r"metrics\.json: knn\.per_k\[1\] is not a finite"):
+        write_json(path, {"knn": {"per_k": [0.5, float("nan")], "k": 7}})
+    with pytest.raises(ValueError, match=r"m\.json: curve\[0, 1\] is not a finite"):
+        write_json(tmp_path / "m.json", {"curve": np.array([[1.0, np.inf]])})
+    assert not path.exists() and not (tmp_path / "m.json").exists()
+    assert list(tmp_path.iterdir()) == []  # no temp file either
+
+
+def test_codes_packed_big_endian_are_refused_not_read_as_other_bits(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    bits = np.zeros((2, 12), dtype=bool)
+    bits[0, 0] = True
+    packed = np.packbits(bits, axis=1, bitorder="big")  # bit 0 is byte 0's high bit
+    path = tmp_path / "codes.safetensors"
+    meta = {"format": "hashaudit.codes/1", "n_bits": "12", "bitorder": "big"}
+    save_file({"train": packed, "test": packed}, str(path), metadata=meta)
+    with pytest.raises(ArtifactError, match=r"codes\.safetensors: codes packed in bitorder='big'"):
+        load_codes(path)
+    save_file({"train": packed, "test": packed}, str(path), metadata={**meta, "bitorder": "little"})
+    codes, n_bits, _ = load_codes(path)  # read little-endian, as the file now says
+    assert n_bits == 12 and codes["train"].shape == (2, 2)

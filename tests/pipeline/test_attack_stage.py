@@ -950,3 +950,19 @@ def test_an_image_replaced_since_extract_is_refused_not_reloaded(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "re-run the extract stage" in errors[0], errors
     assert not (tmp_path / "m/float.json").exists()
+
+
+def test_train_copies_read_the_extract_s_duplicate_rows() -> None:
+    from pipeline.artifacts import ArtifactError
+    from pipeline.attack import train_copies
+
+    emb = synthetic_embeddings()  # 90 rows per split, no duplicate_rows: unknown
+    assert train_copies(emb, "test") is None
+    rows = {"train": {"test": [5], "val": [0]}, "test": {"train": [2, 89]}, "val": {"train": [7]}}
+    emb = dataclasses.replace(emb, meta={**emb.meta, "duplicate_rows": json.dumps(rows)})
+    assert np.flatnonzero(train_copies(emb, "test")).tolist() == [2, 89]
+    assert np.flatnonzero(train_copies(emb, "val")).tolist() == [7]
+    assert not train_copies(emb, "train").any()  # a training record is a member either way
+    bad = dataclasses.replace(emb, meta={**emb.meta, "duplicate_rows": '{"test": {"train": [90]}}'})
+    with pytest.raises(ArtifactError, match=r"duplicate_rows is not a JSON object of row lists"):
+        train_copies(bad, "test")

@@ -639,3 +639,110 @@ def test_an_alpha_channel_is_composited_onto_white() -> None:
     assert out[0] == [255, 255, 255] and out[1] == [200, 10, 10] and out[2] == [127, 127, 127]
     la = torch.tensor([[[[30, 0], [30, 255]]]], dtype=torch.uint8)
     assert _to_nchw(la)[0, :, 0, :].T.tolist() == [[255] * 3, [30] * 3]
+
+
+# --------------------------------------------------------------------------------------------
+# a hub that answers and refuses: no "not reachable", no offline fix
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def refusing_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local stand-in for the Hugging Face hub answering every request with the refusal set in
+    ``state["code"]`` (the ``X-Error-Code`` header and status the hub sends), and an empty cache."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import huggingface_hub.constants as hf
+
+    state = {"code": "RepoNotFound"}
+    status = {"RepoNotFound": 401, "RevisionNotFound": 404, "GatedRepo": 403}
+
+    class Refuse(BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            self.send_response(status[state["code"]])
+            self.send_header("X-Error-Code", state["code"])
+            self.send_header("X-Error-Message", f"refused: {state['code']}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _refuse
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        hf, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (
+            "RepoNotFound",
+            r"backbone\.name: 'facebook/dinov2-bsae' is not a model on the Hugging Face hub \(or a "
+            r"private one this machine has no token for\) \(RepositoryNotFoundError: .*\); fix "
+            r"the id \(e\.g\. facebook/dinov2-base\), log in",
+        ),
+        (
+            "RevisionNotFound",
+            r"backbone\.revision: 'v9' is no branch, tag or commit of model "
+            r"'facebook/dinov2-bsae' on the Hugging Face hub \(RevisionNotFoundError: .*\); set "
+            r"backbone\.revision to one listed at https://huggingface\.co/facebook/dinov2-bsae",
+        ),
+        (
+            "GatedRepo",
+            r"backbone 'facebook/dinov2-bsae': the Hugging Face hub refuses access to this gated "
+            r"model \(GatedRepoError: .*\); accept its terms .* and log in \(`hf auth login`",
+        ),
+    ],
+)
+def test_a_model_or_revision_the_hub_refuses_is_named_not_called_unreachable(
+    refusing_hub: dict, code: str, expected: str
+) -> None:
+    """A typo in backbone.name or backbone.revision (or a gated model) on a hub that answers: the
+    message said the hub was not reachable and told the user to run with network access, which
+    they had."""
+    refusing_hub["code"] = code
+    cfg = BackboneConfig(name="facebook/dinov2-bsae", revision="v9", image_size=28, device="cpu")
+    with pytest.raises(BackboneUnavailableError, match=expected) as err:
+        load_backbone(cfg)
+    msg = str(err.value)
+    assert "not reachable" not in msg and "network access" not in msg and "tiny-random" not in msg
+
+
+def test_an_invalid_hub_id_is_named_not_called_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backbone.name: "facebook/dinov2-base "`` (a trailing space kept by YAML quotes) is no
+    hub id: offline or not, no cache or network can fix it."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    for name in ("facebook/dinov2-base ", "face book/dinov2"):
+        with pytest.raises(BackboneUnavailableError) as err:
+            load_backbone(BackboneConfig(name=name, device="cpu"))
+        msg = str(err.value)
+        assert msg.startswith(
+            f"backbone.name: {name!r} is neither a local folder (from {tmp_path}) nor a valid "
+            "Hugging Face model id (HFValidationError: "
+        )
+        assert msg.endswith(
+            "; fix the name (an id is owner/model, e.g. facebook/dinov2-base, without spaces), or "
+            "point it at a local model folder"
+        )
+        assert "not reachable" not in msg and "hf download" not in msg

@@ -306,3 +306,23 @@ def test_walk_files_follows_linked_folders_once_and_lists_broken_links(
     assert "cls/loop leads to" in caplog.text and "a folder already read" in caplog.text
     assert "cls/linked/p1 leads to" in caplog.text
     assert walk_files(root, skip_hidden=True) == found[1:]
+
+
+def test_cross_split_duplicates_lists_rows_with_a_byte_identical_image_elsewhere() -> None:
+    from pipeline.data import ImagesDigest, cross_split_duplicates
+
+    a, b, c = (np.full((2, 2), v, dtype=np.uint8) for v in (1, 2, 3))
+    digests = {s: ImagesDigest() for s in ("train", "val", "test")}
+    digests["train"].update([a, b, b, c])  # b twice inside train: not a cross-split pair
+    digests["val"].update([np.full((2, 2), 9, dtype=np.uint8), c])
+    # same bytes as `a` but another shape or dtype: another image
+    digests["test"].update([a.reshape(1, 4), b, a, a.astype(np.int8), c])
+    assert cross_split_duplicates(digests) == {
+        "train": {"val": [3], "test": [0, 1, 2, 3]},
+        "val": {"train": [1], "test": [1]},
+        "test": {"train": [1, 2, 4], "val": [4]},
+    }
+    fresh = {s: ImagesDigest() for s in ("train", "test")}
+    fresh["train"].update([a])
+    fresh["test"].update([b])
+    assert cross_split_duplicates(fresh) == {}

@@ -295,3 +295,60 @@ def test_cuda_extraction_overlaps_preprocessing_and_keeps_order() -> None:
         [bb.embed_images(images[i : i + 1]).cpu().numpy() for i in range(23)]
     )
     assert out.shape == (23, bb.dim) and np.allclose(out, one_by_one, atol=1e-4)
+
+
+class DroppingReader(CountingReader):
+    """A reader that breaks the contract: it skips the last image of every batch it is asked for
+    (as a plugin that leaves out unreadable files would)."""
+
+    def read(self, indices):
+        return super().read(indices)[: max(1, len(indices) - 1)]
+
+
+def test_a_reader_returning_fewer_images_than_asked_is_a_bug_not_unset_rows() -> None:
+    """Rows a reader left out stayed ``np.empty`` garbage in the embeddings (e.g. 1e-34, 3e29,
+    -2e36), written without a word; now the reader is named and nothing is returned."""
+    images = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    backbone = load_backbone(
+        BackboneConfig(name="tiny-random", image_size=28, device="cpu"), seed=0
+    )
+    split = ImageSplit(labels=np.zeros(10, dtype=np.int64), reader=DroppingReader(images))
+    with pytest.raises(
+        RuntimeError,
+        match=r"DroppingReader\.read returned 3 images for the 4 positions 0\.\.3 of a split; an "
+        r"ImageReader must return one image per position",
+    ):
+        embed_images(backbone, split, batch_size=4, progress=False)
+    # a subset of it (data.limit, carving) names the reader underneath, positions in the subset
+    subset = split.subset(np.arange(9, -1, -1))
+    with pytest.raises(RuntimeError, match=r"DroppingReader\.read returned 3 images for the 4"):
+        embed_images(backbone, subset, batch_size=4, progress=False)
+    # the same reader asked one image at a time keeps the contract: every row is the image's own
+    ref = backbone.embed_images(images).numpy()
+    out = embed_images(backbone, split, batch_size=1, progress=False)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_the_official_breastmnist_copy_of_a_training_image_in_test_is_recorded(
+    tmp_path: Path, shared_medmnist: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the official file: train image 115 and test image 76 are byte-identical (labels 0 and 1)
+    sets = [f"data.root={shared_medmnist}", "data.download=false"]
+    argv = args(tmp_path, "breastmnist", *[a for s in sets for a in ("--set", s)])
+    with caplog.at_level("WARNING", logger="pipeline.extract"):
+        assert main(argv) == 0
+    emb = load_embeddings(tmp_path / "emb.safetensors")
+    assert json.loads(emb.meta["duplicate_rows"]) == {
+        "train": {"test": [115]},
+        "test": {"train": [76]},
+    }
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["duplicates_train"], metrics["duplicates_val"], metrics["duplicates_test"]) == (
+        1,
+        0,
+        1,
+    )
+    assert (
+        "1 test image(s) (rows 76) are byte-identical to 1 train image(s) (rows 115)" in caplog.text
+    )
+    np.testing.assert_allclose(emb.x["train"][115], emb.x["test"][76], atol=1e-5)  # same image

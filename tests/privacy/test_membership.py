@@ -332,3 +332,34 @@ def test_roc_numbers_reads_0_1_labels_like_bool() -> None:
     assert roc_numbers(member.astype(int), score)["tpr_at_fpr_1pct"] == pytest.approx(0.51)
     with pytest.raises(PrivacyError, match=r"is_member holds \[0, 2\]"):
         roc_numbers(member.astype(int) * 2, score)
+
+
+def test_test_copies_of_training_images_are_not_counted_as_non_members() -> None:
+    from privacy.membership import drop_training_copies
+
+    recs = make_records(n=(80, 60, 80), dim=16)
+    copies = np.zeros(80, dtype=bool)
+    copies[[3, 7, 50]] = (
+        True  # test rows whose image is a training image (extract's duplicate_rows)
+    )
+    x = recs["test"].x.copy()
+    x[copies] = recs["train"].x[[0, 1, 2]]
+    test = dataclasses.replace(recs["test"], x=x, train_copy=copies)
+    kept, dropped = drop_training_copies(test)
+    assert dropped == 3 and len(kept) == 77
+    assert 3 not in kept.index and 50 not in kept.index and kept.train_copy.sum() == 0
+    same, none = drop_training_copies(recs["test"])  # unknown (None): nothing dropped
+    assert none == 0 and same is recs["test"]
+
+    spec = HeadSpec(in_dim=16, n_bits=32, n_classes=3)
+    lsh_cfg = methods.get("lsh").Config(center=False)
+    cfg = FitConfig(epochs=1, progress=False, val_queries=20)
+    target = _trained("lsh", recs["train"], recs["val"], spec=spec, cfg=cfg)
+    attack = MembershipInference(
+        CodeRelease.from_head(target), MembershipConfig(shadow_heads=2, candidates=80),
+        make_head=lambda seed: methods.build("lsh", spec, lsh_cfg, seed=0), fit_config=cfg,
+        n_classes=3,
+    )  # fmt: skip
+    out = attack.fit(recs["val"]).run({"train": recs["train"], "test": test})
+    assert out["n_nonmembers"] == 77 and out["n_members"] == 77
+    assert out["n_nonmembers_dropped_duplicates"] == 3

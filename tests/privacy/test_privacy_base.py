@@ -121,3 +121,17 @@ def test_train_regressor_trains_on_the_rows_not_held_out() -> None:
     assert len(seen_train) == 80 and len(seen_hold) == 20 and not seen_train & seen_hold
     with pytest.raises(PrivacyError, match="epochs=0"):
         train_regressor(model, x, x, loss_fn=loss, settings=InversionConfig(epochs=0), seed=0)
+
+
+def test_a_mechanism_release_attacks_the_published_codes_never_the_clean_ones() -> None:
+    from privacy.base import CodeRelease, MechanismRelease
+
+    x = np.array([[1.0, -1.0], [-1.0, 1.0]], dtype=np.float32)
+    head = CodeRelease(lambda v: v > 0, n_bits=2)
+    flip = MechanismRelease(head, lambda b: ~b, name="rr")
+    published = np.array([[False, False], [True, True]])
+    victims = Records(split="test", index=np.arange(2), x=x, y=np.array([0, 1]), released=published)
+    assert np.array_equal(flip.published(victims), published)
+    assert np.array_equal(flip.attacker_codes(x), ~(x > 0))
+    with pytest.raises(PrivacyError, match="release 'rr': the victim records carry no released"):
+        flip.published(replace(victims, released=None))
