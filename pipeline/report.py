@@ -375,7 +375,7 @@ def _label(row: dict[str, Any]) -> str:
         return "float"
     text = f"{row['method']}-{row['bits']}"
     if row["release"] in ("dp", "rr"):
-        text += f" ε={row['epsilon']:g}"
+        text += f" ε={tracking.epsilon_text(row['epsilon'])}"
     return text if row["release"] in ("codes", "dp") else f"{text} ({row['release']})"
 
 
@@ -439,7 +439,7 @@ def markdown(
     head += [n.attack for n in present] + ["membership AUC"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in rows:
-        eps = "" if r["epsilon"] is None else f"{r['epsilon']:g}"
+        eps = "" if r["epsilon"] is None else tracking.epsilon_text(r["epsilon"])
         cells = [
             TITLES[r["release"]],
             "" if r["release"] == "float" else r["method"],

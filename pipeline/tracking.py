@@ -714,6 +714,14 @@ def _alive(pid: int, started: str | None = None) -> bool:
     return now is None or now == started
 
 
+def epsilon_text(eps: float) -> str:
+    """ε as run names and tags spell it: ``8``, ``0.5``, ``inf`` (``:g``), or every digit where
+    ``:g``'s six would merge two budgets (``0.1234567`` and ``0.1234568`` both read ``0.123457``;
+    the report finds runs by name, so one release's runs went unreported without a word)."""
+    short = f"{float(eps):g}"
+    return short if float(short) == float(eps) else repr(float(eps))
+
+
 def defence_of(config: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:
     """``(stage suffix, name suffix, tags)`` naming the defence behind a head's ``config.json``.
 
@@ -725,13 +733,13 @@ def defence_of(config: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:
     """
     info = config.get("release")
     if isinstance(info, Mapping) and info.get("mechanism") == "rr":
-        eps = f"{float(info['epsilon_code']):g}"
+        eps = epsilon_text(info["epsilon_code"])
         return "_rr", f"-eps{eps}", {"defence": "rr", "epsilon_code": eps}
     if isinstance(info, Mapping) and info.get("mechanism") == "kanon":
         return "_kanon", "", {"defence": "kanon", "release_k": str(info.get("k"))}
     dp = config.get("dp")
     if isinstance(dp, Mapping) and "dp_target_epsilon" in dp:
-        eps = f"{float(dp['dp_target_epsilon']):g}"
+        eps = epsilon_text(dp["dp_target_epsilon"])
         return "_dp", f"-eps{eps}", {"defence": "dp", "dp_target_epsilon": eps}
     return "", "", {"defence": "none"}
 

@@ -162,11 +162,13 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
         job.method_name, spec, params.method_config(job.method_name), seed=params.seed
     )
     check_dp_capable(method)
-    name = f"train_dp@{job.dataset}-{job.method_name}-{job.bits}-eps{epsilon:g}"
+    name = (
+        f"train_dp@{job.dataset}-{job.method_name}-{job.bits}-eps{tracking.epsilon_text(epsilon)}"
+    )
     tags = tracking.head_tags(
         job.dataset, job.method_name, job.bits, source, fingerprint=source.public_fingerprint
     )
-    tags.update(defence="dp", dp_target_epsilon=f"{epsilon:g}")
+    tags.update(defence="dp", dp_target_epsilon=tracking.epsilon_text(epsilon))
     with tracking.stage_run(params.tracking, name=name, tags=tags) as run:
         cfg = dp_fit_config(params)
         # the schedule DP-SGD trains with (dp.* where set, the forced settings), not train's
