@@ -37,15 +37,25 @@ def run_index(
     backend: str | None = None,
     uri: str | None = None,
 ) -> dict[str, Any]:
+    r = params.retrieval
+    name = backend or r.backend
+    if uri is not None and name != "milvus":
+        raise ParamsError(
+            f"--uri {uri!r}: only the milvus back-end reads a URI, and this run uses {name!r} "
+            "(--backend, else retrieval.backend); drop --uri, or pass --backend milvus"
+        )
     codes, n_bits, _ = load_head_codes(head_dir)
     n_db = len(codes["train"])
+    if len(codes["test"]) == 0:
+        raise ParamsError(
+            f"{head_dir / 'codes.safetensors'}: holds no test codes to query with; re-run the "
+            "train stage on embeddings with a non-empty test split"
+        )
     if not 1 <= k <= n_db:
         raise ParamsError(
             f"--k {k}: must be between 1 and the {n_db} database codes of {head_dir}; "
             "choose a k in that range"
         )
-    r = params.retrieval
-    name = backend or r.backend
     options: dict[str, Any] = {}
     if name == "milvus":
         options = {"uri": uri or r.milvus_uri, "index_type": r.milvus_index}
@@ -66,9 +76,13 @@ def run_index(
     t0 = time.perf_counter()
     index = build_index(name, codes["train"], n_bits, **options)
     t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dist, ids = index.search(codes["test"], k)
-    t_search = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        dist, ids = index.search(codes["test"], k)
+        t_search = time.perf_counter() - t0
+    finally:  # a Milvus Lite file or server connection is released even when the search fails
+        if hasattr(index, "close"):
+            index.close()
     exact, _ = HammingIndex(codes["train"], n_bits).search(codes["test"], k)
     summary = {
         "backend": name,
@@ -82,8 +96,6 @@ def run_index(
         "queries_per_second": len(codes["test"]) / max(t_search, 1e-9),
         f"recall_at_{k}": recall_at(exact, dist, ids),
     }
-    if hasattr(index, "close"):
-        index.close()
     write_json(out, summary)
     log.info(
         "%s: %d queries in %.3f s, recall@%d %.4f",

@@ -60,3 +60,51 @@ def test_codes_of_another_width_than_their_bit_count_are_refused(
     assert _index(tmp_path, caplog) == 2
     assert "'test' codes are uint8 (4, 3), but 12-bit codes are packed uint8 [N, 2]" in caplog.text
     assert not (tmp_path / "i.json").exists()
+
+
+def test_a_uri_for_a_back_end_that_reads_none_is_refused_not_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = {s: np.zeros((10, 1), dtype=np.uint8) for s in ("train", "test")}
+    save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=8, meta={})
+    caplog.set_level(logging.ERROR)
+    argv = ["index", "--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false"]
+    argv += ["--head", str(tmp_path / "head"), "--k", "3", "--out", str(tmp_path / "i.json")]
+    assert cli.main([*argv, "--backend", "exact", "--uri", "http://db:19530"]) == 2
+    assert "--uri 'http://db:19530': only the milvus back-end reads a URI" in caplog.text
+    assert "this run uses 'exact'" in caplog.text and not (tmp_path / "i.json").exists()
+    assert cli.main([*argv, "--backend", "exact"]) == 0  # the same run without --uri
+
+
+def test_codes_with_an_empty_test_split_name_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    codes = {"train": np.zeros((10, 1), dtype=np.uint8), "test": np.zeros((0, 1), np.uint8)}
+    save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=8, meta={})
+    assert _index(tmp_path, caplog) == 2
+    assert f"{tmp_path / 'head' / 'codes.safetensors'}: holds no test codes" in caplog.text
+    assert not (tmp_path / "i.json").exists()
+
+
+def test_the_index_is_closed_when_its_search_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import index as stage
+    from pipeline.config import load_params
+
+    closed: list[bool] = []
+
+    class Failing:
+        def search(self, q, k):
+            raise RuntimeError("connection lost")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(stage, "build_index", lambda *a, **kw: Failing())
+    codes = {s: np.zeros((10, 1), dtype=np.uint8) for s in ("train", "test")}
+    save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=8, meta={})
+    params = load_params(REPO / "params.yaml", {"tracking.enabled": False})
+    with pytest.raises(RuntimeError, match="connection lost"):
+        stage.run_index(params, head_dir=tmp_path / "head", k=3, out=tmp_path / "i.json")
+    assert closed == [True] and not (tmp_path / "i.json").exists()
