@@ -89,12 +89,18 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
+    """``--set KEY=VALUE`` items as ``{key: value}`` in the order they apply: a key given again
+    moves to its last position (a dict kept its first one, so in ``--set x.size=128 --set
+    'x={kind: medmnist}' --set x.size=64`` the mapping, applied last, dropped ``size=64``)."""
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"--set {item!r}: use KEY=VALUE, e.g. --set train.epochs=5")
-        out[key.strip()] = yaml_value(value, where=f"--set {item!r}: the value", key=key.strip())
+        key = key.strip()
+        parsed = yaml_value(value, where=f"--set {item!r}: the value", key=key)
+        out.pop(key, None)
+        out[key] = parsed
     return out
 
 

@@ -259,10 +259,13 @@ class DataConfig:
                     "path: <folder of class sub-folders>} or {kind: medmnist, flag: <a MedMNIST "
                     "flag, e.g. breastmnist>, size: 28}"
                 )
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]*", name):
                 raise ParamsError(
-                    f"datasets[{i}]: {name!r} must start with a letter or digit and hold only letters, "
-                    "digits, '_' and '.' (it names files and DVC stages; '..' would leave their folders)"
+                    f"datasets[{i}]: {name!r} must start with a letter or digit and hold only "
+                    "letters, digits and '_' (it names files, DVC stages and the DVC params key "
+                    "data.sources.<name>: a '.' splits that key, so dvc repro finds no params for "
+                    "it; '..' would leave the folders); rename it, e.g. "
+                    f"{re.sub(r'[^A-Za-z0-9_]', '_', name).lstrip('_') or 'mydata'!r}"
                 )
             try:  # the kind's name-dependent checks (e.g. a MedMNIST flag) now, not in a stage
                 self.source(name)
@@ -551,13 +554,36 @@ class _Yaml11Number:
 
 class ParamsLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that tags octal (``012``) and base-60 (``1:30``) plain scalars as
-    :class:`_Yaml11Number` instead of silently reading them as 10 and 90."""
+    :class:`_Yaml11Number` instead of silently reading them as 10 and 90, and refuses a key
+    written twice in one mapping (PyYAML kept the last one silently; DVC refuses the file)."""
 
     yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
         first: ([(_AMBIGUOUS_TAG, _AMBIGUOUS_NUMBER)] if first in "-+0123456789" else [])
         + list(resolvers)
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys may override
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node)
+                except TypeError:  # unhashable: SafeLoader refuses it below
+                    continue
+                if seen is not key_node:
+                    shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else key
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"duplicate key {shown!r} (first on line {seen.start_mark.line + 1}); "
+                        "PyYAML keeps only the last one and DVC refuses it: write each key once",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_yaml11_number(loader: ParamsLoader, node: yaml.ScalarNode) -> _Yaml11Number:
@@ -911,18 +937,43 @@ class RetrievalConfig:
         for key in ("ivf_nprobe", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
             value = getattr(self, key)
             check(value >= 1, key, f"{value} must be >= 1")
+        # the names this block computes: a listed name of another cut-off or radius (params.yaml's
+        # map_at_1000 after `map_at: [5]`) was never computed and left the metrics JSON silently
         known = {
-            *RETRIEVAL_METRICS,
+            "map_all",
+            "bytes_per_item",
+            "compression_ratio",
             *(f"map_at_{k}" for k in self.map_at),
             *(f"precision_at_{k}" for k in self.precision_at),
             f"precision_radius_{self.radius}",
             f"radius_{self.radius}_empty",
         }
         for i, name in enumerate(self.metrics):
-            if name not in known:
+            if name in known:
+                continue
+            cut_off = re.fullmatch(r"(map_at|precision_at)_([1-9][0-9]*)", name)
+            radius = re.fullmatch(
+                r"precision_radius_(0|[1-9][0-9]*)|radius_(0|[1-9][0-9]*)_empty", name
+            )
+            if cut_off:
+                key, k = cut_off[1], cut_off[2]
+                listed = ", ".join(str(c) for c in getattr(self, key))
+                problem = (
+                    f"{name!r} is not computed: retrieval.{key} is [{listed}]; add {k} to "
+                    f"retrieval.{key} or drop {name!r} from retrieval.metrics"
+                )
+            elif radius:
+                r = radius[1] or radius[2]
+                instead = name.replace(f"_{r}", f"_{self.radius}", 1)
+                problem = (
+                    f"{name!r} is not computed: retrieval.radius is {self.radius}; set "
+                    f"retrieval.radius to {r} or list {instead!r} instead"
+                )
+            else:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                check(False, f"metrics[{i}]", f"unknown metric {name!r}{hint}")
+                problem = f"unknown metric {name!r}{hint}"
+            check(False, f"metrics[{i}]", problem)
 
 
 # --------------------------------------------------------------------------------------------

@@ -245,3 +245,20 @@ def test_zero_padded_numbers_that_every_reader_reads_alike_are_kept() -> None:
     """``07`` is 7 in YAML 1.1 (octal), YAML 1.2 (DVC) and to a person: nothing to refuse."""
     p = loaded("seed=00", "train.epochs=07", "knn.k_sweep=[03, 5]")
     assert p.seed == 0 and p.train.epochs == 7 and p.knn.k_sweep == (3, 5)
+
+
+def test_a_key_set_again_applies_after_the_overrides_between() -> None:
+    # a dict kept the key's first position: size=64 applied before the mapping that replaced
+    # the whole entry, which then held the default size 28
+    items = [
+        "data.sources.x.size=128",
+        "data.sources.x={kind: medmnist, flag: breastmnist}",
+        "data.sources.x.size=64",
+        "data.datasets=[x]",
+    ]
+    assert list(parse_overrides(items)) == [
+        "data.sources.x",
+        "data.sources.x.size",
+        "data.datasets",
+    ]
+    assert loaded(*items).data.source("x").size == 64
