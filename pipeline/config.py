@@ -294,6 +294,14 @@ class BackboneConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
+        for key in ("name", "revision"):  # "" loaded the folder "." as the model
+            value = getattr(self, key)
+            check(
+                value.strip() == value and value != "",
+                key,
+                f"{value!r} is empty or has leading/trailing spaces; write the model id or folder "
+                "(e.g. facebook/dinov2-base, models/dinov2-base) or revision (main) without them",
+            )
         check(
             14 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be in [14, 1024]"
         )

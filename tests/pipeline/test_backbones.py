@@ -726,14 +726,14 @@ def test_a_model_or_revision_the_hub_refuses_is_named_not_called_unreachable(
 def test_an_invalid_hub_id_is_named_not_called_unreachable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``backbone.name: "facebook/dinov2-base "`` (a trailing space kept by YAML quotes) is no
-    hub id: offline or not, no cache or network can fix it."""
+    """``backbone.name: "face book/dinov2"`` (a space inside; a leading or trailing one is refused
+    when the params are read) is no hub id: offline or not, no cache or network can fix it."""
     import huggingface_hub.constants as hf
 
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.chdir(tmp_path)
-    for name in ("facebook/dinov2-base ", "face book/dinov2"):
+    for name in ("face book/dinov2", "facebook/dinov2 base"):
         with pytest.raises(BackboneUnavailableError) as err:
             load_backbone(BackboneConfig(name=name, device="cpu"))
         msg = str(err.value)

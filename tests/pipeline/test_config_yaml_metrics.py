@@ -3,6 +3,7 @@ configured cut-offs never compute, and a key written twice in the params file or
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,13 @@ def test_merge_keys_and_distinct_keys_still_load(tmp_path: Path) -> None:
     p = load_params(path)
     assert p.data.sources["retinamnist"].size == 64 and p.data.sources["breastmnist"].size == 28
     assert p.train.epochs == 60
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("name", ""), ("name", "facebook/dinov2-base "), ("name", " models/x"), ("revision", "")],
+)
+def test_an_empty_or_padded_backbone_name_or_revision_is_refused(key: str, value: str) -> None:
+    # backbone.name "" was read as the folder "." (the working directory) as the model
+    with pytest.raises(ParamsError, match=rf"^backbone.{key}: {re.escape(repr(value))} is empty"):
+        load_params(PARAMS, {f"backbone.{key}": value})
