@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,25 @@ def confusion_png(
     frac = matrix / rows
     size = max(4.0, 0.6 * min(n, max_labelled) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
+    try:
+        _draw(ax, matrix, frac, class_names, labelled=labelled, title=title)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:  # a failed write does not leave the figure in pyplot's registry
+        plt.close(fig)
+
+
+def _draw(
+    ax: Any,
+    matrix: np.ndarray,
+    frac: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    labelled: bool,
+    title: str,
+) -> None:
+    n = matrix.shape[0]
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     if labelled:
         labels = tick_labels(class_names, n)
@@ -71,7 +91,3 @@ def confusion_png(
                 fontsize=7,
                 color="white" if frac[i, j] > 0.5 else "black",
             )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -60,3 +60,18 @@ def test_names_still_alike_get_their_class_id(
         "2: lesion, …pper lobe",
         "3: other",
     ]
+
+
+def test_a_failed_plot_write_closes_its_figure(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.artifacts import ArtifactError
+
+    (tmp_path / "file").write_text("x")
+    before = len(plt.get_fignums())
+    with pytest.raises(ArtifactError):  # the parent of the output is a file
+        confusion_png(tmp_path / "file" / "c.png", np.eye(2, dtype=int), ["a", "b"], title="t")
+    assert len(plt.get_fignums()) == before  # was one more figure per failure, never closed
