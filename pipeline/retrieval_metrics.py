@@ -201,13 +201,29 @@ def read_pr_curve(path: Path) -> list[dict[str, Any]]:
 
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found; run the knn stage that writes it first")
-    with path.open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:  # e.g. the PNG written beside the CSV
+        raise ArtifactError(
+            f"{path}: not a PR curve CSV ({err}); pass the .csv the knn stage writes "
+            f"({','.join(PR_COLUMNS)}), not the .png beside it"
+        ) from err
     if not rows or any(c not in rows[0] for c in PR_COLUMNS):
         raise ArtifactError(
             f"{path}: not a PR curve CSV (columns {', '.join(PR_COLUMNS)}); re-run the knn stage"
         )
-    return [{"cutoff": int(r["cutoff"]), **{c: float(r[c]) for c in PR_COLUMNS[1:]}} for r in rows]
+    out = []
+    for i, r in enumerate(rows, start=1):
+        try:
+            out.append({"cutoff": int(r["cutoff"]), **{c: float(r[c]) for c in PR_COLUMNS[1:]}})
+        except (TypeError, ValueError) as err:  # an empty or missing field is None / ''
+            values = ", ".join(f"{c}={r.get(c)!r}" for c in PR_COLUMNS)
+            raise ArtifactError(
+                f"{path}: data row {i} ({values}) is not an integer cut-off and two numbers; "
+                "re-run the knn stage that writes it"
+            ) from err
+    return out
 
 
 def write_pr_curve(

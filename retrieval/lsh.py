@@ -36,6 +36,29 @@ def _as_codes(codes: np.ndarray | Tensor, what: str) -> np.ndarray:
     return arr.astype(bool, copy=False)
 
 
+def _check_finite(x: np.ndarray, what: str) -> None:
+    """Refuse NaN or infinite float vectors ``[n, D]``: their distances are NaN, which sort last or
+    (a NaN query) leave the candidates in index order, returned as if they were the nearest."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise RetrievalError(
+            f"{len(rows)} float {what} vector(s) hold NaN or infinite values (first row "
+            f"{int(rows[0])}); fix or drop them before re-ranking (e.g. re-run the extract stage)"
+        )
+
+
+def _first_copy(x: np.ndarray) -> np.ndarray:
+    """``int64 [n]``: for each row of ``x`` the index of its first identical row (``-0.0`` equal to
+    ``0.0``), so identical rows get one distance, computed once."""
+    if x.shape[1] == 0 or len(x) == 0:  # no coordinates: every row is the same empty vector
+        return np.zeros(len(x), dtype=np.int64)
+    key = np.ascontiguousarray(x + 0.0)  # -0.0 + 0.0 = 0.0: equal values, equal bytes
+    rows = key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)].astype(np.int64)
+
+
 def multi_table_candidates(
     query_codes: np.ndarray | Tensor, db_codes: np.ndarray | Tensor
 ) -> list[np.ndarray]:
@@ -105,8 +128,10 @@ def multi_table_knn(
     ``rerank``: ``"hamming"`` ranks by the Hamming distance over the concatenation of all tables'
     codes (``T x K`` bits: a finer angle estimate than any single table, and it needs only codes);
     ``"euclidean"`` / ``"cosine"`` rank by the float distance between ``queries`` ``[Q, D]`` and
-    ``database`` ``[N, D]`` (E2LSH-style: hashing only prunes, exact distances decide). Ties are
-    broken by the lower database index, so the result never depends on hash-table order. A query
+    ``database`` ``[N, D]`` (E2LSH-style: hashing only prunes, exact distances decide; NaN or
+    infinite vectors are refused). Ties, copies of one database row included (their float distance
+    is computed once), are broken by the lower database index, so the result never depends on
+    hash-table order. A query
     with fewer than ``k`` candidates gets ``-1`` / ``inf`` padding (no fallback to a full scan).
     """
     if k < 1:
@@ -122,15 +147,22 @@ def multi_table_knn(
         dx = np.asarray(
             database.cpu() if isinstance(database, Tensor) else database, dtype=np.float64
         )
-        if qx.shape[0] != q.shape[1] or dx.shape[0] != d.shape[1]:
-            raise RetrievalError("queries / database rows must match the query / database codes")
+        if len(qx) != q.shape[1] or len(dx) != d.shape[1]:
+            raise RetrievalError(
+                f"{len(qx)} float queries / {len(dx)} float database rows for {q.shape[1]} query "
+                f"codes / {d.shape[1]} database codes; pass the embeddings the codes were made "
+                "from, in the same order"
+            )
         if qx.ndim != 2 or dx.ndim != 2 or qx.shape[1] != dx.shape[1]:  # [Q, 1] broadcast
             raise RetrievalError(
                 f"float queries {qx.shape} and float database {dx.shape} must be [Q, D] and "
                 "[N, D] with the same D; embed both with the same backbone"
             )
+        _check_finite(qx, "query")
+        _check_finite(dx, "database")
         if rerank == "cosine":
             qx, dx = unit_rows(qx), unit_rows(dx)  # the true norm, however small; 0 stays 0
+        first = _first_copy(dx)
     else:
         raise RetrievalError(f"rerank={rerank!r}: use 'hamming', 'euclidean' or 'cosine'")
     n_q = q.shape[1]
@@ -141,10 +173,12 @@ def multi_table_knn(
             continue
         if rerank == "hamming":
             dist = (d[:, c, :] != q[:, i : i + 1, :]).sum(axis=(0, 2)).astype(np.float64)
-        elif rerank == "euclidean":
-            dist = np.sqrt(((dx[c] - qx[i]) ** 2).sum(axis=1))
-        else:
-            dist = 1.0 - dx[c] @ qx[i]
+        else:  # once per distinct row: a BLAS product rounds copies of one row apart
+            rows, inv = np.unique(first[c], return_inverse=True)
+            if rerank == "euclidean":
+                dist = np.sqrt(((dx[rows] - qx[i]) ** 2).sum(axis=1))[inv.reshape(-1)]
+            else:
+                dist = (1.0 - dx[rows] @ qx[i])[inv.reshape(-1)]
         top = np.argsort(dist, kind="stable")[:k]  # c is sorted, so ties go to the lower index
         indices[i, : len(top)] = c[top]
         distances[i, : len(top)] = dist[top]

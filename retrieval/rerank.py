@@ -143,6 +143,19 @@ def rerank_ranking(
     """Tie-aware metrics of the two-stage ranking: the re-ranked shortlist first (equal cosine
     distances tied), then every other item by Hamming distance (equal distances tied)."""
     q_labels, db_labels = np.asarray(q_labels), np.asarray(db_labels)
+    if len(result.ids) != len(q_packed):  # fewer codes: the first rows of another query set
+        raise RetrievalError(
+            f"the re-ranked result holds {len(result.ids)} queries but {len(q_packed)} query codes "
+            "were given; pass the query codes (and their labels) that rerank was called with"
+        )
+    if result.ids.size and (
+        int(result.ids.max()) >= index.ntotal or int(result.hamming.max()) > index.n_bits
+    ):
+        raise RetrievalError(
+            f"the re-ranked result holds database id {int(result.ids.max())} and Hamming "
+            f"distance {int(result.hamming.max())}, beyond the index's {index.ntotal} codes of "
+            f"{index.n_bits} bits; pass the HammingIndex that rerank searched"
+        )
 
     def blocks():
         for c in index.counts(q_packed, db_labels, q_labels):

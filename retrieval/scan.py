@@ -38,6 +38,8 @@ import numpy as np
 from numba import int64, njit, types, uint64
 from numba.extending import intrinsic
 
+from retrieval.errors import RetrievalError
+
 #: database codes per block: 4,096 one-word codes = 32 KiB, inside the 48 KiB per-core L1 data
 #: cache of the bench machine
 CHUNK_WORDS = 4096
@@ -411,7 +413,14 @@ def threads() -> int:
     use."""
     env = os.environ.get("HASHAUDIT_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError as err:
+            raise RetrievalError(
+                f"HASHAUDIT_THREADS={env!r} is not a whole number; set it to the number of "
+                "threads of the Hamming scan (e.g. HASHAUDIT_THREADS=4), or unset it to use every "
+                "CPU this process may use"
+            ) from err
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
