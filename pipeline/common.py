@@ -133,10 +133,17 @@ def die_with_parent() -> bool:
 
     On by default only under DVC (``$DVC_STAGE`` is set: dvc sets it for every stage command), so
     that ``nohup python -m pipeline.train ... &`` still outlives its shell;
-    ``HASHAUDIT_DIE_WITH_PARENT=1`` / ``0`` forces it on / off. It helps when dvc starts the
+    ``HASHAUDIT_DIE_WITH_PARENT=1`` / ``0`` forces it on / off (empty: the default; any other
+    value is a :class:`ParamsError`). It helps when dvc starts the
     stage directly: dvc runs ``$SHELL -c CMD``, and bash and zsh exec a single command, while
     dash stays in between (then the stage outlives a killed dvc; see bench/README.md, "Bad inputs")."""
-    wanted = os.environ.get("HASHAUDIT_DIE_WITH_PARENT", "1" if "DVC_STAGE" in os.environ else "0")
+    default = "1" if "DVC_STAGE" in os.environ else "0"
+    wanted = os.environ.get("HASHAUDIT_DIE_WITH_PARENT") or default  # set but empty: the default
+    if wanted not in ("0", "1"):  # 'yes' or 'true' read as off: under dvc, the opposite of asked
+        raise ParamsError(
+            f"HASHAUDIT_DIE_WITH_PARENT={wanted!r}: use 1 (stop when the parent process dies) or "
+            "0 (run on), or unset it (on under dvc only)"
+        )
     if not sys.platform.startswith("linux") or wanted != "1":
         return False
     import ctypes

@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,24 @@ def fit_config(params: Params, *, progress: bool = True) -> FitConfig:
     )
 
 
+def recorded_class_names(meta: Mapping[str, str], n_classes: int) -> tuple[list[Any], str]:
+    """The ``class_names`` metadata as a list of ``n_classes`` names (``[]`` when absent), and
+    what is wrong with it (``""`` when readable): a value that is no JSON list, or a list of
+    another length, names no column (a file given straight to a stage keeps its metadata as
+    written; the ``embeddings`` source replaces such names by ``0..C-1``)."""
+    raw = meta.get("class_names")
+    if raw is None:
+        return [], ""
+    try:
+        names = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return [], f"{raw[:80]!r} is not JSON"
+    if not isinstance(names, list) or len(names) != n_classes:
+        count = f"{len(names)} names" if isinstance(names, list) else type(names).__name__
+        return [], f"holds {count}, not a list of {n_classes} (one per label column)"
+    return names, ""
+
+
 def withhold_label(
     emb: EmbeddingsFile, label: str | int | None
 ) -> tuple[EmbeddingsFile, int | None]:
@@ -90,12 +110,19 @@ def withhold_label(
             f"attack.withhold_label: {label!r} given but {emb.meta.get('dataset', 'this dataset')} is not "
             "multi-label; withholding applies to multi-label sources (e.g. chestmnist) — set it to null"
         )
-    names = json.loads(emb.meta["class_names"]) if "class_names" in emb.meta else []
     n = emb.n_classes
+    names, unreadable = recorded_class_names(emb.meta, n)
     if isinstance(label, int) and 0 <= label < n:
         col = label
     elif isinstance(label, str) and label in names:
         col = names.index(label)
+    elif isinstance(label, str) and unreadable:
+        where = emb.where or emb.meta.get("dataset", "the embeddings file")
+        raise ParamsError(
+            f"attack.withhold_label: {label!r} cannot be looked up: {where}'s class_names metadata "
+            f"{unreadable}; give the column index (0..{n - 1}) instead, or re-save the file with "
+            "class_names a JSON list of one name per label column"
+        )
     else:
         raise ParamsError(
             f"attack.withhold_label: {label!r} is not a label of this dataset; use a column 0..{n - 1} "
@@ -106,6 +133,8 @@ def withhold_label(
     meta["n_classes"] = str(n - 1)
     if names:
         meta["class_names"] = json.dumps([names[c] for c in keep])
+    else:  # unreadable names (the column was given by index) describe no column of the rest
+        meta.pop("class_names", None)
     y = {s: v[:, keep] for s, v in emb.y.items()}
     return EmbeddingsFile(x=emb.x, y=y, meta=meta), col
 
@@ -188,6 +217,18 @@ def encode_splits(method: HashingMethod, emb: EmbeddingsFile) -> dict[str, Any]:
         }
 
 
+def _written_path(path: Path) -> Path:
+    """The path a write to ``path`` replaces: absolute, its folder's symbolic links resolved but
+    not a link at the end (a write replaces the link; two links into DVC's cache may share one
+    target without being one output)."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.parent.resolve() / absolute.name
+
+
+#: the files :meth:`HeadJob.write_outputs` writes into ``--out``
+HEAD_FILES = ("head.safetensors", "config.json", "codes.safetensors")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadJob:
     """One head to train (train, train_dp): what it is and where its files go."""
@@ -201,7 +242,30 @@ class HeadJob:
     history: Path
 
     def check_writable(self) -> None:
+        """Refuse, before any work, outputs that cannot be written, and an output on the path of
+        another or of ``--embeddings``: the last write replaced the other file (the history CSV
+        in place of the metrics, the metrics in place of the head's ``config.json``, the input
+        embeddings overwritten) and the stage exited 0."""
         check_writable(self.metrics, self.history, dirs=[self.out])
+        out = _written_path(self.out)
+        taken = {_written_path(self.embeddings): "--embeddings (the input: it would be lost)"}
+        outputs = [(f"--out {self.out}: its {name}", out / name) for name in HEAD_FILES]
+        outputs += [("--metrics", Path(self.metrics)), ("--history", Path(self.history))]
+        for flag, path in outputs:
+            resolved = _written_path(path)
+            if resolved == out:
+                raise ParamsError(
+                    f"{flag} {path}: this is the --out folder, where the head's files go; give "
+                    "the file its own path"
+                )
+            if resolved in taken:
+                what = flag if flag.startswith("--out") else f"{flag} {path}"
+                raise ParamsError(
+                    f"{what}: the same file as {taken[resolved]}; give each output its own path"
+                )
+            taken[resolved] = (
+                f"the head's {path.name} in --out {self.out}" if flag.startswith("--out") else flag
+            )
 
     def run_params(
         self, params: Params, *, train: dict[str, Any] | None = None, **extra: Any
