@@ -431,7 +431,16 @@ class StageRun:
 
 
 def tracking_enabled(config: TrackingConfig) -> bool:
-    return config.enabled and os.environ.get("HASHAUDIT_TRACKING", "1") != "0"
+    """``tracking.enabled``, unless ``HASHAUDIT_TRACKING=0`` turns it off (``1`` or empty: as
+    params say). Any other value is refused: ``false``, ``no`` or ``off`` read as on, so the
+    stage logged to a store the user had asked it to leave alone."""
+    env = os.environ.get("HASHAUDIT_TRACKING") or "1"
+    if env not in ("0", "1"):
+        raise ParamsError(
+            f"HASHAUDIT_TRACKING={env!r}: use 0 (no MLflow logging) or 1 (log as "
+            "tracking.enabled says), or unset it"
+        )
+    return config.enabled and env == "1"
 
 
 #: seconds to wait for a remote tracking server's TCP port before giving up

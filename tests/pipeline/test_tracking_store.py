@@ -149,3 +149,17 @@ def test_a_fresh_store_in_a_new_folder_still_opens(
     with tracking.stage_run(TrackingConfig(uri=uri), name="knn@x") as run:
         assert run.active
     assert (tmp_path / "new" / "sub" / "m.db").is_file()
+
+
+@pytest.mark.parametrize("value", ["false", "no", "off", "2"])
+def test_a_tracking_switch_other_than_0_or_1_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "false", "no" or "off" read as on: the stage logged to the store it was asked to leave
+    monkeypatch.setenv("HASHAUDIT_TRACKING", value)
+    with pytest.raises(ParamsError, match=rf"^HASHAUDIT_TRACKING='{value}': use 0 \(no MLflow"):
+        tracking.tracking_enabled(TrackingConfig())
+    for env, want in (("0", False), ("1", True), ("", True)):
+        monkeypatch.setenv("HASHAUDIT_TRACKING", env)
+        assert tracking.tracking_enabled(TrackingConfig()) is want
+    assert tracking.tracking_enabled(TrackingConfig(enabled=False)) is False
