@@ -10,7 +10,8 @@ paper needs it. The single training loop lives in :mod:`hashers.trainer`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +20,11 @@ from torch import Tensor, nn
 
 from hashers.errors import HashingError
 from hashers.heads import InputStandardizer, MLPHead
+
+
+def _is_int(value: object) -> bool:
+    """An integer (numpy's included), never a bool or a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +41,29 @@ class HeadSpec:
     standardize: bool = False
 
     def __post_init__(self) -> None:
+        # types first: hidden_dims=512 or n_bits=16.0 failed inside torch ("'int' object is not
+        # iterable", "empty(): argument 'size' ..."), n_classes=3.5 and standardize="false" passed
+        for key in ("in_dim", "n_bits", "n_classes"):
+            value = getattr(self, key)
+            if not _is_int(value):
+                raise HashingError(f"{key}={value!r} must be an integer")
+            object.__setattr__(self, key, int(value))
+        if isinstance(self.hidden_dims, (str, bytes)) or not isinstance(self.hidden_dims, Sequence):
+            raise HashingError(
+                f"hidden_dims={self.hidden_dims!r} must be a sequence of hidden-layer widths, "
+                "e.g. (512,), or () for none"
+            )
+        for i, width in enumerate(self.hidden_dims):
+            if not _is_int(width):
+                raise HashingError(
+                    f"hidden_dims[{i}]={width!r}: every hidden width must be an integer"
+                )
+        object.__setattr__(self, "hidden_dims", tuple(int(w) for w in self.hidden_dims))
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
+            raise HashingError(f"dropout={self.dropout!r} must be a number in [0, 1)")
+        for key in ("multilabel", "standardize"):
+            if not isinstance(getattr(self, key), bool):
+                raise HashingError(f"{key}={getattr(self, key)!r} must be True or False")
         if self.in_dim < 1:
             raise HashingError(f"in_dim={self.in_dim}: the embedding dimension must be >= 1")
         if not 1 <= self.n_bits <= 4096:
@@ -56,8 +85,9 @@ class HeadSpec:
 class EmbeddingSet:
     """Embeddings ``x`` float32 ``[N, D]`` with multi-hot float labels ``y`` ``[N, C]``.
 
-    Refused at construction (:class:`HashingError`): other shapes, non-finite embeddings, and
-    labels other than 0 and 1 (NaN, -1, 2, ...); bool and integer 0/1 labels pass.
+    Refused at construction (:class:`HashingError`): other shapes, embeddings of another dtype
+    than float32, non-finite embeddings, and labels other than 0 and 1 (NaN, -1, 2, ...); bool,
+    integer and float64 0/1 labels pass and are stored as float32 (exact).
     """
 
     x: Tensor
@@ -69,6 +99,13 @@ class EmbeddingSet:
         if self.y.ndim != 2 or self.y.shape[0] != self.x.shape[0]:
             raise HashingError(
                 f"labels must be multi-hot [N, C] with N={self.x.shape[0]}, got {tuple(self.y.shape)}"
+            )
+        # float64 (torch.from_numpy of a numpy default), half or integer embeddings failed inside
+        # the first layer ("mixed dtype (CPU): all inputs must share same datatype")
+        if self.x.dtype != torch.float32:
+            raise HashingError(
+                f"embeddings must be float32, got {self.x.dtype}; convert them with x.float() "
+                "(or build the set with EmbeddingSet.from_numpy)"
             )
         if not torch.isfinite(self.x).all():
             n_bad = int((~torch.isfinite(self.x)).any(dim=1).sum())
@@ -82,6 +119,10 @@ class EmbeddingSet:
                 f"(row {row}, class column {col}; {int(bad.sum())} such entries); encode each "
                 "label as 1 (present) or 0 (absent), and fix or drop rows whose label is missing"
             )
+        # the losses compute in float32: bool or integer labels (documented as passing) failed
+        # inside most methods ("addmm_impl_cpu_" not implemented for 'Bool', CSQ, DSH-GAN)
+        if self.y.dtype != torch.float32:
+            object.__setattr__(self, "y", self.y.to(torch.float32))
 
     @classmethod
     def from_numpy(cls, x: Any, y_multihot: Any) -> EmbeddingSet:
@@ -164,7 +205,19 @@ class HashingMethod(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def encode(self, x: Tensor, *, batch_size: int = 8192) -> Tensor:
-        """Binary codes ``bool [N, n_bits]`` (``u > 0``), computed in eval mode."""
+        """Binary codes ``bool [N, n_bits]`` (``u > 0``), computed in eval mode.
+
+        ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1`` (:class:`HashingError` otherwise: a
+        negative batch size gave zero codes, a ``[B, N, D]`` input codes of another shape)."""
+        if not _is_int(batch_size) or batch_size < 1:
+            raise HashingError(
+                f"{self.name}: encode batch_size={batch_size!r} must be an integer >= 1"
+            )
+        if x.ndim != 2 or x.shape[1] != self.spec.in_dim:
+            raise HashingError(
+                f"{self.name}: encode takes embeddings [N, {self.spec.in_dim}] (the head's in_dim), "
+                f"got shape {tuple(x.shape)}"
+            )
         was_training = self.training
         self.eval()
         try:

@@ -7,11 +7,14 @@ Adding a method = one file in ``hashers/``, one line in the ``_METHODS`` table b
 from __future__ import annotations
 
 import importlib
+import numbers
 from typing import Any
 
 import torch
 
 from hashers.base import HashingError, HashingMethod, HeadSpec
+
+SEED_LIMIT = 2**64  # torch's seeds are unsigned 64-bit (a negative one wraps: no second name)
 
 
 class LazyTable:
@@ -73,8 +76,18 @@ def get(name: str) -> type[HashingMethod]:
 
 
 def build(name: str, spec: HeadSpec, config: Any | None = None, *, seed: int = 0) -> HashingMethod:
-    """Instantiate method ``name`` with its parameters initialised from ``seed`` (reproducible)."""
+    """Instantiate method ``name`` with its parameters initialised from ``seed`` (reproducible), an
+    integer from 0 to 2**64 - 1 (numpy's integers too; seeds derived from a params seed, such as
+    the membership attack's shadow seeds ``attack.seed + 1 + i``, may pass 2**63)."""
+    # np.int64 seeds failed in torch ("an integer is required"), and torch maps a negative seed
+    # s to 2**64 + s: seed -1 built the head of seed 2**64 - 1
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed < SEED_LIMIT
+    ):
+        raise HashingError(f"seed={seed!r}: use an integer from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
     cls = get(name)
     with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
-        torch.default_generator.manual_seed(seed)  # so seed only it (torch.manual_seed: CUDA too)
+        torch.default_generator.manual_seed(int(seed))  # only it (torch.manual_seed: CUDA too)
         return cls(spec, config)
