@@ -82,6 +82,11 @@ def gaussian_clusters(
     add unit noise drawn from ``seed``. Classes cycle (balanced) unless ``majority`` puts that share
     of the samples in class 0 and spreads the rest over the others.
     """
+    if majority is not None and (not 0.0 <= majority <= 1.0 or n_classes < 2):
+        raise ValueError(
+            f"majority={majority!r} with n_classes={n_classes}: the share of class 0 must lie in "
+            "[0, 1], and the rest needs at least one other class (n_classes >= 2)"
+        )
     g = np.random.default_rng(seed)
     centers = np.random.default_rng(center_seed).normal(size=(n_classes, dim)) * spread
     if majority is None:
@@ -125,6 +130,9 @@ def latent_clusters(
 
     Class weights rise linearly from 1 to 2; ``label_noise`` of the labels are redrawn uniformly.
     The defaults put float KNN (k=7) near 90 % test accuracy, close to DINOv2 on PathMNIST.
+    ``chunk`` bounds peak memory but is part of the data's definition: the draws of each chunk
+    are interleaved, so another ``chunk`` gives other numbers for the same seed (every published
+    benchmark uses the default).
     """
     g = np.random.default_rng(seed)
     weights = np.linspace(1.0, 2.0, n_classes)

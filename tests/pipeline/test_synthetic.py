@@ -90,3 +90,15 @@ def test_latent_clusters_are_the_same_whatever_blas_kernel_the_cpu_gets() -> Non
     z = means[y] + g.standard_normal((50, 32), dtype=np.float32)
     want = z.astype(np.float64) @ basis.astype(np.float64) + offset
     np.testing.assert_allclose(x["train"][0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("majority", "n_classes"), [(1.5, 5), (-0.1, 5), (0.9, 1)])
+def test_gaussian_clusters_refuses_a_majority_share_it_cannot_draw(
+    majority: float, n_classes: int
+) -> None:
+    # 1.5 / -0.1 were accepted (every sample class 0 / none); n_classes=1 failed in numpy
+    with pytest.raises(ValueError, match=rf"majority={majority!r} with n_classes={n_classes}"):
+        gaussian_clusters(20, seed=0, majority=majority, n_classes=n_classes)
+    # the ends of the range: every sample in class 0, or none
+    assert gaussian_clusters(20, seed=0, majority=1.0, n_classes=3).y.sum(0).tolist() == [20, 0, 0]
+    assert gaussian_clusters(20, seed=0, majority=0.0, n_classes=3).y[:, 0].sum() == 0
