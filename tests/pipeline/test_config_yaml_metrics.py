@@ -13,18 +13,9 @@ from pipeline.common import parse_overrides
 from pipeline.config import ParamsError, load_params
 from tests.conftest import REPO
 from tests.pipeline.test_config_errors import knn_main
+from tests.pipeline.test_config_overrides import error_of
 
 PARAMS = REPO / "params.yaml"
-
-
-def loaded(*items: str):
-    return load_params(PARAMS, parse_overrides(items))
-
-
-def error_of(*items: str) -> str:
-    with pytest.raises(ParamsError) as err:
-        loaded(*items)
-    return str(err.value)
 
 
 # --- retrieval.metrics naming a cut-off or radius that is not computed ----------------------

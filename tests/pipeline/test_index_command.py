@@ -28,11 +28,11 @@ def test_bad_k_names_the_flag_and_the_database_size(
     assert "knn.k" not in caplog.text and not (tmp_path / "i.json").exists()
 
 
-def _index(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> int:
+def _index(tmp_path: Path, caplog: pytest.LogCaptureFixture, *extra: str) -> int:
     caplog.set_level(logging.ERROR)
     argv = ["index", "--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false"]
     argv += ["--head", str(tmp_path / "head"), "--k", "3", "--out", str(tmp_path / "i.json")]
-    return cli.main(argv)
+    return cli.main([*argv, *extra])
 
 
 def test_codes_without_a_test_split_name_the_split_not_a_key_error(
@@ -67,13 +67,10 @@ def test_a_uri_for_a_back_end_that_reads_none_is_refused_not_ignored(
 ) -> None:
     codes = {s: np.zeros((10, 1), dtype=np.uint8) for s in ("train", "test")}
     save_codes(tmp_path / "head" / "codes.safetensors", codes, n_bits=8, meta={})
-    caplog.set_level(logging.ERROR)
-    argv = ["index", "--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false"]
-    argv += ["--head", str(tmp_path / "head"), "--k", "3", "--out", str(tmp_path / "i.json")]
-    assert cli.main([*argv, "--backend", "exact", "--uri", "http://db:19530"]) == 2
+    assert _index(tmp_path, caplog, "--backend", "exact", "--uri", "http://db:19530") == 2
     assert "--uri 'http://db:19530': only the milvus back-end reads a URI" in caplog.text
     assert "this run uses 'exact'" in caplog.text and not (tmp_path / "i.json").exists()
-    assert cli.main([*argv, "--backend", "exact"]) == 0  # the same run without --uri
+    assert _index(tmp_path, caplog, "--backend", "exact") == 0  # the same run without --uri
 
 
 def test_codes_with_an_empty_test_split_name_the_file(

@@ -14,15 +14,8 @@ from pipeline.artifacts import save_embeddings
 from pipeline.config import ParamsError, TrackingConfig
 from pipeline.synthetic import synthetic_embeddings
 from tests.conftest import REPO
+from tests.pipeline.test_tracking_inputs import ENV_FIX, FIX
 
-FIX = (
-    "use e.g. tracking.uri: http://127.0.0.1:5000, or a local store "
-    "(tracking.uri: sqlite:///mlflow.db)"
-)
-ENV_FIX = (
-    "fix or unset MLFLOW_TRACKING_URI (e.g. MLFLOW_TRACKING_URI=http://127.0.0.1:5000), or set "
-    "tracking.uri, which takes precedence (tracking.uri: sqlite:///mlflow.db)"
-)
 MEMORY = "an in-memory database: every run is lost when the stage exits"
 FILE_STORE = (
     "MlflowException: The filesystem tracking backend (e.g., './mlruns') is in maintenance mode"
