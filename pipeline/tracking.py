@@ -522,9 +522,12 @@ def artifact_location(uri: str) -> str | None:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The absolute database path of a ``sqlite:///`` store URI; None for any other store."""
+    """The absolute database path of a ``sqlite:///`` store URI (without a ``?query`` such as
+    ``?timeout=30``: the same file, so the same store lock); None for any other store."""
     prefix = "sqlite:///"
-    return Path(os.path.abspath(uri[len(prefix) :])) if uri.startswith(prefix) else None
+    if not uri.startswith(prefix):
+        return None
+    return Path(os.path.abspath(uri[len(prefix) :].split("?", 1)[0]))
 
 
 def _experiment_id(client: Any, name: str, *, location: str | None = None) -> str:

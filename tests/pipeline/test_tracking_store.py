@@ -156,3 +156,12 @@ def test_a_tracking_switch_other_than_0_or_1_is_refused(
         monkeypatch.setenv("HASHAUDIT_TRACKING", env)
         assert tracking.tracking_enabled(TrackingConfig()) is want
     assert tracking.tracking_enabled(TrackingConfig(enabled=False)) is False
+
+
+def test_a_store_named_with_a_query_string_is_the_same_file_and_lock(tmp_path: Path) -> None:
+    # "sqlite:///m.db?timeout=30" keyed the creation lock on "m.db?timeout=30": two stages naming
+    # one store with and without the query raced to create it again
+    plain, query = f"sqlite:///{tmp_path}/m.db", f"sqlite:///{tmp_path}/m.db?timeout=30"
+    assert tracking.sqlite_path(query) == tracking.sqlite_path(plain) == tmp_path / "m.db"
+    assert tracking.artifact_location(query) == (tmp_path / "mlartifacts").as_uri()
+    assert tracking.sqlite_path("http://127.0.0.1:5000") is None
