@@ -39,6 +39,7 @@ import math
 import socket
 import sys
 import types
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -76,7 +77,7 @@ def _faiss_search(
     index: Any, q_packed: np.ndarray, n_bits: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(distances int32, ids int64)`` of a faiss binary index over codes padded to words."""
-    check_k(k, int(index.ntotal))
+    k = check_k(k, int(index.ntotal))  # a Python int: faiss' SWIG refuses numpy ints
     check_queries(q_packed, n_bits)
     d, i = index.search(np.ascontiguousarray(pad_to_words(q_packed, n_bits)), k)
     d = d.astype(np.int32)
@@ -189,6 +190,7 @@ class FaissHNSW:
 
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest found by the graph search (``efSearch = max(ef_search, k)``)."""
+        k = check_k(k, self.ntotal)  # before max(): a k of "3" was a TypeError there
         self.index.hnsw.efSearch = max(self.ef_search, k)
         return _faiss_search(self.index, q_packed, self.n_bits, k)
 
@@ -216,7 +218,7 @@ class ScanIVF(FaissIVF):
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         from retrieval.scan import ivf_topk
 
-        check_k(k, self.ntotal)
+        k = check_k(k, self.ntotal)
         check_queries(q_packed, self.n_bits)
         nprobe, nlist = int(self.index.nprobe), int(self.index.nlist)
         if not 1 <= nprobe <= nlist:
@@ -300,7 +302,16 @@ MILVUS_TOPK_LIMIT = 16384
 
 class MilvusIndex:
     """Codes in a Milvus collection: ``id INT64`` primary key (= database row) and
-    ``code BINARY_VECTOR`` (codes zero-padded to whole bytes), metric ``HAMMING``."""
+    ``code BINARY_VECTOR`` (codes zero-padded to whole bytes), metric ``HAMMING``.
+
+    ``collection=None`` (the default) creates a collection of this index's own,
+    ``hashaudit_codes_<random hex>``, dropped by :meth:`close`: with one fixed name, a second index
+    on the same URI (another ``hashaudit index`` run on a shared server, or a second index in one
+    process) dropped and refilled the first one's collection, whose searches then returned the
+    other database's ids and distances. A named collection is replaced when it exists and kept
+    after :meth:`close`. The collection is created with ``consistency_level="Strong"``: under
+    Milvus' default, Bounded, a search right after the inserts may not see the latest ones, which
+    read as neighbours the index missed."""
 
     def __init__(
         self,
@@ -308,7 +319,7 @@ class MilvusIndex:
         n_bits: int,
         *,
         uri: str = "milvus_codes.db",
-        collection: str = "hashaudit_codes",
+        collection: str | None = None,
         index_type: str = "BIN_FLAT",
         nlist: int = 1024,
         nprobe: int = 16,
@@ -327,6 +338,9 @@ class MilvusIndex:
         if _is_server(uri):
             check_reachable(uri)
         pymilvus = _import_milvus()
+        self._owned = collection is None
+        if collection is None:
+            collection = f"hashaudit_codes_{uuid.uuid4().hex}"
         self.n_bits, self.uri, self.collection = n_bits, uri, collection
         self.dim = 8 * math.ceil(n_bits / 8)
         self.nprobe, self.index_type = nprobe, index_type
@@ -347,7 +361,9 @@ class MilvusIndex:
         params.add_index(
             field_name="code", index_type=index_type, metric_type="HAMMING", params=extra
         )
-        self.client.create_collection(collection, schema=schema, index_params=params)
+        self.client.create_collection(
+            collection, schema=schema, index_params=params, consistency_level="Strong"
+        )
         packed = np.ascontiguousarray(db_packed)
         for start in range(0, len(packed), batch):
             rows = [
@@ -365,7 +381,7 @@ class MilvusIndex:
     def search(
         self, q_packed: np.ndarray, k: int, *, batch: int = 1000
     ) -> tuple[np.ndarray, np.ndarray]:
-        check_k(k, self.ntotal)
+        k = check_k(k, self.ntotal)
         if k > MILVUS_TOPK_LIMIT:  # checked here: Milvus answers with a MilvusException
             raise RetrievalError(
                 f"k={k} exceeds Milvus' limit of {MILVUS_TOPK_LIMIT} results per query (topk); "
@@ -395,6 +411,13 @@ class MilvusIndex:
         return dist, ids
 
     def close(self) -> None:
+        """Release the connection, dropping the collection when this index named it itself (best
+        effort: clients of one URI share pymilvus' connection, which the first close removes)."""
+        if getattr(self, "_owned", False):
+            try:
+                self.client.drop_collection(self.collection)
+            except _import_milvus().exceptions.MilvusException as err:  # cleanup only
+                log.warning("Milvus collection %s was not dropped: %s", self.collection, err)
         self.client.close()
 
 
@@ -422,7 +445,23 @@ def recall_at(
     """Tie-aware recall@k of an approximate search: the share of its k results whose distance is
     within the exact k-th distance (an item tied with the k-th is as good as the one exact search
     happened to return). A missing result (id ``-1`` in ``approx_ids``) never counts, whatever
-    distance the back-end reported for it."""
+    distance the back-end reported for it.
+
+    Both searches must answer the same queries at the same k: results of another k or another
+    query set broadcast against each other (``[1, 10]`` exact rows against ``[3, 10]``, 100
+    results against the 10th exact distance) and read as a recall."""
+    exact_dist, approx_dist = np.asarray(exact_dist), np.asarray(approx_dist)
+    if exact_dist.ndim != 2 or exact_dist.size == 0 or approx_dist.shape != exact_dist.shape:
+        raise RetrievalError(
+            f"exact distances {exact_dist.shape} and approximate distances {approx_dist.shape} "
+            "must both be [queries, k] from the same queries and the same k (at least one of "
+            "each); search both back-ends with the same query codes and k"
+        )
+    if approx_ids is not None and np.shape(approx_ids) != exact_dist.shape:
+        raise RetrievalError(
+            f"approximate ids {np.shape(approx_ids)} and distances {approx_dist.shape} differ in "
+            "shape; pass the ids and distances of one search"
+        )
     kth = exact_dist[:, -1:]
     hit = approx_dist <= kth
     if approx_ids is not None:

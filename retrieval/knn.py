@@ -85,7 +85,7 @@ class TieTally:
 def tie_tally(dist: np.ndarray, db_onehot: np.ndarray, k: int) -> TieTally:
     """:class:`TieTally` of the k nearest database items from dense distances ``[Q, N]`` and
     one- or multi-hot labels ``[N, C]``."""
-    check_k(k, dist.shape[1])
+    k = check_k(k, dist.shape[1])
     kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
     closer = (dist < kth).astype(np.float32)
     tied = (dist == kth).astype(np.float32)
@@ -192,7 +192,7 @@ def tally_from_counts(by_label: np.ndarray, tot: np.ndarray, k: int) -> TieTally
     """:class:`TieTally` from per-distance counts: ``by_label [Q, G, C]`` items of each class at
     each distance group (ascending), ``tot [Q, G]`` all items there."""
     cum = np.cumsum(tot, axis=1)
-    check_k(k, int(cum[0, -1]))
+    k = check_k(k, int(cum[0, -1]))
     g = np.argmax(cum >= k, axis=1)  # the group holding the k-th item
     rows = np.arange(len(tot))
     n_closer = (cum[rows, g] - tot[rows, g])[:, None]
@@ -245,8 +245,8 @@ def knn_float(
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(queries), db_labels)
     onehot = _onehot(db_labels, index.ntotal)
-    for k in ks:  # every k: a k <= 0 read a column from the end, or broke the broadcast
-        check_k(k, index.ntotal)
+    # every k: a k <= 0 read a column from the end, or broke the broadcast; Python ints for faiss
+    ks = [check_k(k, index.ntotal) for k in ks]
     k_max = max(ks)
     fetch = min(index.ntotal, k_max + max(k_max, 16))
     multilabel = db_labels.ndim == 2
@@ -298,8 +298,7 @@ def knn_hamming(
     index = index or HammingIndex(db_packed, n_bits)
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(q_packed), db_labels)
-    for k in ks:
-        check_k(k, index.ntotal)
+    ks = [check_k(k, index.ntotal) for k in ks]  # a k of 2.5 voted as a "2.5-NN"
     for c in index.counts(q_packed, db_labels):
         for k in ks:
             out[k][c.sl] = tally_from_counts(c.by_label, c.tot, k).decide(k, db_labels.ndim == 2)

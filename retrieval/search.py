@@ -66,11 +66,32 @@ def block_rows(n_db: int, block_elems: int = BLOCK_ELEMS) -> int:
     return max(1, block_elems // max(n_db, 1))
 
 
-def check_k(k: int, n_db: int) -> None:
+def check_k(k: int, n_db: int) -> int:
+    """``k`` as a Python int, after refusing a k that is not a whole number or lies outside
+    ``1 .. n_db``. Callers pass the returned int on: faiss' SWIG wrappers take Python ints only (a
+    numpy ``int64`` k was a "Wrong number or type of arguments" TypeError), and a float k such as
+    2.5 was a TypeError deep in numpy, or a "2.5-NN" vote from the per-distance counts."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise RetrievalError(
+            f"k={k!r} must be a whole number (an int) between 1 and the database size {n_db}; "
+            "pass an int k (params knn.k / knn.k_sweep)"
+        )
     if not 1 <= k <= n_db:
         raise RetrievalError(
             f"k={k} must be between 1 and the database size {n_db}; lower k (params knn.k / "
             "knn.k_sweep) or use a larger database"
+        )
+    return int(k)
+
+
+def check_block(block: int | None) -> None:
+    """Refuse a query block size below 1 (``None`` = the default): a negative step skipped every
+    block, leaving the uninitialised result arrays (``np.empty``) or no counts at all."""
+    if block is not None and (
+        isinstance(block, (bool, np.bool_)) or not isinstance(block, (int, np.integer)) or block < 1
+    ):
+        raise RetrievalError(
+            f"block={block!r} must be a positive int (queries per block), or None for the default"
         )
 
 
@@ -160,7 +181,8 @@ class HammingIndex:
         (``"faiss"``); use :meth:`counts` where ties matter. ``block`` (queries per faiss call)
         applies to ``"faiss"`` only: the scan's memory is ``O(k)`` per query whatever the count.
         """
-        check_k(k, self.ntotal)
+        k = check_k(k, self.ntotal)
+        check_block(block)
         q = self._queries(q_packed)
         if self.engine == "scan":
             from retrieval.scan import hamming_topk  # numba, imported on first use like faiss
@@ -180,6 +202,7 @@ class HammingIndex:
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(query slice, int32 [b, N])`` exact distances, ``b * N <= BLOCK_ELEMS``
         (columns in database order, or in the order of the row permutation ``order``)."""
+        check_block(block)
         q = self._queries(q_packed)
         codes = self.codes if order is None else np.ascontiguousarray(self.codes[order])
         n, width = self.ntotal, codes.shape[1]
@@ -214,6 +237,7 @@ class HammingIndex:
         :func:`retrieval.metrics.multilabel_relevance`).
         """
         n_values = self.n_bits + 1
+        check_block(block)
         labels = _check_labels(db_labels, self.ntotal, "database")
         if q_labels is not None:
             q_labels = _check_labels(q_labels, len(q_packed), "query")
@@ -390,7 +414,8 @@ class FloatIndex:
         self, queries: np.ndarray, k: int, *, block: int = 4096
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(distances float32 [Q, k] ascending, ids int64 [Q, k])``."""
-        check_k(k, self.ntotal)
+        k = check_k(k, self.ntotal)
+        check_block(block)
         q = self.prepare(queries)
         dist = np.empty((len(q), k), dtype=np.float32)
         ids = np.empty((len(q), k), dtype=np.int64)
