@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hashers.errors import HashingError
+
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryBankOptions:
@@ -151,6 +153,14 @@ class MemoryBankMixin:
         if self.bank is not None and len(self.bank) == 0:
             raise ValueError(
                 f"{self.name}: memory bank is empty; on_fit_start(train) sizes it"  # type: ignore[attr-defined]
+            )
+        # a loaded head's bank holds its codes but no labels (never saved): indexing them failed
+        # with "IndexError: index is out of bounds for dimension with size 0"
+        if self.bank is not None and self.bank.labels.shape[0] != len(self.bank):
+            raise HashingError(
+                f"{self.name}: the memory bank holds {len(self.bank)} stored codes but "  # type: ignore[attr-defined]
+                f"{self.bank.labels.shape[0]} training labels (a loaded head: the labels are not "
+                "saved with it); call on_fit_start(train) with its training set before a loss"
             )
         return pair_partners(
             self.bank,

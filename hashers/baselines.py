@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
+from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, _is_int
 from retrieval.codes import to_signs
 
 _CHUNK = 8192
@@ -253,7 +253,20 @@ class LSH(_ClosedForm):
 
     @torch.no_grad()
     def encode_tables(self, x: Tensor, *, batch_size: int = 8192) -> Tensor:
-        """Codes of every table: ``bool [T, N, K]`` (table 0 equals :meth:`encode`)."""
+        """Codes of every table: ``bool [T, N, K]`` (table 0 equals :meth:`encode`).
+
+        ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1``, as for :meth:`encode`
+        (:class:`HashingError` otherwise: a negative batch size gave ``[T, 0, K]`` for N rows, and
+        ``[B, N, D]`` broadcast against the tables into codes of another shape)."""
+        if not _is_int(batch_size) or batch_size < 1:
+            raise HashingError(
+                f"{self.name}: encode_tables batch_size={batch_size!r} must be an integer >= 1"
+            )
+        if x.ndim != 2 or x.shape[1] != self.spec.in_dim:
+            raise HashingError(
+                f"{self.name}: encode_tables takes embeddings [N, {self.spec.in_dim}] (the head's "
+                f"in_dim), got shape {tuple(x.shape)}"
+            )
         x = x.to(self.head.mean.device)
         parts = [
             self.head.project_tables(x[i : i + batch_size]) > 0
@@ -293,10 +306,37 @@ class _PCAFamily(_ClosedForm):
             " (n rows, once centred, span at most n - 1 principal directions); give it more "
             "training embeddings or fewer bits",
         )
-        mean, components, _ = pca(train.x, self.spec.n_bits)
+        mean, components, variances = pca(train.x, self.spec.n_bits)
+        self._check_rank(train, variances)
         self.head.mean.copy_(mean)
         self.head.components.copy_(components)
         return _project_chunks(train.x, mean, components)
+
+    def _check_rank(self, train: EmbeddingSet, variances: Tensor) -> None:
+        """Refuse a component whose training variance is float32 rounding (or 0): rows that are
+        copies of one another, or that lie in fewer than ``n_bits`` directions once centred, leave
+        the last components an arbitrary direction of their null space (eigh's choice), which
+        the training rows do not vary along but new rows do: a bit as large as a real one there.
+        The floor is the variance float32 rounding of the data can make, ``(eps32 · max|x|)²``,
+        plus the eigen-solver's error ``D · eps64 · λ₁``."""
+        n, k = len(train), self.spec.n_bits
+        largest = max(
+            (float(train.x[i : i + _CHUNK].abs().max()) for i in range(0, n, _CHUNK)), default=0.0
+        )
+        floor = (torch.finfo(torch.float32).eps * largest) ** 2 + train.dim * torch.finfo(
+            torch.float64
+        ).eps * float(variances[0])
+        rank = int((variances > floor).sum())
+        if rank < k:
+            fix = f"use at most {rank} bits (or LSH)" if rank else "use LSH"
+            raise HashingError(
+                f"{self.name}: the {n} training embeddings, once centred, vary along only {rank} "
+                f"direction(s) (principal variance {float(variances[rank]):.3g} at component "
+                f"{rank + 1} of {k}, within float32 rounding: {floor:.3g}); rows are copies of "
+                f"one another or lie in a subspace, and fitting {k} bits needs {k} directions "
+                "(a bit along a direction the training rows do not vary in is arbitrary on new "
+                f"rows); {fix}, or give it more varied training embeddings"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,7 +359,8 @@ class PCARR(_PCAFamily):
     Deviations: none in the maths; the embedding is a frozen DINOv2 feature instead of GIST, labels
     are ignored, the sign of each principal direction is fixed (largest entry positive) so codes do
     not depend on the eigen-solver, and ``n_bits`` must not exceed the embedding dimension and must
-    be below the number of training embeddings (``n`` centred rows span ``n − 1`` directions).
+    be below the number of training embeddings (``n`` centred rows span ``n − 1`` directions), nor
+    the number of directions the training rows vary along beyond float32 rounding.
     """
 
     name = "pca"
@@ -361,7 +402,8 @@ class ITQ(_PCAFamily):
     labels are ignored; PCA runs in float64 with a fixed sign per direction (largest entry
     positive), and ``sign(0)`` is ``−1`` to match :meth:`encode` (``u > 0``). ``n_bits`` must not
     exceed the embedding dimension and must be below the number of training embeddings (``n``
-    centred rows span ``n − 1`` directions; a further one would have zero training variance).
+    centred rows span ``n − 1`` directions; a further one would have zero training variance), nor
+    the number of directions the training rows vary along beyond float32 rounding.
     """
 
     name = "itq"

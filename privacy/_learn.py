@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -34,7 +35,19 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+    for i, width in enumerate(hidden):
+        if not _whole(width) or width < 1:  # a width of 0 left a constant model: code-blind numbers
+            raise PrivacyError(
+                f"hidden[{i}]={width!r}: every hidden width of the attack model must be an "
+                "integer >= 1 (e.g. (1024,)); hidden=() is a linear model"
+            )
+    if not 0.0 <= dropout < 1.0:  # dropout 1 zeroes every hidden unit in training
+        raise PrivacyError(f"dropout={dropout}: the attack model's dropout must be in [0, 1)")
     layers: list[nn.Module] = []
     prev = in_dim
     for width in hidden:
@@ -74,8 +87,24 @@ def train_regressor(
             f"holdout={holdout}: the held-out share of aux must be in [0, 1) (e.g. 0.2); "
             "the rest is what the attack model trains on"
         )
-    if epochs < 1:
-        raise PrivacyError(f"epochs={epochs}: the attack model needs at least 1 epoch")
+    if not _whole(epochs) or epochs < 1:
+        raise PrivacyError(
+            f"epochs={epochs!r}: the attack model needs a whole number of epochs >= 1"
+        )
+    if not _whole(batch_size) or batch_size < 1:  # 0 or less trained on batches of one
+        raise PrivacyError(
+            f"batch_size={batch_size!r}: the attack model's mini-batch size must be an integer "
+            ">= 1 (e.g. 128)"
+        )
+    if not (math.isfinite(lr) and lr > 0):  # inf made every weight NaN; <= 0 a torch ValueError
+        raise PrivacyError(
+            f"lr={lr}: the attack model's learning rate must be a finite number > 0 (e.g. 1e-3)"
+        )
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise PrivacyError(
+            f"weight_decay={weight_decay}: the attack model's weight decay must be a finite "
+            "number >= 0 (e.g. 1e-4)"
+        )
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -32,13 +32,27 @@ class AnonymityConfig:
     radii: tuple[int, ...] = (0, 1, 2)
 
 
+def check_radii(radii: tuple[int, ...]) -> None:
+    """Hamming radii are whole numbers of bits >= 0, at least one of them."""
+    if len(radii) == 0:  # no radius reported no set size at all, r0's uniqueness included
+        raise PrivacyError(
+            "anonymity: radii=() is empty; give at least one Hamming radius (e.g. (0, 1, 2))"
+        )
+    for r in radii:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)):  # 1.5 named a key r1.5
+            raise PrivacyError(
+                f"anonymity: radius {r!r} is not a whole number of bits; use Hamming radii "
+                ">= 0 (e.g. (0, 1, 2))"
+            )
+        if r < 0:  # a negative radius holds no code, not even the record's own: k = 0
+            raise PrivacyError(
+                f"anonymity: radius {r} is negative; use Hamming radii >= 0 (e.g. (0, 1, 2))"
+            )
+
+
 def set_sizes(codes: np.ndarray, radii: tuple[int, ...]) -> dict[int, np.ndarray]:
     """``{r: k_r [N]}``: records of ``codes`` (bool ``[N, K]``) within Hamming radius r of each one."""
-    bad = [r for r in radii if not r >= 0]
-    if bad:  # a negative radius holds no code, not even the record's own: k = 0 for every record
-        raise PrivacyError(
-            f"anonymity: radius {bad[0]} is negative; use Hamming radii >= 0 (e.g. (0, 1, 2))"
-        )
+    check_radii(radii)
     uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     packed = pack_bits(uniq)
@@ -68,6 +82,7 @@ class Anonymity(Attack):
             check_disjoint(self.aux, victims)
         if not victims:
             raise PrivacyError("anonymity: no released records")
+        check_radii(self.config.radii)  # the float control reports r = 0 only, but one rule
         groups = list(victims)
         check_nonempty(self.name, victims)  # summarise() of an empty group: a numpy error
         released = [self.release.published(victims[g]) for g in groups]

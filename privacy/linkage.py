@@ -35,9 +35,11 @@ class Linkage(Attack):
 
     def run(self, victims: Mapping[str, Records]) -> dict[str, float]:
         ks = self.config.ks
-        if not ks or any(not k >= 1 for k in ks):  # k < 1 gave a negative chance k / n
+        whole = all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in ks)
+        if not ks or not whole or any(not k >= 1 for k in ks):  # k < 1: a negative chance k / n
             raise PrivacyError(
-                f"linkage: ks={ks}: give the top-k ranks to report, each >= 1 (e.g. (1, 10))"
+                f"linkage: ks={ks}: give the top-k ranks to report, each >= 1 and a whole number "
+                "(e.g. (1, 10))"
             )
         self.sweep_rows: list[dict[str, float | str]] = []
         return super().run(victims)

@@ -34,6 +34,12 @@ def perturb_images(
         raise PrivacyError(
             f"perturb_images takes uint8 images (0-255), got {images.dtype}; convert them first"
         )
+    if images.ndim not in (3, 4):  # one [H, W] image was read as H images of one row each
+        raise PrivacyError(
+            f"perturb_images takes a batch of images [N, H, W] or [N, H, W, C], got shape "
+            f"{images.shape}; pass one image as img[None], or images of several sizes to "
+            "perturb_image_list"
+        )
     if strength == 0.0:
         return images.copy()
     rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,21 @@ def seed_sequence(seed: int | None, context: Mapping[str, Any]) -> np.random.See
         raise PrivacyError(
             f"seed {seed!r}: use a non-negative integer, or None for fresh OS entropy"
         )
-    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=str)
+    text = json.dumps({str(k): v for k, v in context.items()}, sort_keys=True, default=_stable)
     words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype="<u4").tolist()
     return np.random.SeedSequence([int(seed), *words])
+
+
+def _stable(value: Any) -> Any:
+    """The JSON stand-in of a context value JSON has no type for: a set in sorted order (its
+    iteration order, and so ``str``, changes with each process's string-hash seed), else ``str``;
+    a value whose text holds a memory address (``<... at 0x...>``) is refused."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=lambda v: json.dumps(v, sort_keys=True, default=_stable))
+    text = str(value)
+    if re.search(r" at 0x[0-9a-fA-F]+>", text):  # an object, function or method by address
+        raise PrivacyError(
+            f"seed context value {text}: its text is a memory address, so the stream would "
+            "change with every run; put a number, string, list or dict in the context instead"
+        )
+    return text
