@@ -55,7 +55,11 @@ class TCL(HashingMethod):
               + η · ‖u_i - sign(u_i)‖² / K
 
     with learned class centers ``c`` (an ``nn.Parameter [C, K]``), ``D`` the squared Euclidean
-    distance, ``m = 5`` and ``λ = 0.01`` (the paper's defaults). Sample i's loss depends on sample i
+    distance ``‖u_i - c‖²``, ``m = 5`` and ``λ = 0.01`` (taken as the paper's defaults when this
+    method was written). The scale of ``D`` is not checked against the paper (no copy offline):
+    the center-loss family (Wen et al., ECCV 2016) writes ``D = ½‖·‖²``, and a public TCL
+    implementation does too; if the paper does, our hinge at ``m = 5`` is twice the paper's at
+    ``m = 2.5``, i.e. the paper's loss with ``λ = 0.02``. Sample i's loss depends on sample i
     and the parameters (head, classifier, centers) alone, so ``per_sample_loss = True``: Opacus'
     per-sample clipping then bounds one record's influence, and DP-SGD may train it.
 
