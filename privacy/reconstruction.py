@@ -50,6 +50,17 @@ class ReconstructionConfig:
     batch_size: int = 64
     holdout: float = 0.2
 
+    def __post_init__(self) -> None:
+        # hidden=0 or channels=0 made a decoder whose output ignores the features: every code,
+        # and the float control, read as code-blind (the inversion model's rule, privacy._learn)
+        for key in ("hidden", "channels"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PrivacyError(
+                    f"reconstruction: {key}={value!r} must be an integer >= 1 (the decoder's "
+                    f"width; default {getattr(ReconstructionConfig, key)})"
+                )
+
 
 class Decoder(nn.Module):
     """Features ``[B, F]`` -> images ``[B, C, H, W]`` in (0, 1) (see the module docstring)."""

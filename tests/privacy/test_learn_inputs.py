@@ -94,3 +94,19 @@ def test_batch_size_one_is_the_batch_size_one() -> None:
     one, all_rows, beyond = fit(1), fit(12), fit(500)
     assert all(np.array_equal(a, b) for a, b in zip(all_rows, beyond, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(one, all_rows, strict=True))
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden", 0), ("channels", 0), ("hidden", 2.5)])
+def test_a_reconstruction_decoder_without_width_is_refused(key: str, value: object) -> None:
+    # hidden=0 gave a decoder whose output ignores its input (every release read code-blind);
+    # channels=0 a reshape RuntimeError inside the first forward pass
+    import torch
+
+    from privacy.reconstruction import Decoder, ReconstructionConfig
+
+    with pytest.raises(PrivacyError, match=rf"reconstruction: {key}={value!r} must be an integer"):
+        ReconstructionConfig(**{key: value})
+    constant = Decoder(4, (1, 8, 8), hidden=0, channels=8)  # what hidden=0 used to build
+    with torch.no_grad():
+        a, b = constant(torch.zeros(1, 4)), constant(torch.full((1, 4), 100.0))
+    assert torch.equal(a, b)  # the same image whatever the features: why it is refused
