@@ -82,6 +82,14 @@ class Records:
                 )
         if len(np.unique(self.index)) != n:
             raise PrivacyError(f"records of {self.split!r}: a row appears twice")
+        if self.released is not None and (
+            self.released.dtype != np.bool_ or self.released.ndim != 2
+        ):
+            raise PrivacyError(  # int 0/1 codes failed later inside pack_bits with a TypeError
+                f"records of {self.split!r}: released codes must be bool [N, K] (as the release "
+                f"mechanism publishes them), got {self.released.dtype} {self.released.shape}; "
+                "convert 0/1 codes with codes.astype(bool)"
+            )
 
     def __len__(self) -> int:
         return len(self.index)

@@ -135,3 +135,15 @@ def test_a_mechanism_release_attacks_the_published_codes_never_the_clean_ones() 
     assert np.array_equal(flip.attacker_codes(x), ~(x > 0))
     with pytest.raises(PrivacyError, match="release 'rr': the victim records carry no released"):
         flip.published(replace(victims, released=None))
+
+
+def test_published_codes_that_are_not_bool_rows_are_refused() -> None:
+    rec = make_records(n=(4, 4, 4), dim=3)["test"]
+    bits = np.array([[0, 1], [1, 1], [0, 0], [1, 0]])
+    with pytest.raises(
+        PrivacyError, match=r"released codes must be bool \[N, K\].*got int64 \(4, 2\)"
+    ):
+        replace(rec, released=bits)
+    with pytest.raises(PrivacyError, match=r"got bool \(4,\)"):
+        replace(rec, released=np.ones(4, dtype=bool))
+    assert replace(rec, released=bits.astype(bool)).released.sum() == 4
