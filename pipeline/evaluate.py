@@ -132,19 +132,22 @@ def read_float_predictions(
     check_same_embeddings(
         record["embeddings_fingerprint"], emb, embeddings_path=embeddings, recorded_in=path
     )
-    if record["k"] != config.k:
+    if record["k"] != config.k or type(record["k"]) is not int:  # "7" or true is no k
         raise ArtifactError(
-            f"{path}: float KNN predictions at k={record['k']}, params say knn.k={config.k}; "
+            f"{path}: float KNN predictions at k={record['k']!r}, params say knn.k={config.k}; "
             "re-run the knn stage"
         )
     if record["pred"] is None:
         return None
-    try:
-        pred = np.asarray(record["pred"], dtype=np.int64)
-    except (TypeError, ValueError):
+    raw = record["pred"]
+    # one JSON integer per test query: a number, a column of lists, 1e30 or 1.5 is no class id
+    # (a bare number or 1e30 was a traceback; 1.5 was read as class 1)
+    if not isinstance(raw, list) or not all(type(v) is int and 0 <= v < 2**63 for v in raw):
         raise ArtifactError(
-            f"{path}: 'pred' is not a list of class ids; re-run the knn stage"
-        ) from None
+            f"{path}: 'pred' is not a list of class ids (one non-negative integer per test "
+            "query); re-run the knn stage"
+        )
+    pred = np.asarray(raw, dtype=np.int64).reshape(len(raw))
     if pred.shape != emb.y["test"].shape:
         raise ArtifactError(
             f"{path}: {len(pred)} predictions for {len(emb.y['test'])} test queries; re-run the "

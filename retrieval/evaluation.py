@@ -20,7 +20,7 @@ import numpy as np
 from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, tally_from_counts
 from retrieval.ranking import RankingAccumulator, RankingReport, RankingSpec, float_ranking
-from retrieval.search import HammingIndex, check_k
+from retrieval.search import HammingIndex, check_k, index_of
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def hamming_report(
     Hamming search, from one counts pass."""
     q_labels, db_labels = _labels(q_labels, "query"), _labels(db_labels, "database")
     start = time.perf_counter()
-    index = index or HammingIndex(db_packed, n_bits)
+    index = index_of(db_packed, n_bits, index)
     for k in ks:
         check_k(k, index.ntotal)
     preds = _empty_predictions(ks, len(q_packed), db_labels) if ks else {}

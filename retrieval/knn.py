@@ -46,6 +46,7 @@ from retrieval.search import (
     _normalise,
     check_finite,
     check_k,
+    index_of,
 )
 
 Metric = Literal["euclidean", "cosine"]
@@ -295,7 +296,7 @@ def knn_hamming(
     """KNN predictions on packed binary codes (Hamming distance) for each k in ``ks``, from the
     per-distance class counts of :class:`HammingIndex` (the compiled scan by default; a faiss
     ``IndexBinaryFlat`` with ``engine="faiss"``)."""
-    index = index or HammingIndex(db_packed, n_bits)
+    index = index_of(db_packed, n_bits, index)
     db_labels = np.asarray(db_labels) if db_labels is not None else None
     out = _empty_predictions(ks, len(q_packed), db_labels)
     ks = [check_k(k, index.ntotal) for k in ks]  # a k of 2.5 voted as a "2.5-NN"

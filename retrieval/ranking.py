@@ -358,9 +358,9 @@ def hamming_ranking(
     index: Any = None,
 ) -> RankingReport:
     """Tie-aware ranking metrics of Hamming search (database = ``db_packed``) for labelled queries."""
-    from retrieval.search import HammingIndex
+    from retrieval.search import index_of
 
-    index = index or HammingIndex(db_packed, n_bits)
+    index = index_of(db_packed, n_bits, index)
     blocks = ((c.tot, c.rel) for c in index.counts(q_packed, db_labels, q_labels))
     return ranking_from_counts(blocks, index.ntotal, spec=spec, hamming=True)
 

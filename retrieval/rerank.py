@@ -23,7 +23,7 @@ from retrieval.errors import RetrievalError
 from retrieval.knn import _empty_predictions, _onehot, tally_from_sorted
 from retrieval.metrics import multilabel_relevance_rows
 from retrieval.ranking import RankingReport, RankingSpec, groups_from_sorted, ranking_from_counts
-from retrieval.search import HammingIndex, _normalise, check_finite
+from retrieval.search import HammingIndex, _normalise, check_finite, index_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def rerank(
     block: int = 1024,
 ) -> Reranked:
     """Shortlist ``shortlist`` candidates per query by Hamming distance, sort them by cosine."""
-    index = index or HammingIndex(db_packed, n_bits)
+    index = index_of(db_packed, n_bits, index)
     if len(queries) != len(q_packed) or len(database) != index.ntotal:
         raise RetrievalError(
             f"{len(queries)} float queries / {len(database)} float database rows for "

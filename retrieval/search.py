@@ -445,3 +445,25 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def _normalise(x: np.ndarray) -> np.ndarray:
     """:func:`unit_rows` as float32."""
     return unit_rows(x).astype(np.float32)
+
+
+def index_of(db_packed: np.ndarray, n_bits: int, index: Any = None) -> HammingIndex:
+    """``index`` when it was built on ``db_packed`` at ``n_bits``, else a new
+    :class:`HammingIndex` of them when ``index`` is None. An index of other codes is refused: a
+    search would answer from its database, silently, while labels, storage and the caller name
+    these codes (``index or HammingIndex(...)`` ignored the codes passed beside an index)."""
+    if index is None:
+        return HammingIndex(db_packed, n_bits)
+    db = np.asarray(db_packed)
+    width = math.ceil(n_bits / 8)
+    if index.n_bits != n_bits:
+        raise RetrievalError(
+            f"the index holds {index.n_bits}-bit codes but n_bits={n_bits}; pass the index built "
+            "on these database codes, or none"
+        )
+    if db.shape != (index.ntotal, width) or not np.array_equal(index.codes[:, :width], db):
+        raise RetrievalError(
+            f"the index was built on other database codes ({index.ntotal} rows) than db_packed "
+            f"{db.shape}; pass the index built on these database codes, or none"
+        )
+    return index
