@@ -174,11 +174,29 @@ def run_release(
         raise ParamsError(f"--mechanism {mechanism!r}: use one of {', '.join(MECHANISMS)}")
     if mechanism == "rr" and epsilon_code is None:
         raise ParamsError("--mechanism rr needs --epsilon-code (e.g. 1, 4, 16, 64)")
+    if mechanism == "kanon" and epsilon_code is not None:
+        # it was recorded as the k-anonymous release's "epsilon_code": a budget it does not have
+        raise ParamsError(
+            f"--epsilon-code {epsilon_code:g}: a k-anonymous release has no ε_code (it is not DP; "
+            "its config.json would record one); drop --epsilon-code (release.k sets its k), or "
+            "use --mechanism rr"
+        )
     if epsilon_code is not None and (math.isnan(epsilon_code) or not epsilon_code > 0):
         raise PrivacyError(f"--epsilon-code {epsilon_code}: the code budget must be > 0")
     r = params.release
     check_writable(metrics, out / "codes.safetensors", out / "config.json", dirs=[out])
     config = read_json(head_dir / "config.json")
+    earlier = config.get("release")
+    if earlier is not None:
+        # its release block would be replaced by this one: the first mechanism (its flips, its
+        # splits) recorded nowhere, and its released splits recorded as the head's own codes
+        prior = earlier if isinstance(earlier, dict) else {}
+        made_from = f" ({prior['source']})" if prior.get("source") else ""
+        raise ParamsError(
+            f"--head {head_dir}: a release (its config.json has a release block, mechanism "
+            f"{prior.get('mechanism')}), not a head; pass the head folder it was made from"
+            f"{made_from}: a release of a release would record only the second mechanism"
+        )
     splits = SPLITS_OF[r.apply_to]
     codes, n_bits, meta = load_head_codes(head_dir, require=("train", "test", *splits))
     emb = None if embeddings is None else load_embeddings(embeddings)

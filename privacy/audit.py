@@ -119,6 +119,12 @@ def audit_epsilon(
         raise PrivacyError(f"audit confidence={confidence}: must lie in (0, 1), e.g. 0.95")
     if not guess_fractions:
         raise PrivacyError("audit: guess_fractions is empty; give at least one, e.g. (0.1, 1.0)")
+    bad = [g for g in guess_fractions if not 0 < g <= 1]  # NaN too: round() raised ValueError
+    if bad:
+        raise PrivacyError(
+            f"audit: guess fraction(s) {bad} outside (0, 1]: each is the share of the canaries "
+            "guessed on (half highest, half lowest), e.g. (0.02, 0.1, 1.0)"
+        )
     order = np.lexsort((np.arange(m), -scores))  # highest score first, ties by index
     level = 1.0 - (1.0 - confidence) / len(guess_fractions)
     best = AuditResult(0.0, confidence, m, 0, 0)

@@ -152,16 +152,19 @@ class DPConfig:
             )
         if self.delta is not None and not 0 < self.delta < 1:
             raise PrivacyError(f"dp.delta={self.delta}: δ must lie in (0, 1); use e.g. 1e-5")
-        if not self.max_grad_norm > 0:
+        if not 0 < self.max_grad_norm < math.inf:  # ∞: σ·C = ∞ noise, NaN weights after a step
             raise PrivacyError(
-                f"dp.max_grad_norm={self.max_grad_norm}: the clipping norm must be > 0 (e.g. 1.0)"
+                f"dp.max_grad_norm={self.max_grad_norm}: the clipping norm must be finite and > 0 "
+                "(e.g. 0.1 or 1.0)"
             )
         if self.accountant not in ACCOUNTANTS:
             raise PrivacyError(
                 f"dp.accountant={self.accountant!r}: use one of {', '.join(ACCOUNTANTS)}"
             )
-        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
-            raise PrivacyError(f"dp.noise_multiplier={self.noise_multiplier}: must be > 0")
+        if self.noise_multiplier is not None and not 0 < self.noise_multiplier < math.inf:
+            raise PrivacyError(
+                f"dp.noise_multiplier={self.noise_multiplier}: must be finite and > 0"
+            )
 
     def resolved_delta(self, n_train: int) -> float:
         """δ for ``n_train`` records; warns when δ >= 1/N (such a δ allows leaking one record)."""
