@@ -70,7 +70,7 @@ from pipeline.config import (
 )
 from pipeline.data import DUPLICATES_KEY, IMAGES_DIGEST_KEY, ImagesDigest, stratified_sample
 from pipeline.release import release_provenance
-from pipeline.train import withhold_label
+from pipeline.train import recorded_class_names, withhold_label
 from privacy import registry
 from privacy.base import Attack, CodeRelease, FloatRelease, MechanismRelease, Records, Release
 from privacy.errors import PrivacyError
@@ -249,9 +249,25 @@ def build_records(
             train_copy=train_copies(emb, split),
         )
     aux = recs[aux_split]
+    # an aux row whose image is a victim's (byte-identical, the extract's duplicate_rows) is that
+    # victim's record: the learned attacks would train on it and then score it
+    copies = copies_of(emb, aux_split, VICTIMS)
+    kept = np.arange(len(aux)) if copies is None else np.flatnonzero(~copies)
+    if len(kept) < len(aux):
+        shown = np.flatnonzero(copies)
+        log.warning(
+            "%s: %d %s record(s) (rows %s) hold an image byte-identical to a train or test "
+            "image (the extract's duplicate_rows): left out of the attacker's auxiliary records, "
+            "which hold no victim's record",
+            emb.meta.get("dataset", "embeddings"),
+            len(shown),
+            aux_split,
+            ", ".join(map(str, shown[:5])) + (", ..." if len(shown) > 5 else ""),
+        )
+        aux = aux.subset(kept)
     if cfg.aux_size is not None and cfg.aux_size < len(aux):
         rng = np.random.default_rng(cfg.seed)
-        aux = aux.subset(stratified_sample(emb.y[aux_split], cfg.aux_size, rng=rng))
+        aux = aux.subset(stratified_sample(emb.y[aux_split][kept], cfg.aux_size, rng=rng))
     return aux, {g: recs[g] for g in VICTIMS}, trained
 
 
@@ -259,23 +275,33 @@ def train_copies(emb: EmbeddingsFile, split: str) -> np.ndarray | None:
     """bool ``[N]``: the rows of ``split`` whose image the extract found byte-identical to a
     training image (its ``duplicate_rows``; all False for train itself); None when the file does
     not say (embeddings-only sources, files written before 2026-11-29)."""
+    return copies_of(emb, split, () if split == "train" else ("train",))
+
+
+def copies_of(emb: EmbeddingsFile, split: str, others: tuple[str, ...]) -> np.ndarray | None:
+    """bool ``[N]``: the rows of ``split`` whose image the extract found byte-identical to an
+    image of one of the splits ``others`` (its ``duplicate_rows``); None when the file does not
+    say (embeddings-only sources, files written before 2026-11-29)."""
     recorded = emb.meta.get(DUPLICATES_KEY)
     if recorded is None:
         return None
     n = len(emb.x[split])
     mask = np.zeros(n, dtype=bool)
+    if not others:
+        return mask
     try:
-        rows = [] if split == "train" else json.loads(recorded).get(split, {}).get("train", [])
-        idx = np.asarray(rows, dtype=np.int64)
-        if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= n)):
-            raise ValueError(f"rows outside 0..{n - 1}")
+        listed = json.loads(recorded).get(split, {})
+        for other in others:
+            idx = np.asarray(listed.get(other, []), dtype=np.int64)
+            if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= n)):
+                raise ValueError(f"rows outside 0..{n - 1}")
+            mask[idx] = True
     except (ValueError, TypeError, AttributeError) as err:
         raise ArtifactError(
             f"{emb.meta.get('dataset', 'embeddings')}: the embeddings file's {DUPLICATES_KEY} is "
             f"not a JSON object of row lists for its {n} {split} rows ({err}); re-run the "
             "extract stage"
         ) from None
-    mask[idx] = True
     return mask
 
 
@@ -517,12 +543,14 @@ def check_head(
             )
 
 
-def _withheld_name(emb: EmbeddingsFile, column: int | None) -> str:
+def _withheld_name(emb: EmbeddingsFile, column: Any) -> str:
     if column is None:
         return "no label withheld"
-    names = json.loads(emb.meta["class_names"]) if "class_names" in emb.meta else []
-    name = f" ({names[column]!r})" if 0 <= column < len(names) else ""
-    return f"label column {column}{name} withheld"
+    # unreadable class_names (a file given straight to a stage) name no column: the index alone
+    names, _ = recorded_class_names(emb.meta, emb.n_classes)
+    known = isinstance(column, int) and 0 <= column < len(names)
+    name = f" ({names[column]!r})" if known else ""
+    return f"label column {column!r}{name} withheld"
 
 
 def check_withheld(
