@@ -40,6 +40,8 @@ COLUMNS += (
     "retention_balanced_accuracy_high",
 )
 RETENTION = "retention_balanced_accuracy"
+#: the key every evaluate file holds (the plots' headline): a file without it is not one
+REQUIRED = "balanced_accuracy"
 
 
 def collect(
@@ -62,6 +64,12 @@ def collect(
                 missing.append(path.name)
                 continue
             metrics = read_json(path)
+            if REQUIRED not in metrics:  # e.g. --evaluate-dir at the train stage's metrics
+                raise ArtifactError(
+                    f"{path}: no {REQUIRED}, so not an evaluate stage's metrics; pass "
+                    "--evaluate-dir metrics/evaluate/<dataset>, or re-run its evaluate stage "
+                    "(dvc repro)"
+                )
             check_metrics_fingerprint(
                 metrics.get("embeddings_fingerprint"),
                 reference,
@@ -99,13 +107,16 @@ def curve_png(path: Path, rows: list[dict[str, Any]], key: str, baseline: Any, t
         (line,) = ax.plot(x, y, marker="o", label=method)
         low, high = (f"{key}_low", f"{key}_high")
         # bars on every point that has an interval (a point without one no longer took the
-        # bars off its whole line)
+        # bars off its whole line); a percentile interval need not hold its point (a narrow
+        # knn.ci_level): the bar then spans the interval and the point
         bars = [r for r in pts if r.get(low) is not None and r.get(high) is not None]
         if bars:
+            below = [max(r[key] - r[low], 0.0) for r in bars]
+            above = [max(r[high] - r[key], 0.0) for r in bars]
             ax.errorbar(
                 [r["bits"] for r in bars],
                 [r[key] for r in bars],
-                yerr=[[r[key] - r[low] for r in bars], [r[high] - r[key] for r in bars]],
+                yerr=[below, above],
                 fmt="none",
                 ecolor=line.get_color(),
                 capsize=3,
