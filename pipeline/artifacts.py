@@ -1057,10 +1057,15 @@ def check_float_knn(
 ) -> None:
     """Refuse an evaluate file whose retentions divide by another float KNN run than the float
     metrics ``reference`` (read from ``reference_path``) that a report, curve or table shows
-    beside them: its ``k`` and ``float_accuracy`` must be their ``k`` and ``accuracy`` (the same
-    embeddings, but knn re-run since at another ``knn.k`` or ``knn.metric``). Keys a file does
-    not record are not compared."""
-    for ours, theirs in (("k", "k"), ("float_accuracy", "accuracy")):
+    beside them: its ``k`` and every ``float_<metric>`` it records (``float_accuracy``,
+    ``float_balanced_accuracy``, ``float_macro_f1``) must be their ``k`` and ``<metric>`` (the
+    same embeddings, but knn re-run since at another ``knn.k`` or ``knn.metric``; accuracy alone
+    can agree while balanced accuracy, the headline retention's divisor, does not). Keys a file
+    does not record are not compared."""
+    floats = [
+        (key, key.removeprefix("float_")) for key in sorted(record) if key.startswith("float_")
+    ]
+    for ours, theirs in (("k", "k"), *floats):
         value, expected = record.get(ours), reference.get(theirs)
         if value is not None and expected is not None and value != expected:
             raise ArtifactError(

@@ -265,7 +265,10 @@ def run_evaluate(
         run.log_params({"knn.k": params.knn.k, "bits": bits, "method": method_name})
         rows, preds = hamming_knn(emb, codes, n_bits, ks)
         at_k = next(r for r in rows if r["k"] == params.knn.k)
-        extra: dict[str, Any] = {"bits": bits, "float_accuracy": baseline["accuracy"]}
+        # every float score a retention divides by: report, curves and release_curve check them
+        # against the float KNN they show (artifacts.check_float_knn)
+        extra: dict[str, Any] = {"bits": bits}
+        extra.update({f"float_{m}": baseline[m] for m in CLASSIFICATION_METRICS})
         extra.update(retention(at_k, baseline))
         if float_pred is not None:
             extra.update(

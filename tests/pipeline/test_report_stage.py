@@ -438,7 +438,17 @@ def test_retentions_of_another_float_knn_run_are_refused(
         f"{evaluate}: float_accuracy = 0.55, but the float KNN {knn} records accuracy = 0.7"
         in error
     )
-    write_json(evaluate, {**json.loads(evaluate.read_text()), "float_accuracy": 0.7})
+    # accuracy right, but the balanced accuracy the headline retention divides by is another run's
+    write_json(
+        evaluate,
+        {**json.loads(evaluate.read_text()), "float_accuracy": 0.7, "float_balanced_accuracy": 0.5},
+    )
+    (error,) = errors("knn.k=7")
+    assert (
+        f"{evaluate}: float_balanced_accuracy = 0.5, but the float KNN {knn} records "
+        "balanced_accuracy = 0.6" in error
+    )
+    write_json(evaluate, {**json.loads(evaluate.read_text()), "float_balanced_accuracy": 0.6})
     assert report.main(argv(tmp_path, "tracking.enabled=false", "knn.k=7")) == 0
     md = (tmp_path / "reports/syn/report.md").read_text()
     assert "Float KNN (k = 7): balanced accuracy 0.600" in md

@@ -50,7 +50,8 @@ def test_stages_write_metrics_and_track_in_mlflow(
     train_m = json.loads((tmp_path / "train.json").read_text())
     assert float_m["k"] == 7 and 0.9 <= float_m["accuracy"] <= 1.0
     assert 0.0 <= eval_m["accuracy"] <= 1.0 and eval_m["retention_accuracy"] >= 0.95
-    assert eval_m["float_accuracy"] == float_m["accuracy"]
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1"):  # each retention's divisor
+        assert eval_m[f"float_{metric}"] == float_m[metric]
     assert eval_m["degenerate_release"] == 0 and eval_m["predicted_classes"] == 3
     assert train_m["epochs_run"] >= 1 and train_m["bits"] == 12
     assert (tmp_path / "knn/confusion.png").read_bytes()[:4] == b"\x89PNG"
