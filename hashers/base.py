@@ -22,7 +22,7 @@ from hashers.errors import HashingError
 from hashers.heads import InputStandardizer, MLPHead
 
 
-def _is_int(value: object) -> bool:
+def is_integer(value: object) -> bool:
     """An integer (numpy's included), never a bool or a float."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -45,7 +45,7 @@ class HeadSpec:
         # iterable", "empty(): argument 'size' ..."), n_classes=3.5 and standardize="false" passed
         for key in ("in_dim", "n_bits", "n_classes"):
             value = getattr(self, key)
-            if not _is_int(value):
+            if not is_integer(value):
                 raise HashingError(f"{key}={value!r} must be an integer")
             object.__setattr__(self, key, int(value))
         if isinstance(self.hidden_dims, (str, bytes)) or not isinstance(self.hidden_dims, Sequence):
@@ -54,7 +54,7 @@ class HeadSpec:
                 "e.g. (512,), or () for none"
             )
         for i, width in enumerate(self.hidden_dims):
-            if not _is_int(width):
+            if not is_integer(width):
                 raise HashingError(
                     f"hidden_dims[{i}]={width!r}: every hidden width must be an integer"
                 )
@@ -209,7 +209,7 @@ class HashingMethod(nn.Module, abc.ABC):
 
         ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1`` (:class:`HashingError` otherwise: a
         negative batch size gave zero codes, a ``[B, N, D]`` input codes of another shape)."""
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_integer(batch_size) or batch_size < 1:
             raise HashingError(
                 f"{self.name}: encode batch_size={batch_size!r} must be an integer >= 1"
             )

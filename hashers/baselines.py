@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, _is_int
+from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, is_integer
 from retrieval.codes import to_signs
 
 _CHUNK = 8192
@@ -258,7 +258,7 @@ class LSH(_ClosedForm):
         ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1``, as for :meth:`encode`
         (:class:`HashingError` otherwise: a negative batch size gave ``[T, 0, K]`` for N rows, and
         ``[B, N, D]`` broadcast against the tables into codes of another shape)."""
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_integer(batch_size) or batch_size < 1:
             raise HashingError(
                 f"{self.name}: encode_tables batch_size={batch_size!r} must be an integer >= 1"
             )

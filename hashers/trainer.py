@@ -20,6 +20,7 @@ import functools
 import itertools
 import logging
 import math
+import numbers
 import resource
 import sys
 import time
@@ -33,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hashers import functional
-from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod
+from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, is_integer
 from hashers.devices import resolve_device
 from retrieval.codes import pack_bits
 from retrieval.knn import tally_from_counts
@@ -52,6 +53,21 @@ SELECTION_SCORES = (
     "accuracy",
     "balanced_map",
 )
+
+
+#: FitConfig fields that must be integers (max_steps: or None), and those that must be numbers
+_INT_FIELDS = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "patience",
+    "val_queries",
+    "val_database",
+    "selection_window",
+    "k",
+    "seed",
+)
+_REAL_FIELDS = ("lr", "weight_decay", "class_balance", "ema_epochs", "geometry")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +98,31 @@ class FitConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        # types first: epochs=2.5 or batch_size=2.5 failed inside range() / torch, a numpy seed
+        # inside torch ("an integer is required"), max_steps=2.5 gave a float epoch budget, and
+        # seed=-1 trained the head of seed 2**64 - 1 (torch wraps it; registry.build refuses it)
+        for key in _INT_FIELDS:
+            value = getattr(self, key)
+            if key == "max_steps" and value is None:
+                continue
+            if not is_integer(value):
+                raise HashingError(f"{key}={value!r} must be an integer")
+            object.__setattr__(self, key, int(value))
+        for key in _REAL_FIELDS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise HashingError(f"{key}={value!r} must be a number")
+        if not 0 <= self.seed < 2**64:
+            raise HashingError(f"seed={self.seed}: use an integer from 0 to 2**64 - 1")
+        # AdamW refused these with a ValueError naming no setting; lr=inf trained a NaN epoch
+        if not (self.lr > 0.0 and math.isfinite(self.lr)):
+            raise HashingError(f"lr={self.lr}: use a finite learning rate > 0 (e.g. 1e-3)")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise HashingError(
+                f"weight_decay={self.weight_decay}: use a finite weight decay >= 0 (e.g. 1e-4)"
+            )
+        if self.k < 1:
+            raise HashingError(f"k={self.k}: the KNN model selection needs k >= 1 neighbours")
         if self.selection not in SELECTION_SCORES:
             raise HashingError(
                 f"selection={self.selection!r}: use one of {', '.join(SELECTION_SCORES)}"
