@@ -267,7 +267,13 @@ def carve(
     labels: np.ndarray, fraction: float, *, seed: int, what: str = "val"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into (kept, carved) with ``round(fraction * N)`` carved, seeded and
-    stratified; each stratum keeps at least one row unless that many cannot be carved."""
+    stratified; each stratum keeps at least one row unless that many cannot be carved.
+
+    Single-label rows are stratified by class. Multi-hot rows: the kept rows are drawn as
+    :func:`_limit_multilabel` draws a limited split (strata of each row's rarest positive label,
+    then a top-up), so every label with a positive keeps one in train whenever the kept rows are
+    at least as many as such labels; by the first positive label, a rare label that only
+    co-occurs with a commoner one (a finding seen once) went to val or test whole."""
     n = len(labels)
     n_carved = round(fraction * n)
     if n_carved < 1 or n_carved >= n:
@@ -276,6 +282,9 @@ def carve(
             f"provide a {what} split or more training data, or change data.val_fraction"
         )
     rng = np.random.default_rng([seed, _stable_id(what)])
+    if labels.ndim == 2:  # every label keeps a positive in train (see the docstring)
+        kept = _limit_multilabel(labels, n - n_carved, rng=rng, split=None)
+        return kept, np.setdiff1d(np.arange(n), kept, assume_unique=True)
     # every stratum keeps a row in train where the sizes allow it: a class carved away whole
     # would be one the database and the heads never see
     strata = strata_of(labels)
@@ -317,7 +326,7 @@ def apply_limit(
 
 
 def _limit_multilabel(
-    y: np.ndarray, limit: int, *, rng: np.random.Generator, split: str
+    y: np.ndarray, limit: int, *, rng: np.random.Generator, split: str | None
 ) -> np.ndarray:
     """Sorted positions of ``limit`` multi-hot rows that keep a positive of every label present.
 
@@ -327,6 +336,8 @@ def _limit_multilabel(
     its rows (seeded choice) replaces a picked row whose labels all stay covered without it, taken
     from the stratum with the most picked rows. Such a row always exists while ``limit`` is at
     least the number of labels present (rarest first, each swap keeps every covered label).
+    ``split`` names the limited split in the warning about labels left without a positive; None
+    (:func:`carve`, whose caller refuses such a split, naming the labels) warns nothing.
     """
     pos = y.astype(bool)
     counts = pos.sum(axis=0)
@@ -352,7 +363,7 @@ def _limit_multilabel(
         in_pick[drop], in_pick[add] = False, True
         cover = with_add - pos[drop]
     missing = present[cover[present] == 0]
-    if missing.size:
+    if missing.size and split is not None:
         log.warning(
             "data.limit: the %d rows kept of the %r split hold no positive of labels %s (%d "
             "labels have positives in the full split); set data.limit to at least %d to keep "

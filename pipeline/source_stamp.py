@@ -18,7 +18,10 @@ What is digested (each source module's optional ``inputs`` hook names the paths)
   re-pointed at another file is, e.g. in a DVC or git-annex store). The listing is the
   imagefolder source's own walk (:func:`pipeline.data.walk_files`): symbolic links to folders
   are followed, so a linked class folder's images are digested, and a broken link is recorded
-  with its target (extract refuses one to an image);
+  with its target (extract refuses one to an image). Hidden files and folders (names starting
+  with ``.``: ``.DS_Store``, ``.ipynb_checkpoints/``) are left out, as the imagefolder source,
+  ``datasets``' folder builders and ``load_from_disk`` leave them out: macOS Finder rewrites
+  ``.DS_Store`` when a folder is merely viewed, which re-ran extract on unchanged images;
 * nothing for MedMNIST (the official file is fixed by its MD5, checked by extract on every use) and
   for a Hugging Face hub id (pinned by `id` and `revision` in params; its local cache is not
   digested);
@@ -60,15 +63,16 @@ def _link_targets(path: Path) -> list[str]:
 def digest_path(path: Path) -> dict[str, Any]:
     """``{"path", "type": file | folder | missing, ...}``: a file's content hash and size, or a
     folder's listing hash (relative path, size, mtime_ns of every file, and the link targets of a
-    symbolic link to a file, sorted; symbolic links to folders followed), file count and total
-    size, and ``broken_links`` (only when there are any: each one is listed with its target)."""
+    symbolic link to a file, sorted; symbolic links to folders followed; hidden files and folders
+    left out, as every reader of a folder leaves them out), file count and total size, and
+    ``broken_links`` (only when there are any: each one is listed with its target)."""
     out: dict[str, Any] = {"path": str(path)}
     if path.is_file():
         return {**out, "type": "file", "bytes": path.stat().st_size, "sha256": file_sha256(path)}
     if path.is_dir():
         h = hashlib.sha256()
         files = total = broken = 0
-        for f in walk_files(path):
+        for f in walk_files(path, skip_hidden=True):
             rel = f.relative_to(path).as_posix()
             if not f.exists():  # a broken link: its target, so that fixing it changes the digest
                 h.update(f"{rel}\0broken link\0{os.readlink(f)}\n".encode())

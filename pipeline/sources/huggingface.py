@@ -1,8 +1,11 @@
 """Source ``huggingface``: a Hugging Face dataset (a hub id, cached or online, or a ``save_to_disk``
 directory) with an image column and an integer (or ``ClassLabel``) label column.
 
-Images are decoded lazily, one batch at a time (:class:`_HFImageReader`); its splits map
-``train``/``validation``|``val``|``valid``/``test`` onto ours, missing ones are carved from train.
+The image column holds image files (an ``Image`` feature, paths or bytes) or pixel arrays
+(``Array2D``/``Array3D``, nested lists; read as stored, :func:`decode_pixels`); a column of
+anything else is refused. Images are decoded lazily, one batch at a time
+(:class:`_HFImageReader`); its splits map ``train``/``validation``|``val``|``valid``/``test`` onto
+ours, missing ones are carved from train.
 """
 
 from __future__ import annotations
@@ -100,16 +103,7 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
             img.load()
             img = _upright(img)  # as viewers (and datasets) show it
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: min-max to 8 bit
-                arr = np.asarray(img, dtype=np.float64)
-                bad = int(np.count_nonzero(~np.isfinite(arr)))
-                if bad:  # one NaN made min and max NaN: the whole image came out 0
-                    raise DataError(
-                        f"cannot read image {label}: {bad} of its {arr.size} pixels are NaN or "
-                        f"infinite (a {img.mode} image); replace them with finite values (e.g. "
-                        "the image's minimum) or save it as an 8- or 16-bit image, or remove it"
-                    )
-                lo, hi = float(arr.min()), float(arr.max())
-                return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+                return _stretch_to_8bit(np.asarray(img), label, f"a {img.mode} image")
             if "A" in img.getbands() or "transparency" in img.info:
                 img = _on_white(img)  # as the checkpoints' image processors (convert_to_rgb)
             if img.mode not in ("L", "RGB"):
@@ -123,6 +117,68 @@ def decode_image(data: bytes | None, path: str | None, *, where: str) -> np.ndar
         raise DataError(
             f"cannot read image {label}: {err}; replace or remove the corrupt file"
         ) from err
+
+
+def _stretch_to_8bit(pixels: np.ndarray, label: str, what: str) -> np.ndarray:
+    """A high-bit-depth gray image mapped to uint8 by a min-max stretch over its own range (see
+    :func:`decode_image`); NaN or infinite pixels are a :class:`DataError`."""
+    arr = pixels.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:  # one NaN made min and max NaN: the whole image came out 0
+        raise DataError(
+            f"cannot read image {label}: {bad} of its {arr.size} pixels are NaN or infinite "
+            f"({what}); replace them with finite values (e.g. the image's minimum) or save it as "
+            "an 8- or 16-bit image, or remove it"
+        )
+    lo, hi = float(arr.min()), float(arr.max())
+    return np.round((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+
+
+def decode_pixels(value: Any, *, where: str) -> np.ndarray:
+    """One image stored as a pixel array (an ``Array2D``/``Array3D`` column or nested lists:
+    ``[H, W]``, or ``[H, W, C]`` with C = 1, 2 (gray + alpha), 3 or 4) as uint8 ``HxW`` or
+    ``HxWx3``, as :func:`decode_image` gives an image file. Integer pixels within 0..255 are kept
+    exactly, whatever the column's integer type; a gray image of other values (16-bit, float) is
+    mapped to 8 bit by the min-max stretch that :func:`decode_image` applies to high-bit-depth
+    files; colour pixels must be integers within 0..255; an alpha channel is composited onto
+    white. (datasets' own cast of such a column to images stored every array as a 32-bit PNG, so
+    8-bit pixels were stretched over each image's own range, and ``[H, W, 1]`` arrays failed.)
+    """
+    from PIL import Image
+
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:  # ragged nested lists
+        raise DataError(f"cannot read image {where}: not a pixel array ({err})") from err
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    numeric = np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    if (
+        not numeric
+        or arr.ndim not in (2, 3)
+        or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4))
+        or 0 in arr.shape
+    ):
+        raise DataError(
+            f"cannot read image {where}: a pixel array of {arr.dtype} {list(arr.shape)}; images "
+            "are [H, W] or [H, W, C] arrays of numbers with C = 1 (gray), 2 (gray + alpha), 3 "
+            "(RGB) or 4 (RGBA): fix the row, or remove it"
+        )
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 255):
+        if arr.ndim == 2:
+            return _stretch_to_8bit(arr, where, f"a {arr.dtype} pixel array")
+        raise DataError(
+            f"cannot read image {where}: a colour pixel array of {arr.dtype} values from "
+            f"{arr.min():g} to {arr.max():g}; colour pixels must be integers 0..255: scale them "
+            "(e.g. np.round(x * 255) for values in [0, 1]) and store them as uint8"
+        )
+    arr = arr.astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # as decode_image: alpha composited onto white
+        img = Image.fromarray(arr, "LA" if arr.shape[2] == 2 else "RGBA")
+        return np.asarray(_on_white(img), dtype=np.uint8).copy()
+    return np.ascontiguousarray(arr)
 
 
 def _too_large(label: str, err: Exception) -> DataError:
@@ -154,12 +210,16 @@ def _on_white(img: Any) -> Any:
 
 
 class _HFImageReader:
-    """Decodes the images of one Hugging Face split (image column cast to ``decode=False``)."""
+    """Decodes the images of one Hugging Face split: image files (the column cast to
+    ``decode=False``) by :func:`decode_image`, pixel arrays (read as stored) by
+    :func:`decode_pixels`."""
 
     def __init__(self, dataset: Any, column: str, *, where: str) -> None:
         from datasets import Image
 
-        self.dataset = dataset.select_columns([column]).cast_column(column, Image(decode=False))
+        self.pixels = _pixel_arrays(dataset.features[column])
+        ds = dataset.select_columns([column])
+        self.dataset = ds if self.pixels else ds.cast_column(column, Image(decode=False))
         self.column = column
         self.where = where
 
@@ -174,10 +234,71 @@ class _HFImageReader:
                 raise DataError(
                     f"{self.where} row {i}: no image; remove the row or fix the dataset"
                 )
+            where = f"{self.where} row {i}"
             out.append(
-                decode_image(item.get("bytes"), item.get("path"), where=f"{self.where} row {i}")
+                decode_pixels(item, where=where)
+                if self.pixels
+                else decode_image(item.get("bytes"), item.get("path"), where=where)
             )
         return out
+
+
+#: ``Value`` dtypes that datasets casts to images: file paths (strings) and encoded file bytes
+_PATH_OR_BYTES = frozenset({"string", "large_string", "binary", "large_binary"})
+
+
+def _list_depth(feature: Any) -> tuple[int, Any]:
+    """How many list levels ``feature`` nests, and the feature inside them."""
+    import datasets
+
+    lists = tuple(  # datasets 4+: List and LargeList; datasets 3: Sequence (a class there)
+        t
+        for t in (getattr(datasets, n, None) for n in ("List", "LargeList", "Sequence"))
+        if isinstance(t, type)
+    )
+    depth, inner = 0, feature
+    while isinstance(inner, lists):
+        depth, inner = depth + 1, inner.feature
+    return depth, inner
+
+
+def _pixel_arrays(feature: Any) -> bool:
+    """Whether a column of type ``feature`` holds images as pixel arrays: ``Array2D``,
+    ``Array3D``, or lists of lists (of lists) of numbers (``[H, W]`` or ``[H, W, C]``)."""
+    import datasets
+
+    if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
+        return True
+    depth, inner = _list_depth(feature)
+    return (
+        depth in (2, 3) and isinstance(inner, datasets.Value) and inner.dtype not in _PATH_OR_BYTES
+    )
+
+
+def _image_column_problem(feature: Any) -> str | None:
+    """Why a column of type ``feature`` holds no images, or None when it does: an ``Image``
+    feature, file paths or encoded file bytes (string or binary values, or a dict of ``bytes`` and
+    ``path``), or pixel arrays of an ``[H, W]`` or ``[H, W, C]`` image (``Array2D``, ``Array3D``,
+    lists of lists of numbers). datasets casts a flat list of numbers to an image one pixel wide
+    (784 pixel values read as a 784 x 1 strip) and fails with an Arrow error on a number column."""
+    import datasets
+
+    if isinstance(feature, datasets.Image) or _pixel_arrays(feature):
+        return None
+    if isinstance(feature, datasets.Value):
+        return (
+            None if feature.dtype in _PATH_OR_BYTES else f"holds {feature.dtype} values, not images"
+        )
+    if isinstance(feature, dict) and {"bytes", "path"} & set(feature):
+        return None
+    depth, inner = _list_depth(feature)
+    if depth == 1 and isinstance(inner, datasets.Value) and inner.dtype not in _PATH_OR_BYTES:
+        return (
+            "holds flat lists of numbers, one value per pixel without the image's height and "
+            "width (datasets would read each as an image one pixel wide; store each image as an "
+            "[H, W] or [H, W, C] array instead, e.g. reshaped into an Array2D column)"
+        )
+    return f"has type {feature}, not images"
 
 
 def _label_column(ds: Any, label_column: str, *, where: str) -> np.ndarray:
@@ -271,6 +392,13 @@ def from_dataset_dict(
                     f"{where}: split {s!r} has no column {col!r} (columns: {ds.column_names}); set {key} "
                     "in the source to the right column"
                 )
+        problem = _image_column_problem(ds.features[image_column])
+        if problem is not None:
+            raise DataError(
+                f"{where}: image column {image_column!r} of split {s!r} {problem}; set "
+                f"image_column to the column of images (columns: {ds.column_names}): an Image "
+                "feature, file paths, encoded file bytes or [H, W(, C)] pixel arrays"
+            )
     class_names, raw = _label_names(chosen, label_column, where=where)
     splits: dict[str, ImageSplit] = {}
     for s, ds in chosen.items():
