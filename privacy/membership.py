@@ -114,6 +114,15 @@ class MembershipConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
+        counts = {"shadow_heads": 16, "candidates": 500, "stability_queries": 16, "workers": 4}
+        for key, example in counts.items():  # 2.5 failed as a TypeError once the attack ran
+            value = getattr(self, key)
+            if key == "workers" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise PrivacyError(
+                    f"membership: {key}={value!r} must be a whole number (e.g. {example})"
+                )
         if self.shadow_heads < 2:
             raise PrivacyError(
                 f"membership: shadow_heads={self.shadow_heads}; LiRA needs at least 2 shadow heads "
@@ -243,8 +252,22 @@ def lira_scores(
     """Per-record log likelihood ratio (online LiRA, see the module docstring).
 
     ``target``: ``[N]`` scores under the target model; ``shadow``: ``[N, M]`` scores under the shadow
-    models; ``in_mask``: ``[N, M]`` True where the record was in that shadow model's training set.
+    models; ``in_mask``: ``[N, M]`` True where the record was in that shadow model's training set
+    (bool, or 0/1).
     """
+    target, shadow, in_mask = np.asarray(target), np.asarray(shadow), np.asarray(in_mask)
+    if in_mask.dtype != np.bool_:  # ``~`` on 0/1 ints is -1/-2: every score counted as OUT
+        if not np.isin(in_mask, (0, 1)).all():
+            raise PrivacyError(
+                f"LiRA: in_mask holds {np.unique(in_mask)[:5].tolist()}; "
+                "pass bool or 0/1 (1 = the record was in that shadow's training set)"
+            )
+        in_mask = in_mask.astype(bool)
+    if shadow.ndim != 2 or in_mask.shape != shadow.shape or target.shape != shadow.shape[:1]:
+        raise PrivacyError(
+            f"LiRA: target {target.shape}, shadow {shadow.shape} and in_mask {in_mask.shape} "
+            "must be [N], [N, M] and [N, M] (N records, M shadow heads)"
+        )
     n_in, n_out = in_mask.sum(axis=1), (~in_mask).sum(axis=1)
     if (n_in == 0).any() or (n_out == 0).any():
         raise PrivacyError("LiRA: every record needs at least one IN and one OUT shadow score")
@@ -389,9 +412,17 @@ class MembershipInference(Attack):
             )
         if self.config.score == "code_margin":
             check_trained_classes(*groups)
+        # the non-members are the test records left once training copies are dropped (run)
+        others, copies = drop_training_copies(victims["test"])
+        if len(others) == 0:
+            raise PrivacyError(
+                f"membership: all {copies} test records hold an image byte-identical to a training "
+                "image (the extract's duplicate_rows), so no non-member is left to score; drop "
+                "'membership' from attack.attacks or use a test split with images of its own"
+            )
         k = getattr(self.fit_config, "k", None)
         if isinstance(k, int):  # a shadow's KNN model selection votes over its training half
-            m = min(self.config.candidates, len(victims["train"]), len(victims["test"]))
+            m = min(self.config.candidates, len(victims["train"]), len(others))
             half = (len(aux) + 2 * m) // 2
             if half < k:
                 raise PrivacyError(
