@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
+from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, is_integer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,22 @@ class CNNHConfig:
     max_label_sets: int = 2048  # distinct label sets solved jointly; rarer ones are fitted to these
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): cls_weight NaN trained plain CNNH,
+        # sweeps=2.5 failed inside range(), and class_balanced="false" was truthy
+        for field in ("cls_weight",):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
+        for field in ("sweeps", "restarts", "max_label_sets"):
+            if not is_integer(getattr(self, field)):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
+        for field in ("class_balanced",):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
         if self.cls_weight < 0:
             raise ValueError(f"cls_weight: {self.cls_weight} must be >= 0")
         if self.sweeps < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -16,6 +18,16 @@ class DHNConfig:
     logit_scale: float = 1.0  # Θ_ij = logit_scale · u_iᵀu_j (paper: 1; 0.5 = DPSH's convention)
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
+        # blamed on train.lr
+        for field in ("lam", "logit_scale"):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
         if self.lam < 0:
             raise ValueError(f"lam: {self.lam} must be >= 0")
         if self.logit_scale <= 0:

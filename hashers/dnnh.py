@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import HashingMethod
+from hashers.base import HashingMethod, is_integer
 from hashers.heads import DivideEncodeHead
 
 
@@ -20,6 +22,19 @@ class DNNHConfig:
     triplets_per_anchor: int = 4  # in-batch triplets sampled per batch sample
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): margin NaN / inf gave a non-finite
+        # loss blamed on train.lr, and slice_dim=2.5 failed inside torch
+        for field in ("margin", "epsilon"):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
+        for field in ("slice_dim", "triplets_per_anchor"):
+            if not is_integer(getattr(self, field)):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
         if self.margin <= 0:
             raise ValueError(f"margin: {self.margin} must be > 0")
         if not 0 <= self.epsilon < 0.5:

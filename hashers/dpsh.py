@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -18,6 +20,19 @@ class DPSHConfig(MemoryBankOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
+        # blamed on train.lr, and balance_pairs="false" was truthy
+        for field in ("eta",):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
+        for field in ("balance_pairs",):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
         if self.eta < 0:
             raise ValueError(f"eta: {self.eta} must be >= 0")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import Batch, EmbeddingSet, HashingMethod, HeadSpec
+from hashers.base import Batch, EmbeddingSet, HashingMethod, HeadSpec, is_integer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +28,19 @@ class DSHGANConfig:
     gan_beta1: float = 0.5  # Adam beta1 of generator and discriminator (DCGAN's setting)
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
+        # blamed on train.lr, and noise_dim=2.5 failed inside torch
+        for field in ("margin", "real_triplet_weight", "cls_weight", "gan_lr", "gan_beta1"):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
+        for field in ("triplets_per_anchor", "noise_dim", "gan_hidden"):
+            if not is_integer(getattr(self, field)):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
         if self.margin <= 0:
             raise ValueError(f"margin: {self.margin} must be > 0")
         for field in ("real_triplet_weight", "cls_weight"):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from hashers import functional
-from hashers.base import HashingMethod, HeadSpec
+from hashers.base import HashingMethod, HeadSpec, is_integer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +23,22 @@ class HashNetConfig:
     balance_pairs: bool = True  # weighted maximum likelihood, w = |S|/|S1| or |S|/|S0| (paper)
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
+        # blamed on train.lr, and balance_pairs="false" was truthy
+        for field in ("beta0", "gamma", "power") + (() if self.alpha is None else ("alpha",)):
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{field}: {value!r} must be a finite number")
+        for field in ("iterations",):
+            if not is_integer(getattr(self, field)):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
+        for field in ("balance_pairs",):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha: {self.alpha} must be > 0 (or null for 10 / n_bits)")
         if self.beta0 <= 0:
