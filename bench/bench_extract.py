@@ -42,6 +42,27 @@ from pipeline.extract import embed_images  # noqa: E402
 DEFAULT_NPZ = REPO.parent / "shared" / "data" / "medmnist" / "retinamnist.npz"
 
 
+PRECISIONS = ("fp32", "bf16")  # what Backbone.embed runs: any other label ran fp32
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def precision_list(text: str) -> list[str]:
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in out if p not in PRECISIONS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a comma-separated list of {', '.join(PRECISIONS)} "
+            f"({', '.join(map(repr, bad)) or 'none'} is not one; another label would time fp32)"
+        )
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,14 +76,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="random-weight ViT-B/14 (overrides --backbone)",
     )
-    p.add_argument("--n", type=int, default=64, help="images per measurement")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n", type=positive_int, default=64, help="images per measurement")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--image-size", type=int, default=None, help="default: 224 (56 for tiny-random)")
     p.add_argument("--resize", choices=["resize", "pad"], default="resize")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32,bf16")
     p.add_argument(
-        "--repeats", type=int, default=2, help="timed repeats per measurement (best is kept)"
+        "--precisions", type=precision_list, default="fp32,bf16", help="comma-separated: fp32,bf16"
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=2,
+        help="timed repeats per measurement (best is kept)",
     )
     p.add_argument(
         "--npz", type=Path, default=DEFAULT_NPZ, help="MedMNIST .npz giving the uint8 images"
@@ -188,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "| precision | (a) forward only, img/s | (b) full extraction, img/s | (b)/(a) | (c) preprocess only, img/s |"
     )
     print("|---|---:|---:|---:|---:|")
-    for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+    for precision in args.precisions:
         backbone = dataclasses.replace(base, dtype=precision)
         a, b, c = measure(backbone, pixels, split, batch_size=args.batch_size, repeats=args.repeats)
         print(f"| {precision} | {a:.1f} | {b:.1f} | {b / a:.3f} | {c:.0f} |", flush=True)

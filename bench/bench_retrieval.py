@@ -342,13 +342,25 @@ def part_two_stage(args, rng, lines: list[str]) -> None:
     ]
 
 
+KINDS = ("uniform", "clustered")
+PARTS = ("exact", "ann", "pathmnist", "two_stage")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--flip", type=float, default=0.1)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--kinds", nargs="+", default=["uniform", "clustered"])
+    p.add_argument("--repeat", type=positive_int, default=3)
+    # million_codes makes clustered codes of any kind but "uniform": a typo ran them unnamed
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     p.add_argument("--hnsw-m", type=int, nargs="*", default=[32])
     p.add_argument("--ef-construction", type=int, nargs="+", default=[40])
     p.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128])
@@ -357,7 +369,7 @@ def main() -> None:
     p.add_argument("--ts-n", type=int, default=90_000)
     p.add_argument("--ts-queries", type=int, default=1000)
     p.add_argument("--shortlist", type=int, nargs="+", default=[100, 1000])
-    p.add_argument("--parts", nargs="+", default=["exact", "ann", "pathmnist", "two_stage"])
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--skip-numpy", action="store_true", help="leave out the slow numpy scan")
     p.add_argument(
         "--threads",

@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "init", "-q"], cwd=work, check=True, env=env)
         subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=env)
     log.info("study in %s", work)
+    # a --work of an earlier run: dvc repro reruns only the stages whose inputs changed, so its
+    # wall time is not the whole study's
+    resumed = (work / "dvc.lock").exists()
+    if resumed:
+        log.warning("%s holds an earlier run's dvc.lock: unchanged stages are not rerun", work)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=work, check=True, env=env)
     wall = time.perf_counter() - start
@@ -105,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "RUN.md").write_text(
         f"```bash\n{command}\n```\n\n`dvc repro` wall time: {wall:.0f} s "
         f"({os.cpu_count()} CPUs); scratch study: {work}\n"
+        + (
+            "\nResumed: the scratch study already held an earlier run's dvc.lock, so the "
+            "stages DVC found unchanged were not rerun and the wall time is not the whole "
+            "study's.\n"
+            if resumed
+            else ""
+        )
     )
     log.info("dvc repro: %.0f s; reports in %s", wall, args.out)
     return 0

@@ -520,7 +520,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["breastmnist", "retinamnist"])
     ap.add_argument("--features", nargs="+", default=["pixels"])
     ap.add_argument("--methods", nargs="+", default=["all"])
-    ap.add_argument("--bits", nargs="+", type=int, default=[12, 24, 36, 48])
+    ap.add_argument(
+        "--bits",
+        nargs="+",
+        type=int,
+        default=None,
+        help="bit lengths (default 12 24 36 48; with --merge: only these of the merged cells, "
+        "default all of them)",
+    )
     ap.add_argument(
         "--seeds", nargs="+", type=int, default=[0, 1, 2], help="head seeds averaged per cell"
     )
@@ -561,6 +568,7 @@ def main() -> None:
     if args.merge:
         merge_runs(args, methods)
         return
+    args.bits = args.bits or [12, 24, 36, 48]
     base = {"tracking.enabled": False, **parse_overrides(args.overrides)}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -612,12 +620,52 @@ def merge_runs(args: argparse.Namespace, methods: list[str]) -> None:
     """Rebuild the report from the ``--json`` files of earlier runs of the same split."""
     floats: dict[tuple[str, str], dict[str, Any]] = {}
     cells: dict[tuple, dict[str, Any]] = {}
+    settings: tuple[Path, list[str]] | None = None  # the first file and its --set overrides
+    origin: dict[tuple[str, str], Path] = {}  # the file each block's float KNN came from
     for path in args.merge:
         data = json.loads(path.read_text())
-        floats.update({tuple(k.split("/")): v for k, v in data["floats"].items()})
+        # files written before the split was recorded hold none: their split is --split's
+        split = data.get("split", args.split)
+        if split != args.split:
+            raise SystemExit(
+                f"--merge {path}: its cells were scored on the {split} split, not the "
+                f"{args.split} split of --split; merge runs of one split (--split {split})"
+            )
+        overrides = list(data.get("overrides", []))
+        if settings is None:
+            settings = (path, overrides)
+        elif parse_overrides(overrides) != parse_overrides(settings[1]):
+            raise SystemExit(
+                f"--merge: {settings[0]} was run with --set {settings[1]} but {path} with "
+                f"--set {overrides}; merge only runs of the same settings"
+            )
+        for key, f in ((tuple(k.split("/")), v) for k, v in data["floats"].items()):
+            prev = floats.get(key)
+            common = [n for n in f if prev is not None and n in prev]
+            if prev is not None and any(prev[n] != f[n] for n in common):
+                raise SystemExit(
+                    f"--merge: the float KNN of {'/'.join(key)} differs between "
+                    f"{origin[key]} and {path} ({SHORT[HEADLINE]} {prev.get(HEADLINE)} vs "
+                    f"{f.get(HEADLINE)}): other data, split or KNN settings; merge only runs of "
+                    "the same features and queries"
+                )
+            floats[key], origin[key] = f, path
         for c in data["cells"]:
             cells[tuple(c[k] for k in ("features", "dataset", "method", "bits", "seed"))] = c
-    results = [c for c in cells.values() if c["method"] in methods]
+    if settings is not None:
+        if args.overrides and parse_overrides(args.overrides) != parse_overrides(settings[1]):
+            raise SystemExit(
+                f"--merge trains nothing, so --set {args.overrides} changes nothing: the merged "
+                f"runs used --set {settings[1]}; drop --set"
+            )
+        args.overrides = settings[1]  # the footer's k and overrides: those of the merged runs
+    results = [
+        c
+        for c in cells.values()
+        if c["method"] in methods and (args.bits is None or c["bits"] in args.bits)
+    ]
+    if args.bits is None:  # the summary's lengths: those merged
+        args.bits = sorted({c["bits"] for c in results})
     args.features = list(dict.fromkeys(c["features"] for c in results))
     args.datasets = list(dict.fromkeys(c["dataset"] for c in results))
     args.seeds = sorted({c["seed"] for c in results})  # the footer's seeds: those merged
@@ -669,6 +717,7 @@ def write_outputs(
                     "floats": {"/".join(k): v for k, v in floats.items()},
                     "cells": results,
                     "overrides": args.overrides,
+                    "split": args.split,
                 },
                 indent=1,
             )
