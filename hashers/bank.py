@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hashers.base import is_integer
 from hashers.errors import HashingError
 
 
@@ -39,6 +40,11 @@ class MemoryBankOptions:
     bank_rows: int | None = None  # bank rows sampled per step (None = all, as in the papers)
 
     def __post_init__(self) -> None:
+        # library use (params.yaml refuses these already): "false" is truthy, 2.5 rows a TypeError
+        if not isinstance(self.memory_bank, bool):
+            raise ValueError(f"memory_bank: {self.memory_bank!r} must be True or False")
+        if self.bank_rows is not None and not is_integer(self.bank_rows):
+            raise ValueError(f"bank_rows: {self.bank_rows!r} must be an integer >= 1 or null")
         if self.bank_rows is not None and self.bank_rows < 1:
             raise ValueError(f"bank_rows: {self.bank_rows} must be >= 1 or null (all rows)")
 

@@ -231,10 +231,19 @@ class CNNH(HashingMethod):
             dist = (q - codes @ codes.T) / 2
             self.dissimilar_min_distance = int(dist[dissimilar].min())
             if self.dissimilar_min_distance == 0:
+                # sets beyond max_label_sets are fitted only against the solved ones, so two rare
+                # sets can share a code however many bits there are: then raising the cap helps
+                fix = (
+                    f"raise max_label_sets (now {c.max_label_sets}; {len(rest)} rarer sets were "
+                    "fitted only against the solved ones) or n_bits"
+                    if len(rest)
+                    else "increase n_bits"
+                )
                 log.warning(
-                    "cnnh: some dissimilar label sets share a %d-bit target code (%d sets); increase n_bits",
+                    "cnnh: some dissimilar label sets share a %d-bit target code (%d sets); %s",
                     q,
                     len(sets),
+                    fix,
                 )
         self.targets = codes[inverse].to(dtype=torch.float32, device=self.targets.device)
 

@@ -8,7 +8,9 @@ non-integer count failed inside torch or ``range``; ``balance_pairs="false"`` wa
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 
 from hashers.cnnh import CNNHConfig
@@ -100,3 +102,38 @@ def test_valid_values_and_the_defaults_still_pass() -> None:
         DSHGANConfig,
     ):
         cls()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"memory_bank": "false"}, "memory_bank: 'false' must be True or False"),
+        ({"bank_rows": 2.5}, "bank_rows: 2.5 must be an integer"),
+    ],
+)
+def test_memory_bank_options_of_the_wrong_type_are_refused(kwargs: dict, message: str) -> None:
+    # "false" was truthy: the bank switched on; 2.5 rows failed inside torch
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DPSHConfig(**kwargs)
+    assert DPSHConfig(memory_bank=True, bank_rows=np.int64(8)).bank_rows == 8
+
+
+def test_cnnh_names_max_label_sets_when_rare_sets_share_a_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # sets beyond max_label_sets are fitted only against the solved ones: two rare sets can
+    # share a code at any length, and the warning said only "increase n_bits"
+    import torch
+
+    from hashers import registry
+    from hashers.base import EmbeddingSet, HeadSpec
+
+    sets = torch.tensor([[int(b) for b in f"{i:04b}"] for i in range(1, 16)], dtype=torch.float32)
+    y = torch.cat([sets, sets[:2].repeat(10, 1)])  # two common sets, 13 rare ones
+    train = EmbeddingSet(torch.randn(len(y), 4), y)
+    spec = HeadSpec(in_dim=4, n_bits=2, n_classes=4, multilabel=True)
+    head = registry.build("cnnh", spec, CNNHConfig(max_label_sets=2), seed=0)
+    with caplog.at_level("WARNING", logger="hashers.cnnh"):
+        head.on_fit_start(train)
+    assert head.dissimilar_min_distance == 0
+    assert "raise max_label_sets (now 2; 13 rarer sets were fitted only" in caplog.text
