@@ -80,8 +80,11 @@ def test_training_step_runs(name: str) -> None:
     method, train = ready(name)
     opt = torch.optim.Adam(method.parameters(), lr=1e-3)
     idx = torch.arange(12)
+    before = [p.detach().clone() for p in method.head.parameters()]
     out = method.training_step(Batch(train.x[idx], train.y[idx], idx), opt)
     assert "loss" in out and all(torch.isfinite(torch.as_tensor(v)).all() for v in out.values())
+    # a step: the optimiser moved the head (a step that skipped optimizer.step() would not)
+    assert any(not torch.equal(b, p) for b, p in zip(before, method.head.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).trainable])
@@ -159,7 +162,8 @@ def test_single_class_training_set_is_rejected(name: str) -> None:
 def test_dimension_mismatch_is_rejected(name: str) -> None:
     method = registry.build(name, spec(), seed=0)
     data = clusters(30, seed=0, dim=DIM + 1)
-    with pytest.raises(HashingError, match="dimension"):
+    message = rf"^{name}: embeddings have dimension {DIM + 1} but the head expects {DIM}; "
+    with pytest.raises(HashingError, match=message):
         fit(method, data, data, config=FitConfig(epochs=1, progress=False))
 
 

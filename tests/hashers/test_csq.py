@@ -38,8 +38,10 @@ def test_csq_builds_and_trains_one_step_at_any_length(bits: int) -> None:
     method = registry.build("csq", HeadSpec(in_dim=8, n_bits=bits, n_classes=5, hidden_dims=(16,)))
     x, y = torch.randn(6, 8), torch.eye(5)[torch.tensor([0, 1, 2, 3, 4, 0])]
     terms = method.compute_loss(method(x), y, torch.arange(6))
+    assert method.centers.shape == (5, bits) and min_pairwise_distance(method.centers) > bits / 4
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
+    assert any(float(p.grad.abs().sum()) > 0 for p in method.head.parameters())  # it can train
 
 
 def test_loss_matches_hand_computed_bce_and_multilabel_centroid() -> None:

@@ -363,8 +363,15 @@ def test_multi_label_batches_train(name: str) -> None:
     y = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 0, 1]])
     opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
     torch.manual_seed(0)
+    before = [p.detach().clone() for p in method.head.parameters()]
     out = method.training_step(Batch(torch.randn(6, 6), y, torch.arange(6)), opt)
     assert all(torch.isfinite(v) for v in out.values())
+    # it trains: the multi-hot rows gave the head a gradient (AdamW's weight decay alone would
+    # move it too) and the step moved the head
+    assert any(
+        float(p.grad.abs().sum()) > 0 for p in method.head.parameters() if p.grad is not None
+    )
+    assert any(not torch.equal(b, p) for b, p in zip(before, method.head.parameters(), strict=True))
 
 
 def hard_clusters(n: int, *, seed: int) -> EmbeddingSet:

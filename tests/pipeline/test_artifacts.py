@@ -99,7 +99,9 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"m\.json: x is not a finite number .*nothing was written"
+    ):
         write_json(target, {"x": float("nan")})
     assert json.loads(target.read_text()) == {"a": 1}
 

@@ -445,9 +445,16 @@ def test_extra_checkpoint_weights_are_ignored(tmp_path: Path) -> None:
         hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         image_size=28, patch_size=14,
     )  # fmt: skip
-    ViTModel(config, add_pooling_layer=True).save_pretrained(tmp_path / "vit")
+    saved = ViTModel(config, add_pooling_layer=True)
+    saved.save_pretrained(tmp_path / "vit")
     bb = load_backbone(BackboneConfig(name=str(tmp_path / "vit"), image_size=28, device="cpu"))
     assert bb.embed_images(np.zeros((1, 28, 28), np.uint8)).shape == (1, 16)
+    # the encoder's weights are the checkpoint's (read, not initialised afresh); the pooler is not
+    want = saved.state_dict()
+    got = bb.model.state_dict()
+    assert got and all(torch.equal(v, want[k]) for k, v in got.items())
+    pooler = {k for k in want if k.startswith("pooler.")}
+    assert pooler and not pooler & set(got)
 
 
 def test_missing_folder_under_a_local_parent_is_named_as_a_folder(

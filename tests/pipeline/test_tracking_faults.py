@@ -154,6 +154,8 @@ def test_check_reachable_times_out_in_seconds(monkeypatch) -> None:
     CONNECT_TIMEOUT_S instead of MLflow's minutes of retries."""
     import socket
 
+    from pipeline.config import ParamsError
+
     calls = []
 
     def never_answers(address, timeout):
@@ -161,7 +163,9 @@ def test_check_reachable_times_out_in_seconds(monkeypatch) -> None:
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", never_answers)
-    with pytest.raises(Exception, match="unreachable"):
+    with pytest.raises(
+        ParamsError, match=r"at https://mlflow\.example:5000 is unreachable \(timed"
+    ):
         tracking.check_reachable("https://mlflow.example:5000")
     assert calls == [tracking.CONNECT_TIMEOUT_S] and tracking.CONNECT_TIMEOUT_S <= 5
     tracking.check_reachable("sqlite:///x.db")  # local stores are not probed
@@ -437,6 +441,8 @@ def test_a_server_behind_a_proxy_is_not_probed_directly(monkeypatch) -> None:
     egress is blocked, so every stage exited 2 with "unreachable"."""
     import socket
 
+    from pipeline.config import ParamsError
+
     def blocked(*args, **kwargs):
         raise OSError("direct connections are blocked")
 
@@ -447,7 +453,9 @@ def test_a_server_behind_a_proxy_is_not_probed_directly(monkeypatch) -> None:
     tracking.check_reachable("http://mlflow.example:5000")  # no error: the proxy will carry it
     monkeypatch.delenv("HTTP_PROXY")
     monkeypatch.delenv("http_proxy", raising=False)
-    with pytest.raises(Exception, match="unreachable"):
+    with pytest.raises(
+        ParamsError, match=r"at http://mlflow\.example:5000 is unreachable \(direct"
+    ):
         tracking.check_reachable("http://mlflow.example:5000")
 
 

@@ -38,9 +38,9 @@ def test_chance_level_guessing_gives_no_bound() -> None:
 
 
 def test_bad_counts_are_refused() -> None:
-    with pytest.raises(PrivacyError):
-        one_run_p_value(10, 5, 6, 1.0, 0.0)
-    with pytest.raises(PrivacyError):
+    with pytest.raises(PrivacyError, match=r"^audit counts: need 0 <= v=6 <= r=5 <= m=10$"):
+        one_run_p_value(10, 5, 6, 1.0, 0.0)  # more correct guesses than guesses; δ = 0 is valid
+    with pytest.raises(PrivacyError, match=r"^audit confidence=1\.0: must lie in \(0, 1\)"):
         one_run_epsilon(10, 5, 5, delta=0.0, confidence=1.0)
 
 

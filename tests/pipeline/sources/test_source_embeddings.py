@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from pipeline import sources
 from pipeline.artifacts import ArtifactError, EmbeddingsFile, load_embeddings, save_embeddings
-from pipeline.config import DataConfig, SourceConfig
+from pipeline.config import DataConfig, ParamsError, SourceConfig
 from pipeline.data import DataError
 
 
@@ -98,7 +98,9 @@ def test_refusals_name_the_file_and_the_fix(tmp_path: Path) -> None:
     np.savez(tmp_path / "m.npz", **bad)
     with pytest.raises(ArtifactError, match=r"m\.npz: train_y .*other than 0/1"):
         load(config(tmp_path / "m.npz"))
-    with pytest.raises(Exception, match="embeddings source needs path"):
+    with pytest.raises(
+        ParamsError, match=r"^path: an embeddings source needs path: <\.safetensors"
+    ):
         SourceConfig(kind="embeddings")
 
 
