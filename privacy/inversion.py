@@ -22,6 +22,7 @@ import torch
 
 from privacy._learn import mlp, predict, train_regressor
 from privacy.base import Attack, Records, cosine_distances, tie_aware_topk
+from privacy.errors import PrivacyError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,7 @@ class Inversion(Attack):
 
     def _fit(self, aux: Records) -> None:
         feats = self.release.features(self.release.attacker_codes(aux.x))
+        self.n_features = feats.shape[1]
         self.mean = aux.x.mean(axis=0)
         self.std = aux.x.std(axis=0) + 1e-6
         target = (aux.x - self.mean) / self.std
@@ -61,9 +63,22 @@ class Inversion(Attack):
         )
 
     def reconstruct(self, released: np.ndarray) -> np.ndarray:
-        return predict(self.model, self.release.features(released)) * self.std + self.mean
+        feats = self.release.features(released)
+        if feats.shape[1] != self.n_features:  # was a torch RuntimeError in the first layer
+            raise PrivacyError(
+                f"inversion: the released items give {feats.shape[1]} features, the model was "
+                f"trained on {self.n_features} (the aux records' released form); pass codes of "
+                "the same head and bit count, or embeddings of the same backbone"
+            )
+        return predict(self.model, feats) * self.std + self.mean
 
     def run_group(self, victims: Records) -> dict[str, float]:
+        if victims.x.shape[1] != len(self.mean):  # was a broadcast ValueError or RuntimeError
+            raise PrivacyError(
+                f"inversion: the {victims.split} victims' embeddings have {victims.x.shape[1]} "
+                f"dimensions, the aux embeddings {len(self.mean)}; aux and victims must come "
+                "from the same backbone"
+            )
         true = victims.x.astype(np.float32)
         rec = self.reconstruct(self.release.published(victims)).astype(np.float32)
         base = np.broadcast_to(self.mean, true.shape).astype(np.float32)

@@ -174,6 +174,37 @@ def image_scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
     return float(np.mean(psnr)), float(np.mean(ssim))
 
 
+def _hwc(images: np.ndarray) -> str:
+    _, c, h, w = images.shape
+    return f"{h}x{w} px, {c} channel(s)"
+
+
+def _targets(records: Records, role: str) -> np.ndarray:
+    """``records.images`` as float ``[N, C, H, W]`` in [0, 1], refused unless they are uint8
+    ``[N, H, W]`` or ``[N, H, W, C]`` with C = 1 or 3 (what :func:`to_common_shape` returns)."""
+    images = records.images
+    if images is None:  # was a bare AssertionError
+        raise PrivacyError(
+            f"reconstruction: the {role} records ({records.split!r}) carry no images; the "
+            "attack needs images for aux and every victim group (skip_reason says so for "
+            "embeddings-only sources)"
+        )
+    if images.dtype != np.uint8:  # divided by 255 anyway: PSNR and SSIM on the wrong range
+        raise PrivacyError(
+            f"reconstruction: the {role} images ({records.split!r}) are {images.dtype}; they "
+            "must be uint8 0..255 (PSNR and SSIM read them as such): convert [0, 1] floats "
+            "with (images * 255).round().astype(np.uint8)"
+        )
+    if images.ndim != 3 and not (images.ndim == 4 and images.shape[3] in (1, 3)):
+        # channels first [N, 3, H, W] was read as W channels of H x 3 px
+        raise PrivacyError(
+            f"reconstruction: the {role} images ({records.split!r}) have shape "
+            f"{list(images.shape)}; give [N, H, W] or [N, H, W, C] with C = 1 or 3 (channels "
+            "last: np.moveaxis(images, 1, -1) for [N, C, H, W]; to_common_shape for RGBA)"
+        )
+    return to_float_chw(images)
+
+
 class Reconstruction(Attack):
     name = "reconstruction"
     Config = ReconstructionConfig
@@ -185,9 +216,9 @@ class Reconstruction(Attack):
         return None
 
     def _fit(self, aux: Records) -> None:
-        assert aux.images is not None
+        target = _targets(aux, "auxiliary")
         feats = self.release.features(self.release.attacker_codes(aux.x))
-        target = to_float_chw(aux.images)
+        self.n_features = feats.shape[1]
         self.mean_image = target.mean(axis=0)
         c = self.config
         self.model = train_regressor(
@@ -202,11 +233,24 @@ class Reconstruction(Attack):
     def reconstruct(self, victims: Records) -> np.ndarray:
         """Decoded images ``[N, C, H, W]`` from the victims' released codes."""
         feats = self.release.features(self.release.published(victims))
+        if feats.shape[1] != self.n_features:  # was a torch RuntimeError in the first layer
+            raise PrivacyError(
+                f"reconstruction: the {victims.split} victims' released items give "
+                f"{feats.shape[1]} features, the decoder was trained on {self.n_features} (the "
+                "aux records' released form); pass codes of the same head and bit count, or "
+                "embeddings of the same backbone, for aux and victims"
+            )
         return predict(self.model, feats, batch_size=256)
 
     def run_group(self, victims: Records) -> dict[str, float]:
-        assert victims.images is not None
-        true = to_float_chw(victims.images)
+        true = _targets(victims, "victim")
+        if true.shape[1:] != self.mean_image.shape:  # was a numpy / scikit-image ValueError
+            raise PrivacyError(
+                f"reconstruction: the {victims.split} victims' images are {_hwc(true)}, the aux "
+                f"images (the decoder's target) {_hwc(self.mean_image[None])}; PSNR and SSIM "
+                "compare images of one shape: bring every split to one with to_common_shape "
+                "(pipeline.attack.common_images)"
+            )
         pred = self.reconstruct(victims)
         base = np.broadcast_to(self.mean_image, true.shape)
         psnr, ssim = image_scores(pred, true)
