@@ -224,6 +224,17 @@ class CodeRelease(Release):
             )
         return bits
 
+    def published(self, records: Records) -> np.ndarray:
+        """As :meth:`Release.published`; published codes of another length than the head's are
+        refused (the learned attacks failed with a shape error deep inside torch)."""
+        codes = super().published(records)
+        if codes.shape[1] != self.n_bits:
+            raise PrivacyError(
+                f"records of {records.split!r}: the published codes have {codes.shape[1]} bits, "
+                f"the head {self.n_bits}; pass the codes this head's release published"
+            )
+        return codes
+
     def features(self, released: np.ndarray) -> np.ndarray:
         return released.astype(np.float32) * 2.0 - 1.0
 
@@ -258,7 +269,7 @@ class MechanismRelease(CodeRelease):
                 "(Records.released is None); pass the codes the mechanism published for them "
                 "(pipeline.attack.load_release reads them from the release folder)"
             )
-        return records.released
+        return super().published(records)
 
     def attacker_codes(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.mechanism(self.encode(x)), dtype=bool)

@@ -32,7 +32,7 @@ def test_released_codes_of_another_width_are_refused() -> None:
     recs = make_records(n=(10, 40, 20), dim=8)
     attack = Inversion(linear_release(8, 16), CFG).fit(recs["val"])
     bad = dataclasses.replace(recs["test"], released=np.zeros((20, 12), dtype=bool))
-    with pytest.raises(PrivacyError, match=r"give 12 features, the model was trained on 16"):
+    with pytest.raises(PrivacyError, match=r"the published codes have 12 bits, the head 16"):
         attack.run({"test": bad})
     good = dataclasses.replace(recs["test"], released=np.zeros((20, 16), dtype=bool))
     out = attack.run({"test": good})

@@ -147,3 +147,17 @@ def test_published_codes_that_are_not_bool_rows_are_refused() -> None:
     with pytest.raises(PrivacyError, match=r"got bool \(4,\)"):
         replace(rec, released=np.ones(4, dtype=bool))
     assert replace(rec, released=bits.astype(bool)).released.sum() == 4
+
+
+def test_published_codes_of_another_length_than_the_head_are_refused() -> None:
+    from privacy.base import CodeRelease, MechanismRelease
+
+    rec = make_records(n=(4, 4, 4), dim=3)["test"]
+    head = CodeRelease(lambda v: v > 0, n_bits=3)
+    twelve = replace(rec, released=np.zeros((4, 12), dtype=bool))
+    for release in (head, MechanismRelease(head, lambda b: b, name="rr")):
+        with pytest.raises(PrivacyError, match="the published codes have 12 bits, the head 3"):
+            release.published(twelve)
+        three = replace(rec, released=np.eye(4, 3, dtype=bool))
+        assert np.array_equal(release.published(three), np.eye(4, 3, dtype=bool))
+    assert np.array_equal(head.published(rec), rec.x > 0)  # no published codes: the head's own

@@ -97,5 +97,5 @@ def test_released_codes_of_another_width_are_refused(recs) -> None:
     torch RuntimeError (mat1 and mat2 shapes cannot be multiplied)."""
     attack = Reconstruction(linear_release(8, 16), CFG).fit(recs["val"])
     test = dataclasses.replace(recs["test"], released=np.zeros((20, 12), dtype=bool))
-    with pytest.raises(PrivacyError, match=r"give 12 features, the decoder was trained on 16"):
+    with pytest.raises(PrivacyError, match=r"the published codes have 12 bits, the head 16"):
         attack.run({"test": test})
