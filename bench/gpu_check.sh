@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:$PWD/.carry HF_HUB_OFFLINE=1 HASHAUDIT
 } 2>&1 | tee "$OUT/machine.txt"
 timeout 200 $PY -m pytest -q -p no:cacheprovider -m gpu -o addopts="" \
   tests/hashers/test_gpu.py tests/privacy/test_gpu_dp.py tests/pipeline/test_backbones.py \
-  tests/pipeline/test_extract.py 2>&1 | tee "$OUT/gpu-tests.log"
+  tests/pipeline/test_extract.py tests/test_cuda_paths.py 2>&1 | tee "$OUT/gpu-tests.log"
 [[ -n ${FULL:-} ]] || exit 0
 timeout 90 $PY bench/bench_extract.py --arch base --device cuda --n 2048 --batch-size 256 \
   --repeats 2 2>&1 | tee "$OUT/extract-gpu.md"

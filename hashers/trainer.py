@@ -661,6 +661,16 @@ class EpochSelector:
             self.best_state = self.states.get(epoch)
 
 
+def on_cpu(data: EmbeddingSet) -> EmbeddingSet:
+    """``data`` with its tensors on the CPU, where the trainer keeps the splits (it moves the
+    training rows to the fit's device itself): batches and val subsets are drawn with CPU
+    generators (``torch.multinomial`` of CUDA row weights refuses one) and the val scores run in
+    numpy (``.numpy()`` refuses a CUDA tensor). The same object when already there."""
+    if data.x.device.type == "cpu" and data.y.device.type == "cpu":
+        return data
+    return EmbeddingSet(data.x.cpu(), data.y.cpu())
+
+
 def seed_global_generators(seed: int, device: torch.device) -> None:
     """Seed torch's global CPU generator and, when training there, the CUDA device's; only these
     (``torch.manual_seed`` would also seed every other GPU and MPS, which :func:`fit` does not
@@ -692,6 +702,7 @@ def fit(
     included, outlives it (on MPS the global generator is neither seeded nor restored).
     """
     device = resolve_device(config.device)
+    train, val = on_cpu(train), on_cpu(val)  # splits given on a GPU: kept on the CPU, as from numpy
     forked: list[int] = []
     if device.type == "cuda":
         forked = [device.index if device.index is not None else torch.cuda.current_device()]

@@ -205,9 +205,12 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     if precision == "fp32":
         return "fp32"
     if precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        # asked of the backbone's own device: torch.cuda.is_bf16_supported() asks the current
+        # one, which on a multi-GPU box need not be the backbone's (cuda:1)
+        if device.type == "cuda" and not (native_bf16(device) or _bf16_tensor_ok(device)):
             raise BackboneUnavailableError(
-                "backbone.precision: bf16 is not supported by this GPU; set backbone.precision: auto or fp32"
+                f"backbone.precision: bf16 is not supported by this GPU ({device}); set "
+                "backbone.precision: auto or fp32"
             )
         return "bf16"
     return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
@@ -221,6 +224,19 @@ def native_bf16(device: torch.device) -> bool:
     if torch.version.hip is not None:
         return True
     return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def _bf16_tensor_ok(device: torch.device) -> bool:
+    """Whether a bf16 tensor can be made on the CUDA ``device`` (emulated bf16 counts): the test
+    ``torch.cuda.is_bf16_supported()`` makes on the current device, made on ``device``."""
+    check = getattr(torch.cuda, "_check_bf16_tensor_supported", None)  # torch's, cached per device
+    if check is not None:
+        return bool(check(device))
+    try:  # pragma: no cover - a torch without it
+        torch.ones(1, dtype=torch.bfloat16, device=device)
+    except Exception:  # torch's own check treats any failure as "not supported"
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -106,8 +106,11 @@ def train_regressor(
             "number >= 0 (e.g. 1e-4)"
         )
     gen = torch.Generator().manual_seed(seed)
+    # the CPU generator only (the model is on the CPU): torch.manual_seed would also reseed every
+    # CUDA and MPS generator (lazily, even before CUDA starts), which fork_rng(devices=[]) does
+    # not restore, so training an attack model reset a caller's GPU random streams
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(int(seed))
         for m in model.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()

@@ -105,6 +105,7 @@ from hashers.trainer import (
     FitResult,
     TrainingPlugin,
     fit,
+    on_cpu,
     seed_global_generators,
     steps_per_epoch,
     val_scores,
@@ -545,6 +546,7 @@ def dp_fit(
     """
     check_dp_capable(method)
     check_val_halves(len(val), config.k)
+    train, val = on_cpu(train), on_cpu(val)  # DPSGD's val halves are scored in numpy
     # the trainer's term (config.geometry) or one a caller put on the method by hand
     own = method.geometry_weight if method.geometry_term is not None else 0.0
     geometry = config.geometry if config.geometry > 0.0 else own
