@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--image-size", type=int, default=None, help="default: 224 (56 for tiny-random)")
     p.add_argument("--resize", choices=["resize", "pad"], default="resize")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<index> or mps")
     p.add_argument(
         "--precisions", type=precision_list, default="fp32,bf16", help="comma-separated: fp32,bf16"
     )

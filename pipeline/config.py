@@ -167,6 +167,17 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ParamsError(f"{key}: {message}")
 
 
+def check_device(value: str, key: str) -> None:
+    """A device name hashaudit runs on: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``
+    (whether that device exists is checked where it is used, ``hashers.devices.resolve_device``);
+    ``cuda:1`` was refused here although the stages honour it."""
+    check(
+        re.fullmatch(r"auto|cpu|cuda(:(0|[1-9][0-9]*))?|mps", value) is not None,
+        key,
+        f"{value!r} is not a device; use auto, cpu, cuda, cuda:<index> (e.g. cuda:1) or mps",
+    )
+
+
 def check_unique(values: Sequence[Any], key: str) -> None:
     """Refuse a list that names a value twice: each entry is a DVC matrix axis (a stage per value)
     and a row of the report, so ``[8, 8.0]`` would make two stages and two rows of one ε."""
@@ -290,10 +301,11 @@ class BackboneConfig:
     resize: Literal["resize", "pad"] = "resize"
     pooling: Literal["cls", "cls_mean"] = "cls"
     batch_size: int = 32
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:<index> or mps (check_device)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
+        check_device(self.device, "device")
         for key in ("name", "revision"):  # "" loaded the folder "." as the model
             value = getattr(self, key)
             check(
@@ -383,9 +395,10 @@ class TrainConfig:
     ema_epochs: float = 0.0  # weight-average time constant (epochs) scored and selected; 0 = off
     # weight of the neighbourhood term (codes keep the embeddings' Euclidean neighbourhoods)
     geometry: float = 0.0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+    device: str = "cpu"  # auto, cpu, cuda, cuda:<index> or mps (check_device)
 
     def __post_init__(self) -> None:
+        check_device(self.device, "device")
         check(len(self.methods) > 0, "methods", "list at least one hashing method")
         check(
             len(self.bits) > 0,

@@ -13,7 +13,7 @@ from pipeline.common import parse_overrides
 from pipeline.config import ParamsError, load_params
 from tests.conftest import REPO
 from tests.pipeline.test_config_errors import knn_main
-from tests.pipeline.test_config_overrides import error_of
+from tests.pipeline.test_config_overrides import error_of, loaded
 
 PARAMS = REPO / "params.yaml"
 
@@ -172,3 +172,14 @@ def test_an_empty_or_padded_backbone_name_or_revision_is_refused(key: str, value
     # backbone.name "" was read as the folder "." (the working directory) as the model
     with pytest.raises(ParamsError, match=rf"^backbone.{key}: {re.escape(repr(value))} is empty"):
         load_params(PARAMS, {f"backbone.{key}": value})
+
+
+def test_a_gpu_index_is_a_device_and_other_names_are_refused() -> None:
+    # backbone.device / train.device: cuda:1 was refused by the config although every stage
+    # honours it (hashers.devices.resolve_device checks that the GPU exists)
+    params = loaded("backbone.device=cuda:1", "train.device=cuda:0")
+    assert (params.backbone.device, params.train.device) == ("cuda:1", "cuda:0")
+    for value in ("gpu", "cuda:x", "cuda:01", "CUDA"):
+        assert error_of(f"train.device={value}").startswith(
+            f"train.device: '{value}' is not a device; use auto, cpu, cuda, cuda:<index>"
+        )
