@@ -1014,6 +1014,11 @@ def check_same_embeddings(
             f"{recorded_in}: records no embeddings fingerprint (written by an older hashaudit); "
             f"re-run the stage that writes it (dvc repro) before combining it with {embeddings_path}"
         )
+    if not isinstance(expected, str):  # a hand-edited file: an AttributeError deep inside
+        raise ArtifactError(
+            f"{recorded_in}: its embeddings fingerprint is {expected!r}, not a 'sha256:...' text; "
+            "re-run the stage that writes it (dvc repro)"
+        )
     got = emb.digest_like(expected)
     if expected != got:
         hidden = private_splits(expected)
@@ -1108,6 +1113,8 @@ def recorded_fingerprint(config: Mapping[str, Any]) -> str | None:
     """The embeddings fingerprint a head's or release's ``config.json`` records: its content
     ``fingerprint``, or the ``public_fingerprint`` of a DP head or a code release."""
     block = config.get("embeddings") or {}
+    if not isinstance(block, Mapping):  # a hand-edited config.json: checked by its readers
+        return block  # type: ignore[return-value]
     return block.get("fingerprint", block.get("public_fingerprint"))
 
 
@@ -1127,6 +1134,11 @@ def check_head_embeddings(
     backbone, pooling and dimension, and the same content fingerprint (a DP head: the same
     :func:`public_fingerprint`)."""
     trained = head_config.get("embeddings") or {}
+    if not isinstance(trained, Mapping):
+        raise ArtifactError(
+            f"{head_dir / 'config.json'}: its 'embeddings' is {trained!r}, not the block the train "
+            "stage writes (backbone, pooling, dim, fingerprint); re-run the train stage (dvc repro)"
+        )
     for key in ("backbone", "pooling", "dim"):
         want = str(trained.get(key))
         got = str(emb.dim if key == "dim" else emb.meta.get(key))

@@ -448,3 +448,18 @@ def test_codes_packed_big_endian_are_refused_not_read_as_other_bits(tmp_path: Pa
     save_file({"train": packed, "test": packed}, str(path), metadata={**meta, "bitorder": "little"})
     codes, n_bits, _ = load_codes(path)  # read little-endian, as the file now says
     assert n_bits == 12 and codes["train"].shape == (2, 2)
+
+
+def test_a_hand_edited_fingerprint_that_is_not_text_is_named(tmp_path: Path) -> None:
+    # "embeddings_fingerprint": 5 (or a head's "embeddings": 5) was an AttributeError traceback
+    from pipeline.artifacts import check_head_embeddings, check_same_embeddings
+
+    emb = synthetic_embeddings()
+    where = dict(embeddings_path=tmp_path / "e.safetensors", recorded_in=tmp_path / "knn.json")
+    with pytest.raises(ArtifactError, match=r"knn\.json: its embeddings fingerprint is 5, not a"):
+        check_same_embeddings(5, emb, **where)  # type: ignore[arg-type]
+    with pytest.raises(ArtifactError, match=r"config\.json: its 'embeddings' is 5, not the block"):
+        check_head_embeddings(
+            {"embeddings": 5}, emb, head_dir=tmp_path, embeddings_path=tmp_path / "e.safetensors"
+        )
+    check_same_embeddings(emb.fingerprint, emb, **where)  # the file's own fingerprint passes
