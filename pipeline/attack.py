@@ -691,6 +691,25 @@ def load_release(
         raise ArtifactError(
             f"{release_dir}: config.json has no release block; pass a release stage's --out"
         )
+    # a hand-edited or foreign block: a KeyError (or StopIteration for no split) further down
+    need = "epsilon_code" if info["mechanism"] == "rr" else "k"
+    splits_ok = (
+        isinstance(info.get("splits"), list)
+        and len(info["splits"]) > 0
+        and set(info["splits"]) <= set(VICTIMS)
+    )
+    value = info.get(need)
+    value_ok = (
+        isinstance(value, int | float | str) and not isinstance(value, bool)
+        if need == "epsilon_code"
+        else isinstance(value, int) and not isinstance(value, bool)
+    )
+    if not splits_ok or not value_ok:
+        raise ArtifactError(
+            f"{release_dir}: config.json's release block needs 'splits' (a non-empty list of "
+            f"{', '.join(VICTIMS)}) and '{need}' (got splits={info.get('splits')!r}, "
+            f"{need}={value!r}); re-run the release stage (dvc repro)"
+        )
     codes, n_bits, _ = load_codes(codes_path)
     if n_bits != bits or config.get("method") != head_config.get("method"):
         raise ArtifactError(

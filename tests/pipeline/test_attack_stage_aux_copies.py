@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,3 +60,22 @@ def test_copies_of_names_the_file_s_rows_per_other_split() -> None:
     assert np.flatnonzero(attack.copies_of(emb, "val", ("train",))).tolist() == [0, 3]
     assert attack.copies_of(_emb(None), "val", ("train",)) is None
     assert not attack.copies_of(emb, "train", ()).any()
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"mechanism": "rr", "splits": ["train"]},  # no epsilon_code: a KeyError
+        {"mechanism": "kanon", "splits": [], "k": 5},  # no split: a StopIteration
+        {"mechanism": "kanon", "splits": ["val"], "k": 5},  # val is the attacker's, never released
+        {"mechanism": "kanon", "splits": ["test"], "k": "5"},
+    ],
+)
+def test_a_release_block_without_its_keys_is_named(tmp_path: Path, block: dict) -> None:
+    from pipeline.artifacts import ArtifactError, write_json
+
+    write_json(tmp_path / "config.json", {"method": "dpsh", "release": block})
+    (tmp_path / "codes.safetensors").write_bytes(b"")
+    cfg = load_params(REPO / "params.yaml", {}).attack
+    with pytest.raises(ArtifactError, match=r"config\.json's release block needs 'splits'"):
+        attack.load_release(tmp_path, tmp_path, None, {}, 12, cfg, emb=None)
