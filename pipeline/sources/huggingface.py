@@ -372,14 +372,18 @@ def from_dataset_dict(
 ) -> ImageDataset:
     """Shared with the ``imagefolder`` source: map splits, check columns, wrap lazy readers."""
     chosen: dict[str, Any] = {}
+    shadowed = []
     for hf_split, ours in _SPLIT_MAP.items():
         if hf_split in dsd and ours not in chosen:
             chosen[ours] = dsd[hf_split]
-    unused = sorted(set(dsd) - set(_SPLIT_MAP))
+        elif hf_split in dsd:  # 'val' beside 'validation': the first in _SPLIT_MAP order is read
+            shadowed.append(hf_split)
+    unused = sorted(set(dsd) - set(_SPLIT_MAP)) + shadowed
     if unused:  # e.g. 'dev': read as nothing, while val/test are carved from train
         log.warning(
-            "%s: split(s) %s are not read (hashaudit reads train, validation|val|valid and test; "
-            "a missing val or test is carved from train); rename a split to use it",
+            "%s: split(s) %s are not read (hashaudit reads train, validation|val|valid and test, "
+            "the first of validation, val, valid present; a missing val or test is carved from "
+            "train); rename a split to use it",
             where,
             unused,
         )

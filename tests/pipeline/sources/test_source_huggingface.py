@@ -372,3 +372,25 @@ def test_a_split_hashaudit_does_not_read_is_named_in_a_warning(
     # 'dev' is not read: val is carved from train (27 + 3), as the warning says
     assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [27, 3, 9]
     assert "split(s) ['dev'] are not read" in caplog.text
+
+
+def test_a_second_val_split_is_named_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 'validation' and 'val' both present: 'validation' is read, 'val' was dropped without a word
+    import datasets
+
+    path = hf_dataset_dir(tmp_path, validation=False)
+    dsd = datasets.load_from_disk(str(path))
+    parts = {
+        "train": dsd["train"],
+        "validation": dsd["test"],
+        "val": dsd["test"],
+        "test": dsd["test"],
+    }
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "two-vals"))
+    src = SourceConfig(kind="huggingface", id=str(tmp_path / "two-vals"), image_column="img")
+    with caplog.at_level("WARNING", logger="pipeline.sources.huggingface"):
+        ds = load("toy", data_config(tmp_path, toy=src))
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [30, 9, 9]
+    assert "split(s) ['val'] are not read" in caplog.text
