@@ -10,6 +10,7 @@ paper needs it. The single training loop lives in :mod:`hashers.trainer`.
 from __future__ import annotations
 
 import abc
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,34 @@ from hashers.heads import InputStandardizer, MLPHead
 def is_integer(value: object) -> bool:
     """An integer (numpy's included), never a bool or a float."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_config_types(
+    config: object,
+    *,
+    finite: Sequence[str] = (),
+    integers: Sequence[str] = (),
+    flags: Sequence[str] = (),
+) -> None:
+    """``ValueError("field: value must be ...")`` (the form ``parse_dataclass`` turns into a
+    ``ParamsError``) for a method config's field of the wrong type: ``finite`` must be finite
+    reals, ``integers`` integers, ``flags`` bools. Library use: params.yaml's parser refuses these
+    already; built in code, NaN or inf gave a non-finite loss blamed on ``train.lr``, 2.5 a
+    TypeError inside torch, and ``"false"`` was read as True."""
+    for field in finite:
+        value = getattr(config, field)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{field}: {value!r} must be a finite number")
+    for field in integers:
+        if not is_integer(getattr(config, field)):
+            raise ValueError(f"{field}: {getattr(config, field)!r} must be an integer")
+    for field in flags:
+        if not isinstance(getattr(config, field), bool):
+            raise ValueError(f"{field}: {getattr(config, field)!r} must be True or False")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,21 +232,26 @@ class HashingMethod(nn.Module, abc.ABC):
         """Relaxed codes ``u`` of shape ``[B, n_bits]``."""
         return self.head(x)
 
+    def check_encode_input(self, x: Tensor, batch_size: int, *, what: str) -> None:
+        """Refuse a ``batch_size`` below 1 (no batch ran: zero codes) and embeddings that are not
+        ``[N, in_dim]`` (a ``[B, N, D]`` input gave codes of another shape)."""
+        if not is_integer(batch_size) or batch_size < 1:
+            raise HashingError(
+                f"{self.name}: {what} batch_size={batch_size!r} must be an integer >= 1"
+            )
+        if x.ndim != 2 or x.shape[1] != self.spec.in_dim:
+            raise HashingError(
+                f"{self.name}: {what} takes embeddings [N, {self.spec.in_dim}] (the head's "
+                f"in_dim), got shape {tuple(x.shape)}"
+            )
+
     @torch.no_grad()
     def encode(self, x: Tensor, *, batch_size: int = 8192) -> Tensor:
         """Binary codes ``bool [N, n_bits]`` (``u > 0``), computed in eval mode.
 
         ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1`` (:class:`HashingError` otherwise: a
         negative batch size gave zero codes, a ``[B, N, D]`` input codes of another shape)."""
-        if not is_integer(batch_size) or batch_size < 1:
-            raise HashingError(
-                f"{self.name}: encode batch_size={batch_size!r} must be an integer >= 1"
-            )
-        if x.ndim != 2 or x.shape[1] != self.spec.in_dim:
-            raise HashingError(
-                f"{self.name}: encode takes embeddings [N, {self.spec.in_dim}] (the head's in_dim), "
-                f"got shape {tuple(x.shape)}"
-            )
+        self.check_encode_input(x, batch_size, what="encode")
         was_training = self.training
         self.eval()
         try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, is_integer
+from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec
 from retrieval.codes import to_signs
 
 _CHUNK = 8192
@@ -258,15 +258,7 @@ class LSH(_ClosedForm):
         ``x`` must be ``[N, in_dim]`` and ``batch_size >= 1``, as for :meth:`encode`
         (:class:`HashingError` otherwise: a negative batch size gave ``[T, 0, K]`` for N rows, and
         ``[B, N, D]`` broadcast against the tables into codes of another shape)."""
-        if not is_integer(batch_size) or batch_size < 1:
-            raise HashingError(
-                f"{self.name}: encode_tables batch_size={batch_size!r} must be an integer >= 1"
-            )
-        if x.ndim != 2 or x.shape[1] != self.spec.in_dim:
-            raise HashingError(
-                f"{self.name}: encode_tables takes embeddings [N, {self.spec.in_dim}] (the head's "
-                f"in_dim), got shape {tuple(x.shape)}"
-            )
+        self.check_encode_input(x, batch_size, what="encode_tables")
         x = x.to(self.head.mean.device)
         parts = [
             self.head.project_tables(x[i : i + batch_size]) > 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import EmbeddingSet, HashingError, HashingMethod, HeadSpec, is_integer
+from hashers.base import (
+    EmbeddingSet,
+    HashingError,
+    HashingMethod,
+    HeadSpec,
+    check_config_types,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +36,12 @@ class CNNHConfig:
     def __post_init__(self) -> None:
         # library use (params.yaml refuses these already): cls_weight NaN trained plain CNNH,
         # sweeps=2.5 failed inside range(), and class_balanced="false" was truthy
-        for field in ("cls_weight",):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("sweeps", "restarts", "max_label_sets"):
-            if not is_integer(getattr(self, field)):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
-        for field in ("class_balanced",):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
+        check_config_types(
+            self,
+            finite=("cls_weight",),
+            integers=("sweeps", "restarts", "max_label_sets"),
+            flags=("class_balanced",),
+        )
         if self.cls_weight < 0:
             raise ValueError(f"cls_weight: {self.cls_weight} must be >= 0")
         if self.sweeps < 1:

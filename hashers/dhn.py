@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from hashers import functional
-from hashers.base import HashingMethod
+from hashers.base import HashingMethod, check_config_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,14 +18,7 @@ class DHNConfig:
     def __post_init__(self) -> None:
         # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
         # blamed on train.lr
-        for field in ("lam", "logit_scale"):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
+        check_config_types(self, finite=("lam", "logit_scale"))
         if self.lam < 0:
             raise ValueError(f"lam: {self.lam} must be >= 0")
         if self.logit_scale <= 0:

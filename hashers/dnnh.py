@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import HashingMethod, is_integer
+from hashers.base import HashingMethod, check_config_types
 from hashers.heads import DivideEncodeHead
 
 
@@ -24,17 +22,9 @@ class DNNHConfig:
     def __post_init__(self) -> None:
         # library use (params.yaml refuses these already): margin NaN / inf gave a non-finite
         # loss blamed on train.lr, and slice_dim=2.5 failed inside torch
-        for field in ("margin", "epsilon"):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("slice_dim", "triplets_per_anchor"):
-            if not is_integer(getattr(self, field)):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
+        check_config_types(
+            self, finite=("margin", "epsilon"), integers=("slice_dim", "triplets_per_anchor")
+        )
         if self.margin <= 0:
             raise ValueError(f"margin: {self.margin} must be > 0")
         if not 0 <= self.epsilon < 0.5:

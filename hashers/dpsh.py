@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from hashers import functional
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
-from hashers.base import HashingMethod
+from hashers.base import HashingMethod, check_config_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,17 +20,7 @@ class DPSHConfig(MemoryBankOptions):
         super().__post_init__()
         # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
         # blamed on train.lr, and balance_pairs="false" was truthy
-        for field in ("eta",):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("balance_pairs",):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
+        check_config_types(self, finite=("eta",), flags=("balance_pairs",))
         if self.eta < 0:
             raise ValueError(f"eta: {self.eta} must be >= 0")
 

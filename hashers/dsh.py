@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +9,7 @@ from torch import Tensor
 
 from hashers import functional
 from hashers.bank import MemoryBankMixin, MemoryBankOptions
-from hashers.base import HashingMethod
+from hashers.base import HashingMethod, check_config_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,17 +22,7 @@ class DSHConfig(MemoryBankOptions):
         super().__post_init__()
         # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
         # blamed on train.lr, and balance_pairs="false" was truthy
-        for field in ("alpha", "margin_per_bit"):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("balance_pairs",):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
+        check_config_types(self, finite=("alpha", "margin_per_bit"), flags=("balance_pairs",))
         if self.alpha < 0:
             raise ValueError(f"alpha: {self.alpha} must be >= 0")
         if self.margin_per_bit <= 0:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hashers import functional
-from hashers.base import Batch, EmbeddingSet, HashingMethod, HeadSpec, is_integer
+from hashers.base import (
+    Batch,
+    EmbeddingSet,
+    HashingMethod,
+    HeadSpec,
+    check_config_types,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,17 +34,11 @@ class DSHGANConfig:
     def __post_init__(self) -> None:
         # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
         # blamed on train.lr, and noise_dim=2.5 failed inside torch
-        for field in ("margin", "real_triplet_weight", "cls_weight", "gan_lr", "gan_beta1"):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("triplets_per_anchor", "noise_dim", "gan_hidden"):
-            if not is_integer(getattr(self, field)):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
+        check_config_types(
+            self,
+            finite=("margin", "real_triplet_weight", "cls_weight", "gan_lr", "gan_beta1"),
+            integers=("triplets_per_anchor", "noise_dim", "gan_hidden"),
+        )
         if self.margin <= 0:
             raise ValueError(f"margin: {self.margin} must be > 0")
         for field in ("real_triplet_weight", "cls_weight"):

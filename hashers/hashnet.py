@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from hashers import functional
-from hashers.base import HashingMethod, HeadSpec, is_integer
+from hashers.base import HashingMethod, HeadSpec, check_config_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,20 +23,12 @@ class HashNetConfig:
     def __post_init__(self) -> None:
         # library use (params.yaml refuses these already): NaN / inf gave a non-finite loss
         # blamed on train.lr, and balance_pairs="false" was truthy
-        for field in ("beta0", "gamma", "power") + (() if self.alpha is None else ("alpha",)):
-            value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise ValueError(f"{field}: {value!r} must be a finite number")
-        for field in ("iterations",):
-            if not is_integer(getattr(self, field)):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be an integer")
-        for field in ("balance_pairs",):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field}: {getattr(self, field)!r} must be True or False")
+        check_config_types(
+            self,
+            finite=("beta0", "gamma", "power") + (() if self.alpha is None else ("alpha",)),
+            integers=("iterations",),
+            flags=("balance_pairs",),
+        )
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha: {self.alpha} must be > 0 (or null for 10 / n_bits)")
         if self.beta0 <= 0:

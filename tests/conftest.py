@@ -40,3 +40,30 @@ def shared_medmnist() -> Path:
     if not (SHARED_MEDMNIST / "breastmnist.npz").is_file():
         pytest.skip(f"shared MedMNIST files not found at {SHARED_MEDMNIST}")
     return SHARED_MEDMNIST
+
+
+def mocked_gpus(cards: dict, *, bf16_from_major: bool = False):
+    """A context that makes torch see the GPUs ``cards`` (``{index: SimpleNamespace(major, minor,
+    name)}``, current device 0, not ROCm); with ``bf16_from_major`` a bf16 tensor can be made on a
+    card of compute capability 8 or more. For CPU tests of device-dependent decisions."""
+    import contextlib
+    from unittest import mock
+
+    import torch
+
+    def card(d, t=cards):
+        return t[torch.cuda._get_device_index(d, optional=True)]
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch("torch.cuda.is_available", return_value=True))
+    stack.enter_context(mock.patch("torch.cuda.device_count", return_value=len(cards)))
+    stack.enter_context(mock.patch("torch.cuda.current_device", return_value=0))
+    stack.enter_context(mock.patch("torch.cuda.get_device_properties", side_effect=card))
+    if bf16_from_major:
+        stack.enter_context(
+            mock.patch(
+                "torch.cuda._check_bf16_tensor_supported", side_effect=lambda d: card(d).major >= 8
+            )
+        )
+    stack.enter_context(mock.patch.object(torch.version, "hip", None))
+    return stack

@@ -5,7 +5,6 @@ skipped without a CUDA device)."""
 from __future__ import annotations
 
 import types
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from pipeline import backbones
 from pipeline.backbones import BackboneUnavailableError, resolve_precision
 from pipeline.synthetic import gaussian_clusters
 from privacy._learn import mlp, train_regressor
+from tests.conftest import mocked_gpus
 
 
 def settings() -> types.SimpleNamespace:
@@ -59,23 +59,7 @@ def test_explicit_bf16_is_checked_on_the_backbones_own_gpu() -> None:
     ok = types.SimpleNamespace(major=8, minor=0, name="cc 8.0")
     old = types.SimpleNamespace(major=5, minor=2, name="cc 5.2 (no bf16 at all)")
     for cards, expect_bf16 in (((ok, old), False), ((old, ok), True)):
-        by_index = dict(enumerate(cards))
-        with (
-            mock.patch("torch.cuda.is_available", return_value=True),
-            mock.patch("torch.cuda.device_count", return_value=2),
-            mock.patch("torch.cuda.current_device", return_value=0),
-            mock.patch(
-                "torch.cuda.get_device_properties",
-                side_effect=lambda d, t=by_index: t[torch.cuda._get_device_index(d, optional=True)],
-            ),
-            mock.patch(
-                "torch.cuda._check_bf16_tensor_supported",
-                side_effect=lambda d, t=by_index: (
-                    t[torch.cuda._get_device_index(d, optional=True)].major >= 8
-                ),
-            ),
-            mock.patch.object(torch.version, "hip", None),
-        ):
+        with mocked_gpus(dict(enumerate(cards)), bf16_from_major=True):
             card1 = torch.device("cuda", 1)
             if expect_bf16:
                 assert resolve_precision("bf16", card1) == "bf16"

@@ -23,6 +23,7 @@ from pipeline.backbones import (
     resolve_precision,
 )
 from pipeline.config import BackboneConfig
+from tests.conftest import mocked_gpus
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -192,17 +193,7 @@ def test_auto_precision_skips_bf16_that_the_gpu_only_emulates() -> None:
             assert resolve_precision("bf16", cuda) == "bf16"  # asked for: allowed, emulated
         # decided from the backbone's own device, not the current one: cuda:1 is a 7.5 card
         # while the current device 0 is an 8.0 one (torch's is_bf16_supported asks device 0)
-        by_index = {0: types.SimpleNamespace(major=8, minor=0, name="cc 8.0"), 1: props}
-        with (
-            mock.patch("torch.cuda.is_available", return_value=True),
-            mock.patch("torch.cuda.device_count", return_value=2),
-            mock.patch("torch.cuda.current_device", return_value=0),
-            mock.patch(
-                "torch.cuda.get_device_properties",
-                side_effect=lambda d, t=by_index: t[torch.cuda._get_device_index(d, optional=True)],
-            ),
-            mock.patch.object(torch.version, "hip", None),
-        ):
+        with mocked_gpus({0: types.SimpleNamespace(major=8, minor=0, name="cc 8.0"), 1: props}):
             assert torch.cuda.is_bf16_supported(including_emulation=False)  # device 0's answer
             got = resolve_precision("auto", torch.device("cuda", 1))
             assert got == expected, ("cuda:1", major, minor)
