@@ -65,6 +65,8 @@ def setup_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if name != "DEBUG":  # faiss logs each missing CPU-specific build at INFO: read as failures
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     if not known:
         what = f"log level {raw!r}" if level else f"HASHAUDIT_LOG={raw!r}"
         raise ParamsError(

@@ -123,7 +123,9 @@ def curve_png(path: Path, rows: list[dict[str, Any]], key: str, baseline: Any, t
             )
     if baseline is not None:
         ax.axhline(float(baseline), color="k", linestyle="--", label="float")
-    ax.set(xlabel="bits", ylabel=key, title=title)
+    ax.set(xlabel="bits", ylabel=key)
+    ax.set_title(title, fontsize=9, wrap=True)  # long titles were cut at the figure's edge
+    ax.set_xticks(sorted({int(r["bits"]) for r in rows}))  # the code lengths, not 11.4 … 12.6
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -158,7 +160,7 @@ def run_curves(
             )
         retention_png = [out_dir / "retention_vs_bits.png"]
         if any(r.get(RETENTION) is not None for r in rows):
-            title = f"{dataset}: retention of float balanced accuracy (bars: test-query bootstrap)"
+            title = f"{dataset}: retention of float balanced accuracy\n(bars: test-query bootstrap)"
             curve_png(retention_png[0], rows, RETENTION, 1.0, title)
         else:
             retention_png = []

@@ -380,11 +380,13 @@ def run_train(params: Params, job: HeadJob) -> dict[str, Any]:
             run=run,
             logged_as_history=losses,
         )
-    log.info(
-        "%s: best val accuracy %.4f at epoch %d (%.1fs)",
+    log.info(  # best_* keys are the selected epoch's, picked by train.selection, not by accuracy
+        "%s: epoch %d selected by val %s; its val accuracy %.4f, balanced accuracy %.4f (%.1fs)",
         name,
-        result.best_val_accuracy,
         result.best_epoch,
+        cfg.selection,
+        result.best_val_accuracy,
+        summary["best_val_balanced_accuracy"],
         result.wall_time_s,
     )
     return summary

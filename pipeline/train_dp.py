@@ -212,13 +212,14 @@ def run_train_dp(params: Params, job: HeadJob, *, epsilon: float) -> dict[str, A
             public_provenance=True,  # no digest of the training records in what the head ships
         )
     log.info(
-        "%s: ε=%.3f (δ=%.2g, σ=%.3f), best val accuracy %.4f at epoch %d",
+        "%s: ε=%.3f (δ=%.2g, σ=%.3f), epoch %d selected by val %s; its val accuracy %.4f",
         name,
         report.epsilon,
         report.delta,
         report.noise_multiplier,
-        result.best_val_accuracy,
         result.best_epoch,
+        cfg.selection,
+        result.best_val_accuracy,
     )
     return summary
 

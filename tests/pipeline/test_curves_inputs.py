@@ -90,3 +90,25 @@ def test_an_interval_that_misses_its_point_is_drawn_not_a_traceback(
     assert (tmp_path / "png/retention_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader((tmp_path / "c.csv").open()))
     assert [float(r[f"{curves.RETENTION}_low"]) for r in rows] == [low, 0.85]  # the CSV: as is
+
+
+def test_the_bits_axis_ticks_the_code_lengths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one length gave ticks 11.4 … 12.6; the long retention title was cut at the figure's edge
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.curves import curve_png
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"method": "dpsh", "bits": 12, "balanced_accuracy": 0.7}]
+    curve_png(tmp_path / "c.png", rows, "balanced_accuracy", 0.75, "t")
+    (fig,) = figures
+    assert fig.axes[0].get_xticks().tolist() == [12]
+    rows += [{"method": "dpsh", "bits": 48, "balanced_accuracy": 0.72}]
+    curve_png(tmp_path / "c.png", rows, "balanced_accuracy", 0.75, "t")
+    assert figures[1].axes[0].get_xticks().tolist() == [12, 48]
