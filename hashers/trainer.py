@@ -356,6 +356,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def check_labels(train: EmbeddingSet, method: HashingMethod) -> None:
+    if len(train) == 0:  # read as "a single class" below, which sent users to their labels
+        raise HashingError(
+            f"{method.name}: the training split holds no rows; give fit a non-empty training set"
+        )
     if method.supervised:
         present = int((train.y.sum(dim=0) > 0).sum())
         if present < 2:

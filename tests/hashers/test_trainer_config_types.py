@@ -61,3 +61,18 @@ def test_fit_config_takes_numpy_integers_and_trains_as_with_python_ones() -> Non
     assert torch.equal(weights[0], weights[1])
     assert cfg_np.seed == 3 and type(cfg_np.seed) is int and type(cfg_np.epochs) is int
     assert FitConfig(seed=2**64 - 1).seed == 2**64 - 1  # the largest seed torch takes
+
+
+def test_an_empty_training_split_is_named_not_called_a_single_class() -> None:
+    import torch
+
+    from hashers import registry
+    from hashers.base import EmbeddingSet, HashingError, HeadSpec
+    from hashers.trainer import FitConfig, fit
+
+    spec = HeadSpec(in_dim=4, n_bits=8, n_classes=2)
+    head = registry.build("dpsh", spec, seed=0)
+    empty = EmbeddingSet(torch.zeros(0, 4), torch.zeros(0, 2))
+    val = EmbeddingSet(torch.randn(6, 4), torch.eye(2)[torch.tensor([0, 1] * 3)])
+    with pytest.raises(HashingError, match=r"^dpsh: the training split holds no rows"):
+        fit(head, empty, val, config=FitConfig(epochs=1, progress=False, k=1))
