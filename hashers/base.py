@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from hashers.errors import HashingError
 from hashers.heads import InputStandardizer, MLPHead
 
+#: torch's seeds are unsigned 64-bit (a negative one wraps to 2**64 + s: no second name for it)
+SEED_LIMIT = 2**64
+
 
 def is_integer(value: object) -> bool:
     """An integer (numpy's included), never a bool or a float."""

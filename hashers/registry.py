@@ -7,14 +7,11 @@ Adding a method = one file in ``hashers/``, one line in the ``_METHODS`` table b
 from __future__ import annotations
 
 import importlib
-import numbers
 from typing import Any
 
 import torch
 
-from hashers.base import HashingError, HashingMethod, HeadSpec
-
-SEED_LIMIT = 2**64  # torch's seeds are unsigned 64-bit (a negative one wraps: no second name)
+from hashers.base import SEED_LIMIT, HashingError, HashingMethod, HeadSpec, is_integer
 
 
 class LazyTable:
@@ -81,11 +78,7 @@ def build(name: str, spec: HeadSpec, config: Any | None = None, *, seed: int = 0
     the membership attack's shadow seeds ``attack.seed + 1 + i``, may pass 2**63)."""
     # np.int64 seeds failed in torch ("an integer is required"), and torch maps a negative seed
     # s to 2**64 + s: seed -1 built the head of seed 2**64 - 1
-    if (
-        isinstance(seed, bool)
-        or not isinstance(seed, numbers.Integral)
-        or not 0 <= seed < SEED_LIMIT
-    ):
+    if not is_integer(seed) or not 0 <= seed < SEED_LIMIT:
         raise HashingError(f"seed={seed!r}: use an integer from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
     cls = get(name)
     with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only

@@ -34,7 +34,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hashers import functional
-from hashers.base import Batch, EmbeddingSet, HashingError, HashingMethod, is_integer
+from hashers.base import (
+    SEED_LIMIT,
+    Batch,
+    EmbeddingSet,
+    HashingError,
+    HashingMethod,
+    is_integer,
+)
 from hashers.devices import resolve_device
 from retrieval.codes import pack_bits
 from retrieval.knn import tally_from_counts
@@ -112,7 +119,7 @@ class FitConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise HashingError(f"{key}={value!r} must be a number")
-        if not 0 <= self.seed < 2**64:
+        if not 0 <= self.seed < SEED_LIMIT:
             raise HashingError(f"seed={self.seed}: use an integer from 0 to 2**64 - 1")
         # AdamW refused these with a ValueError naming no setting; lr=inf trained a NaN epoch
         if not (self.lr > 0.0 and math.isfinite(self.lr)):

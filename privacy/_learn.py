@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hashers.base import is_integer
 from privacy.errors import PrivacyError
 
 
@@ -35,13 +36,11 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
     for i, width in enumerate(hidden):
-        if not _whole(width) or width < 1:  # a width of 0 left a constant model: code-blind numbers
+        if (
+            not is_integer(width) or width < 1
+        ):  # a width of 0 left a constant model: code-blind numbers
             raise PrivacyError(
                 f"hidden[{i}]={width!r}: every hidden width of the attack model must be an "
                 "integer >= 1 (e.g. (1024,)); hidden=() is a linear model"
@@ -87,11 +86,11 @@ def train_regressor(
             f"holdout={holdout}: the held-out share of aux must be in [0, 1) (e.g. 0.2); "
             "the rest is what the attack model trains on"
         )
-    if not _whole(epochs) or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise PrivacyError(
             f"epochs={epochs!r}: the attack model needs a whole number of epochs >= 1"
         )
-    if not _whole(batch_size) or batch_size < 1:  # 0 or less trained on batches of one
+    if not is_integer(batch_size) or batch_size < 1:  # 0 or less trained on batches of one
         raise PrivacyError(
             f"batch_size={batch_size!r}: the attack model's mini-batch size must be an integer "
             ">= 1 (e.g. 128)"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hashers.base import is_integer
 from privacy.base import Attack, Records, check_disjoint, check_nonempty
 from privacy.errors import PrivacyError
 from retrieval.codes import iter_hamming_chunks, pack_bits
@@ -39,7 +40,7 @@ def check_radii(radii: tuple[int, ...]) -> None:
             "anonymity: radii=() is empty; give at least one Hamming radius (e.g. (0, 1, 2))"
         )
     for r in radii:
-        if isinstance(r, bool) or not isinstance(r, (int, np.integer)):  # 1.5 named a key r1.5
+        if not is_integer(r):  # 1.5 named a key r1.5
             raise PrivacyError(
                 f"anonymity: radius {r!r} is not a whole number of bits; use Hamming radii "
                 ">= 0 (e.g. (0, 1, 2))"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hashers.base import is_integer
 from privacy.base import Attack, Records, tie_aware_topk
 from privacy.errors import PrivacyError
 
@@ -35,7 +36,7 @@ class Linkage(Attack):
 
     def run(self, victims: Mapping[str, Records]) -> dict[str, float]:
         ks = self.config.ks
-        whole = all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in ks)
+        whole = all(is_integer(k) for k in ks)
         if not ks or not whole or any(not k >= 1 for k in ks):  # k < 1: a negative chance k / n
             raise PrivacyError(
                 f"linkage: ks={ks}: give the top-k ranks to report, each >= 1 and a whole number "

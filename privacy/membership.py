@@ -75,6 +75,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from hashers.base import is_integer
 from privacy._learn import one_thread
 from privacy.base import (
     Attack,
@@ -119,7 +120,7 @@ class MembershipConfig:
             value = getattr(self, key)
             if key == "workers" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if not is_integer(value):
                 raise PrivacyError(
                     f"membership: {key}={value!r} must be a whole number (e.g. {example})"
                 )

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hashers.base import is_integer
 from privacy._learn import predict, train_regressor
 from privacy.base import Attack, Records
 from privacy.errors import PrivacyError
@@ -55,7 +56,7 @@ class ReconstructionConfig:
         # and the float control, read as code-blind (the inversion model's rule, privacy._learn)
         for key in ("hidden", "channels"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise PrivacyError(
                     f"reconstruction: {key}={value!r} must be an integer >= 1 (the decoder's "
                     f"width; default {getattr(ReconstructionConfig, key)})"
